@@ -1,0 +1,47 @@
+# dicomflow: `make up` runs the archive, `make test` runs every test. Both start from nothing
+# but Python 3.11 and the package registries.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: up down status test install install-dev system-test-deps bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+## the real DICOM clients the tests drive (dcmtk's dcmsend, storescu, echoscu) come from Debian
+system-test-deps:
+	@command -v dcmsend >/dev/null 2>&1 || { \
+	  echo "installing dcmtk (Debian package) for the DIMSE client tests"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dcmtk >/dev/null; }
+
+up: $(VENV)/.installed
+	$(BIN)/dicomflow up
+
+down:
+	$(BIN)/dicomflow down
+
+status:
+	$(BIN)/dicomflow status
+
+test: $(VENV)/.installed-dev system-test-deps
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.installed-dev system-test-deps
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) var build *.egg-info

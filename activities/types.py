@@ -1,0 +1,51 @@
+"""Parameters and results that cross the workflow/activity boundary. Plain dataclasses only:
+workflows import this module inside the sandbox, so it must not pull in pydicom or I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class StudyRef:
+    tenant: str
+    study_uid: str
+
+
+@dataclass
+class InstancesArrived:
+    """Signal payload: counters, never instance lists or bytes (payloads over 2 MB are refused)."""
+
+    count: int
+    modality: str | None = None
+
+
+@dataclass
+class StepResult:
+    step: str
+    processed: int = 0
+    failed: int = 0
+    detail: str = ""
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CommitmentRequest:
+    tenant: str
+    transaction_uid: str
+    calling_ae: str
+    timeout_seconds: float
+
+
+@dataclass
+class CommitmentStatus:
+    committed: int
+    failed: int
+    pending: int
+
+
+@dataclass
+class CommitmentReport:
+    delivered: bool
+    event_type: int
+    detail: str = ""

@@ -1,0 +1,42 @@
+"""pynetdicom's association server with the socket options that make C-STORE fast.
+
+Without TCP_NODELAY and a re-armed TCP_QUICKACK, each C-STORE round trip stalls ~50 ms on
+Nagle/delayed-ACK (15-20 instances/s on loopback). SO_REUSEPORT lets several SCP processes share
+one port so a node uses all its cores.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from pynetdicom.transport import ThreadedAssociationServer
+
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
+
+class QuickAckSocket(socket.socket):
+    """Re-arms TCP_QUICKACK before every receive: Linux clears it after each ACK it sends."""
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:  # type: ignore[override]
+        if _QUICKACK is not None:
+            try:
+                self.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+            except OSError:
+                pass
+        return super().recv(bufsize, flags)
+
+
+class FastAssociationServer(ThreadedAssociationServer):
+    def server_bind(self) -> None:
+        if hasattr(socket, "SO_REUSEPORT"):
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+    def get_request(self):  # type: ignore[override]
+        client, address = self.socket.accept()
+        tuned = QuickAckSocket(client.family, client.type, client.proto, fileno=client.detach())
+        tuned.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        tuned.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        if self.ae.network_timeout is not None:
+            tuned.settimeout(self.ae.network_timeout)
+        return tuned, address

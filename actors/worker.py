@@ -1,0 +1,80 @@
+"""The Temporal worker host: workflows and activities for this node, plus the outbox reconciler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import ray
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.commitment_steps import CommitmentActivities
+from activities.context import ActivityContext
+from activities.study_steps import StudyActivities
+from actors.loop_thread import LoopThread
+from actors.reconciler import reconcile_forever
+from archive.settings import Settings
+from workflows.commitment import StorageCommitmentWorkflow
+from workflows.study import StudyWorkflow
+
+log = logging.getLogger("dicomflow.worker")
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    # the client is made here, inside the process: it cannot be pickled into an actor
+    client = await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal_namespace)
+    ctx = await ActivityContext.open(settings)
+    activities = [*StudyActivities(ctx).all(), *CommitmentActivities(ctx).all()]
+    reconciler = asyncio.create_task(reconcile_forever(client, ctx.pool, settings))
+    try:
+        async with Worker(
+            client,
+            task_queue=settings.temporal_task_queue,
+            workflows=[StudyWorkflow, StorageCommitmentWorkflow],
+            activities=activities,
+            activity_executor=ThreadPoolExecutor(max_workers=4),
+            max_concurrent_activities=8,
+        ):
+            await stop.wait()
+    finally:
+        reconciler.cancel()
+        await ctx.close()
+
+
+class WorkerHost:
+    def __init__(self, settings: Settings) -> None:
+        self.loop = LoopThread("dicomflow-worker-loop")
+        self._stop = asyncio.Event()
+        self.future = self.loop.submit(self._run(settings))
+
+    async def _run(self, settings: Settings) -> None:
+        while not self._stop.is_set():
+            try:
+                await run_worker(settings, self._stop)
+            except Exception:  # noqa: BLE001 - e.g. Temporal restarting: try again shortly
+                log.exception("worker stopped; restarting in 2 s")
+                await asyncio.sleep(2)
+
+    def stop(self) -> None:
+        self.loop.loop.call_soon_threadsafe(self._stop.set)
+        try:
+            self.future.result(timeout=30)
+        finally:
+            self.loop.stop()
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class WorkflowWorkerActor:
+    def __init__(self, settings_data: dict[str, Any]) -> None:
+        logging.basicConfig(level=logging.INFO)
+        self.host = WorkerHost(Settings.model_validate(settings_data))
+
+    def ready(self) -> int:
+        return os.getpid()
+
+    def stop(self) -> None:
+        self.host.stop()

@@ -1,0 +1,25 @@
+"""Blob stores: local disk or S3/MinIO, chosen by settings."""
+
+from __future__ import annotations
+
+from minio import Minio
+
+from archive.blobstore.base import BlobNotFound, BlobStore, StagedBlob
+from archive.blobstore.local import LocalBlobStore
+from archive.blobstore.s3 import S3BlobStore
+from archive.settings import Settings
+
+__all__ = ["BlobNotFound", "BlobStore", "StagedBlob", "LocalBlobStore", "S3BlobStore", "open_blob_store"]
+
+
+def open_blob_store(settings: Settings) -> BlobStore:
+    if settings.blob_backend == "local":
+        return LocalBlobStore(settings.var_path / "blobs")
+    client = Minio(
+        settings.s3_endpoint,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+        secure=settings.s3_secure,
+        region=settings.s3_region,
+    )
+    return S3BlobStore(client, settings.s3_bucket, settings.var_path / "spool")

@@ -1,0 +1,128 @@
+"""The blob store interface: stage bytes in a local spool file, then commit them under a key.
+
+Staging first lets the receipt read the header and decide the key before anything is visible,
+and lets a bad object be dropped without ever touching stored data. `commit` returns only when
+the object is durable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StagedBlob:
+    path: Path
+    size: int
+    sha256: str
+
+
+class BlobNotFound(KeyError):
+    pass
+
+
+def hash_file(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+class BlobStore(ABC):
+    def __init__(self, spool_dir: Path) -> None:
+        self.spool_dir = spool_dir
+        spool_dir.mkdir(parents=True, exist_ok=True)
+
+    # staging ----------------------------------------------------------------------------------
+
+    def new_spool_file(self) -> Path:
+        fd, name = tempfile.mkstemp(dir=self.spool_dir, suffix=".part")
+        os.close(fd)
+        return Path(name)
+
+    def stage_stream(self, chunks: Iterable[bytes]) -> StagedBlob:
+        path = self.new_spool_file()
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(path, "wb") as fh:
+                for chunk in chunks:
+                    fh.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return StagedBlob(path, size, digest.hexdigest())
+
+    def stage_bytes(self, data: bytes) -> StagedBlob:
+        return self.stage_stream([data])
+
+    def stage_file(self, path: Path) -> StagedBlob:
+        """Adopt a finished file in the spool directory (e.g. one pynetdicom wrote)."""
+        size, sha = hash_file(path)
+        return StagedBlob(Path(path), size, sha)
+
+    def discard(self, staged: StagedBlob) -> None:
+        staged.path.unlink(missing_ok=True)
+
+    def put_bytes(self, key: str, data: bytes) -> StagedBlob:
+        staged = self.stage_bytes(data)
+        self.commit(staged, key)
+        return staged
+
+    # the backend's part -----------------------------------------------------------------------
+
+    @abstractmethod
+    def commit(self, staged: StagedBlob, key: str) -> None:
+        """Make the staged bytes durable under `key` (replacing what was there) and drop the spool file."""
+
+    @abstractmethod
+    def iter_chunks(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """The bytes of `key` from `start` up to, not including, `end`."""
+
+    @abstractmethod
+    def size(self, key: str) -> int: ...
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def local_path(self, key: str) -> Path | None:
+        """A path pydicom can open directly, when the backend has one."""
+
+    @contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]:
+        """A file path with the blob's bytes: the blob itself on disk, else a spooled copy."""
+        local = self.local_path(key)
+        if local is not None:
+            if not local.exists():
+                raise BlobNotFound(key)
+            yield local
+            return
+        staged = self.stage_stream(self.iter_chunks(key))
+        try:
+            yield staged.path
+        finally:
+            self.discard(staged)
+
+    def read_bytes(self, key: str) -> bytes:
+        return b"".join(self.iter_chunks(key))
+
+    def describe(self) -> str:
+        return type(self).__name__

@@ -1,0 +1,94 @@
+"""Blobs on the local filesystem: spool file, fsync, rename, fsync of the directory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from archive.blobstore.base import CHUNK, BlobNotFound, BlobStore, StagedBlob
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dirs_durably(path: Path) -> None:
+    """mkdir -p, fsyncing each new directory's parent so the new entry survives a crash."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            continue
+        _fsync_dir(directory.parent)
+
+
+class LocalBlobStore(BlobStore):
+    def __init__(self, root: Path, spool_dir: Path | None = None) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        # the spool must be on the same filesystem, so commit is a rename and not a copy
+        super().__init__(spool_dir or self.root / ".spool")
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise ValueError(f"blob key {key!r} leaves the store")
+        return path
+
+    def commit(self, staged: StagedBlob, key: str) -> None:
+        target = self._path(key)
+        fd = os.open(staged.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _make_dirs_durably(target.parent)
+        os.replace(staged.path, target)
+        _fsync_dir(target.parent)
+
+    def iter_chunks(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        path = self._path(key)
+        try:
+            fh = open(path, "rb")
+        except FileNotFoundError:
+            raise BlobNotFound(key) from None
+        with fh:
+            fh.seek(start)
+            remaining = None if end is None else max(0, end - start)
+            while remaining is None or remaining > 0:
+                chunk = fh.read(CHUNK if remaining is None else min(CHUNK, remaining))
+                if not chunk:
+                    return
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise BlobNotFound(key) from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        if path.parent.exists():
+            _fsync_dir(path.parent)
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    def describe(self) -> str:
+        return f"local disk {self.root}"

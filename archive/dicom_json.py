@@ -1,0 +1,45 @@
+"""DICOM JSON (PS3.18 F.2) for instances and whole series, with BulkDataURIs for large binaries."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+
+BULK_THRESHOLD = 1024  # binary values above this many bytes are served by reference
+
+
+def instance_base(root: str, study_uid: str, series_uid: str, sop_uid: str) -> str:
+    return f"{root}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+
+
+def dataset_json(ds: Dataset, base_uri: str) -> dict[str, Any]:
+    def bulk(element: DataElement) -> str:
+        return f"{base_uri}/bulkdata/{element.tag:08X}"
+
+    return ds.to_json_dict(bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=bulk)
+
+
+def _pixel_vr(ds: Dataset) -> str:
+    compressed = UID(str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2.1"))).is_compressed
+    return "OB" if compressed or int(ds.get("BitsAllocated", 16) or 16) <= 8 else "OW"
+
+
+def file_json(path: Path, base_uri: str) -> dict[str, Any]:
+    """The metadata of one stored file: everything but the pixels, which get a BulkDataURI."""
+    ds = dcmread(path, stop_before_pixels=True)
+    out = dataset_json(ds, base_uri)
+    if ds.get("Rows") is not None:
+        out["7FE00010"] = {"vr": _pixel_vr(ds), "BulkDataURI": f"{base_uri}/bulkdata/7FE00010"}
+    return out
+
+
+def gzip_json(items: Iterable[dict[str, Any]]) -> bytes:
+    return gzip.compress(json.dumps(list(items), separators=(",", ":")).encode(), compresslevel=6)

@@ -1,0 +1,99 @@
+"""Read a staged object's header once: Part-10 meta, the dataset up to the pixels, and whether it is whole."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from archive.completeness import Incomplete, check_complete
+from archive.uids import uid_problem
+
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+class InvalidObject(ValueError):
+    """The bytes are not an acceptable DICOM object; the message is the reason sent back."""
+
+
+@dataclass(frozen=True)
+class Header:
+    dataset: Dataset
+    transfer_syntax: str
+    dataset_offset: int
+    size: int
+
+    @property
+    def sop_class_uid(self) -> str:
+        return str(self.dataset.SOPClassUID)
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return str(self.dataset.SOPInstanceUID)
+
+
+def _meta_end(fp) -> int:
+    """Offset of the first dataset element after the group 0002 elements (explicit VR LE)."""
+    fp.seek(132)
+    while True:
+        start = fp.tell()
+        head = fp.read(6)
+        if len(head) < 6:
+            raise InvalidObject("file ends inside the File Meta Information")
+        group, _, vr = struct.unpack("<HH2s", head)
+        if group != 0x0002:
+            return start
+        if vr in _LONG_VRS:
+            fp.read(2)
+            (length,) = struct.unpack("<L", fp.read(4))
+        else:
+            (length,) = struct.unpack("<H", fp.read(2))
+        fp.seek(length, 1)
+
+
+def has_part10_preamble(path: Path) -> bool:
+    with open(path, "rb") as fp:
+        fp.seek(128)
+        return fp.read(4) == b"DICM"
+
+
+def read_header(path: Path) -> Header:
+    """Parse and validate; raise InvalidObject with a reason a sender can act on."""
+    size = path.stat().st_size
+    if size < 132 or not has_part10_preamble(path):
+        raise InvalidObject("not a DICOM Part-10 object: the 'DICM' prefix at byte 128 is missing")
+    try:
+        ds = dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, struct.error, ValueError, OSError, KeyError, IndexError, TypeError) as err:
+        raise InvalidObject(f"cannot parse the DICOM header: {err}") from None
+    transfer_syntax = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")
+    if uid_problem("TransferSyntaxUID", transfer_syntax):
+        raise InvalidObject("the File Meta Information has no valid TransferSyntaxUID")
+    with open(path, "rb") as fp:
+        offset = _meta_end(fp)
+        try:
+            check_complete(fp, offset, transfer_syntax, size)
+        except (Incomplete, struct.error) as err:
+            raise InvalidObject(f"truncated or corrupt object: {err}") from None
+    _require_identity(ds)
+    return Header(ds, transfer_syntax, offset, size)
+
+
+def _require_identity(ds: Dataset) -> None:
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        try:
+            value = ds.get(keyword)
+        except Exception as err:  # noqa: BLE001 - a malformed element of any kind
+            raise InvalidObject(f"{keyword} cannot be read: {err}") from None
+        problem = uid_problem(keyword, None if value is None else str(value))
+        if problem:
+            raise InvalidObject(problem)
+    meta_sop = getattr(ds.file_meta, "MediaStorageSOPInstanceUID", None)
+    if meta_sop and str(meta_sop) != str(ds.SOPInstanceUID):
+        raise InvalidObject(
+            f"MediaStorageSOPInstanceUID {meta_sop} does not match SOPInstanceUID {ds.SOPInstanceUID}"
+        )

@@ -1,0 +1,125 @@
+"""An instance's states after receipt: received -> stored -> verified -> committed (or failed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg_pool import AsyncConnectionPool
+
+
+@dataclass(frozen=True)
+class InstanceFile:
+    sop_uid: str
+    series_uid: str
+    blob_key: str
+    size: int
+    sha256: str
+    transfer_syntax: str
+
+
+async def claim_received(pool: AsyncConnectionPool, tenant: str, study_uid: str) -> int:
+    """The workflow's store step: take the instances received so far into this pass."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "UPDATE instance SET state = 'stored' WHERE tenant = %s AND study_uid = %s AND state = 'received'",
+            (tenant, study_uid),
+        )
+        return cur.rowcount
+
+
+async def instances_in_state(pool: AsyncConnectionPool, tenant: str, study_uid: str, state: str) -> list[InstanceFile]:
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(
+            """SELECT sop_uid, series_uid, blob_key, size, sha256, transfer_syntax FROM instance
+               WHERE tenant = %s AND study_uid = %s AND state = %s ORDER BY series_uid, instance_number, sop_uid""",
+            (tenant, study_uid, state),
+        )).fetchall()
+    return [InstanceFile(*r) for r in rows]
+
+
+async def set_state(pool: AsyncConnectionPool, tenant: str, sop_uid: str, state: str, reason: str | None = None) -> None:
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE instance SET state = %s, failure_reason = %s WHERE tenant = %s AND sop_uid = %s",
+            (state, reason, tenant, sop_uid),
+        )
+
+
+async def commit_verified(pool: AsyncConnectionPool, tenant: str, study_uid: str) -> int:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            """UPDATE instance SET state = 'committed', committed_at = now()
+               WHERE tenant = %s AND study_uid = %s AND state = 'verified'""",
+            (tenant, study_uid),
+        )
+        return cur.rowcount
+
+
+async def record_transcoded(pool: AsyncConnectionPool, tenant: str, sop_uid: str, key: str, syntax: str) -> None:
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE instance SET transcoded_key = %s, transcoded_syntax = %s WHERE tenant = %s AND sop_uid = %s",
+            (key, syntax, tenant, sop_uid),
+        )
+
+
+async def refresh_aggregates(pool: AsyncConnectionPool, tenant: str, study_uid: str) -> tuple[int, int]:
+    """Study and series counts, ModalitiesInStudy and SOPClassesInStudy, from the instance rows."""
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute(
+            """UPDATE series s SET num_instances = (SELECT count(*) FROM instance i
+                   WHERE i.tenant = s.tenant AND i.series_uid = s.series_uid AND i.state <> 'failed')
+               WHERE s.tenant = %s AND s.study_uid = %s""",
+            (tenant, study_uid),
+        )
+        row = await (await conn.execute(
+            """UPDATE study st SET
+                   num_series = agg.series, num_instances = agg.instances,
+                   modalities = agg.modalities, sop_classes = agg.sop_classes, updated_at = now()
+               FROM (SELECT count(DISTINCT i.series_uid) AS series, count(*) AS instances,
+                            coalesce(array_agg(DISTINCT se.modality) FILTER (WHERE se.modality IS NOT NULL), '{}') AS modalities,
+                            array_agg(DISTINCT i.sop_class_uid) AS sop_classes
+                     FROM instance i JOIN series se ON se.tenant = i.tenant AND se.series_uid = i.series_uid
+                     WHERE i.tenant = %s AND i.study_uid = %s AND i.state <> 'failed') agg
+               WHERE st.tenant = %s AND st.study_uid = %s
+               RETURNING num_series, num_instances""",
+            (tenant, study_uid, tenant, study_uid),
+        )).fetchone()
+    return (row[0], row[1]) if row else (0, 0)
+
+
+async def set_study_state(pool: AsyncConnectionPool, tenant: str, study_uid: str, state: str) -> None:
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE study SET state = %s WHERE tenant = %s AND study_uid = %s", (state, tenant, study_uid))
+
+
+async def series_for_metadata(pool: AsyncConnectionPool, tenant: str, study_uid: str) -> list[tuple[str, str | None]]:
+    """(series uid, study date) of every series of the study with committed instances."""
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(
+            """SELECT DISTINCT i.series_uid, st.study_date FROM instance i
+               JOIN study st ON st.tenant = i.tenant AND st.study_uid = i.study_uid
+               WHERE i.tenant = %s AND i.study_uid = %s AND i.state = 'committed'""",
+            (tenant, study_uid),
+        )).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+async def committed_in_series(pool: AsyncConnectionPool, tenant: str, series_uid: str) -> list[InstanceFile]:
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(
+            """SELECT sop_uid, series_uid, blob_key, size, sha256, transfer_syntax FROM instance
+               WHERE tenant = %s AND series_uid = %s AND state = 'committed' ORDER BY instance_number, sop_uid""",
+            (tenant, series_uid),
+        )).fetchall()
+    return [InstanceFile(*r) for r in rows]
+
+
+async def record_metadata(pool: AsyncConnectionPool, tenant: str, series_uid: str, key: str | None, error: str | None) -> None:
+    async with pool.connection() as conn:
+        await conn.execute(
+            """UPDATE series SET metadata_key = coalesce(%s, metadata_key), metadata_state = %s,
+                   metadata_error = %s, metadata_attempts = metadata_attempts + 1
+               WHERE tenant = %s AND series_uid = %s""",
+            (key, "ready" if error is None else "failed", error, tenant, series_uid),
+        )

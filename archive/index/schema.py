@@ -1,0 +1,132 @@
+"""The index schema, as numbered migrations applied once each, under an advisory lock."""
+
+from __future__ import annotations
+
+from psycopg import AsyncConnection
+
+_LOCK_KEY = 0x646963_6F6D  # "dicom": one migrator at a time across processes
+
+MIGRATIONS: list[str] = [
+    # 1: the five levels, with the attributes QIDO matches on as columns
+    """
+    CREATE TABLE tenant (
+        name        text PRIMARY KEY,
+        created_at  timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE patient (
+        tenant       text NOT NULL REFERENCES tenant(name),
+        patient_id   text NOT NULL,
+        issuer       text NOT NULL DEFAULT '',
+        patient_name text,
+        birth_date   text,
+        sex          text,
+        PRIMARY KEY (tenant, patient_id, issuer)
+    );
+    CREATE TABLE study (
+        tenant               text NOT NULL REFERENCES tenant(name),
+        study_uid            text NOT NULL,
+        patient_id           text NOT NULL DEFAULT '',
+        issuer               text NOT NULL DEFAULT '',
+        patient_name         text,
+        patient_birth_date   text,
+        patient_sex          text,
+        study_date           text,
+        study_time           text,
+        accession_number     text,
+        study_id             text,
+        referring_physician  text,
+        study_description    text,
+        modalities           text[] NOT NULL DEFAULT '{}',
+        sop_classes          text[] NOT NULL DEFAULT '{}',
+        num_series           integer NOT NULL DEFAULT 0,
+        num_instances        integer NOT NULL DEFAULT 0,
+        state                text NOT NULL DEFAULT 'receiving',
+        created_at           timestamptz NOT NULL DEFAULT now(),
+        updated_at           timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (tenant, study_uid)
+    );
+    CREATE INDEX study_date_idx ON study (tenant, study_date);
+    CREATE INDEX study_patient_id_idx ON study (tenant, patient_id);
+    CREATE INDEX study_patient_name_idx ON study (tenant, lower(patient_name) text_pattern_ops);
+    CREATE INDEX study_accession_idx ON study (tenant, accession_number);
+    CREATE INDEX study_updated_idx ON study (tenant, updated_at DESC);
+    CREATE TABLE series (
+        tenant              text NOT NULL REFERENCES tenant(name),
+        series_uid          text NOT NULL,
+        study_uid           text NOT NULL,
+        modality            text,
+        series_number       integer,
+        series_description  text,
+        body_part           text,
+        series_date         text,
+        series_time         text,
+        num_instances       integer NOT NULL DEFAULT 0,
+        metadata_key        text,
+        metadata_state      text NOT NULL DEFAULT 'pending',
+        metadata_attempts   integer NOT NULL DEFAULT 0,
+        metadata_error      text,
+        PRIMARY KEY (tenant, series_uid),
+        FOREIGN KEY (tenant, study_uid) REFERENCES study (tenant, study_uid) ON DELETE CASCADE
+    );
+    CREATE INDEX series_study_idx ON series (tenant, study_uid);
+    CREATE INDEX series_modality_idx ON series (tenant, modality);
+    CREATE TABLE instance (
+        tenant            text NOT NULL REFERENCES tenant(name),
+        sop_uid           text NOT NULL,
+        series_uid        text NOT NULL,
+        study_uid         text NOT NULL,
+        sop_class_uid     text NOT NULL,
+        instance_number   integer,
+        transfer_syntax   text NOT NULL,
+        number_of_frames  integer,
+        rows              integer,
+        columns           integer,
+        bits_allocated    integer,
+        blob_key          text NOT NULL,
+        transcoded_key    text,
+        transcoded_syntax text,
+        size              bigint NOT NULL,
+        sha256            text NOT NULL,
+        source            text NOT NULL,
+        state             text NOT NULL DEFAULT 'received',
+        failure_reason    text,
+        signalled         boolean NOT NULL DEFAULT false,
+        received_at       timestamptz NOT NULL DEFAULT now(),
+        committed_at      timestamptz,
+        PRIMARY KEY (tenant, sop_uid),
+        FOREIGN KEY (tenant, series_uid) REFERENCES series (tenant, series_uid) ON DELETE CASCADE
+    );
+    CREATE INDEX instance_series_idx ON instance (tenant, series_uid, instance_number);
+    CREATE INDEX instance_study_idx ON instance (tenant, study_uid);
+    CREATE INDEX instance_unsignalled_idx ON instance (received_at) WHERE NOT signalled;
+    CREATE TABLE storage_commitment (
+        tenant           text NOT NULL REFERENCES tenant(name),
+        transaction_uid  text NOT NULL,
+        calling_ae       text NOT NULL,
+        called_ae        text NOT NULL,
+        refs             jsonb NOT NULL,
+        state            text NOT NULL DEFAULT 'pending',
+        committed        jsonb,
+        failed           jsonb,
+        requested_at     timestamptz NOT NULL DEFAULT now(),
+        reported_at      timestamptz,
+        PRIMARY KEY (tenant, transaction_uid)
+    );
+    """,
+]
+
+
+async def migrate(conn: AsyncConnection) -> int:
+    """Bring the schema to the newest version; safe to run from many processes at once."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        row = await (await conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")).fetchone()
+        current = row[0]
+        for number, sql in enumerate(MIGRATIONS, start=1):
+            if number > current:
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
+        return len(MIGRATIONS)

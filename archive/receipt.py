@@ -1,0 +1,120 @@
+"""Receipt: the one path by which an object enters the archive, for DIMSE and DICOMweb alike.
+
+staged bytes -> header read once (stop before pixels) and validated -> key from tenant and UIDs
+-> blob committed (fsync'd) -> index rows committed -> Stored. Only after that may a caller
+answer Success; the instance is then visible to queries at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from enum import Enum
+
+from psycopg_pool import AsyncConnectionPool
+
+from archive.attributes import InstanceAttributes, extract
+from archive.blobstore import BlobStore, StagedBlob
+from archive.header import Header, InvalidObject, read_header
+from archive.index.instances import find_instance, insert_instance, replace_instance
+from archive.layout import instance_key
+from archive.part10 import add_missing_meta
+from archive.tenants import check_tenant
+
+log = logging.getLogger("dicomflow.receipt")
+
+
+class Outcome(str, Enum):
+    STORED = "stored"  # new instance
+    DUPLICATE = "duplicate"  # same UID, same bytes: nothing changed
+    REPLACED = "replaced"  # same UID, other bytes, policy "replace"
+    CONFLICT = "conflict"  # same UID, other bytes, policy "reject"
+    INVALID = "invalid"  # not acceptable; nothing stored
+    FAILED = "failed"  # could not be made durable (storage or index down)
+
+    @property
+    def ok(self) -> bool:
+        return self in (Outcome.STORED, Outcome.DUPLICATE, Outcome.REPLACED)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    outcome: Outcome
+    reason: str | None = None
+    tenant: str | None = None
+    attributes: InstanceAttributes | None = None
+    transfer_syntax: str | None = None
+    blob_key: str | None = None
+    size: int = 0
+    sha256: str | None = None
+
+    @property
+    def needs_workflow(self) -> bool:
+        return self.outcome in (Outcome.STORED, Outcome.REPLACED)
+
+
+class Receiver:
+    def __init__(self, blobs: BlobStore, pool: AsyncConnectionPool, duplicate_policy: str = "reject") -> None:
+        self.blobs = blobs
+        self.pool = pool
+        self.duplicate_policy = duplicate_policy
+
+    async def receive(self, tenant: str, staged: StagedBlob, source: str, expect_sop_uid: str | None = None) -> Receipt:
+        """Take ownership of `staged`: it is committed under its key or discarded, never left behind."""
+        try:
+            check_tenant(tenant)
+            staged = await asyncio.to_thread(add_missing_meta, self.blobs, staged)
+            header = await asyncio.to_thread(read_header, staged.path)
+            attributes = extract(header.dataset)
+        except InvalidObject as err:
+            self.blobs.discard(staged)
+            return Receipt(Outcome.INVALID, str(err), tenant)
+        except ValueError as err:  # a bad tenant name
+            self.blobs.discard(staged)
+            return Receipt(Outcome.INVALID, str(err), tenant)
+        if expect_sop_uid is not None and attributes.sop_uid != expect_sop_uid:
+            self.blobs.discard(staged)
+            return Receipt(
+                Outcome.INVALID,
+                f"SOPInstanceUID {attributes.sop_uid} in the dataset differs from {expect_sop_uid} in the request",
+                tenant,
+            )
+        try:
+            return await self._store(tenant, staged, header, attributes, source)
+        except Exception as err:  # noqa: BLE001 - anything here means "not durable": say so, never Success
+            log.exception("receipt of %s failed", attributes.sop_uid)
+            self.blobs.discard(staged)
+            return Receipt(Outcome.FAILED, f"the archive could not store the object: {type(err).__name__}: {err}", tenant, attributes)
+
+    async def _store(self, tenant: str, staged: StagedBlob, header: Header, a: InstanceAttributes, source: str) -> Receipt:
+        key = instance_key(tenant, a.study_date, a.study_uid, a.series_uid, a.sop_uid)
+        receipt = Receipt(Outcome.STORED, None, tenant, a, header.transfer_syntax, key, staged.size, staged.sha256)
+        fields = dict(transfer_syntax=header.transfer_syntax, blob_key=key, size=staged.size, sha256=staged.sha256, source=source)
+        for _ in range(2):  # a second pass only when a concurrent receipt of the same UID won the insert
+            async with self.pool.connection() as conn, conn.transaction():
+                existing = await find_instance(conn, tenant, a.sop_uid, lock=True)
+                if existing is None:
+                    # The row goes in first: a concurrent receipt of the same UID now waits on it,
+                    # and finds it, instead of writing over our blob. The transaction commits only
+                    # after the blob is durable.
+                    if not await insert_instance(conn, tenant, a, **fields):
+                        continue
+                    await asyncio.to_thread(self.blobs.commit, staged, key)
+                    return receipt
+                if existing.sha256 == staged.sha256:
+                    self.blobs.discard(staged)
+                    return Receipt(Outcome.DUPLICATE, "already stored with identical content", tenant, a,
+                                   header.transfer_syntax, existing.blob_key, existing.size, existing.sha256)
+                if self.duplicate_policy != "replace":
+                    self.blobs.discard(staged)
+                    return Receipt(Outcome.CONFLICT,
+                                   f"SOP Instance {a.sop_uid} is already stored with different content", tenant, a)
+                await asyncio.to_thread(self.blobs.commit, staged, key)
+                await replace_instance(conn, tenant, a, **fields)
+                if existing.blob_key != key:
+                    await asyncio.to_thread(self.blobs.delete, existing.blob_key)
+                return Receipt(Outcome.REPLACED, "replaced the stored object with different content", tenant, a,
+                               header.transfer_syntax, key, staged.size, staged.sha256)
+        self.blobs.discard(staged)
+        return Receipt(Outcome.FAILED, "concurrent receipt of the same SOP Instance UID; send again", tenant, a)

@@ -1,0 +1,155 @@
+"""The one typed settings object.
+
+Precedence, highest first: keyword arguments, `DICOMFLOW_*` environment variables, the TOML file
+of the environment (`config/{DICOMFLOW_ENV}.toml`, or the file named by `DICOMFLOW_CONFIG`),
+then the defaults below. An endpoint left unset means "start the embedded one".
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+ENV_PREFIX = "DICOMFLOW_"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+
+class AEEntry(BaseModel):
+    """A remote application entity: where to reach it, and which tenant its objects belong to."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+    tenant: str | None = None
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the key to fix."""
+
+
+def config_file() -> Path:
+    explicit = os.environ.get(ENV_PREFIX + "CONFIG")
+    if explicit:
+        return Path(explicit)
+    return CONFIG_DIR / f"{os.environ.get(ENV_PREFIX + 'ENV', 'local')}.toml"
+
+
+Port = int
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    env: str = "local"
+    var_dir: Path = Path("var")
+    bind_host: str = "127.0.0.1"
+    default_tenant: str = "default"
+
+    # endpoints: None means "start the embedded server"
+    postgres_dsn: str | None = None
+    redis_url: str | None = None
+    temporal_address: str | None = None
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "dicomflow"
+    ray_address: str | None = None
+    s3_endpoint: str | None = None
+    s3_bucket: str = "dicomflow"
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_secure: bool = False
+    s3_region: str | None = None
+
+    # ports of the embedded servers and of dicomflow itself
+    postgres_port: Port = Field(15432, ge=1, le=65535)
+    redis_port: Port = Field(16379, ge=1, le=65535)
+    temporal_port: Port = Field(7233, ge=1, le=65535)
+    temporal_ui_port: Port = Field(8233, ge=1, le=65535)
+    ray_dashboard_port: Port = Field(8265, ge=1, le=65535)
+    http_port: Port = Field(8000, ge=1, le=65535)
+    dimse_port: Port = Field(11112, ge=1, le=65535)
+
+    # DIMSE
+    ae_title: str = Field("DICOMFLOW", min_length=1, max_length=16)
+    ae_table: dict[str, AEEntry] = Field(default_factory=dict)
+    scp_processes: int = Field(1, ge=1, le=64)
+    dimse_max_pdu: int = Field(1_048_576, ge=0)
+
+    # ingest
+    stable_seconds: float = Field(5.0, ge=0)
+    duplicate_policy: Literal["reject", "replace"] = "reject"
+    stow_max_bytes: int = Field(4 * 1024**3, ge=1)
+    commitment_timeout_seconds: float = Field(3600.0, gt=0)
+    # keep: store as received; uncompressed: also keep an Explicit VR Little Endian copy of
+    # compressed objects (the original is always kept)
+    transcode_policy: Literal["keep", "uncompressed"] = "keep"
+
+    # Ray Serve
+    serve_replicas: int = Field(1, ge=1, le=256)
+    serve_max_ongoing_requests: int = Field(100, ge=1)
+
+    # Redis cache
+    cache_ttl_seconds: int = Field(3600, ge=1)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title_chars(cls, value: str) -> str:
+        if not value.isascii() or "\\" in value or not value.strip():
+            raise ValueError("AE titles are 1-16 ASCII characters without backslash")
+        return value.strip()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
+        return init_settings, env_settings, toml
+
+    # derived values -------------------------------------------------------------------------
+
+    @property
+    def var_path(self) -> Path:
+        return self.var_dir.resolve()
+
+    @property
+    def blob_backend(self) -> Literal["local", "s3"]:
+        return "s3" if self.s3_endpoint else "local"
+
+    def effective_postgres_dsn(self) -> str:
+        return self.postgres_dsn or f"postgresql://dicomflow@{self.bind_host}:{self.postgres_port}/dicomflow"
+
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"redis://{self.bind_host}:{self.redis_port}/0"
+
+    def effective_temporal_address(self) -> str:
+        return self.temporal_address or f"{self.bind_host}:{self.temporal_port}"
+
+    def tenant_for_ae(self, calling_ae: str, called_ae: str) -> str:
+        """The called AE title selects a tenant when it is in the AE table, else the caller's entry does."""
+        for ae in (called_ae.strip(), calling_ae.strip()):
+            entry = self.ae_table.get(ae)
+            if entry and entry.tenant:
+                return entry.tenant
+        return self.default_tenant
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings, turning a validation error into one message per bad key."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"]) or "?"
+            env_name = ENV_PREFIX + str(e["loc"][0]).upper() if e["loc"] else "?"
+            problems.append(f"setting '{key}' ({env_name}): {e['msg']} (got {e.get('input')!r})")
+        raise SettingsError("bad settings, fix these and start again:\n  " + "\n  ".join(problems)) from None
+    except ValueError as err:  # e.g. a TOML syntax error
+        raise SettingsError(f"cannot read settings from {config_file()}: {err}") from None

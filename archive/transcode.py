@@ -1,0 +1,25 @@
+"""Transcoding: an uncompressed Explicit VR Little Endian copy of a compressed object."""
+
+from __future__ import annotations
+
+from io import BytesIO
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.uid import UID, ExplicitVRLittleEndian
+
+
+def needs_uncompressed_copy(transfer_syntax: str) -> bool:
+    return UID(transfer_syntax).is_compressed
+
+
+def uncompressed_bytes(path: Path) -> bytes:
+    """Decode every frame with pydicom's pixel backends (pylibjpeg, openjpeg, ...) and re-encode."""
+    ds = dcmread(path)
+    ds.decompress()  # sets Explicit VR Little Endian and fixes the pixel module attributes
+    out = BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+TARGET_SYNTAX = str(ExplicitVRLittleEndian)

@@ -1,0 +1,137 @@
+"""The `dicomflow` command: up, down, status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+from archive.settings import Settings, SettingsError, load_settings
+from cluster.services.process import ServiceError, read_pid, stop_pid
+
+
+def _pidfile(settings: Settings):
+    return settings.var_path / "run" / "dicomflow.pid"
+
+
+def banner(settings: Settings) -> str:
+    h = settings.bind_host
+    rows = [
+        ("DICOMweb", f"http://{h}:{settings.http_port}/dicomweb   (STOW also at /stow-rs/v1/studies)"),
+        ("Health", f"http://{h}:{settings.http_port}/health"),
+        ("API docs", f"http://{h}:{settings.http_port}/docs"),
+        ("DIMSE", f"AE title {settings.ae_title} on {h}:{settings.dimse_port}"),
+        ("Temporal UI", f"http://{h}:{settings.temporal_ui_port}" if not settings.temporal_address else "(external Temporal)"),
+        ("Temporal", settings.effective_temporal_address()),
+        ("Ray dashboard", f"http://{h}:{settings.ray_dashboard_port}   (token: ~/.ray/auth_token)" if not settings.ray_address else settings.ray_address),
+        ("PostgreSQL", settings.effective_postgres_dsn()),
+        ("Redis", settings.effective_redis_url()),
+        ("Blobs", settings.s3_endpoint or str(settings.var_path / "blobs")),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def cmd_up(settings: Settings) -> int:
+    from cluster.stack import Stack
+
+    pidfile = _pidfile(settings)
+    running = read_pid(pidfile)
+    if running and running != os.getpid():
+        print(f"dicomflow is already running (pid {running}) with var dir {settings.var_path}; run `dicomflow down` first.")
+        return 1
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    pidfile.write_text(f"{os.getpid()}\n")
+    stop_requested = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        stop_requested.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    started = time.monotonic()
+    print(f"dicomflow: starting (settings env '{settings.env}', data in {settings.var_path})", flush=True)
+    stack = Stack(settings, say=lambda line: print(line, flush=True))
+    try:
+        stack.start()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # ray.init replaced ours with sys.exit
+            signal.signal(sig, on_signal)
+        print(f"\ndicomflow is ready in {time.monotonic() - started:.1f} s:\n{banner(settings)}\n"
+              "Press Ctrl-C or run `dicomflow down` to stop.", flush=True)
+        (settings.var_path / "run" / "ready").write_text(f"{time.time()}\n")
+        while not stop_requested.wait(1.0):
+            pass
+        print("dicomflow: stopping ...", flush=True)
+        return 0
+    except (ServiceError, OSError) as err:
+        print(f"dicomflow: cannot start: {err}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        (settings.var_path / "run" / "ready").unlink(missing_ok=True)
+        stack.stop()
+        pidfile.unlink(missing_ok=True)
+        print("dicomflow: stopped", flush=True)
+
+
+def cmd_down(settings: Settings, timeout: float) -> int:
+    from cluster.services.postgres import embedded_postgres_service
+    from cluster.services.redis import embedded_redis_service
+    from cluster.services.temporal import embedded_temporal_service
+
+    pid = read_pid(_pidfile(settings))
+    if pid is not None:
+        print(f"dicomflow: stopping pid {pid} ...")
+        stop_pid(pid, sig=signal.SIGTERM, timeout=timeout)
+    # anything left by a run that was killed outright
+    for service in (embedded_temporal_service(settings), embedded_redis_service(settings), embedded_postgres_service(settings)):
+        if read_pid(service.pidfile) is not None:
+            print(f"dicomflow: stopping leftover {service.name}")
+        service.stop_leftover()
+    _pidfile(settings).unlink(missing_ok=True)
+    print("dicomflow: down")
+    return 0
+
+
+def cmd_status(settings: Settings, as_json: bool) -> int:
+    from serve.health import full_health
+
+    report = asyncio.run(full_health(settings))
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        for name, check in report["services"].items():
+            mark = "up  " if check["ok"] else "DOWN"
+            detail = check.get("version") if check["ok"] else check.get("error")
+            print(f"  {mark} {name.ljust(14)} {check['url']}  {detail}")
+        print(f"dicomflow: {report['status']}")
+    return 0 if report["status"] == "ok" else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dicomflow", description="DICOM archive: DIMSE, DICOMweb, durable workflows.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start every service and stay in the foreground")
+    down = sub.add_parser("down", help="stop what `up` started")
+    down.add_argument("--timeout", type=float, default=60.0)
+    status = sub.add_parser("status", help="check every service; exit 1 if one is down")
+    status.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as err:
+        print(f"dicomflow: {err}", file=sys.stderr)
+        return 2
+    if args.command == "up":
+        return cmd_up(settings)
+    if args.command == "down":
+        return cmd_down(settings, args.timeout)
+    return cmd_status(settings, args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Ray on this machine (or a cluster): the Serve app and the actors."""
+
+from __future__ import annotations
+
+import logging
+
+import ray
+from ray import serve
+
+from archive.settings import Settings
+from serve.deployment import dicomweb_application
+
+log = logging.getLogger("dicomflow")
+
+
+def start_ray(settings: Settings) -> None:
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, namespace="dicomflow", log_to_driver=False)
+    else:
+        ray.init(
+            namespace="dicomflow",
+            include_dashboard=True,
+            dashboard_host=settings.bind_host,
+            dashboard_port=settings.ray_dashboard_port,
+            object_store_memory=256 * 1024 * 1024,
+            log_to_driver=False,
+            configure_logging=True,
+            logging_level=logging.WARNING,
+        )
+
+
+def start_serve(settings: Settings) -> None:
+    serve.start(http_options={"host": settings.bind_host, "port": settings.http_port}, logging_config={"log_level": "WARNING"})
+    serve.run(dicomweb_application(settings), name="dicomweb", route_prefix="/", blocking=False)
+
+
+def stop_ray() -> None:
+    if not ray.is_initialized():
+        return
+    try:
+        serve.shutdown()
+    except Exception:  # noqa: BLE001 - shutting down anyway
+        log.exception("serve.shutdown failed")
+    ray.shutdown()

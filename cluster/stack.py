@@ -1,0 +1,76 @@
+"""Everything `dicomflow up` runs, started in dependency order and stopped in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from archive.index.pool import open_index_pool
+from archive.settings import Settings
+from cluster.services.postgres import start_postgres
+from cluster.services.process import ManagedProcess, require_free_port
+from cluster.services.redis import start_redis
+from cluster.services.temporal import start_temporal
+
+log = logging.getLogger("dicomflow")
+
+
+async def _migrate(settings: Settings) -> None:
+    pool = await open_index_pool(settings.effective_postgres_dsn(), max_size=1)
+    await pool.close()
+
+
+class Stack:
+    def __init__(self, settings: Settings, say: Callable[[str], None] = print) -> None:
+        self.settings = settings
+        self.say = say
+        self.services: list[ManagedProcess] = []
+        self.ray_started = False
+        self.actors: list = []  # Ray kills an actor once its last handle is gone: keep them
+
+    def start(self) -> None:
+        s = self.settings
+        require_free_port("DICOMweb (Ray Serve)", s.bind_host, s.http_port, "http_port")
+        require_free_port("DIMSE SCP", s.bind_host, s.dimse_port, "dimse_port")
+        if not s.ray_address:
+            require_free_port("Ray dashboard", s.bind_host, s.ray_dashboard_port, "ray_dashboard_port")
+        embedded: list[tuple[str, bool, Callable[[Settings], ManagedProcess]]] = [
+            ("PostgreSQL", s.postgres_dsn is None, start_postgres),
+            ("Redis", s.redis_url is None, start_redis),
+            ("Temporal dev server", s.temporal_address is None, start_temporal),
+        ]
+        for label, wanted, starter in embedded:
+            if wanted:
+                self._timed(label, lambda starter=starter: self.services.append(starter(s)))
+        self._timed("index schema", lambda: asyncio.run(_migrate(s)))
+        self._start_ray()
+
+    def _start_ray(self) -> None:
+        from cluster.ray_runtime import start_ray, start_serve
+        from cluster.workers import start_actors
+
+        self._timed("Ray", lambda: start_ray(self.settings))
+        self.ray_started = True
+        self._timed("Ray Serve (DICOMweb)", lambda: start_serve(self.settings))
+        self._timed("Ray actors (DIMSE SCP, workflow worker)", lambda: self.actors.extend(start_actors(self.settings)))
+
+    def _timed(self, label: str, step: Callable[[], object]) -> None:
+        started = time.monotonic()
+        step()
+        self.say(f"  started {label} ({time.monotonic() - started:.1f} s)")
+
+    def stop(self) -> None:
+        if self.ray_started:
+            from cluster.ray_runtime import stop_ray
+            from cluster.workers import stop_actors
+
+            stop_actors(self.actors)
+            self.actors.clear()
+
+            stop_ray()
+            self.ray_started = False
+        for service in reversed(self.services):
+            service.stop()
+        self.services.clear()

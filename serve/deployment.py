@@ -1,0 +1,28 @@
+"""The Ray Serve deployment that hosts the DICOMweb FastAPI app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from archive.settings import Settings
+from serve.app import build_app
+
+
+def dicomweb_application(settings: Settings) -> Application:
+    app = build_app(settings)
+
+    @serve.deployment(
+        name="dicomweb",
+        num_replicas=settings.serve_replicas,
+        max_ongoing_requests=settings.serve_max_ongoing_requests,
+        ray_actor_options={"num_cpus": 0},
+    )
+    @serve.ingress(app)
+    class DicomWeb:
+        def __init__(self, settings_data: dict[str, Any]) -> None:
+            self.settings = Settings.model_validate(settings_data)
+
+    return DicomWeb.bind(settings.model_dump(mode="json"))

@@ -1,0 +1,130 @@
+"""StudyWorkflow, id `study:{tenant}:{StudyInstanceUID}`: carries a study from receipt to ready.
+
+Receivers signal-with-start it with counters per batch. It waits until the study is quiet for
+`stable_seconds`, then runs store -> verify -> commit -> transcode -> index -> JSON-generate, each
+an activity retried with backoff. Instances that arrive meanwhile are taken by another pass; the
+history is cut by continue-as-new well before Temporal's limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities import names
+    from activities.types import InstancesArrived, StepResult, StudyRef
+    from workflows import search_attributes as sa
+
+SIGNAL = "instances_arrived"
+HISTORY_LIMIT = 3000  # events; the SDK suggests continue-as-new near 4,096 and refuses at 50k/10k signals
+
+STEP_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    non_retryable_error_types=["CorruptStudy"],
+)
+
+
+@dataclass
+class StudyParams:
+    tenant: str
+    study_uid: str
+    stable_seconds: float = 5.0
+    pending: int = 0  # carried over a continue-as-new
+    total: int = 0
+    modality: str | None = None
+
+
+@dataclass
+class StudyOutcome:
+    tenant: str
+    study_uid: str
+    instances: int
+    failed: int
+    state: str
+    steps: list[StepResult] = field(default_factory=list)
+
+
+def workflow_id(tenant: str, study_uid: str) -> str:
+    return f"study:{tenant}:{study_uid}"
+
+
+@workflow.defn(name="StudyWorkflow")
+class StudyWorkflow:
+    def __init__(self) -> None:
+        self.arrivals = 0
+        self.pending = 0
+        self.total = 0
+        self.failed = 0
+        self.modality: str | None = None
+        self.state = "receiving"
+
+    @workflow.signal(name=SIGNAL)
+    def instances_arrived(self, batch: InstancesArrived) -> None:
+        self.arrivals += 1
+        self.pending += batch.count
+        self.modality = self.modality or batch.modality
+
+    @workflow.query(name="state")
+    def current_state(self) -> dict:
+        return {"state": self.state, "pending": self.pending, "total": self.total, "failed": self.failed}
+
+    @workflow.run
+    async def run(self, params: StudyParams) -> StudyOutcome:
+        self.pending += params.pending
+        self.total = params.total
+        self.modality = self.modality or params.modality
+        ref = StudyRef(params.tenant, params.study_uid)
+        steps: list[StepResult] = []
+        while True:
+            await self._wait_until_quiet(params.stable_seconds)
+            self.total += self.pending
+            self.pending = 0
+            steps = await self._process(ref)
+            if self.pending == 0:
+                break
+            if workflow.info().is_continue_as_new_suggested() or workflow.info().get_current_history_length() > HISTORY_LIMIT:
+                workflow.continue_as_new(
+                    StudyParams(params.tenant, params.study_uid, params.stable_seconds, self.pending, self.total, self.modality)
+                )
+        self.state = "failed" if self.failed else "complete"
+        self._publish()
+        return StudyOutcome(params.tenant, params.study_uid, self.total, self.failed, self.state, steps)
+
+    async def _wait_until_quiet(self, stable_seconds: float) -> None:
+        self.state = "receiving"
+        self._publish()
+        while True:
+            seen = self.arrivals
+            try:
+                await workflow.wait_condition(lambda: self.arrivals != seen, timeout=timedelta(seconds=stable_seconds))
+            except asyncio.TimeoutError:
+                return
+
+    async def _process(self, ref: StudyRef) -> list[StepResult]:
+        results = []
+        for step in names.STUDY_STEPS:
+            self.state = step
+            self._publish()
+            result: StepResult = await workflow.execute_activity(
+                step, ref, result_type=StepResult,
+                start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=STEP_RETRY,
+            )
+            if step == names.VERIFY:
+                self.failed += result.failed
+            results.append(result)
+        return results
+
+    def _publish(self) -> None:
+        workflow.upsert_search_attributes([
+            sa.STATE.value_set(self.state),
+            sa.INSTANCE_COUNT.value_set(self.total + self.pending),
+            *([sa.MODALITY.value_set(self.modality)] if self.modality else []),
+        ])
