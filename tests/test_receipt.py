@@ -1,0 +1,166 @@
+"""The one receipt path, on the real index, with real files and the bad inputs it must refuse."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+
+import pytest
+from pydicom import dcmread
+from pydicom.filewriter import dcmwrite
+
+from archive.blobstore import LocalBlobStore
+from archive.index.pool import open_index_pool
+from archive.receipt import Outcome, Receiver
+from tests.conftest import run
+
+_tenants = itertools.count()
+
+
+@pytest.fixture
+def tenant():
+    return f"receipt{next(_tenants)}"
+
+
+@pytest.fixture
+def receive(settings, tmp_path):
+    blobs = LocalBlobStore(tmp_path / "blobs")
+
+    def go(tenant: str, data: bytes, policy: str = "reject", expect: str | None = None):
+        async def inner():
+            pool = await open_index_pool(settings.effective_postgres_dsn(), max_size=2)
+            try:
+                return await Receiver(blobs, pool, policy).receive(tenant, blobs.stage_bytes(data), "test", expect)
+            finally:
+                await pool.close()
+        return run(inner())
+
+    go.blobs = blobs
+    return go
+
+
+def stored_files(blobs: LocalBlobStore) -> list:
+    return [p for p in blobs.root.rglob("*.dcm")]
+
+
+def a_file(data_dir, name="dcm_qa_nih") -> bytes:
+    return next((data_dir / name).rglob("*.dcm")).read_bytes()
+
+
+def test_new_instance_is_stored_and_hashed(receive, tenant, data_dir):
+    data = a_file(data_dir)
+    receipt = receive(tenant, data)
+    assert receipt.outcome is Outcome.STORED, receipt.reason
+    assert receipt.sha256 == hashlib.sha256(data).hexdigest()
+    assert receive.blobs.read_bytes(receipt.blob_key) == data  # original bytes kept as received
+    assert not list(receive.blobs.spool_dir.iterdir())
+
+
+def test_every_transfer_syntax_of_the_shared_data_is_accepted(receive, tenant, data_dir):
+    seen = set()
+    for path in sorted((data_dir / "dcm_qa_ts").rglob("*.dcm")):
+        receipt = receive(tenant, path.read_bytes())
+        assert receipt.outcome.ok, (path, receipt.reason)
+        seen.add(receipt.transfer_syntax)
+    assert {"1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.70",
+            "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90"} <= seen
+
+
+def test_same_bytes_again_changes_nothing(receive, tenant, data_dir):
+    data = a_file(data_dir)
+    first = receive(tenant, data)
+    second = receive(tenant, data)
+    assert second.outcome is Outcome.DUPLICATE and second.outcome.ok and not second.needs_workflow
+    assert second.blob_key == first.blob_key and len(stored_files(receive.blobs)) == 1
+
+
+def _altered(data: bytes) -> bytes:
+    import io
+
+    ds = dcmread(io.BytesIO(data))
+    ds.StudyDescription = "altered after the fact"
+    out = io.BytesIO()
+    dcmwrite(out, ds, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_different_bytes_same_uid_rejected_by_default(receive, tenant, data_dir):
+    data = a_file(data_dir)
+    first = receive(tenant, data)
+    conflict = receive(tenant, _altered(data))
+    assert conflict.outcome is Outcome.CONFLICT and "different content" in conflict.reason
+    assert receive.blobs.read_bytes(first.blob_key) == data  # the stored object is untouched
+
+
+def test_different_bytes_replace_when_policy_says_so(receive, tenant, data_dir):
+    data = a_file(data_dir)
+    receive(tenant, data)
+    altered = _altered(data)
+    replaced = receive(tenant, altered, policy="replace")
+    assert replaced.outcome is Outcome.REPLACED and replaced.needs_workflow
+    assert receive.blobs.read_bytes(replaced.blob_key) == altered
+
+
+def test_bare_dataset_gets_part10_meta(receive, tenant, data_dir):
+    data = a_file(data_dir)
+    offset = 132 + 12 + int.from_bytes(data[140:144], "little")  # after the File Meta group
+    receipt = receive(tenant, data[offset:])
+    assert receipt.outcome is Outcome.STORED, receipt.reason
+    stored = receive.blobs.read_bytes(receipt.blob_key)
+    assert stored[128:132] == b"DICM" and stored.endswith(data[offset:])
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.99])
+def test_truncated_object_is_refused(receive, tenant, data_dir, cut):
+    data = a_file(data_dir)
+    receipt = receive(tenant, data[: int(len(data) * cut)])
+    assert receipt.outcome is Outcome.INVALID and "truncated" in receipt.reason
+    assert not stored_files(receive.blobs) and not list(receive.blobs.spool_dir.iterdir())
+
+
+def test_huge_length_is_refused(receive, tenant, data_dir):
+    import struct
+
+    data = bytearray(a_file(data_dir))
+    at = data.find(b"\xe0\x7f\x10\x00")  # (7FE0,0010) explicit VR LE: tag, VR, 2 reserved, 4-byte length
+    struct.pack_into("<L", data, at + 8, 0x7FFFFFF0)
+    receipt = receive(tenant, bytes(data))
+    assert receipt.outcome is Outcome.INVALID and "claims" in receipt.reason
+
+
+def test_non_dicom_is_refused(receive, tenant):
+    receipt = receive(tenant, b"%PDF-1.4 this is not an image" * 20)
+    assert receipt.outcome is Outcome.INVALID and "not a DICOM" in receipt.reason
+    assert not stored_files(receive.blobs)
+
+
+@pytest.mark.parametrize("keyword, value, message", [
+    ("StudyInstanceUID", None, "StudyInstanceUID is missing"),
+    ("SeriesInstanceUID", "1.2.abc", "not a valid UID"),
+    ("SOPInstanceUID", "1.02.3", "not a valid UID"),
+])
+def test_bad_identity_is_refused(receive, tenant, data_dir, keyword, value, message):
+    import io
+
+    ds = dcmread(io.BytesIO(a_file(data_dir)))
+    if value is None:
+        del ds[keyword]
+    else:
+        setattr(ds, keyword, value)
+        if keyword == "SOPInstanceUID":
+            ds.file_meta.MediaStorageSOPInstanceUID = value
+    out = io.BytesIO()
+    dcmwrite(out, ds, enforce_file_format=True)
+    receipt = receive(tenant, out.getvalue())
+    assert receipt.outcome is Outcome.INVALID and message in receipt.reason
+    assert not stored_files(receive.blobs)
+
+
+def test_request_uid_must_match_dataset(receive, tenant, data_dir):
+    receipt = receive(tenant, a_file(data_dir), expect="1.2.3.4")
+    assert receipt.outcome is Outcome.INVALID and "differs" in receipt.reason
+
+
+def test_bad_tenant_is_refused(receive, data_dir):
+    receipt = receive("../etc", a_file(data_dir))
+    assert receipt.outcome is Outcome.INVALID and "tenant" in receipt.reason
