@@ -105,20 +105,28 @@ class StudyActivities:
             key = series_metadata_key(ref.tenant, study_date, ref.study_uid, series_uid)
             items = await lifecycle.committed_in_series(self.ctx.pool, ref.tenant, series_uid)
             try:
-                await asyncio.to_thread(self._write_series_json, ref, series_uid, items, key)
-            except Exception as err:  # noqa: BLE001 - recorded on the series, visible, then retried
+                skipped = await asyncio.to_thread(self._write_series_json, ref, series_uid, items, key)
+            except OSError as err:  # storage trouble: recorded, then retried by Temporal
                 await lifecycle.record_metadata(self.ctx.pool, ref.tenant, series_uid, None, f"{type(err).__name__}: {err}"[:500])
                 raise
-            await lifecycle.record_metadata(self.ctx.pool, ref.tenant, series_uid, key, None)
-            result.processed += len(items)
+            error = "; ".join(skipped)[:500] if skipped else None
+            await lifecycle.record_metadata(self.ctx.pool, ref.tenant, series_uid, key, error)
+            result.processed += len(items) - len(skipped)
+            result.failed += len(skipped)
+            result.failures.extend(skipped)
         await lifecycle.set_study_state(self.ctx.pool, ref.tenant, ref.study_uid, "ready")
         return result
 
-    def _write_series_json(self, ref: StudyRef, series_uid: str, items: list, key: str) -> None:
+    def _write_series_json(self, ref: StudyRef, series_uid: str, items: list, key: str) -> list[str]:
+        """Write the series document; return the instances left out (unreadable headers) with why."""
         blobs = self.ctx.blobs
-        documents = []
+        documents, skipped = [], []
         for item in items:
             base = instance_base(DICOMWEB_ROOT, ref.study_uid, series_uid, item.sop_uid)
             with blobs.local_copy(item.blob_key) as path:
-                documents.append(file_json(path, base))
+                try:
+                    documents.append(file_json(path, base))
+                except (ValueError, TypeError, KeyError, AttributeError) as err:  # a header pydicom cannot render
+                    skipped.append(f"{item.sop_uid}: {type(err).__name__}: {err}"[:200])
         blobs.put_bytes(key, gzip_json(documents))
+        return skipped

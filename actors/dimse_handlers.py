@@ -40,6 +40,7 @@ _STATUS = {
     Outcome.REPLACED: SUCCESS,
     Outcome.CONFLICT: DUPLICATE_SOP_INSTANCE,
     Outcome.INVALID: CANNOT_UNDERSTAND,
+    Outcome.MISMATCH: DATASET_MISMATCH,
     Outcome.FAILED: OUT_OF_RESOURCES,
 }
 
@@ -54,8 +55,6 @@ def status(code: int, comment: str | None = None) -> Dataset:
 
 def receipt_status(receipt: Receipt) -> Dataset:
     code = _STATUS[receipt.outcome]
-    if receipt.outcome is Outcome.INVALID and receipt.reason and "differs from" in receipt.reason:
-        code = DATASET_MISMATCH
     return status(code, None if code == SUCCESS else receipt.reason)
 
 
@@ -91,9 +90,11 @@ class DimseHandlers:
             path.unlink(missing_ok=True)
             return status(OUT_OF_RESOURCES, f"cannot read the received data: {err}")
         calling = event.assoc.requestor.ae_title
-        receipt = self.loop.run(
-            self.ingest.receive(self.tenant(event), staged, f"dimse:{calling}", str(event.request.AffectedSOPInstanceUID))
-        )
+        request = event.request
+        receipt = self.loop.run(self.ingest.receive(
+            self.tenant(event), staged, f"dimse:{calling}",
+            expect_sop_uid=str(request.AffectedSOPInstanceUID), expect_sop_class=str(request.AffectedSOPClassUID),
+        ))
         if receipt.outcome is not Outcome.STORED:
             log.info("C-STORE from %s: %s %s", calling, receipt.outcome.value, receipt.reason or "")
         if receipt.needs_workflow:

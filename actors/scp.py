@@ -41,6 +41,8 @@ class DimseScp:
         self.ingest = self.loop.run(Ingest.open(settings), timeout=60)
         # pynetdicom streams each dataset into a file; put it where a commit is a rename
         _config.STORE_RECV_CHUNKED_DATASET = True
+        # private and newer storage SOP classes are stored too, not answered with an abort
+        _config.UNRESTRICTED_STORAGE_SERVICE = True
         tempfile.tempdir = str(self.ingest.blobs.spool_dir)
         handlers = DimseHandlers(settings, self.ingest, self.loop)
         self.ae = build_ae(settings)

@@ -24,7 +24,9 @@ def dataset_json(ds: Dataset, base_uri: str) -> dict[str, Any]:
     def bulk(element: DataElement) -> str:
         return f"{base_uri}/bulkdata/{element.tag:08X}"
 
-    return ds.to_json_dict(bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=bulk)
+    # an element whose value cannot be written as DICOM JSON (say a DS of 'P1:') is left out
+    # rather than losing the whole instance's metadata
+    return ds.to_json_dict(bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=bulk, suppress_invalid_tags=True)
 
 
 def _pixel_vr(ds: Dataset) -> str:

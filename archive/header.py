@@ -35,6 +35,11 @@ class Header:
     def sop_instance_uid(self) -> str:
         return str(self.dataset.SOPInstanceUID)
 
+    @property
+    def meta_sop_instance_uid(self) -> str | None:
+        value = self.dataset.file_meta.get("MediaStorageSOPInstanceUID")
+        return str(value) if value else None
+
 
 def _meta_end(fp) -> int:
     """Offset of the first dataset element after the group 0002 elements (explicit VR LE)."""
@@ -92,8 +97,3 @@ def _require_identity(ds: Dataset) -> None:
         problem = uid_problem(keyword, None if value is None else str(value))
         if problem:
             raise InvalidObject(problem)
-    meta_sop = getattr(ds.file_meta, "MediaStorageSOPInstanceUID", None)
-    if meta_sop and str(meta_sop) != str(ds.SOPInstanceUID):
-        raise InvalidObject(
-            f"MediaStorageSOPInstanceUID {meta_sop} does not match SOPInstanceUID {ds.SOPInstanceUID}"
-        )

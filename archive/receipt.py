@@ -31,6 +31,7 @@ class Outcome(str, Enum):
     REPLACED = "replaced"  # same UID, other bytes, policy "replace"
     CONFLICT = "conflict"  # same UID, other bytes, policy "reject"
     INVALID = "invalid"  # not acceptable; nothing stored
+    MISMATCH = "mismatch"  # the dataset is not the object the request named
     FAILED = "failed"  # could not be made durable (storage or index down)
 
     @property
@@ -60,7 +61,8 @@ class Receiver:
         self.pool = pool
         self.duplicate_policy = duplicate_policy
 
-    async def receive(self, tenant: str, staged: StagedBlob, source: str, expect_sop_uid: str | None = None) -> Receipt:
+    async def receive(self, tenant: str, staged: StagedBlob, source: str, expect_sop_uid: str | None = None,
+                      expect_sop_class: str | None = None, expect_study_uid: str | None = None) -> Receipt:
         """Take ownership of `staged`: it is committed under its key or discarded, never left behind."""
         try:
             check_tenant(tenant)
@@ -73,13 +75,10 @@ class Receiver:
         except ValueError as err:  # a bad tenant name
             self.blobs.discard(staged)
             return Receipt(Outcome.INVALID, str(err), tenant)
-        if expect_sop_uid is not None and attributes.sop_uid != expect_sop_uid:
+        mismatch = _request_mismatch(attributes, expect_sop_uid or header.meta_sop_instance_uid, expect_sop_class, expect_study_uid)
+        if mismatch:
             self.blobs.discard(staged)
-            return Receipt(
-                Outcome.INVALID,
-                f"SOPInstanceUID {attributes.sop_uid} in the dataset differs from {expect_sop_uid} in the request",
-                tenant,
-            )
+            return Receipt(Outcome.MISMATCH, mismatch, tenant)
         try:
             return await self._store(tenant, staged, header, attributes, source)
         except Exception as err:  # noqa: BLE001 - anything here means "not durable": say so, never Success
@@ -118,3 +117,14 @@ class Receiver:
                                header.transfer_syntax, key, staged.size, staged.sha256)
         self.blobs.discard(staged)
         return Receipt(Outcome.FAILED, "concurrent receipt of the same SOP Instance UID; send again", tenant, a)
+
+
+def _request_mismatch(a: InstanceAttributes, sop_uid: str | None, sop_class: str | None, study_uid: str | None) -> str | None:
+    """A request names the object (C-STORE command, STOW path); the dataset must be that object."""
+    if sop_uid is not None and a.sop_uid != sop_uid:
+        return f"SOPInstanceUID {a.sop_uid} in the dataset differs from {sop_uid} in the request or File Meta"
+    if sop_class is not None and a.sop_class_uid != sop_class:
+        return f"SOPClassUID {a.sop_class_uid} in the dataset differs from {sop_class} in the request"
+    if study_uid is not None and a.study_uid != study_uid:
+        return f"StudyInstanceUID {a.study_uid} differs from {study_uid} in the request path"
+    return None

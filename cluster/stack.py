@@ -66,11 +66,17 @@ class Stack:
             from cluster.ray_runtime import stop_ray
             from cluster.workers import stop_actors
 
-            stop_actors(self.actors)
+            self._timed_stop("Ray actors", lambda: stop_actors(self.actors))
             self.actors.clear()
-
-            stop_ray()
+            self._timed_stop("Ray Serve and Ray", stop_ray)
             self.ray_started = False
         for service in reversed(self.services):
-            service.stop()
+            self._timed_stop(service.name, service.stop)
         self.services.clear()
+
+    def _timed_stop(self, label: str, step: Callable[[], object]) -> None:
+        started = time.monotonic()
+        try:
+            step()
+        finally:
+            self.say(f"  stopped {label} ({time.monotonic() - started:.1f} s)")

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from archive.settings import Settings
 from serve.health import full_health
+from serve.stow import router as stow_router
 from serve.version import dicomflow_version
 
 
@@ -17,6 +18,7 @@ def build_app(settings: Settings) -> FastAPI:
         description="STOW-RS, QIDO-RS, WADO-RS and WADO-URI over a durable, workflow-driven archive.",
     )
     app.state.settings = settings
+    app.include_router(stow_router)
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:

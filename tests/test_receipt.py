@@ -158,7 +158,7 @@ def test_bad_identity_is_refused(receive, tenant, data_dir, keyword, value, mess
 
 def test_request_uid_must_match_dataset(receive, tenant, data_dir):
     receipt = receive(tenant, a_file(data_dir), expect="1.2.3.4")
-    assert receipt.outcome is Outcome.INVALID and "differs" in receipt.reason
+    assert receipt.outcome is Outcome.MISMATCH and "differs" in receipt.reason
 
 
 def test_bad_tenant_is_refused(receive, data_dir):

@@ -60,8 +60,8 @@ class Ingest:
     async def _delivered(self, tenant: str, sop_uids: list[str]) -> None:
         await mark_signalled(self.pool, tenant, sop_uids)
 
-    async def receive(self, tenant: str, staged: StagedBlob, source: str, expect_sop_uid: str | None = None) -> Receipt:
-        receipt = await self.receiver.receive(tenant, staged, source, expect_sop_uid)
+    async def receive(self, tenant: str, staged: StagedBlob, source: str, **expect: str | None) -> Receipt:
+        receipt = await self.receiver.receive(tenant, staged, source, **expect)
         if receipt.needs_workflow and self.signaller is not None:
             a = receipt.attributes
             self.signaller.add(receipt.tenant, a.study_uid, a.sop_uid, a.modality)

@@ -30,6 +30,30 @@ class BlobNotFound(KeyError):
     pass
 
 
+class SpoolWriter:
+    """Bytes arriving piece by piece (a multipart body, a network stream) into one spool file,
+    hashed on the way so nothing is read twice."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = open(path, "wb")
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._digest.update(data)
+        self.size += len(data)
+
+    def finish(self) -> StagedBlob:
+        self._file.close()
+        return StagedBlob(self.path, self.size, self._digest.hexdigest())
+
+    def abort(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
 def hash_file(path: Path) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
@@ -52,20 +76,18 @@ class BlobStore(ABC):
         os.close(fd)
         return Path(name)
 
+    def spool_writer(self) -> "SpoolWriter":
+        return SpoolWriter(self.new_spool_file())
+
     def stage_stream(self, chunks: Iterable[bytes]) -> StagedBlob:
-        path = self.new_spool_file()
-        digest = hashlib.sha256()
-        size = 0
+        writer = self.spool_writer()
         try:
-            with open(path, "wb") as fh:
-                for chunk in chunks:
-                    fh.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
+            for chunk in chunks:
+                writer.write(chunk)
         except BaseException:
-            path.unlink(missing_ok=True)
+            writer.abort()
             raise
-        return StagedBlob(path, size, digest.hexdigest())
+        return writer.finish()
 
     def stage_bytes(self, data: bytes) -> StagedBlob:
         return self.stage_stream([data])

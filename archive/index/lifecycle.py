@@ -121,5 +121,5 @@ async def record_metadata(pool: AsyncConnectionPool, tenant: str, series_uid: st
             """UPDATE series SET metadata_key = coalesce(%s, metadata_key), metadata_state = %s,
                    metadata_error = %s, metadata_attempts = metadata_attempts + 1
                WHERE tenant = %s AND series_uid = %s""",
-            (key, "ready" if error is None else "failed", error, tenant, series_uid),
+            (key, "ready" if error is None else "partial" if key else "failed", error, tenant, series_uid),
         )

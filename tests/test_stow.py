@@ -1,0 +1,148 @@
+"""STOW-RS with a real client (dicomweb-client) and raw HTTP for the malformed requests."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import uuid
+
+import psycopg
+import pytest
+import requests
+from dicomweb_client.api import DICOMwebClient
+from pydicom import dcmread
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import generate_uid
+
+from tests.conftest import run
+from tests.temporal_helpers import activity_types, wait_completed
+
+_tenants = itertools.count()
+
+
+@pytest.fixture
+def tenant():
+    return f"stow{next(_tenants)}"
+
+
+def count(settings, tenant: str) -> int:
+    with psycopg.connect(settings.effective_postgres_dsn()) as conn:
+        return conn.execute("SELECT count(*) FROM instance WHERE tenant = %s", (tenant,)).fetchone()[0]
+
+
+def multipart(parts: list[bytes], boundary: str, part_type: str = "application/dicom") -> bytes:
+    body = b""
+    for part in parts:
+        body += f"--{boundary}\r\nContent-Type: {part_type}\r\n\r\n".encode() + part + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode()
+
+
+def post(stack, tenant, body: bytes, content_type: str, path="/dicomweb/studies"):
+    return requests.post(stack.url(path), data=body, headers={"Content-Type": content_type, "x-tenant": tenant}, timeout=60)
+
+
+def test_dicomweb_client_stores_a_real_series(stack, tenant, data_dir):
+    files = sorted((data_dir / "dcm_qa_nih").rglob("*.dcm"))
+    datasets = [dcmread(p) for p in files]
+    client = DICOMwebClient(url=stack.url("/dicomweb"), headers={"x-tenant": tenant})
+    response = client.store_instances(datasets=datasets)
+    referenced = response.ReferencedSOPSequence
+    assert {str(i.ReferencedSOPInstanceUID) for i in referenced} == {str(d.SOPInstanceUID) for d in datasets}
+    assert all(str(i.RetrieveURL).startswith(stack.url("/dicomweb/studies/")) for i in referenced)
+    assert "FailedSOPSequence" not in response
+    assert count(stack.settings, tenant) == len(datasets)  # visible as soon as the response arrived
+    study = str(datasets[0].StudyInstanceUID)
+    from temporalio.client import WorkflowExecutionStatus
+
+    statuses = run(wait_completed(stack.settings, [f"study:{tenant}:{study}"], timeout=120))
+    assert statuses == {f"study:{tenant}:{study}": WorkflowExecutionStatus.COMPLETED}
+    assert len(run(activity_types(stack.settings, f"study:{tenant}:{study}"))) >= 6
+
+
+def test_seed_path_with_tenant_header(stack, tenant, data_dir):
+    data = next((data_dir / "dcm_qa_ts").rglob("*.dcm")).read_bytes()
+    response = post(stack, tenant, multipart([data], "b1"), 'multipart/related; type="application/dicom"; boundary=b1',
+                    path="/stow-rs/v1/studies")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/dicom+json")
+    assert count(stack.settings, tenant) == 1
+
+
+def _nih(data_dir, n=2) -> list[bytes]:
+    return [p.read_bytes() for p in sorted((data_dir / "dcm_qa_nih").rglob("*.dcm"))[:n]]
+
+
+def test_partial_success_is_202_with_reasons(stack, tenant, data_dir):
+    good, other = _nih(data_dir)
+    body = multipart([good, other[: len(other) // 3], b"not dicom at all" * 30], "xyz")
+    response = post(stack, tenant, body, 'multipart/related; type="application/dicom"; boundary=xyz')
+    assert response.status_code == 202, response.text
+    result = response.json()
+    assert len(result["00081199"]["Value"]) == 1
+    reasons = [item["00081197"]["Value"][0] for item in result["00081198"]["Value"]]
+    assert reasons == [0xC000, 0xC000]
+    comments = " ".join(item["00090097"]["Value"][0] for item in result["00081198"]["Value"])
+    assert "truncated" in comments and "not a DICOM" in comments
+    assert count(stack.settings, tenant) == 1
+
+
+def test_nothing_stored_is_409(stack, tenant, data_dir):
+    ds = dcmread(io.BytesIO(_nih(data_dir, 1)[0]))
+    del ds.StudyInstanceUID
+    out = io.BytesIO()
+    dcmwrite(out, ds, enforce_file_format=True)
+    response = post(stack, tenant, multipart([out.getvalue()], "q"), 'multipart/related; type="application/dicom"; boundary=q')
+    assert response.status_code == 409
+    assert "StudyInstanceUID is missing" in response.text
+    assert count(stack.settings, tenant) == 0
+
+
+def test_invalid_uid_is_refused(stack, tenant, data_dir):
+    ds = dcmread(io.BytesIO(_nih(data_dir, 1)[0]))
+    ds.SeriesInstanceUID = "1.2.3.abc"
+    out = io.BytesIO()
+    dcmwrite(out, ds, enforce_file_format=True)
+    response = post(stack, tenant, multipart([out.getvalue()], "q"), 'multipart/related; type="application/dicom"; boundary=q')
+    assert response.status_code == 409 and "not a valid UID" in response.text
+    assert count(stack.settings, tenant) == 0
+
+
+def test_instance_of_another_study_than_the_path(stack, tenant, data_dir):
+    data = _nih(data_dir, 1)[0]
+    other_study = generate_uid()
+    response = post(stack, tenant, multipart([data], "q"), 'multipart/related; type="application/dicom"; boundary=q',
+                    path=f"/dicomweb/studies/{other_study}")
+    assert response.status_code == 409
+    assert response.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA900]
+    assert count(stack.settings, tenant) == 0
+
+
+@pytest.mark.parametrize("content_type, status, words", [
+    ("application/json", 415, "multipart/related"),
+    ('multipart/related; type="application/dicom+json"; boundary=q', 415, "application/dicom+json"),
+    ('multipart/related; type="application/dicom"', 400, "boundary"),
+])
+def test_wrong_media_type_or_no_boundary(stack, tenant, data_dir, content_type, status, words):
+    response = post(stack, tenant, multipart(_nih(data_dir, 1), "q"), content_type)
+    assert response.status_code == status and words in response.text
+    assert count(stack.settings, tenant) == 0
+
+
+def test_body_without_closing_boundary_is_400(stack, tenant, data_dir):
+    body = multipart(_nih(data_dir, 1), "q")
+    response = post(stack, tenant, body[:-8], 'multipart/related; type="application/dicom"; boundary=q')
+    assert response.status_code == 400 and "boundary" in response.text
+    assert count(stack.settings, tenant) == 0
+
+
+def test_bad_tenant_header_is_400(stack, data_dir):
+    response = post(stack, "../../etc", multipart(_nih(data_dir, 1), "q"), 'multipart/related; type="application/dicom"; boundary=q')
+    assert response.status_code == 400 and "tenant" in response.text
+
+
+def test_oversized_body_is_413(stack, tenant):
+    size = stack.settings.stow_max_bytes + 1
+    response = requests.post(stack.url("/dicomweb/studies"), data=b"",
+                             headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=q',
+                                      "Content-Length": str(size), "x-tenant": tenant}, timeout=30)
+    assert response.status_code == 413 and "stow_max_bytes" in response.text
