@@ -48,7 +48,8 @@ def send_event_report(own_ae: str, peer_ae: str, peer: AEEntry, ds: Dataset, eve
         raise ReportNotDelivered(f"{peer_ae} at {peer.host}:{peer.port} did not accept an association")
     try:
         status, _ = assoc.send_n_event_report(ds, event_type, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
-        if status is None or status.Status != 0:
-            raise ReportNotDelivered(f"{peer_ae} answered N-EVENT-REPORT with status {getattr(status, 'Status', None)}")
+        code = status.get("Status") if status is not None else None  # empty: no valid response came back
+        if code != 0:
+            raise ReportNotDelivered(f"{peer_ae} answered N-EVENT-REPORT with status {code}")
     finally:
         assoc.release()

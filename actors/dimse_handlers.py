@@ -77,7 +77,9 @@ class DimseHandlers:
         ]
 
     def tenant(self, event: evt.Event) -> str:
-        return self.settings.tenant_for_ae(event.assoc.requestor.ae_title, event.assoc.acceptor.ae_title)
+        # the Called AE Title as the peer sent it (acceptor.ae_title is always our own)
+        called = event.assoc.requestor.primitive.called_ae_title
+        return self.settings.tenant_for_ae(event.assoc.requestor.ae_title, called)
 
     def on_echo(self, event: evt.Event) -> int:
         return SUCCESS
@@ -134,7 +136,8 @@ class DimseHandlers:
     async def _start_commitment(self, event: evt.Event, transaction_uid: str, refs: list[tuple[str, str]]) -> None:
         tenant = self.tenant(event)
         calling = event.assoc.requestor.ae_title
-        await commitments.record_request(self.ingest.pool, tenant, transaction_uid, calling, event.assoc.acceptor.ae_title, refs)
+        called = event.assoc.requestor.primitive.called_ae_title
+        await commitments.record_request(self.ingest.pool, tenant, transaction_uid, calling, called, refs)
         client = await self.ingest.temporal_client()
         await client.start_workflow(
             StorageCommitmentWorkflow.run,

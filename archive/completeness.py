@@ -28,6 +28,7 @@ class Incomplete(ValueError):
 class _Walker:
     def __init__(self, fp: BinaryIO, end: int, implicit: bool, little: bool) -> None:
         self.fp, self.end, self.implicit = fp, end, implicit
+        self.pixel_data_length: int | None = None
         self.e = "<" if little else ">"
 
     def _read(self, n: int) -> bytes:
@@ -65,6 +66,8 @@ class _Walker:
                     return
                 raise Incomplete(f"unexpected item delimiter at byte {self.fp.tell() - 8}")
             if length != UNDEFINED:
+                if tag == (0x7FE0, 0x0010) and depth == 0:
+                    self.pixel_data_length = length
                 self._skip(length, f"element ({tag[0]:04X},{tag[1]:04X})")
             elif tag == (0x7FE0, 0x0010) and vr in (b"OB", b"OW", None) and not self.implicit:
                 self.items(depth, fragments=True)
@@ -90,10 +93,11 @@ class _Walker:
                 self._skip(length, "item")
 
 
-def check_complete(fp: BinaryIO, dataset_offset: int, transfer_syntax: str, file_size: int) -> None:
-    """Raise Incomplete unless every element from `dataset_offset` to the end fits the file."""
+def check_complete(fp: BinaryIO, dataset_offset: int, transfer_syntax: str, file_size: int) -> int | None:
+    """Raise Incomplete unless every element from `dataset_offset` to the end fits the file.
+    Returns the length of a native (defined-length) Pixel Data element, if there is one."""
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
-        return  # the deflate stream is checked when it is inflated for parsing
+        return None  # the deflate stream is checked when it is inflated for parsing
     fp.seek(dataset_offset)
     walker = _Walker(
         fp,
@@ -102,3 +106,4 @@ def check_complete(fp: BinaryIO, dataset_offset: int, transfer_syntax: str, file
         little=transfer_syntax != ExplicitVRBigEndian,
     )
     walker.dataset(0, until_item_end=False)
+    return walker.pixel_data_length

@@ -81,10 +81,11 @@ def read_header(path: Path) -> Header:
     with open(path, "rb") as fp:
         offset = _meta_end(fp)
         try:
-            check_complete(fp, offset, transfer_syntax, size)
+            pixel_bytes = check_complete(fp, offset, transfer_syntax, size)
         except (Incomplete, struct.error) as err:
             raise InvalidObject(f"truncated or corrupt object: {err}") from None
     _require_identity(ds)
+    _require_whole_pixels(ds, pixel_bytes)
     return Header(ds, transfer_syntax, offset, size)
 
 
@@ -97,3 +98,21 @@ def _require_identity(ds: Dataset) -> None:
         problem = uid_problem(keyword, None if value is None else str(value))
         if problem:
             raise InvalidObject(problem)
+
+
+def _require_whole_pixels(ds: Dataset, pixel_bytes: int | None) -> None:
+    """Native Pixel Data shorter than its image module says is a truncated image, however
+    consistent its length field (a sender may re-encode a cut file)."""
+    if pixel_bytes is None:
+        return
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.BitsAllocated)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        return  # no complete image module to check against
+    needed = (rows * columns * samples * frames * bits + 7) // 8
+    if pixel_bytes < needed:
+        raise InvalidObject(
+            f"truncated pixel data: {pixel_bytes} bytes where {rows}x{columns}x{samples}x{frames} at {bits} bits need {needed}"
+        )

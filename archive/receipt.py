@@ -108,7 +108,7 @@ class Receiver:
                 if self.duplicate_policy != "replace":
                     self.blobs.discard(staged)
                     return Receipt(Outcome.CONFLICT,
-                                   f"SOP Instance {a.sop_uid} is already stored with different content", tenant, a)
+                                   f"already stored with different content: {a.sop_uid}", tenant, a)
                 await asyncio.to_thread(self.blobs.commit, staged, key)
                 await replace_instance(conn, tenant, a, **fields)
                 if existing.blob_key != key:

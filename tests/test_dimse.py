@@ -6,6 +6,7 @@ import io
 import os
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 
 import psycopg
@@ -107,16 +108,22 @@ def test_every_study_workflow_completes_with_all_steps(stack, sent_all):
 
 
 def _store(stack, payload, called_ae=None):
-    """Send one object with pynetdicom (which can send exactly the bytes we give it)."""
+    """Send one object with pynetdicom, streaming the file's dataset bytes as they are."""
+    from pynetdicom import _config
+
+    _config.STORE_SEND_CHUNKED_DATASET = True
     ae = AE(ae_title="PYNETDICOM")
     ds = dcmread(io.BytesIO(payload), stop_before_pixels=True, force=True)
     ae.add_requested_context(ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.TransferSyntaxUID)
     assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=called_ae or stack.settings.ae_title)
     assert assoc.is_established
-    try:
-        return assoc.send_c_store(io.BytesIO(payload))
-    finally:
-        assoc.release()
+    with tempfile.NamedTemporaryFile(suffix=".dcm") as fh:
+        fh.write(payload)
+        fh.flush()
+        try:
+            return assoc.send_c_store(Path(fh.name))  # sent from the file as it is, not re-encoded
+        finally:
+            assoc.release()
 
 
 def _restamped(data_dir, **changes) -> tuple[bytes, str]:
@@ -156,6 +163,8 @@ def test_dataset_that_is_not_the_requested_object_gets_a900(stack, data_dir):
 def test_changed_object_under_a_stored_uid_is_refused(stack, data_dir):
     payload, sop = _restamped(data_dir)
     assert _store(stack, payload, called_ae=TENANT_B_AE).Status == 0
+    query = "SELECT sha256 FROM instance WHERE tenant = 'tenantb' AND sop_uid = %s"
+    stored = index_rows(stack.settings, query, sop)
     assert _store(stack, payload, called_ae=TENANT_B_AE).Status == 0  # identical resend: success, no change
     changed = dcmread(io.BytesIO(payload))
     changed.PatientName = "Someone^Else"
@@ -163,7 +172,4 @@ def test_changed_object_under_a_stored_uid_is_refused(stack, data_dir):
     dcmwrite(out, changed, enforce_file_format=True)
     status = _store(stack, out.getvalue(), called_ae=TENANT_B_AE)
     assert status.Status == 0x0111 and "different content" in status.ErrorComment
-    rows = index_rows(stack.settings, "SELECT sha256 FROM instance WHERE tenant = 'tenantb' AND sop_uid = %s", sop)
-    import hashlib
-
-    assert rows == [(hashlib.sha256(payload).hexdigest(),)]
+    assert index_rows(stack.settings, query, sop) == stored

@@ -1,0 +1,104 @@
+"""`dicomflow up`, `status` and `down` end to end, in subprocesses, as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import psycopg
+import pytest
+import requests
+from pydicom import dcmread
+from temporalio.client import WorkflowExecutionStatus
+
+from tests.conftest import run
+from tests.stack import RunningStack, processes_using, stack_overrides
+from tests.temporal_helpers import wait_completed
+from tests.test_dimse import _store
+
+SERVICES = {"postgres", "redis", "temporal", "temporal_ui", "ray_dashboard", "dimse", "blobs", "dicomweb"}
+
+
+def test_status_reports_every_service(stack):
+    text = stack.cli("status")
+    assert text.returncode == 0, text.stdout + text.stderr
+    for name in SERVICES:
+        assert name in text.stdout
+    report = json.loads(stack.cli("status", "--json").stdout)
+    assert report["status"] == "ok" and set(report["services"]) == SERVICES
+    assert report["services"]["postgres"]["version"].startswith("PostgreSQL")
+    assert report["services"]["temporal"]["version"].startswith("Temporal server")
+
+
+def test_health_endpoint_matches_status(stack):
+    response = requests.get(stack.url("/health"), timeout=30)
+    assert response.status_code == 200
+    report = response.json()
+    assert report["status"] == "ok" and set(report["services"]) == SERVICES
+
+
+def test_temporal_ui_and_ray_dashboard_answer(stack):
+    ui = requests.get(f"http://127.0.0.1:{stack.settings.temporal_ui_port}/", timeout=10)
+    assert ui.status_code == 200 and "<html" in ui.text.lower()
+    dashboard = requests.get(f"http://127.0.0.1:{stack.settings.ray_dashboard_port}/", timeout=10)
+    assert dashboard.status_code in (200, 401)  # the page, or its token prompt
+
+
+def test_status_exits_nonzero_when_a_service_is_down(tmp_path):
+    idle = RunningStack(stack_overrides(tmp_path / "var"), tmp_path / "up.log")
+    result = idle.cli("status")
+    assert result.returncode == 1 and "DOWN" in result.stdout
+
+
+@pytest.mark.parametrize("setting", ["http_port", "postgres_port"])
+def test_taken_port_is_named(tmp_path, setting):
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    try:
+        overrides = stack_overrides(tmp_path / "var", **{setting: blocker.getsockname()[1]})
+        stack = RunningStack(overrides, tmp_path / "up.log")
+        result = stack.cli("up", timeout=120)
+    finally:
+        blocker.close()
+    assert result.returncode == 1
+    assert f"DICOMFLOW_{setting.upper()}" in result.stderr and "already in use" in result.stderr
+    assert not processes_using(tmp_path / "var")
+
+
+def test_bad_setting_stops_startup_naming_the_key(tmp_path):
+    stack = RunningStack(stack_overrides(tmp_path / "var"), tmp_path / "up.log")
+    env = {**stack.env, "DICOMFLOW_STABLE_SECONDS": "soon"}
+    import subprocess
+
+    from tests.stack import DICOMFLOW
+
+    result = subprocess.run([DICOMFLOW, "up"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "stable_seconds" in result.stderr and "DICOMFLOW_STABLE_SECONDS" in result.stderr
+
+
+def test_restart_keeps_everything_and_down_leaves_nothing(tmp_path, data_dir):
+    var = tmp_path / "var"
+    stack = RunningStack(stack_overrides(var), tmp_path / "up.log")
+    path = next((data_dir / "dcm_qa_nih").rglob("*.dcm"))
+    ds = dcmread(path, stop_before_pixels=True)
+    wid = f"study:default:{ds.StudyInstanceUID}"
+    stack.start()
+    try:
+        assert _store(stack, path.read_bytes()).Status == 0
+        assert run(wait_completed(stack.settings, [wid], timeout=120))[wid] == WorkflowExecutionStatus.COMPLETED
+    finally:
+        down = stack.stop()
+    assert down.returncode == 0
+    assert not processes_using(var), "dicomflow down left processes running"
+
+    stack.start()
+    try:
+        with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
+            rows = conn.execute("SELECT sop_uid, state FROM instance").fetchall()
+        assert rows == [(str(ds.SOPInstanceUID), "committed")]
+        # Temporal's SQLite file kept the finished workflow too
+        assert run(wait_completed(stack.settings, [wid], timeout=30))[wid] == WorkflowExecutionStatus.COMPLETED
+    finally:
+        stack.stop()
+    assert not processes_using(var)

@@ -1,0 +1,107 @@
+"""Storage Commitment Push Model with a pynetdicom SCU that also listens for the N-EVENT-REPORT."""
+
+from __future__ import annotations
+
+import queue
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import StorageCommitmentPushModel
+
+from tests.conftest import COMMIT_SCU_AE
+from tests.test_dimse import _store
+
+COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
+
+
+@pytest.fixture
+def commit_scu(stack, commit_scu_port):
+    """The requesting AE: listens on the port the AE table names for it and collects reports."""
+    reports: queue.Queue = queue.Queue()
+
+    def on_report(event):
+        reports.put((event.event_type, event.event_information))
+        return 0x0000, None  # status and (no) event reply
+
+    ae = AE(ae_title=COMMIT_SCU_AE)
+    ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
+    ae.add_requested_context(StorageCommitmentPushModel)
+    server = ae.start_server(("127.0.0.1", commit_scu_port), block=False, evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+    yield ae, reports
+    server.shutdown()
+
+
+def wait_report(reports: queue.Queue, transaction: str, timeout: float):
+    """The report for this transaction; a report for another one would be a stray duplicate."""
+    event_type, info = reports.get(timeout=timeout)
+    assert str(info.TransactionUID) == transaction, "a report arrived for another transaction"
+    return event_type, info
+
+
+def request_commitment(stack, ae: AE, refs: list[tuple[str, str]]) -> str:
+    transaction = generate_uid()
+    info = Dataset()
+    info.TransactionUID = transaction
+    info.ReferencedSOPSequence = []
+    for sop_class, sop_uid in refs:
+        item = Dataset()
+        item.ReferencedSOPClassUID = sop_class
+        item.ReferencedSOPInstanceUID = sop_uid
+        info.ReferencedSOPSequence.append(item)
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assert assoc.is_established
+    try:
+        status, _ = assoc.send_n_action(info, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
+        assert status.Status == 0x0000
+    finally:
+        assoc.release()
+    return transaction
+
+
+def send_study(stack, data_dir) -> list[tuple[str, str]]:
+    refs = []
+    for path in sorted((data_dir / "dcm_qa_nih").rglob("*.dcm")):
+        assert _store(stack, path.read_bytes()).Status == 0
+        ds = dcmread(path, stop_before_pixels=True)
+        refs.append((str(ds.SOPClassUID), str(ds.SOPInstanceUID)))
+    return refs
+
+
+def test_whole_study_committed(stack, data_dir, commit_scu):
+    ae, reports = commit_scu
+    refs = send_study(stack, data_dir)
+    transaction = request_commitment(stack, ae, refs)
+    event_type, info = wait_report(reports, transaction, 90)
+    assert event_type == 1
+    assert {str(i.ReferencedSOPInstanceUID) for i in info.ReferencedSOPSequence} == {uid for _, uid in refs}
+    assert "FailedSOPSequence" not in info
+
+
+def test_unknown_instance_comes_back_failed(stack, data_dir, commit_scu):
+    ae, reports = commit_scu
+    refs = send_study(stack, data_dir)
+    unknown = (refs[0][0], generate_uid())
+    transaction = request_commitment(stack, ae, [*refs, unknown])
+    event_type, info = wait_report(reports, transaction, 90)  # after the request's timeout (20 s in the test stack)
+    assert event_type == 2
+    failed = info.FailedSOPSequence
+    assert [(str(i.ReferencedSOPInstanceUID), int(i.FailureReason)) for i in failed] == [(unknown[1], 0x0112)]
+    assert len(info.ReferencedSOPSequence) == len(refs)
+
+
+def test_request_without_transaction_uid_is_refused(stack, commit_scu):
+    ae, _ = commit_scu
+    info = Dataset()
+    item = Dataset()
+    item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    item.ReferencedSOPInstanceUID = generate_uid()
+    info.ReferencedSOPSequence = [item]
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    try:
+        status, _ = assoc.send_n_action(info, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
+    finally:
+        assoc.release()
+    assert status.Status == 0x0120

@@ -1,0 +1,107 @@
+"""Nothing acknowledged is lost: a killed worker, an unsignalled instance, a corrupted blob."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import time
+
+import psycopg
+from pydicom import dcmread
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import generate_uid
+from temporalio.client import WorkflowExecutionStatus
+
+from archive.blobstore import LocalBlobStore
+from archive.index.pool import open_index_pool
+from archive.receipt import Receiver
+from tests.conftest import run
+from tests.temporal_helpers import client_for, wait_completed
+from tests.test_dimse import _store
+
+
+def new_study(data_dir, n: int = 4) -> list[bytes]:
+    """Real MR files re-stamped into a study no other test uses."""
+    study, series = generate_uid(), generate_uid()
+    out = []
+    for path in sorted(p for p in (data_dir / "dcm_qa_ge").rglob("*") if p.is_file())[:n]:
+        ds = dcmread(path)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        buf = io.BytesIO()
+        dcmwrite(buf, ds, enforce_file_format=True)
+        out.append(buf.getvalue())
+    return out
+
+
+def study_of(payload: bytes) -> str:
+    return str(dcmread(io.BytesIO(payload), stop_before_pixels=True).StudyInstanceUID)
+
+
+def worker_pids(stack) -> list[int]:
+    return [p.pid for p in stack.descendants() if "WorkflowWorkerActor" in " ".join(p.cmdline())]
+
+
+def test_killed_worker_mid_study_still_completes(stack, data_dir):
+    payloads = new_study(data_dir, 6)
+    before = worker_pids(stack)
+    assert before, "the workflow worker actor should be running"
+    for payload in payloads:
+        assert _store(stack, payload).Status == 0
+    time.sleep(1.2)  # the study turns quiet and its steps begin
+    for pid in before:
+        os.kill(pid, signal.SIGKILL)
+    wid = f"study:default:{study_of(payloads[0])}"
+    statuses = run(wait_completed(stack.settings, [wid], timeout=240))
+    assert statuses[wid] == WorkflowExecutionStatus.COMPLETED
+    assert worker_pids(stack) and set(worker_pids(stack)).isdisjoint(before), "Ray restarted the worker"
+
+
+def _receive_without_signal(stack, tenant: str, payloads: list[bytes]):
+    """Receipt with no workflow signal at all: as if Temporal had been down."""
+    blobs = LocalBlobStore(stack.settings.var_path / "blobs")
+
+    async def go():
+        pool = await open_index_pool(stack.settings.effective_postgres_dsn(), max_size=2)
+        try:
+            return [await Receiver(blobs, pool).receive(tenant, blobs.stage_bytes(p), "test") for p in payloads]
+        finally:
+            await pool.close()
+
+    return run(go())
+
+
+def test_outbox_reconciler_signals_what_was_never_signalled(stack, data_dir):
+    payloads = new_study(data_dir, 3)
+    receipts = _receive_without_signal(stack, "outbox", payloads)
+    assert all(r.outcome.ok for r in receipts)
+    wid = f"study:outbox:{study_of(payloads[0])}"
+    statuses = run(wait_completed(stack.settings, [wid], timeout=120))
+    assert statuses[wid] == WorkflowExecutionStatus.COMPLETED
+    with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
+        rows = conn.execute("SELECT signalled, state FROM instance WHERE tenant = 'outbox'").fetchall()
+    assert rows == [(True, "committed")] * 3
+
+
+def test_corrupted_blob_ends_in_a_visible_failed_state(stack, data_dir):
+    payloads = new_study(data_dir, 2)
+    receipts = _receive_without_signal(stack, "corrupt", payloads)
+    victim = stack.settings.var_path / "blobs" / receipts[0].blob_key
+    data = bytearray(victim.read_bytes())
+    data[-100:] = b"\xff" * 100  # bit rot after receipt
+    victim.write_bytes(bytes(data))
+    wid = f"study:corrupt:{study_of(payloads[0])}"
+    statuses = run(wait_completed(stack.settings, [wid], timeout=120))
+    assert statuses[wid] == WorkflowExecutionStatus.COMPLETED  # it ends, it does not retry forever
+
+    async def outcome():
+        client = await client_for(stack.settings)
+        return await client.get_workflow_handle(wid).result()
+
+    result = run(outcome())
+    assert result["state"] == "failed" and result["failed"] == 1
+    with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
+        rows = dict(conn.execute("SELECT sop_uid, failure_reason FROM instance WHERE tenant = 'corrupt'").fetchall())
+    assert "SHA-256" in rows[receipts[0].attributes.sop_uid]
+    assert rows[receipts[1].attributes.sop_uid] is None
