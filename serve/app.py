@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from archive.settings import Settings
 from serve.health import full_health
+from serve.qido import router as qido_router
 from serve.stow import router as stow_router
 from serve.version import dicomflow_version
 
@@ -19,6 +20,7 @@ def build_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.include_router(stow_router)
+    app.include_router(qido_router)
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:

@@ -151,11 +151,11 @@ def test_truncated_object_gets_cannot_understand(stack, data_dir):
 
 def test_dataset_that_is_not_the_requested_object_gets_a900(stack, data_dir):
     payload, sop = _restamped(data_dir)
-    ds = dcmread(io.BytesIO(payload))
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()  # the request will name this other UID
-    out = io.BytesIO()
-    dcmwrite(out, ds, enforce_file_format=True)
-    status = _store(stack, out.getvalue(), called_ae=TENANT_B_AE)
+    # the File Meta (which the request's Affected SOP Instance UID is taken from) names another object
+    other = sop[:-1] + ("1" if sop[-1] != "1" else "2")
+    meta_end = 132 + 12 + int.from_bytes(payload[140:144], "little")
+    misnamed = payload[:meta_end].replace(sop.encode(), other.encode()) + payload[meta_end:]
+    status = _store(stack, misnamed, called_ae=TENANT_B_AE)
     assert status.Status == 0xA900 and "differs" in status.ErrorComment
     assert index_rows(stack.settings, "SELECT 1 FROM instance WHERE sop_uid = %s", sop) == []
 

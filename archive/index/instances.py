@@ -41,6 +41,11 @@ async def _upsert_parents(conn: AsyncConnection, tenant: str, a: InstanceAttribu
         (tenant, a.study_uid, a.patient_id, a.issuer, a.patient_name, a.patient_birth_date, a.patient_sex,
          a.study_date, a.study_time, a.accession_number, a.study_id, a.referring_physician, a.study_description),
     )
+    # a study that was ready is arriving again: queries count it live until the workflow is done
+    await conn.execute(
+        "UPDATE study SET state = 'receiving' WHERE tenant = %s AND study_uid = %s AND state <> 'receiving'",
+        (tenant, a.study_uid),
+    )
     await conn.execute(
         """INSERT INTO series (tenant, series_uid, study_uid, modality, series_number, series_description,
                body_part, series_date, series_time)

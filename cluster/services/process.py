@@ -47,9 +47,9 @@ def require_free_port(name: str, host: str, port: int, setting: str) -> None:
 def read_pid(pidfile: Path) -> int | None:
     try:
         pid = int(pidfile.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
+        return pid if _alive(psutil.Process(pid)) else None
+    except (OSError, ValueError, IndexError, psutil.NoSuchProcess):
         return None
-    return pid if psutil.pid_exists(pid) else None
 
 
 def stop_pid(pid: int, *, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
@@ -63,13 +63,29 @@ def stop_pid(pid: int, *, sig: int = signal.SIGTERM, timeout: float = 30.0) -> N
         os.kill(pid, sig)
     except ProcessLookupError:
         return
-    _, alive = psutil.wait_procs(family, timeout=timeout)
-    for straggler in alive:
+    for straggler in _wait_gone(family, timeout):
         try:
             straggler.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(alive, timeout=5)
+    _wait_gone(family, 5)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    """Running and not a zombie: an exited child its parent has not reaped yet is gone for us."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if _alive(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [p for p in alive if _alive(p)]
+    return alive
 
 
 @dataclass

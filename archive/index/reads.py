@@ -1,0 +1,75 @@
+"""Lookups for retrieval: which blobs make up a study, series or instance of a tenant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg_pool import AsyncConnectionPool
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    blob_key: str
+    transfer_syntax: str
+    transcoded_key: str | None
+    size: int
+
+
+@dataclass(frozen=True)
+class SeriesMetadata:
+    series_uid: str
+    study_date: str | None
+    metadata_key: str | None
+    metadata_state: str
+    generated_count: int  # instances committed when the document was written
+    live_count: int
+
+
+_OBJECT_COLUMNS = "i.study_uid, i.series_uid, i.sop_uid, i.sop_class_uid, i.blob_key, i.transfer_syntax, i.transcoded_key, i.size"
+
+
+async def find_objects(pool: AsyncConnectionPool, tenant: str, study_uid: str, series_uid: str | None = None,
+                       sop_uid: str | None = None) -> list[StoredObject]:
+    where, params = ["i.tenant = %s", "i.study_uid = %s", "i.state <> 'failed'"], [tenant, study_uid]
+    if series_uid is not None:
+        where.append("i.series_uid = %s")
+        params.append(series_uid)
+    if sop_uid is not None:
+        where.append("i.sop_uid = %s")
+        params.append(sop_uid)
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(
+            f"SELECT {_OBJECT_COLUMNS} FROM instance i WHERE {' AND '.join(where)}"
+            " ORDER BY i.series_uid, i.instance_number NULLS LAST, i.sop_uid", params,
+        )).fetchall()
+    return [StoredObject(*r) for r in rows]
+
+
+async def find_object_anywhere(pool: AsyncConnectionPool, tenant: str, sop_uid: str) -> StoredObject | None:
+    async with pool.connection() as conn:
+        row = await (await conn.execute(
+            f"SELECT {_OBJECT_COLUMNS} FROM instance i WHERE i.tenant = %s AND i.sop_uid = %s AND i.state <> 'failed'",
+            (tenant, sop_uid),
+        )).fetchone()
+    return StoredObject(*row) if row else None
+
+
+async def series_of_study(pool: AsyncConnectionPool, tenant: str, study_uid: str, series_uid: str | None = None) -> list[SeriesMetadata]:
+    where, params = ["se.tenant = %s", "se.study_uid = %s"], [tenant, study_uid]
+    if series_uid is not None:
+        where.append("se.series_uid = %s")
+        params.append(series_uid)
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(
+            f"""SELECT se.series_uid, st.study_date, se.metadata_key, se.metadata_state, se.num_instances,
+                       (SELECT count(*) FROM instance c WHERE c.tenant = se.tenant AND c.series_uid = se.series_uid
+                          AND c.state <> 'failed')
+                FROM series se JOIN study st ON st.tenant = se.tenant AND st.study_uid = se.study_uid
+                WHERE {' AND '.join(where)} ORDER BY se.series_number NULLS LAST, se.series_uid""",
+            params,
+        )).fetchall()
+    return [SeriesMetadata(*r) for r in rows]

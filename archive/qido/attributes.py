@@ -1,0 +1,90 @@
+"""The attributes QIDO-RS can match and return, per level, and the index columns behind them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
+
+
+@dataclass(frozen=True)
+class Attribute:
+    tag: str  # "0020000D"
+    keyword: str
+    vr: str
+    level: str  # study | series | instance
+    column: str  # SQL expression over the level's table alias
+    kind: str  # uid | text | pn | date | time | int | code_list
+
+
+def _a(keyword: str, vr: str, level: str, column: str, kind: str) -> Attribute:
+    return Attribute(f"{tag_for_keyword(keyword):08X}", keyword, vr, level, column, kind)
+
+
+ATTRIBUTES: list[Attribute] = [
+    # study (table alias st)
+    _a("StudyInstanceUID", "UI", "study", "st.study_uid", "uid"),
+    _a("StudyDate", "DA", "study", "st.study_date", "date"),
+    _a("StudyTime", "TM", "study", "st.study_time", "time"),
+    _a("AccessionNumber", "SH", "study", "st.accession_number", "text"),
+    _a("ModalitiesInStudy", "CS", "study", "st.modalities", "code_list"),
+    _a("ReferringPhysicianName", "PN", "study", "st.referring_physician", "pn"),
+    _a("PatientName", "PN", "study", "st.patient_name", "pn"),
+    _a("PatientID", "LO", "study", "st.patient_id", "text"),
+    _a("PatientBirthDate", "DA", "study", "st.patient_birth_date", "date"),
+    _a("PatientSex", "CS", "study", "st.patient_sex", "text"),
+    _a("StudyID", "SH", "study", "st.study_id", "text"),
+    _a("StudyDescription", "LO", "study", "st.study_description", "text"),
+    _a("NumberOfStudyRelatedSeries", "IS", "study", "st.num_series", "int"),
+    _a("NumberOfStudyRelatedInstances", "IS", "study", "st.num_instances", "int"),
+    _a("SOPClassesInStudy", "UI", "study", "st.sop_classes", "code_list"),
+    # series (alias se)
+    _a("SeriesInstanceUID", "UI", "series", "se.series_uid", "uid"),
+    _a("Modality", "CS", "series", "se.modality", "text"),
+    _a("SeriesNumber", "IS", "series", "se.series_number", "int"),
+    _a("SeriesDescription", "LO", "series", "se.series_description", "text"),
+    _a("BodyPartExamined", "CS", "series", "se.body_part", "text"),
+    _a("SeriesDate", "DA", "series", "se.series_date", "date"),
+    _a("SeriesTime", "TM", "series", "se.series_time", "time"),
+    _a("NumberOfSeriesRelatedInstances", "IS", "series", "se.num_instances", "int"),
+    # instance (alias i)
+    _a("SOPInstanceUID", "UI", "instance", "i.sop_uid", "uid"),
+    _a("SOPClassUID", "UI", "instance", "i.sop_class_uid", "uid"),
+    _a("InstanceNumber", "IS", "instance", "i.instance_number", "int"),
+    _a("Rows", "US", "instance", "i.rows", "int"),
+    _a("Columns", "US", "instance", "i.columns", "int"),
+    _a("BitsAllocated", "US", "instance", "i.bits_allocated", "int"),
+    _a("NumberOfFrames", "IS", "instance", "i.number_of_frames", "int"),
+]
+
+BY_TAG = {a.tag: a for a in ATTRIBUTES}
+BY_KEYWORD = {a.keyword: a for a in ATTRIBUTES}
+LEVELS = ("study", "series", "instance")
+
+# PS3.18 Table 6.7.1-2: what each level returns by default
+DEFAULT_RETURN = {
+    "study": ["StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy", "ReferringPhysicianName",
+              "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyID",
+              "StudyDescription", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"],
+    "series": ["Modality", "SeriesDescription", "SeriesInstanceUID", "SeriesNumber", "BodyPartExamined",
+               "SeriesDate", "SeriesTime", "NumberOfSeriesRelatedInstances"],
+    "instance": ["SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns", "BitsAllocated",
+                 "NumberOfFrames"],
+}
+
+
+class UnknownAttribute(ValueError):
+    pass
+
+
+def resolve(name: str) -> Attribute:
+    """An attribute by keyword or by tag (`0020000D`, `(0020,000D)`); UnknownAttribute if QIDO can't use it."""
+    cleaned = name.strip().replace("(", "").replace(")", "").replace(",", "").upper()
+    if len(cleaned) == 8 and all(c in "0123456789ABCDEF" for c in cleaned) and cleaned in BY_TAG:
+        return BY_TAG[cleaned]
+    if name.strip() in BY_KEYWORD:
+        return BY_KEYWORD[name.strip()]
+    known = keyword_for_tag(int(cleaned, 16)) if len(cleaned) == 8 and all(c in "0123456789ABCDEF" for c in cleaned) else None
+    what = f"{name} ({known})" if known else name
+    raise UnknownAttribute(f"attribute {what} is not supported for QIDO matching or return; supported: "
+                           + ", ".join(sorted(BY_KEYWORD)))

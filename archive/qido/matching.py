@@ -1,0 +1,117 @@
+"""PS3.4 C.2.2.2 matching, as SQL: single value, wildcards, UID lists, ranges, case-insensitive PN."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from archive.qido.attributes import Attribute
+from archive.uids import is_valid_uid
+
+
+class BadQueryValue(ValueError):
+    pass
+
+
+@dataclass
+class Condition:
+    sql: str
+    params: list = field(default_factory=list)
+
+
+_DATE = re.compile(r"^\d{8}$")
+_TIME = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
+
+
+def _like(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def _has_wildcard(value: str) -> bool:
+    return "*" in value or "?" in value
+
+
+def _uid_list(attr: Attribute, value: str) -> Condition:
+    uids = [u.strip() for u in re.split(r"[,\\]", value) if u.strip()]
+    bad = [u for u in uids if not is_valid_uid(u)]
+    if bad:
+        raise BadQueryValue(f"{attr.keyword}: {bad[0]!r} is not a valid UID")
+    return Condition(f"{attr.column} = ANY(%s)", [uids])
+
+
+def _text(attr: Attribute, value: str) -> Condition:
+    if _has_wildcard(value):
+        return Condition(f"{attr.column} LIKE %s", [_like(value)])
+    return Condition(f"{attr.column} = %s", [value])
+
+
+def _person_name(attr: Attribute, value: str, fuzzy: bool) -> Condition:
+    column = f"lower({attr.column})"
+    if fuzzy:
+        # any name component that starts with the value: "smi" finds "Smith^John" and "Jones^Smilla"
+        prefix = _like(value.lower().rstrip("*")) + "%"
+        return Condition(f"({column} LIKE %s OR {column} ~ %s)", [prefix, r"[\^= ]" + re.escape(value.lower().rstrip("*"))])
+    if _has_wildcard(value):
+        return Condition(f"{column} LIKE %s", [_like(value.lower())])
+    return Condition(f"{column} = %s", [value.lower()])
+
+
+def _range(attr: Attribute, value: str, pattern: re.Pattern, what: str) -> Condition:
+    if "-" not in value:
+        if not pattern.match(value):
+            raise BadQueryValue(f"{attr.keyword}: {value!r} is not a {what}")
+        if attr.kind == "time":
+            return Condition(f"{attr.column} LIKE %s", [value + "%"])
+        return Condition(f"{attr.column} = %s", [value])
+    low, high = (part.strip() for part in value.split("-", 1))
+    for part in (low, high):
+        if part and not pattern.match(part):
+            raise BadQueryValue(f"{attr.keyword}: {part!r} in range {value!r} is not a {what}")
+    if not low and not high:
+        raise BadQueryValue(f"{attr.keyword}: the range {value!r} has no bounds")
+    clauses, params = [], []
+    if low:
+        clauses.append(f"{attr.column} >= %s")
+        params.append(low)
+    if high:
+        clauses.append(f"{attr.column} <= %s")
+        params.append(high + ("\uffff" if attr.kind == "time" else ""))  # 1030 includes 103059.9
+    return Condition(" AND ".join(clauses), params)
+
+
+def _integer(attr: Attribute, value: str) -> Condition:
+    try:
+        return Condition(f"{attr.column} = %s", [int(value)])
+    except ValueError:
+        raise BadQueryValue(f"{attr.keyword}: {value!r} is not an integer") from None
+
+
+def _code_list(attr: Attribute, value: str) -> Condition:
+    codes = [c.strip() for c in re.split(r"[,\\]", value) if c.strip()]
+    if attr.keyword == "ModalitiesInStudy":
+        # live, so a study still arriving matches before its aggregates are refreshed
+        return Condition(
+            "EXISTS (SELECT 1 FROM series ms WHERE ms.tenant = st.tenant AND ms.study_uid = st.study_uid"
+            " AND ms.modality = ANY(%s))", [codes])
+    return Condition(f"{attr.column} && %s", [codes])
+
+
+def condition(attr: Attribute, value: str, fuzzy: bool = False) -> Condition | None:
+    """The SQL for one match key; None for universal matching (an empty value, or '*')."""
+    value = value.strip()
+    if value in ("", "*"):
+        return None
+    if attr.kind == "uid":
+        return _uid_list(attr, value)
+    if attr.kind == "pn":
+        return _person_name(attr, value, fuzzy)
+    if attr.kind == "date":
+        return _range(attr, value, _DATE, "date (YYYYMMDD)")
+    if attr.kind == "time":
+        return _range(attr, value, _TIME, "time (HHMMSS.FFFFFF)")
+    if attr.kind == "int":
+        return _integer(attr, value)
+    if attr.kind == "code_list":
+        return _code_list(attr, value)
+    return _text(attr, value)
