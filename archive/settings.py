@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     serve_replicas: int = Field(1, ge=1, le=256)
     serve_max_ongoing_requests: int = Field(100, ge=1)
 
+    # the root URL clients reach us by, for RetrieveURL and BulkDataURI (e.g. behind a proxy)
+    public_base_url: str | None = None
+    # browsers (OHIF) on another origin: allowed origins for CORS; empty list turns CORS off
+    cors_allow_origins: list[str] = Field(default_factory=lambda: ["*"])
+
     # Redis cache
     cache_ttl_seconds: int = Field(3600, ge=1)
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from archive.settings import Settings
 from serve.health import full_health
 from serve.qido import router as qido_router
 from serve.stow import router as stow_router
+from serve.wado_metadata import router as wado_metadata_router
+from serve.wado_pixels import router as wado_pixels_router
+from serve.wado_retrieve import router as wado_retrieve_router
 from serve.version import dicomflow_version
 
 
@@ -19,8 +23,20 @@ def build_app(settings: Settings) -> FastAPI:
         description="STOW-RS, QIDO-RS, WADO-RS and WADO-URI over a durable, workflow-driven archive.",
     )
     app.state.settings = settings
+    if settings.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=["ETag", "Warning", "Content-Location"],
+            max_age=3600,
+        )
     app.include_router(stow_router)
     app.include_router(qido_router)
+    app.include_router(wado_metadata_router)
+    app.include_router(wado_pixels_router)
+    app.include_router(wado_retrieve_router)  # last: its /studies/{study} must not shadow the others
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:

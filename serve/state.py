@@ -29,3 +29,17 @@ def tenant_of(request: Request) -> str:
 
 
 __all__ = ["get_ingest", "tenant_of", "BadTenant"]
+
+
+def base_url(request: Request) -> str:
+    """The server root for URLs we hand out (RetrieveURL, BulkDataURI): `public_base_url` when set,
+    else the Host the client used. Some clients (dicomweb-client) send Host without the port, so a
+    port-less Host gets the port we listen on."""
+    settings: Settings = request.app.state.settings
+    if settings.public_base_url:
+        return settings.public_base_url.rstrip("/")
+    host = request.headers.get("x-forwarded-host") or request.headers.get("host") or request.url.netloc
+    scheme = request.headers.get("x-forwarded-proto") or request.url.scheme
+    if ":" not in host.rsplit("]", 1)[-1] and not request.headers.get("x-forwarded-host") and settings.http_port != 80:
+        host = f"{host}:{settings.http_port}"
+    return f"{scheme}://{host}"

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from archive.receipt import Outcome, Receipt
 from archive.uids import is_valid_uid
 from serve.multipart_stream import MalformedBody, MultipartStream, Part, parse_media_type
-from serve.state import BadTenant, get_ingest, tenant_of
+from serve.state import BadTenant, base_url, get_ingest, tenant_of
 
 router = APIRouter(tags=["STOW-RS"])
 DICOM_JSON = "application/dicom+json"
@@ -76,7 +76,7 @@ def _failed(receipt: Receipt | None, code: int, reason: str) -> dict:
 
 async def _store_parts(request: Request, tenant: str, parts: list[Part], study: str | None) -> JSONResponse:
     ingest = await get_ingest(request)
-    base = str(request.base_url).rstrip("/") + "/dicomweb"
+    base = base_url(request) + "/dicomweb"
     referenced, failed, studies = [], [], set()
     for part in parts:
         if part.content_type not in ("application/dicom", ""):

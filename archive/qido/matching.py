@@ -71,6 +71,8 @@ def _range(attr: Attribute, value: str, pattern: re.Pattern, what: str) -> Condi
     if not low and not high:
         raise BadQueryValue(f"{attr.keyword}: the range {value!r} has no bounds")
     clauses, params = [], []
+    if attr.kind == "date":  # text comparison only orders well-formed dates ('1994.11.' is not one)
+        clauses.append(f"{attr.column} ~ '^[0-9]{{8}}$'")
     if low:
         clauses.append(f"{attr.column} >= %s")
         params.append(low)

@@ -1,0 +1,75 @@
+"""Rendered images (PS3.18 9.4 / 8.3.5): one frame to JPEG or PNG with the VOI a viewer would use."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pydicom import dcmread
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+
+from archive.frames import FrameNotFound, NoPixelData
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    media_type: str = "image/jpeg"
+    window: tuple[float, float] | None = None  # center, width
+    viewport: tuple[int, int] | None = None  # width, height
+    quality: int = 90
+
+
+def _to_8bit(values: np.ndarray, window: tuple[float, float] | None, ds) -> np.ndarray:
+    if window is not None:
+        center, width = window
+        low, high = center - width / 2, center + width / 2
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        return _scale(apply_voi_lut(values, ds).astype(np.float64), None)
+    else:
+        low, high = float(values.min()), float(values.max())
+    return _scale(np.clip(values.astype(np.float64), low, high), (low, high))
+
+
+def _scale(values: np.ndarray, bounds: tuple[float, float] | None) -> np.ndarray:
+    low, high = bounds if bounds else (float(values.min()), float(values.max()))
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    return ((values - low) * (255.0 / (high - low))).round().clip(0, 255).astype(np.uint8)
+
+
+def render(path: Path, frame: int, options: RenderOptions) -> bytes:
+    ds = dcmread(path)
+    if "PixelData" not in ds:
+        raise NoPixelData("the instance has no Pixel Data to render")
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    if frame < 1 or frame > count:
+        raise FrameNotFound(f"frame {frame} does not exist: the instance has {count} frame(s)")
+    array = pixel_array(ds, index=frame - 1)  # YBR is converted to RGB
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric == "PALETTE COLOR":
+        image = Image.fromarray(_scale_colour(apply_color_lut(array, ds)), "RGB")
+    elif array.ndim == 3:  # RGB
+        image = Image.fromarray(_scale_colour(array), "RGB")
+    else:
+        pixels = _to_8bit(apply_modality_lut(array, ds), options.window, ds)
+        if photometric == "MONOCHROME1":
+            pixels = 255 - pixels
+        image = Image.fromarray(pixels, "L")
+    if options.viewport:
+        image.thumbnail(options.viewport)
+    out = io.BytesIO()
+    if options.media_type == "image/png":
+        image.save(out, format="PNG")
+    else:
+        image.save(out, format="JPEG", quality=options.quality)
+    return out.getvalue()
+
+
+def _scale_colour(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    top = float(array.max()) or 1.0
+    return (array.astype(np.float64) * (255.0 / top)).round().clip(0, 255).astype(np.uint8)

@@ -1,0 +1,108 @@
+"""WADO-RS metadata from the pre-generated series documents (gzip, ETag, Redis), built on the fly
+when a series is not generated yet or has changed since."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import json
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import Response
+
+from archive.dicom_json import file_json, instance_base
+from archive.index.reads import SeriesMetadata, find_objects, series_of_study
+from archive.settings import Settings
+from serve.lookup import check_uids
+from serve.state import BadTenant, base_url, get_ingest, tenant_of
+from workflows.ingest import Ingest
+
+router = APIRouter(tags=["WADO-RS"])
+RELATIVE_ROOT = b'"/dicomweb/'
+
+
+async def _cache(request: Request):
+    from archive.cache import Cache
+
+    state = request.app.state
+    if getattr(state, "cache", None) is None:
+        settings: Settings = state.settings
+        state.cache = Cache.from_url(settings.effective_redis_url(), settings.cache_ttl_seconds)
+    return state.cache
+
+
+async def _series_document(ingest: Ingest, tenant: str, study: str, meta: SeriesMetadata) -> bytes:
+    """The series' JSON array, uncompressed, with BulkDataURIs relative to the server root."""
+    if meta.metadata_key and meta.metadata_state in ("ready", "partial") and meta.generated_count == meta.live_count:
+        return gzip.decompress(await asyncio.to_thread(ingest.blobs.read_bytes, meta.metadata_key))
+    objects = await find_objects(ingest.pool, tenant, study, meta.series_uid)
+
+    def build() -> bytes:
+        documents = []
+        for obj in objects:
+            with ingest.blobs.local_copy(obj.blob_key) as path:
+                documents.append(file_json(path, instance_base("/dicomweb", study, obj.series_uid, obj.sop_uid)))
+        return json.dumps(documents, separators=(",", ":")).encode()
+
+    return await asyncio.to_thread(build)
+
+
+def _merge(arrays: list[bytes]) -> bytes:
+    inner = [a.strip()[1:-1] for a in arrays if a.strip() not in (b"[]", b"")]
+    return b"[" + b",".join(inner) + b"]"
+
+
+async def metadata_response(request: Request, study: str, series: str | None, instance: str | None) -> Response:
+    check_uids(study=study, series=series, instance=instance)
+    try:
+        tenant = tenant_of(request)
+    except BadTenant as err:
+        raise HTTPException(400, str(err)) from None
+    ingest = await get_ingest(request)
+    metas = await series_of_study(ingest.pool, tenant, study, series)
+    if not metas or all(m.live_count == 0 for m in metas):
+        raise HTTPException(404, "no such study or series for this tenant")
+    base = base_url(request)
+    version = ",".join(f"{m.series_uid}:{m.live_count}:{m.metadata_state}" for m in metas)
+    etag = '"' + hashlib.sha1(f"{base}|{study}|{series}|{instance}|{version}".encode()).hexdigest() + '"'
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    cache = await _cache(request)
+    key = ("metadata", etag.strip('"'))
+    packed = await cache.get(tenant, *key)
+    if packed is None:
+        body = _merge([await _series_document(ingest, tenant, study, m) for m in metas])
+        if instance is not None:
+            body = _only_instance(body, instance)
+        body = body.replace(RELATIVE_ROOT, f'"{base}/dicomweb/'.encode())
+        packed = await asyncio.to_thread(gzip.compress, body, 5)
+        await cache.set(tenant, *key, value=packed)
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate", "Vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return Response(packed, media_type="application/dicom+json", headers=headers)
+    return Response(await asyncio.to_thread(gzip.decompress, packed), media_type="application/dicom+json", headers=headers)
+
+
+def _only_instance(body: bytes, instance: str) -> bytes:
+    documents = [d for d in json.loads(body) if d.get("00080018", {}).get("Value", [None])[0] == instance]
+    if not documents:
+        raise HTTPException(404, "no such instance for this tenant")
+    return json.dumps(documents, separators=(",", ":")).encode()
+
+
+@router.get("/dicomweb/studies/{study}/metadata", summary="Study metadata")
+async def study_metadata(request: Request, study: str) -> Response:
+    return await metadata_response(request, study, None, None)
+
+
+@router.get("/dicomweb/studies/{study}/series/{series}/metadata", summary="Series metadata")
+async def series_metadata(request: Request, study: str, series: str) -> Response:
+    return await metadata_response(request, study, series, None)
+
+
+@router.get("/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata", summary="Instance metadata")
+async def instance_metadata(request: Request, study: str, series: str, instance: str) -> Response:
+    return await metadata_response(request, study, series, instance)
+

@@ -1,0 +1,159 @@
+"""WADO-RS pixels: frames, rendered images, thumbnails and bulk data."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import Response
+from pydicom import dcmread
+
+from archive.frames import FRAME_MEDIA_TYPES, FrameNotFound, NoPixelData, decoded_frames, stored_frames
+from archive.index.reads import StoredObject
+from archive.render import RenderOptions, render
+from serve.lookup import objects_for
+from serve.media import Multipart, parse_accept, wanted_part
+from serve.state import get_ingest
+
+router = APIRouter(tags=["WADO-RS"])
+INSTANCE = "/dicomweb/studies/{study}/series/{series}/instances/{instance}"
+NATIVE = "1.2.840.10008.1.2.1"
+
+
+def frame_numbers(text: str) -> list[int]:
+    try:
+        numbers = [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        raise HTTPException(400, f"frame list {text!r} must be numbers separated by commas") from None
+    if not numbers:
+        raise HTTPException(400, "no frame numbers given")
+    return numbers
+
+
+async def _on_disk(request: Request, obj: StoredObject, work):
+    blobs = (await get_ingest(request)).blobs
+
+    def run():
+        with blobs.local_copy(obj.blob_key) as path:
+            return work(path)
+
+    try:
+        return await asyncio.to_thread(run)
+    except (FrameNotFound, NoPixelData) as err:
+        raise HTTPException(404, str(err)) from None
+
+
+def _frame_plan(request: Request, stored_syntax: str) -> tuple[bool, str]:
+    """(send as stored?, part content type) from the Accept header, or 406."""
+    stored_type = FRAME_MEDIA_TYPES.get(stored_syntax)
+    for part, syntax in wanted_part(parse_accept(request.headers.get("accept")), "application/octet-stream"):
+        if part in ("application/octet-stream", "*/*"):
+            if syntax == "*" or (syntax == stored_syntax and stored_type):
+                return True, f"application/octet-stream; transfer-syntax={stored_syntax}"
+            if syntax in (None, NATIVE):
+                return False, f"application/octet-stream; transfer-syntax={NATIVE}"
+        elif stored_type and part == stored_type and syntax in (None, "*", stored_syntax):
+            return True, f"{stored_type}; transfer-syntax={stored_syntax}"
+    raise HTTPException(406, f"frames of this instance are available as application/octet-stream"
+                             f"{' or ' + stored_type if stored_type else ''}")
+
+
+@router.get(INSTANCE + "/frames/{frames}", summary="Retrieve frames")
+async def retrieve_frames(request: Request, study: str, series: str, instance: str, frames: str) -> Response:
+    numbers = frame_numbers(frames)
+    obj = (await objects_for(request, study, series, instance))[0]
+    as_stored, part_type = _frame_plan(request, obj.transfer_syntax)
+    result = await _on_disk(request, obj, lambda path: (stored_frames if as_stored else decoded_frames)(path, numbers))
+    multipart = Multipart()
+    body = multipart.whole((part_type, frame) for frame in result.frames)
+    return Response(body, media_type=multipart.content_type(part_type.split(";")[0], result.transfer_syntax))
+
+
+def _render_options(request: Request, default_viewport: tuple[int, int] | None = None) -> RenderOptions:
+    accept = [p for p, _ in wanted_part(parse_accept(request.headers.get("accept")), "image/jpeg")]
+    media = next((m for m in accept if m in ("image/jpeg", "image/png")), None)
+    if media is None and not any(m in ("*/*", "image/*") for m in accept):
+        raise HTTPException(406, "rendered images are image/jpeg or image/png")
+    q = request.query_params
+    try:
+        window = tuple(float(v) for v in q["window"].split(",")[:2]) if "window" in q else None
+        viewport = tuple(int(v) for v in q["viewport"].split(",")[:2]) if "viewport" in q else default_viewport
+        quality = int(q.get("quality", 90))
+    except ValueError:
+        raise HTTPException(400, "window=center,width[,function], viewport=width,height and quality=1..100 are numbers") from None
+    if window is not None and (len(window) != 2 or window[1] <= 0):
+        raise HTTPException(400, "window needs a center and a positive width")
+    return RenderOptions(media or "image/jpeg", window, viewport, max(1, min(quality, 100)))
+
+
+async def _rendered(request: Request, obj: StoredObject, frame: int, options: RenderOptions) -> Response:
+    image = await _on_disk(request, obj, lambda path: render(path, frame, options))
+    return Response(image, media_type=options.media_type)
+
+
+@router.get(INSTANCE + "/rendered", summary="Rendered instance")
+async def rendered_instance(request: Request, study: str, series: str, instance: str) -> Response:
+    obj = (await objects_for(request, study, series, instance))[0]
+    return await _rendered(request, obj, 1, _render_options(request))
+
+
+@router.get(INSTANCE + "/frames/{frame}/rendered", summary="Rendered frame")
+async def rendered_frame(request: Request, study: str, series: str, instance: str, frame: int) -> Response:
+    obj = (await objects_for(request, study, series, instance))[0]
+    return await _rendered(request, obj, frame, _render_options(request))
+
+
+@router.get(INSTANCE + "/thumbnail", summary="Instance thumbnail")
+async def thumbnail_instance(request: Request, study: str, series: str, instance: str) -> Response:
+    obj = (await objects_for(request, study, series, instance))[0]
+    return await _rendered(request, obj, 1, _render_options(request, (128, 128)))
+
+
+@router.get("/dicomweb/studies/{study}/series/{series}/thumbnail", summary="Series thumbnail")
+async def thumbnail_series(request: Request, study: str, series: str) -> Response:
+    objects = await objects_for(request, study, series)
+    return await _rendered(request, objects[len(objects) // 2], 1, _render_options(request, (128, 128)))
+
+
+@router.get("/dicomweb/studies/{study}/thumbnail", summary="Study thumbnail")
+async def thumbnail_study(request: Request, study: str) -> Response:
+    objects = await objects_for(request, study)
+    return await _rendered(request, objects[len(objects) // 2], 1, _render_options(request, (128, 128)))
+
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _element_bytes(path, tag: int) -> bytes:
+    ds = dcmread(path)
+    if tag not in ds:
+        raise NoPixelData(f"the instance has no element {tag:08X}")
+    value = ds[tag].value
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+@router.get(INSTANCE + "/bulkdata/{tag}", summary="Bulk data of an element (BulkDataURI)")
+async def bulkdata(request: Request, study: str, series: str, instance: str, tag: str) -> Response:
+    if not re.fullmatch(r"[0-9A-Fa-f]{8}", tag):
+        raise HTTPException(400, "the bulk data path ends in an 8-digit hex tag")
+    obj = (await objects_for(request, study, series, instance))[0]
+    data = await _on_disk(request, obj, lambda path: _element_bytes(path, int(tag, 16)))
+    accept = parse_accept(request.headers.get("accept"))
+    single_part = any(m.essence == "application/octet-stream" for m in accept)
+    match = _RANGE.match(request.headers.get("range", ""))
+    if not single_part:  # PS3.18 8.7.3: multipart/related; type="application/octet-stream" by default
+        multipart = Multipart()
+        return Response(multipart.whole([("application/octet-stream", data)]),
+                        media_type=multipart.content_type("application/octet-stream"))
+    if not match:
+        return Response(data, media_type="application/octet-stream", headers={"Accept-Ranges": "bytes"})
+    start_text, end_text = match.groups()
+    if not start_text and not end_text:
+        raise HTTPException(416, "empty range")
+    start = int(start_text) if start_text else max(0, len(data) - int(end_text))
+    end = min(int(end_text), len(data) - 1) if start_text and end_text else len(data) - 1
+    if start >= len(data) or start > end:
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{len(data)}"})
+    return Response(data[start:end + 1], status_code=206, media_type="application/octet-stream",
+                    headers={"Content-Range": f"bytes {start}-{end}/{len(data)}", "Accept-Ranges": "bytes"})

@@ -1,0 +1,111 @@
+"""WADO-RS retrieve of whole objects (study, series, instance) and WADO-URI."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import Response, StreamingResponse
+
+from archive.index.reads import StoredObject, find_object_anywhere
+from archive.render import RenderOptions, render
+from archive.transcode import TARGET_SYNTAX, uncompressed_bytes
+from serve.media import Multipart, NotAcceptable, parse_accept, wanted_part
+from serve.lookup import check_uids, objects_for
+from serve.state import BadTenant, get_ingest, tenant_of
+
+router = APIRouter(tags=["WADO-RS"])
+
+
+def choose_syntax(request: Request, objects: list[StoredObject]) -> str | None:
+    """None = send as stored; else the syntax every object must be sent in (406 if impossible)."""
+    for part, syntax in wanted_part(parse_accept(request.headers.get("accept")), "application/dicom"):
+        if part not in ("application/dicom", "*/*", "application/*"):
+            continue
+        if syntax in (None, "*"):
+            return None
+        if all(o.transfer_syntax == syntax for o in objects):
+            return None
+        if syntax == TARGET_SYNTAX:
+            return TARGET_SYNTAX
+    raise NotAcceptable("acceptable: application/dicom as stored (transfer-syntax=* or none) or decompressed "
+                        f"(transfer-syntax={TARGET_SYNTAX})")
+
+
+async def object_bytes(request: Request, obj: StoredObject, syntax: str | None) -> AsyncIterator[bytes]:
+    blobs = (await get_ingest(request)).blobs
+    if syntax is None or obj.transfer_syntax == syntax:
+        iterator = blobs.iter_chunks(obj.blob_key)
+        while chunk := await asyncio.to_thread(next, iterator, b""):
+            yield chunk
+        return
+    if obj.transcoded_key:
+        yield await asyncio.to_thread(blobs.read_bytes, obj.transcoded_key)
+        return
+
+    def decompress() -> bytes:
+        with blobs.local_copy(obj.blob_key) as path:
+            return uncompressed_bytes(path)
+
+    yield await asyncio.to_thread(decompress)
+
+
+async def multipart_objects(request: Request, objects: list[StoredObject]) -> Response:
+    try:
+        syntax = choose_syntax(request, objects)
+    except NotAcceptable as err:
+        raise HTTPException(406, str(err)) from None
+    multipart = Multipart()
+
+    async def body() -> AsyncIterator[bytes]:
+        for obj in objects:
+            part_type = f"application/dicom; transfer-syntax={syntax or obj.transfer_syntax}"
+            yield multipart.head(part_type)
+            async for chunk in object_bytes(request, obj, syntax):
+                yield chunk
+            yield b"\r\n"
+        yield multipart.tail()
+
+    return StreamingResponse(body(), media_type=multipart.content_type("application/dicom", syntax or "*"))
+
+
+@router.get("/dicomweb/studies/{study}", summary="Retrieve a study")
+async def retrieve_study(request: Request, study: str) -> Response:
+    return await multipart_objects(request, await objects_for(request, study))
+
+
+@router.get("/dicomweb/studies/{study}/series/{series}", summary="Retrieve a series")
+async def retrieve_series(request: Request, study: str, series: str) -> Response:
+    return await multipart_objects(request, await objects_for(request, study, series))
+
+
+@router.get("/dicomweb/studies/{study}/series/{series}/instances/{instance}", summary="Retrieve an instance")
+async def retrieve_instance(request: Request, study: str, series: str, instance: str) -> Response:
+    return await multipart_objects(request, await objects_for(request, study, series, instance))
+
+
+@router.get("/dicomweb/wado", tags=["WADO-URI"], summary="WADO-URI (PS3.18 chapter 9)")
+async def wado_uri(request: Request, requestType: str, studyUID: str, seriesUID: str, objectUID: str,  # noqa: N803
+                   contentType: str = "application/dicom", frameNumber: int = 1) -> Response:  # noqa: N803
+    if requestType != "WADO":
+        raise HTTPException(400, "requestType must be WADO")
+    check_uids(studyUID=studyUID, seriesUID=seriesUID, objectUID=objectUID)
+    try:
+        tenant = tenant_of(request)
+    except BadTenant as err:
+        raise HTTPException(400, str(err)) from None
+    ingest = await get_ingest(request)
+    obj = await find_object_anywhere(ingest.pool, tenant, objectUID)
+    if obj is None or obj.study_uid != studyUID or obj.series_uid != seriesUID:
+        raise HTTPException(404, "no such object for this tenant")
+    content = contentType.split(",")[0].strip()
+    if content in ("application/dicom", "*/*"):
+        data = await asyncio.to_thread(ingest.blobs.read_bytes, obj.blob_key)
+        return Response(data, media_type="application/dicom")
+    if content in ("image/jpeg", "image/png"):
+        def draw() -> bytes:
+            with ingest.blobs.local_copy(obj.blob_key) as path:
+                return render(path, frameNumber, RenderOptions(media_type=content))
+        return Response(await asyncio.to_thread(draw), media_type=content)
+    raise HTTPException(406, "contentType must be application/dicom, image/jpeg or image/png")
