@@ -18,6 +18,7 @@ class InstancesArrived:
 
     count: int
     modality: str | None = None
+    deleted: int = 0  # instances removed by a DELETE request
 
 
 @dataclass

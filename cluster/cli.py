@@ -72,6 +72,8 @@ def cmd_up(settings: Settings) -> int:
         print(f"dicomflow: cannot start: {err}", file=sys.stderr, flush=True)
         return 1
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # Ray may have put its sys.exit handler back
+            signal.signal(sig, on_signal)
         (settings.var_path / "run" / "ready").unlink(missing_ok=True)
         stack.stop()
         pidfile.unlink(missing_ok=True)

@@ -75,8 +75,10 @@ class Stack:
         self.services.clear()
 
     def _timed_stop(self, label: str, step: Callable[[], object]) -> None:
+        """Every part gets its stop, whatever an earlier one raised (a second Ctrl-C included)."""
         started = time.monotonic()
         try:
             step()
-        finally:
             self.say(f"  stopped {label} ({time.monotonic() - started:.1f} s)")
+        except BaseException as err:  # noqa: BLE001
+            self.say(f"  could not stop {label} cleanly: {type(err).__name__}: {err}")

@@ -7,6 +7,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from archive.settings import Settings
+from serve.capabilities import router as capabilities_router
+from serve.delete import router as delete_router
 from serve.health import full_health
 from serve.qido import router as qido_router
 from serve.stow import router as stow_router
@@ -36,6 +38,8 @@ def build_app(settings: Settings) -> FastAPI:
     app.include_router(qido_router)
     app.include_router(wado_metadata_router)
     app.include_router(wado_pixels_router)
+    app.include_router(delete_router)
+    app.include_router(capabilities_router)
     app.include_router(wado_retrieve_router)  # last: its /studies/{study} must not shadow the others
 
     @app.get("/health/live", tags=["health"])

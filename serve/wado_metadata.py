@@ -69,7 +69,7 @@ async def metadata_response(request: Request, study: str, series: str | None, in
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})
     cache = await _cache(request)
-    key = ("metadata", etag.strip('"'))
+    key = ("metadata", study, etag.strip('"'))
     packed = await cache.get(tenant, *key)
     if packed is None:
         body = _merge([await _series_document(ingest, tenant, study, m) for m in metas])
@@ -83,6 +83,10 @@ async def metadata_response(request: Request, study: str, series: str | None, in
         headers["Content-Encoding"] = "gzip"
         return Response(packed, media_type="application/dicom+json", headers=headers)
     return Response(await asyncio.to_thread(gzip.decompress, packed), media_type="application/dicom+json", headers=headers)
+
+
+async def forget_metadata(request: Request, tenant: str, study: str) -> None:
+    await (await _cache(request)).delete_prefix(tenant, "metadata", study)
 
 
 def _only_instance(body: bytes, instance: str) -> bytes:

@@ -31,14 +31,14 @@ class _Batch:
 
 
 async def signal_study(client: Client, task_queue: str, tenant: str, study_uid: str, count: int,
-                       modality: str | None, stable_seconds: float) -> None:
+                       modality: str | None, stable_seconds: float, deleted: int = 0) -> None:
     await client.start_workflow(
         StudyWorkflow.run,
         StudyParams(tenant, study_uid, stable_seconds),
         id=workflow_id(tenant, study_uid),
         task_queue=task_queue,
         start_signal=SIGNAL,
-        start_signal_args=[InstancesArrived(count, modality)],
+        start_signal_args=[InstancesArrived(count, modality, deleted)],
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         search_attributes=TypedSearchAttributes([SearchAttributePair(sa.TENANT, tenant)]),
     )

@@ -49,6 +49,7 @@ class StudyOutcome:
     failed: int
     state: str
     steps: list[StepResult] = field(default_factory=list)
+    deleted: int = 0
 
 
 def workflow_id(tenant: str, study_uid: str) -> str:
@@ -62,6 +63,7 @@ class StudyWorkflow:
         self.pending = 0
         self.total = 0
         self.failed = 0
+        self.deleted = 0
         self.modality: str | None = None
         self.state = "receiving"
 
@@ -69,11 +71,13 @@ class StudyWorkflow:
     def instances_arrived(self, batch: InstancesArrived) -> None:
         self.arrivals += 1
         self.pending += batch.count
+        self.deleted += batch.deleted
         self.modality = self.modality or batch.modality
 
     @workflow.query(name="state")
     def current_state(self) -> dict:
-        return {"state": self.state, "pending": self.pending, "total": self.total, "failed": self.failed}
+        return {"state": self.state, "pending": self.pending, "total": self.total, "failed": self.failed,
+                "deleted": self.deleted}
 
     @workflow.run
     async def run(self, params: StudyParams) -> StudyOutcome:
@@ -95,7 +99,7 @@ class StudyWorkflow:
                 )
         self.state = "failed" if self.failed else "complete"
         self._publish()
-        return StudyOutcome(params.tenant, params.study_uid, self.total, self.failed, self.state, steps)
+        return StudyOutcome(params.tenant, params.study_uid, self.total, self.failed, self.state, steps, self.deleted)
 
     async def _wait_until_quiet(self, stable_seconds: float) -> None:
         self.state = "receiving"

@@ -1,0 +1,44 @@
+"""Deleting a study, series or instance from the index; the caller then removes the blobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from psycopg_pool import AsyncConnectionPool
+
+
+@dataclass
+class Deleted:
+    instances: int = 0
+    blob_keys: list[str] = field(default_factory=list)
+
+
+async def delete_objects(pool: AsyncConnectionPool, tenant: str, study_uid: str, series_uid: str | None = None,
+                         sop_uid: str | None = None) -> Deleted:
+    """Rows go first and in one transaction: a crash after it leaves orphan blobs, never rows without blobs."""
+    where, params = ["tenant = %s", "study_uid = %s"], [tenant, study_uid]
+    if series_uid is not None:
+        where.append("series_uid = %s")
+        params.append(series_uid)
+    if sop_uid is not None:
+        where.append("sop_uid = %s")
+        params.append(sop_uid)
+    out = Deleted()
+    async with pool.connection() as conn, conn.transaction():
+        rows = await (await conn.execute(
+            f"DELETE FROM instance WHERE {' AND '.join(where)} RETURNING blob_key, transcoded_key", params
+        )).fetchall()
+        out.instances = len(rows)
+        out.blob_keys = [k for row in rows for k in row if k]
+        emptied = await (await conn.execute(
+            """DELETE FROM series se WHERE se.tenant = %s AND se.study_uid = %s
+                 AND NOT EXISTS (SELECT 1 FROM instance i WHERE i.tenant = se.tenant AND i.series_uid = se.series_uid)
+               RETURNING metadata_key""", (tenant, study_uid),
+        )).fetchall()
+        out.blob_keys += [r[0] for r in emptied if r[0]]
+        await conn.execute(
+            """DELETE FROM study st WHERE st.tenant = %s AND st.study_uid = %s
+                 AND NOT EXISTS (SELECT 1 FROM series se WHERE se.tenant = st.tenant AND se.study_uid = st.study_uid)""",
+            (tenant, study_uid),
+        )
+    return out

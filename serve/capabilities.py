@@ -1,0 +1,39 @@
+"""What this DICOMweb server supports, for people and for clients that ask."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from archive.frames import FRAME_MEDIA_TYPES
+from archive.qido.attributes import ATTRIBUTES
+from archive.qido.query import DEFAULT_LIMIT, MAX_LIMIT
+from serve.version import dicomflow_version
+
+router = APIRouter(tags=["Capabilities"])
+
+
+@router.get("/dicomweb/capabilities", summary="Supported services, media types and query attributes")
+async def capabilities() -> dict:
+    return {
+        "server": dicomflow_version(),
+        "tenancy": "x-tenant header; the default tenant when absent",
+        "STOW-RS": {"paths": ["/dicomweb/studies", "/dicomweb/studies/{study}", "/stow-rs/v1/studies"],
+                    "accepts": 'multipart/related; type="application/dicom"',
+                    "responses": {"200": "all stored", "202": "some failed", "409": "none stored",
+                                  "400": "malformed body", "413": "too large", "415": "wrong media type"}},
+        "QIDO-RS": {"levels": ["studies", "series", "instances"], "limit": {"default": DEFAULT_LIMIT, "maximum": MAX_LIMIT},
+                    "matching": ["single value", "wildcard * ?", "UID list (comma or backslash)", "date/time ranges",
+                                 "case-insensitive PN", "fuzzymatching"],
+                    "attributes": {a.keyword: {"tag": a.tag, "level": a.level} for a in ATTRIBUTES},
+                    "includefield": "keywords, tags or 'all'", "no match": "200 with []"},
+        "WADO-RS": {"retrieve": 'multipart/related; type="application/dicom"; transfer-syntax=* (as stored) or '
+                                "1.2.840.10008.1.2.1 (decompressed)",
+                    "metadata": "application/dicom+json, gzip, ETag / If-None-Match",
+                    "frames": ["application/octet-stream (decoded, or transfer-syntax=* as stored)",
+                               *sorted(set(FRAME_MEDIA_TYPES.values()))],
+                    "rendered": ["image/jpeg", "image/png"], "rendered parameters": ["window", "viewport", "quality"],
+                    "thumbnail": "study, series, instance", "bulkdata": "multipart or application/octet-stream with Range"},
+        "WADO-URI": {"path": "/dicomweb/wado", "contentType": ["application/dicom", "image/jpeg", "image/png"]},
+        "DELETE": ["/dicomweb/studies/{study}", "/dicomweb/studies/{study}/series/{series}",
+                   "/dicomweb/studies/{study}/series/{series}/instances/{instance}"],
+    }
