@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up down status test install install-dev system-test-deps bench clean
+.PHONY: up down status test install install-dev system-test-deps bench bench-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,14 @@ status:
 test: $(VENV)/.installed-dev system-test-deps
 	$(BIN)/python -m pytest
 
-bench: $(VENV)/.installed-dev system-test-deps
+## Orthanc (with its DICOMweb plugin) and dcmtk, the systems we measure against, from Debian
+bench-deps: system-test-deps
+	@command -v Orthanc >/dev/null 2>&1 || { \
+	  echo "installing Orthanc and its DICOMweb plugin (Debian packages) for the benchmark"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null; \
+	  $(SUDO) systemctl disable --now orthanc >/dev/null 2>&1 || $(SUDO) service orthanc stop >/dev/null 2>&1 || true; }
+
+bench: $(VENV)/.installed-dev bench-deps
 	$(BIN)/python -m bench.run
 
 clean:

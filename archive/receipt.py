@@ -122,9 +122,9 @@ class Receiver:
 def _request_mismatch(a: InstanceAttributes, sop_uid: str | None, sop_class: str | None, study_uid: str | None) -> str | None:
     """A request names the object (C-STORE command, STOW path); the dataset must be that object."""
     if sop_uid is not None and a.sop_uid != sop_uid:
-        return f"SOPInstanceUID {a.sop_uid} in the dataset differs from {sop_uid} in the request or File Meta"
+        return f"SOP Instance UID differs from the request: dataset {a.sop_uid}, request or File Meta {sop_uid}"
     if sop_class is not None and a.sop_class_uid != sop_class:
-        return f"SOPClassUID {a.sop_class_uid} in the dataset differs from {sop_class} in the request"
+        return f"SOP Class UID differs from the request: dataset {a.sop_class_uid}, request {sop_class}"
     if study_uid is not None and a.study_uid != study_uid:
-        return f"StudyInstanceUID {a.study_uid} differs from {study_uid} in the request path"
+        return f"Study Instance UID differs from the request path: dataset {a.study_uid}, path {study_uid}"
     return None

@@ -1,0 +1,189 @@
+"""`make bench`: dicomflow side by side with Orthanc (and dcmtk's storescp as the bare ceiling), on
+../shared/data, in one run, alternating systems over repetitions, reported as ratios."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pydicom import dcmread
+
+from bench.orthanc import Orthanc
+from bench.workloads import Target, dcmsend_rate, files_of, qido_cases, restamped, stow_rate, timed_get
+from tests.stack import RunningStack, stack_overrides
+from tests.temporal_helpers import wait_completed
+
+REPS = int(os.environ.get("BENCH_REPS", "3"))
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> str:
+    return f"{platform.node()}: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, Linux {platform.release()}"
+
+
+class Bench:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        tenants = {f"BENCH{i}": {"host": "127.0.0.1", "port": 1, "tenant": f"bench{i}"} for i in range(40)}
+        overrides = stack_overrides(workdir / "dicomflow" / "var", ae_table=tenants, stable_seconds=1.0)
+        overrides.update(http_port=18000, dimse_port=11113)
+        self.dicomflow = RunningStack(overrides, workdir / "dicomflow.log")
+        self.orthanc = Orthanc(workdir / "orthanc", 18042, 14242)
+        self.samples: dict[str, dict[str, list[float]]] = {}
+        self.tenant_counter = 0
+
+    def record(self, workload: str, system: str, value: float) -> None:
+        self.samples.setdefault(workload, {}).setdefault(system, []).append(value)
+        print(f"  {workload:45s} {system:10s} {value:10.3f}", flush=True)
+
+    def fresh_tenant(self) -> tuple[str, str]:
+        self.tenant_counter += 1
+        return f"BENCH{self.tenant_counter}", f"bench{self.tenant_counter}"
+
+    def targets(self, ae: str, tenant: str) -> dict[str, Target]:
+        s = self.dicomflow.settings
+        return {
+            "dicomflow": Target("dicomflow", f"http://127.0.0.1:{s.http_port}/dicomweb", ae, s.dimse_port, {"x-tenant": tenant}),
+            "orthanc": Target("orthanc", self.orthanc.dicomweb, "ORTHANC", self.orthanc.dicom_port, {}),
+        }
+
+    # ingest --------------------------------------------------------------------------------------
+
+    def ingest(self, files: list[Path]) -> None:
+        for rep in range(REPS):
+            order = ["dicomflow", "orthanc", "storescp"] if rep % 2 == 0 else ["storescp", "orthanc", "dicomflow"]
+            for associations in (1, 4):
+                for system in order:
+                    self.record(f"C-STORE instances/s, {associations} assoc", system, self._one_ingest(system, files, associations))
+            for threads in (1, 4):
+                for system in order[:2] if rep % 2 == 0 else order[1:]:
+                    if system == "storescp":
+                        continue
+                    ae, tenant = self.fresh_tenant()
+                    if system == "orthanc":
+                        self.orthanc.stop()
+                        self.orthanc.start(fresh=True)
+                    self.record(f"STOW-RS instances/s, {threads} thread(s)", system,
+                                stow_rate(self.targets(ae, tenant)[system], files, threads))
+
+    def _one_ingest(self, system: str, files: list[Path], associations: int) -> float:
+        if system == "storescp":
+            out = Path(tempfile.mkdtemp(dir=self.workdir))
+            server = subprocess.Popen(["storescp", "-od", str(out), "-aet", "STORESCP", "14343"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TCP_NODELAY": "1"})
+            time.sleep(0.5)
+            try:
+                return dcmsend_rate("STORESCP", 14343, files, associations)
+            finally:
+                server.terminate()
+                server.wait(10)
+                subprocess.run(["rm", "-rf", str(out)])
+        if system == "orthanc":
+            self.orthanc.stop()
+            self.orthanc.start(fresh=True)
+            return dcmsend_rate("ORTHANC", self.orthanc.dicom_port, files, associations)
+        ae, _ = self.fresh_tenant()
+        return dcmsend_rate(ae, self.dicomflow.settings.dimse_port, files, associations)
+
+    # reads -----------------------------------------------------------------------------------------
+
+    def load_for_reads(self, files: list[Path]) -> tuple[dict[str, Target], list[Path]]:
+        """All data into both systems, plus the 512x512 CT uncompressed and JPEG 2000 under their own
+        UIDs (the shared data gives both encodings one SOP Instance UID)."""
+        ct = [restamped(p, self.workdir) for p in files if p.name in ("693_UNCR.dcm", "693_J2KR.dcm")]
+        files = files + ct
+        ae, tenant = "BENCH0", "bench0"
+        self.orthanc.stop()
+        self.orthanc.start(fresh=True)
+        targets = self.targets(ae, tenant)
+        for target in targets.values():
+            dcmsend_rate(target.ae, target.dimse_port, files, 2)
+        studies = {str(dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in files}
+        import asyncio
+
+        asyncio.run(wait_completed(self.dicomflow.settings, [f"study:{tenant}:{s}" for s in studies], timeout=600))
+        return targets, files
+
+    def reads(self, targets: dict[str, Target], files: list[Path], label: str) -> None:
+        cases = qido_cases(files)
+        for rep in range(REPS):
+            order = list(targets) if rep % 2 == 0 else list(reversed(list(targets)))
+            for name, path, params, accept in cases:
+                for system in order:
+                    self.record(f"{label}{name} ms", system, 1000 * timed_get(targets[system], path, params, accept))
+
+    def toshiba_metadata(self, targets: dict[str, Target]) -> None:
+        toshiba = dcmread(next((DATA / "dcm_qa_toshiba").rglob("*.dcm")), stop_before_pixels=True)
+        path = f"/studies/{toshiba.StudyInstanceUID}/series/{toshiba.SeriesInstanceUID}/metadata"
+        for system, target in targets.items():
+            self.record("series metadata (520 inst) cold ms", system, 1000 * timed_get(target, path, {}, "application/dicom+json"))
+            for _ in range(5):
+                self.record("series metadata (520 inst) warm ms", system, 1000 * timed_get(target, path, {}, "application/dicom+json"))
+        study_path = f"/studies/{toshiba.StudyInstanceUID}"
+        size = sum(p.stat().st_size for p in (DATA / "dcm_qa_toshiba").rglob("*.dcm"))
+        for rep in range(REPS):
+            for system, target in targets.items():
+                seconds = timed_get(target, study_path, {}, 'multipart/related; type="application/dicom"; transfer-syntax=*')
+                self.record("study retrieve (45 MB) MB/s", system, size / seconds / 1e6)
+
+    def workflow_latency(self) -> None:
+        ae, tenant = self.fresh_tenant()
+        files = files_of(DATA / "dcm_qa_toshiba")
+        dcmsend_rate(ae, self.dicomflow.settings.dimse_port, files, 1)
+        last = time.monotonic()
+        toshiba = dcmread(files[0], stop_before_pixels=True)
+        import asyncio
+
+        asyncio.run(wait_completed(self.dicomflow.settings, [f"study:{tenant}:{toshiba.StudyInstanceUID}"], timeout=600))
+        self.record("last instance -> workflow complete s (520 inst)", "dicomflow", time.monotonic() - last)
+
+    def report(self) -> Path:
+        RESULTS.mkdir(exist_ok=True)
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+        rows, summary = [], {}
+        for workload, systems in self.samples.items():
+            stats = {s: {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)} for s, v in systems.items()}
+            ratio = (stats["dicomflow"]["median"] / stats["orthanc"]["median"]) if "orthanc" in stats and stats["orthanc"]["median"] else None
+            summary[workload] = {"systems": stats, "ratio_dicomflow_over_orthanc": ratio}
+            for system, st in stats.items():
+                rows.append(f"| {workload} | {system} | {st['median']:.2f} | {st['min']:.2f} | {st['max']:.2f} | "
+                            + (f"{ratio:.3f}" if ratio is not None and system == "dicomflow" else "") + " |")
+        out = RESULTS / f"{stamp}.json"
+        out.write_text(json.dumps({"date": stamp, "machine": machine(), "reps": REPS, "results": summary}, indent=2))
+        table = "\n".join(["| workload | system | median | min | max | dicomflow/Orthanc |", "|---|---|---|---|---|---|", *rows])
+        (RESULTS / f"{stamp}.md").write_text(f"Run {stamp} on {machine()}, {REPS} repetitions.\n\n{table}\n")
+        print(table)
+        return out
+
+
+def main() -> int:
+    os.environ["DICOMFLOW_ENV"] = "test"
+    with tempfile.TemporaryDirectory(prefix="dicomflow-bench-") as tmp:
+        bench = Bench(Path(tmp))
+        bench.dicomflow.start()
+        try:
+            files = files_of(DATA)
+            print(f"bench: {len(files)} files, {REPS} repetitions, systems alternate", flush=True)
+            bench.ingest(files)
+            targets, loaded = bench.load_for_reads(files)
+            bench.reads(targets, loaded, "")
+            bench.toshiba_metadata(targets)
+            bench.workflow_latency()
+        finally:
+            bench.orthanc.stop()
+            bench.dicomflow.stop()
+        print(f"bench: wrote {bench.report()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
