@@ -14,6 +14,7 @@ from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 from actors.dimse_handlers import DimseHandlers
 from actors.dimse_server import FastAssociationServer
 from actors.loop_thread import LoopThread
+from actors.priority import normal_priority
 from archive.settings import Settings
 from workflows.ingest import Ingest
 
@@ -63,6 +64,7 @@ class DimseScp:
 class DimseScpActor:
     def __init__(self, settings_data: dict[str, Any], index: int) -> None:
         logging.basicConfig(level=logging.INFO)
+        normal_priority()
         self.index = index
         self.scp = DimseScp(Settings.model_validate(settings_data))
 

@@ -16,6 +16,7 @@ from activities.commitment_steps import CommitmentActivities
 from activities.context import ActivityContext
 from activities.study_steps import StudyActivities
 from actors.loop_thread import LoopThread
+from actors.priority import normal_priority
 from actors.reconciler import reconcile_forever
 from archive.settings import Settings
 from workflows.commitment import StorageCommitmentWorkflow
@@ -71,6 +72,7 @@ class WorkerHost:
 class WorkflowWorkerActor:
     def __init__(self, settings_data: dict[str, Any]) -> None:
         logging.basicConfig(level=logging.INFO)
+        normal_priority()
         self.host = WorkerHost(Settings.model_validate(settings_data))
 
     def ready(self) -> int:

@@ -66,9 +66,7 @@ class Receiver:
         """Take ownership of `staged`: it is committed under its key or discarded, never left behind."""
         try:
             check_tenant(tenant)
-            staged = await asyncio.to_thread(add_missing_meta, self.blobs, staged)
-            header = await asyncio.to_thread(read_header, staged.path)
-            attributes = extract(header.dataset)
+            staged, header, attributes = await asyncio.to_thread(self._prepare, staged)
         except InvalidObject as err:
             self.blobs.discard(staged)
             return Receipt(Outcome.INVALID, str(err), tenant)
@@ -86,21 +84,26 @@ class Receiver:
             self.blobs.discard(staged)
             return Receipt(Outcome.FAILED, f"the archive could not store the object: {type(err).__name__}: {err}", tenant, attributes)
 
+    def _prepare(self, staged: StagedBlob) -> tuple[StagedBlob, Header, InstanceAttributes]:
+        staged = add_missing_meta(self.blobs, staged)
+        header = read_header(staged.path)
+        return staged, header, extract(header.dataset)
+
     async def _store(self, tenant: str, staged: StagedBlob, header: Header, a: InstanceAttributes, source: str) -> Receipt:
         key = instance_key(tenant, a.study_date, a.study_uid, a.series_uid, a.sop_uid)
         receipt = Receipt(Outcome.STORED, None, tenant, a, header.transfer_syntax, key, staged.size, staged.sha256)
         fields = dict(transfer_syntax=header.transfer_syntax, blob_key=key, size=staged.size, sha256=staged.sha256, source=source)
-        for _ in range(2):  # a second pass only when a concurrent receipt of the same UID won the insert
+        for _ in range(2):  # a second pass only when the stored row vanished in between (a DELETE)
             async with self.pool.connection() as conn, conn.transaction():
-                existing = await find_instance(conn, tenant, a.sop_uid, lock=True)
-                if existing is None:
-                    # The row goes in first: a concurrent receipt of the same UID now waits on it,
-                    # and finds it, instead of writing over our blob. The transaction commits only
-                    # after the blob is durable.
-                    if not await insert_instance(conn, tenant, a, **fields):
-                        continue
+                # The row goes in first: a concurrent receipt of the same UID waits on it and then
+                # finds it, instead of writing over our blob. The transaction commits only after
+                # the blob is durable.
+                if await insert_instance(conn, tenant, a, **fields):
                     await asyncio.to_thread(self.blobs.commit, staged, key)
                     return receipt
+                existing = await find_instance(conn, tenant, a.sop_uid, lock=True)
+                if existing is None:
+                    continue
                 if existing.sha256 == staged.sha256:
                     self.blobs.discard(staged)
                     return Receipt(Outcome.DUPLICATE, "already stored with identical content", tenant, a,

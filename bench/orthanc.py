@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -47,7 +48,9 @@ class Orthanc:
             subprocess.run(["rm", "-rf", str(storage)], check=True)
         storage.mkdir(parents=True, exist_ok=True)
         log = open(self.workdir / "orthanc.log", "ab")
-        self.process = subprocess.Popen(["Orthanc", str(self._config(storage))], stdout=log, stderr=subprocess.STDOUT)
+        # dcmtk inside Orthanc reads TCP_NODELAY like dcmsend and storescp do: same treatment for all
+        self.process = subprocess.Popen(["Orthanc", str(self._config(storage))], stdout=log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, "TCP_NODELAY": "1"})
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import requests
 from pydicom import dcmread
 
 from bench.orthanc import Orthanc
@@ -107,8 +109,10 @@ class Bench:
         targets = self.targets(ae, tenant)
         for target in targets.values():
             dcmsend_rate(target.ae, target.dimse_port, files, 2)
-        studies = {str(dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in files}
         import asyncio
+
+        studies = [s["0020000D"]["Value"][0] for s in requests.get(
+            targets["dicomflow"].dicomweb + "/studies", params={"limit": 1000}, headers=targets["dicomflow"].headers, timeout=60).json()]
 
         asyncio.run(wait_completed(self.dicomflow.settings, [f"study:{tenant}:{s}" for s in studies], timeout=600))
         return targets, files
@@ -167,6 +171,7 @@ class Bench:
 
 def main() -> int:
     os.environ["DICOMFLOW_ENV"] = "test"
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so the servers below are stopped
     with tempfile.TemporaryDirectory(prefix="dicomflow-bench-") as tmp:
         bench = Bench(Path(tmp))
         bench.dicomflow.start()

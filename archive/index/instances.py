@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -25,34 +25,48 @@ async def find_instance(conn: AsyncConnection, tenant: str, sop_uid: str, *, loc
     return StoredInstance(*row) if row else None
 
 
-async def _upsert_parents(conn: AsyncConnection, tenant: str, a: InstanceAttributes) -> None:
-    # DO NOTHING keeps concurrent receipts of one study from queueing on its row; the workflow's
-    # index step refreshes study and series attributes afterwards.
-    await conn.execute("INSERT INTO tenant (name) VALUES (%s) ON CONFLICT DO NOTHING", (tenant,))
-    await conn.execute(
-        "INSERT INTO patient (tenant, patient_id, issuer, patient_name, birth_date, sex) VALUES (%s,%s,%s,%s,%s,%s)"
-        " ON CONFLICT DO NOTHING",
-        (tenant, a.patient_id, a.issuer, a.patient_name, a.patient_birth_date, a.patient_sex),
-    )
-    await conn.execute(
-        """INSERT INTO study (tenant, study_uid, patient_id, issuer, patient_name, patient_birth_date, patient_sex,
-               study_date, study_time, accession_number, study_id, referring_physician, study_description)
-           VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING""",
-        (tenant, a.study_uid, a.patient_id, a.issuer, a.patient_name, a.patient_birth_date, a.patient_sex,
-         a.study_date, a.study_time, a.accession_number, a.study_id, a.referring_physician, a.study_description),
-    )
-    # a study that was ready is arriving again: queries count it live until the workflow is done
-    await conn.execute(
-        "UPDATE study SET state = 'receiving' WHERE tenant = %s AND study_uid = %s AND state <> 'receiving'",
-        (tenant, a.study_uid),
-    )
-    await conn.execute(
-        """INSERT INTO series (tenant, series_uid, study_uid, modality, series_number, series_description,
+_PARENTS = """
+    t AS (INSERT INTO tenant (name) VALUES (%(tenant)s) ON CONFLICT DO NOTHING),
+    p AS (INSERT INTO patient (tenant, patient_id, issuer, patient_name, birth_date, sex)
+          VALUES (%(tenant)s, %(patient_id)s, %(issuer)s, %(patient_name)s, %(patient_birth_date)s, %(patient_sex)s)
+          ON CONFLICT DO NOTHING),
+    s AS (INSERT INTO study (tenant, study_uid, patient_id, issuer, patient_name, patient_birth_date, patient_sex,
+              study_date, study_time, accession_number, study_id, referring_physician, study_description)
+          VALUES (%(tenant)s, %(study_uid)s, %(patient_id)s, %(issuer)s, %(patient_name)s, %(patient_birth_date)s,
+              %(patient_sex)s, %(study_date)s, %(study_time)s, %(accession_number)s, %(study_id)s,
+              %(referring_physician)s, %(study_description)s)
+          ON CONFLICT DO NOTHING),
+    r AS (UPDATE study SET state = 'receiving'
+          WHERE tenant = %(tenant)s AND study_uid = %(study_uid)s AND state <> 'receiving'),
+    se AS (INSERT INTO series (tenant, series_uid, study_uid, modality, series_number, series_description,
                body_part, series_date, series_time)
-           VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING""",
-        (tenant, a.series_uid, a.study_uid, a.modality, a.series_number, a.series_description,
-         a.body_part, a.series_date, a.series_time),
-    )
+           VALUES (%(tenant)s, %(series_uid)s, %(study_uid)s, %(modality)s, %(series_number)s,
+               %(series_description)s, %(body_part)s, %(series_date)s, %(series_time)s)
+           ON CONFLICT DO NOTHING)
+"""
+# One round trip per instance: the parents are upserted in the same statement (DO NOTHING keeps
+# concurrent receipts of one study from queueing on its row; the workflow's index step refreshes
+# study and series attributes), and a study that was ready flips back to 'receiving' so queries
+# count it live until its workflow is done again.
+_INSERT = "WITH" + _PARENTS + """
+    INSERT INTO instance (tenant, sop_uid, series_uid, study_uid, sop_class_uid, instance_number,
+        transfer_syntax, number_of_frames, rows, columns, bits_allocated, blob_key, size, sha256, source)
+    VALUES (%(tenant)s, %(sop_uid)s, %(series_uid)s, %(study_uid)s, %(sop_class_uid)s, %(instance_number)s,
+        %(transfer_syntax)s, %(number_of_frames)s, %(rows)s, %(columns)s, %(bits_allocated)s, %(blob_key)s,
+        %(size)s, %(sha256)s, %(source)s)
+    ON CONFLICT DO NOTHING"""
+_REPLACE = "WITH" + _PARENTS + """
+    UPDATE instance SET series_uid = %(series_uid)s, study_uid = %(study_uid)s, sop_class_uid = %(sop_class_uid)s,
+        instance_number = %(instance_number)s, transfer_syntax = %(transfer_syntax)s,
+        number_of_frames = %(number_of_frames)s, rows = %(rows)s, columns = %(columns)s,
+        bits_allocated = %(bits_allocated)s, blob_key = %(blob_key)s, size = %(size)s, sha256 = %(sha256)s,
+        source = %(source)s, state = 'received', failure_reason = NULL, signalled = false, received_at = now(),
+        committed_at = NULL
+    WHERE tenant = %(tenant)s AND sop_uid = %(sop_uid)s"""
+
+
+def _values(tenant: str, a: InstanceAttributes, **fields: object) -> dict[str, object]:
+    return {**asdict(a), "tenant": tenant, **fields}
 
 
 async def insert_instance(
@@ -60,14 +74,8 @@ async def insert_instance(
     blob_key: str, size: int, sha256: str, source: str,
 ) -> bool:
     """Insert the row; False when another receipt inserted the same SOP Instance UID first."""
-    await _upsert_parents(conn, tenant, a)
-    cursor = await conn.execute(
-        """INSERT INTO instance (tenant, sop_uid, series_uid, study_uid, sop_class_uid, instance_number,
-               transfer_syntax, number_of_frames, rows, columns, bits_allocated, blob_key, size, sha256, source)
-           VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING""",
-        (tenant, a.sop_uid, a.series_uid, a.study_uid, a.sop_class_uid, a.instance_number, transfer_syntax,
-         a.number_of_frames, a.rows, a.columns, a.bits_allocated, blob_key, size, sha256, source),
-    )
+    cursor = await conn.execute(_INSERT, _values(tenant, a, transfer_syntax=transfer_syntax, blob_key=blob_key,
+                                                 size=size, sha256=sha256, source=source))
     return cursor.rowcount == 1
 
 
@@ -75,16 +83,8 @@ async def replace_instance(
     conn: AsyncConnection, tenant: str, a: InstanceAttributes, *, transfer_syntax: str,
     blob_key: str, size: int, sha256: str, source: str,
 ) -> None:
-    await _upsert_parents(conn, tenant, a)
-    await conn.execute(
-        """UPDATE instance SET series_uid=%s, study_uid=%s, sop_class_uid=%s, instance_number=%s,
-               transfer_syntax=%s, number_of_frames=%s, rows=%s, columns=%s, bits_allocated=%s, blob_key=%s,
-               size=%s, sha256=%s, source=%s, state='received', failure_reason=NULL, signalled=false,
-               received_at=now(), committed_at=NULL
-           WHERE tenant=%s AND sop_uid=%s""",
-        (a.series_uid, a.study_uid, a.sop_class_uid, a.instance_number, transfer_syntax, a.number_of_frames,
-         a.rows, a.columns, a.bits_allocated, blob_key, size, sha256, source, tenant, a.sop_uid),
-    )
+    await conn.execute(_REPLACE, _values(tenant, a, transfer_syntax=transfer_syntax, blob_key=blob_key,
+                                         size=size, sha256=sha256, source=source))
 
 
 async def mark_signalled(pool: AsyncConnectionPool, tenant: str, sop_uids: list[str]) -> None:
