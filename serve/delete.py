@@ -8,8 +8,8 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
 from archive.index.deletion import delete_objects
-from serve.lookup import check_uids
-from serve.state import BadTenant, get_ingest, tenant_of
+from serve.lookup import request_tenant
+from serve.state import get_ingest
 from serve.wado_metadata import forget_metadata
 from workflows.client import signal_study
 
@@ -17,11 +17,7 @@ router = APIRouter(tags=["Delete"])
 
 
 async def delete(request: Request, study: str, series: str | None = None, instance: str | None = None) -> Response:
-    check_uids(study=study, series=series, instance=instance)
-    try:
-        tenant = tenant_of(request)
-    except BadTenant as err:
-        raise HTTPException(400, str(err)) from None
+    tenant = request_tenant(request, study=study, series=series, instance=instance)
     ingest = await get_ingest(request)
     deleted = await delete_objects(ingest.pool, tenant, study, series, instance)
     if not deleted.instances:

@@ -15,12 +15,17 @@ def check_uids(**uids: str | None) -> None:
             raise HTTPException(400, f"{name} {value!r} is not a valid UID")
 
 
-async def objects_for(request: Request, study: str, series: str | None = None, instance: str | None = None) -> list[StoredObject]:
-    check_uids(study=study, series=series, instance=instance)
+def request_tenant(request: Request, **uids: str | None) -> str:
+    """The request's tenant, after checking the UIDs in its path; 400 with the reason otherwise."""
+    check_uids(**uids)
     try:
-        tenant = tenant_of(request)
+        return tenant_of(request)
     except BadTenant as err:
         raise HTTPException(400, str(err)) from None
+
+
+async def objects_for(request: Request, study: str, series: str | None = None, instance: str | None = None) -> list[StoredObject]:
+    tenant = request_tenant(request, study=study, series=series, instance=instance)
     ingest = await get_ingest(request)
     found = await find_objects(ingest.pool, tenant, study, series, instance)
     if not found:

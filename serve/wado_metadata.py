@@ -14,8 +14,8 @@ from fastapi.responses import Response
 from archive.dicom_json import file_json, instance_base
 from archive.index.reads import SeriesMetadata, find_objects, series_of_study
 from archive.settings import Settings
-from serve.lookup import check_uids
-from serve.state import BadTenant, base_url, get_ingest, tenant_of
+from serve.lookup import request_tenant
+from serve.state import base_url, get_ingest
 from workflows.ingest import Ingest
 
 router = APIRouter(tags=["WADO-RS"])
@@ -54,11 +54,7 @@ def _merge(arrays: list[bytes]) -> bytes:
 
 
 async def metadata_response(request: Request, study: str, series: str | None, instance: str | None) -> Response:
-    check_uids(study=study, series=series, instance=instance)
-    try:
-        tenant = tenant_of(request)
-    except BadTenant as err:
-        raise HTTPException(400, str(err)) from None
+    tenant = request_tenant(request, study=study, series=series, instance=instance)
     ingest = await get_ingest(request)
     metas = await series_of_study(ingest.pool, tenant, study, series)
     if not metas or all(m.live_count == 0 for m in metas):

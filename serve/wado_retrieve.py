@@ -12,8 +12,8 @@ from archive.index.reads import StoredObject, find_object_anywhere
 from archive.render import RenderOptions, render
 from archive.transcode import TARGET_SYNTAX, uncompressed_bytes
 from serve.media import Multipart, NotAcceptable, parse_accept, wanted_part
-from serve.lookup import check_uids, objects_for
-from serve.state import BadTenant, get_ingest, tenant_of
+from serve.lookup import objects_for, request_tenant
+from serve.state import get_ingest
 
 router = APIRouter(tags=["WADO-RS"])
 
@@ -90,11 +90,7 @@ async def wado_uri(request: Request, requestType: str, studyUID: str, seriesUID:
                    contentType: str = "application/dicom", frameNumber: int = 1) -> Response:  # noqa: N803
     if requestType != "WADO":
         raise HTTPException(400, "requestType must be WADO")
-    check_uids(studyUID=studyUID, seriesUID=seriesUID, objectUID=objectUID)
-    try:
-        tenant = tenant_of(request)
-    except BadTenant as err:
-        raise HTTPException(400, str(err)) from None
+    tenant = request_tenant(request, studyUID=studyUID, seriesUID=seriesUID, objectUID=objectUID)
     ingest = await get_ingest(request)
     obj = await find_object_anywhere(ingest.pool, tenant, objectUID)
     if obj is None or obj.study_uid != studyUID or obj.series_uid != seriesUID:

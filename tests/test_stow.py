@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import uuid
 
 import psycopg
 import pytest
