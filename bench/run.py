@@ -25,6 +25,8 @@ from tests.temporal_helpers import wait_completed
 
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+if not DATA.exists():
+    DATA = Path("/work/shared/data")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -48,6 +48,7 @@ def stack(tmp_path_factory, commit_scu_port) -> RunningStack:
             TENANT_B_AE: {"host": "127.0.0.1", "port": 1, "tenant": "tenantb"},
         },
         commitment_timeout_seconds=20,
+        scp_processes=2,  # two SCP actors share the DIMSE port (SO_REUSEPORT)
     )
     running = RunningStack(overrides, var.parent / "up.log")
     running.start()

@@ -173,3 +173,16 @@ def test_changed_object_under_a_stored_uid_is_refused(stack, data_dir):
     status = _store(stack, out.getvalue(), called_ae=TENANT_B_AE)
     assert status.Status == 0x0111 and "different content" in status.ErrorComment
     assert index_rows(stack.settings, query, sop) == stored
+
+
+def test_scp_processes_share_the_port(stack):
+    import psutil
+
+    port = stack.settings.dimse_port
+    listeners = {c.pid for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+    assert len(listeners) == stack.settings.scp_processes == 2
+    assert listeners <= {p.pid for p in stack.descendants()}
+    for _ in range(6):  # the kernel spreads new associations over both; each must answer
+        result = subprocess.run(["echoscu", "-aec", stack.settings.ae_title, "127.0.0.1", str(port)],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
