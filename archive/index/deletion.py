@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from psycopg_pool import AsyncConnectionPool
 
+from archive.index.scope import instance_scope
+
 
 @dataclass
 class Deleted:
@@ -16,17 +18,11 @@ class Deleted:
 async def delete_objects(pool: AsyncConnectionPool, tenant: str, study_uid: str, series_uid: str | None = None,
                          sop_uid: str | None = None) -> Deleted:
     """Rows go first and in one transaction: a crash after it leaves orphan blobs, never rows without blobs."""
-    where, params = ["tenant = %s", "study_uid = %s"], [tenant, study_uid]
-    if series_uid is not None:
-        where.append("series_uid = %s")
-        params.append(series_uid)
-    if sop_uid is not None:
-        where.append("sop_uid = %s")
-        params.append(sop_uid)
+    where, params = instance_scope(tenant, study_uid, series_uid, sop_uid)
     out = Deleted()
     async with pool.connection() as conn, conn.transaction():
         rows = await (await conn.execute(
-            f"DELETE FROM instance WHERE {' AND '.join(where)} RETURNING blob_key, transcoded_key", params
+            f"DELETE FROM instance WHERE {where} RETURNING blob_key, transcoded_key", params
         )).fetchall()
         out.instances = len(rows)
         out.blob_keys = [k for row in rows for k in row if k]

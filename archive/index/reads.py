@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from psycopg_pool import AsyncConnectionPool
 
+from archive.index.scope import instance_scope
+
 
 @dataclass(frozen=True)
 class StoredObject:
@@ -34,16 +36,10 @@ _OBJECT_COLUMNS = "i.study_uid, i.series_uid, i.sop_uid, i.sop_class_uid, i.blob
 
 async def find_objects(pool: AsyncConnectionPool, tenant: str, study_uid: str, series_uid: str | None = None,
                        sop_uid: str | None = None) -> list[StoredObject]:
-    where, params = ["i.tenant = %s", "i.study_uid = %s", "i.state <> 'failed'"], [tenant, study_uid]
-    if series_uid is not None:
-        where.append("i.series_uid = %s")
-        params.append(series_uid)
-    if sop_uid is not None:
-        where.append("i.sop_uid = %s")
-        params.append(sop_uid)
+    where, params = instance_scope(tenant, study_uid, series_uid, sop_uid, alias="i")
     async with pool.connection() as conn:
         rows = await (await conn.execute(
-            f"SELECT {_OBJECT_COLUMNS} FROM instance i WHERE {' AND '.join(where)}"
+            f"SELECT {_OBJECT_COLUMNS} FROM instance i WHERE {where} AND i.state <> 'failed'"
             " ORDER BY i.series_uid, i.instance_number NULLS LAST, i.sop_uid", params,
         )).fetchall()
     return [StoredObject(*r) for r in rows]
