@@ -19,11 +19,13 @@ import requests
 from pydicom import dcmread
 
 from bench.orthanc import Orthanc
+from bench.scale import qido_percentiles, scp_curve, synthetic_reads
 from bench.workloads import Target, dcmsend_rate, files_of, qido_cases, restamped, stow_rate, timed_get
 from tests.stack import RunningStack, stack_overrides
 from tests.temporal_helpers import wait_completed
 
 REPS = int(os.environ.get("BENCH_REPS", "3"))
+SCP_PROCESSES = int(os.environ.get("BENCH_SCP_PROCESSES", "2"))  # the main stack's; the curve tries 1, 2, 4
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not DATA.exists():
     DATA = Path("/work/shared/data")
@@ -38,12 +40,22 @@ class Bench:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         tenants = {f"BENCH{i}": {"host": "127.0.0.1", "port": 1, "tenant": f"bench{i}"} for i in range(40)}
-        overrides = stack_overrides(workdir / "dicomflow" / "var", ae_table=tenants, stable_seconds=1.0)
+        self.tenants = tenants
+        overrides = stack_overrides(workdir / "dicomflow" / "var", ae_table=tenants, stable_seconds=1.0,
+                                    scp_processes=SCP_PROCESSES)
         overrides.update(http_port=18000, dimse_port=11113)
         self.dicomflow = RunningStack(overrides, workdir / "dicomflow.log")
+        self.reps = REPS
         self.orthanc = Orthanc(workdir / "orthanc", 18042, 14242)
         self.samples: dict[str, dict[str, list[float]]] = {}
         self.tenant_counter = 0
+
+    def extra_stack(self, name: str, **settings: object) -> RunningStack:
+        """Another dicomflow on free ports (the main one stopped), started."""
+        overrides = stack_overrides(self.workdir / name / "var", ae_table=self.tenants, stable_seconds=1.0, **settings)
+        stack = RunningStack(overrides, self.workdir / f"{name}.log")
+        stack.start()
+        return stack
 
     def record(self, workload: str, system: str, value: float) -> None:
         self.samples.setdefault(workload, {}).setdefault(system, []).append(value)
@@ -119,8 +131,8 @@ class Bench:
         asyncio.run(wait_completed(self.dicomflow.settings, [f"study:{tenant}:{s}" for s in studies], timeout=600))
         return targets, files
 
-    def reads(self, targets: dict[str, Target], files: list[Path], label: str) -> None:
-        cases = qido_cases(files)
+    def reads(self, targets: dict[str, Target], files: list[Path], label: str, qido_only: bool = False) -> None:
+        cases = [c for c in qido_cases(files) if c[0].startswith("QIDO") or not qido_only]
         for rep in range(REPS):
             order = list(targets) if rep % 2 == 0 else list(reversed(list(targets)))
             for name, path, params, accept in cases:
@@ -152,9 +164,12 @@ class Bench:
         asyncio.run(wait_completed(self.dicomflow.settings, [f"study:{tenant}:{toshiba.StudyInstanceUID}"], timeout=600))
         self.record("last instance -> workflow complete s (520 inst)", "dicomflow", time.monotonic() - last)
 
-    def report(self) -> Path:
+    def report(self, parts: set[str]) -> Path:
+        """bench/results/<date>.{json,md}; a run of only some parts gets its own file, never the day's."""
         RESULTS.mkdir(exist_ok=True)
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+        if parts != set(PARTS):
+            stamp += "-partial-" + "+".join(p for p in PARTS if p in parts)
         rows, summary = [], {}
         for workload, systems in self.samples.items():
             stats = {s: {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)} for s, v in systems.items()}
@@ -166,29 +181,54 @@ class Bench:
         out = RESULTS / f"{stamp}.json"
         out.write_text(json.dumps({"date": stamp, "machine": machine(), "reps": REPS, "results": summary}, indent=2))
         table = "\n".join(["| workload | system | median | min | max | dicomflow/Orthanc |", "|---|---|---|---|---|---|", *rows])
-        (RESULTS / f"{stamp}.md").write_text(f"Run {stamp} on {machine()}, {REPS} repetitions.\n\n{table}\n")
+        (RESULTS / f"{stamp}.md").write_text(f"Run {stamp} on {machine()}, {REPS} repetitions, parts: "
+                                             f"{', '.join(p for p in PARTS if p in parts)}.\n\n{table}\n")
         print(table)
         return out
+
+
+PARTS = ("ingest", "reads", "synthetic", "qido-scale", "scp-curve")
+
+
+def wanted_parts() -> set[str]:
+    """BENCH_PARTS=reads,qido-scale runs a subset (the reads part is needed by synthetic)."""
+    parts = {p.strip() for p in os.environ.get("BENCH_PARTS", ",".join(PARTS)).split(",") if p.strip()}
+    unknown = parts - set(PARTS)
+    if unknown:
+        raise SystemExit(f"bench: unknown BENCH_PARTS {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    if "synthetic" in parts:
+        parts.add("reads")
+    return parts
 
 
 def main() -> int:
     os.environ["DICOMFLOW_ENV"] = "test"
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so the servers below are stopped
+    parts = wanted_parts()
     with tempfile.TemporaryDirectory(prefix="dicomflow-bench-") as tmp:
         bench = Bench(Path(tmp))
-        bench.dicomflow.start()
         try:
             files = files_of(DATA)
-            print(f"bench: {len(files)} files, {REPS} repetitions, systems alternate", flush=True)
-            bench.ingest(files)
-            targets, loaded = bench.load_for_reads(files)
-            bench.reads(targets, loaded, "")
-            bench.toshiba_metadata(targets)
-            bench.workflow_latency()
+            print(f"bench: {len(files)} files, {REPS} repetitions, systems alternate; parts {sorted(parts)}", flush=True)
+            if parts & {"ingest", "reads", "qido-scale"}:
+                bench.dicomflow.start()
+            if "ingest" in parts:
+                bench.ingest(files)
+            if "reads" in parts:
+                targets, loaded = bench.load_for_reads(files)
+                bench.reads(targets, loaded, "")
+                bench.toshiba_metadata(targets)
+                bench.workflow_latency()
+            if "synthetic" in parts:
+                synthetic_reads(bench, targets, loaded, DATA)
+            if "qido-scale" in parts:
+                qido_percentiles(bench)
         finally:
             bench.orthanc.stop()
             bench.dicomflow.stop()
-        print(f"bench: wrote {bench.report()}")
+        if "scp-curve" in parts:
+            scp_curve(bench, DATA)
+        print(f"bench: wrote {bench.report(parts)}")
     return 0
 
 

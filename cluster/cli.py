@@ -25,6 +25,8 @@ def banner(settings: Settings) -> str:
         ("DICOMweb", f"http://{h}:{settings.http_port}/dicomweb   (STOW also at /stow-rs/v1/studies)"),
         ("Health", f"http://{h}:{settings.http_port}/health"),
         ("API docs", f"http://{h}:{settings.http_port}/docs"),
+        *([("HAProxy", f"stats http://{h}:{settings.haproxy_stats_port}/stats, metrics :{settings.haproxy_metrics_port}/metrics")]
+          if settings.serve_ingress == "haproxy" else []),
         ("DIMSE", f"AE title {settings.ae_title} on {h}:{settings.dimse_port}"),
         ("Temporal UI", f"http://{h}:{settings.temporal_ui_port}" if not settings.temporal_address else "(external Temporal)"),
         ("Temporal", settings.effective_temporal_address()),
@@ -80,6 +82,25 @@ def cmd_up(settings: Settings) -> int:
         print("dicomflow: stopped", flush=True)
 
 
+def stop_leftover_haproxy(settings: Settings) -> None:
+    """Ray stops its HAProxy with Serve; after a killed `up` it may outlive Ray."""
+    import shutil
+
+    import psutil
+
+    from cluster.serve_ingress import haproxy_dir
+
+    folder = haproxy_dir(settings)
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(folder in part for part in proc.info["cmdline"] or []):
+                print(f"dicomflow: stopping leftover HAProxy {proc.pid}")
+                proc.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def cmd_down(settings: Settings, timeout: float) -> int:
     from cluster.services.postgres import embedded_postgres_service
     from cluster.services.redis import embedded_redis_service
@@ -94,6 +115,7 @@ def cmd_down(settings: Settings, timeout: float) -> int:
         if read_pid(service.pidfile) is not None:
             print(f"dicomflow: stopping leftover {service.name}")
         service.stop_leftover()
+    stop_leftover_haproxy(settings)
     _pidfile(settings).unlink(missing_ok=True)
     print("dicomflow: down")
     return 0

@@ -36,6 +36,9 @@ class Stack:
         require_free_port("DIMSE SCP", s.bind_host, s.dimse_port, "dimse_port")
         if not s.ray_address:
             require_free_port("Ray dashboard", s.bind_host, s.ray_dashboard_port, "ray_dashboard_port")
+        if s.serve_ingress == "haproxy":
+            require_free_port("HAProxy stats", "0.0.0.0", s.haproxy_stats_port, "haproxy_stats_port")
+            require_free_port("HAProxy metrics", "0.0.0.0", s.haproxy_metrics_port, "haproxy_metrics_port")
         embedded: list[tuple[str, bool, Callable[[Settings], ManagedProcess]]] = [
             ("PostgreSQL", s.postgres_dsn is None, start_postgres),
             ("Redis", s.redis_url is None, start_redis),
@@ -48,6 +51,9 @@ class Stack:
         self._start_ray()
 
     def _start_ray(self) -> None:
+        from cluster.serve_ingress import configure_ingress
+
+        configure_ingress(self.settings)
         from cluster.ray_runtime import start_ray, start_serve
         from cluster.workers import start_actors
 

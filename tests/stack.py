@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -18,13 +19,27 @@ from archive.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 DICOMFLOW = str(Path(sys.executable).parent / "dicomflow")
-PORT_KEYS = ("postgres_port", "redis_port", "temporal_port", "temporal_ui_port", "ray_dashboard_port", "http_port", "dimse_port")
+PORT_KEYS = ("postgres_port", "redis_port", "temporal_port", "temporal_ui_port", "ray_dashboard_port", "http_port", "dimse_port",
+             "haproxy_stats_port", "haproxy_metrics_port")
+
+
+_HANDED_OUT: set[int] = set()
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port below the kernel's ephemeral range (32768+), so that no outgoing connection can take
+    it between now and the server's bind, and below Ray Serve's replica ports (30000+)."""
+    while True:
+        port = random.randrange(20000, 29999)
+        if port in _HANDED_OUT:
+            continue
+        _HANDED_OUT.add(port)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
 
 
 def settings_env(overrides: dict[str, Any]) -> dict[str, str]:

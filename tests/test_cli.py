@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -11,6 +12,7 @@ import requests
 from pydicom import dcmread
 from temporalio.client import WorkflowExecutionStatus
 
+from cluster.serve_ingress import haproxy_dir
 from tests.conftest import run
 from tests.stack import RunningStack, processes_using, stack_overrides
 from tests.temporal_helpers import wait_completed
@@ -42,6 +44,25 @@ def test_temporal_ui_and_ray_dashboard_answer(stack):
     assert ui.status_code == 200 and "<html" in ui.text.lower()
     dashboard = requests.get(f"http://127.0.0.1:{stack.settings.ray_dashboard_port}/", timeout=10)
     assert dashboard.status_code in (200, 401)  # the page, or its token prompt
+
+
+def _haproxy_servers(settings) -> dict[str, dict[str, str]]:
+    """HAProxy's live stats (CSV): its backend servers (Serve replicas), by proxy/server name."""
+    text = requests.get(f"http://127.0.0.1:{settings.haproxy_stats_port}/stats;csv", timeout=10).text
+    header, *lines = text.lstrip("# ").splitlines()
+    rows = [dict(zip(header.split(","), line.split(","))) for line in lines if line]
+    return {f"{r['pxname']}/{r['svname']}": r for r in rows if r["svname"] not in ("FRONTEND", "BACKEND")}
+
+
+def test_http_reaches_the_replicas_through_haproxy(stack):
+    before = _haproxy_servers(stack.settings)
+    replicas = {name: row for name, row in before.items() if row["status"] == "UP" and "fallback" not in name.lower()}
+    assert replicas, f"no live replica behind HAProxy: {before}"
+    for _ in range(5):
+        assert requests.get(stack.url("/health"), timeout=30).status_code == 200
+    after = _haproxy_servers(stack.settings)
+    served = sum(int(after[name]["stot"]) - int(row["stot"]) for name, row in replicas.items())
+    assert served >= 5, "the requests did not go through HAProxy to a replica"
 
 
 def test_status_exits_nonzero_when_a_service_is_down(tmp_path):
@@ -91,6 +112,7 @@ def test_restart_keeps_everything_and_down_leaves_nothing(tmp_path, data_dir):
         down = stack.stop()
     assert down.returncode == 0
     assert not processes_using(var), "dicomflow down left processes running"
+    assert not processes_using(Path(haproxy_dir(stack.settings))), "HAProxy outlived dicomflow down"
 
     stack.start()
     try:

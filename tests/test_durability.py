@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import time
 
 import psycopg
 from pydicom import dcmread
@@ -13,6 +12,7 @@ from pydicom.filewriter import dcmwrite
 from pydicom.uid import generate_uid
 from temporalio.client import WorkflowExecutionStatus
 
+from actors.reconciler import redrive_stalled_once
 from archive.blobstore import LocalBlobStore
 from archive.index.pool import open_index_pool
 from archive.receipt import Receiver
@@ -49,13 +49,14 @@ def test_killed_worker_mid_study_still_completes(stack, data_dir):
     assert before, "the workflow worker actor should be running"
     for payload in payloads:
         assert _store(stack, payload).Status == 0
-    time.sleep(1.2)  # the study turns quiet and its steps begin
+    # killed while the study waits to turn quiet: its steps can only run on the restarted worker
     for pid in before:
         os.kill(pid, signal.SIGKILL)
     wid = f"study:default:{study_of(payloads[0])}"
     statuses = run(wait_completed(stack.settings, [wid], timeout=240))
     assert statuses[wid] == WorkflowExecutionStatus.COMPLETED
-    assert worker_pids(stack) and set(worker_pids(stack)).isdisjoint(before), "Ray restarted the worker"
+    after = worker_pids(stack)
+    assert after and set(after).isdisjoint(before), "Ray restarted the worker"
 
 
 def _receive_without_signal(stack, tenant: str, payloads: list[bytes]):
@@ -82,6 +83,31 @@ def test_outbox_reconciler_signals_what_was_never_signalled(stack, data_dir):
     with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
         rows = conn.execute("SELECT signalled, state FROM instance WHERE tenant = 'outbox'").fetchall()
     assert rows == [(True, "committed")] * 3
+
+
+def test_reconciler_redrives_a_study_whose_workflow_state_was_lost(stack, data_dir):
+    payloads = new_study(data_dir, 2)
+    receipts = _receive_without_signal(stack, "lost", payloads)
+    dsn = stack.settings.effective_postgres_dsn()
+    with psycopg.connect(dsn) as conn:  # the signal was acknowledged, then Temporal lost it
+        conn.execute("UPDATE instance SET signalled = true WHERE tenant = 'lost'")
+    wid = f"study:lost:{study_of(payloads[0])}"
+
+    async def redrive():
+        client = await client_for(stack.settings)
+        pool = await open_index_pool(dsn, max_size=2)
+        try:
+            return await redrive_stalled_once(client, pool, stack.settings, older_than_seconds=0)
+        finally:
+            await pool.close()
+
+    assert run(redrive()) == 1
+    statuses = run(wait_completed(stack.settings, [wid], timeout=120))
+    assert statuses[wid] == WorkflowExecutionStatus.COMPLETED
+    with psycopg.connect(dsn) as conn:
+        states = conn.execute("SELECT state FROM instance WHERE tenant = 'lost'").fetchall()
+    assert states == [("committed",)] * len(receipts)
+    assert run(redrive()) == 0  # nothing left to re-drive
 
 
 def test_corrupted_blob_ends_in_a_visible_failed_state(stack, data_dir):

@@ -40,7 +40,11 @@ async def signal_study(client: Client, task_queue: str, tenant: str, study_uid: 
         start_signal=SIGNAL,
         start_signal_args=[InstancesArrived(count, modality, deleted)],
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.TENANT, tenant)]),
+        search_attributes=TypedSearchAttributes([
+            SearchAttributePair(sa.TENANT, tenant), SearchAttributePair(sa.STATE, "receiving"),
+            SearchAttributePair(sa.INSTANCE_COUNT, count),
+            *([SearchAttributePair(sa.MODALITY, modality)] if modality else []),
+        ]),
     )
 
 

@@ -66,6 +66,7 @@ class StudyWorkflow:
         self.deleted = 0
         self.modality: str | None = None
         self.state = "receiving"
+        self._published: tuple | None = None
 
     @workflow.signal(name=SIGNAL)
     def instances_arrived(self, batch: InstancesArrived) -> None:
@@ -84,6 +85,8 @@ class StudyWorkflow:
         self.pending += params.pending
         self.total = params.total
         self.modality = self.modality or params.modality
+        given = workflow.info().typed_search_attributes  # as the starter set them
+        self._published = (given.get(sa.STATE), given.get(sa.INSTANCE_COUNT), given.get(sa.MODALITY))
         ref = StudyRef(params.tenant, params.study_uid)
         steps: list[StepResult] = []
         while True:
@@ -113,9 +116,10 @@ class StudyWorkflow:
 
     async def _process(self, ref: StudyRef) -> list[StepResult]:
         results = []
+        self.state = "processing"
+        self._publish()
         for step in names.STUDY_STEPS:
-            self.state = step
-            self._publish()
+            self.state = step  # the `state` query names the step; the search attribute stays "processing"
             result: StepResult = await workflow.execute_activity(
                 step, ref, result_type=StepResult,
                 start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=30),
@@ -127,6 +131,11 @@ class StudyWorkflow:
         return results
 
     def _publish(self) -> None:
+        """Search attributes change only when their values do: each upsert is a visibility write."""
+        current = (self.state, self.total + self.pending, self.modality)
+        if current == self._published:
+            return
+        self._published = current
         workflow.upsert_search_attributes([
             sa.STATE.value_set(self.state),
             sa.INSTANCE_COUNT.value_set(self.total + self.pending),

@@ -113,6 +113,11 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (tenant, transaction_uid)
     );
     """,
+    # 2: "all studies" newest first straight from an index at any size; the stalled-study sweep
+    """
+    CREATE INDEX study_listing_idx ON study (tenant, study_date DESC NULLS LAST, study_time DESC NULLS LAST, study_uid);
+    CREATE INDEX instance_unprocessed_idx ON instance (received_at) WHERE state = 'received' AND signalled;
+    """,
 ]
 
 

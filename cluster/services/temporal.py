@@ -36,6 +36,7 @@ def embedded_temporal_service(settings: Settings) -> ManagedProcess:
         "--db-filename", str(data / "temporal.db"),
         "--namespace", settings.temporal_namespace,
         "--log-level", "warn", "--ui-disable-news-fetch",
+        "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", f"synchronous={settings.temporal_sqlite_sync}",
     ]
     for name, kind in SEARCH_ATTRIBUTE_TYPES.items():
         argv += ["--search-attribute", f"{name}={kind}"]

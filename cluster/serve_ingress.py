@@ -1,0 +1,57 @@
+"""How HTTP reaches the DICOMweb replicas: Ray Serve's HAProxy ingress or its Python proxy actor.
+
+Ray reads these switches from the environment when `ray.serve` is first imported, in this process
+and in every Ray process it starts, so they are set before Ray starts. HAProxy's helper ports and
+files are per stack (not Ray's fixed defaults) so two archives on one host do not collide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import sys
+
+from archive.settings import Settings
+
+
+def _ephemeral_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def haproxy_dir(settings: Settings) -> str:
+    # HAProxy's unix sockets are limited to ~97 characters and Ray appends a 56-character node
+    # folder, so the directory is short and derived from the var dir rather than inside it
+    digest = hashlib.sha1(str(settings.var_path).encode()).hexdigest()[:8]
+    return f"/tmp/dfh-{digest}"
+
+
+def ingress_environment(settings: Settings) -> dict[str, str]:
+    if settings.serve_ingress == "proxy":
+        return {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
+    base = haproxy_dir(settings)
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(settings.haproxy_stats_port),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(settings.haproxy_metrics_port),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_ephemeral_port(settings.bind_host)),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_ephemeral_port(settings.bind_host)),
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{base}/haproxy.cfg",
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{base}/admin.sock",
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": base,
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{base}/server-state",
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{base}/metrics.sock",
+        "RAY_SERVE_HAPROXY_NBTHREAD": str(min(4, os.cpu_count() or 1)),
+        # replicas otherwise wait 30 s for in-flight requests on shutdown; ours are short
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
+    }
+
+
+def configure_ingress(settings: Settings) -> None:
+    """Call before Ray starts; Ray processes inherit this environment."""
+    if "ray.serve" in sys.modules:
+        raise RuntimeError("configure_ingress must run before ray.serve is imported")
+    os.makedirs(haproxy_dir(settings), exist_ok=True)
+    os.environ.update(ingress_environment(settings))
