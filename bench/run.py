@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import requests
@@ -205,31 +206,46 @@ def main() -> int:
     os.environ["DICOMFLOW_ENV"] = "test"
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so the servers below are stopped
     parts = wanted_parts()
+    failed: list[str] = []
+
+    def attempt(part: str, step) -> None:
+        """A part that fails is reported and the others still run: one bug does not void the hour."""
+        if part not in parts:
+            return
+        try:
+            step()
+        except Exception:  # noqa: BLE001 - reported below and in the exit code
+            traceback.print_exc()
+            failed.append(part)
+
     with tempfile.TemporaryDirectory(prefix="dicomflow-bench-") as tmp:
         bench = Bench(Path(tmp))
+        loaded: dict = {}
         try:
             files = files_of(DATA)
             print(f"bench: {len(files)} files, {REPS} repetitions, systems alternate; parts {sorted(parts)}", flush=True)
             if parts & {"ingest", "reads", "qido-scale"}:
                 bench.dicomflow.start()
-            if "ingest" in parts:
-                bench.ingest(files)
-            if "reads" in parts:
-                targets, loaded = bench.load_for_reads(files)
-                bench.reads(targets, loaded, "")
-                bench.toshiba_metadata(targets)
+            attempt("ingest", lambda: bench.ingest(files))
+
+            def reads() -> None:
+                loaded["targets"], loaded["files"] = bench.load_for_reads(files)
+                bench.reads(loaded["targets"], loaded["files"], "")
+                bench.toshiba_metadata(loaded["targets"])
                 bench.workflow_latency()
-            if "synthetic" in parts:
-                synthetic_reads(bench, targets, loaded, DATA)
-            if "qido-scale" in parts:
-                qido_percentiles(bench)
+
+            attempt("reads", reads)
+            if loaded:
+                attempt("synthetic", lambda: synthetic_reads(bench, loaded["targets"], loaded["files"], DATA))
+            attempt("qido-scale", lambda: qido_percentiles(bench))
         finally:
             bench.orthanc.stop()
             bench.dicomflow.stop()
-        if "scp-curve" in parts:
-            scp_curve(bench, DATA)
-        print(f"bench: wrote {bench.report(parts)}")
-    return 0
+        attempt("scp-curve", lambda: scp_curve(bench, DATA))
+        print(f"bench: wrote {bench.report(parts - set(failed))}")
+    if failed:
+        print(f"bench: these parts failed (see the traceback above): {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
