@@ -40,6 +40,19 @@ def _scale(values: np.ndarray, bounds: tuple[float, float] | None) -> np.ndarray
     return ((values - low) * (255.0 / (high - low))).round().clip(0, 255).astype(np.uint8)
 
 
+def _grey_levels(array: np.ndarray, ds, window: tuple[float, float] | None) -> np.ndarray:
+    """8-bit grey levels. Integer pixels go through a lookup table built over their own range, so
+    the modality and VOI transforms run on a few thousand values instead of on every pixel. Both
+    transforms are monotonic unless given as LUT sequences (those take the direct path), so the
+    table's extremes are the image's and the result is the same."""
+    direct = array.dtype.kind not in "iu" or "ModalityLUTSequence" in ds or "VOILUTSequence" in ds
+    low, high = (0, 0) if direct else (int(array.min()), int(array.max()))
+    if direct or high - low > 1 << 20:
+        return _to_8bit(apply_modality_lut(array, ds), window, ds)
+    table = _to_8bit(apply_modality_lut(np.arange(low, high + 1), ds), window, ds)
+    return table[np.subtract(array, low, dtype=np.int64)]
+
+
 def render(path: Path, frame: int, options: RenderOptions) -> bytes:
     ds = dcmread(path)
     if "PixelData" not in ds:
@@ -54,7 +67,7 @@ def render(path: Path, frame: int, options: RenderOptions) -> bytes:
     elif array.ndim == 3:  # RGB
         image = Image.fromarray(_scale_colour(array), "RGB")
     else:
-        pixels = _to_8bit(apply_modality_lut(array, ds), options.window, ds)
+        pixels = _grey_levels(array, ds, options.window)
         if photometric == "MONOCHROME1":
             pixels = 255 - pixels
         image = Image.fromarray(pixels, "L")

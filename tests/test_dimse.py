@@ -107,6 +107,29 @@ def test_every_study_workflow_completes_with_all_steps(stack, sent_all):
     assert toshiba == [(520, "ready")]
 
 
+def test_study_histories_replay_in_the_sandbox(stack, sent_all):
+    """The worker runs workflows unsandboxed for speed; Temporal's sandboxed Replayer re-runs the
+    real histories here, so non-determinism or a forbidden call in workflow code still fails."""
+    from temporalio.worker import Replayer
+
+    from tests.temporal_helpers import client_for
+    from workflows.study import StudyWorkflow
+
+    studies = [r[0] for r in index_rows(stack.settings, "SELECT study_uid FROM study WHERE tenant = 'default' ORDER BY study_uid")]
+    ids = [f"study:default:{uid}" for uid in studies][:10]
+    run(wait_completed(stack.settings, ids, timeout=300))
+
+    async def replay() -> int:
+        client = await client_for(stack.settings)
+        histories = [await client.get_workflow_handle(wid).fetch_history() for wid in ids]
+        replayer = Replayer(workflows=[StudyWorkflow])  # sandboxed by default
+        for history in histories:
+            await replayer.replay_workflow(history)  # raises on any mismatch
+        return sum(len(h.events) for h in histories)
+
+    assert run(replay()) > 20 * len(ids)
+
+
 def _store(stack, payload, called_ae=None):
     """Send one object with pynetdicom, streaming the file's dataset bytes as they are."""
     from pynetdicom import _config
