@@ -14,7 +14,7 @@ from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 from actors.dimse_handlers import DimseHandlers
 from actors.dimse_server import FastAssociationServer
 from actors.loop_thread import LoopThread
-from actors.priority import normal_priority
+from archive.priority import normal_priority
 from archive.settings import Settings
 from workflows.ingest import Ingest
 

@@ -16,7 +16,7 @@ from activities.commitment_steps import CommitmentActivities
 from activities.context import ActivityContext
 from activities.study_steps import StudyActivities
 from actors.loop_thread import LoopThread
-from actors.priority import normal_priority
+from archive.priority import normal_priority
 from actors.reconciler import reconcile_forever
 from archive.settings import Settings
 from workflows.commitment import StorageCommitmentWorkflow

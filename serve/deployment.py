@@ -7,6 +7,7 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
+from archive.priority import normal_priority
 from archive.settings import Settings
 from serve.app import build_app
 
@@ -23,6 +24,7 @@ def dicomweb_application(settings: Settings) -> Application:
     @serve.ingress(app)
     class DicomWeb:
         def __init__(self, settings_data: dict[str, Any]) -> None:
+            normal_priority()
             self.settings = Settings.model_validate(settings_data)
 
     return DicomWeb.bind(settings.model_dump(mode="json"))

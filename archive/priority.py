@@ -1,5 +1,5 @@
-"""Ray starts worker processes at nice 15; an archive's receivers and workers should not yield
-every CPU slice to whatever else runs on the node."""
+"""Ray starts worker processes at nice 15; an archive's receivers, workers and DICOMweb replicas
+should not yield every CPU slice to whatever else runs on the node (the index, Temporal)."""
 
 from __future__ import annotations
 
