@@ -53,7 +53,7 @@ def _grey_levels(array: np.ndarray, ds, window: tuple[float, float] | None) -> n
     return table[np.subtract(array, low, dtype=np.int64)]
 
 
-def render(path: Path, frame: int, options: RenderOptions) -> bytes:
+def render(path: Path | io.BytesIO, frame: int, options: RenderOptions) -> bytes:
     ds = dcmread(path)
     if "PixelData" not in ds:
         raise NoPixelData("the instance has no Pixel Data to render")
@@ -79,6 +79,28 @@ def render(path: Path, frame: int, options: RenderOptions) -> bytes:
     else:
         image.save(out, format="JPEG", quality=options.quality)
     return out.getvalue()
+
+
+def warm_up() -> None:
+    """Render a tiny image once, so the first viewer of a fresh process does not wait ~60 ms for
+    pydicom's pixel handlers and Pillow's JPEG encoder to load."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    ds.Rows = ds.Columns = 8
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = np.arange(64, dtype=np.uint16).tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    buffer.seek(0)
+    render(buffer, 1, RenderOptions())
 
 
 def _scale_colour(array: np.ndarray) -> np.ndarray:

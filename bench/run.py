@@ -26,6 +26,7 @@ from tests.stack import RunningStack, stack_overrides
 from tests.temporal_helpers import wait_completed
 
 REPS = int(os.environ.get("BENCH_REPS", "3"))
+SAMPLES = int(os.environ.get("BENCH_SAMPLES", "5"))  # requests per latency workload, system and repetition
 SCP_PROCESSES = int(os.environ.get("BENCH_SCP_PROCESSES", "2"))  # the main stack's; the curve tries 1, 2, 4
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not DATA.exists():
@@ -138,7 +139,8 @@ class Bench:
             order = list(targets) if rep % 2 == 0 else list(reversed(list(targets)))
             for name, path, params, accept in cases:
                 for system in order:
-                    self.record(f"{label}{name} ms", system, 1000 * timed_get(targets[system], path, params, accept))
+                    for _ in range(SAMPLES):
+                        self.record(f"{label}{name} ms", system, 1000 * timed_get(targets[system], path, params, accept))
 
     def toshiba_metadata(self, targets: dict[str, Target]) -> None:
         toshiba = dcmread(next((DATA / "dcm_qa_toshiba").rglob("*.dcm")), stop_before_pixels=True)

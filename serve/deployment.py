@@ -8,6 +8,7 @@ from ray import serve
 from ray.serve import Application
 
 from archive.priority import normal_priority
+from archive.render import warm_up
 from archive.settings import Settings
 from serve.app import build_app
 
@@ -26,5 +27,6 @@ def dicomweb_application(settings: Settings) -> Application:
         def __init__(self, settings_data: dict[str, Any]) -> None:
             normal_priority()
             self.settings = Settings.model_validate(settings_data)
+            warm_up()
 
     return DicomWeb.bind(settings.model_dump(mode="json"))
