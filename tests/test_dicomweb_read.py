@@ -171,6 +171,7 @@ def test_retrieve_decompressed_when_asked(client, stored, data_dir):
     ds = client.retrieve_instance(str(h.StudyInstanceUID), str(h.SeriesInstanceUID), str(h.SOPInstanceUID),
                                   media_types=(("application/dicom", "1.2.840.10008.1.2.1"),))
     assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert ds.SOPInstanceUID == h.SOPInstanceUID  # the same object, only re-encoded
     assert np.array_equal(ds.pixel_array, dcmread(path).pixel_array)
 
 
