@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
 
 from archive.index.instances import mark_signalled, stalled_studies, unsignalled_studies
 from archive.settings import Settings
@@ -29,22 +28,23 @@ async def reconcile_once(client: Client, pool, settings: Settings, older_than_se
     return len(studies)
 
 
-async def _workflow_running(client: Client, tenant: str, study_uid: str) -> bool:
-    try:
-        description = await client.get_workflow_handle(workflow_id(tenant, study_uid)).describe()
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            return False
-        raise
-    return description.status == WorkflowExecutionStatus.RUNNING
+async def _running(client: Client, workflow_ids: list[str]) -> set[str]:
+    """Which of these workflows are running: one visibility query, not a describe per study."""
+    if not workflow_ids:
+        return set()
+    quoted = ", ".join("'" + wid.replace("'", "") + "'" for wid in workflow_ids)
+    query = f"WorkflowId IN ({quoted}) AND ExecutionStatus = 'Running'"
+    return {w.id async for w in client.list_workflows(query)}
 
 
 async def redrive_stalled_once(client: Client, pool, settings: Settings, older_than_seconds: float | None = None) -> int:
     """Signal-with-start every stalled study whose workflow is not running; the steps are idempotent."""
     older = settings.stalled_study_seconds if older_than_seconds is None else older_than_seconds
+    stalled = await stalled_studies(pool, older)
+    running = await _running(client, [workflow_id(tenant, study) for tenant, study, _, _ in stalled])
     redriven = 0
-    for tenant, study_uid, modality, count in await stalled_studies(pool, older):
-        if await _workflow_running(client, tenant, study_uid):
+    for tenant, study_uid, modality, count in stalled:
+        if workflow_id(tenant, study_uid) in running:
             continue
         await signal_study(client, settings.temporal_task_queue, tenant, study_uid, count, modality, settings.stable_seconds)
         redriven += 1

@@ -82,26 +82,8 @@ def cmd_up(settings: Settings) -> int:
         print("dicomflow: stopped", flush=True)
 
 
-def stop_leftover_haproxy(settings: Settings) -> None:
-    """Ray stops its HAProxy with Serve; after a killed `up` it may outlive Ray."""
-    import shutil
-
-    import psutil
-
-    from cluster.serve_ingress import haproxy_dir
-
-    folder = haproxy_dir(settings)
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any(folder in part for part in proc.info["cmdline"] or []):
-                print(f"dicomflow: stopping leftover HAProxy {proc.pid}")
-                proc.kill()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    shutil.rmtree(folder, ignore_errors=True)
-
-
 def cmd_down(settings: Settings, timeout: float) -> int:
+    from cluster.serve_ingress import stop_leftover_haproxy
     from cluster.services.postgres import embedded_postgres_service
     from cluster.services.redis import embedded_redis_service
     from cluster.services.temporal import embedded_temporal_service

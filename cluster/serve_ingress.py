@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import sys
 
+import psutil
+
 from archive.settings import Settings
+from cluster.services.process import stop_pid
 
 
 def _ephemeral_port(host: str) -> int:
@@ -55,3 +59,16 @@ def configure_ingress(settings: Settings) -> None:
         raise RuntimeError("configure_ingress must run before ray.serve is imported")
     os.makedirs(haproxy_dir(settings), exist_ok=True)
     os.environ.update(ingress_environment(settings))
+
+
+def stop_leftover_haproxy(settings: Settings) -> None:
+    """Ray stops its HAProxy with Serve; after a killed `up` it may outlive Ray."""
+    folder = haproxy_dir(settings)
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(folder in part for part in proc.info["cmdline"] or []):
+                print(f"dicomflow: stopping leftover HAProxy {proc.pid}")
+                stop_pid(proc.pid, timeout=10)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    shutil.rmtree(folder, ignore_errors=True)

@@ -14,6 +14,7 @@ from temporalio.client import WorkflowExecutionStatus
 
 from actors.reconciler import redrive_stalled_once
 from archive.blobstore import LocalBlobStore
+from archive.index.instances import stalled_studies
 from archive.index.pool import open_index_pool
 from archive.receipt import Receiver
 from tests.conftest import run
@@ -93,15 +94,22 @@ def test_reconciler_redrives_a_study_whose_workflow_state_was_lost(stack, data_d
         conn.execute("UPDATE instance SET signalled = true WHERE tenant = 'lost'")
     wid = f"study:lost:{study_of(payloads[0])}"
 
-    async def redrive():
+    async def redrive(twice: bool = False):
         client = await client_for(stack.settings)
         pool = await open_index_pool(dsn, max_size=2)
         try:
-            return await redrive_stalled_once(client, pool, stack.settings, older_than_seconds=0)
+            first = await redrive_stalled_once(client, pool, stack.settings, older_than_seconds=0)
+            if not twice:
+                return first
+            # at once again: the study is still unprocessed, but its workflow now runs
+            still = [row[1] for row in await stalled_studies(pool, 0)]
+            return first, still, await redrive_stalled_once(client, pool, stack.settings, older_than_seconds=0)
         finally:
             await pool.close()
 
-    assert run(redrive()) == 1
+    first, still, again = run(redrive(twice=True))
+    assert first == 1
+    assert study_of(payloads[0]) in still and again == 0, "a running workflow must not be signalled again"
     statuses = run(wait_completed(stack.settings, [wid], timeout=120))
     assert statuses[wid] == WorkflowExecutionStatus.COMPLETED
     with psycopg.connect(dsn) as conn:

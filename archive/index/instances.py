@@ -109,14 +109,14 @@ async def unsignalled_studies(pool: AsyncConnectionPool, older_than_seconds: flo
 
 
 async def stalled_studies(pool: AsyncConnectionPool, older_than_seconds: float, limit: int = 100) -> list[tuple[str, str, str | None, int]]:
-    """Studies with instances signalled long ago yet still unprocessed: (tenant, study, modality, count).
-    Their workflow may simply be busy; the caller asks Temporal before re-driving them."""
+    """Studies with instances signalled long ago yet still unprocessed: (tenant, study, modality, count),
+    oldest first. Their workflow may simply be busy; the caller asks Temporal before re-driving them."""
     async with pool.connection() as conn:
         rows = await (await conn.execute(
             """SELECT i.tenant, i.study_uid, min(s.modality), count(*)
                FROM instance i JOIN series s ON s.tenant = i.tenant AND s.series_uid = i.series_uid
                WHERE i.state = 'received' AND i.signalled AND i.received_at < now() - make_interval(secs => %s)
-               GROUP BY i.tenant, i.study_uid LIMIT %s""",
+               GROUP BY i.tenant, i.study_uid ORDER BY min(i.received_at) LIMIT %s""",
             (older_than_seconds, limit),
         )).fetchall()
     return [(r[0], r[1], r[2], r[3]) for r in rows]
