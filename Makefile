@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up down status test install install-dev system-test-deps bench bench-deps clean
+.PHONY: up down status test lint typecheck unit install install-dev system-test-deps bench bench-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,20 @@ down:
 status:
 	$(BIN)/dicomflow status
 
-test: $(VENV)/.installed-dev system-test-deps
-	$(BIN)/python -m pytest
+## style first, then the fast tests that need no running stack, then everything on the real stack
+test: $(VENV)/.installed-dev system-test-deps lint
+	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest --ignore=tests/unit
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+
+## mypy over the packages (disallow_untyped_defs); not yet part of `make test`, see README
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy
+
+unit: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest tests/unit
 
 ## Orthanc (with its DICOMweb plugin) and dcmtk, the systems we measure against, from Debian
 bench-deps: system-test-deps

@@ -10,7 +10,11 @@ from temporalio.exceptions import ApplicationError
 from activities import names
 from activities.context import ActivityContext
 from activities.event_report import (
-    CLASS_INSTANCE_CONFLICT, NO_SUCH_OBJECT, PROCESSING_FAILURE, report_dataset, send_event_report,
+    CLASS_INSTANCE_CONFLICT,
+    NO_SUCH_OBJECT,
+    PROCESSING_FAILURE,
+    report_dataset,
+    send_event_report,
 )
 from activities.types import CommitmentReport, CommitmentRequest, CommitmentStatus
 from archive.index import commitments
@@ -53,10 +57,10 @@ class CommitmentActivities:
         row, committed, failed, _ = await self._classify(request, final=True)
         settings = self.ctx.settings
         peer = settings.ae_table.get(row.calling_ae)
-        if peer is None:
+        if peer is None or not peer.reachable:
             await commitments.record_outcome(self.ctx.pool, request.tenant, request.transaction_uid, "undeliverable", committed, failed)
             raise ApplicationError(
-                f"calling AE {row.calling_ae!r} is not in the AE table: add its host and port to 'ae_table'",
+                f"calling AE {row.calling_ae!r} has no address in the AE table: add its host and port to 'ae_table'",
                 non_retryable=True,
             )
         event_type = 2 if failed else 1

@@ -43,6 +43,7 @@ def send_event_report(own_ae: str, peer_ae: str, peer: AEEntry, ds: Dataset, eve
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     # we are the SCP of the SOP class opening the association, so we propose the SCP role
     role = build_role(StorageCommitmentPushModel, scu_role=False, scp_role=True)
+    assert peer.host and peer.port, "the caller checks that the AE table has an address"
     assoc = ae.associate(peer.host, peer.port, ae_title=peer_ae, ext_neg=[role])
     if not assoc.is_established:
         raise ReportNotDelivered(f"{peer_ae} at {peer.host}:{peer.port} did not accept an association")

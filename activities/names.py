@@ -1,4 +1,6 @@
-"""Activity names: the contract between workflows/ and activities/ (workflows call by name)."""
+"""Names both sides of Temporal agree on: activity names (workflows call activities by name),
+workflow ids and signal names (receivers and activities signal workflows by them). Plain strings,
+so any layer may read them without importing a workflow."""
 
 STORE = "store_study"
 VERIFY = "verify_study"
@@ -10,3 +12,16 @@ STUDY_STEPS = (STORE, VERIFY, COMMIT, TRANSCODE, INDEX, GENERATE_JSON)
 
 COMMITMENT_CHECK = "check_commitment"
 COMMITMENT_REPORT = "send_commitment_report"
+
+STUDY_WORKFLOW = "StudyWorkflow"
+STUDY_SIGNAL = "instances_arrived"
+COMMITMENT_WORKFLOW = "StorageCommitmentWorkflow"
+COMMITMENT_WAKE = "instances_committed"
+
+
+def study_workflow_id(tenant: str, study_uid: str) -> str:
+    return f"study:{tenant}:{study_uid}"
+
+
+def commitment_workflow_id(tenant: str, transaction_uid: str) -> str:
+    return f"commit:{tenant}:{transaction_uid}"

@@ -11,14 +11,13 @@ from temporalio import activity
 from activities import names
 from activities.context import ActivityContext
 from activities.types import StepResult, StudyRef
-from archive.dicom_json import file_json, gzip_json, instance_base
+from archive.dicom_json import DICOMWEB_ROOT, file_json, gzip_json, instance_base
 from archive.index import commitments, lifecycle
 from archive.layout import series_metadata_key
 from archive.transcode import TARGET_SYNTAX, needs_uncompressed_copy, uncompressed_bytes
 from archive.verify import verify_blob
 
 log = logging.getLogger("dicomflow.activities")
-DICOMWEB_ROOT = "/dicomweb"
 
 
 class StudyActivities:
@@ -58,12 +57,10 @@ class StudyActivities:
         return StepResult(names.COMMIT, processed=committed)
 
     async def _wake_commitments(self, tenant: str) -> None:
-        from workflows.commitment import WAKE, workflow_id  # plain module import, outside any sandbox
-
         client = activity.client()
         for transaction_uid in await commitments.pending_transactions(self.ctx.pool, tenant):
             try:
-                await client.get_workflow_handle(workflow_id(tenant, transaction_uid)).signal(WAKE)
+                await client.get_workflow_handle(names.commitment_workflow_id(tenant, transaction_uid)).signal(names.COMMITMENT_WAKE)
             except Exception:  # noqa: BLE001 - the commitment workflow also polls
                 log.info("could not wake %s", transaction_uid)
 

@@ -1,4 +1,5 @@
-"""pynetdicom event handlers: C-ECHO, C-STORE and Storage Commitment N-ACTION.
+"""pynetdicom event handlers: who may associate (AE table, host, token), C-ECHO, C-STORE and
+Storage Commitment N-ACTION, each checked against what the caller may do and audited.
 
 Handlers run on pynetdicom's association threads; the archive's async code runs on the actor's
 loop thread, so each handler hands its coroutine over and waits for the answer.
@@ -8,41 +9,33 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 from temporalio.common import WorkflowIDConflictPolicy
 
+from activities import names
 from activities.types import CommitmentRequest
 from actors.loop_thread import LoopThread
+from archive import dicom_status as st
+from archive.audit import AuditAction, AuditEvent
+from archive.audit import Outcome as AuditOutcome
+from archive.identity import TenantRefused
+from archive.identity.ae_rules import Caller, Refusal, admit, tenant_of
+from archive.identity.tokens import InvalidToken, TokenVerifier
 from archive.index import commitments
 from archive.receipt import Outcome, Receipt
 from archive.settings import Settings
 from archive.uids import is_valid_uid
-from workflows.commitment import StorageCommitmentWorkflow, workflow_id
-from workflows.ingest import Ingest
+from receiving.ingest import Ingest
 
 log = logging.getLogger("dicomflow.scp")
 
-SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700
-DATASET_MISMATCH = 0xA900
-CANNOT_UNDERSTAND = 0xC000
-DUPLICATE_SOP_INSTANCE = 0x0111
-PROCESSING_FAILURE = 0x0110
-MISSING_ATTRIBUTE = 0x0120
-INVALID_ATTRIBUTE_VALUE = 0x0106
-
-_STATUS = {
-    Outcome.STORED: SUCCESS,
-    Outcome.DUPLICATE: SUCCESS,
-    Outcome.REPLACED: SUCCESS,
-    Outcome.CONFLICT: DUPLICATE_SOP_INSTANCE,
-    Outcome.INVALID: CANNOT_UNDERSTAND,
-    Outcome.MISMATCH: DATASET_MISMATCH,
-    Outcome.FAILED: OUT_OF_RESOURCES,
-}
+JWT_IDENTITY = 5  # PS3.7 D.3.3.7: User-Identity-Type 5 is a JSON Web Token
+VERIFICATION = "1.2.840.10008.1.1"
 
 
 def status(code: int, comment: str | None = None) -> Dataset:
@@ -54,20 +47,34 @@ def status(code: int, comment: str | None = None) -> Dataset:
 
 
 def receipt_status(receipt: Receipt) -> Dataset:
-    code = _STATUS[receipt.outcome]
-    return status(code, None if code == SUCCESS else receipt.reason)
+    code = st.receipt_status(receipt.outcome)
+    return status(code, None if code == st.SUCCESS else receipt.reason)
+
+
+class _Association:
+    """What we know about one open association: its caller, tenant and what it stored."""
+
+    def __init__(self, caller: Caller) -> None:
+        self.caller = caller
+        self.tenant: str | None = None
+        self.stored: Counter[str] = Counter()  # study UID -> instances stored
+        self.refused = 0
+        self.studies: set[tuple[str, str]] = set()
 
 
 class DimseHandlers:
-    def __init__(self, settings: Settings, ingest: Ingest, loop: LoopThread) -> None:
+    def __init__(self, settings: Settings, ingest: Ingest, loop: LoopThread, verifier: TokenVerifier | None = None) -> None:
         self.settings = settings
         self.ingest = ingest
         self.loop = loop
-        self._studies: dict[int, set[tuple[str, str]]] = {}
+        self.verifier = verifier
+        self._open: dict[int, _Association] = {}
         self._lock = threading.Lock()
 
-    def handlers(self) -> list:
+    def handlers(self) -> list[tuple[Any, Any]]:
         return [
+            (evt.EVT_REQUESTED, self.on_requested),
+            (evt.EVT_USER_ID, self.on_user_identity),
             (evt.EVT_C_ECHO, self.on_echo),
             (evt.EVT_C_STORE, self.on_store),
             (evt.EVT_N_ACTION, self.on_n_action),
@@ -76,73 +83,156 @@ class DimseHandlers:
             (evt.EVT_CONN_CLOSE, self.on_association_end),
         ]
 
-    def tenant(self, event: evt.Event) -> str:
-        # the Called AE Title as the peer sent it (acceptor.ae_title is always our own)
-        called = event.assoc.requestor.primitive.called_ae_title
-        return self.settings.tenant_for_ae(event.assoc.requestor.ae_title, called)
+    # -- who is asking --------------------------------------------------------------------------
+
+    def _audit(self, caller: Caller, action: AuditAction, outcome: AuditOutcome, tenant: str | None = None,
+               study_uid: str | None = None, **detail: Any) -> None:
+        self.ingest.resources.audit.record(AuditEvent(
+            action=action, outcome=outcome, subject=caller.subject(), method=caller.principal.method if
+            caller.principal.method == "oidc" else "ae", source="dimse", peer=caller.peer, tenant=tenant,
+            study_uid=study_uid, detail={"calling_ae": caller.calling_ae, **detail}))
+
+    def on_requested(self, event: evt.Event) -> None:
+        """A-ASSOCIATE-RQ: the AE table decides before any negotiation (rejected: calling AE not recognized)."""
+        assoc = event.assoc
+        calling = assoc.requestor.primitive.calling_ae_title
+        peer = assoc.requestor.address
+        proposed = {str(c.abstract_syntax) for c in assoc.requestor.primitive.presentation_context_definition_list}
+        decision = admit(self.settings, calling, peer, verification_only=proposed <= {VERIFICATION})
+        if isinstance(decision, Refusal):
+            log.warning("association refused: %s", decision.reason)
+            self._audit(Caller(calling.strip(), peer, None, frozenset()), AuditAction.LOGIN, AuditOutcome.MINOR_FAILURE,
+                        refused=decision.reason)
+            assoc.acse.send_reject(0x01, 0x01, decision.diagnostic)
+            assoc.kill()  # as pynetdicom's own rejections do: the A-ASSOCIATE-RJ leaves before the socket closes
+            return
+        with self._lock:
+            self._open[id(assoc)] = _Association(decision)
+
+    def on_user_identity(self, event: evt.Event, *_: Any) -> tuple[bool, bytes | None]:
+        """User Identity Negotiation: a JWT is verified exactly like a DICOMweb bearer token."""
+        association = self._association(event)
+        if association is None or self.verifier is None or event.user_id_type != JWT_IDENTITY:
+            return (self.verifier is None and association is not None), None
+        try:
+            token = event.primary_field.decode("ascii").strip()
+            association.caller.principal = self.loop.run(self.verifier.verify(token), timeout=15)
+        except (InvalidToken, UnicodeDecodeError) as err:
+            self._audit(association.caller, AuditAction.LOGIN, AuditOutcome.MINOR_FAILURE, refused=f"token: {err}")
+            return False, None
+        return True, None
+
+    def _association(self, event: evt.Event) -> _Association | None:
+        with self._lock:
+            return self._open.get(id(event.assoc))
+
+    def _tenant(self, event: evt.Event, association: _Association) -> str:
+        if association.tenant is None:
+            called = event.assoc.requestor.primitive.called_ae_title
+            association.tenant = tenant_of(self.settings, association.caller, called)
+            self._audit(association.caller, AuditAction.LOGIN, AuditOutcome.SUCCESS, association.tenant, called_ae=called.strip())
+        return association.tenant
+
+    def _allowed(self, event: evt.Event, service: str) -> tuple[_Association, str] | Dataset:
+        """The association and its tenant, or the refusal status for this service."""
+        association = self._association(event)
+        if association is None:
+            return status(st.NOT_AUTHORIZED, "association not admitted")
+        if not association.caller.may(service):
+            self._audit(association.caller, AuditAction.SECURITY_ALERT, AuditOutcome.MINOR_FAILURE, refused=service)
+            return status(st.NOT_AUTHORIZED, f"{association.caller.calling_ae} may not use {service}")
+        try:
+            return association, self._tenant(event, association)
+        except TenantRefused as err:
+            self._audit(association.caller, AuditAction.SECURITY_ALERT, AuditOutcome.MINOR_FAILURE, refused=str(err))
+            return status(st.NOT_AUTHORIZED, str(err))
+
+    # -- services -------------------------------------------------------------------------------
 
     def on_echo(self, event: evt.Event) -> int:
-        return SUCCESS
+        return st.SUCCESS
 
     def on_store(self, event: evt.Event) -> Dataset:
         path = Path(event.dataset_path)
+        allowed = self._allowed(event, "store")
+        if isinstance(allowed, Dataset):
+            path.unlink(missing_ok=True)
+            return allowed
+        association, tenant = allowed
         try:
             staged = self.ingest.blobs.stage_file(path)
         except OSError as err:
             path.unlink(missing_ok=True)
-            return status(OUT_OF_RESOURCES, f"cannot read the received data: {err}")
-        calling = event.assoc.requestor.ae_title
+            return status(st.OUT_OF_RESOURCES, f"cannot read the received data: {err}")
+        calling = association.caller.calling_ae
         request = event.request
         receipt = self.loop.run(self.ingest.receive(
-            self.tenant(event), staged, f"dimse:{calling}",
+            tenant, staged, f"dimse:{calling}",
             expect_sop_uid=str(request.AffectedSOPInstanceUID), expect_sop_class=str(request.AffectedSOPClassUID),
         ))
         if receipt.outcome is not Outcome.STORED:
             log.info("C-STORE from %s: %s %s", calling, receipt.outcome.value, receipt.reason or "")
-        if receipt.needs_workflow:
-            with self._lock:
-                self._studies.setdefault(id(event.assoc), set()).add((receipt.tenant, receipt.attributes.study_uid))
+        if receipt.outcome.ok and receipt.attributes is not None:
+            association.stored[receipt.attributes.study_uid] += 1
+        else:
+            association.refused += 1
+        if receipt.needs_workflow and receipt.attributes is not None:
+            association.studies.add((tenant, receipt.attributes.study_uid))
         return receipt_status(receipt)
 
     def on_association_end(self, event: evt.Event) -> None:
         with self._lock:
-            studies = self._studies.pop(id(event.assoc), None)
-        if studies:
-            self.loop.submit(self.ingest.flush(studies))  # signal now, don't hold the peer
+            association = self._open.pop(id(event.assoc), None)
+        if association is None:
+            return
+        for study_uid, count in association.stored.items():  # one audit event per study, as PS3.15 A.5.3.4 lists them
+            self._audit(association.caller, AuditAction.STORE, AuditOutcome.SUCCESS, association.tenant, study_uid,
+                        instances=count)
+        if association.refused:
+            self._audit(association.caller, AuditAction.STORE, AuditOutcome.MINOR_FAILURE, association.tenant,
+                        refused_instances=association.refused)
+        if association.studies:
+            self.loop.submit(self.ingest.flush(association.studies))  # signal now, don't hold the peer
 
-    def on_n_action(self, event: evt.Event):
+    def on_n_action(self, event: evt.Event) -> tuple[Dataset, Dataset | None]:
+        allowed = self._allowed(event, "commit")
+        if isinstance(allowed, Dataset):
+            return allowed, None
+        association, tenant = allowed
         request = event.request
         if request.ActionTypeID != 1:
-            return status(0x0123, "unknown Action Type ID"), None  # No such action
+            return status(st.NO_SUCH_ACTION_TYPE, "unknown Action Type ID"), None
         info: Dataset = event.action_information
         transaction_uid = str(info.get("TransactionUID", "") or "")
         if not is_valid_uid(transaction_uid):
-            return status(INVALID_ATTRIBUTE_VALUE if transaction_uid else MISSING_ATTRIBUTE, "TransactionUID missing or invalid"), None
+            code = st.INVALID_ATTRIBUTE_VALUE if transaction_uid else st.MISSING_ATTRIBUTE
+            return status(code, "TransactionUID missing or invalid"), None
         refs = []
         for item in info.get("ReferencedSOPSequence", []):
             sop_class, sop_uid = str(item.get("ReferencedSOPClassUID", "")), str(item.get("ReferencedSOPInstanceUID", ""))
             if not (is_valid_uid(sop_class) and is_valid_uid(sop_uid)):
-                return status(INVALID_ATTRIBUTE_VALUE, "a Referenced SOP item has an invalid UID"), None
+                return status(st.INVALID_ATTRIBUTE_VALUE, "a Referenced SOP item has an invalid UID"), None
             refs.append((sop_class, sop_uid))
         if not refs:
-            return status(MISSING_ATTRIBUTE, "ReferencedSOPSequence is empty"), None
+            return status(st.MISSING_ATTRIBUTE, "ReferencedSOPSequence is empty"), None
         try:
-            self.loop.run(self._start_commitment(event, transaction_uid, refs), timeout=30)
+            self.loop.run(self._start_commitment(event, tenant, association.caller.calling_ae, transaction_uid, refs), timeout=30)
         except Exception as err:  # noqa: BLE001 - the requester must learn we could not take it
             log.exception("storage commitment %s not accepted", transaction_uid)
-            return status(PROCESSING_FAILURE, f"cannot accept the request: {type(err).__name__}"), None
-        return status(SUCCESS), None
+            return status(st.PROCESSING_FAILURE, f"cannot accept the request: {type(err).__name__}"), None
+        self._audit(association.caller, AuditAction.COMMIT, AuditOutcome.SUCCESS, tenant,
+                    transaction_uid=transaction_uid, references=len(refs))
+        return status(st.SUCCESS), None
 
-    async def _start_commitment(self, event: evt.Event, transaction_uid: str, refs: list[tuple[str, str]]) -> None:
-        tenant = self.tenant(event)
-        calling = event.assoc.requestor.ae_title
+    async def _start_commitment(self, event: evt.Event, tenant: str, calling: str, transaction_uid: str,
+                                refs: list[tuple[str, str]]) -> None:
         called = event.assoc.requestor.primitive.called_ae_title
         await commitments.record_request(self.ingest.pool, tenant, transaction_uid, calling, called, refs)
         client = await self.ingest.temporal_client()
         await client.start_workflow(
-            StorageCommitmentWorkflow.run,
+            names.COMMITMENT_WORKFLOW,
             CommitmentRequest(tenant, transaction_uid, calling, self.settings.commitment_timeout_seconds),
-            id=workflow_id(tenant, transaction_uid),
+            id=names.commitment_workflow_id(tenant, transaction_uid),
             task_queue=self.settings.temporal_task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )

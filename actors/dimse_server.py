@@ -39,4 +39,6 @@ class FastAssociationServer(ThreadedAssociationServer):
         tuned.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         if self.ae.network_timeout is not None:
             tuned.settimeout(self.ae.network_timeout)
+        if self.ssl_context:  # DICOM TLS: the handshake (and client certificate check) happens here
+            return self.ssl_context.wrap_socket(tuned, server_side=True), address
         return tuned, address

@@ -10,10 +10,11 @@ import logging
 
 from temporalio.client import Client
 
+from activities.names import study_workflow_id as workflow_id
+from archive.index.deletion import deletion_signalled, unsignalled_deletions
 from archive.index.instances import mark_signalled, stalled_studies, unsignalled_studies
 from archive.settings import Settings
-from workflows.client import signal_study
-from workflows.study import workflow_id
+from receiving.signaller import signal_study
 
 log = logging.getLogger("dicomflow.reconciler")
 
@@ -23,9 +24,13 @@ async def reconcile_once(client: Client, pool, settings: Settings, older_than_se
     for tenant, study_uid, modality, sop_uids in studies:
         await signal_study(client, settings.temporal_task_queue, tenant, study_uid, len(sop_uids), modality, settings.stable_seconds)
         await mark_signalled(pool, tenant, sop_uids)
-    if studies:
-        log.info("reconciler signalled %d studies", len(studies))
-    return len(studies)
+    deletions = await unsignalled_deletions(pool, older_than_seconds)
+    for tenant, study_uid, count in deletions:
+        await signal_study(client, settings.temporal_task_queue, tenant, study_uid, 0, None, settings.stable_seconds, deleted=count)
+        await deletion_signalled(pool, tenant, study_uid, count)
+    if studies or deletions:
+        log.info("reconciler signalled %d studies with arrivals, %d with deletions", len(studies), len(deletions))
+    return len(studies) + len(deletions)
 
 
 async def _running(client: Client, workflow_ids: list[str]) -> set[str]:

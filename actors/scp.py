@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import ssl
 import tempfile
 import threading
 from typing import Any
@@ -14,9 +14,12 @@ from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 from actors.dimse_handlers import DimseHandlers
 from actors.dimse_server import FastAssociationServer
 from actors.loop_thread import LoopThread
+from archive.identity.tokens import verifier_for
 from archive.priority import normal_priority
+from archive.resources import Resources
 from archive.settings import Settings
-from workflows.ingest import Ingest
+from archive.tls import ssl_server_context
+from receiving.ingest import Ingest
 
 
 def build_ae(settings: Settings) -> AE:
@@ -25,7 +28,7 @@ def build_ae(settings: Settings) -> AE:
     ae.maximum_associations = 64
     ae.network_timeout = 300
     ae.dimse_timeout = 300
-    ae.require_called_aet = False  # the called AE title may select a tenant instead
+    ae.require_called_aet = False  # the called AE title may select a tenant instead (checked per caller)
     for context in AllStoragePresentationContexts:
         ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
@@ -39,38 +42,49 @@ class DimseScp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.loop = LoopThread("dicomflow-scp-loop")
-        self.ingest = self.loop.run(Ingest.open(settings), timeout=60)
+        self.resources = self.loop.run(Resources.open(settings), timeout=60)
+        self.ingest = self.loop.run(Ingest.open(self.resources), timeout=60)
         # pynetdicom streams each dataset into a file; put it where a commit is a rename
         _config.STORE_RECV_CHUNKED_DATASET = True
         # private and newer storage SOP classes are stored too, not answered with an abort
         _config.UNRESTRICTED_STORAGE_SERVICE = True
         tempfile.tempdir = str(self.ingest.blobs.spool_dir)
-        handlers = DimseHandlers(settings, self.ingest, self.loop)
+        verifier = verifier_for(settings, self.resources.cache.client)
+        handlers = DimseHandlers(settings, self.ingest, self.loop, verifier)
         self.ae = build_ae(settings)
-        self.server = self.ae.make_server(
-            (settings.bind_host, settings.dimse_port), evt_handlers=handlers.handlers(), server_class=FastAssociationServer
-        )
-        self.ae._servers.append(self.server)  # noqa: SLF001 - as AE.start_server does, so shutdown() finds it
-        self._thread = threading.Thread(target=self.server.serve_forever, name="dicomflow-scp", daemon=True)
-        self._thread.start()
+        self.servers = [self._serve(settings.dimse_port, handlers, None)]
+        if settings.dimse_tls:
+            assert settings.tls_cert_file and settings.tls_key_file
+            context = ssl_server_context(settings.tls_cert_file, settings.tls_key_file, settings.tls_ca_file,
+                                         settings.tls_require_client_cert)
+            self.servers.append(self._serve(settings.dimse_tls_port, handlers, context))
+
+    def _serve(self, port: int, handlers: DimseHandlers, context: ssl.SSLContext | None) -> FastAssociationServer:
+        server = self.ae.make_server((self.settings.bind_host, port), evt_handlers=handlers.handlers(),
+                                     server_class=FastAssociationServer, ssl_context=context)
+        self.ae._servers.append(server)  # noqa: SLF001 - as AE.start_server does, so shutdown() finds it
+        threading.Thread(target=server.serve_forever, name=f"dicomflow-scp-{port}", daemon=True).start()
+        return server
 
     def stop(self) -> None:
-        self.server.shutdown()
+        for server in self.servers:
+            server.shutdown()
         self.loop.run(self.ingest.close(), timeout=30)
+        self.loop.run(self.resources.close(), timeout=30)
         self.loop.stop()
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class DimseScpActor:
     def __init__(self, settings_data: dict[str, Any], index: int) -> None:
-        logging.basicConfig(level=logging.INFO)
         normal_priority()
         self.index = index
         self.scp = DimseScp(Settings.model_validate(settings_data))
 
     def ready(self) -> str:
         s = self.scp.settings
-        return f"SCP {self.index} {s.ae_title}@{s.bind_host}:{s.dimse_port}"
+        tls = f", TLS on {s.dimse_tls_port}" if s.dimse_tls else ""
+        return f"SCP {self.index} {s.ae_title}@{s.bind_host}:{s.dimse_port}{tls}"
 
     def stop(self) -> None:
         self.scp.stop()

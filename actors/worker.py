@@ -16,8 +16,8 @@ from activities.commitment_steps import CommitmentActivities
 from activities.context import ActivityContext
 from activities.study_steps import StudyActivities
 from actors.loop_thread import LoopThread
-from archive.priority import normal_priority
 from actors.reconciler import reconcile_forever
+from archive.priority import normal_priority
 from archive.settings import Settings
 from workflows.commitment import StorageCommitmentWorkflow
 from workflows.study import StudyWorkflow
@@ -79,7 +79,6 @@ class WorkerHost:
 @ray.remote(num_cpus=0, max_restarts=-1)
 class WorkflowWorkerActor:
     def __init__(self, settings_data: dict[str, Any]) -> None:
-        logging.basicConfig(level=logging.INFO)
         normal_priority()
         self.host = WorkerHost(Settings.model_validate(settings_data))
 

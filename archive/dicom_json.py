@@ -14,6 +14,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 BULK_THRESHOLD = 1024  # binary values above this many bytes are served by reference
+# BulkDataURIs in stored documents are relative to this root; the read side swaps in the caller's base URL
+DICOMWEB_ROOT = "/dicomweb"
 
 
 def instance_base(root: str, study_uid: str, series_uid: str, sop_uid: str) -> str:

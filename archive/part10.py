@@ -7,7 +7,7 @@ from io import BytesIO
 from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from archive.blobstore.base import CHUNK, BlobStore, StagedBlob
 from archive.header import InvalidObject, has_part10_preamble

@@ -7,23 +7,46 @@ then the defaults below. An endpoint left unset means "start the embedded one".
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 ENV_PREFIX = "DICOMFLOW_"
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
 
-class AEEntry(BaseModel):
-    """A remote application entity: where to reach it, and which tenant its objects belong to."""
+DimseService = Literal["store", "commit", "find", "move", "get"]
+ALL_DIMSE_SERVICES: tuple[DimseService, ...] = ("store", "commit", "find", "move", "get")
 
-    host: str
-    port: int = Field(ge=1, le=65535)
+
+class AEEntry(BaseModel):
+    """A remote application entity: where to reach it, which tenant its objects belong to, and
+    what it may do when it calls us."""
+
+    model_config = {"extra": "forbid"}
+
+    host: str | None = None  # where N-EVENT-REPORTs (and later C-MOVE results) go
+    port: int | None = Field(None, ge=1, le=65535)
     tenant: str | None = None
+    # addresses (IP or CIDR) it may call from; None = any address
+    allowed_hosts: list[str] | None = None
+    # the DIMSE services it may use (C-ECHO is always answered); a modality stores and asks for commitment
+    services: list[DimseService] = Field(default_factory=lambda: ["store", "commit"])
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _networks(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or []:
+            ipaddress.ip_network(entry, strict=False)  # ValueError names the bad entry
+        return value
+
+    @property
+    def reachable(self) -> bool:
+        return bool(self.host and self.port)
 
 
 class SettingsError(ValueError):
@@ -80,6 +103,12 @@ class Settings(BaseSettings):
 
     # DIMSE
     ae_title: str = Field("DICOMFLOW", min_length=1, max_length=16)
+    # DICOM TLS (PS3.15 B, BCP 195) on its own port, when a certificate and key are set
+    dimse_tls_port: Port = Field(2762, ge=1, le=65535)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = None  # the CA client certificates must chain to
+    tls_require_client_cert: bool = True
     ae_table: dict[str, AEEntry] = Field(default_factory=dict)
     scp_processes: int = Field(1, ge=1, le=64)
     dimse_max_pdu: int = Field(1_048_576, ge=0)
@@ -105,10 +134,26 @@ class Settings(BaseSettings):
     # the root URL clients reach us by, for RetrieveURL and BulkDataURI (e.g. behind a proxy)
     public_base_url: str | None = None
     # browsers (OHIF) on another origin: allowed origins for CORS; empty list turns CORS off
-    cors_allow_origins: list[str] = Field(default_factory=lambda: ["*"])
+    # None = every origin while auth is "none", none at all with auth on
+    cors_allow_origins: list[str] | None = None
 
     # Redis cache
     cache_ttl_seconds: int = Field(3600, ge=1)
+
+    # identity: "none" trusts every caller on a loopback-only archive; "oidc" wants a bearer token
+    auth: Literal["none", "oidc"] = "none"
+    oidc_issuer: list[str] = Field(default_factory=list)  # one issuer URL or several
+    oidc_audience: str | None = None
+    oidc_tenant_claim: str = "dicomflow_tenants"  # a dotted path reaches nested claims
+    oidc_role_claim: str = "dicomflow_roles"  # e.g. "realm_access.roles" for Keycloak
+    oidc_algorithms: list[Literal["RS256", "ES256", "RS384", "ES384", "RS512", "PS256"]] = Field(
+        default_factory=lambda: ["RS256", "ES256"])
+    oidc_jwks_ttl_seconds: int = Field(3600, ge=10)
+    # an unknown key id refetches the issuer's keys at most this often (bogus kids cannot hammer it)
+    oidc_refetch_seconds: float = Field(30.0, ge=1)
+    oidc_clock_skew_seconds: int = Field(30, ge=0, le=300)
+    # unknown calling AE titles: None = accepted only while auth is "none"
+    dimse_accept_unknown_ae: bool | None = None
 
     @field_validator("ae_title")
     @classmethod
@@ -116,6 +161,19 @@ class Settings(BaseSettings):
         if not value.isascii() or "\\" in value or not value.strip():
             raise ValueError("AE titles are 1-16 ASCII characters without backslash")
         return value.strip()
+
+    @field_validator("oidc_issuer", mode="before")
+    @classmethod
+    def _one_or_many_issuers(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [value] if not value.lstrip().startswith("[") else value
+        return value
+
+    @model_validator(mode="after")
+    def _oidc_needs_issuer_and_audience(self) -> "Settings":
+        if self.auth == "oidc" and not (self.oidc_issuer and self.oidc_audience):
+            raise ValueError("auth = 'oidc' needs oidc_issuer (the IdP's issuer URL) and oidc_audience (this API's client id)")
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -148,6 +206,22 @@ class Settings(BaseSettings):
     def effective_temporal_address(self) -> str:
         return self.temporal_address or f"{self.bind_host}:{self.temporal_port}"
 
+    @property
+    def dimse_tls(self) -> bool:
+        return self.tls_cert_file is not None and self.tls_key_file is not None
+
+    @property
+    def accepts_unknown_ae(self) -> bool:
+        if self.dimse_accept_unknown_ae is None:
+            return self.auth == "none"
+        return self.dimse_accept_unknown_ae
+
+    @property
+    def effective_cors_origins(self) -> list[str]:
+        if self.cors_allow_origins is None:
+            return ["*"] if self.auth == "none" else []
+        return self.cors_allow_origins
+
     def tenant_for_ae(self, calling_ae: str, called_ae: str) -> str:
         """The called AE title selects a tenant when it is in the AE table, else the caller's entry does."""
         for ae in (called_ae.strip(), calling_ae.strip()):
@@ -155,6 +229,20 @@ class Settings(BaseSettings):
             if entry and entry.tenant:
                 return entry.tenant
         return self.default_tenant
+
+    def exposure_problem(self) -> str | None:
+        """Why these settings must not start: an archive without identity reachable off this host."""
+        if self.auth != "none":
+            return None
+        try:
+            loopback = ipaddress.ip_address(self.bind_host).is_loopback
+        except ValueError:
+            loopback = self.bind_host == "localhost"
+        if loopback:
+            return None
+        return (f"auth = 'none' trusts every caller, so it only listens on loopback, but bind_host is {self.bind_host!r}. "
+                "Set auth = 'oidc' with oidc_issuer and oidc_audience (DICOMFLOW_AUTH, DICOMFLOW_OIDC_ISSUER, "
+                "DICOMFLOW_OIDC_AUDIENCE), or bind_host = '127.0.0.1'.")
 
 
 def load_settings(**overrides: object) -> Settings:

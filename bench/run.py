@@ -151,7 +151,7 @@ class Bench:
                 self.record("series metadata (520 inst) warm ms", system, 1000 * timed_get(target, path, {}, "application/dicom+json"))
         study_path = f"/studies/{toshiba.StudyInstanceUID}"
         size = sum(p.stat().st_size for p in (DATA / "dcm_qa_toshiba").rglob("*.dcm"))
-        for rep in range(REPS):
+        for _rep in range(REPS):
             for system, target in targets.items():
                 seconds = timed_get(target, study_path, {}, 'multipart/related; type="application/dicom"; transfer-syntax=*')
                 self.record("study retrieve (45 MB) MB/s", system, size / seconds / 1e6)

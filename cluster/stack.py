@@ -34,11 +34,13 @@ class Stack:
         s = self.settings
         require_free_port("DICOMweb (Ray Serve)", s.bind_host, s.http_port, "http_port")
         require_free_port("DIMSE SCP", s.bind_host, s.dimse_port, "dimse_port")
+        if s.dimse_tls:
+            require_free_port("DICOM TLS", s.bind_host, s.dimse_tls_port, "dimse_tls_port")
         if not s.ray_address:
             require_free_port("Ray dashboard", s.bind_host, s.ray_dashboard_port, "ray_dashboard_port")
         if s.serve_ingress == "haproxy":
-            require_free_port("HAProxy stats", "0.0.0.0", s.haproxy_stats_port, "haproxy_stats_port")
-            require_free_port("HAProxy metrics", "0.0.0.0", s.haproxy_metrics_port, "haproxy_metrics_port")
+            require_free_port("HAProxy stats", s.bind_host, s.haproxy_stats_port, "haproxy_stats_port")
+            require_free_port("HAProxy metrics", s.bind_host, s.haproxy_metrics_port, "haproxy_metrics_port")
         embedded: list[tuple[str, bool, Callable[[Settings], ManagedProcess]]] = [
             ("PostgreSQL", s.postgres_dsn is None, start_postgres),
             ("Redis", s.redis_url is None, start_redis),
@@ -51,8 +53,10 @@ class Stack:
         self._start_ray()
 
     def _start_ray(self) -> None:
+        from cluster.ray_env import pin_ray_to_loopback
         from cluster.serve_ingress import configure_ingress
 
+        pin_ray_to_loopback(self.settings)
         configure_ingress(self.settings)
         from cluster.ray_runtime import start_ray, start_serve
         from cluster.workers import start_actors

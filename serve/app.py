@@ -2,60 +2,100 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
+from archive.identity import ANONYMOUS, Role
+from archive.identity.tokens import InvalidToken
 from archive.settings import Settings
+from serve.admin import router as admin_router
+from serve.audit_middleware import AuditMiddleware
 from serve.capabilities import router as capabilities_router
 from serve.delete import router as delete_router
+from serve.deps import SettingsDep, get_verifier
+from serve.errors import install_error_handlers
 from serve.health import full_health
 from serve.qido import router as qido_router
 from serve.stow import router as stow_router
+from serve.version import dicomflow_version
 from serve.wado_metadata import router as wado_metadata_router
 from serve.wado_pixels import router as wado_pixels_router
 from serve.wado_retrieve import router as wado_retrieve_router
-from serve.version import dicomflow_version
+
+# wado_retrieve last: its /studies/{study} must not shadow the others
+DICOMWEB_ROUTERS: list[APIRouter] = [stow_router, qido_router, wado_metadata_router, wado_pixels_router, delete_router,
+                                     capabilities_router, wado_retrieve_router]
+TENANT_ROOT = "/tenants/{tenant}"
+
+
+def _tenant_route_id(route: APIRoute) -> str:
+    return f"tenant_{route.name}"
+
+
+async def _is_admin(request: Request, settings: Settings) -> bool:
+    """Health details are for operators; everyone else learns only whether it is up."""
+    if settings.auth == "none":
+        return ANONYMOUS.has(Role.ADMIN)
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    try:
+        return (await (await get_verifier(request)).verify(token.strip())).has(Role.ADMIN)
+    except InvalidToken:
+        return False
 
 
 def build_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="dicomflow DICOMweb",
         version=dicomflow_version().split()[-1],
-        description="STOW-RS, QIDO-RS, WADO-RS and WADO-URI over a durable, workflow-driven archive.",
+        description="STOW-RS, QIDO-RS, WADO-RS and WADO-URI over a durable, workflow-driven archive. Every route is "
+                    "also under /tenants/{tenant}/dicomweb/... for viewers that cannot send an x-tenant header.",
     )
     app.state.settings = settings
-    if settings.cors_allow_origins:
+    install_error_handlers(app)
+    app.add_middleware(AuditMiddleware)
+    origins = settings.effective_cors_origins
+    if origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=settings.cors_allow_origins,
+            allow_origins=origins,
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            allow_headers=["*"],
-            expose_headers=["ETag", "Warning", "Content-Location"],
+            allow_headers=["Authorization", "Accept", "Content-Type", "x-tenant", "If-None-Match", "Range"],
+            expose_headers=["ETag", "Warning", "Content-Location", "WWW-Authenticate"],
             max_age=3600,
         )
-    app.include_router(stow_router)
-    app.include_router(qido_router)
-    app.include_router(wado_metadata_router)
-    app.include_router(wado_pixels_router)
-    app.include_router(delete_router)
-    app.include_router(capabilities_router)
-    app.include_router(wado_retrieve_router)  # last: its /studies/{study} must not shadow the others
-
-    @app.get("/health/live", tags=["health"])
-    async def live() -> dict[str, str]:
-        """Answers as soon as this replica can take requests."""
-        return {"status": "ok", "version": dicomflow_version()}
-
-    @app.get("/health", tags=["health"])
-    async def health() -> JSONResponse:
-        """Every service dicomflow depends on: reachable, version, URL (same as `dicomflow status`)."""
-        report = await full_health(settings, include_dicomweb=False)
-        report["services"]["dicomweb"] = {
-            "ok": True,
-            "url": f"http://{settings.bind_host}:{settings.http_port}/dicomweb",
-            "version": dicomflow_version(),
-        }
-        return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
-
+    for router in DICOMWEB_ROUTERS:
+        app.include_router(router)
+    for router in DICOMWEB_ROUTERS:
+        app.include_router(router, prefix=TENANT_ROOT, generate_unique_id_function=_tenant_route_id)
+    app.include_router(admin_router)
+    app.include_router(health_router)
     return app
+
+
+# module-level handlers (not closures in build_app): Ray Serve pickles the app into its replicas
+health_router = APIRouter(tags=["health"])
+
+
+@health_router.get("/health/live")
+async def live() -> dict[str, str]:
+    """Answers as soon as this replica can take requests."""
+    return {"status": "ok", "version": dicomflow_version()}
+
+
+@health_router.get("/health")
+async def health(request: Request, settings: SettingsDep) -> JSONResponse:
+    """Every service dicomflow depends on (same as `dicomflow status`); the details need the admin role."""
+    report = await full_health(settings, include_dicomweb=False)
+    report["services"]["dicomweb"] = {
+        "ok": True,
+        "url": f"http://{settings.bind_host}:{settings.http_port}/dicomweb",
+        "version": dicomflow_version(),
+    }
+    code = 200 if report["status"] == "ok" else 503
+    if not await _is_admin(request, settings):
+        return JSONResponse({"status": report["status"]}, status_code=code)
+    return JSONResponse(report, status_code=code)

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
+
+from fastapi import APIRouter, Depends
 
 from archive.frames import FRAME_MEDIA_TYPES
 from archive.qido.attributes import ATTRIBUTES
 from archive.qido.query import DEFAULT_LIMIT, MAX_LIMIT
+from serve.deps import SettingsDep, authenticate
 from serve.version import dicomflow_version
 
-router = APIRouter(tags=["Capabilities"])
+router = APIRouter(tags=["Capabilities"], dependencies=[Depends(authenticate)])
 
 
 @router.get("/dicomweb/capabilities", summary="Supported services, media types and query attributes")
-async def capabilities() -> dict:
+async def capabilities(settings: SettingsDep) -> dict[str, Any]:
     return {
         "server": dicomflow_version(),
-        "tenancy": "x-tenant header; the default tenant when absent",
+        "authentication": ("none: every caller is trusted (loopback only)" if settings.auth == "none" else
+                           "OIDC bearer token (Authorization: Bearer ...); roles reader, writer, deleter, admin"),
+        "tenancy": "the /tenants/{tenant}/dicomweb root or the x-tenant header, if the caller may use that tenant; "
+                   "else the caller's only tenant",
         "STOW-RS": {"paths": ["/dicomweb/studies", "/dicomweb/studies/{study}", "/stow-rs/v1/studies"],
                     "accepts": 'multipart/related; type="application/dicom"',
                     "responses": {"200": "all stored", "202": "some failed", "409": "none stored",

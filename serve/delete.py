@@ -1,48 +1,58 @@
-"""DELETE of a study, series or instance: rows, blobs, generated JSON and cache entries go."""
+"""DELETE of a study, series or instance: rows, blobs, generated JSON and cache entries go.
+
+The deletion is recorded in the index's outbox in the same transaction as the rows, so the
+study's workflow hears of it (and refreshes the study's aggregates and JSON) even when Temporal
+is down right now: the reconciler signals it later. The answer is 204 either way."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import Response
 
-from archive.index.deletion import delete_objects
-from serve.lookup import request_tenant
-from serve.state import get_ingest
+from archive.audit import AuditAction
+from archive.identity import Role
+from archive.index.deletion import delete_objects, deletion_signalled
+from receiving.signaller import signal_study
+from serve.deps import IngestDep, Tenant, access
+from serve.lookup import check_uids
 from serve.wado_metadata import forget_metadata
-from workflows.client import signal_study
 
-router = APIRouter(tags=["Delete"])
+log = logging.getLogger("dicomflow.delete")
+router = APIRouter(tags=["Delete"], dependencies=[Depends(access(Role.DELETER, AuditAction.DELETE))])
 
 
-async def delete(request: Request, study: str, series: str | None = None, instance: str | None = None) -> Response:
-    tenant = request_tenant(request, study=study, series=series, instance=instance)
-    ingest = await get_ingest(request)
+async def delete(ingest: IngestDep, tenant: str, study: str, series: str | None = None, instance: str | None = None) -> Response:
+    check_uids(study=study, series=series, instance=instance)
     deleted = await delete_objects(ingest.pool, tenant, study, series, instance)
     if not deleted.instances:
         raise HTTPException(404, "nothing to delete for this tenant")
     for key in deleted.blob_keys:
         await asyncio.to_thread(ingest.blobs.delete, key)
-    await forget_metadata(request, tenant, study)
-    settings = request.app.state.settings
-    # the study's workflow records the deletion and refreshes the study's aggregates and JSON
-    client = await ingest.temporal_client()
-    await signal_study(client, settings.temporal_task_queue, tenant, study, 0, None, settings.stable_seconds,
-                       deleted=deleted.instances)
+    await forget_metadata(ingest.resources.cache, tenant, study)
+    settings = ingest.settings
+    try:
+        client = await ingest.temporal_client()
+        await signal_study(client, settings.temporal_task_queue, tenant, study, 0, None, settings.stable_seconds,
+                           deleted=deleted.instances)
+        await deletion_signalled(ingest.pool, tenant, study, deleted.instances)
+    except Exception:  # noqa: BLE001 - the outbox row stays; the reconciler tells the workflow later
+        log.warning("deletion in %s not signalled yet; the reconciler will", study, exc_info=True)
     return Response(status_code=204)
 
 
 @router.delete("/dicomweb/studies/{study}", summary="Delete a study")
-async def delete_study(request: Request, study: str) -> Response:
-    return await delete(request, study)
+async def delete_study(ingest: IngestDep, tenant: Tenant, study: str) -> Response:
+    return await delete(ingest, tenant, study)
 
 
 @router.delete("/dicomweb/studies/{study}/series/{series}", summary="Delete a series")
-async def delete_series(request: Request, study: str, series: str) -> Response:
-    return await delete(request, study, series)
+async def delete_series(ingest: IngestDep, tenant: Tenant, study: str, series: str) -> Response:
+    return await delete(ingest, tenant, study, series)
 
 
 @router.delete("/dicomweb/studies/{study}/series/{series}/instances/{instance}", summary="Delete an instance")
-async def delete_instance(request: Request, study: str, series: str, instance: str) -> Response:
-    return await delete(request, study, series, instance)
+async def delete_instance(ingest: IngestDep, tenant: Tenant, study: str, series: str, instance: str) -> Response:
+    return await delete(ingest, tenant, study, series, instance)

@@ -85,7 +85,7 @@ class MultipartStream:
     def feed(self, chunk: bytes) -> None:
         try:
             self._parser.write(chunk)
-        except Exception as err:  # the parser's own errors say what was wrong with the body
+        except Exception as err:  # noqa: BLE001 - the parser's own errors say what was wrong with the body
             raise MalformedBody(f"malformed multipart body: {err}") from None
 
     def finish(self) -> list[Part]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from archive.audit import AuditAction
+from archive.identity import Role
 from archive.qido.query import MAX_LIMIT, BadQuery, build, to_json
-from serve.state import BadTenant, get_ingest, tenant_of
+from serve.deps import Pool, Tenant, access, audit_note
+from serve.errors import problem
 
-router = APIRouter(tags=["QIDO-RS"])
+router = APIRouter(tags=["QIDO-RS"], dependencies=[Depends(access(Role.READER, AuditAction.QUERY))])
 DICOM_JSON = "application/dicom+json"
 
 
@@ -19,14 +22,14 @@ def _params(request: Request) -> dict[str, list[str]]:
     return params
 
 
-async def search(request: Request, level: str, scope: dict[str, str]) -> Response:
+async def search(request: Request, pool: Pool, tenant: Tenant, level: str, scope: dict[str, str]) -> Response:
+    params = _params(request)
+    audit_note(request)["query"] = {k: v[-1] for k, v in params.items()}
     try:
-        tenant = tenant_of(request)
-        query = build(level, tenant, _params(request), scope)
-    except (BadQuery, BadTenant) as err:
-        return JSONResponse({"error": str(err)}, status_code=400)
-    ingest = await get_ingest(request)
-    async with ingest.pool.connection() as conn:
+        query = build(level, tenant, params, scope)
+    except BadQuery as err:
+        return problem(400, str(err))
+    async with pool.connection() as conn:
         rows = await (await conn.execute(query.sql, query.params)).fetchall()
     body, more = to_json(query, rows)
     headers = {}
@@ -40,30 +43,30 @@ async def search(request: Request, level: str, scope: dict[str, str]) -> Respons
 
 
 @router.get("/dicomweb/studies", summary="Search for studies")
-async def search_studies(request: Request) -> Response:
-    return await search(request, "study", {})
+async def search_studies(request: Request, pool: Pool, tenant: Tenant) -> Response:
+    return await search(request, pool, tenant, "study", {})
 
 
 @router.get("/dicomweb/series", summary="Search for series")
-async def search_all_series(request: Request) -> Response:
-    return await search(request, "series", {})
+async def search_all_series(request: Request, pool: Pool, tenant: Tenant) -> Response:
+    return await search(request, pool, tenant, "series", {})
 
 
 @router.get("/dicomweb/studies/{study}/series", summary="Search for series of a study")
-async def search_series(request: Request, study: str) -> Response:
-    return await search(request, "series", {"StudyInstanceUID": study})
+async def search_series(request: Request, pool: Pool, tenant: Tenant, study: str) -> Response:
+    return await search(request, pool, tenant, "series", {"StudyInstanceUID": study})
 
 
 @router.get("/dicomweb/instances", summary="Search for instances")
-async def search_all_instances(request: Request) -> Response:
-    return await search(request, "instance", {})
+async def search_all_instances(request: Request, pool: Pool, tenant: Tenant) -> Response:
+    return await search(request, pool, tenant, "instance", {})
 
 
 @router.get("/dicomweb/studies/{study}/instances", summary="Search for instances of a study")
-async def search_study_instances(request: Request, study: str) -> Response:
-    return await search(request, "instance", {"StudyInstanceUID": study})
+async def search_study_instances(request: Request, pool: Pool, tenant: Tenant, study: str) -> Response:
+    return await search(request, pool, tenant, "instance", {"StudyInstanceUID": study})
 
 
 @router.get("/dicomweb/studies/{study}/series/{series}/instances", summary="Search for instances of a series")
-async def search_series_instances(request: Request, study: str, series: str) -> Response:
-    return await search(request, "instance", {"StudyInstanceUID": study, "SeriesInstanceUID": series})
+async def search_series_instances(request: Request, pool: Pool, tenant: Tenant, study: str, series: str) -> Response:
+    return await search(request, pool, tenant, "instance", {"StudyInstanceUID": study, "SeriesInstanceUID": series})

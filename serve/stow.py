@@ -4,29 +4,21 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from archive.receipt import Outcome, Receipt
+from archive.audit import AuditAction
+from archive.dicom_status import CANNOT_UNDERSTAND, failure_status
+from archive.identity import Role
+from archive.receipt import Receipt
 from archive.uids import is_valid_uid
+from receiving.ingest import Ingest
+from serve.deps import IngestDep, SettingsDep, Tenant, access, audit_note, base_url
+from serve.errors import problem
 from serve.multipart_stream import MalformedBody, MultipartStream, Part, parse_media_type
-from serve.state import BadTenant, base_url, get_ingest, tenant_of
 
-router = APIRouter(tags=["STOW-RS"])
+router = APIRouter(tags=["STOW-RS"], dependencies=[Depends(access(Role.WRITER, AuditAction.STORE))])
 DICOM_JSON = "application/dicom+json"
-
-# PS3.18 Table 10.5.3-1 uses the C-STORE failure codes
-FAILURE_CODE = {
-    Outcome.CONFLICT: 0x0111,
-    Outcome.INVALID: 0xC000,
-    Outcome.MISMATCH: 0xA900,
-    Outcome.FAILED: 0xA700,
-}
-NOT_DICOM = 0xC000
-
-
-def problem(status: int, reason: str) -> JSONResponse:
-    return JSONResponse({"error": reason}, status_code=status)
 
 
 def _check_request(request: Request, max_bytes: int) -> str | JSONResponse:
@@ -77,7 +69,7 @@ def _failed(receipt: Receipt | None, code: int, reason: str) -> dict:
 RECEIPTS_AT_ONCE = 8  # parts of one request are independent: overlap their fsyncs and index writes
 
 
-async def _receive_part(ingest, tenant: str, part: Part, study: str | None, gate: asyncio.Semaphore) -> Receipt | None:
+async def _receive_part(ingest: Ingest, tenant: str, part: Part, study: str | None, gate: asyncio.Semaphore) -> Receipt | None:
     if part.content_type not in ("application/dicom", ""):
         ingest.blobs.discard(part.staged)
         return None
@@ -85,21 +77,22 @@ async def _receive_part(ingest, tenant: str, part: Part, study: str | None, gate
         return await ingest.receive(tenant, part.staged, "stow-rs", expect_study_uid=study)
 
 
-async def _store_parts(request: Request, tenant: str, parts: list[Part], study: str | None) -> JSONResponse:
-    ingest = await get_ingest(request)
+async def _store_parts(request: Request, ingest: Ingest, tenant: str, parts: list[Part], study: str | None) -> JSONResponse:
     base = base_url(request) + "/dicomweb"
     gate = asyncio.Semaphore(RECEIPTS_AT_ONCE)
     receipts = await asyncio.gather(*(_receive_part(ingest, tenant, p, study, gate) for p in parts))
     referenced, failed, studies = [], [], set()
     for part, receipt in zip(parts, receipts):
         if receipt is None:
-            failed.append(_failed(None, NOT_DICOM, f"part of type {part.content_type} is not application/dicom"))
+            failed.append(_failed(None, CANNOT_UNDERSTAND, f"part of type {part.content_type} is not application/dicom"))
         elif receipt.outcome.ok:
             referenced.append(_referenced(receipt, base))
             studies.add((tenant, receipt.attributes.study_uid))
         else:
-            failed.append(_failed(receipt, FAILURE_CODE[receipt.outcome], receipt.reason or receipt.outcome.value))
+            failed.append(_failed(receipt, failure_status(receipt.outcome), receipt.reason or receipt.outcome.value))
     await ingest.flush(studies)
+    audit_note(request)["detail"] = {"stored": len(referenced), "failed": len(failed),
+                                     "studies": sorted(s for _, s in studies)[:100]}
     body: dict = {}
     if len({s for _, s in studies}) == 1:
         body["00081190"] = {"vr": "UR", "Value": [f"{base}/studies/{next(iter(studies))[1]}"]}
@@ -111,21 +104,15 @@ async def _store_parts(request: Request, tenant: str, parts: list[Part], study: 
     return JSONResponse(body, status_code=status, media_type=DICOM_JSON)
 
 
-async def stow(request: Request, study: str | None = None) -> JSONResponse:
-    settings = request.app.state.settings
-    try:
-        tenant = tenant_of(request)
-    except BadTenant as err:
-        return problem(400, str(err))
+async def stow(request: Request, ingest: Ingest, tenant: str, max_bytes: int, study: str | None = None) -> JSONResponse:
     if study is not None and not is_valid_uid(study):
         return problem(400, f"{study!r} in the path is not a valid Study Instance UID")
-    checked = _check_request(request, settings.stow_max_bytes)
+    checked = _check_request(request, max_bytes)
     if isinstance(checked, JSONResponse):
         return checked
-    ingest = await get_ingest(request)
     stream = MultipartStream(checked, ingest.blobs)
     try:
-        refusal = await _read_body(request, stream, settings.stow_max_bytes)
+        refusal = await _read_body(request, stream, max_bytes)
         if refusal is not None:
             stream.discard()
             return refusal
@@ -135,19 +122,19 @@ async def stow(request: Request, study: str | None = None) -> JSONResponse:
     except BaseException:
         await asyncio.to_thread(stream.discard)
         raise
-    return await _store_parts(request, tenant, stream.parts, study)
+    return await _store_parts(request, ingest, tenant, stream.parts, study)
 
 
 @router.post("/dicomweb/studies", summary="Store instances (STOW-RS)")
-async def stow_studies(request: Request) -> JSONResponse:
-    return await stow(request)
+async def stow_studies(request: Request, ingest: IngestDep, tenant: Tenant, settings: SettingsDep) -> JSONResponse:
+    return await stow(request, ingest, tenant, settings.stow_max_bytes)
 
 
 @router.post("/dicomweb/studies/{study}", summary="Store instances of one study (STOW-RS)")
-async def stow_study(request: Request, study: str) -> JSONResponse:
-    return await stow(request, study)
+async def stow_study(request: Request, ingest: IngestDep, tenant: Tenant, settings: SettingsDep, study: str) -> JSONResponse:
+    return await stow(request, ingest, tenant, settings.stow_max_bytes, study)
 
 
 @router.post("/stow-rs/v1/studies", summary="Store instances (the seed's path; tenant from x-tenant)")
-async def stow_seed_path(request: Request) -> JSONResponse:
-    return await stow(request)
+async def stow_seed_path(request: Request, ingest: IngestDep, tenant: Tenant, settings: SettingsDep) -> JSONResponse:
+    return await stow(request, ingest, tenant, settings.stow_max_bytes)

@@ -8,41 +8,34 @@ import gzip
 import hashlib
 import json
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 
-from archive.dicom_json import file_json, instance_base
+from archive.audit import AuditAction
+from archive.cache import Cache
+from archive.dicom_json import DICOMWEB_ROOT, file_json, instance_base
+from archive.identity import Role
 from archive.index.reads import SeriesMetadata, find_objects, series_of_study
-from archive.settings import Settings
-from serve.lookup import request_tenant
-from serve.state import base_url, get_ingest
-from workflows.ingest import Ingest
+from archive.resources import Resources
+from serve.deps import ResourcesDep, Tenant, access, base_url
+from serve.lookup import check_uids
 
-router = APIRouter(tags=["WADO-RS"])
-RELATIVE_ROOT = b'"/dicomweb/'
-
-
-async def _cache(request: Request):
-    from archive.cache import Cache
-
-    state = request.app.state
-    if getattr(state, "cache", None) is None:
-        settings: Settings = state.settings
-        state.cache = Cache.from_url(settings.effective_redis_url(), settings.cache_ttl_seconds)
-    return state.cache
+router = APIRouter(tags=["WADO-RS"], dependencies=[Depends(access(Role.READER, AuditAction.READ))])
+RELATIVE_ROOT = f'"{DICOMWEB_ROOT}/'.encode()
 
 
-async def _series_document(ingest: Ingest, tenant: str, study: str, meta: SeriesMetadata) -> bytes:
+async def _series_document(resources: Resources, tenant: str, study: str, meta: SeriesMetadata) -> bytes:
     """The series' JSON array, uncompressed, with BulkDataURIs relative to the server root."""
+    blobs = resources.blobs
     if meta.metadata_key and meta.metadata_state in ("ready", "partial") and meta.generated_count == meta.live_count:
-        return gzip.decompress(await asyncio.to_thread(ingest.blobs.read_bytes, meta.metadata_key))
-    objects = await find_objects(ingest.pool, tenant, study, meta.series_uid)
+        return gzip.decompress(await asyncio.to_thread(blobs.read_bytes, meta.metadata_key))
+    objects = await find_objects(resources.pool, tenant, study, meta.series_uid)
 
     def build() -> bytes:
         documents = []
         for obj in objects:
-            with ingest.blobs.local_copy(obj.blob_key) as path:
-                documents.append(file_json(path, instance_base("/dicomweb", study, obj.series_uid, obj.sop_uid)))
+            with blobs.local_copy(obj.blob_key) as path:
+                documents.append(file_json(path, instance_base(DICOMWEB_ROOT, study, obj.series_uid, obj.sop_uid)))
         return json.dumps(documents, separators=(",", ":")).encode()
 
     return await asyncio.to_thread(build)
@@ -53,10 +46,10 @@ def _merge(arrays: list[bytes]) -> bytes:
     return b"[" + b",".join(inner) + b"]"
 
 
-async def metadata_response(request: Request, study: str, series: str | None, instance: str | None) -> Response:
-    tenant = request_tenant(request, study=study, series=series, instance=instance)
-    ingest = await get_ingest(request)
-    metas = await series_of_study(ingest.pool, tenant, study, series)
+async def metadata_response(request: Request, resources: Resources, tenant: str, study: str, series: str | None,
+                            instance: str | None) -> Response:
+    check_uids(study=study, series=series, instance=instance)
+    metas = await series_of_study(resources.pool, tenant, study, series)
     if not metas or all(m.live_count == 0 for m in metas):
         raise HTTPException(404, "no such study or series for this tenant")
     base = base_url(request)
@@ -64,11 +57,11 @@ async def metadata_response(request: Request, study: str, series: str | None, in
     etag = '"' + hashlib.sha1(f"{base}|{study}|{series}|{instance}|{version}".encode()).hexdigest() + '"'
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})
-    cache = await _cache(request)
+    cache = resources.cache
     key = ("metadata", study, etag.strip('"'))
     packed = await cache.get(tenant, *key)
     if packed is None:
-        body = _merge([await _series_document(ingest, tenant, study, m) for m in metas])
+        body = _merge([await _series_document(resources, tenant, study, m) for m in metas])
         if instance is not None:
             body = _only_instance(body, instance)
         body = body.replace(RELATIVE_ROOT, f'"{base}/dicomweb/'.encode())
@@ -81,8 +74,8 @@ async def metadata_response(request: Request, study: str, series: str | None, in
     return Response(await asyncio.to_thread(gzip.decompress, packed), media_type="application/dicom+json", headers=headers)
 
 
-async def forget_metadata(request: Request, tenant: str, study: str) -> None:
-    await (await _cache(request)).delete_prefix(tenant, "metadata", study)
+async def forget_metadata(cache: Cache, tenant: str, study: str) -> None:
+    await cache.delete_prefix(tenant, "metadata", study)
 
 
 def _only_instance(body: bytes, instance: str) -> bytes:
@@ -93,16 +86,16 @@ def _only_instance(body: bytes, instance: str) -> bytes:
 
 
 @router.get("/dicomweb/studies/{study}/metadata", summary="Study metadata")
-async def study_metadata(request: Request, study: str) -> Response:
-    return await metadata_response(request, study, None, None)
+async def study_metadata(request: Request, resources: ResourcesDep, tenant: Tenant, study: str) -> Response:
+    return await metadata_response(request, resources, tenant, study, None, None)
 
 
 @router.get("/dicomweb/studies/{study}/series/{series}/metadata", summary="Series metadata")
-async def series_metadata(request: Request, study: str, series: str) -> Response:
-    return await metadata_response(request, study, series, None)
+async def series_metadata(request: Request, resources: ResourcesDep, tenant: Tenant, study: str, series: str) -> Response:
+    return await metadata_response(request, resources, tenant, study, series, None)
 
 
 @router.get("/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata", summary="Instance metadata")
-async def instance_metadata(request: Request, study: str, series: str, instance: str) -> Response:
-    return await metadata_response(request, study, series, instance)
+async def instance_metadata(request: Request, resources: ResourcesDep, tenant: Tenant, study: str, series: str, instance: str) -> Response:
+    return await metadata_response(request, resources, tenant, study, series, instance)
 

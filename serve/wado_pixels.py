@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 from pydicom import dcmread
 
+from archive.audit import AuditAction
+from archive.blobstore import BlobStore
 from archive.frames import FRAME_MEDIA_TYPES, FrameNotFound, NoPixelData, decoded_frames, stored_frames
+from archive.identity import Role
 from archive.index.reads import StoredObject
 from archive.render import RenderOptions, render
+from serve.deps import Blobs, Pool, Tenant, access
 from serve.lookup import objects_for
 from serve.media import Multipart, parse_accept, wanted_part
-from serve.state import get_ingest
 
-router = APIRouter(tags=["WADO-RS"])
+T = TypeVar("T")
+router = APIRouter(tags=["WADO-RS"], dependencies=[Depends(access(Role.READER, AuditAction.READ))])
 INSTANCE = "/dicomweb/studies/{study}/series/{series}/instances/{instance}"
 NATIVE = "1.2.840.10008.1.2.1"
 
@@ -31,10 +38,8 @@ def frame_numbers(text: str) -> list[int]:
     return numbers
 
 
-async def _on_disk(request: Request, obj: StoredObject, work):
-    blobs = (await get_ingest(request)).blobs
-
-    def run():
+async def _on_disk(blobs: BlobStore, obj: StoredObject, work: Callable[[Path], T]) -> T:
+    def run() -> T:
         with blobs.local_copy(obj.blob_key) as path:
             return work(path)
 
@@ -60,11 +65,11 @@ def _frame_plan(request: Request, stored_syntax: str) -> tuple[bool, str]:
 
 
 @router.get(INSTANCE + "/frames/{frames}", summary="Retrieve frames")
-async def retrieve_frames(request: Request, study: str, series: str, instance: str, frames: str) -> Response:
+async def retrieve_frames(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str, series: str, instance: str, frames: str) -> Response:
     numbers = frame_numbers(frames)
-    obj = (await objects_for(request, study, series, instance))[0]
+    obj = (await objects_for(pool, tenant, study, series, instance))[0]
     as_stored, part_type = _frame_plan(request, obj.transfer_syntax)
-    result = await _on_disk(request, obj, lambda path: (stored_frames if as_stored else decoded_frames)(path, numbers))
+    result = await _on_disk(blobs, obj, lambda path: (stored_frames if as_stored else decoded_frames)(path, numbers))
     multipart = Multipart()
     body = multipart.whole((part_type, frame) for frame in result.frames)
     return Response(body, media_type=multipart.content_type(part_type.split(";")[0], result.transfer_syntax))
@@ -87,45 +92,45 @@ def _render_options(request: Request, default_viewport: tuple[int, int] | None =
     return RenderOptions(media or "image/jpeg", window, viewport, max(1, min(quality, 100)))
 
 
-async def _rendered(request: Request, obj: StoredObject, frame: int, options: RenderOptions) -> Response:
-    image = await _on_disk(request, obj, lambda path: render(path, frame, options))
+async def _rendered(blobs: BlobStore, obj: StoredObject, frame: int, options: RenderOptions) -> Response:
+    image = await _on_disk(blobs, obj, lambda path: render(path, frame, options))
     return Response(image, media_type=options.media_type)
 
 
 @router.get(INSTANCE + "/rendered", summary="Rendered instance")
-async def rendered_instance(request: Request, study: str, series: str, instance: str) -> Response:
-    obj = (await objects_for(request, study, series, instance))[0]
-    return await _rendered(request, obj, 1, _render_options(request))
+async def rendered_instance(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str, series: str, instance: str) -> Response:
+    obj = (await objects_for(pool, tenant, study, series, instance))[0]
+    return await _rendered(blobs, obj, 1, _render_options(request))
 
 
 @router.get(INSTANCE + "/frames/{frame}/rendered", summary="Rendered frame")
-async def rendered_frame(request: Request, study: str, series: str, instance: str, frame: int) -> Response:
-    obj = (await objects_for(request, study, series, instance))[0]
-    return await _rendered(request, obj, frame, _render_options(request))
+async def rendered_frame(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str, series: str, instance: str, frame: int) -> Response:
+    obj = (await objects_for(pool, tenant, study, series, instance))[0]
+    return await _rendered(blobs, obj, frame, _render_options(request))
 
 
 @router.get(INSTANCE + "/thumbnail", summary="Instance thumbnail")
-async def thumbnail_instance(request: Request, study: str, series: str, instance: str) -> Response:
-    obj = (await objects_for(request, study, series, instance))[0]
-    return await _rendered(request, obj, 1, _render_options(request, (128, 128)))
+async def thumbnail_instance(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str, series: str, instance: str) -> Response:
+    obj = (await objects_for(pool, tenant, study, series, instance))[0]
+    return await _rendered(blobs, obj, 1, _render_options(request, (128, 128)))
 
 
 @router.get("/dicomweb/studies/{study}/series/{series}/thumbnail", summary="Series thumbnail")
-async def thumbnail_series(request: Request, study: str, series: str) -> Response:
-    objects = await objects_for(request, study, series)
-    return await _rendered(request, objects[len(objects) // 2], 1, _render_options(request, (128, 128)))
+async def thumbnail_series(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str, series: str) -> Response:
+    objects = await objects_for(pool, tenant, study, series)
+    return await _rendered(blobs, objects[len(objects) // 2], 1, _render_options(request, (128, 128)))
 
 
 @router.get("/dicomweb/studies/{study}/thumbnail", summary="Study thumbnail")
-async def thumbnail_study(request: Request, study: str) -> Response:
-    objects = await objects_for(request, study)
-    return await _rendered(request, objects[len(objects) // 2], 1, _render_options(request, (128, 128)))
+async def thumbnail_study(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str) -> Response:
+    objects = await objects_for(pool, tenant, study)
+    return await _rendered(blobs, objects[len(objects) // 2], 1, _render_options(request, (128, 128)))
 
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-def _element_bytes(path, tag: int) -> bytes:
+def _element_bytes(path: Path, tag: int) -> bytes:
     ds = dcmread(path)
     if tag not in ds:
         raise NoPixelData(f"the instance has no element {tag:08X}")
@@ -134,11 +139,11 @@ def _element_bytes(path, tag: int) -> bytes:
 
 
 @router.get(INSTANCE + "/bulkdata/{tag}", summary="Bulk data of an element (BulkDataURI)")
-async def bulkdata(request: Request, study: str, series: str, instance: str, tag: str) -> Response:
+async def bulkdata(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str, series: str, instance: str, tag: str) -> Response:
     if not re.fullmatch(r"[0-9A-Fa-f]{8}", tag):
         raise HTTPException(400, "the bulk data path ends in an 8-digit hex tag")
-    obj = (await objects_for(request, study, series, instance))[0]
-    data = await _on_disk(request, obj, lambda path: _element_bytes(path, int(tag, 16)))
+    obj = (await objects_for(pool, tenant, study, series, instance))[0]
+    data = await _on_disk(blobs, obj, lambda path: _element_bytes(path, int(tag, 16)))
     accept = parse_accept(request.headers.get("accept"))
     single_part = any(m.essence == "application/octet-stream" for m in accept)
     match = _RANGE.match(request.headers.get("range", ""))

@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
 
+from archive.audit import AuditAction
+from archive.blobstore import BlobStore
+from archive.identity import Role
 from archive.index.reads import StoredObject, find_object_anywhere
 from archive.render import RenderOptions, render
 from archive.transcode import TARGET_SYNTAX, uncompressed_bytes
+from serve.deps import Blobs, Pool, Tenant, access
+from serve.lookup import check_uids, objects_for
 from serve.media import Multipart, NotAcceptable, parse_accept, wanted_part
-from serve.lookup import objects_for, request_tenant
-from serve.state import get_ingest
 
-router = APIRouter(tags=["WADO-RS"])
+router = APIRouter(tags=["WADO-RS"], dependencies=[Depends(access(Role.READER, AuditAction.READ))])
 STREAM_BATCH = 4 * 1024 * 1024
 
 
@@ -34,8 +37,7 @@ def choose_syntax(request: Request, objects: list[StoredObject]) -> str | None:
                         f"(transfer-syntax={TARGET_SYNTAX})")
 
 
-async def object_bytes(request: Request, obj: StoredObject, syntax: str | None) -> AsyncIterator[bytes]:
-    blobs = (await get_ingest(request)).blobs
+async def object_bytes(blobs: BlobStore, obj: StoredObject, syntax: str | None) -> AsyncIterator[bytes]:
     if syntax is None or obj.transfer_syntax == syntax:
         iterator = blobs.iter_chunks(obj.blob_key)
         while chunk := await asyncio.to_thread(next, iterator, b""):
@@ -52,14 +54,12 @@ async def object_bytes(request: Request, obj: StoredObject, syntax: str | None) 
     yield await asyncio.to_thread(decompress)
 
 
-async def multipart_objects(request: Request, objects: list[StoredObject]) -> Response:
+async def multipart_objects(request: Request, blobs: BlobStore, objects: list[StoredObject]) -> Response:
     try:
         syntax = choose_syntax(request, objects)
     except NotAcceptable as err:
         raise HTTPException(406, str(err)) from None
     multipart = Multipart()
-
-    blobs = (await get_ingest(request)).blobs
 
     def part(obj: StoredObject) -> bytes:
         return multipart.head(f"application/dicom; transfer-syntax={syntax or obj.transfer_syntax}")
@@ -82,7 +82,7 @@ async def multipart_objects(request: Request, objects: list[StoredObject]) -> Re
                 yield await asyncio.to_thread(read_batch, batch)
                 batch = []
             yield part(obj)
-            async for chunk in object_bytes(request, obj, syntax):
+            async for chunk in object_bytes(blobs, obj, syntax):
                 yield chunk
             yield b"\r\n"
         if batch:
@@ -93,37 +93,36 @@ async def multipart_objects(request: Request, objects: list[StoredObject]) -> Re
 
 
 @router.get("/dicomweb/studies/{study}", summary="Retrieve a study")
-async def retrieve_study(request: Request, study: str) -> Response:
-    return await multipart_objects(request, await objects_for(request, study))
+async def retrieve_study(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str) -> Response:
+    return await multipart_objects(request, blobs, await objects_for(pool, tenant, study))
 
 
 @router.get("/dicomweb/studies/{study}/series/{series}", summary="Retrieve a series")
-async def retrieve_series(request: Request, study: str, series: str) -> Response:
-    return await multipart_objects(request, await objects_for(request, study, series))
+async def retrieve_series(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str, series: str) -> Response:
+    return await multipart_objects(request, blobs, await objects_for(pool, tenant, study, series))
 
 
 @router.get("/dicomweb/studies/{study}/series/{series}/instances/{instance}", summary="Retrieve an instance")
-async def retrieve_instance(request: Request, study: str, series: str, instance: str) -> Response:
-    return await multipart_objects(request, await objects_for(request, study, series, instance))
+async def retrieve_instance(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str, series: str, instance: str) -> Response:
+    return await multipart_objects(request, blobs, await objects_for(pool, tenant, study, series, instance))
 
 
 @router.get("/dicomweb/wado", tags=["WADO-URI"], summary="WADO-URI (PS3.18 chapter 9)")
-async def wado_uri(request: Request, requestType: str, studyUID: str, seriesUID: str, objectUID: str,  # noqa: N803
+async def wado_uri(pool: Pool, blobs: Blobs, tenant: Tenant, requestType: str, studyUID: str, seriesUID: str, objectUID: str,  # noqa: N803
                    contentType: str = "application/dicom", frameNumber: int = 1) -> Response:  # noqa: N803
     if requestType != "WADO":
         raise HTTPException(400, "requestType must be WADO")
-    tenant = request_tenant(request, studyUID=studyUID, seriesUID=seriesUID, objectUID=objectUID)
-    ingest = await get_ingest(request)
-    obj = await find_object_anywhere(ingest.pool, tenant, objectUID)
+    check_uids(studyUID=studyUID, seriesUID=seriesUID, objectUID=objectUID)
+    obj = await find_object_anywhere(pool, tenant, objectUID)
     if obj is None or obj.study_uid != studyUID or obj.series_uid != seriesUID:
         raise HTTPException(404, "no such object for this tenant")
     content = contentType.split(",")[0].strip()
     if content in ("application/dicom", "*/*"):
-        data = await asyncio.to_thread(ingest.blobs.read_bytes, obj.blob_key)
+        data = await asyncio.to_thread(blobs.read_bytes, obj.blob_key)
         return Response(data, media_type="application/dicom")
     if content in ("image/jpeg", "image/png"):
         def draw() -> bytes:
-            with ingest.blobs.local_copy(obj.blob_key) as path:
+            with blobs.local_copy(obj.blob_key) as path:
                 return render(path, frameNumber, RenderOptions(media_type=content))
         return Response(await asyncio.to_thread(draw), media_type=content)
     raise HTTPException(406, "contentType must be application/dicom, image/jpeg or image/png")

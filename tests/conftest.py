@@ -13,6 +13,7 @@ os.environ["DICOMFLOW_ENV"] = "test"
 for _key in [k for k in os.environ if k.startswith("DICOMFLOW_") and k != "DICOMFLOW_ENV"]:
     del os.environ[_key]
 
+from tests.auth import stack_auth_settings  # noqa: E402
 from tests.stack import RunningStack, free_port, processes_using, stack_overrides  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -20,7 +21,14 @@ if not DATA.exists():
     DATA = Path("/work/shared/data")
 
 COMMIT_SCU_AE = "COMMITSCU"
-TENANT_B_AE = "TENANT_B"
+TENANT_B_AE = "TENANT_B"  # a modality of tenant "tenantb"
+MODALITY_AE = "MODALITY"  # dcmsend's calling AE title in the tests
+STORE_AE = "PYNETDICOM"  # pynetdicom's default
+WORKSTATION_AE = "WORKSTATION"  # may call only from a network the tests are not on
+NOSTORE_AE = "NOSTORE"  # may ask for storage commitment, not store
+LOOPBACK = ["127.0.0.0/8"]
+REFETCH_SECONDS = 5  # an unknown key id refetches the issuer's keys at most this often
+OHIF_ORIGIN = "http://localhost:3000"  # a viewer served from elsewhere, allowed by CORS
 
 
 def run(coro):
@@ -39,15 +47,38 @@ def commit_scu_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory, commit_scu_port) -> RunningStack:
+def pki(tmp_path_factory) -> dict[str, Path]:
+    """A local CA with a server certificate for the archive and a client certificate for a modality,
+    made the way an operator makes them (`dicomflow certs`' functions)."""
+    from cluster.certs import init_ca, issue
+
+    folder = tmp_path_factory.mktemp("pki")
+    ca = init_ca(folder)
+    server, server_key = issue(folder, "archive", "server")
+    client, client_key = issue(folder, "modality", "client")
+    return {"ca": ca, "server": server, "server_key": server_key, "client": client, "client_key": client_key}
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory, commit_scu_port, pki) -> RunningStack:
     var = tmp_path_factory.mktemp("stack") / "var"
+    # auth on, as a hospital runs it: every DICOMweb test carries a token from a real issuer,
+    # every DIMSE test calls from an AE the table knows
     overrides = stack_overrides(
         var,
+        **stack_auth_settings(),
         ae_table={
             COMMIT_SCU_AE: {"host": "127.0.0.1", "port": commit_scu_port},
             TENANT_B_AE: {"host": "127.0.0.1", "port": 1, "tenant": "tenantb"},
+            MODALITY_AE: {"allowed_hosts": LOOPBACK},
+            STORE_AE: {"allowed_hosts": LOOPBACK},
+            WORKSTATION_AE: {"allowed_hosts": ["10.99.0.0/16"]},
+            NOSTORE_AE: {"allowed_hosts": LOOPBACK, "services": ["commit"]},
         },
+        cors_allow_origins=[OHIF_ORIGIN],
+        tls_cert_file=str(pki["server"]), tls_key_file=str(pki["server_key"]), tls_ca_file=str(pki["ca"]),
         commitment_timeout_seconds=20,
+        oidc_refetch_seconds=REFETCH_SECONDS,
         scp_processes=2,  # two SCP actors share the DIMSE port (SO_REUSEPORT)
     )
     running = RunningStack(overrides, var.parent / "up.log")

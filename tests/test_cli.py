@@ -13,6 +13,7 @@ from pydicom import dcmread
 from temporalio.client import WorkflowExecutionStatus
 
 from cluster.serve_ingress import haproxy_dir
+from tests.auth import admin_headers, bearer
 from tests.conftest import run
 from tests.stack import RunningStack, processes_using, stack_overrides
 from tests.temporal_helpers import wait_completed
@@ -33,10 +34,16 @@ def test_status_reports_every_service(stack):
 
 
 def test_health_endpoint_matches_status(stack):
-    response = requests.get(stack.url("/health"), timeout=30)
+    response = requests.get(stack.url("/health"), headers=admin_headers(), timeout=30)
     assert response.status_code == 200
     report = response.json()
     assert report["status"] == "ok" and set(report["services"]) == SERVICES
+
+
+def test_health_details_are_for_admins_only(stack):
+    for headers in ({}, bearer("default", ["reader", "writer", "deleter"])):
+        response = requests.get(stack.url("/health"), headers=headers, timeout=30)
+        assert response.status_code == 200 and response.json() == {"status": "ok"}
 
 
 def test_temporal_ui_and_ray_dashboard_answer(stack):

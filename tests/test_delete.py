@@ -7,6 +7,7 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 from temporalio.client import WorkflowExecutionStatus
 
+from tests.auth import auth_headers
 from tests.conftest import run
 from tests.temporal_helpers import client_for, wait_completed
 
@@ -16,7 +17,7 @@ def test_delete_instance_series_study(stack, data_dir):
     datasets = [dcmread(p) for p in paths]
     study = str(datasets[0].StudyInstanceUID)
     series = str(datasets[0].SeriesInstanceUID)
-    gone, kept = (DICOMwebClient(url=stack.url("/dicomweb"), headers={"x-tenant": t}) for t in ("deleting", "keeping"))
+    gone, kept = (DICOMwebClient(url=stack.url("/dicomweb"), headers=auth_headers(t)) for t in ("deleting", "keeping"))
     for client in (gone, kept):
         client.store_instances(datasets=datasets)
     wid = f"study:deleting:{study}"
@@ -26,7 +27,7 @@ def test_delete_instance_series_study(stack, data_dir):
     before = len(list(blobs.rglob("*.dcm")))
 
     base = stack.url(f"/dicomweb/studies/{study}")
-    headers = {"x-tenant": "deleting"}
+    headers = auth_headers("deleting")
     sop = str(datasets[0].SOPInstanceUID)
     assert requests.delete(f"{base}/series/{series}/instances/{sop}", headers=headers, timeout=30).status_code == 204
     assert len(gone.search_for_instances(study, series)) == 1

@@ -18,7 +18,8 @@ from pydicom.encaps import get_frame
 from pydicom.pixels import pixel_array
 from temporalio.client import WorkflowExecutionStatus
 
-from tests.conftest import run
+from tests.auth import auth_headers, bearer
+from tests.conftest import OHIF_ORIGIN, run
 from tests.temporal_helpers import wait_completed
 
 TENANT = "readside"
@@ -37,7 +38,7 @@ def files(data_dir: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def client(stack) -> DICOMwebClient:
-    return DICOMwebClient(url=stack.url("/dicomweb"), headers={"x-tenant": TENANT})
+    return DICOMwebClient(url=stack.url("/dicomweb"), headers=auth_headers(TENANT))
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +100,13 @@ def test_date_ranges_and_uid_lists(client, stored, stack):
     uids = values(studies, "0020000D")[:2]
     for joined in (",".join(uids), "\\".join(uids)):  # the comma form and the backslash form OHIF sends
         response = requests.get(stack.url("/dicomweb/studies"), params={"StudyInstanceUID": joined},
-                                headers={"x-tenant": TENANT}, timeout=30)
+                                headers=auth_headers(TENANT), timeout=30)
         assert set(values(response.json(), "0020000D")) == set(uids)
 
 
 def test_limit_offset_and_warning(client, stored, stack):
     everything = values(client.search_for_studies(), "0020000D")
-    response = requests.get(stack.url("/dicomweb/studies"), params={"limit": 2, "offset": 1}, headers={"x-tenant": TENANT}, timeout=30)
+    response = requests.get(stack.url("/dicomweb/studies"), params={"limit": 2, "offset": 1}, headers=auth_headers(TENANT), timeout=30)
     assert values(response.json(), "0020000D") == everything[1:3]
     assert "299" in response.headers["Warning"] and "offset=3" in response.headers["Warning"]
 
@@ -113,7 +114,7 @@ def test_limit_offset_and_warning(client, stored, stack):
 def test_includefield_by_keyword_tag_and_all(client, stored, stack):
     by_keyword = client.search_for_studies(fields=["SOPClassesInStudy"])
     assert all("00080062" in r for r in by_keyword)
-    everything = requests.get(stack.url("/dicomweb/series"), params={"includefield": "all"}, headers={"x-tenant": TENANT}, timeout=30).json()
+    everything = requests.get(stack.url("/dicomweb/series"), params={"includefield": "all"}, headers=auth_headers(TENANT), timeout=30).json()
     assert all("00100010" in r and "00201209" in r for r in everything)
 
 
@@ -125,14 +126,14 @@ def test_includefield_by_keyword_tag_and_all(client, stored, stack):
     ({"includefield": "00091001"}, "not supported"),
 ])
 def test_bad_queries_are_400(stack, params, words):
-    response = requests.get(stack.url("/dicomweb/studies"), params=params, headers={"x-tenant": TENANT}, timeout=30)
+    response = requests.get(stack.url("/dicomweb/studies"), params=params, headers=auth_headers(TENANT), timeout=30)
     assert response.status_code == 400 and words in response.text
 
 
 def test_tenants_are_walls(stack, stored):
     sop, path = next(iter(stored.items()))
     h = header(path)
-    other = {"x-tenant": "someoneelse"}
+    other = auth_headers("someoneelse")
     assert requests.get(stack.url("/dicomweb/studies"), headers=other, timeout=30).json() == []
     base = f"/dicomweb/studies/{h.StudyInstanceUID}/series/{h.SeriesInstanceUID}/instances/{sop}"
     for path_ in (base, base + "/metadata", base + "/frames/1", base + "/rendered"):
@@ -196,10 +197,10 @@ def test_bulkdata_ranges(stack, stored, data_dir):
     url = stack.url(f"/dicomweb/studies/{nih.StudyInstanceUID}/series/{nih.SeriesInstanceUID}/instances/"
                     f"{nih.SOPInstanceUID}/bulkdata/7FE00010")
     pixels = dcmread(stored[str(nih.SOPInstanceUID)]).PixelData
-    part = requests.get(url, headers={"x-tenant": TENANT, "Accept": "application/octet-stream", "Range": "bytes=10-19"}, timeout=30)
+    part = requests.get(url, headers={**auth_headers(TENANT), "Accept": "application/octet-stream", "Range": "bytes=10-19"}, timeout=30)
     assert part.status_code == 206 and part.content == pixels[10:20]
     assert part.headers["Content-Range"] == f"bytes 10-19/{len(pixels)}"
-    beyond = requests.get(url, headers={"x-tenant": TENANT, "Accept": "application/octet-stream",
+    beyond = requests.get(url, headers={**auth_headers(TENANT), "Accept": "application/octet-stream",
                                         "Range": f"bytes={len(pixels) + 5}-"}, timeout=30)
     assert beyond.status_code == 416
 
@@ -223,10 +224,10 @@ def test_character_sets_decoded(client, stored):
 def test_metadata_etag_and_gzip(stack, stored, data_dir):
     nih = header(next((data_dir / "dcm_qa_nih").rglob("*.dcm")))
     url = stack.url(f"/dicomweb/studies/{nih.StudyInstanceUID}/metadata")
-    first = requests.get(url, headers={"x-tenant": TENANT, "Accept-Encoding": "gzip"}, timeout=30, stream=True)
+    first = requests.get(url, headers={**auth_headers(TENANT), "Accept-Encoding": "gzip"}, timeout=30, stream=True)
     raw = first.raw.read()
     assert first.headers["Content-Encoding"] == "gzip" and len(json.loads(gzip.decompress(raw))) == 8
-    again = requests.get(url, headers={"x-tenant": TENANT, "If-None-Match": first.headers["ETag"]}, timeout=30)
+    again = requests.get(url, headers={**auth_headers(TENANT), "If-None-Match": first.headers["ETag"]}, timeout=30)
     assert again.status_code == 304
 
 
@@ -262,7 +263,7 @@ def test_frames_as_stored_with_transfer_syntax_star(stack, stored):
     sop, path = next((s, p) for s, p in stored.items() if p.name == "OBXXXX1A_rle_2frame.dcm")
     h = header(path)
     url = stack.url(f"/dicomweb/studies/{h.StudyInstanceUID}/series/{h.SeriesInstanceUID}/instances/{sop}/frames/2")
-    response = requests.get(url, headers={"x-tenant": TENANT,
+    response = requests.get(url, headers={**auth_headers(TENANT),
                                           "Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"}, timeout=30)
     assert response.status_code == 200 and "1.2.840.10008.1.2.5" in response.headers["content-type"]
     assert get_frame(dcmread(path).PixelData, 1, number_of_frames=2) in response.content
@@ -272,7 +273,7 @@ def test_missing_frame_is_404(stack, stored):
     sop, path = next(iter(stored.items()))
     h = header(path)
     url = stack.url(f"/dicomweb/studies/{h.StudyInstanceUID}/series/{h.SeriesInstanceUID}/instances/{sop}/frames/999")
-    assert requests.get(url, headers={"x-tenant": TENANT}, timeout=30).status_code == 404
+    assert requests.get(url, headers=auth_headers(TENANT), timeout=30).status_code == 404
 
 
 def _rendered(client, path: Path, **params) -> Image.Image:
@@ -314,28 +315,34 @@ def test_wado_uri(stack, stored):
     sop, path = next((s, p) for s, p in stored.items() if p.name == "SC_rgb.dcm")
     h = header(path)
     params = {"requestType": "WADO", "studyUID": str(h.StudyInstanceUID), "seriesUID": str(h.SeriesInstanceUID), "objectUID": sop}
-    dicom = requests.get(stack.url("/dicomweb/wado"), params=params, headers={"x-tenant": TENANT}, timeout=30)
+    dicom = requests.get(stack.url("/dicomweb/wado"), params=params, headers=auth_headers(TENANT), timeout=30)
     assert dicom.status_code == 200 and dcmread(io.BytesIO(dicom.content)).SOPInstanceUID == sop
-    jpeg = requests.get(stack.url("/dicomweb/wado"), params={**params, "contentType": "image/jpeg"}, headers={"x-tenant": TENANT}, timeout=30)
+    jpeg = requests.get(stack.url("/dicomweb/wado"), params={**params, "contentType": "image/jpeg"}, headers=auth_headers(TENANT), timeout=30)
     assert jpeg.headers["content-type"] == "image/jpeg" and jpeg.content[:2] == b"\xff\xd8"
 
 
 def test_ohif_study_list_and_viewer_requests(stack, stored, data_dir):
-    """The requests OHIF v3 makes to list studies and open one, with its preflight."""
-    origin = {"Origin": "http://localhost:3000"}
-    preflight = requests.options(stack.url("/dicomweb/studies"), headers={
+    """The requests OHIF v3 makes to list studies and open one, with its preflight: only
+    `Authorization` and `Accept`, the tenant in the data source's root URL."""
+    origin = {"Origin": OHIF_ORIGIN}
+    root = f"/tenants/{TENANT}/dicomweb"
+    preflight = requests.options(stack.url(root + "/studies"), headers={
         **origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "accept,authorization"}, timeout=30)
-    assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] in ("*", origin["Origin"])
-    h = {**origin, "x-tenant": TENANT, "Accept": "application/dicom+json"}
-    listing = requests.get(stack.url("/dicomweb/studies"), params={"limit": 101, "offset": 0, "fuzzymatching": "false",
-                                                                    "includefield": "00081030,00080060"}, headers=h, timeout=30)
+    assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == OHIF_ORIGIN
+    h = {**origin, **bearer(TENANT), "Accept": "application/dicom+json"}
+    listing = requests.get(stack.url(root + "/studies"), params={"limit": 101, "offset": 0, "fuzzymatching": "false",
+                                                                  "includefield": "00081030,00080060"}, headers=h, timeout=30)
     assert listing.status_code == 200 and listing.headers["access-control-allow-origin"]
     nih = header(next((data_dir / "dcm_qa_nih").rglob("*.dcm")))
-    series = requests.get(stack.url(f"/dicomweb/studies/{nih.StudyInstanceUID}/series"), headers=h, timeout=30).json()
+    assert nih.StudyInstanceUID in {s["0020000D"]["Value"][0] for s in listing.json()}
+    series = requests.get(stack.url(f"{root}/studies/{nih.StudyInstanceUID}/series"), headers=h, timeout=30).json()
+    assert series
     for s in series:
         uid = s["0020000E"]["Value"][0]
-        metadata = requests.get(stack.url(f"/dicomweb/studies/{nih.StudyInstanceUID}/series/{uid}/metadata"), headers=h, timeout=30).json()
+        metadata = requests.get(stack.url(f"{root}/studies/{nih.StudyInstanceUID}/series/{uid}/metadata"), headers=h, timeout=30).json()
+        bulk = [v["BulkDataURI"] for item in metadata for v in item.values() if "BulkDataURI" in v]
+        assert all(f"{root}/studies/" in uri for uri in bulk), bulk[:2]  # OHIF follows these with the same token
         sop = metadata[0]["00080018"]["Value"][0]
-        frame = requests.get(stack.url(f"/dicomweb/studies/{nih.StudyInstanceUID}/series/{uid}/instances/{sop}/frames/1"),
+        frame = requests.get(stack.url(f"{root}/studies/{nih.StudyInstanceUID}/series/{uid}/instances/{sop}/frames/1"),
                              headers={**h, "Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"}, timeout=30)
         assert frame.status_code == 200

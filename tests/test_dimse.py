@@ -18,7 +18,7 @@ from pynetdicom import AE
 
 from activities.names import STUDY_STEPS
 from archive.uids import is_valid_uid
-from tests.conftest import TENANT_B_AE, run
+from tests.conftest import STORE_AE, TENANT_B_AE, run
 from tests.temporal_helpers import activity_types, wait_completed
 
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
@@ -130,12 +130,12 @@ def test_study_histories_replay_in_the_sandbox(stack, sent_all):
     assert run(replay()) > 20 * len(ids)
 
 
-def _store(stack, payload, called_ae=None):
+def _store(stack, payload, calling_ae=STORE_AE, called_ae=None):
     """Send one object with pynetdicom, streaming the file's dataset bytes as they are."""
     from pynetdicom import _config
 
     _config.STORE_SEND_CHUNKED_DATASET = True
-    ae = AE(ae_title="PYNETDICOM")
+    ae = AE(ae_title=calling_ae)
     ds = dcmread(io.BytesIO(payload), stop_before_pixels=True, force=True)
     ae.add_requested_context(ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.TransferSyntaxUID)
     assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=called_ae or stack.settings.ae_title)
@@ -159,15 +159,15 @@ def _restamped(data_dir, **changes) -> tuple[bytes, str]:
     return out.getvalue(), str(ds.SOPInstanceUID)
 
 
-def test_called_ae_selects_the_tenant(stack, data_dir):
+def test_calling_ae_entry_binds_the_tenant(stack, data_dir):
     payload, sop = _restamped(data_dir)
-    assert _store(stack, payload, called_ae=TENANT_B_AE).Status == 0
+    assert _store(stack, payload, calling_ae=TENANT_B_AE).Status == 0
     assert index_rows(stack.settings, "SELECT tenant FROM instance WHERE sop_uid = %s", sop) == [("tenantb",)]
 
 
 def test_truncated_object_gets_cannot_understand(stack, data_dir):
     payload, sop = _restamped(data_dir)
-    status = _store(stack, payload[: len(payload) // 2], called_ae=TENANT_B_AE)
+    status = _store(stack, payload[: len(payload) // 2], calling_ae=TENANT_B_AE)
     assert status.Status == 0xC000 and "truncated" in status.ErrorComment
     assert index_rows(stack.settings, "SELECT 1 FROM instance WHERE sop_uid = %s", sop) == []
 
@@ -178,22 +178,22 @@ def test_dataset_that_is_not_the_requested_object_gets_a900(stack, data_dir):
     other = sop[:-1] + ("1" if sop[-1] != "1" else "2")
     meta_end = 132 + 12 + int.from_bytes(payload[140:144], "little")
     misnamed = payload[:meta_end].replace(sop.encode(), other.encode()) + payload[meta_end:]
-    status = _store(stack, misnamed, called_ae=TENANT_B_AE)
+    status = _store(stack, misnamed, calling_ae=TENANT_B_AE)
     assert status.Status == 0xA900 and "differs" in status.ErrorComment
     assert index_rows(stack.settings, "SELECT 1 FROM instance WHERE sop_uid = %s", sop) == []
 
 
 def test_changed_object_under_a_stored_uid_is_refused(stack, data_dir):
     payload, sop = _restamped(data_dir)
-    assert _store(stack, payload, called_ae=TENANT_B_AE).Status == 0
+    assert _store(stack, payload, calling_ae=TENANT_B_AE).Status == 0
     query = "SELECT sha256 FROM instance WHERE tenant = 'tenantb' AND sop_uid = %s"
     stored = index_rows(stack.settings, query, sop)
-    assert _store(stack, payload, called_ae=TENANT_B_AE).Status == 0  # identical resend: success, no change
+    assert _store(stack, payload, calling_ae=TENANT_B_AE).Status == 0  # identical resend: success, no change
     changed = dcmread(io.BytesIO(payload))
     changed.PatientName = "Someone^Else"
     out = io.BytesIO()
     dcmwrite(out, changed, enforce_file_format=True)
-    status = _store(stack, out.getvalue(), called_ae=TENANT_B_AE)
+    status = _store(stack, out.getvalue(), calling_ae=TENANT_B_AE)
     assert status.Status == 0x0111 and "different content" in status.ErrorComment
     assert index_rows(stack.settings, query, sop) == stored
 

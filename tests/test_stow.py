@@ -13,6 +13,7 @@ from pydicom import dcmread
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import generate_uid
 
+from tests.auth import auth_headers
 from tests.conftest import run
 from tests.temporal_helpers import activity_types, wait_completed
 
@@ -37,13 +38,13 @@ def multipart(parts: list[bytes], boundary: str, part_type: str = "application/d
 
 
 def post(stack, tenant, body: bytes, content_type: str, path="/dicomweb/studies"):
-    return requests.post(stack.url(path), data=body, headers={"Content-Type": content_type, "x-tenant": tenant}, timeout=60)
+    return requests.post(stack.url(path), data=body, headers={"Content-Type": content_type, **auth_headers(tenant)}, timeout=60)
 
 
 def test_dicomweb_client_stores_a_real_series(stack, tenant, data_dir):
     files = sorted((data_dir / "dcm_qa_nih").rglob("*.dcm"))
     datasets = [dcmread(p) for p in files]
-    client = DICOMwebClient(url=stack.url("/dicomweb"), headers={"x-tenant": tenant})
+    client = DICOMwebClient(url=stack.url("/dicomweb"), headers=auth_headers(tenant))
     response = client.store_instances(datasets=datasets)
     referenced = response.ReferencedSOPSequence
     assert {str(i.ReferencedSOPInstanceUID) for i in referenced} == {str(d.SOPInstanceUID) for d in datasets}
@@ -143,5 +144,5 @@ def test_oversized_body_is_413(stack, tenant):
     size = stack.settings.stow_max_bytes + 1
     response = requests.post(stack.url("/dicomweb/studies"), data=b"",
                              headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=q',
-                                      "Content-Length": str(size), "x-tenant": tenant}, timeout=30)
+                                      "Content-Length": str(size), **auth_headers(tenant)}, timeout=30)
     assert response.status_code == 413 and "stow_max_bytes" in response.text

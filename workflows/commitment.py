@@ -15,15 +15,14 @@ with workflow.unsafe.imports_passed_through():
     from activities import names
     from activities.types import CommitmentReport, CommitmentRequest, CommitmentStatus
 
-WAKE = "instances_committed"
+WAKE = names.COMMITMENT_WAKE
 POLL_SECONDS = (1, 2, 5, 10, 30)  # a poll guards against a lost wake-up signal
 
 
-def workflow_id(tenant: str, transaction_uid: str) -> str:
-    return f"commit:{tenant}:{transaction_uid}"
+workflow_id = names.commitment_workflow_id
 
 
-@workflow.defn(name="StorageCommitmentWorkflow")
+@workflow.defn(name=names.COMMITMENT_WORKFLOW)
 class StorageCommitmentWorkflow:
     def __init__(self) -> None:
         self.wakes = 0
@@ -48,7 +47,7 @@ class StorageCommitmentWorkflow:
             polls += 1
             seen = self.wakes
             try:
-                await workflow.wait_condition(lambda: self.wakes != seen, timeout=timedelta(seconds=wait))
+                await workflow.wait_condition(lambda: self.wakes != seen, timeout=timedelta(seconds=wait))  # noqa: B023 - awaited in this iteration
             except TimeoutError:
                 pass
         return await workflow.execute_activity(

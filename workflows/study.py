@@ -20,14 +20,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.types import InstancesArrived, StepResult, StudyRef
     from workflows import search_attributes as sa
 
-SIGNAL = "instances_arrived"
+SIGNAL = names.STUDY_SIGNAL
 HISTORY_LIMIT = 3000  # events; the SDK suggests continue-as-new near 4,096 and refuses at 50k/10k signals
 
 STEP_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=60),
-    non_retryable_error_types=["CorruptStudy"],
 )
 
 
@@ -39,6 +38,8 @@ class StudyParams:
     pending: int = 0  # carried over a continue-as-new
     total: int = 0
     modality: str | None = None
+    failed: int = 0  # carried too, or a study with failures before the cut would end "complete"
+    deleted: int = 0
 
 
 @dataclass
@@ -52,11 +53,10 @@ class StudyOutcome:
     deleted: int = 0
 
 
-def workflow_id(tenant: str, study_uid: str) -> str:
-    return f"study:{tenant}:{study_uid}"
+workflow_id = names.study_workflow_id
 
 
-@workflow.defn(name="StudyWorkflow")
+@workflow.defn(name=names.STUDY_WORKFLOW)
 class StudyWorkflow:
     def __init__(self) -> None:
         self.arrivals = 0
@@ -84,6 +84,8 @@ class StudyWorkflow:
     async def run(self, params: StudyParams) -> StudyOutcome:
         self.pending += params.pending
         self.total = params.total
+        self.failed += params.failed
+        self.deleted += params.deleted
         self.modality = self.modality or params.modality
         given = workflow.info().typed_search_attributes  # as the starter set them
         self._published = (given.get(sa.STATE), given.get(sa.INSTANCE_COUNT), given.get(sa.MODALITY))
@@ -98,7 +100,8 @@ class StudyWorkflow:
                 break
             if workflow.info().is_continue_as_new_suggested() or workflow.info().get_current_history_length() > HISTORY_LIMIT:
                 workflow.continue_as_new(
-                    StudyParams(params.tenant, params.study_uid, params.stable_seconds, self.pending, self.total, self.modality)
+                    StudyParams(params.tenant, params.study_uid, params.stable_seconds, self.pending, self.total,
+                                self.modality, self.failed, self.deleted)
                 )
         self.state = "failed" if self.failed else "complete"
         self._publish()
@@ -110,7 +113,7 @@ class StudyWorkflow:
         while True:
             seen = self.arrivals
             try:
-                await workflow.wait_condition(lambda: self.arrivals != seen, timeout=timedelta(seconds=stable_seconds))
+                await workflow.wait_condition(lambda: self.arrivals != seen, timeout=timedelta(seconds=stable_seconds))  # noqa: B023 - awaited in this iteration
             except asyncio.TimeoutError:
                 return
 

@@ -37,4 +37,30 @@ async def delete_objects(pool: AsyncConnectionPool, tenant: str, study_uid: str,
                  AND NOT EXISTS (SELECT 1 FROM series se WHERE se.tenant = st.tenant AND se.study_uid = st.study_uid)""",
             (tenant, study_uid),
         )
+        if out.instances:  # same transaction: the deletion and the note that its workflow must hear of it
+            await conn.execute(
+                """INSERT INTO deletion_outbox (tenant, study_uid, instances) VALUES (%s, %s, %s)
+                   ON CONFLICT (tenant, study_uid) DO UPDATE SET instances = deletion_outbox.instances + EXCLUDED.instances""",
+                (tenant, study_uid, out.instances),
+            )
     return out
+
+
+async def unsignalled_deletions(pool: AsyncConnectionPool, older_than_seconds: float = 0.0,
+                                limit: int = 500) -> list[tuple[str, str, int]]:
+    """(tenant, study, instances deleted) whose study workflow has not been told yet."""
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(
+            "SELECT tenant, study_uid, instances FROM deletion_outbox WHERE deleted_at < now() - make_interval(secs => %s)"
+            " ORDER BY deleted_at LIMIT %s", (older_than_seconds, limit),
+        )).fetchall()
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def deletion_signalled(pool: AsyncConnectionPool, tenant: str, study_uid: str, instances: int) -> None:
+    """The workflow has `instances` of the study's deletions; later ones stay in the outbox."""
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute("UPDATE deletion_outbox SET instances = instances - %s WHERE tenant = %s AND study_uid = %s",
+                           (instances, tenant, study_uid))
+        await conn.execute("DELETE FROM deletion_outbox WHERE tenant = %s AND study_uid = %s AND instances <= 0",
+                           (tenant, study_uid))

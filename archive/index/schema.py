@@ -118,6 +118,46 @@ MIGRATIONS: list[str] = [
     CREATE INDEX study_listing_idx ON study (tenant, study_date DESC NULLS LAST, study_time DESC NULLS LAST, study_uid);
     CREATE INDEX instance_unprocessed_idx ON instance (received_at) WHERE state = 'received' AND signalled;
     """,
+    # 3: the audit trail (DICOM PS3.15 A.5 event codes), append-only: a trigger refuses any change
+    """
+    CREATE TABLE audit_event (
+        id            bigserial PRIMARY KEY,
+        occurred_at   timestamptz NOT NULL,
+        event_code    integer NOT NULL,
+        event_name    text NOT NULL,
+        action        char(1) NOT NULL,
+        outcome       smallint NOT NULL,
+        subject       text NOT NULL,
+        method        text NOT NULL,
+        source        text NOT NULL,
+        peer          text,
+        tenant        text,
+        study_uid     text,
+        series_uid    text,
+        sop_uid       text,
+        detail        jsonb NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX audit_time_idx ON audit_event (occurred_at);
+    CREATE INDEX audit_tenant_idx ON audit_event (tenant, occurred_at);
+    CREATE INDEX audit_subject_idx ON audit_event (subject, occurred_at);
+    CREATE INDEX audit_study_idx ON audit_event (study_uid) WHERE study_uid IS NOT NULL;
+    CREATE FUNCTION audit_event_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'the audit trail is append-only: % is not allowed', TG_OP; END $$;
+    CREATE TRIGGER audit_event_no_update BEFORE UPDATE OR DELETE ON audit_event
+        FOR EACH ROW EXECUTE FUNCTION audit_event_is_append_only();
+    CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON audit_event
+        FOR EACH STATEMENT EXECUTE FUNCTION audit_event_is_append_only();
+    """,
+    # 4: the outbox of deletions: the study's workflow must hear of each, even if Temporal was down
+    """
+    CREATE TABLE deletion_outbox (
+        tenant      text NOT NULL,
+        study_uid   text NOT NULL,
+        instances   integer NOT NULL,
+        deleted_at  timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (tenant, study_uid)
+    );
+    """,
 ]
 
 

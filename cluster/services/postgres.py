@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import signal
 import stat
 import subprocess
 from pathlib import Path
-
-import importlib.util
 
 import psycopg
 

@@ -1,4 +1,4 @@
-"""The receiving side of StudyWorkflow: buffer arrivals per study, signal-with-start per batch.
+"""Buffer arrivals per study, signal-with-start its StudyWorkflow per batch.
 
 Temporal's dev server takes ~150-300 signals/s, so one signal per instance would cap ingest near
 145 instances/s. Receivers call `add` per stored instance and `flush` at the end of an association
@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 
+from activities import names
 from activities.types import InstancesArrived
 from workflows import search_attributes as sa
-from workflows.study import SIGNAL, StudyParams, StudyWorkflow, workflow_id
+from workflows.study import StudyParams
 
 log = logging.getLogger("dicomflow.signal")
 
@@ -33,11 +34,11 @@ class _Batch:
 async def signal_study(client: Client, task_queue: str, tenant: str, study_uid: str, count: int,
                        modality: str | None, stable_seconds: float, deleted: int = 0) -> None:
     await client.start_workflow(
-        StudyWorkflow.run,
+        names.STUDY_WORKFLOW,
         StudyParams(tenant, study_uid, stable_seconds),
-        id=workflow_id(tenant, study_uid),
+        id=names.study_workflow_id(tenant, study_uid),
         task_queue=task_queue,
-        start_signal=SIGNAL,
+        start_signal=names.STUDY_SIGNAL,
         start_signal_args=[InstancesArrived(count, modality, deleted)],
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         search_attributes=TypedSearchAttributes([
@@ -71,8 +72,5 @@ class StudySignaller:
                                        batch.modality, self.stable_seconds)
                     await self.on_delivered(tenant, batch.sop_uids)
                 except Exception:  # noqa: BLE001 - the rows stay unsignalled; the reconciler retries
-                    log.warning("could not signal %s; the reconciler will", workflow_id(tenant, study_uid), exc_info=True)
-
-
-async def connect_temporal(address: str, namespace: str) -> Client:
-    return await Client.connect(address, namespace=namespace)
+                    log.warning("could not signal %s; the reconciler will", names.study_workflow_id(tenant, study_uid),
+                                exc_info=True)

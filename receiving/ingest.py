@@ -1,44 +1,49 @@
-"""The receiving process's side of ingest, shared by the DIMSE SCP and STOW-RS:
-receipt (archive) + buffered workflow signals + the outbox mark once Temporal has them."""
+"""Ingest for one receiving process: receipt (archive) + buffered workflow signals + the outbox
+mark once Temporal has them. Temporal may be down: receipt goes on and the rows wait."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 
-from archive.blobstore import BlobStore, StagedBlob, open_blob_store
+from archive.blobstore import BlobStore, StagedBlob
 from archive.index.instances import mark_signalled
-from archive.index.pool import open_index_pool
 from archive.receipt import Receipt, Receiver
+from archive.resources import Resources
 from archive.settings import Settings
-from workflows.client import StudySignaller
+from receiving.signaller import StudySignaller
 
 log = logging.getLogger("dicomflow.ingest")
 
 
 class Ingest:
-    def __init__(self, settings: Settings, blobs: BlobStore, pool, receiver: Receiver) -> None:
-        self.settings = settings
-        self.blobs = blobs
-        self.pool = pool
-        self.receiver = receiver
+    def __init__(self, resources: Resources) -> None:
+        self.resources = resources
+        self.settings: Settings = resources.settings
+        self.receiver = Receiver(resources.blobs, resources.pool, self.settings.duplicate_policy)
         self.signaller: StudySignaller | None = None
-        self._periodic: asyncio.Task | None = None
+        self._periodic: asyncio.Task[None] | None = None
         self._connect_lock = asyncio.Lock()
 
+    @property
+    def blobs(self) -> BlobStore:
+        return self.resources.blobs
+
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        return self.resources.pool
+
     @classmethod
-    async def open(cls, settings: Settings, pool_size: int = 10) -> "Ingest":
-        pool = await open_index_pool(settings.effective_postgres_dsn(), max_size=pool_size)
-        blobs = await asyncio.to_thread(open_blob_store, settings)
-        ingest = cls(settings, blobs, pool, Receiver(blobs, pool, settings.duplicate_policy))
+    async def open(cls, resources: Resources) -> "Ingest":
+        ingest = cls(resources)
         await ingest._ensure_signaller()
         ingest._periodic = asyncio.create_task(ingest._flush_every_second())
         return ingest
 
     async def _ensure_signaller(self) -> StudySignaller | None:
-        """Temporal may be down: receipt goes on, the outbox keeps the rows, we connect later."""
         async with self._connect_lock:
             if self.signaller is None:
                 try:
@@ -58,13 +63,13 @@ class Ingest:
         return signaller.client
 
     async def _delivered(self, tenant: str, sop_uids: list[str]) -> None:
-        await mark_signalled(self.pool, tenant, sop_uids)
+        await mark_signalled(self.resources.pool, tenant, sop_uids)
 
     async def receive(self, tenant: str, staged: StagedBlob, source: str, **expect: str | None) -> Receipt:
         receipt = await self.receiver.receive(tenant, staged, source, **expect)
-        if receipt.needs_workflow and self.signaller is not None:
+        if receipt.needs_workflow and self.signaller is not None and receipt.attributes is not None:
             a = receipt.attributes
-            self.signaller.add(receipt.tenant, a.study_uid, a.sop_uid, a.modality)
+            self.signaller.add(tenant, a.study_uid, a.sop_uid, a.modality)
         return receipt
 
     async def flush(self, studies: set[tuple[str, str]] | None = None) -> None:
@@ -84,4 +89,3 @@ class Ingest:
         if self._periodic:
             self._periodic.cancel()
         await self.flush()
-        await self.pool.close()

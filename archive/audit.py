@@ -1,0 +1,161 @@
+"""The audit trail: who did what to which patient data, when, from where, and how it ended.
+
+Events follow DICOM PS3.15 A.5 (audit message codes from CID 400). Recording is a deque append,
+safe from any thread, so a response never waits for the database; a writer task copies the
+queue into the append-only `audit_event` table in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+log = logging.getLogger("dicomflow.audit")
+
+MAX_QUEUED = 200_000  # events; beyond this the database has been unreachable for a long time
+
+
+class AuditAction(Enum):
+    """(PS3.15 event code, display name, EventActionCode)"""
+
+    STORE = (110104, "DICOM Instances Transferred", "C")
+    QUERY = (110112, "Query", "E")
+    READ = (110103, "DICOM Instances Accessed", "R")
+    DELETE = (110105, "DICOM Study Deleted", "D")
+    COMMIT = (110103, "DICOM Instances Accessed", "E")  # storage commitment checks what is held
+    LOGIN = (110114, "User Authentication", "E")  # an association, or a token presented
+    SECURITY_ALERT = (110113, "Security Alert", "E")  # refused: wrong tenant, missing role
+    AUDIT_READ = (110101, "Audit Log Used", "R")
+
+    @property
+    def code(self) -> int:
+        return self.value[0]
+
+
+class Outcome(int, Enum):
+    """EventOutcomeIndicator."""
+
+    SUCCESS = 0
+    MINOR_FAILURE = 4
+    SERIOUS_FAILURE = 8
+    MAJOR_FAILURE = 12
+
+
+@dataclass
+class AuditEvent:
+    action: AuditAction
+    outcome: Outcome
+    subject: str  # token subject, "ae:CALLING_AE", or "anonymous"
+    method: str  # oidc | ae | none
+    source: str  # dicomweb | dimse
+    peer: str | None = None
+    tenant: str | None = None
+    study_uid: str | None = None
+    series_uid: str | None = None
+    sop_uid: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    occurred_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    def row(self) -> tuple:
+        code, name, action = self.action.value
+        return (self.occurred_at, code, name, action, int(self.outcome), self.subject[:256], self.method, self.source,
+                self.peer, self.tenant, self.study_uid, self.series_uid, self.sop_uid, json.dumps(self.detail, default=str))
+
+
+_COLUMNS = ("occurred_at", "event_code", "event_name", "action", "outcome", "subject", "method", "source", "peer",
+            "tenant", "study_uid", "series_uid", "sop_uid", "detail")
+
+
+class AuditLog:
+    def __init__(self, pool: AsyncConnectionPool, interval: float = 0.5) -> None:
+        self.pool = pool
+        self.interval = interval
+        self._queue: collections.deque[AuditEvent] = collections.deque()
+        self._task: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()
+        self.dropped = 0
+
+    def record(self, event: AuditEvent) -> None:
+        """A queue push, from any thread; the writer task makes it durable within `interval`."""
+        if len(self._queue) >= MAX_QUEUED:
+            self.dropped += 1
+            log.error("audit queue full (%d events): the index is unreachable; event dropped", MAX_QUEUED)
+            return
+        self._queue.append(event)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.flush()
+            except Exception:  # noqa: BLE001 - events stay queued; try again next round
+                log.warning("audit write failed; %d events wait", len(self._queue), exc_info=True)
+
+    async def flush(self) -> int:
+        async with self._flush_lock:
+            batch: list[AuditEvent] = []
+            while self._queue and len(batch) < 5000:
+                batch.append(self._queue.popleft())
+            if not batch:
+                return 0
+            try:
+                async with self.pool.connection() as conn, conn.transaction():
+                    async with conn.cursor().copy(f"COPY audit_event ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
+                        for event in batch:
+                            await copy.write_row(event.row())
+            except BaseException:
+                self._queue.extendleft(reversed(batch))  # back in front, in order
+                raise
+            return len(batch)
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+        try:
+            while await self.flush():
+                pass
+        except Exception:  # noqa: BLE001 - shutting down; say what is lost
+            log.error("audit: %d events could not be written at shutdown", len(self._queue))
+
+
+@dataclass
+class AuditQuery:
+    since: datetime | None = None
+    until: datetime | None = None
+    tenant: str | None = None
+    subject: str | None = None
+    study_uid: str | None = None
+    limit: int = 100
+
+
+async def search_audit(pool: AsyncConnectionPool, query: AuditQuery) -> list[dict[str, Any]]:
+    where, params = ["true"], []
+    for column, op, value in (("occurred_at", ">=", query.since), ("occurred_at", "<", query.until),
+                              ("tenant", "=", query.tenant), ("subject", "=", query.subject), ("study_uid", "=", query.study_uid)):
+        if value is not None:
+            where.append(f"{column} {op} %s")
+            params.append(value)
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            f"SELECT id, {', '.join(_COLUMNS)} FROM audit_event WHERE {' AND '.join(where)}"
+            " ORDER BY occurred_at DESC, id DESC LIMIT %s", [*params, query.limit])
+        names = [d.name for d in cursor.description or []]
+        return [dict(zip(names, row)) for row in await cursor.fetchall()]
+
+
+def as_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+
+
+__all__ = ["AuditAction", "AuditEvent", "AuditLog", "AuditQuery", "Outcome", "as_json", "search_audit"]

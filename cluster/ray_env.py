@@ -1,0 +1,32 @@
+"""Ray's own listeners (GCS, raylet, workers, dashboard agent, metrics) on loopback when
+dicomflow is bound there.
+
+Ray picks its node address before anything else and binds its gRPC servers on every interface
+unless that address is a loopback one; `ray.init(_node_ip_address=...)` is resolved back to the
+routable address. Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when it is imported: set to 0, a
+single-node Ray keeps its node address (and so every listener) on 127.0.0.1. A multi-node cluster
+(`ray_address` set) is left alone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+
+from archive.settings import Settings
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def pin_ray_to_loopback(settings: Settings) -> None:
+    if settings.ray_address or not _loopback(settings.bind_host):
+        return
+    if "ray" in sys.modules:
+        raise RuntimeError("pin_ray_to_loopback must run before ray is imported")
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"

@@ -1,0 +1,383 @@
+"""Identity on every surface, with a real OIDC issuer (tests/oidc_issuer.py) and real clients:
+no token -> 401, wrong tenant -> 403 (header) or 404 (another tenant's UID), missing role -> 403,
+right token -> works, under /dicomweb and /tenants/{tenant}/dicomweb; the issuer's keys come from
+Redis after the first fetch; the AE table gates DIMSE; every access leaves an audit event."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+from dicomweb_client.api import DICOMwebClient
+from pydicom import dcmread
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.pdu_primitives import UserIdentityNegotiation
+
+from tests.auth import AUDIENCE, admin_headers, bearer, issuer, token
+from tests.conftest import NOSTORE_AE, REFETCH_SECONDS, STORE_AE, WORKSTATION_AE
+from tests.stack import RunningStack, stack_overrides
+
+TENANT = "secure"
+OTHER = "secureother"
+
+
+def _restamped(data_dir: Path, study_uid: str | None = None) -> tuple[bytes, dict[str, str]]:
+    ds = dcmread(next((data_dir / "dcm_qa_nih").rglob("*.dcm")))
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    out = io.BytesIO()
+    dcmwrite(out, ds, enforce_file_format=True)
+    return out.getvalue(), {"study": ds.StudyInstanceUID, "series": ds.SeriesInstanceUID, "instance": ds.SOPInstanceUID}
+
+
+@pytest.fixture(scope="module")
+def stored(stack, data_dir) -> dict[str, str]:
+    """One instance in TENANT, stored by dicomweb-client with a writer's bearer token."""
+    payload, uids = _restamped(data_dir)
+    client = DICOMwebClient(url=stack.url("/dicomweb"), headers=bearer(TENANT, ["writer"]))
+    response = client.store_instances(datasets=[dcmread(io.BytesIO(payload))])
+    assert "FailedSOPSequence" not in response
+    return uids
+
+
+def _read_paths(u: dict[str, str]) -> list[str]:
+    inst = f"/studies/{u['study']}/series/{u['series']}/instances/{u['instance']}"
+    return ["/studies", f"/studies/{u['study']}/series", f"/studies/{u['study']}/metadata", f"/studies/{u['study']}",
+            inst, inst + "/metadata", inst + "/frames/1", inst + "/rendered", inst + "/thumbnail", inst + "/bulkdata/7FE00010",
+            f"/wado?requestType=WADO&studyUID={u['study']}&seriesUID={u['series']}&objectUID={u['instance']}"]
+
+
+ROOTS = ["/dicomweb", f"/tenants/{TENANT}/dicomweb"]
+
+
+@pytest.mark.parametrize("root", ROOTS)
+def test_no_token_is_401_with_a_bearer_challenge(stack, stored, root):
+    for path in _read_paths(stored) + ["/capabilities"]:
+        response = requests.get(stack.url(root + path), timeout=30)
+        assert response.status_code == 401, path
+        assert response.headers["WWW-Authenticate"].startswith("Bearer"), path
+        assert "token" in response.json()["error"]
+    assert requests.post(stack.url(root + "/studies"), data=b"", timeout=30).status_code == 401
+    assert requests.delete(stack.url(root + f"/studies/{stored['study']}"), timeout=30).status_code == 401
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda: issuer().token("t", tenants=[TENANT], roles=["reader"], audience=AUDIENCE, expires_in=-120), "expired"),
+    (lambda: issuer().token("t", tenants=[TENANT], roles=["reader"], audience="someone-else"), "audience"),
+    (lambda: issuer().token("t", tenants=[TENANT], roles=["reader"], audience=AUDIENCE, issuer="http://evil.example"), "issuer"),
+    (lambda: issuer().foreign_token(subject="t", tenants=[TENANT], roles=["reader"], audience=AUDIENCE), "key"),
+    (lambda: issuer().token("t", tenants=[TENANT], roles=["reader"], audience=AUDIENCE, not_before=600), "not valid yet"),
+    (lambda: "not.a.jwt", "JWT"),
+])
+def test_bad_tokens_are_401_with_the_reason(stack, stored, make, reason):
+    response = requests.get(stack.url("/dicomweb/studies"), headers={"Authorization": f"Bearer {make()}"}, timeout=30)
+    assert response.status_code == 401
+    assert reason.lower() in response.json()["error"].lower() and "invalid_token" in response.headers["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize("root", ROOTS)
+def test_right_token_reads_everything(stack, stored, root):
+    for path in _read_paths(stored):
+        headers = {**bearer(TENANT, ["reader"]), "Accept": "*/*"}
+        response = requests.get(stack.url(root + path), headers=headers, timeout=30)
+        assert response.status_code in (200, 206), (path, response.status_code, response.text[:200])
+    found = requests.get(stack.url(root + "/studies"), headers=bearer(TENANT, ["reader"]), timeout=30).json()
+    assert [s["0020000D"]["Value"][0] for s in found] == [stored["study"]]
+
+
+def test_dicomweb_client_with_a_bearer_token_under_the_tenant_root(stack, stored):
+    client = DICOMwebClient(url=stack.url(f"/tenants/{TENANT}/dicomweb"), headers=bearer(TENANT, ["reader"]))
+    assert [s["0020000D"]["Value"][0] for s in client.search_for_studies()] == [stored["study"]]
+    (instance,) = client.retrieve_series(stored["study"], stored["series"])
+    assert str(instance.SOPInstanceUID) == stored["instance"]
+
+
+def test_a_tenant_the_token_does_not_list_is_403(stack, stored):
+    reader_of_other = bearer(OTHER, ["reader"])
+    for root, extra in ((f"/tenants/{TENANT}/dicomweb", {}), ("/dicomweb", {"x-tenant": TENANT})):
+        response = requests.get(stack.url(root + "/studies"), headers={**reader_of_other, **extra}, timeout=30)
+        assert response.status_code == 403 and TENANT in response.json()["error"]
+
+
+def test_another_tenants_uids_are_404(stack, stored):
+    for path in _read_paths(stored)[2:]:
+        response = requests.get(stack.url("/dicomweb" + path), headers=bearer(OTHER, ["reader", "deleter"]), timeout=30)
+        assert response.status_code == 404, path
+    gone = requests.delete(stack.url(f"/dicomweb/studies/{stored['study']}"), headers=bearer(OTHER, ["deleter"]), timeout=30)
+    assert gone.status_code == 404
+
+
+def test_header_and_url_tenant_must_agree(stack, stored):
+    headers = {**bearer(TENANT), "x-tenant": OTHER}
+    assert requests.get(stack.url(f"/tenants/{TENANT}/dicomweb/studies"), headers=headers, timeout=30).status_code == 400
+
+
+def test_a_token_with_several_tenants_must_name_one(stack, stored):
+    both = {"Authorization": f"Bearer {token([TENANT, OTHER], ['reader'])}"}
+    assert requests.get(stack.url("/dicomweb/studies"), headers=both, timeout=30).status_code == 400
+    assert requests.get(stack.url("/dicomweb/studies"), headers={**both, "x-tenant": TENANT}, timeout=30).status_code == 200
+
+
+def test_missing_role_is_403(stack, stored, data_dir):
+    payload, _ = _restamped(data_dir)
+    body = b"--b\r\nContent-Type: application/dicom\r\n\r\n" + payload + b"\r\n--b--\r\n"
+    stow_type = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'}
+    reader = bearer(TENANT, ["reader"])
+    writer = bearer(TENANT, ["writer"])
+    assert requests.post(stack.url("/dicomweb/studies"), data=body, headers={**reader, **stow_type}, timeout=30).status_code == 403
+    assert requests.get(stack.url("/dicomweb/studies"), headers=writer, timeout=30).status_code == 403
+    assert requests.delete(stack.url(f"/dicomweb/studies/{stored['study']}"), headers=reader, timeout=30).status_code == 403
+    assert requests.get(stack.url("/admin/audit"), headers=reader, timeout=30).status_code == 403
+    denied = requests.get(stack.url(f"/dicomweb/studies/{stored['study']}/metadata"), headers=writer, timeout=30)
+    assert denied.status_code == 403 and "reader" in denied.json()["error"]
+
+
+def test_cors_allows_only_the_configured_origin(stack):
+    preflight = requests.options(stack.url("/dicomweb/studies"), headers={
+        "Origin": "http://evil.example", "Access-Control-Request-Method": "DELETE"}, timeout=30)
+    assert "access-control-allow-origin" not in {k.lower() for k in preflight.headers}
+
+
+def _redis_keys(settings, pattern: str) -> list[bytes]:
+    import redis
+
+    return list(redis.Redis.from_url(settings.effective_redis_url()).scan_iter(match=pattern))
+
+
+def test_keys_come_from_redis_and_a_rotated_key_is_picked_up(stack, stored):
+    reader = bearer(TENANT, ["reader"])
+    assert requests.get(stack.url("/dicomweb/studies"), headers=reader, timeout=30).status_code == 200
+    assert _redis_keys(stack.settings, "dicomflow-auth:jwks:*"), "the issuer's keys are not cached in Redis"
+    issuer().reset_hits()
+    for _ in range(20):
+        assert requests.get(stack.url("/dicomweb/studies"), headers=reader, timeout=30).status_code == 200
+    assert issuer().jwks_hits == 0, "a request went to the issuer although its keys were cached"
+    time.sleep(REFETCH_SECONDS + 0.5)  # earlier tests' unknown key ids may have used this window's refetch
+    issuer().rotate()
+    rotated = issuer().token("rotated", tenants=[TENANT], roles=["reader"], audience=AUDIENCE)
+    assert requests.get(stack.url("/dicomweb/studies"), headers={"Authorization": f"Bearer {rotated}"}, timeout=30).status_code == 200
+    assert issuer().jwks_hits == 1, "the new key was not fetched exactly once"
+    fetched = time.monotonic()
+    for _ in range(25):  # a flood of made-up key ids may reach the issuer at most once per refetch window
+        bogus = issuer().unknown_kid_token(subject="x", tenants=[TENANT], roles=["reader"], audience=AUDIENCE)
+        assert requests.get(stack.url("/dicomweb/studies"), headers={"Authorization": f"Bearer {bogus}"}, timeout=30).status_code == 401
+    windows = int((time.monotonic() - fetched) // REFETCH_SECONDS)
+    assert issuer().jwks_hits <= 1 + windows, f"{issuer().jwks_hits} fetches for 25 bogus tokens in {windows + 1} windows"
+
+
+# -- DIMSE -----------------------------------------------------------------------------------------
+
+def _associate(stack, calling_ae: str, contexts: list, identity: str | None = None):
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.network_timeout = 15
+    for context in contexts:
+        ae.add_requested_context(*context)
+    ext = []
+    if identity is not None:
+        item = UserIdentityNegotiation()
+        item.user_identity_type = 5
+        item.primary_field = identity.encode()
+        ext.append(item)
+    return ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title, ext_neg=ext)
+
+
+def _store_with(stack, calling_ae: str, payload: bytes, identity: str | None = None):
+    ds = dcmread(io.BytesIO(payload))
+    assoc = _associate(stack, calling_ae, [(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)], identity)
+    if not assoc.is_established:
+        return assoc, None
+    try:
+        return assoc, assoc.send_c_store(ds)
+    finally:
+        assoc.release()
+
+
+def _tenant_of(settings, sop_uid: str) -> list[tuple]:
+    with psycopg.connect(settings.effective_postgres_dsn()) as conn:
+        return conn.execute("SELECT tenant FROM instance WHERE sop_uid = %s", (sop_uid,)).fetchall()
+
+
+def test_unknown_calling_ae_is_rejected_with_calling_ae_not_recognized(stack, data_dir):
+    payload, uids = _restamped(data_dir)
+    assoc, _ = _store_with(stack, "STRANGER", payload)
+    assert assoc.is_rejected
+    assert (assoc.acceptor.primitive.result_source, assoc.acceptor.primitive.diagnostic) == (1, 3)
+    assert _tenant_of(stack.settings, uids["instance"]) == []
+    result = subprocess.run(["storescu", "-aet", "STRANGER", "-aec", stack.settings.ae_title, "127.0.0.1",
+                             str(stack.settings.dimse_port), str(next((data_dir / "dcm_qa_nih").rglob("*.dcm")))],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "Calling AE Title Not Recognized" in result.stdout + result.stderr
+
+
+def test_echo_from_an_unknown_ae_is_answered(stack):
+    result = subprocess.run(["echoscu", "-aet", "MONITOR", "-aec", stack.settings.ae_title, "127.0.0.1",
+                             str(stack.settings.dimse_port)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+
+
+def test_known_ae_from_a_wrong_host_is_rejected(stack, data_dir):
+    payload, _ = _restamped(data_dir)
+    assoc, _ = _store_with(stack, WORKSTATION_AE, payload)  # allowed only from 10.99.0.0/16
+    assert assoc.is_rejected and assoc.acceptor.primitive.diagnostic == 3
+
+
+def test_a_service_the_ae_may_not_use_is_refused(stack, data_dir):
+    payload, uids = _restamped(data_dir)
+    _, status = _store_with(stack, NOSTORE_AE, payload)
+    assert status.Status == 0x0124 and "may not use store" in status.ErrorComment
+    assert _tenant_of(stack.settings, uids["instance"]) == []
+
+
+def test_jwt_user_identity_selects_the_tenant(stack, data_dir):
+    payload, uids = _restamped(data_dir)
+    _, status = _store_with(stack, STORE_AE, payload, identity=token(["jwttenant"], ["writer"], subject="modality-svc"))
+    assert status.Status == 0
+    assert _tenant_of(stack.settings, uids["instance"]) == [("jwttenant",)]
+    reader_only = token(["jwttenant"], ["reader"])
+    payload, uids = _restamped(data_dir)
+    _, status = _store_with(stack, STORE_AE, payload, identity=reader_only)
+    assert status.Status == 0x0124 and _tenant_of(stack.settings, uids["instance"]) == []
+
+
+def test_an_invalid_jwt_user_identity_is_rejected(stack, data_dir):
+    payload, _ = _restamped(data_dir)
+    expired = issuer().token("m", tenants=["jwttenant"], roles=["writer"], audience=AUDIENCE, expires_in=-300)
+    assoc, _ = _store_with(stack, STORE_AE, payload, identity=expired)
+    assert assoc.is_rejected
+
+
+# -- audit -----------------------------------------------------------------------------------------
+
+def _audit(stack, **params) -> list[dict]:
+    response = requests.get(stack.url("/admin/audit"), params={"limit": 5000, **params}, headers=admin_headers(), timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _wait_for(stack, predicate, **params) -> list[dict]:
+    deadline = time.monotonic() + 20
+    while True:
+        events = _audit(stack, **params)
+        if predicate(events) or time.monotonic() > deadline:
+            return events
+        time.sleep(0.5)
+
+
+def test_every_access_kind_leaves_an_audit_event(stack, stored, data_dir):
+    reader = bearer(TENANT, ["reader"])
+    requests.get(stack.url("/dicomweb/studies"), params={"PatientID": "X*"}, headers=reader, timeout=30)
+    requests.get(stack.url(f"/dicomweb/studies/{stored['study']}/metadata"), headers=reader, timeout=30)
+    requests.get(stack.url("/dicomweb/studies"), timeout=30)  # no token
+    requests.get(stack.url("/dicomweb/studies"), headers={**reader, "x-tenant": OTHER}, timeout=30)  # not its tenant
+    payload, uids = _restamped(data_dir)
+    _store_with(stack, STORE_AE, payload, identity=token([TENANT], ["writer"], subject="audited-modality"))
+    _store_with(stack, "STRANGER", payload)
+    deleter = bearer(TENANT, ["deleter"])
+    assert requests.delete(stack.url(f"/dicomweb/studies/{uids['study']}"), headers=deleter, timeout=30).status_code == 204
+
+    wanted = {110112, 110103, 110104, 110105, 110114, 110113}
+    events = _wait_for(stack, lambda ev: wanted <= {e["event_code"] for e in ev})
+    codes = {e["event_code"] for e in events}
+    assert wanted <= codes, f"missing audit event codes {wanted - codes}"
+    query = next(e for e in events if e["event_code"] == 110112 and e["detail"].get("query", {}).get("PatientID") == "X*")
+    assert query["subject"] == "tester" and query["tenant"] == TENANT and query["peer"] == "127.0.0.1" and query["outcome"] == 0
+    read = next(e for e in events if e["event_code"] == 110103 and e["study_uid"] == stored["study"])
+    assert read["action"] == "R" and read["source"] == "dicomweb"
+    dimse_store = next(e for e in events if e["event_code"] == 110104 and e["source"] == "dimse" and e["study_uid"] == uids["study"])
+    assert dimse_store["subject"] == "audited-modality" and dimse_store["detail"]["instances"] == 1
+    assert any(e["event_code"] == 110105 and e["study_uid"] == uids["study"] and e["action"] == "D" for e in events)
+    assert any(e["event_code"] == 110114 and e["outcome"] != 0 and e["subject"] == "unauthenticated" for e in events)
+    assert any(e["event_code"] == 110114 and e["detail"].get("calling_ae") == "STRANGER" and e["outcome"] != 0 for e in events)
+    assert any(e["event_code"] == 110113 and e["tenant"] is None and e["detail"]["status"] == 403 for e in events)
+    by_study = _audit(stack, study=uids["study"])
+    assert by_study and all(e["study_uid"] == uids["study"] for e in by_study)
+
+
+def test_audit_cli_and_append_only_table(stack, stored):
+    _wait_for(stack, lambda ev: bool(ev), tenant=TENANT)
+    result = stack.cli("audit", "--tenant", TENANT, "--json", "--limit", "20")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines and all(e["tenant"] == TENANT for e in lines)
+    with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
+        for statement in ("UPDATE audit_event SET subject = 'someone'", "DELETE FROM audit_event", "TRUNCATE audit_event"):
+            with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+                conn.execute(statement)
+            conn.rollback()
+
+
+# -- closed by default -----------------------------------------------------------------------------
+
+def test_auth_none_refuses_a_non_loopback_bind_host(tmp_path):
+    idle = RunningStack(stack_overrides(tmp_path / "var", bind_host="0.0.0.0", auth="none"), tmp_path / "up.log")
+    result = idle.cli("up", timeout=60)
+    assert result.returncode == 2
+    assert "auth = 'none'" in result.stderr and "bind_host" in result.stderr and "DICOMFLOW_AUTH" in result.stderr
+
+
+def test_nothing_listens_beyond_loopback(stack):
+    """Every listening socket of every process `dicomflow up` started is on 127.0.0.1, except one
+    that Ray hard-codes with no setting (a Serve replica's gRPC port for calls between deployments;
+    it needs Ray's cluster token, which is on)."""
+    import psutil
+
+    exposed = []
+    for proc in [psutil.Process(stack.process.pid), *stack.descendants()]:
+        try:
+            cmdline = " ".join(proc.cmdline())
+            sockets = proc.net_connections("inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        for conn in sockets:
+            if conn.status != psutil.CONN_LISTEN and conn.type == 1:
+                continue
+            if conn.type == 2 and conn.raddr:  # a connected UDP socket is a client, not a listener
+                continue
+            ip = conn.laddr.ip.removeprefix("::ffff:")
+            if ip in ("127.0.0.1", "::1") or ip.startswith("127."):
+                continue
+            exposed.append((cmdline[:80], conn.laddr.ip, conn.laddr.port))
+    unexplained = [e for e in exposed if "ServeReplica" not in e[0]]
+    assert not unexplained, f"listening beyond loopback: {unexplained}"
+    assert len(exposed) <= 1, exposed
+
+
+# -- DICOM TLS -------------------------------------------------------------------------------------
+
+def _tls_args(pki, with_client_cert: bool = True) -> list[str]:
+    if with_client_cert:
+        return ["+tls", str(pki["client_key"]), str(pki["client"]), "+cf", str(pki["ca"])]
+    return ["+tla", "+cf", str(pki["ca"])]  # TLS, but no certificate of its own
+
+
+def test_dcmtk_echo_and_store_over_dicom_tls(stack, pki, data_dir):
+    s = stack.settings
+    echo = subprocess.run(["echoscu", *_tls_args(pki), "-aec", s.ae_title, "127.0.0.1", str(s.dimse_tls_port)],
+                          capture_output=True, text=True, timeout=60)
+    assert echo.returncode == 0, echo.stdout + echo.stderr
+    payload, uids = _restamped(data_dir)
+    sent = Path(stack.settings.var_path.parent / "tls-object.dcm")
+    sent.write_bytes(payload)
+    store = subprocess.run(["storescu", *_tls_args(pki), "-aet", "MODALITY", "-aec", s.ae_title, "127.0.0.1",
+                            str(s.dimse_tls_port), str(sent)], capture_output=True, text=True, timeout=60)
+    assert store.returncode == 0, store.stdout + store.stderr
+    assert _tenant_of(stack.settings, uids["instance"]) == [("default",)]
+
+
+def test_dicom_tls_without_a_client_certificate_is_refused(stack, pki):
+    s = stack.settings
+    echo = subprocess.run(["echoscu", *_tls_args(pki, with_client_cert=False), "-aec", s.ae_title, "127.0.0.1",
+                           str(s.dimse_tls_port)], capture_output=True, text=True, timeout=60)
+    assert echo.returncode != 0
+    plain = subprocess.run(["echoscu", "-to", "10", "-aec", s.ae_title, "127.0.0.1", str(s.dimse_tls_port)],
+                           capture_output=True, text=True, timeout=60)
+    assert plain.returncode != 0  # plain DICOM on the TLS port gets nowhere

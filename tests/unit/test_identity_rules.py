@@ -1,0 +1,91 @@
+"""Identity rules without a stack: tenant choice, AE admission and binding, settings that must
+not start, and the HAProxy bind rewrite."""
+
+from __future__ import annotations
+
+import pytest
+
+from archive.identity import ANONYMOUS, Principal, Role, TenantRefused
+from archive.identity.ae_rules import Refusal, admit, tenant_of
+from archive.identity.tokens import claim
+from archive.settings import SettingsError, load_settings
+from cluster.haproxy_shim import pin_binds
+
+
+def _settings(**values: object):
+    return load_settings(**values)
+
+
+@pytest.fixture(autouse=True)
+def _no_config_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("DICOMFLOW_CONFIG", str(tmp_path / "none.toml"))
+
+
+def test_a_principal_works_only_in_its_tenants():
+    alice = Principal("alice", frozenset({"a", "b"}), frozenset({Role.READER}))
+    assert alice.choose_tenant("b", "default") == "b"
+    with pytest.raises(TenantRefused):
+        alice.choose_tenant("c", "default")
+    with pytest.raises(TenantRefused) as err:
+        alice.choose_tenant(None, "default")
+    assert err.value.ambiguous
+    assert Principal("bob", frozenset({"x"}), frozenset()).choose_tenant(None, "default") == "x"
+    assert ANONYMOUS.choose_tenant("anything", "default") == "anything"
+
+
+def test_admin_holds_every_role_and_others_only_theirs():
+    admin = Principal("op", frozenset(), frozenset({Role.ADMIN}))
+    reader = Principal("r", frozenset(), frozenset({Role.READER}))
+    assert all(admin.has(role) for role in Role)
+    assert reader.has(Role.READER) and not reader.has(Role.WRITER) and not reader.has(Role.ADMIN)
+
+
+def test_nested_claims_reach_keycloak_roles():
+    assert claim({"realm_access": {"roles": ["reader"]}}, "realm_access.roles") == ["reader"]
+    assert claim({"realm_access": "x"}, "realm_access.roles") is None
+
+
+def test_unknown_ae_is_refused_when_auth_is_on_except_for_echo():
+    s = _settings(auth="oidc", oidc_issuer="https://idp.example/realms/h", oidc_audience="dicomflow")
+    assert isinstance(admit(s, "STRANGER", "10.0.0.5"), Refusal)
+    echo_only = admit(s, "STRANGER", "10.0.0.5", verification_only=True)
+    assert not isinstance(echo_only, Refusal) and not echo_only.may("store")
+    assert not isinstance(admit(_settings(), "STRANGER", "10.0.0.5"), Refusal)  # auth off: accepted
+
+
+def test_ae_hosts_services_and_tenant_binding():
+    s = _settings(auth="oidc", oidc_issuer="https://idp.example", oidc_audience="d", ae_table={
+        "CT1": {"tenant": "radiology", "allowed_hosts": ["10.1.0.0/16"]},
+        "ALIAS": {"tenant": "cardio"},
+    })
+    assert isinstance(admit(s, "CT1", "10.2.0.1"), Refusal)
+    caller = admit(s, "CT1", "10.1.2.3")
+    assert not isinstance(caller, Refusal)
+    assert caller.may("store") and caller.may("commit") and not caller.may("find")
+    assert tenant_of(s, caller, "DICOMFLOW") == "radiology"
+    with pytest.raises(TenantRefused):  # a called AE title cannot move a modality into another tenant
+        tenant_of(s, caller, "ALIAS")
+
+
+def test_oidc_needs_issuer_and_audience():
+    with pytest.raises(SettingsError, match="oidc_issuer"):
+        _settings(auth="oidc")
+
+
+def test_auth_none_only_on_loopback():
+    assert _settings().exposure_problem() is None
+    problem = _settings(bind_host="0.0.0.0").exposure_problem()
+    assert problem and "DICOMFLOW_AUTH" in problem
+    assert _settings(bind_host="0.0.0.0", auth="oidc", oidc_issuer="https://i", oidc_audience="a").exposure_problem() is None
+
+
+def test_cors_defaults_follow_auth():
+    assert _settings().effective_cors_origins == ["*"]
+    assert _settings(auth="oidc", oidc_issuer="https://i", oidc_audience="a").effective_cors_origins == []
+
+
+def test_haproxy_wildcard_binds_are_pinned_to_bind_host():
+    config = "listen stats\n  bind *:8404\nfrontend m\n  bind :9101\nfrontend http\n  bind 127.0.0.1:8000\n"
+    pinned = pin_binds(config, "127.0.0.1")
+    assert "bind 127.0.0.1:8404" in pinned and "bind 127.0.0.1:9101" in pinned and "bind 127.0.0.1:8000" in pinned
+    assert "*:" not in pinned and "bind :" not in pinned
