@@ -7,7 +7,7 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 from temporalio.client import WorkflowExecutionStatus
 
-from tests.auth import auth_headers
+from tests.auth import auth_headers, bearer
 from tests.conftest import run
 from tests.temporal_helpers import client_for, wait_completed
 
@@ -50,7 +50,8 @@ def test_delete_instance_series_study(stack, data_dir):
 
 
 def test_capabilities_page(stack):
-    response = requests.get(stack.url("/dicomweb/capabilities"), timeout=30)
+    assert requests.get(stack.url("/dicomweb/capabilities"), timeout=30).status_code == 401
+    response = requests.get(stack.url("/dicomweb/capabilities"), headers=bearer("default", ["reader"]), timeout=30)
     assert response.status_code == 200
     assert "PatientName" in response.json()["QIDO-RS"]["attributes"]
     assert requests.get(stack.url("/openapi.json"), timeout=30).json()["paths"]["/dicomweb/studies"]
