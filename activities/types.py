@@ -50,3 +50,28 @@ class CommitmentReport:
     delivered: bool
     event_type: int
     detail: str = ""
+
+
+@dataclass
+class RetrieveRequest:
+    """A C-MOVE accepted by an SCP: the instances to send are listed in the index under `retrieve_id`."""
+
+    tenant: str
+    retrieve_id: str
+    destination_ae: str
+    move_originator_ae: str
+    move_originator_message_id: int
+
+
+@dataclass
+class RetrieveOutcome:
+    state: str  # done | cancelled
+    completed: int
+    warning: int
+    failed: int
+
+
+@dataclass
+class RetrieveEnd:
+    request: RetrieveRequest
+    gave_up: str | None = None  # why what is still owed will not be sent

@@ -1,5 +1,6 @@
-"""pynetdicom event handlers: who may associate (AE table, host, token), C-ECHO, C-STORE and
-Storage Commitment N-ACTION, each checked against what the caller may do and audited.
+"""pynetdicom event handlers: who may associate (AE table, host, token), C-ECHO, C-STORE,
+Storage Commitment N-ACTION, and the query/retrieve services (dimse_find, dimse_get, dimse_move),
+each checked against what the caller may do and audited.
 
 Handlers run on pynetdicom's association threads; the archive's async code runs on the actor's
 loop thread, so each handler hands its coroutine over and waits for the answer.
@@ -19,6 +20,9 @@ from temporalio.common import WorkflowIDConflictPolicy
 
 from activities import names
 from activities.types import CommitmentRequest
+from actors.dimse_find import FindService
+from actors.dimse_get import GetService
+from actors.dimse_move import MoveService
 from actors.loop_thread import LoopThread
 from archive import dicom_status as st
 from archive.audit import AuditAction, AuditEvent
@@ -78,6 +82,9 @@ class DimseHandlers:
             (evt.EVT_C_ECHO, self.on_echo),
             (evt.EVT_C_STORE, self.on_store),
             (evt.EVT_N_ACTION, self.on_n_action),
+            (evt.EVT_C_FIND, FindService(self).on_find),
+            (evt.EVT_C_GET, GetService(self).on_get),
+            (evt.EVT_C_MOVE, MoveService(self).on_move),
             (evt.EVT_RELEASED, self.on_association_end),
             (evt.EVT_ABORTED, self.on_association_end),
             (evt.EVT_CONN_CLOSE, self.on_association_end),
@@ -85,7 +92,7 @@ class DimseHandlers:
 
     # -- who is asking --------------------------------------------------------------------------
 
-    def _audit(self, caller: Caller, action: AuditAction, outcome: AuditOutcome, tenant: str | None = None,
+    def audit(self, caller: Caller, action: AuditAction, outcome: AuditOutcome, tenant: str | None = None,
                study_uid: str | None = None, **detail: Any) -> None:
         self.ingest.resources.audit.record(AuditEvent(
             action=action, outcome=outcome, subject=caller.subject(), method=caller.principal.method if
@@ -101,7 +108,7 @@ class DimseHandlers:
         decision = admit(self.settings, calling, peer, verification_only=proposed <= {VERIFICATION})
         if isinstance(decision, Refusal):
             log.warning("association refused: %s", decision.reason)
-            self._audit(Caller(calling.strip(), peer, None, frozenset()), AuditAction.LOGIN, AuditOutcome.MINOR_FAILURE,
+            self.audit(Caller(calling.strip(), peer, None, frozenset()), AuditAction.LOGIN, AuditOutcome.MINOR_FAILURE,
                         refused=decision.reason)
             assoc.acse.send_reject(0x01, 0x01, decision.diagnostic)
             assoc.kill()  # as pynetdicom's own rejections do: the A-ASSOCIATE-RJ leaves before the socket closes
@@ -118,7 +125,7 @@ class DimseHandlers:
             token = event.primary_field.decode("ascii").strip()
             association.caller.principal = self.loop.run(self.verifier.verify(token), timeout=15)
         except (InvalidToken, UnicodeDecodeError) as err:
-            self._audit(association.caller, AuditAction.LOGIN, AuditOutcome.MINOR_FAILURE, refused=f"token: {err}")
+            self.audit(association.caller, AuditAction.LOGIN, AuditOutcome.MINOR_FAILURE, refused=f"token: {err}")
             return False, None
         return True, None
 
@@ -130,21 +137,21 @@ class DimseHandlers:
         if association.tenant is None:
             called = event.assoc.requestor.primitive.called_ae_title
             association.tenant = tenant_of(self.settings, association.caller, called)
-            self._audit(association.caller, AuditAction.LOGIN, AuditOutcome.SUCCESS, association.tenant, called_ae=called.strip())
+            self.audit(association.caller, AuditAction.LOGIN, AuditOutcome.SUCCESS, association.tenant, called_ae=called.strip())
         return association.tenant
 
-    def _allowed(self, event: evt.Event, service: str) -> tuple[_Association, str] | Dataset:
+    def allowed(self, event: evt.Event, service: str) -> tuple[_Association, str] | Dataset:
         """The association and its tenant, or the refusal status for this service."""
         association = self._association(event)
         if association is None:
             return status(st.NOT_AUTHORIZED, "association not admitted")
         if not association.caller.may(service):
-            self._audit(association.caller, AuditAction.SECURITY_ALERT, AuditOutcome.MINOR_FAILURE, refused=service)
+            self.audit(association.caller, AuditAction.SECURITY_ALERT, AuditOutcome.MINOR_FAILURE, refused=service)
             return status(st.NOT_AUTHORIZED, f"{association.caller.calling_ae} may not use {service}")
         try:
             return association, self._tenant(event, association)
         except TenantRefused as err:
-            self._audit(association.caller, AuditAction.SECURITY_ALERT, AuditOutcome.MINOR_FAILURE, refused=str(err))
+            self.audit(association.caller, AuditAction.SECURITY_ALERT, AuditOutcome.MINOR_FAILURE, refused=str(err))
             return status(st.NOT_AUTHORIZED, str(err))
 
     # -- services -------------------------------------------------------------------------------
@@ -154,7 +161,7 @@ class DimseHandlers:
 
     def on_store(self, event: evt.Event) -> Dataset:
         path = Path(event.dataset_path)
-        allowed = self._allowed(event, "store")
+        allowed = self.allowed(event, "store")
         if isinstance(allowed, Dataset):
             path.unlink(missing_ok=True)
             return allowed
@@ -186,16 +193,16 @@ class DimseHandlers:
         if association is None:
             return
         for study_uid, count in association.stored.items():  # one audit event per study, as PS3.15 A.5.3.4 lists them
-            self._audit(association.caller, AuditAction.STORE, AuditOutcome.SUCCESS, association.tenant, study_uid,
+            self.audit(association.caller, AuditAction.STORE, AuditOutcome.SUCCESS, association.tenant, study_uid,
                         instances=count)
         if association.refused:
-            self._audit(association.caller, AuditAction.STORE, AuditOutcome.MINOR_FAILURE, association.tenant,
+            self.audit(association.caller, AuditAction.STORE, AuditOutcome.MINOR_FAILURE, association.tenant,
                         refused_instances=association.refused)
         if association.studies:
             self.loop.submit(self.ingest.flush(association.studies))  # signal now, don't hold the peer
 
     def on_n_action(self, event: evt.Event) -> tuple[Dataset, Dataset | None]:
-        allowed = self._allowed(event, "commit")
+        allowed = self.allowed(event, "commit")
         if isinstance(allowed, Dataset):
             return allowed, None
         association, tenant = allowed
@@ -220,7 +227,7 @@ class DimseHandlers:
         except Exception as err:  # noqa: BLE001 - the requester must learn we could not take it
             log.exception("storage commitment %s not accepted", transaction_uid)
             return status(st.PROCESSING_FAILURE, f"cannot accept the request: {type(err).__name__}"), None
-        self._audit(association.caller, AuditAction.COMMIT, AuditOutcome.SUCCESS, tenant,
+        self.audit(association.caller, AuditAction.COMMIT, AuditOutcome.SUCCESS, tenant,
                     transaction_uid=transaction_uid, references=len(refs))
         return status(st.SUCCESS), None
 

@@ -11,7 +11,10 @@ import ray
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 
+from actors.dimse_find import QUERY_MODELS
+from actors.dimse_get import GET_MODELS
 from actors.dimse_handlers import DimseHandlers
+from actors.dimse_move import MOVE_MODELS, install_relayed_move
 from actors.dimse_server import FastAssociationServer
 from actors.loop_thread import LoopThread
 from archive.identity.tokens import verifier_for
@@ -30,9 +33,12 @@ def build_ae(settings: Settings) -> AE:
     ae.dimse_timeout = 300
     ae.require_called_aet = False  # the called AE title may select a tenant instead (checked per caller)
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        # either role: a modality stores to us (we are SCP), a C-GET requester receives from us (SCU)
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(StorageCommitmentPushModel)
+    for sop_class in (*QUERY_MODELS, *GET_MODELS, *MOVE_MODELS):
+        ae.add_supported_context(sop_class)
     return ae
 
 
@@ -48,6 +54,7 @@ class DimseScp:
         _config.STORE_RECV_CHUNKED_DATASET = True
         # private and newer storage SOP classes are stored too, not answered with an abort
         _config.UNRESTRICTED_STORAGE_SERVICE = True
+        install_relayed_move()  # C-MOVE sub-operations run in a workflow; the SCP relays progress
         tempfile.tempdir = str(self.ingest.blobs.spool_dir)
         verifier = verifier_for(settings, self.resources.cache.client)
         handlers = DimseHandlers(settings, self.ingest, self.loop, verifier)

@@ -14,12 +14,14 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.commitment_steps import CommitmentActivities
 from activities.context import ActivityContext
+from activities.retrieve_steps import RetrieveActivities
 from activities.study_steps import StudyActivities
 from actors.loop_thread import LoopThread
 from actors.reconciler import reconcile_forever
 from archive.priority import normal_priority
 from archive.settings import Settings
 from workflows.commitment import StorageCommitmentWorkflow
+from workflows.retrieve import RetrieveWorkflow
 from workflows.study import StudyWorkflow
 
 log = logging.getLogger("dicomflow.worker")
@@ -31,13 +33,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     # the client is made here, inside the process: it cannot be pickled into an actor
     client = await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal_namespace)
     ctx = await ActivityContext.open(settings)
-    activities = [*StudyActivities(ctx).all(), *CommitmentActivities(ctx).all()]
+    activities = [*StudyActivities(ctx).all(), *CommitmentActivities(ctx).all(), *RetrieveActivities(ctx).all()]
     reconciler = asyncio.create_task(reconcile_forever(client, ctx.pool, settings))
     try:
         async with Worker(
             client,
             task_queue=settings.temporal_task_queue,
-            workflows=[StudyWorkflow, StorageCommitmentWorkflow],
+            workflows=[StudyWorkflow, StorageCommitmentWorkflow, RetrieveWorkflow],
             activities=activities,
             activity_executor=ThreadPoolExecutor(max_workers=4),
             max_concurrent_activities=8,

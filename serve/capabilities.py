@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from archive.frames import FRAME_MEDIA_TYPES
-from archive.qido.attributes import ATTRIBUTES
-from archive.qido.query import DEFAULT_LIMIT, MAX_LIMIT
+from archive.query.attributes import ATTRIBUTES
+from archive.query.qido import DEFAULT_LIMIT, MAX_LIMIT
 from serve.deps import SettingsDep, authenticate
 from serve.version import dicomflow_version
 

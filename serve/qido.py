@@ -7,7 +7,8 @@ from fastapi.responses import JSONResponse, Response
 
 from archive.audit import AuditAction
 from archive.identity import Role
-from archive.qido.query import MAX_LIMIT, BadQuery, build, to_json
+from archive.query.builder import BadQuery
+from archive.query.qido import MAX_LIMIT, build_qido, to_json
 from serve.deps import Pool, Tenant, access, audit_note
 from serve.errors import problem
 
@@ -26,7 +27,7 @@ async def search(request: Request, pool: Pool, tenant: Tenant, level: str, scope
     params = _params(request)
     audit_note(request)["query"] = {k: v[-1] for k, v in params.items()}
     try:
-        query = build(level, tenant, params, scope)
+        query = build_qido(level, tenant, params, scope)
     except BadQuery as err:
         return problem(400, str(err))
     async with pool.connection() as conn:

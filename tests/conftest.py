@@ -26,6 +26,11 @@ MODALITY_AE = "MODALITY"  # dcmsend's calling AE title in the tests
 STORE_AE = "PYNETDICOM"  # pynetdicom's default
 WORKSTATION_AE = "WORKSTATION"  # may call only from a network the tests are not on
 NOSTORE_AE = "NOSTORE"  # may ask for storage commitment, not store
+QR_AE = "QRSCU"  # a workstation of tenant "qr": stores, finds, moves and gets
+QR_OTHER_AE = "QR_OTHER"  # a workstation of tenant "tenantb": finds, moves, gets
+STORESCP_AE = "STORESCP"  # dcmtk's storescp, a C-MOVE destination of any tenant
+STORESCP_B_AE = "STORESCP_B"  # a C-MOVE destination that belongs to tenant "tenantb"
+QR_SERVICES = ["find", "move", "get"]
 LOOPBACK = ["127.0.0.0/8"]
 REFETCH_SECONDS = 5  # an unknown key id refetches the issuer's keys at most this often
 OHIF_ORIGIN = "http://localhost:3000"  # a viewer served from elsewhere, allowed by CORS
@@ -47,6 +52,11 @@ def commit_scu_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def storescp_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
 def pki(tmp_path_factory) -> dict[str, Path]:
     """A local CA with a server certificate for the archive and a client certificate for a modality,
     made the way an operator makes them (`dicomflow certs`' functions)."""
@@ -60,7 +70,7 @@ def pki(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory, commit_scu_port, pki) -> RunningStack:
+def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack:
     var = tmp_path_factory.mktemp("stack") / "var"
     # auth on, as a hospital runs it: every DICOMweb test carries a token from a real issuer,
     # every DIMSE test calls from an AE the table knows
@@ -74,6 +84,10 @@ def stack(tmp_path_factory, commit_scu_port, pki) -> RunningStack:
             STORE_AE: {"allowed_hosts": LOOPBACK},
             WORKSTATION_AE: {"allowed_hosts": ["10.99.0.0/16"]},
             NOSTORE_AE: {"allowed_hosts": LOOPBACK, "services": ["commit"]},
+            QR_AE: {"allowed_hosts": LOOPBACK, "tenant": "qr", "services": ["store", *QR_SERVICES]},
+            QR_OTHER_AE: {"allowed_hosts": LOOPBACK, "tenant": "tenantb", "services": QR_SERVICES},
+            STORESCP_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
+            STORESCP_B_AE: {"host": "127.0.0.1", "port": storescp_port, "tenant": "tenantb", "services": []},
         },
         cors_allow_origins=[OHIF_ORIGIN],
         tls_cert_file=str(pki["server"]), tls_key_file=str(pki["server_key"]), tls_ca_file=str(pki["ca"]),

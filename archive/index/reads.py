@@ -69,3 +69,14 @@ async def series_of_study(pool: AsyncConnectionPool, tenant: str, study_uid: str
             params,
         )).fetchall()
     return [SeriesMetadata(*r) for r in rows]
+
+
+async def objects_named_by(pool: AsyncConnectionPool, tenant: str, sop_sql: str, params: list) -> list[StoredObject]:
+    """The stored objects whose SOP Instance UIDs `sop_sql` (a SELECT of one column) lists, in its order."""
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(
+            f"SELECT {_OBJECT_COLUMNS} FROM (SELECT m.sop_uid, row_number() OVER () AS n FROM ({sop_sql}) AS m) AS named"
+            " JOIN instance i ON i.tenant = %s AND i.sop_uid = named.sop_uid AND i.state <> 'failed' ORDER BY named.n",
+            [*params, tenant],
+        )).fetchall()
+    return [StoredObject(*r) for r in rows]

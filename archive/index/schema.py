@@ -158,6 +158,29 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (tenant, study_uid)
     );
     """,
+    # 5: retrieves (C-MOVE): what each must send and what the destination acknowledged, so a
+    # retrieve resumed after a crash sends only what is still owed
+    """
+    CREATE TABLE retrieve (
+        id           text PRIMARY KEY,
+        tenant       text NOT NULL,
+        requested_by text NOT NULL,
+        destination  text NOT NULL,
+        total        integer NOT NULL,
+        state        text NOT NULL DEFAULT 'running',
+        created_at   timestamptz NOT NULL DEFAULT now(),
+        finished_at  timestamptz
+    );
+    CREATE TABLE retrieve_item (
+        retrieve_id  text NOT NULL REFERENCES retrieve(id) ON DELETE CASCADE,
+        position     integer NOT NULL,
+        sop_uid      text NOT NULL,
+        state        text NOT NULL DEFAULT 'pending',
+        status       integer,
+        PRIMARY KEY (retrieve_id, position)
+    );
+    CREATE INDEX retrieve_created_idx ON retrieve (created_at);
+    """,
 ]
 
 

@@ -1,4 +1,4 @@
-"""The attributes QIDO-RS can match and return, per level, and the index columns behind them."""
+"""The attributes QIDO-RS and C-FIND can match and return, per level, and the index columns behind them."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ class Attribute:
     tag: str  # "0020000D"
     keyword: str
     vr: str
-    level: str  # study | series | instance
+    level: str  # patient | study | series | instance
     column: str  # SQL expression over the level's table alias
     kind: str  # uid | text | pn | date | time | int | code_list
 
@@ -21,18 +21,31 @@ def _a(keyword: str, vr: str, level: str, column: str, kind: str) -> Attribute:
     return Attribute(f"{tag_for_keyword(keyword):08X}", keyword, vr, level, column, kind)
 
 
+# live counts over the patient's studies (patient ID and issuer, within the tenant)
+_OF_PATIENT = "c.tenant = st.tenant AND c.patient_id = st.patient_id AND c.issuer = st.issuer"
+_PATIENT_STUDIES = f"(SELECT count(*) FROM study c WHERE {_OF_PATIENT})"
+_PATIENT_SERIES = f"(SELECT count(*) FROM study c JOIN series cs ON cs.tenant = c.tenant AND cs.study_uid = c.study_uid" \
+                  f" WHERE {_OF_PATIENT})"
+_PATIENT_INSTANCES = f"(SELECT count(*) FROM study c JOIN instance ci ON ci.tenant = c.tenant AND ci.study_uid = c.study_uid" \
+                     f" WHERE {_OF_PATIENT} AND ci.state <> 'failed')"
+
 ATTRIBUTES: list[Attribute] = [
-    # study (table alias st)
+    # patient (the study table's copy of them, alias st: a patient is known by its studies)
+    _a("PatientName", "PN", "patient", "st.patient_name", "pn"),
+    _a("PatientID", "LO", "patient", "st.patient_id", "text"),
+    _a("IssuerOfPatientID", "LO", "patient", "st.issuer", "text"),
+    _a("PatientBirthDate", "DA", "patient", "st.patient_birth_date", "date"),
+    _a("PatientSex", "CS", "patient", "st.patient_sex", "text"),
+    _a("NumberOfPatientRelatedStudies", "IS", "patient", _PATIENT_STUDIES, "int"),
+    _a("NumberOfPatientRelatedSeries", "IS", "patient", _PATIENT_SERIES, "int"),
+    _a("NumberOfPatientRelatedInstances", "IS", "patient", _PATIENT_INSTANCES, "int"),
+    # study (alias st)
     _a("StudyInstanceUID", "UI", "study", "st.study_uid", "uid"),
     _a("StudyDate", "DA", "study", "st.study_date", "date"),
     _a("StudyTime", "TM", "study", "st.study_time", "time"),
     _a("AccessionNumber", "SH", "study", "st.accession_number", "text"),
     _a("ModalitiesInStudy", "CS", "study", "st.modalities", "code_list"),
     _a("ReferringPhysicianName", "PN", "study", "st.referring_physician", "pn"),
-    _a("PatientName", "PN", "study", "st.patient_name", "pn"),
-    _a("PatientID", "LO", "study", "st.patient_id", "text"),
-    _a("PatientBirthDate", "DA", "study", "st.patient_birth_date", "date"),
-    _a("PatientSex", "CS", "study", "st.patient_sex", "text"),
     _a("StudyID", "SH", "study", "st.study_id", "text"),
     _a("StudyDescription", "LO", "study", "st.study_description", "text"),
     _a("NumberOfStudyRelatedSeries", "IS", "study", "st.num_series", "int"),
@@ -59,10 +72,11 @@ ATTRIBUTES: list[Attribute] = [
 
 BY_TAG = {a.tag: a for a in ATTRIBUTES}
 BY_KEYWORD = {a.keyword: a for a in ATTRIBUTES}
-LEVELS = ("study", "series", "instance")
+LEVELS = ("patient", "study", "series", "instance")
 
 # PS3.18 Table 6.7.1-2: what each level returns by default
 DEFAULT_RETURN = {
+    "patient": ["PatientName", "PatientID", "PatientBirthDate", "PatientSex"],
     "study": ["StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy", "ReferringPhysicianName",
               "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyID",
               "StudyDescription", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"],
@@ -86,5 +100,5 @@ def resolve(name: str) -> Attribute:
         return BY_KEYWORD[name.strip()]
     known = keyword_for_tag(int(cleaned, 16)) if len(cleaned) == 8 and all(c in "0123456789ABCDEF" for c in cleaned) else None
     what = f"{name} ({known})" if known else name
-    raise UnknownAttribute(f"attribute {what} is not supported for QIDO matching or return; supported: "
+    raise UnknownAttribute(f"attribute {what} is not supported for matching or return; supported: "
                            + ", ".join(sorted(BY_KEYWORD)))

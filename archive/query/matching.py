@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from archive.qido.attributes import Attribute
+from archive.query.attributes import Attribute
 from archive.uids import is_valid_uid
 
 
@@ -47,14 +47,25 @@ def _text(attr: Attribute, value: str) -> Condition:
 
 
 def _person_name(attr: Attribute, value: str, fuzzy: bool) -> Condition:
+    """Case-insensitive; a value without '=' may match any component group ("Yamada^Tarou" and
+    "山田^太郎" both find "Yamada^Tarou=山田^太郎=やまだ^たろう"), as PS3.4 C.2.2.2.1 lets a PN match."""
     column = f"lower({attr.column})"
+    groups = f"unnest(string_to_array({column}, '='))"
+    value = value.lower()
     if fuzzy:
         # any name component that starts with the value: "smi" finds "Smith^John" and "Jones^Smilla"
-        prefix = _like(value.lower().rstrip("*")) + "%"
-        return Condition(f"({column} LIKE %s OR {column} ~ %s)", [prefix, r"[\^= ]" + re.escape(value.lower().rstrip("*"))])
+        prefix = _like(value.rstrip("*")) + "%"
+        return Condition(f"({column} LIKE %s OR {column} ~ %s)", [prefix, r"[\^= ]" + re.escape(value.rstrip("*"))])
     if _has_wildcard(value):
-        return Condition(f"{column} LIKE %s", [_like(value.lower())])
-    return Condition(f"{column} = %s", [value.lower()])
+        pattern = _like(value)
+        if "=" in value:
+            return Condition(f"{column} LIKE %s", [pattern])
+        return Condition(f"({column} LIKE %s OR ({column} LIKE '%%=%%' AND EXISTS (SELECT 1 FROM {groups} g"
+                         f" WHERE g LIKE %s)))", [pattern, pattern])
+    if "=" in value:
+        return Condition(f"{column} = %s", [value])
+    return Condition(f"({column} = %s OR ({column} LIKE '%%=%%' AND %s = ANY(string_to_array({column}, '='))))",
+                     [value, value])
 
 
 def _range(attr: Attribute, value: str, pattern: re.Pattern, what: str) -> Condition:

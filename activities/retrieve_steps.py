@@ -1,0 +1,100 @@
+"""Retrieve (C-MOVE) steps: send what is still owed to the destination, then close the books.
+
+Each acknowledgement is written to the index before the next instance goes, so an attempt that
+dies (worker killed, destination gone) is retried from the first unacknowledged instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pynetdicom.association import Association
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities import names
+from activities.context import ActivityContext
+from activities.store_scu import DestinationUnavailable, accepted_syntaxes, open_store_association, store
+from activities.types import RetrieveEnd, RetrieveOutcome, RetrieveRequest
+from archive import dicom_status as st
+from archive.index import retrieves
+from archive.index.retrieves import COMPLETED, FAILED, WARNING, ItemToSend
+from archive.outbound import NoCommonSyntax, dataset_to_send
+
+log = logging.getLogger("dicomflow.retrieve")
+BATCH = 50
+_WARNINGS = {0xB000, 0xB006, 0xB007}
+
+
+def _outcome(status: int) -> str:
+    if status == st.SUCCESS:
+        return COMPLETED
+    return WARNING if status in _WARNINGS else FAILED
+
+
+class RetrieveActivities:
+    def __init__(self, ctx: ActivityContext) -> None:
+        self.ctx = ctx
+
+    def all(self) -> list:
+        return [self.send, self.finish]
+
+    @activity.defn(name=names.RETRIEVE_SEND)
+    async def send(self, request: RetrieveRequest) -> int:
+        """Send every instance still owed; how many this attempt sent. Raises (to be retried) when the
+        destination cannot be reached or drops the association."""
+        pool, settings = self.ctx.pool, self.ctx.settings
+        peer = settings.ae_table.get(request.destination_ae)
+        if peer is None or not peer.reachable:
+            raise ApplicationError(f"move destination {request.destination_ae!r} has no address in the AE table",
+                                   non_retryable=True)
+        kinds = await retrieves.pending_kinds(pool, request.retrieve_id)
+        try:
+            assoc = await asyncio.to_thread(open_store_association, settings.ae_title, request.destination_ae, peer, kinds)
+        except DestinationUnavailable as err:
+            raise ApplicationError(str(err)) from None
+        try:
+            return await self._send_owed(request, assoc)
+        finally:
+            await asyncio.to_thread(assoc.release)
+
+    async def _send_owed(self, request: RetrieveRequest, assoc: Association) -> int:
+        pool, sent = self.ctx.pool, 0
+        while True:
+            if await retrieves.state_of(pool, request.retrieve_id) != retrieves.RUNNING:
+                return sent  # cancelled by the requester
+            items = await retrieves.pending(pool, request.retrieve_id, BATCH)
+            if not items:
+                return sent
+            for item in items:
+                status = await self._send_one(request, assoc, item, sent + 1)
+                await retrieves.record(pool, request.retrieve_id, item.position, _outcome(status), status)
+                activity.heartbeat(item.position)
+                sent += 1
+
+    async def _send_one(self, request: RetrieveRequest, assoc: Association, item: ItemToSend, message_id: int) -> int:
+        if item.sop_class_uid is None or item.blob_key is None or item.transfer_syntax is None:
+            return st.NO_SUCH_OBJECT_INSTANCE  # deleted since the retrieve was accepted
+        accepted = accepted_syntaxes(assoc, item.sop_class_uid)
+        try:
+            with self.ctx.blobs.local_copy(item.blob_key) as path:
+                ds = await asyncio.to_thread(dataset_to_send, path, item.transfer_syntax, accepted)
+        except NoCommonSyntax as err:
+            log.warning("retrieve %s: %s not sent: %s", request.retrieve_id, item.sop_uid, err)
+            return st.SOP_CLASS_NOT_SUPPORTED
+        status = await asyncio.to_thread(store, assoc, ds, message_id % 65536 or 1, self.ctx.settings.ae_title,
+                                         request.move_originator_message_id)
+        if status is None:
+            raise ApplicationError(f"{request.destination_ae} gave no answer for an instance; the association is lost")
+        return status
+
+    @activity.defn(name=names.RETRIEVE_FINISH)
+    async def finish(self, end: RetrieveEnd) -> RetrieveOutcome:
+        pool, retrieve_id = self.ctx.pool, end.request.retrieve_id
+        if end.gave_up:
+            log.warning("retrieve %s: giving up on what is still owed: %s", retrieve_id, end.gave_up)
+            await retrieves.fail_pending(pool, retrieve_id, st.OUT_OF_RESOURCES_SUBOPERATIONS)
+        await retrieves.finish(pool, retrieve_id)
+        progress = await retrieves.progress(pool, retrieve_id)
+        return RetrieveOutcome(progress.state, progress.completed, progress.warning, progress.failed)

@@ -1,0 +1,46 @@
+"""A C-STORE association to another AE, proposing what a list of objects needs: each stored
+transfer syntax, and the uncompressed ones every storage SCP accepts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.association import Association
+
+from archive.outbound import FALLBACK_SYNTAXES
+from archive.settings import AEEntry
+
+MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: odd context ids 1..255
+
+
+class DestinationUnavailable(RuntimeError):
+    pass
+
+
+def open_store_association(own_ae: str, peer_ae: str, peer: AEEntry, objects: Iterable[tuple[str, str]],
+                           timeout: float = 30) -> Association:
+    """`objects` are (SOP Class UID, stored transfer syntax) pairs."""
+    ae = AE(ae_title=own_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    for sop_class in sorted({c for c, _ in objects}):
+        ae.add_requested_context(sop_class, FALLBACK_SYNTAXES)
+    for sop_class, syntax in sorted(set(objects)):
+        if syntax not in FALLBACK_SYNTAXES and len(ae.requested_contexts) < MAX_CONTEXTS:
+            ae.add_requested_context(sop_class, [syntax])
+    assert peer.host and peer.port, "the caller checks that the AE table has an address"
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer_ae)
+    if not assoc.is_established:
+        raise DestinationUnavailable(f"{peer_ae} at {peer.host}:{peer.port} did not accept an association")
+    return assoc
+
+
+def accepted_syntaxes(assoc: Association, sop_class: str) -> set[str]:
+    return {str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts if cx.abstract_syntax == sop_class}
+
+
+def store(assoc: Association, ds: Dataset, message_id: int, originator_ae: str, originator_message_id: int) -> int | None:
+    """The destination's C-STORE status; None when no valid response came."""
+    response = assoc.send_c_store(ds, msg_id=message_id, originator_aet=originator_ae, originator_id=originator_message_id)
+    return int(response.Status) if response is not None and "Status" in response else None

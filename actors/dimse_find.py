@@ -1,0 +1,95 @@
+"""C-FIND SCP (Patient Root and Study Root): the identifier becomes the archive's one query, and
+the rows stream back as pending responses a batch at a time; C-CANCEL is honoured between rows."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+
+from archive import dicom_status as st
+from archive.audit import AuditAction
+from archive.audit import Outcome as AuditOutcome
+from archive.index.row_stream import RowStream
+from archive.query.builder import BadQuery
+from archive.query.cfind import FindRequest, answer, parse_identifier
+
+if TYPE_CHECKING:
+    from actors.dimse_handlers import DimseHandlers
+
+log = logging.getLogger("dicomflow.scp.find")
+
+# the information model each SOP class searches: its root
+QUERY_MODELS = {
+    "1.2.840.10008.5.1.4.1.2.1.1": "patient",  # Patient Root Q/R Information Model - FIND
+    "1.2.840.10008.5.1.4.1.2.2.1": "study",  # Study Root Q/R Information Model - FIND
+}
+
+Response = tuple[int | Dataset, Dataset | None]
+
+
+def failure(code: int, comment: str) -> Response:
+    ds = Dataset()
+    ds.Status = code
+    ds.ErrorComment = comment[:64]
+    return ds, None
+
+
+def decode_identifier(event: evt.Event) -> Dataset | None:
+    try:
+        return event.identifier
+    except Exception:  # noqa: BLE001 - an identifier pydicom cannot decode is the peer's error
+        log.warning("undecodable identifier from %s", event.assoc.requestor.ae_title, exc_info=True)
+        return None
+
+
+class FindService:
+    def __init__(self, handlers: DimseHandlers) -> None:
+        self.handlers = handlers
+
+    def on_find(self, event: evt.Event) -> Iterator[Response]:
+        allowed = self.handlers.allowed(event, "find")
+        if isinstance(allowed, Dataset):
+            yield allowed, None
+            return
+        association, tenant = allowed
+        model = QUERY_MODELS.get(str(event.request.AffectedSOPClassUID))
+        identifier = decode_identifier(event)
+        if model is None or identifier is None:
+            yield failure(st.CANNOT_UNDERSTAND, "identifier cannot be decoded" if model else "unsupported model")
+            return
+        try:
+            request = parse_identifier(identifier, tenant, model)
+        except BadQuery as err:
+            yield failure(st.IDENTIFIER_DOES_NOT_MATCH, str(err))
+            return
+        self.handlers.audit(association.caller, AuditAction.QUERY, AuditOutcome.SUCCESS, tenant,
+                            level=request.level, keys=_match_values(identifier))
+        yield from self._stream(event, request)
+
+    def _stream(self, event: evt.Event, request: FindRequest) -> Iterator[Response]:
+        loop, ae_title = self.handlers.loop, self.handlers.settings.ae_title
+        stream = RowStream(self.handlers.ingest.pool, request.query.sql, request.query.params)
+        loop.run(stream.open(), timeout=30)
+        try:
+            while rows := loop.run(stream.next_batch(), timeout=180):
+                for row in rows:
+                    if event.is_cancelled:
+                        yield st.CANCEL, None
+                        return
+                    yield st.PENDING, answer(request, row, ae_title)
+        finally:
+            loop.run(stream.close(), timeout=30)
+        yield st.SUCCESS, None
+
+
+def _match_values(identifier: Dataset) -> dict[str, str]:
+    """The keys that narrowed the search, for the audit trail (PS3.15 A.5.3.10 records the query)."""
+    out = {}
+    for element in identifier:
+        if element.VR != "SQ" and element.value not in (None, "", b"") and element.keyword:
+            out[element.keyword] = str(element.value)[:128]
+    return out

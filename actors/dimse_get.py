@@ -1,0 +1,102 @@
+"""C-GET SCP: the instances go back on the requester's own association, as C-STORE sub-operations
+on the storage contexts it offered to receive (SCP role), decompressed when it accepted none of
+the stored transfer syntax. pynetdicom does the sub-operation accounting."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pynetdicom import evt
+
+from actors.dimse_find import Response, decode_identifier, failure
+from archive import dicom_status as st
+from archive.audit import AuditAction
+from archive.audit import Outcome as AuditOutcome
+from archive.blobstore import BlobNotFound
+from archive.index.reads import StoredObject, objects_named_by
+from archive.outbound import NoCommonSyntax, dataset_to_send
+from archive.query.builder import BadQuery
+from archive.query.retrieve import MAX_INSTANCES, instances_query
+
+if TYPE_CHECKING:
+    from actors.dimse_handlers import DimseHandlers
+
+log = logging.getLogger("dicomflow.scp.get")
+
+GET_MODELS = {
+    "1.2.840.10008.5.1.4.1.2.1.3": "patient",  # Patient Root Q/R Information Model - GET
+    "1.2.840.10008.5.1.4.1.2.2.3": "study",  # Study Root Q/R Information Model - GET
+}
+
+
+def _unsendable(obj: StoredObject) -> Dataset:
+    """Just enough for pynetdicom to find no context for it and count it failed, under its UID."""
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = obj.sop_class_uid, obj.sop_uid
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = obj.transfer_syntax
+    return ds
+
+
+class GetService:
+    def __init__(self, handlers: DimseHandlers) -> None:
+        self.handlers = handlers
+
+    def on_get(self, event: evt.Event) -> Iterator[int | Response]:
+        found = self._find(event)
+        if isinstance(found, tuple):  # refused: one failed sub-operation carries the reason
+            yield 1
+            yield found
+            return
+        objects = found
+        yield len(objects)
+        accepted = self._accepted(event)
+        for obj in objects:
+            if event.is_cancelled:
+                yield st.CANCEL, None
+                return
+            yield st.PENDING, self._prepare(obj, accepted.get(obj.sop_class_uid, set()))
+
+    def _find(self, event: evt.Event) -> list[StoredObject] | Response:
+        allowed = self.handlers.allowed(event, "get")
+        if isinstance(allowed, Dataset):
+            return allowed, None
+        association, tenant = allowed
+        model = GET_MODELS.get(str(event.request.AffectedSOPClassUID))
+        identifier = decode_identifier(event)
+        if model is None or identifier is None:
+            return failure(st.CANNOT_UNDERSTAND, "identifier cannot be decoded")
+        try:
+            sql, params = instances_query(identifier, tenant, model)
+        except BadQuery as err:
+            return failure(st.IDENTIFIER_DOES_NOT_MATCH, str(err))
+        objects = self.handlers.loop.run(objects_named_by(self.handlers.ingest.pool, tenant, sql, params), timeout=120)
+        if len(objects) > MAX_INSTANCES:
+            return failure(st.OUT_OF_RESOURCES_MATCHES, f"more than {MAX_INSTANCES} instances match; ask for less")
+        studies = sorted({o.study_uid for o in objects})
+        self.handlers.audit(association.caller, AuditAction.RETRIEVE, AuditOutcome.SUCCESS, tenant,
+                            studies[0] if len(studies) == 1 else None, service="C-GET", instances=len(objects),
+                            studies=studies[:100])
+        return objects
+
+    @staticmethod
+    def _accepted(event: evt.Event) -> dict[str, set[str]]:
+        """Per SOP class, the transfer syntaxes of the contexts on which we may send C-STOREs."""
+        out: dict[str, set[str]] = {}
+        for cx in event.assoc.accepted_contexts:
+            if cx.as_scu:
+                out.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
+        return out
+
+    def _prepare(self, obj: StoredObject, accepted: set[str]) -> Dataset:
+        try:
+            with self.handlers.ingest.blobs.local_copy(obj.blob_key) as path:
+                return dataset_to_send(path, obj.transfer_syntax, accepted)
+        except NoCommonSyntax as err:
+            log.warning("C-GET: %s not sent: %s", obj.sop_uid, err)
+        except BlobNotFound:
+            log.warning("C-GET: %s has no stored object (deleted meanwhile?)", obj.sop_uid)
+        return _unsendable(obj)

@@ -1,0 +1,190 @@
+"""C-MOVE SCP whose sub-operations a Temporal workflow performs (`move:{tenant}:{id}`): this
+association only accepts the request, records what is to be sent, starts the workflow and relays
+its progress as pending responses until the final one.
+
+pynetdicom's own C-MOVE service opens the association to the destination itself, in this process;
+`RelayedMoveService` replaces it for the two Q/R MOVE SOP classes so that the sending is durable,
+resumable and visible in the Temporal UI.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from io import BytesIO
+from typing import TYPE_CHECKING, Any
+
+import pynetdicom.association
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom.dimse_primitives import C_MOVE
+from pynetdicom.dsutils import encode
+from pynetdicom.service_class import QueryRetrieveServiceClass
+from temporalio.common import WorkflowIDConflictPolicy
+
+from activities import names
+from activities.types import RetrieveRequest
+from actors.dimse_find import Response, decode_identifier, failure
+from archive import dicom_status as st
+from archive.audit import AuditAction
+from archive.audit import Outcome as AuditOutcome
+from archive.index import retrieves
+from archive.index.retrieves import Progress
+from archive.query.builder import BadQuery
+from archive.query.retrieve import MAX_INSTANCES, instances_query
+
+if TYPE_CHECKING:
+    from actors.dimse_handlers import DimseHandlers
+
+log = logging.getLogger("dicomflow.scp.move")
+
+MOVE_MODELS = {
+    "1.2.840.10008.5.1.4.1.2.1.2": "patient",  # Patient Root Q/R Information Model - MOVE
+    "1.2.840.10008.5.1.4.1.2.2.2": "study",  # Study Root Q/R Information Model - MOVE
+}
+RELAY_INTERVAL = 0.5  # seconds between progress checks (and pending responses, when something changed)
+
+
+class RelayedMoveService(QueryRetrieveServiceClass):
+    """C-MOVE: the EVT_C_MOVE handler yields (status, identifier) pairs, pending ones carrying the
+    sub-operation counts, as for C-FIND; this sends each as a C-MOVE response."""
+
+    def _move_scp(self, req: C_MOVE, context: Any) -> None:
+        cx_id, syntax = context.context_id, context.transfer_syntax[0]
+        try:
+            responses = evt.trigger(self.assoc, evt.EVT_C_MOVE,
+                                    {"request": req, "context": context.as_tuple, "_is_cancelled": self.is_cancelled})
+            for status, identifier in responses:
+                if not self.assoc.is_established:
+                    return
+                rsp = self.validate_status(status, _response_to(req))
+                if identifier is not None:
+                    rsp.Identifier = BytesIO(encode(identifier, syntax.is_implicit_VR, syntax.is_little_endian,
+                                                    syntax.is_deflated))
+                self.dimse.send_msg(rsp, cx_id)
+        except Exception:  # noqa: BLE001 - the requester gets a failure, the SCP goes on
+            log.exception("C-MOVE handler failed")
+            rsp = _response_to(req)
+            rsp.Status = 0xC511
+            if self.assoc.is_established:
+                self.dimse.send_msg(rsp, cx_id)
+
+
+def _response_to(req: C_MOVE) -> C_MOVE:
+    rsp = C_MOVE()
+    rsp.MessageIDBeingRespondedTo = req.MessageID
+    rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
+    return rsp
+
+
+def install_relayed_move() -> None:
+    """Have pynetdicom's associations use RelayedMoveService for the Q/R MOVE SOP classes."""
+    original = pynetdicom.association.uid_to_service_class
+    if getattr(original, "relays_move", False):
+        return
+
+    def service_class_for(uid: str) -> Any:
+        return RelayedMoveService if uid in MOVE_MODELS else original(uid)
+
+    service_class_for.relays_move = True  # type: ignore[attr-defined]
+    pynetdicom.association.uid_to_service_class = service_class_for
+
+
+def _status(code: int, progress: Progress, remaining: bool) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    if remaining:
+        ds.NumberOfRemainingSuboperations = progress.remaining
+    ds.NumberOfCompletedSuboperations = progress.completed
+    ds.NumberOfFailedSuboperations = progress.failed
+    ds.NumberOfWarningSuboperations = progress.warning
+    return ds
+
+
+def final_response(progress: Progress, cancelled: bool) -> Response:
+    """PS3.4 C.4.2.1.5: Cancel with what remains; A702 if nothing could be sent; B000 if some failed."""
+    if not cancelled and progress.remaining:  # the sender ended without them: they were not sent
+        progress.failed, progress.remaining = progress.failed + progress.remaining, 0
+    failed = Dataset()
+    failed.FailedSOPInstanceUIDList = progress.failed_uids
+    if cancelled and progress.remaining:
+        return _status(st.CANCEL, progress, remaining=True), failed if progress.failed_uids else None
+    if progress.failed and not (progress.completed or progress.warning):
+        return _status(st.OUT_OF_RESOURCES_SUBOPERATIONS, progress, remaining=False), failed
+    if progress.failed or progress.warning:
+        return _status(st.SUBOPERATIONS_WARNING, progress, remaining=False), failed
+    return _status(st.SUCCESS, progress, remaining=False), None
+
+
+class MoveService:
+    def __init__(self, handlers: DimseHandlers) -> None:
+        self.handlers = handlers
+
+    def on_move(self, event: evt.Event) -> Iterator[Response]:
+        accepted = self._accept(event)
+        if not isinstance(accepted, RetrieveRequest):
+            yield accepted
+            return
+        yield from self._relay(event, accepted)
+
+    def _accept(self, event: evt.Event) -> RetrieveRequest | Response:
+        """Checks, the list of instances, the workflow started; or the refusal."""
+        handlers, request = self.handlers, event.request
+        allowed = handlers.allowed(event, "move")
+        if isinstance(allowed, Dataset):
+            return allowed, None
+        association, tenant = allowed
+        destination = str(request.MoveDestination or "").strip()
+        entry = handlers.settings.ae_table.get(destination)
+        if entry is None or not entry.reachable or entry.tenant not in (None, tenant):
+            why = "has no address in the AE table" if entry is None or not entry.reachable else "serves another tenant"
+            return failure(st.MOVE_DESTINATION_UNKNOWN, f"move destination {destination!r} {why}")
+        model = MOVE_MODELS.get(str(request.AffectedSOPClassUID))
+        identifier = decode_identifier(event)
+        if model is None or identifier is None:
+            return failure(st.CANNOT_UNDERSTAND, "identifier cannot be decoded")
+        try:
+            sql, params = instances_query(identifier, tenant, model)
+        except BadQuery as err:
+            return failure(st.IDENTIFIER_DOES_NOT_MATCH, str(err))
+        calling = association.caller.calling_ae
+        retrieve = RetrieveRequest(tenant, uuid.uuid4().hex, destination, calling, int(request.MessageID))
+        try:
+            total = handlers.loop.run(retrieves.create(handlers.ingest.pool, retrieve.retrieve_id, tenant, calling,
+                                                       destination, sql, params, MAX_INSTANCES), timeout=120)
+        except retrieves.TooManyInstances as err:
+            return failure(st.OUT_OF_RESOURCES_MATCHES, str(err))
+        handlers.audit(association.caller, AuditAction.RETRIEVE, AuditOutcome.SUCCESS, tenant, service="C-MOVE",
+                       destination=destination, instances=total, retrieve=retrieve.retrieve_id)
+        if total == 0:
+            return final_response(Progress(retrieves.DONE, finished=True), cancelled=False)
+        return retrieve
+
+    async def _start(self, retrieve: RetrieveRequest) -> Any:
+        client = await self.handlers.ingest.temporal_client()
+        return await client.start_workflow(
+            names.RETRIEVE_WORKFLOW, retrieve, id=names.retrieve_workflow_id(retrieve.tenant, retrieve.retrieve_id),
+            task_queue=self.handlers.settings.temporal_task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+
+    def _relay(self, event: evt.Event, retrieve: RetrieveRequest) -> Iterator[Response]:
+        """Pending responses while the workflow sends (when the counts moved), then the final one."""
+        loop, pool = self.handlers.loop, self.handlers.ingest.pool
+        handle = loop.run(self._start(retrieve), timeout=30)
+        ended = loop.submit(handle.result())  # guards against a workflow that ends without finishing the books
+        shown, cancelled = None, False
+        while True:
+            if event.is_cancelled and not cancelled:
+                loop.run(retrieves.cancel(pool, retrieve.retrieve_id), timeout=30)
+                cancelled = True
+            progress = loop.run(retrieves.progress(pool, retrieve.retrieve_id), timeout=30)
+            if progress.finished or ended.done():
+                break
+            counts = (progress.remaining, progress.completed, progress.failed, progress.warning)
+            if counts != shown:
+                shown = counts
+                yield _status(st.PENDING, progress, remaining=True), None
+            time.sleep(RELAY_INTERVAL)
+        final = loop.run(retrieves.progress(pool, retrieve.retrieve_id, with_failed_uids=True), timeout=30)
+        yield final_response(final, cancelled)

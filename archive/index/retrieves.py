@@ -1,0 +1,127 @@
+"""Retrieves (C-MOVE): the instances each must send, in order, and what became of each.
+
+The list is fixed when the retrieve is accepted, so the counts the requester sees add up, and a
+retrieve resumed after a crash sends only what the destination has not yet acknowledged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from psycopg_pool import AsyncConnectionPool
+
+PENDING, COMPLETED, WARNING, FAILED = "pending", "completed", "warning", "failed"
+RUNNING, DONE, CANCELLED = "running", "done", "cancelled"
+
+
+class TooManyInstances(ValueError):
+    pass
+
+
+@dataclass
+class Progress:
+    state: str
+    finished: bool = False  # the counts are final
+    remaining: int = 0
+    completed: int = 0
+    warning: int = 0
+    failed: int = 0
+    failed_uids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ItemToSend:
+    position: int
+    sop_uid: str
+    sop_class_uid: str | None  # None: the instance was deleted since the retrieve was accepted
+    transfer_syntax: str | None
+    blob_key: str | None
+
+
+async def create(pool: AsyncConnectionPool, retrieve_id: str, tenant: str, requested_by: str, destination: str,
+                 instances_sql: str, params: list, max_instances: int) -> int:
+    """Record the retrieve and its instances (from `instances_sql`, a SELECT of SOP Instance UIDs); their number."""
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO retrieve (id, tenant, requested_by, destination, total) VALUES (%s, %s, %s, %s, 0)",
+            (retrieve_id, tenant, requested_by, destination))
+        cursor = await conn.execute(
+            "INSERT INTO retrieve_item (retrieve_id, position, sop_uid)"
+            f" SELECT %s, row_number() OVER (), m.sop_uid FROM ({instances_sql}) AS m", [retrieve_id, *params])
+        total = cursor.rowcount
+        if total > max_instances:
+            raise TooManyInstances(f"{total} instances match; one retrieve can send at most {max_instances}")
+        await conn.execute("UPDATE retrieve SET total = %s WHERE id = %s", (total, retrieve_id))
+    return total
+
+
+async def progress(pool: AsyncConnectionPool, retrieve_id: str, with_failed_uids: bool = False) -> Progress:
+    async with pool.connection() as conn:
+        row = await (await conn.execute("SELECT state, finished_at IS NOT NULL FROM retrieve WHERE id = %s",
+                                        (retrieve_id,))).fetchone()
+        if row is None:
+            raise KeyError(retrieve_id)
+        counts = dict(await (await conn.execute(
+            "SELECT state, count(*) FROM retrieve_item WHERE retrieve_id = %s GROUP BY state", (retrieve_id,))).fetchall())
+        failed_uids = []
+        if with_failed_uids and counts.get(FAILED):
+            failed_uids = [r[0] for r in await (await conn.execute(
+                "SELECT sop_uid FROM retrieve_item WHERE retrieve_id = %s AND state = 'failed' ORDER BY position",
+                (retrieve_id,))).fetchall()]
+    return Progress(row[0], row[1], counts.get(PENDING, 0), counts.get(COMPLETED, 0), counts.get(WARNING, 0),
+                    counts.get(FAILED, 0), failed_uids)
+
+
+async def pending(pool: AsyncConnectionPool, retrieve_id: str, limit: int) -> list[ItemToSend]:
+    """The next instances still owed, with what is needed to send them."""
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(
+            "SELECT ri.position, ri.sop_uid, i.sop_class_uid, i.transfer_syntax, i.blob_key"
+            " FROM retrieve_item ri JOIN retrieve r ON r.id = ri.retrieve_id"
+            " LEFT JOIN instance i ON i.tenant = r.tenant AND i.sop_uid = ri.sop_uid AND i.state <> 'failed'"
+            " WHERE ri.retrieve_id = %s AND ri.state = 'pending' ORDER BY ri.position LIMIT %s",
+            (retrieve_id, limit))).fetchall()
+    return [ItemToSend(*row) for row in rows]
+
+
+async def record(pool: AsyncConnectionPool, retrieve_id: str, position: int, state: str, status: int | None) -> None:
+    """What the destination answered for one instance; written before the next one is sent."""
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE retrieve_item SET state = %s, status = %s WHERE retrieve_id = %s AND position = %s",
+                           (state, status, retrieve_id, position))
+
+
+async def fail_pending(pool: AsyncConnectionPool, retrieve_id: str, status: int) -> None:
+    """Give up on what is still owed (the destination stays unreachable)."""
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE retrieve_item SET state = 'failed', status = %s"
+                           " WHERE retrieve_id = %s AND state = 'pending'", (status, retrieve_id))
+
+
+async def cancel(pool: AsyncConnectionPool, retrieve_id: str) -> None:
+    """The requester sent C-CANCEL: the sender stops before its next instance."""
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE retrieve SET state = 'cancelled' WHERE id = %s AND state = 'running'", (retrieve_id,))
+
+
+async def finish(pool: AsyncConnectionPool, retrieve_id: str) -> None:
+    """The sender is done (or was cancelled): the counts are final."""
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE retrieve SET state = CASE WHEN state = 'running' THEN 'done' ELSE state END,"
+                           " finished_at = now() WHERE id = %s AND finished_at IS NULL", (retrieve_id,))
+
+
+async def state_of(pool: AsyncConnectionPool, retrieve_id: str) -> str | None:
+    async with pool.connection() as conn:
+        row = await (await conn.execute("SELECT state FROM retrieve WHERE id = %s", (retrieve_id,))).fetchone()
+    return row[0] if row else None
+
+
+async def pending_kinds(pool: AsyncConnectionPool, retrieve_id: str) -> list[tuple[str, str]]:
+    """The (SOP Class UID, stored transfer syntax) pairs among what is still owed: the contexts to propose."""
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(
+            "SELECT DISTINCT i.sop_class_uid, i.transfer_syntax FROM retrieve_item ri JOIN retrieve r ON r.id = ri.retrieve_id"
+            " JOIN instance i ON i.tenant = r.tenant AND i.sop_uid = ri.sop_uid"
+            " WHERE ri.retrieve_id = %s AND ri.state = 'pending'", (retrieve_id,))).fetchall()
+    return [(r[0], r[1]) for r in rows]

@@ -1,0 +1,125 @@
+"""One search over the index, whatever protocol asked: a level, match keys and the attributes to
+return become one SQL query. QIDO-RS (`archive.query.qido`) and C-FIND (`archive.query.cfind`)
+only translate their requests into a `QuerySpec` and the rows into their answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from archive.query.attributes import BY_KEYWORD, LEVELS, Attribute, UnknownAttribute
+from archive.query.matching import BadQueryValue, condition
+
+_STUDY_PATIENT = ("(SELECT DISTINCT ON (tenant, patient_id, issuer) tenant, patient_id, issuer, patient_name,"
+                  " patient_birth_date, patient_sex FROM study ORDER BY tenant, patient_id, issuer, updated_at DESC) st")
+_FROM = {
+    # a patient is known by its studies; its demographics are those of its newest study
+    "patient": _STUDY_PATIENT,
+    "study": "study st",
+    "series": "series se JOIN study st ON st.tenant = se.tenant AND st.study_uid = se.study_uid",
+    "instance": ("instance i JOIN series se ON se.tenant = i.tenant AND se.series_uid = i.series_uid"
+                 " JOIN study st ON st.tenant = i.tenant AND st.study_uid = i.study_uid"),
+}
+_ALIAS = {"patient": "st", "study": "st", "series": "se", "instance": "i"}
+_ORDER = {
+    "patient": "st.patient_id, st.issuer",
+    "study": "st.study_date DESC NULLS LAST, st.study_time DESC NULLS LAST, st.study_uid",
+    "series": "se.series_number NULLS LAST, se.series_uid",
+    "instance": "i.instance_number NULLS LAST, i.sop_uid",
+}
+# counts and modalities come live for a study still arriving, from the aggregates once it is ready
+_LIVE = {
+    "NumberOfStudyRelatedSeries": "CASE WHEN st.state = 'ready' THEN st.num_series ELSE (SELECT count(*) FROM series c"
+                                  " WHERE c.tenant = st.tenant AND c.study_uid = st.study_uid) END",
+    "NumberOfStudyRelatedInstances": "CASE WHEN st.state = 'ready' THEN st.num_instances ELSE (SELECT count(*) FROM"
+                                     " instance c WHERE c.tenant = st.tenant AND c.study_uid = st.study_uid"
+                                     " AND c.state <> 'failed') END",
+    "ModalitiesInStudy": "CASE WHEN st.state = 'ready' THEN st.modalities ELSE ARRAY(SELECT DISTINCT c.modality FROM"
+                         " series c WHERE c.tenant = st.tenant AND c.study_uid = st.study_uid AND c.modality IS NOT NULL) END",
+    "SOPClassesInStudy": "CASE WHEN st.state = 'ready' THEN st.sop_classes ELSE ARRAY(SELECT DISTINCT c.sop_class_uid"
+                         " FROM instance c WHERE c.tenant = st.tenant AND c.study_uid = st.study_uid) END",
+    "NumberOfSeriesRelatedInstances": "(SELECT count(*) FROM instance c WHERE c.tenant = se.tenant"
+                                      " AND c.series_uid = se.series_uid AND c.state <> 'failed')",
+}
+
+
+class BadQuery(ValueError):
+    """The request cannot be answered as asked; the message says why (HTTP 400, C-FIND A900/C000)."""
+
+
+@dataclass(frozen=True)
+class MatchKey:
+    attribute: Attribute
+    value: str  # as the protocol carries it: '' or '*' is universal matching
+
+
+@dataclass
+class QuerySpec:
+    level: str  # patient | study | series | instance
+    tenant: str
+    keys: list[MatchKey]
+    returned: list[Attribute]  # matched keys are returned too
+    fuzzy: bool = False
+    limit: int | None = None  # None: every match (the caller streams them)
+    offset: int = 0
+
+
+@dataclass
+class Query:
+    level: str
+    sql: str
+    params: list
+    returned: list[Attribute]
+    limit: int | None
+    offset: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def visible(level: str) -> set[str]:
+    """The levels whose attributes a query at `level` can match and return (its own and those above)."""
+    if level not in LEVELS:
+        raise BadQuery(f"unknown query level {level!r}; one of {', '.join(LEVELS)}")
+    return set(LEVELS[: LEVELS.index(level) + 1])
+
+
+def _check_level(attribute: Attribute, level: str) -> None:
+    if attribute.level not in visible(level):
+        raise BadQuery(f"{attribute.keyword} is a {attribute.level}-level attribute; it cannot match {level}s")
+
+
+def _returned(spec: QuerySpec) -> list[Attribute]:
+    wanted = list(spec.returned) + [key.attribute for key in spec.keys]
+    if spec.level in ("series", "instance"):  # lower levels also carry the UIDs of the levels above
+        wanted.append(BY_KEYWORD["StudyInstanceUID"])
+    if spec.level == "instance":
+        wanted.append(BY_KEYWORD["SeriesInstanceUID"])
+    out: dict[str, Attribute] = {}
+    for attribute in wanted:
+        _check_level(attribute, spec.level)
+        out.setdefault(attribute.tag, attribute)
+    return sorted(out.values(), key=lambda a: a.tag)
+
+
+def build(spec: QuerySpec) -> Query:
+    """The SQL for `spec`; BadQuery if a key cannot match at its level or its value is malformed."""
+    where, args = [f"{_ALIAS[spec.level]}.tenant = %s"], [spec.tenant]
+    if spec.level == "instance":
+        where.append("i.state <> 'failed'")
+    try:
+        for key in spec.keys:
+            _check_level(key.attribute, spec.level)
+            cond = condition(key.attribute, key.value, spec.fuzzy)
+            if cond is not None:
+                where.append(cond.sql)
+                args += cond.params
+    except (UnknownAttribute, BadQueryValue) as err:
+        raise BadQuery(str(err)) from None
+    returned = _returned(spec)
+    columns = ", ".join(_LIVE.get(a.keyword, a.column) for a in returned)
+    sql = f"SELECT {columns} FROM {_FROM[spec.level]} WHERE {' AND '.join(where)} ORDER BY {_ORDER[spec.level]}"
+    if spec.limit is not None:  # one more than asked, so the caller knows whether there are more
+        sql += " LIMIT %s"
+        args.append(spec.limit + 1)
+    if spec.offset:
+        sql += " OFFSET %s"
+        args.append(spec.offset)
+    return Query(spec.level, sql, args, returned, spec.limit, spec.offset)

@@ -1,0 +1,358 @@
+"""DIMSE query/retrieve with real clients: dcmtk's findscu, movescu (to storescp) and getscu, and
+pynetdicom where the test needs a status or a C-CANCEL. Tenant "qr" holds real scanner files."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from tests.conftest import MODALITY_AE, QR_AE, QR_OTHER_AE, STORESCP_AE, STORESCP_B_AE, run
+from tests.temporal_helpers import list_ids
+
+CHARSETS = Path(pydicom.__file__).parent / "data" / "charset_files"
+NIH_STUDY_SERIES = 4
+TS_STUDY = "crlab"  # dcm_qa_ts: one image in nine transfer syntaxes, five of them compressed
+
+
+def dcmtk(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+
+
+def sop_uids(paths: list[Path]) -> set[str]:
+    return {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in paths}
+
+
+@pytest.fixture(scope="module")
+def qr_data(stack, data_dir) -> dict[str, list[Path]]:
+    """Scanner files stored into tenant "qr" by dcmsend, as a modality of that tenant would."""
+    sets = {
+        "nih": sorted(p for p in (data_dir / "dcm_qa_nih").rglob("*") if p.is_file()),
+        "ts": sorted(p for p in (data_dir / "dcm_qa_ts").rglob("*.dcm")),
+        "charsets": [CHARSETS / f"{name}.dcm" for name in ("chrH31", "chrRuss", "chrGreek")],
+        "toshiba": sorted(p for p in (data_dir / "dcm_qa_toshiba").rglob("*") if p.is_file()),
+    }
+    s = stack.settings
+    files = [str(p) for paths in sets.values() for p in paths]
+    result = dcmtk("dcmsend", "-aet", QR_AE, "-aec", s.ae_title, "127.0.0.1", str(s.dimse_port), *files, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return sets
+
+
+def findscu(stack, out: Path, *keys: str, model: str = "-S", aet: str = QR_AE) -> list[Dataset]:
+    """findscu's answers, each written to a file by -X and read back."""
+    out.mkdir(exist_ok=True)
+    s = stack.settings
+    args = ["findscu", model, "-aet", aet, "-aec", s.ae_title, "-X", "-od", str(out)]
+    for key in keys:
+        args += ["-k", key]
+    result = dcmtk(*args, "127.0.0.1", str(s.dimse_port))
+    assert result.returncode == 0, result.stderr
+    return [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
+
+
+def _find(stack, identifier: Dataset, model=StudyRootQueryRetrieveInformationModelFind, aet: str = QR_AE):
+    ae = AE(ae_title=aet)
+    ae.add_requested_context(model)
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assert assoc.is_established
+    try:
+        return [(status.Status, ds, status.get("ErrorComment")) for status, ds in assoc.send_c_find(identifier, model)]
+    finally:
+        assoc.release()
+
+
+def query(level: str, charset: str | None = None, **keys: str) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    if charset:
+        ds.SpecificCharacterSet = charset
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+# -- C-FIND ---------------------------------------------------------------------------------------
+
+
+def test_findscu_patient_root_lists_patients_with_their_counts(stack, qr_data, tmp_path):
+    answers = findscu(stack, tmp_path, "QueryRetrieveLevel=PATIENT", "PatientID", "PatientName",
+                      "NumberOfPatientRelatedStudies", "NumberOfPatientRelatedInstances", model="-P")
+    by_id = {str(a.PatientID): a for a in answers}
+    assert {"DEV", "crlab", "FA191122", "H31EXAMPLE", "SCSRUSS", "SCSGREEK"} <= set(by_id)
+    assert str(by_id["DEV"].PatientName) == "Test^Regression"
+    assert int(by_id["DEV"].NumberOfPatientRelatedStudies) == 1
+    assert int(by_id["FA191122"].NumberOfPatientRelatedInstances) == len(qr_data["toshiba"])
+    assert all(a.QueryRetrieveLevel == "PATIENT" for a in answers)
+
+
+def test_findscu_study_root_wildcard_and_date_range(stack, qr_data, tmp_path):
+    answers = findscu(stack, tmp_path, "QueryRetrieveLevel=STUDY", "PatientName=test*", "StudyDate=20180101-20191231",
+                      "StudyInstanceUID", "ModalitiesInStudy", "NumberOfStudyRelatedSeries")
+    assert [str(a.PatientName) for a in answers] == ["Test^Regression"]  # case-insensitive; stc_test is 2014
+    assert int(answers[0].NumberOfStudyRelatedSeries) == NIH_STUDY_SERIES
+    assert list(answers[0].ModalitiesInStudy) == ["MR"] or answers[0].ModalitiesInStudy == "MR"
+    # a key the index does not hold comes back zero-length, as asked
+    answers = findscu(stack, tmp_path / "b", "QueryRetrieveLevel=STUDY", "PatientID=crlab", "StudyInstanceUID",
+                      "InstitutionName")
+    assert len(answers) == 1 and "InstitutionName" in answers[0] and not answers[0].InstitutionName
+
+
+def test_findscu_series_and_image_levels(stack, qr_data, tmp_path):
+    study = str(dcmread(qr_data["nih"][0], stop_before_pixels=True).StudyInstanceUID)
+    series = findscu(stack, tmp_path, "QueryRetrieveLevel=SERIES", f"StudyInstanceUID={study}", "SeriesInstanceUID",
+                     "SeriesNumber", "Modality", "NumberOfSeriesRelatedInstances")
+    assert sorted(int(s.SeriesNumber) for s in series) == [3, 4, 5, 6]
+    assert all(int(s.NumberOfSeriesRelatedInstances) == 2 and s.StudyInstanceUID == study for s in series)
+    images = findscu(stack, tmp_path / "i", "QueryRetrieveLevel=IMAGE", f"StudyInstanceUID={study}",
+                     f"SeriesInstanceUID={series[0].SeriesInstanceUID}", "SOPInstanceUID", "InstanceNumber")
+    expected = {str(d.SOPInstanceUID) for d in map(dcmread, qr_data["nih"]) if d.SeriesInstanceUID == series[0].SeriesInstanceUID}
+    assert {str(i.SOPInstanceUID) for i in images} == expected
+
+
+def test_find_in_the_askers_character_set(stack, qr_data):
+    japanese = dcmread(CHARSETS / "chrH31.dcm")
+    answers = _find(stack, query("STUDY", "\\ISO 2022 IR 87", PatientName="山田*", StudyInstanceUID=""))
+    pending = [ds for status, ds, _ in answers if status == 0xFF00]
+    assert len(pending) == 1 and answers[-1][0] == 0
+    assert pending[0].SpecificCharacterSet == ["", "ISO 2022 IR 87"]
+    assert str(pending[0].PatientName) == str(japanese.PatientName)  # all three component groups survive
+    russian = dcmread(CHARSETS / "chrRuss.dcm")
+    answers = _find(stack, query("STUDY", "ISO_IR 144", PatientName="люк*", StudyInstanceUID=""))
+    assert [str(ds.PatientName) for s, ds, _ in answers if s == 0xFF00] == [str(russian.PatientName)]
+    greek = dcmread(CHARSETS / "chrGreek.dcm")  # asked in ASCII: the answer comes in UTF-8
+    answers = _find(stack, query("STUDY", PatientID="SCSGREEK", PatientName="", StudyInstanceUID=""))
+    ((status, ds, _), _) = answers
+    assert ds.SpecificCharacterSet == "ISO_IR 192" and str(ds.PatientName) == str(greek.PatientName)
+
+
+def test_c_cancel_stops_a_long_find(stack, qr_data):
+    ae = AE(ae_title=QR_AE)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assert assoc.is_established
+    statuses = []
+    try:
+        series = str(dcmread(qr_data["toshiba"][0], stop_before_pixels=True).SeriesInstanceUID)
+        responses = assoc.send_c_find(query("IMAGE", SeriesInstanceUID=series, SOPInstanceUID=""),
+                                      StudyRootQueryRetrieveInformationModelFind, msg_id=7)
+        for status, _ in responses:
+            statuses.append(status.Status)
+            if len(statuses) == 1:
+                assoc.send_c_cancel(7, query_model=StudyRootQueryRetrieveInformationModelFind)
+    finally:
+        assoc.release()
+    assert statuses[-1] == 0xFE00, "C-CANCEL answered with Cancel"
+    assert statuses.count(0xFF00) < len(qr_data["toshiba"]), "the search stopped before every match was sent"
+
+
+def test_tenants_are_walls_for_find(stack, qr_data):
+    answers = _find(stack, query("STUDY", PatientID="DEV", StudyInstanceUID=""), aet=QR_OTHER_AE)
+    assert [s for s, _, _ in answers] == [0x0000], "tenantb sees none of tenant qr's studies"
+
+
+@pytest.mark.parametrize(("identifier", "reason"), [
+    (query("STUDY", Modality="MR"), "series-level"),
+    (query("PATIENT", PatientID="DEV"), "no PATIENT level"),
+    (query("STUDY", StudyDate="2019-01-01"), "not a date"),
+    (query("WARD", PatientID="DEV"), "not one of"),
+])
+def test_bad_identifiers_are_refused_with_a_reason(stack, qr_data, identifier, reason):
+    ((status, _, comment),) = _find(stack, identifier)
+    assert status == 0xA900 and reason in comment, comment
+
+
+def test_find_needs_the_find_service(stack, qr_data):
+    answers = _find(stack, query("STUDY", PatientID="DEV"), aet=MODALITY_AE)
+    assert [(s, c) for s, _, c in answers] == [(0x0124, f"{MODALITY_AE} may not use find")]
+
+
+def test_audit_trail_records_the_query(stack, qr_data):
+    _find(stack, query("STUDY", PatientID="SCSRUSS", StudyInstanceUID=""))
+    import psycopg
+
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
+            rows = conn.execute("SELECT subject, tenant, detail FROM audit_event WHERE event_code = 110112"
+                                " AND detail->'keys'->>'PatientID' = 'SCSRUSS'").fetchall()
+        if rows:
+            break
+        time.sleep(0.5)
+    assert rows and rows[0][0] == f"ae:{QR_AE}" and rows[0][1] == "qr"
+
+
+# -- C-MOVE and C-GET -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def storescp(port: int, out: Path, accept_all: bool = False, aet: str = STORESCP_AE) -> Iterator[Path]:
+    """dcmtk's storescp, the destination a workstation names in C-MOVE; its log counts the C-STOREs.
+    By default it accepts only uncompressed transfer syntaxes."""
+    out.mkdir(parents=True, exist_ok=True)
+    log = out.parent / f"{out.name}.log"
+    args = ["storescp", "-v", "-aet", aet, "-od", str(out), *(["+xa"] if accept_all else []), str(port)]
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(0.5)
+        yield log
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def received(out: Path) -> dict[str, Dataset]:
+    return {str(ds.SOPInstanceUID): ds for ds in (dcmread(p) for p in out.iterdir() if p.is_file())}
+
+
+def movescu(stack, *keys: str, destination: str = STORESCP_AE) -> subprocess.CompletedProcess:
+    s = stack.settings
+    args = ["movescu", "-v", "-S", "-aet", QR_AE, "-aec", s.ae_title, "-aem", destination]
+    for key in keys:
+        args += ["-k", key]
+    return dcmtk(*args, "127.0.0.1", str(s.dimse_port))
+
+
+def test_movescu_to_storescp_decompresses_what_it_does_not_accept(stack, qr_data, storescp_port, tmp_path):
+    study = str(dcmread(qr_data["ts"][0], stop_before_pixels=True).StudyInstanceUID)
+    with storescp(storescp_port, tmp_path / "in"):
+        result = movescu(stack, "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study}")
+    assert result.returncode == 0, result.stderr
+    got = received(tmp_path / "in")
+    assert set(got) == sop_uids(qr_data["ts"]), result.stdout + result.stderr
+    assert {str(ds.file_meta.TransferSyntaxUID) for ds in got.values()} <= {
+        "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+    original = dcmread(qr_data["ts"][0])  # the same pixels after decompression (lossless syntaxes only)
+    for ds in got.values():
+        assert (ds.pixel_array == original.pixel_array).all()
+    # the move is a workflow an operator can find in the Temporal UI
+    ids = run(list_ids(stack.settings, "WorkflowType = 'RetrieveWorkflow'"))
+    assert any(i.startswith("move:qr:") for i in ids)
+
+
+def test_move_to_a_destination_that_accepts_everything_keeps_the_stored_syntax(stack, qr_data, storescp_port, tmp_path):
+    study = str(dcmread(qr_data["ts"][0], stop_before_pixels=True).StudyInstanceUID)
+    with storescp(storescp_port, tmp_path / "in", accept_all=True):
+        result = movescu(stack, "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study}")
+    assert result.returncode == 0, result.stderr
+    stored = {str(d.SOPInstanceUID): str(d.file_meta.TransferSyntaxUID) for d in map(dcmread, qr_data["ts"])}
+    got = {sop: str(ds.file_meta.TransferSyntaxUID) for sop, ds in received(tmp_path / "in").items()}
+    compressed = {s for s, ts in stored.items() if pydicom.uid.UID(ts).is_compressed}
+    assert {s: got[s] for s in compressed} == {s: stored[s] for s in compressed}
+
+
+def _move_responses(stack, identifier: Dataset, destination: str) -> list[Dataset]:
+    ae = AE(ae_title=QR_AE)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assert assoc.is_established
+    try:
+        return [s for s, _ in assoc.send_c_move(identifier, destination, StudyRootQueryRetrieveInformationModelMove)]
+    finally:
+        assoc.release()
+
+
+def _move(stack, identifier: Dataset, destination: str) -> list[int]:
+    return [s.Status for s in _move_responses(stack, identifier, destination)]
+
+
+def test_move_reports_sub_operation_counts(stack, qr_data, storescp_port, tmp_path):
+    study = str(dcmread(qr_data["nih"][0], stop_before_pixels=True).StudyInstanceUID)
+    with storescp(storescp_port, tmp_path / "in"):
+        responses = _move_responses(stack, query("STUDY", StudyInstanceUID=study), STORESCP_AE)
+    final = responses[-1]
+    assert (final.Status, final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (0, 8, 0)
+    pending = [r for r in responses[:-1] if r.Status == 0xFF00]
+    assert all(r.NumberOfRemainingSuboperations + r.NumberOfCompletedSuboperations == 8 for r in pending)
+    assert len(received(tmp_path / "in")) == 8
+
+
+def test_move_to_an_unknown_or_foreign_destination_is_refused(stack, qr_data):
+    study = str(dcmread(qr_data["nih"][0], stop_before_pixels=True).StudyInstanceUID)
+    assert _move(stack, query("STUDY", StudyInstanceUID=study), "NOBODY") == [0xA801]
+    assert _move(stack, query("STUDY", StudyInstanceUID=study), STORESCP_B_AE) == [0xA801]
+    assert _move(stack, query("STUDY", StudyInstanceUID="*"), STORESCP_AE) == [0xA900]
+
+
+def test_move_of_nothing_succeeds_at_once(stack, qr_data):
+    assert _move(stack, query("STUDY", StudyInstanceUID="1.2.3.4.5.6.7.8.9"), STORESCP_AE) == [0x0000]
+
+
+def worker_pids(stack) -> list[int]:
+    return [p.pid for p in stack.descendants() if "WorkflowWorkerActor" in " ".join(p.cmdline())]
+
+
+def test_killed_worker_during_move_still_delivers_every_instance_once(stack, qr_data, storescp_port, tmp_path):
+    series = str(dcmread(qr_data["toshiba"][0], stop_before_pixels=True).SeriesInstanceUID)
+    study = str(dcmread(qr_data["toshiba"][0], stop_before_pixels=True).StudyInstanceUID)
+    with storescp(storescp_port, tmp_path / "in") as log:
+        s = stack.settings
+        args = ["movescu", "-v", "-S", "-aet", QR_AE, "-aec", s.ae_title, "-aem", STORESCP_AE,
+                "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={study}", "-k", f"SeriesInstanceUID={series}",
+                "127.0.0.1", str(s.dimse_port)]
+        mover = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 120
+        while len(list((tmp_path / "in").iterdir())) < 50 and time.time() < deadline:
+            time.sleep(0.05)
+        at_kill = len(list((tmp_path / "in").iterdir()))
+        before = worker_pids(stack)
+        for pid in before:
+            os.kill(pid, signal.SIGKILL)  # mid-series: the rest can only go from the restarted worker
+        output, _ = mover.communicate(timeout=300)
+        stores = len(re.findall(r"Received Store Request", log.read_text()))
+    assert mover.returncode == 0, output
+    assert at_kill < len(qr_data["toshiba"]), "the worker died while the move was under way"
+    got = received(tmp_path / "in")
+    assert set(got) == sop_uids(qr_data["toshiba"]), f"{len(got)} of {len(qr_data['toshiba'])} delivered"
+    # acknowledged instances are not sent again; at most the one in flight when the worker died is
+    assert stores <= len(qr_data["toshiba"]) + 1, f"{stores} C-STOREs for {len(got)} instances"
+    assert set(worker_pids(stack)).isdisjoint(before), "Ray restarted the worker"
+
+
+def test_getscu_retrieves_a_series_on_its_own_association(stack, qr_data, tmp_path):
+    first = dcmread(qr_data["nih"][0], stop_before_pixels=True)
+    s = stack.settings
+    out = tmp_path / "got"
+    out.mkdir()
+    result = dcmtk("getscu", "-v", "-S", "-aet", QR_AE, "-aec", s.ae_title, "-od", str(out),
+                   "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={first.StudyInstanceUID}",
+                   "-k", f"SeriesInstanceUID={first.SeriesInstanceUID}", "127.0.0.1", str(s.dimse_port))
+    assert result.returncode == 0, result.stderr
+    expected = {str(d.SOPInstanceUID) for d in map(dcmread, qr_data["nih"]) if d.SeriesInstanceUID == first.SeriesInstanceUID}
+    assert set(received(out)) == expected
+
+
+def test_patient_root_find_model_is_offered(stack, qr_data):
+    answers = _find(stack, query("PATIENT", PatientID="crlab", PatientName=""), model=PatientRootQueryRetrieveInformationModelFind)
+    assert [str(ds.PatientName) for s, ds, _ in answers if s == 0xFF00] == ["stc_test"]
+
+
+def test_getscu_of_compressed_objects_gets_them_decompressed(stack, qr_data, tmp_path):
+    """getscu offers to receive uncompressed syntaxes only; the JPEG, JPEG-LS, J2K and RLE copies come decoded."""
+    study = dcmread(qr_data["ts"][0], stop_before_pixels=True).StudyInstanceUID
+    s = stack.settings
+    out = tmp_path / "got"
+    out.mkdir()
+    result = dcmtk("getscu", "-S", "-aet", QR_AE, "-aec", s.ae_title, "-od", str(out), "-k", "QueryRetrieveLevel=STUDY",
+                   "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(s.dimse_port))
+    assert result.returncode == 0, result.stderr
+    got = received(out)
+    assert set(got) == sop_uids(qr_data["ts"])
+    assert not any(pydicom.uid.UID(ds.file_meta.TransferSyntaxUID).is_compressed for ds in got.values())

@@ -1,0 +1,42 @@
+"""RetrieveWorkflow, id `move:{tenant}:{retrieve id}`: one C-MOVE, sent to its destination.
+
+The SCP that took the C-MOVE recorded the instances to send and relays the counts to the
+requester while this runs. Sending is one activity that resumes where the last attempt stopped;
+it is retried with backoff while the destination is unreachable, then what is still owed is
+counted as failed, so the requester always gets a final answer.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities import names
+    from activities.types import RetrieveEnd, RetrieveOutcome, RetrieveRequest
+
+SEND_ATTEMPTS = 5  # about 30 s of retrying an unreachable destination before giving up
+HEARTBEAT = timedelta(seconds=10)  # a killed worker's attempt is retried elsewhere after this
+
+
+@workflow.defn(name=names.RETRIEVE_WORKFLOW)
+class RetrieveWorkflow:
+    @workflow.run
+    async def run(self, request: RetrieveRequest) -> RetrieveOutcome:
+        gave_up = None
+        try:
+            await workflow.execute_activity(
+                names.RETRIEVE_SEND, request, result_type=int,
+                start_to_close_timeout=timedelta(hours=6), heartbeat_timeout=HEARTBEAT,
+                retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                                         maximum_interval=timedelta(seconds=15), maximum_attempts=SEND_ATTEMPTS),
+            )
+        except ActivityError as err:
+            gave_up = str(err.cause or err)
+        return await workflow.execute_activity(
+            names.RETRIEVE_FINISH, RetrieveEnd(request, gave_up), result_type=RetrieveOutcome,
+            start_to_close_timeout=timedelta(minutes=1),
+        )
