@@ -1,5 +1,6 @@
-"""C-FIND SCP (Patient Root and Study Root): the identifier becomes the archive's one query, and
-the rows stream back as pending responses a batch at a time; C-CANCEL is honoured between rows."""
+"""C-FIND SCP (Patient Root, Study Root and Modality Worklist): the identifier becomes the
+archive's one query, and the rows stream back as pending responses a batch at a time; C-CANCEL is
+honoured between rows."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from archive.audit import Outcome as AuditOutcome
 from archive.index.row_stream import RowStream
 from archive.query.builder import BadQuery
 from archive.query.cfind import FindRequest, answer, parse_identifier
+from archive.query.mwl import WORKLIST_FIND, WorklistRequest, answer_worklist, parse_worklist_identifier
 
 if TYPE_CHECKING:
     from actors.dimse_handlers import DimseHandlers
@@ -51,26 +53,28 @@ class FindService:
         self.handlers = handlers
 
     def on_find(self, event: evt.Event) -> Iterator[Response]:
-        allowed = self.handlers.allowed(event, "find")
+        worklist = str(event.request.AffectedSOPClassUID) == WORKLIST_FIND
+        allowed = self.handlers.allowed(event, "worklist" if worklist else "find")
         if isinstance(allowed, Dataset):
             yield allowed, None
             return
         association, tenant = allowed
-        model = QUERY_MODELS.get(str(event.request.AffectedSOPClassUID))
+        model = "worklist" if worklist else QUERY_MODELS.get(str(event.request.AffectedSOPClassUID))
         identifier = decode_identifier(event)
         if model is None or identifier is None:
             yield failure(st.CANNOT_UNDERSTAND, "identifier cannot be decoded" if model else "unsupported model")
             return
         try:
-            request = parse_identifier(identifier, tenant, model)
+            request = parse_worklist_identifier(identifier, tenant) if worklist else parse_identifier(identifier, tenant, model)
         except BadQuery as err:
             yield failure(st.IDENTIFIER_DOES_NOT_MATCH, str(err))
             return
         self.handlers.audit(association.caller, AuditAction.QUERY, AuditOutcome.SUCCESS, tenant,
-                            level=request.level, keys=_match_values(identifier))
+                            level="WORKLIST" if worklist else getattr(request, "level", None),
+                            keys=_match_values(identifier))
         yield from self._stream(event, request)
 
-    def _stream(self, event: evt.Event, request: FindRequest) -> Iterator[Response]:
+    def _stream(self, event: evt.Event, request: FindRequest | WorklistRequest) -> Iterator[Response]:
         loop, ae_title = self.handlers.loop, self.handlers.settings.ae_title
         stream = RowStream(self.handlers.ingest.pool, request.query.sql, request.query.params)
         loop.run(stream.open(), timeout=30)
@@ -80,7 +84,10 @@ class FindService:
                     if event.is_cancelled:
                         yield st.CANCEL, None
                         return
-                    yield st.PENDING, answer(request, row, ae_title)
+                    if isinstance(request, WorklistRequest):
+                        yield st.PENDING, answer_worklist(request, row)
+                    else:
+                        yield st.PENDING, answer(request, row, ae_title)
         finally:
             loop.run(stream.close(), timeout=30)
         yield st.SUCCESS, None

@@ -207,6 +207,11 @@ class DimseHandlers:
             return allowed, None
         association, tenant = allowed
         request = event.request
+        reply_to = self.settings.ae_table.get(association.caller.calling_ae)
+        if reply_to is None or not reply_to.reachable:
+            # the report goes on a new association (PS3.4 J.3.3.1.2); taking a request we can never
+            # answer would leave the modality waiting
+            return status(st.PROCESSING_FAILURE, f"no address for {association.caller.calling_ae} in ae_table"), None
         if request.ActionTypeID != 1:
             return status(st.NO_SUCH_ACTION_TYPE, "unknown Action Type ID"), None
         info: Dataset = event.action_information

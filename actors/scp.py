@@ -19,6 +19,7 @@ from actors.dimse_server import FastAssociationServer
 from actors.loop_thread import LoopThread
 from archive.identity.tokens import verifier_for
 from archive.priority import normal_priority
+from archive.query.mwl import WORKLIST_FIND
 from archive.resources import Resources
 from archive.settings import Settings
 from archive.tls import ssl_server_context
@@ -37,7 +38,7 @@ def build_ae(settings: Settings) -> AE:
         ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(StorageCommitmentPushModel)
-    for sop_class in (*QUERY_MODELS, *GET_MODELS, *MOVE_MODELS):
+    for sop_class in (*QUERY_MODELS, *GET_MODELS, *MOVE_MODELS, WORKLIST_FIND):
         ae.add_supported_context(sop_class)
     return ae
 

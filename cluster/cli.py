@@ -12,7 +12,7 @@ import threading
 import time
 
 from archive.settings import Settings, SettingsError, load_settings
-from cluster import certs, cli_audit
+from cluster import certs, cli_audit, cli_worklist
 from cluster.services.process import ServiceError, read_pid, stop_pid
 
 
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     status = sub.add_parser("status", help="check every service; exit 1 if one is down")
     status.add_argument("--json", action="store_true")
     cli_audit.add_parser(sub)
+    cli_worklist.add_parser(sub)
     certs.add_certs_parser(sub)
     args = parser.parse_args(argv)
     try:
@@ -150,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_down(settings, args.timeout)
     if args.command == "audit":
         return cli_audit.cmd_audit(settings, args)
+    if args.command == "worklist":
+        return cli_worklist.cmd_worklist(settings, args)
     if args.command == "certs":
         return certs.run_certs_command(args, settings.var_path)
     return cmd_status(settings, args.json)

@@ -12,6 +12,16 @@ from archive.query.qido import DEFAULT_LIMIT, MAX_LIMIT
 from serve.deps import SettingsDep, authenticate
 from serve.version import dicomflow_version
 
+# (service, SOP classes, the AE table `services` entry that allows it)
+DIMSE_SERVICES = [
+    ("C-ECHO", ["1.2.840.10008.1.1"], "any known AE"),
+    ("C-STORE", ["all storage SOP classes"], "store"),
+    ("Storage Commitment", ["1.2.840.10008.1.20.1"], "commit"),
+    ("C-FIND", ["1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1"], "find"),
+    ("C-MOVE", ["1.2.840.10008.5.1.4.1.2.1.2", "1.2.840.10008.5.1.4.1.2.2.2"], "move"),
+    ("C-GET", ["1.2.840.10008.5.1.4.1.2.1.3", "1.2.840.10008.5.1.4.1.2.2.3"], "get"),
+]
+
 router = APIRouter(tags=["Capabilities"], dependencies=[Depends(authenticate)])
 
 
@@ -40,6 +50,14 @@ async def capabilities(settings: SettingsDep) -> dict[str, Any]:
                     "rendered": ["image/jpeg", "image/png"], "rendered parameters": ["window", "viewport", "quality"],
                     "thumbnail": "study, series, instance", "bulkdata": "multipart or application/octet-stream with Range"},
         "WADO-URI": {"path": "/dicomweb/wado", "contentType": ["application/dicom", "image/jpeg", "image/png"]},
+        "DIMSE": {
+            "ae_title": settings.ae_title, "port": settings.dimse_port,
+            "tls_port": settings.dimse_tls_port if settings.dimse_tls else None,
+            "services": {name: {"sop_classes": sorted(uids), "needs": need} for name, uids, need in DIMSE_SERVICES},
+            "query levels": ["PATIENT", "STUDY", "SERIES", "IMAGE"],
+            "retrieve": "C-MOVE to AE-table destinations through a Temporal workflow; C-GET on the same association; "
+                        "decompressed when the receiver accepts none of the stored transfer syntax",
+        },
         "DELETE": ["/dicomweb/studies/{study}", "/dicomweb/studies/{study}/series/{series}",
                    "/dicomweb/studies/{study}/series/{series}/instances/{instance}"],
     }

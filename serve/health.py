@@ -112,6 +112,8 @@ async def check_dicomweb(settings: Settings) -> Check:
 
 
 async def check_dimse(settings: Settings) -> Check:
+    from serve.capabilities import DIMSE_SERVICES
+
     url = f"dicom://{settings.ae_title}@{settings.bind_host}:{settings.dimse_port}"
 
     def echo() -> str:
@@ -128,7 +130,8 @@ async def check_dimse(settings: Settings) -> Check:
             status = assoc.send_c_echo()
             if not status or status.Status != 0:
                 raise ConnectionError(f"C-ECHO status {getattr(status, 'Status', None)}")
-            return f"C-ECHO ok ({assoc.acceptor.implementation_version_name or 'SCP'})"
+            services = ", ".join(name for name, _, _ in DIMSE_SERVICES)
+            return f"C-ECHO ok ({assoc.acceptor.implementation_version_name or 'SCP'}); serves {services}"
         finally:
             assoc.release()
 

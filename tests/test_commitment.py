@@ -105,3 +105,24 @@ def test_request_without_transaction_uid_is_refused(stack, commit_scu):
     finally:
         assoc.release()
     assert status.Status == 0x0120
+
+
+def test_request_from_an_ae_without_an_address_is_refused_up_front(stack, data_dir):
+    """NOSTORE may ask for commitment but has no host/port in the AE table: the report could never be
+    delivered, so the N-ACTION itself fails with a reason instead of being accepted and never answered."""
+    from tests.conftest import NOSTORE_AE
+
+    ae = AE(ae_title=NOSTORE_AE)
+    ae.add_requested_context(StorageCommitmentPushModel)
+    info = Dataset()
+    info.TransactionUID = generate_uid()
+    item = Dataset()
+    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.4", generate_uid()
+    info.ReferencedSOPSequence = [item]
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assert assoc.is_established
+    try:
+        status, _ = assoc.send_n_action(info, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
+    finally:
+        assoc.release()
+    assert status.Status == 0x0110 and "no address for NOSTORE" in status.ErrorComment

@@ -54,4 +54,7 @@ def test_capabilities_page(stack):
     response = requests.get(stack.url("/dicomweb/capabilities"), headers=bearer("default", ["reader"]), timeout=30)
     assert response.status_code == 200
     assert "PatientName" in response.json()["QIDO-RS"]["attributes"]
+    dimse = response.json()["DIMSE"]["services"]
+    assert dimse["C-MOVE"]["sop_classes"] == ["1.2.840.10008.5.1.4.1.2.1.2", "1.2.840.10008.5.1.4.1.2.2.2"]
+    assert dimse["C-FIND"]["needs"] == "find"
     assert requests.get(stack.url("/openapi.json"), timeout=30).json()["paths"]["/dicomweb/studies"]

@@ -163,8 +163,10 @@ def test_c_cancel_stops_a_long_find(stack, qr_data):
 
 
 def test_tenants_are_walls_for_find(stack, qr_data):
-    answers = _find(stack, query("STUDY", PatientID="DEV", StudyInstanceUID=""), aet=QR_OTHER_AE)
-    assert [s for s, _, _ in answers] == [0x0000], "tenantb sees none of tenant qr's studies"
+    # pydicom's Russian sample goes only to tenant qr in this suite
+    identifier = query("STUDY", PatientID="SCSRUSS", StudyInstanceUID="")
+    assert [s for s, _, _ in _find(stack, identifier)] == [0xFF00, 0x0000]
+    assert [s for s, _, _ in _find(stack, identifier, aet=QR_OTHER_AE)] == [0x0000], "tenantb sees none of qr's"
 
 
 @pytest.mark.parametrize(("identifier", "reason"), [
@@ -184,14 +186,15 @@ def test_find_needs_the_find_service(stack, qr_data):
 
 
 def test_audit_trail_records_the_query(stack, qr_data):
-    _find(stack, query("STUDY", PatientID="SCSRUSS", StudyInstanceUID=""))
+    marker = f"AUDIT{time.time_ns() % 10**10}"  # this query's own accession number
+    _find(stack, query("STUDY", PatientID="SCSRUSS", AccessionNumber=marker, StudyInstanceUID=""))
     import psycopg
 
     deadline = time.time() + 10
     while time.time() < deadline:
         with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
             rows = conn.execute("SELECT subject, tenant, detail FROM audit_event WHERE event_code = 110112"
-                                " AND detail->'keys'->>'PatientID' = 'SCSRUSS'").fetchall()
+                                " AND detail->'keys'->>'AccessionNumber' = %s", (marker,)).fetchall()
         if rows:
             break
         time.sleep(0.5)

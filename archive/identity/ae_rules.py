@@ -10,7 +10,8 @@ from archive.identity.principal import ANONYMOUS, Principal, Role, TenantRefused
 from archive.settings import ALL_DIMSE_SERVICES, AEEntry, Settings
 
 # the Role a DIMSE service needs when the caller presented a token (user identity negotiation)
-SERVICE_ROLE = {"store": Role.WRITER, "commit": Role.WRITER, "find": Role.READER, "move": Role.READER, "get": Role.READER}
+SERVICE_ROLE = {"store": Role.WRITER, "commit": Role.WRITER, "find": Role.READER, "move": Role.READER, "get": Role.READER,
+                "worklist": Role.READER}
 
 
 @dataclass(frozen=True)

@@ -181,6 +181,32 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX retrieve_created_idx ON retrieve (created_at);
     """,
+    # 6: the modality worklist: scheduled procedure steps, matched on columns, answered from the item
+    """
+    CREATE TABLE worklist_item (
+        tenant                 text NOT NULL,
+        accession_number       text NOT NULL,
+        sps_id                 text NOT NULL,
+        patient_id             text,
+        patient_name           text,
+        patient_birth_date     text,
+        patient_sex            text,
+        study_uid              text,
+        requested_procedure_id text,
+        modality               text,
+        station_aes            text[] NOT NULL DEFAULT '{}',
+        start_date             text,
+        start_time             text,
+        performing_physician   text,
+        sps_description        text,
+        sps_status             text,
+        item                   jsonb NOT NULL,
+        updated_at             timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (tenant, accession_number, sps_id)
+    );
+    CREATE INDEX worklist_start_idx ON worklist_item (tenant, start_date, start_time);
+    CREATE INDEX worklist_station_idx ON worklist_item USING gin (station_aes);
+    """,
 ]
 
 

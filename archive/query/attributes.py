@@ -15,10 +15,11 @@ class Attribute:
     level: str  # patient | study | series | instance
     column: str  # SQL expression over the level's table alias
     kind: str  # uid | text | pn | date | time | int | code_list
+    within: str | None = None  # the sequence whose item holds it (worklist keys)
 
 
-def _a(keyword: str, vr: str, level: str, column: str, kind: str) -> Attribute:
-    return Attribute(f"{tag_for_keyword(keyword):08X}", keyword, vr, level, column, kind)
+def _a(keyword: str, vr: str, level: str, column: str, kind: str, within: str | None = None) -> Attribute:
+    return Attribute(f"{tag_for_keyword(keyword):08X}", keyword, vr, level, column, kind, within)
 
 
 # live counts over the patient's studies (patient ID and issuer, within the tenant)
@@ -102,3 +103,25 @@ def resolve(name: str) -> Attribute:
     what = f"{name} ({known})" if known else name
     raise UnknownAttribute(f"attribute {what} is not supported for matching or return; supported: "
                            + ", ".join(sorted(BY_KEYWORD)))
+
+
+SPS = "ScheduledProcedureStepSequence"
+# Modality Worklist (PS3.4 K.6.1.2.2): the matching keys, over the worklist_item table (alias w)
+WORKLIST_ATTRIBUTES: list[Attribute] = [
+    _a("AccessionNumber", "SH", "worklist", "w.accession_number", "text"),
+    _a("PatientName", "PN", "worklist", "w.patient_name", "pn"),
+    _a("PatientID", "LO", "worklist", "w.patient_id", "text"),
+    _a("PatientBirthDate", "DA", "worklist", "w.patient_birth_date", "date"),
+    _a("PatientSex", "CS", "worklist", "w.patient_sex", "text"),
+    _a("StudyInstanceUID", "UI", "worklist", "w.study_uid", "uid"),
+    _a("RequestedProcedureID", "SH", "worklist", "w.requested_procedure_id", "text"),
+    _a("Modality", "CS", "worklist", "w.modality", "text", SPS),
+    _a("ScheduledStationAETitle", "AE", "worklist", "w.station_aes", "code_list", SPS),
+    _a("ScheduledProcedureStepStartDate", "DA", "worklist", "w.start_date", "date", SPS),
+    _a("ScheduledProcedureStepStartTime", "TM", "worklist", "w.start_time", "time", SPS),
+    _a("ScheduledPerformingPhysicianName", "PN", "worklist", "w.performing_physician", "pn", SPS),
+    _a("ScheduledProcedureStepID", "SH", "worklist", "w.sps_id", "text", SPS),
+    _a("ScheduledProcedureStepDescription", "LO", "worklist", "w.sps_description", "text", SPS),
+    _a("ScheduledProcedureStepStatus", "CS", "worklist", "w.sps_status", "text", SPS),
+]
+WORKLIST_BY_TAG = {(a.within, a.tag): a for a in WORKLIST_ATTRIBUTES}

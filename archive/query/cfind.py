@@ -62,7 +62,7 @@ def parse_identifier(identifier: Dataset, tenant: str, model: str) -> FindReques
     level = _level(identifier, model)
     keys = []
     for element in identifier:
-        if element.tag in _ARCHIVE_KEYS or element.tag.is_private or element.tag.element == 0:
+        if skipped(element):
             continue
         attribute = BY_TAG.get(f"{int(element.tag):08X}")
         if attribute is None:
@@ -70,8 +70,7 @@ def parse_identifier(identifier: Dataset, tenant: str, model: str) -> FindReques
         if element.VR == "SQ":
             raise BadQuery(f"{attribute.keyword} is not a sequence")
         keys.append(MatchKey(attribute, _value(element)))
-    charset = identifier.get("SpecificCharacterSet") or []
-    charset = [charset] if isinstance(charset, str) else list(charset)
+    charset = asked_character_set(identifier)
     unique = [BY_KEYWORD[UNIQUE_KEY[level]]] + ([BY_KEYWORD["PatientID"]] if model == "patient" else [])
     query = build(QuerySpec(LEVELS[level], tenant, keys, returned=unique))
     return FindRequest(query, level, identifier, charset)
@@ -100,13 +99,29 @@ def _encodable(texts: Sequence[str], charset: list[str]) -> bool:
     return True
 
 
-def character_set(request: FindRequest, texts: Sequence[str]) -> list[str] | None:
+def character_set(asked: list[str], texts: Sequence[str]) -> list[str] | None:
     """The asker's own character set when it can carry every answer; else UTF-8; None for plain ASCII."""
     if all(text.isascii() for text in texts):
-        return request.character_set or None
-    if request.character_set and _encodable(texts, request.character_set):
-        return request.character_set
+        return asked or None
+    if asked and _encodable(texts, asked):
+        return asked
     return [UTF8]
+
+
+def set_character_set(ds: Dataset, asked: list[str], texts: Sequence[str]) -> None:
+    charset = character_set(asked, texts)
+    if charset:
+        ds.SpecificCharacterSet = charset if len(charset) > 1 else charset[0]
+
+
+def asked_character_set(identifier: Dataset) -> list[str]:
+    charset = identifier.get("SpecificCharacterSet") or []
+    return [charset] if isinstance(charset, str) else list(charset)
+
+
+def skipped(element: DataElement) -> bool:
+    """Keys the archive answers itself, private keys and group lengths: not matched against the index."""
+    return element.tag in _ARCHIVE_KEYS or element.tag.is_private or element.tag.element == 0
 
 
 def answer(request: FindRequest, row: Sequence[Any], ae_title: str) -> Dataset:
@@ -115,7 +130,7 @@ def answer(request: FindRequest, row: Sequence[Any], ae_title: str) -> Dataset:
     values = dict(zip((a.tag for a in request.query.returned), row))
     for element in request.requested:
         tag = f"{int(element.tag):08X}"
-        if element.tag in _ARCHIVE_KEYS or element.tag.is_private or element.tag.element == 0:
+        if skipped(element):
             continue
         if tag in values:
             _set(ds, BY_TAG[tag], values[tag])
@@ -129,8 +144,5 @@ def answer(request: FindRequest, row: Sequence[Any], ae_title: str) -> Dataset:
         ds.RetrieveAETitle = ae_title
     if "InstanceAvailability" in request.requested:
         ds.InstanceAvailability = "ONLINE"
-    texts = [str(v) for v in values.values() if isinstance(v, str)]
-    charset = character_set(request, texts)
-    if charset:
-        ds.SpecificCharacterSet = charset if len(charset) > 1 else charset[0]
+    set_character_set(ds, request.character_set, [str(v) for v in values.values() if isinstance(v, str)])
     return ds
