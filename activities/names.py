@@ -15,6 +15,7 @@ COMMITMENT_REPORT = "send_commitment_report"
 
 STUDY_WORKFLOW = "StudyWorkflow"
 STUDY_SIGNAL = "instances_arrived"
+PROCEDURE_STEP_SIGNAL = "procedure_step"  # MPPS status of the study, for the Temporal UI
 COMMITMENT_WORKFLOW = "StorageCommitmentWorkflow"
 COMMITMENT_WAKE = "instances_committed"
 

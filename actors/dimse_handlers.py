@@ -23,6 +23,7 @@ from activities.types import CommitmentRequest
 from actors.dimse_find import FindService
 from actors.dimse_get import GetService
 from actors.dimse_move import MoveService
+from actors.dimse_mpps import MppsService
 from actors.loop_thread import LoopThread
 from archive import dicom_status as st
 from archive.audit import AuditAction, AuditEvent
@@ -85,6 +86,8 @@ class DimseHandlers:
             (evt.EVT_C_FIND, FindService(self).on_find),
             (evt.EVT_C_GET, GetService(self).on_get),
             (evt.EVT_C_MOVE, MoveService(self).on_move),
+            (evt.EVT_N_CREATE, MppsService(self).on_n_create),
+            (evt.EVT_N_SET, MppsService(self).on_n_set),
             (evt.EVT_RELEASED, self.on_association_end),
             (evt.EVT_ABORTED, self.on_association_end),
             (evt.EVT_CONN_CLOSE, self.on_association_end),

@@ -15,6 +15,7 @@ from actors.dimse_find import QUERY_MODELS
 from actors.dimse_get import GET_MODELS
 from actors.dimse_handlers import DimseHandlers
 from actors.dimse_move import MOVE_MODELS, install_relayed_move
+from actors.dimse_mpps import MPPS
 from actors.dimse_server import FastAssociationServer
 from actors.loop_thread import LoopThread
 from archive.identity.tokens import verifier_for
@@ -38,7 +39,7 @@ def build_ae(settings: Settings) -> AE:
         ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(StorageCommitmentPushModel)
-    for sop_class in (*QUERY_MODELS, *GET_MODELS, *MOVE_MODELS, WORKLIST_FIND):
+    for sop_class in (*QUERY_MODELS, *GET_MODELS, *MOVE_MODELS, WORKLIST_FIND, MPPS):
         ae.add_supported_context(sop_class)
     return ae
 

@@ -29,6 +29,7 @@ class AuditAction(Enum):
     STORE = (110104, "DICOM Instances Transferred", "C")
     QUERY = (110112, "Query", "E")
     RETRIEVE = (110104, "DICOM Instances Transferred", "R")  # sent out: C-GET, C-MOVE
+    PROCEDURE_STEP = (110109, "Order Record", "U")  # MPPS: a modality reports a performed step
     READ = (110103, "DICOM Instances Accessed", "R")
     DELETE = (110105, "DICOM Study Deleted", "D")
     COMMIT = (110103, "DICOM Instances Accessed", "E")  # storage commitment checks what is held

@@ -19,8 +19,8 @@ ENV_PREFIX = "DICOMFLOW_"
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
 
-DimseService = Literal["store", "commit", "find", "move", "get", "worklist"]
-ALL_DIMSE_SERVICES: tuple[DimseService, ...] = ("store", "commit", "find", "move", "get", "worklist")
+DimseService = Literal["store", "commit", "find", "move", "get", "worklist", "mpps"]
+ALL_DIMSE_SERVICES: tuple[DimseService, ...] = ("store", "commit", "find", "move", "get", "worklist", "mpps")
 
 
 class AEEntry(BaseModel):

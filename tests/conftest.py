@@ -84,7 +84,7 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
             STORE_AE: {"allowed_hosts": LOOPBACK},
             WORKSTATION_AE: {"allowed_hosts": ["10.99.0.0/16"]},
             NOSTORE_AE: {"allowed_hosts": LOOPBACK, "services": ["commit"]},
-            QR_AE: {"allowed_hosts": LOOPBACK, "tenant": "qr", "services": ["store", "worklist", *QR_SERVICES]},
+            QR_AE: {"allowed_hosts": LOOPBACK, "tenant": "qr", "services": ["store", "worklist", "mpps", *QR_SERVICES]},
             QR_OTHER_AE: {"allowed_hosts": LOOPBACK, "tenant": "tenantb", "services": QR_SERVICES},
             STORESCP_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
             STORESCP_B_AE: {"host": "127.0.0.1", "port": storescp_port, "tenant": "tenantb", "services": []},

@@ -8,11 +8,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import requests
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 from pynetdicom import AE
-from pynetdicom.sop_class import ModalityWorklistInformationFind
+from pynetdicom.sop_class import ModalityPerformedProcedureStep, ModalityWorklistInformationFind
 
+from tests.auth import bearer
 from tests.conftest import MODALITY_AE, QR_AE
 
 EXAMPLES = Path("/usr/share/doc/dcmtk/examples")
@@ -117,3 +120,87 @@ def test_import_refuses_an_item_without_accession_number_and_imports_nothing(sta
 
     with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
         assert conn.execute("SELECT count(*) FROM worklist_item WHERE tenant = 'worklist-empty'").fetchone() == (0,)
+
+
+# -- MPPS -------------------------------------------------------------------------------------------
+
+
+def _mpps_assoc(stack):
+    ae = AE(ae_title=QR_AE)
+    ae.add_requested_context(ModalityPerformedProcedureStep)
+    ae.add_requested_context(ModalityWorklistInformationFind)
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assert assoc.is_established
+    return assoc
+
+
+def _in_progress(item: Dataset, study_uid: str) -> Dataset:
+    """An N-CREATE as a modality sends it when the exam starts (PS3.4 F.7.2.1)."""
+    ds = Dataset()
+    scheduled = Dataset()
+    scheduled.StudyInstanceUID = study_uid
+    scheduled.AccessionNumber = item.AccessionNumber
+    scheduled.ScheduledProcedureStepID = item.ScheduledProcedureStepSequence[0].ScheduledProcedureStepID
+    ds.ScheduledStepAttributesSequence = [scheduled]
+    ds.PatientName, ds.PatientID = item.PatientName, item.PatientID
+    ds.PerformedProcedureStepID = "PPS1"
+    ds.PerformedStationAETitle = QR_AE
+    ds.PerformedProcedureStepStartDate, ds.PerformedProcedureStepStartTime = "20261123", "101500"
+    ds.PerformedProcedureStepStatus = "IN PROGRESS"
+    ds.Modality = item.ScheduledProcedureStepSequence[0].Modality
+    return ds
+
+
+def _worklist_status(assoc, accession: str) -> str:
+    identifier = Dataset()
+    identifier.AccessionNumber = accession
+    step = Dataset()
+    step.ScheduledProcedureStepStatus = ""
+    identifier.ScheduledProcedureStepSequence = [step]
+    answers = [ds for s, ds in assoc.send_c_find(identifier, ModalityWorklistInformationFind) if s.Status == 0xFF00]
+    return answers[0].ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus
+
+
+def test_mpps_in_progress_then_completed_shows_on_worklist_and_study(stack, worklist, data_dir):
+    study_file = sorted((data_dir / "dcm_qa_nih").rglob("*"))[-1]
+    study_uid = str(dcmread(study_file, stop_before_pixels=True).StudyInstanceUID)
+    s = stack.settings
+    dcmtk("dcmsend", "-aet", QR_AE, "-aec", s.ae_title, "127.0.0.1", str(s.dimse_port), str(study_file))
+    item = next(i for i in worklist if i.AccessionNumber == "00001")
+    mpps_uid = generate_uid()
+    assoc = _mpps_assoc(stack)
+    try:
+        status, _ = assoc.send_n_create(_in_progress(item, study_uid), ModalityPerformedProcedureStep, mpps_uid)
+        assert status.Status == 0x0000
+        assert _worklist_status(assoc, "00001") == "STARTED"
+        again, _ = assoc.send_n_create(_in_progress(item, study_uid), ModalityPerformedProcedureStep, mpps_uid)
+        assert again.Status == 0x0111
+        done = Dataset()
+        done.PerformedProcedureStepStatus = "COMPLETED"
+        done.PerformedProcedureStepEndDate, done.PerformedProcedureStepEndTime = "20261123", "103000"
+        status, _ = assoc.send_n_set(done, ModalityPerformedProcedureStep, mpps_uid)
+        assert status.Status == 0x0000
+        assert _worklist_status(assoc, "00001") == "COMPLETED"
+        late, _ = assoc.send_n_set(done, ModalityPerformedProcedureStep, mpps_uid)
+        assert late.Status == 0x0110 and "COMPLETED" in late.ErrorComment
+    finally:
+        assoc.release()
+    response = requests.get(stack.url("/dicomweb/studies"), timeout=30, headers=bearer(TENANT, ["reader"]),
+                            params={"StudyInstanceUID": study_uid, "includefield": "PerformedProcedureStepStatus"})
+    assert response.json()[0]["00400252"]["Value"] == ["COMPLETED"]
+
+
+def test_mpps_must_start_in_progress_and_exist_to_be_set(stack, worklist):
+    item = worklist[2]
+    assoc = _mpps_assoc(stack)
+    try:
+        step = _in_progress(item, generate_uid())
+        step.PerformedProcedureStepStatus = "COMPLETED"
+        status, _ = assoc.send_n_create(step, ModalityPerformedProcedureStep, generate_uid())
+        assert status.Status == 0x0106 and "IN PROGRESS" in status.ErrorComment
+        change = Dataset()
+        change.PerformedProcedureStepStatus = "COMPLETED"
+        status, _ = assoc.send_n_set(change, ModalityPerformedProcedureStep, generate_uid())
+        assert status.Status == 0x0112
+    finally:
+        assoc.release()

@@ -6,6 +6,7 @@ TENANT = SearchAttributeKey.for_keyword("DicomflowTenant")
 MODALITY = SearchAttributeKey.for_keyword("DicomflowModality")
 INSTANCE_COUNT = SearchAttributeKey.for_int("DicomflowInstanceCount")
 STATE = SearchAttributeKey.for_keyword("DicomflowState")
+PROCEDURE_STEP = SearchAttributeKey.for_keyword("DicomflowProcedureStep")  # MPPS: IN PROGRESS, COMPLETED, ...
 
 # as `temporal server start-dev --search-attribute NAME=TYPE` wants them
 SEARCH_ATTRIBUTE_TYPES = {
@@ -13,4 +14,5 @@ SEARCH_ATTRIBUTE_TYPES = {
     MODALITY.name: "Keyword",
     INSTANCE_COUNT.name: "Int",
     STATE.name: "Keyword",
+    PROCEDURE_STEP.name: "Keyword",
 }

@@ -75,6 +75,11 @@ class StudyWorkflow:
         self.deleted += batch.deleted
         self.modality = self.modality or batch.modality
 
+    @workflow.signal(name=names.PROCEDURE_STEP_SIGNAL)
+    def procedure_step(self, status: str) -> None:
+        """The modality reported the study's performed procedure step (MPPS)."""
+        workflow.upsert_search_attributes([sa.PROCEDURE_STEP.value_set(status[:32])])
+
     @workflow.query(name="state")
     def current_state(self) -> dict:
         return {"state": self.state, "pending": self.pending, "total": self.total, "failed": self.failed,

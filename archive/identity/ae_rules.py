@@ -11,7 +11,7 @@ from archive.settings import ALL_DIMSE_SERVICES, AEEntry, Settings
 
 # the Role a DIMSE service needs when the caller presented a token (user identity negotiation)
 SERVICE_ROLE = {"store": Role.WRITER, "commit": Role.WRITER, "find": Role.READER, "move": Role.READER, "get": Role.READER,
-                "worklist": Role.READER}
+                "worklist": Role.READER, "mpps": Role.WRITER}
 
 
 @dataclass(frozen=True)

@@ -207,6 +207,24 @@ MIGRATIONS: list[str] = [
     CREATE INDEX worklist_start_idx ON worklist_item (tenant, start_date, start_time);
     CREATE INDEX worklist_station_idx ON worklist_item USING gin (station_aes);
     """,
+    # 7: Modality Performed Procedure Steps (MPPS N-CREATE / N-SET) as the modality reports them
+    """
+    CREATE TABLE performed_step (
+        tenant            text NOT NULL,
+        mpps_uid          text NOT NULL,
+        status            text NOT NULL,
+        study_uid         text,
+        accession_number  text,
+        sps_id            text,
+        modality          text,
+        station_ae        text,
+        item              jsonb NOT NULL,
+        created_at        timestamptz NOT NULL DEFAULT now(),
+        updated_at        timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (tenant, mpps_uid)
+    );
+    CREATE INDEX performed_step_study_idx ON performed_step (tenant, study_uid, updated_at DESC);
+    """,
 ]
 
 

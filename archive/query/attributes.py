@@ -52,6 +52,9 @@ ATTRIBUTES: list[Attribute] = [
     _a("NumberOfStudyRelatedSeries", "IS", "study", "st.num_series", "int"),
     _a("NumberOfStudyRelatedInstances", "IS", "study", "st.num_instances", "int"),
     _a("SOPClassesInStudy", "UI", "study", "st.sop_classes", "code_list"),
+    # the newest MPPS the modality reported for the study
+    _a("PerformedProcedureStepStatus", "CS", "study", "(SELECT p.status FROM performed_step p WHERE p.tenant = st.tenant"
+       " AND p.study_uid = st.study_uid ORDER BY p.updated_at DESC LIMIT 1)", "text"),
     # series (alias se)
     _a("SeriesInstanceUID", "UI", "series", "se.series_uid", "uid"),
     _a("Modality", "CS", "series", "se.modality", "text"),
