@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from archive.embedded_secrets import POSTGRES, REDIS, read_secret
+
 ENV_PREFIX = "DICOMFLOW_"
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
@@ -198,10 +200,17 @@ class Settings(BaseSettings):
         return "s3" if self.s3_endpoint else "local"
 
     def effective_postgres_dsn(self) -> str:
-        return self.postgres_dsn or f"postgresql://dicomflow@{self.bind_host}:{self.postgres_port}/dicomflow"
+        if self.postgres_dsn:
+            return self.postgres_dsn
+        password = read_secret(self.var_path, POSTGRES)
+        user = f"dicomflow:{password}" if password else "dicomflow"
+        return f"postgresql://{user}@{self.bind_host}:{self.postgres_port}/dicomflow"
 
     def effective_redis_url(self) -> str:
-        return self.redis_url or f"redis://{self.bind_host}:{self.redis_port}/0"
+        if self.redis_url:
+            return self.redis_url
+        password = read_secret(self.var_path, REDIS)
+        return f"redis://{':' + password + '@' if password else ''}{self.bind_host}:{self.redis_port}/0"
 
     def effective_temporal_address(self) -> str:
         return self.temporal_address or f"{self.bind_host}:{self.temporal_port}"

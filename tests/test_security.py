@@ -388,3 +388,29 @@ def test_dicom_tls_without_a_client_certificate_is_refused(stack, pki):
     plain = subprocess.run(["echoscu", "-to", "10", "-aec", s.ae_title, "127.0.0.1", str(s.dimse_tls_port)],
                            capture_output=True, text=True, timeout=60)
     assert plain.returncode != 0  # plain DICOM on the TLS port gets nowhere
+
+
+def test_embedded_postgres_and_redis_need_passwords_kept_private(stack):
+    """Generated at first start into var/secrets (0700/0600); no other local user can read them, and
+    neither server answers without them."""
+    import stat
+
+    import psycopg
+    import redis
+
+    s = stack.settings
+    folder = s.var_path / "secrets"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    files = list(folder.iterdir())
+    assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(f"postgresql://dicomflow@{s.bind_host}:{s.postgres_port}/dicomflow", connect_timeout=5)
+    with pytest.raises(redis.exceptions.RedisError, match="(?i)auth"):
+        redis.Redis(host=s.bind_host, port=s.redis_port, socket_timeout=5).ping()
+    secrets = [f.read_text().strip() for f in files if f.name.endswith("_password")]
+    for process in stack.descendants():
+        try:
+            command = " ".join(process.cmdline())
+        except Exception:  # noqa: BLE001 - a process that ended meanwhile
+            continue
+        assert not any(secret in command for secret in secrets), f"a password on the command line of {process.name()}"

