@@ -18,6 +18,7 @@ from serve.errors import install_error_handlers
 from serve.health import full_health
 from serve.qido import router as qido_router
 from serve.stow import router as stow_router
+from serve.ups import router as ups_router
 from serve.version import dicomflow_version
 from serve.wado_metadata import router as wado_metadata_router
 from serve.wado_pixels import router as wado_pixels_router
@@ -25,7 +26,7 @@ from serve.wado_retrieve import router as wado_retrieve_router
 
 # wado_retrieve last: its /studies/{study} must not shadow the others
 DICOMWEB_ROUTERS: list[APIRouter] = [stow_router, qido_router, wado_metadata_router, wado_pixels_router, delete_router,
-                                     capabilities_router, wado_retrieve_router]
+                                     capabilities_router, wado_retrieve_router, ups_router]
 TENANT_ROOT = "/tenants/{tenant}"
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from archive.frames import FRAME_MEDIA_TYPES
-from archive.query.attributes import ATTRIBUTES
+from archive.query.attributes import ATTRIBUTES, WORKITEM_BY_KEYWORD
 from archive.query.qido import DEFAULT_LIMIT, MAX_LIMIT
 from serve.deps import SettingsDep, authenticate
 from serve.version import dicomflow_version
@@ -20,6 +20,8 @@ DIMSE_SERVICES = [
     ("C-FIND", ["1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1"], "find"),
     ("C-MOVE", ["1.2.840.10008.5.1.4.1.2.1.2", "1.2.840.10008.5.1.4.1.2.2.2"], "move"),
     ("C-GET", ["1.2.840.10008.5.1.4.1.2.1.3", "1.2.840.10008.5.1.4.1.2.2.3"], "get"),
+    ("Modality Worklist", ["1.2.840.10008.5.1.4.31"], "worklist"),
+    ("MPPS", ["1.2.840.10008.3.1.2.3.3"], "mpps"),
 ]
 
 router = APIRouter(tags=["Capabilities"], dependencies=[Depends(authenticate)])
@@ -50,6 +52,10 @@ async def capabilities(settings: SettingsDep) -> dict[str, Any]:
                     "rendered": ["image/jpeg", "image/png"], "rendered parameters": ["window", "viewport", "quality"],
                     "thumbnail": "study, series, instance", "bulkdata": "multipart or application/octet-stream with Range"},
         "WADO-URI": {"path": "/dicomweb/wado", "contentType": ["application/dicom", "image/jpeg", "image/png"]},
+        "UPS-RS": {"paths": ["POST /dicomweb/workitems?workitem={uid}", "GET /dicomweb/workitems/{uid}",
+                             "GET /dicomweb/workitems?{keys}", "PUT /dicomweb/workitems/{uid}/state"],
+                   "search keys": sorted(WORKITEM_BY_KEYWORD),
+                   "worklist": "a workitem with ReferencedRequestSequence/AccessionNumber is also a Modality Worklist item"},
         "DIMSE": {
             "ae_title": settings.ae_title, "port": settings.dimse_port,
             "tls_port": settings.dimse_tls_port if settings.dimse_tls else None,

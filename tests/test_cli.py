@@ -27,7 +27,7 @@ def test_status_reports_every_service(stack):
     assert text.returncode == 0, text.stdout + text.stderr
     for name in SERVICES:
         assert name in text.stdout
-    assert "serves C-ECHO, C-STORE, Storage Commitment, C-FIND, C-MOVE, C-GET" in text.stdout
+    assert "serves C-ECHO, C-STORE, Storage Commitment, C-FIND, C-MOVE, C-GET, Modality Worklist, MPPS" in text.stdout
     report = json.loads(stack.cli("status", "--json").stdout)
     assert report["status"] == "ok" and set(report["services"]) == SERVICES
     assert report["services"]["postgres"]["version"].startswith("PostgreSQL")

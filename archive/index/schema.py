@@ -225,6 +225,27 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX performed_step_study_idx ON performed_step (tenant, study_uid, updated_at DESC);
     """,
+    # 8: UPS-RS workitems (Unified Procedure Step, PS3.4 CC), searchable on columns
+    """
+    CREATE TABLE workitem (
+        tenant            text NOT NULL,
+        uid               text NOT NULL,
+        state             text NOT NULL,
+        label             text,
+        worklist_label    text,
+        priority          text,
+        start_datetime    text,
+        patient_name      text,
+        patient_id        text,
+        transaction_uid   text,
+        item              jsonb NOT NULL,
+        created_at        timestamptz NOT NULL DEFAULT now(),
+        updated_at        timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (tenant, uid)
+    );
+    CREATE INDEX workitem_start_idx ON workitem (tenant, start_datetime);
+    ALTER TABLE worklist_item ADD COLUMN workitem_uid text;
+    """,
 ]
 
 

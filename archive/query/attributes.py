@@ -128,3 +128,16 @@ WORKLIST_ATTRIBUTES: list[Attribute] = [
     _a("ScheduledProcedureStepStatus", "CS", "worklist", "w.sps_status", "text", SPS),
 ]
 WORKLIST_BY_TAG = {(a.within, a.tag): a for a in WORKLIST_ATTRIBUTES}
+
+# UPS-RS search (PS3.18 11.9): workitem attributes, over the workitem table (alias u)
+WORKITEM_ATTRIBUTES: list[Attribute] = [
+    _a("SOPInstanceUID", "UI", "workitem", "u.uid", "uid"),
+    _a("ProcedureStepState", "CS", "workitem", "u.state", "text"),
+    _a("ProcedureStepLabel", "LO", "workitem", "u.label", "text"),
+    _a("WorklistLabel", "LO", "workitem", "u.worklist_label", "text"),
+    _a("ScheduledProcedureStepPriority", "CS", "workitem", "u.priority", "text"),
+    _a("ScheduledProcedureStepStartDateTime", "DT", "workitem", "u.start_datetime", "datetime"),
+    _a("PatientName", "PN", "workitem", "u.patient_name", "pn"),
+    _a("PatientID", "LO", "workitem", "u.patient_id", "text"),
+]
+WORKITEM_BY_KEYWORD = {a.keyword: a for a in WORKITEM_ATTRIBUTES}

@@ -19,14 +19,16 @@ _FROM = {
     "instance": ("instance i JOIN series se ON se.tenant = i.tenant AND se.series_uid = i.series_uid"
                  " JOIN study st ON st.tenant = i.tenant AND st.study_uid = i.study_uid"),
     "worklist": "worklist_item w",  # Modality Worklist: scheduled procedure steps
+    "workitem": "workitem u",  # UPS-RS
 }
-_ALIAS = {"patient": "st", "study": "st", "series": "se", "instance": "i", "worklist": "w"}
+_ALIAS = {"patient": "st", "study": "st", "series": "se", "instance": "i", "worklist": "w", "workitem": "u"}
 _ORDER = {
     "patient": "st.patient_id, st.issuer",
     "study": "st.study_date DESC NULLS LAST, st.study_time DESC NULLS LAST, st.study_uid",
     "series": "se.series_number NULLS LAST, se.series_uid",
     "instance": "i.instance_number NULLS LAST, i.sop_uid",
     "worklist": "w.start_date NULLS LAST, w.start_time NULLS LAST, w.accession_number, w.sps_id",
+    "workitem": "u.start_datetime NULLS LAST, u.uid",
 }
 # counts and modalities come live for a study still arriving, from the aggregates once it is ready
 _LIVE = {
@@ -56,7 +58,7 @@ class MatchKey:
 
 @dataclass
 class QuerySpec:
-    level: str  # patient | study | series | instance | worklist
+    level: str  # patient | study | series | instance | worklist | workitem
     tenant: str
     keys: list[MatchKey]
     returned: list[Attribute]  # matched keys are returned too
@@ -78,8 +80,8 @@ class Query:
 
 def visible(level: str) -> set[str]:
     """The levels whose attributes a query at `level` can match and return (its own and those above)."""
-    if level == "worklist":
-        return {"worklist"}
+    if level in ("worklist", "workitem"):  # one-level models
+        return {level}
     if level not in LEVELS:
         raise BadQuery(f"unknown query level {level!r}; one of {', '.join(LEVELS)}")
     return set(LEVELS[: LEVELS.index(level) + 1])

@@ -20,6 +20,7 @@ class Condition:
 
 
 _DATE = re.compile(r"^\d{8}$")
+_DATETIME = re.compile(r"^\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?$")
 _TIME = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
 
 
@@ -72,7 +73,7 @@ def _range(attr: Attribute, value: str, pattern: re.Pattern, what: str) -> Condi
     if "-" not in value:
         if not pattern.match(value):
             raise BadQueryValue(f"{attr.keyword}: {value!r} is not a {what}")
-        if attr.kind == "time":
+        if attr.kind in ("time", "datetime"):  # a shorter value matches any finer one
             return Condition(f"{attr.column} LIKE %s", [value + "%"])
         return Condition(f"{attr.column} = %s", [value])
     low, high = (part.strip() for part in value.split("-", 1))
@@ -89,7 +90,7 @@ def _range(attr: Attribute, value: str, pattern: re.Pattern, what: str) -> Condi
         params.append(low)
     if high:
         clauses.append(f"{attr.column} <= %s")
-        params.append(high + ("\uffff" if attr.kind == "time" else ""))  # 1030 includes 103059.9
+        params.append(high + ("\uffff" if attr.kind in ("time", "datetime") else ""))  # 1030 includes 103059.9
     return Condition(" AND ".join(clauses), params)
 
 
@@ -123,6 +124,8 @@ def condition(attr: Attribute, value: str, fuzzy: bool = False) -> Condition | N
         return _range(attr, value, _DATE, "date (YYYYMMDD)")
     if attr.kind == "time":
         return _range(attr, value, _TIME, "time (HHMMSS.FFFFFF)")
+    if attr.kind == "datetime":
+        return _range(attr, value, _DATETIME, "date-time (YYYYMMDDHHMMSS)")
     if attr.kind == "int":
         return _integer(attr, value)
     if attr.kind == "code_list":
