@@ -37,15 +37,15 @@ down:
 status:
 	$(BIN)/dicomflow status
 
-## style first, then the fast tests that need no running stack, then everything on the real stack
-test: $(VENV)/.installed-dev system-test-deps lint
+## style and types first, then the fast tests that need no running stack, then everything on the real stack
+test: $(VENV)/.installed-dev system-test-deps lint typecheck
 	$(BIN)/python -m pytest tests/unit
 	$(BIN)/python -m pytest --ignore=tests/unit
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 
-## mypy over the packages (disallow_untyped_defs); not yet part of `make test`, see README
+## mypy over the packages (disallow_untyped_defs); `make test` runs it right after lint
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 

@@ -19,6 +19,9 @@ from activities.event_report import (
 from activities.types import CommitmentReport, CommitmentRequest, CommitmentStatus
 from archive.index import commitments
 
+Ref = tuple[str, str]  # (SOP Class UID, SOP Instance UID)
+FailedRef = tuple[str, str, int]  # ... and the failure reason sent back
+
 
 class CommitmentActivities:
     def __init__(self, ctx: ActivityContext) -> None:
@@ -27,7 +30,9 @@ class CommitmentActivities:
     def all(self) -> list:
         return [self.check, self.report]
 
-    async def _classify(self, request: CommitmentRequest, final: bool):
+    async def _classify(
+        self, request: CommitmentRequest, final: bool,
+    ) -> tuple[commitments.CommitmentRow, list[Ref], list[FailedRef], list[str]]:
         row = await commitments.load_request(self.ctx.pool, request.tenant, request.transaction_uid)
         if row is None:
             raise ApplicationError(f"no commitment request {request.transaction_uid}", non_retryable=True)

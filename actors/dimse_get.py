@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID
 from pynetdicom import evt
 
 from actors.dimse_find import Response, decode_identifier, failure
@@ -37,7 +38,7 @@ def _unsendable(obj: StoredObject) -> Dataset:
     ds = Dataset()
     ds.SOPClassUID, ds.SOPInstanceUID = obj.sop_class_uid, obj.sop_uid
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = obj.transfer_syntax
+    ds.file_meta.TransferSyntaxUID = UID(obj.transfer_syntax)
     return ds
 
 

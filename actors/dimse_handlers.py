@@ -12,10 +12,12 @@ import logging
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu_primitives import A_ASSOCIATE
 from temporalio.common import WorkflowIDConflictPolicy
 
 from activities import names
@@ -56,6 +58,11 @@ def receipt_status(receipt: Receipt) -> Dataset:
     return status(code, None if code == st.SUCCESS else receipt.reason)
 
 
+def associate_rq(event: evt.Event) -> A_ASSOCIATE:
+    """The A-ASSOCIATE-RQ: Optional in pynetdicom's annotations, but set before EVT_REQUESTED fires."""
+    return cast(A_ASSOCIATE, event.assoc.requestor.primitive)
+
+
 class _Association:
     """What we know about one open association: its caller, tenant and what it stored."""
 
@@ -76,7 +83,7 @@ class DimseHandlers:
         self._open: dict[int, _Association] = {}
         self._lock = threading.Lock()
 
-    def handlers(self) -> list[tuple[Any, Any]]:
+    def handlers(self) -> list[evt.EventHandlerType]:
         return [
             (evt.EVT_REQUESTED, self.on_requested),
             (evt.EVT_USER_ID, self.on_user_identity),
@@ -104,10 +111,10 @@ class DimseHandlers:
 
     def on_requested(self, event: evt.Event) -> None:
         """A-ASSOCIATE-RQ: the AE table decides before any negotiation (rejected: calling AE not recognized)."""
-        assoc = event.assoc
-        calling = assoc.requestor.primitive.calling_ae_title
+        assoc, rq = event.assoc, associate_rq(event)
+        calling = rq.calling_ae_title
         peer = assoc.requestor.address
-        proposed = {str(c.abstract_syntax) for c in assoc.requestor.primitive.presentation_context_definition_list}
+        proposed = {str(c.abstract_syntax) for c in rq.presentation_context_definition_list}
         decision = admit(self.settings, calling, peer, verification_only=proposed <= {VERIFICATION})
         if isinstance(decision, Refusal):
             log.warning("association refused: %s", decision.reason)
@@ -122,10 +129,11 @@ class DimseHandlers:
     def on_user_identity(self, event: evt.Event, *_: Any) -> tuple[bool, bytes | None]:
         """User Identity Negotiation: a JWT is verified exactly like a DICOMweb bearer token."""
         association = self._association(event)
-        if association is None or self.verifier is None or event.user_id_type != JWT_IDENTITY:
+        # user_id_type and primary_field are set on the event at runtime, for EVT_USER_ID only
+        if association is None or self.verifier is None or event.user_id_type != JWT_IDENTITY:  # type: ignore[attr-defined]
             return (self.verifier is None and association is not None), None
         try:
-            token = event.primary_field.decode("ascii").strip()
+            token = event.primary_field.decode("ascii").strip()  # type: ignore[attr-defined]
             association.caller.principal = self.loop.run(self.verifier.verify(token), timeout=15)
         except (InvalidToken, UnicodeDecodeError) as err:
             self.audit(association.caller, AuditAction.LOGIN, AuditOutcome.MINOR_FAILURE, refused=f"token: {err}")
@@ -138,7 +146,7 @@ class DimseHandlers:
 
     def _tenant(self, event: evt.Event, association: _Association) -> str:
         if association.tenant is None:
-            called = event.assoc.requestor.primitive.called_ae_title
+            called = associate_rq(event).called_ae_title
             association.tenant = tenant_of(self.settings, association.caller, called)
             self.audit(association.caller, AuditAction.LOGIN, AuditOutcome.SUCCESS, association.tenant, called_ae=called.strip())
         return association.tenant
@@ -175,7 +183,7 @@ class DimseHandlers:
             path.unlink(missing_ok=True)
             return status(st.OUT_OF_RESOURCES, f"cannot read the received data: {err}")
         calling = association.caller.calling_ae
-        request = event.request
+        request = cast(C_STORE, event.request)  # the request of an EVT_C_STORE
         receipt = self.loop.run(self.ingest.receive(
             tenant, staged, f"dimse:{calling}",
             expect_sop_uid=str(request.AffectedSOPInstanceUID), expect_sop_class=str(request.AffectedSOPClassUID),
@@ -209,13 +217,12 @@ class DimseHandlers:
         if isinstance(allowed, Dataset):
             return allowed, None
         association, tenant = allowed
-        request = event.request
         reply_to = self.settings.ae_table.get(association.caller.calling_ae)
         if reply_to is None or not reply_to.reachable:
             # the report goes on a new association (PS3.4 J.3.3.1.2); taking a request we can never
             # answer would leave the modality waiting
             return status(st.PROCESSING_FAILURE, f"no address for {association.caller.calling_ae} in ae_table"), None
-        if request.ActionTypeID != 1:
+        if event.action_type != 1:
             return status(st.NO_SUCH_ACTION_TYPE, "unknown Action Type ID"), None
         info: Dataset = event.action_information
         transaction_uid = str(info.get("TransactionUID", "") or "")
@@ -241,7 +248,7 @@ class DimseHandlers:
 
     async def _start_commitment(self, event: evt.Event, tenant: str, calling: str, transaction_uid: str,
                                 refs: list[tuple[str, str]]) -> None:
-        called = event.assoc.requestor.primitive.called_ae_title
+        called = associate_rq(event).called_ae_title
         await commitments.record_request(self.ingest.pool, tenant, transaction_uid, calling, called, refs)
         client = await self.ingest.temporal_client()
         await client.start_workflow(

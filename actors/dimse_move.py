@@ -56,13 +56,14 @@ class RelayedMoveService(QueryRetrieveServiceClass):
         try:
             responses = evt.trigger(self.assoc, evt.EVT_C_MOVE,
                                     {"request": req, "context": context.as_tuple, "_is_cancelled": self.is_cancelled})
+            assert responses is not None  # MoveService.on_move is bound: it answers with a generator
             for status, identifier in responses:
                 if not self.assoc.is_established:
                     return
                 rsp = self.validate_status(status, _response_to(req))
                 if identifier is not None:
-                    rsp.Identifier = BytesIO(encode(identifier, syntax.is_implicit_VR, syntax.is_little_endian,
-                                                    syntax.is_deflated))
+                    encoded = encode(identifier, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
+                    rsp.Identifier = BytesIO(encoded or b"")  # None (cannot encode) gives an empty identifier
                 self.dimse.send_msg(rsp, cx_id)
         except Exception:  # noqa: BLE001 - the requester gets a failure, the SCP goes on
             log.exception("C-MOVE handler failed")
@@ -136,7 +137,7 @@ class MoveService:
         if isinstance(allowed, Dataset):
             return allowed, None
         association, tenant = allowed
-        destination = str(request.MoveDestination or "").strip()
+        destination = str(event.move_destination or "").strip()
         entry = handlers.settings.ae_table.get(destination)
         if entry is None or not entry.reachable or entry.tenant not in (None, tenant):
             why = "has no address in the AE table" if entry is None or not entry.reachable else "serves another tenant"
@@ -150,7 +151,7 @@ class MoveService:
         except BadQuery as err:
             return failure(st.IDENTIFIER_DOES_NOT_MATCH, str(err))
         calling = association.caller.calling_ae
-        retrieve = RetrieveRequest(tenant, uuid.uuid4().hex, destination, calling, int(request.MessageID))
+        retrieve = RetrieveRequest(tenant, uuid.uuid4().hex, destination, calling, event.message_id)
         try:
             total = handlers.loop.run(retrieves.create(handlers.ingest.pool, retrieve.retrieve_id, tenant, calling,
                                                        destination, sql, params, MAX_INSTANCES), timeout=120)

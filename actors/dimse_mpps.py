@@ -5,10 +5,11 @@ in the Temporal UI."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
+from pynetdicom.dimse_primitives import N_CREATE, N_SET
 
 from activities import names
 from archive import dicom_status as st
@@ -44,7 +45,7 @@ class MppsService:
         if isinstance(allowed, Dataset):
             return allowed, None
         association, tenant = allowed
-        mpps_uid = str(event.request.AffectedSOPInstanceUID or "")
+        mpps_uid = str(cast(N_CREATE, event.request).AffectedSOPInstanceUID or "")
         if str(event.request.AffectedSOPClassUID) != MPPS:
             return _status(0x0122, "only MPPS is created here"), None
         if not is_valid_uid(mpps_uid):
@@ -64,7 +65,7 @@ class MppsService:
         if isinstance(allowed, Dataset):
             return allowed, None
         association, tenant = allowed
-        mpps_uid = str(event.request.RequestedSOPInstanceUID or "")
+        mpps_uid = str(cast(N_SET, event.request).RequestedSOPInstanceUID or "")
         pool, loop = self.handlers.ingest.pool, self.handlers.loop
         stored = loop.run(procedure_steps.load(pool, tenant, mpps_uid), timeout=30)
         if stored is None:

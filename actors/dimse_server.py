@@ -28,11 +28,13 @@ class QuickAckSocket(socket.socket):
 
 class FastAssociationServer(ThreadedAssociationServer):
     def server_bind(self) -> None:
+        assert self.socket is not None  # TCPServer.__init__ creates it before binding
         if hasattr(socket, "SO_REUSEPORT"):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
-    def get_request(self):  # type: ignore[override]
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        assert self.socket is not None  # created in __init__, kept until server_close
         client, address = self.socket.accept()
         tuned = QuickAckSocket(client.family, client.type, client.proto, fileno=client.detach())
         tuned.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 
 from activities.names import study_workflow_id as workflow_id
@@ -19,7 +20,7 @@ from receiving.signaller import signal_study
 log = logging.getLogger("dicomflow.reconciler")
 
 
-async def reconcile_once(client: Client, pool, settings: Settings, older_than_seconds: float = 10.0) -> int:
+async def reconcile_once(client: Client, pool: AsyncConnectionPool, settings: Settings, older_than_seconds: float = 10.0) -> int:
     studies = await unsignalled_studies(pool, older_than_seconds)
     for tenant, study_uid, modality, sop_uids in studies:
         await signal_study(client, settings.temporal_task_queue, tenant, study_uid, len(sop_uids), modality, settings.stable_seconds)
@@ -42,7 +43,8 @@ async def _running(client: Client, workflow_ids: list[str]) -> set[str]:
     return {w.id async for w in client.list_workflows(query)}
 
 
-async def redrive_stalled_once(client: Client, pool, settings: Settings, older_than_seconds: float | None = None) -> int:
+async def redrive_stalled_once(client: Client, pool: AsyncConnectionPool, settings: Settings,
+                               older_than_seconds: float | None = None) -> int:
     """Signal-with-start every stalled study whose workflow is not running; the steps are idempotent."""
     older = settings.stalled_study_seconds if older_than_seconds is None else older_than_seconds
     stalled = await stalled_studies(pool, older)
@@ -58,7 +60,8 @@ async def redrive_stalled_once(client: Client, pool, settings: Settings, older_t
     return redriven
 
 
-async def reconcile_forever(client: Client, pool, settings: Settings, interval: float = 5.0) -> None:
+async def reconcile_forever(client: Client, pool: AsyncConnectionPool, settings
+: Settings, interval: float = 5.0) -> None:
     while True:
         try:
             await reconcile_once(client, pool, settings)

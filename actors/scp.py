@@ -9,7 +9,8 @@ from typing import Any
 
 import ray
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config
-from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
+from pynetdicom.sop_class import StorageCommitmentPushModel, Verification  # type: ignore[attr-defined]  # generated at import
+from pynetdicom.transport import ThreadedAssociationServer
 
 from actors.dimse_find import QUERY_MODELS
 from actors.dimse_get import GET_MODELS
@@ -36,6 +37,7 @@ def build_ae(settings: Settings) -> AE:
     ae.require_called_aet = False  # the called AE title may select a tenant instead (checked per caller)
     for context in AllStoragePresentationContexts:
         # either role: a modality stores to us (we are SCP), a C-GET requester receives from us (SCU)
+        assert context.abstract_syntax is not None  # every one of pynetdicom's storage contexts has one
         ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(StorageCommitmentPushModel)
@@ -68,7 +70,7 @@ class DimseScp:
                                          settings.tls_require_client_cert)
             self.servers.append(self._serve(settings.dimse_tls_port, handlers, context))
 
-    def _serve(self, port: int, handlers: DimseHandlers, context: ssl.SSLContext | None) -> FastAssociationServer:
+    def _serve(self, port: int, handlers: DimseHandlers, context: ssl.SSLContext | None) -> ThreadedAssociationServer:
         server = self.ae.make_server((self.settings.bind_host, port), evt_handlers=handlers.handlers(),
                                      server_class=FastAssociationServer, ssl_context=context)
         self.ae._servers.append(server)  # noqa: SLF001 - as AE.start_server does, so shutdown() finds it

@@ -22,7 +22,9 @@ class Cache:
         return ":".join([self.prefix, check_tenant(tenant), *parts])
 
     async def get(self, tenant: str, *parts: str) -> bytes | None:
-        return await self.client.get(self.key(tenant, *parts))
+        value = await self.client.get(self.key(tenant, *parts))
+        assert not isinstance(value, str)  # the client does not decode responses: values are bytes
+        return value
 
     async def set(self, tenant: str, *parts: str, value: bytes, ttl: int | None = None) -> None:
         await self.client.set(self.key(tenant, *parts), value, ex=ttl or self.default_ttl)

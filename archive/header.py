@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -41,7 +42,7 @@ class Header:
         return str(value) if value else None
 
 
-def _meta_end(fp) -> int:
+def _meta_end(fp: BinaryIO) -> int:
     """Offset of the first dataset element after the group 0002 elements (explicit VR LE)."""
     fp.seek(132)
     while True:

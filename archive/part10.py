@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from io import BytesIO
+from collections.abc import Iterator
+from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from archive.blobstore.base import CHUNK, BlobStore, StagedBlob
 from archive.header import InvalidObject, has_part10_preamble
 
 
-def _guess_syntax(path) -> str:
+def _guess_syntax(path: Path) -> UID:
     try:
         ds = dcmread(path, force=True, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
     except Exception as err:  # noqa: BLE001 - whatever the parser trips on, the answer is the same
@@ -33,11 +35,11 @@ def add_missing_meta(blobs: BlobStore, staged: StagedBlob) -> StagedBlob:
     meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", "")
     meta.TransferSyntaxUID = syntax
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    head = BytesIO()
+    head = DicomBytesIO()
     head.write(b"\x00" * 128 + b"DICM")
     write_file_meta_info(head, meta, enforce_standard=True)
 
-    def chunks():
+    def chunks() -> Iterator[bytes]:
         yield head.getvalue()
         with open(staged.path, "rb") as fh:
             while chunk := fh.read(CHUNK):

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -92,7 +93,8 @@ class Receiver:
     async def _store(self, tenant: str, staged: StagedBlob, header: Header, a: InstanceAttributes, source: str) -> Receipt:
         key = instance_key(tenant, a.study_date, a.study_uid, a.series_uid, a.sop_uid)
         receipt = Receipt(Outcome.STORED, None, tenant, a, header.transfer_syntax, key, staged.size, staged.sha256)
-        fields = dict(transfer_syntax=header.transfer_syntax, blob_key=key, size=staged.size, sha256=staged.sha256, source=source)
+        fields: dict[str, Any] = dict(transfer_syntax=
+header.transfer_syntax, blob_key=key, size=staged.size, sha256=staged.sha256, source=source)
         for _ in range(2):  # a second pass only when the stored row vanished in between (a DELETE)
             async with self.pool.connection() as conn, conn.transaction():
                 # The row goes in first: a concurrent receipt of the same UID waits on it and then

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 
 from archive.frames import FrameNotFound, NoPixelData
@@ -22,7 +23,7 @@ class RenderOptions:
     quality: int = 90
 
 
-def _to_8bit(values: np.ndarray, window: tuple[float, float] | None, ds) -> np.ndarray:
+def _to_8bit(values: np.ndarray, window: tuple[float, float] | None, ds: Dataset) -> np.ndarray:
     if window is not None:
         center, width = window
         low, high = center - width / 2, center + width / 2
@@ -40,7 +41,7 @@ def _scale(values: np.ndarray, bounds: tuple[float, float] | None) -> np.ndarray
     return ((values - low) * (255.0 / (high - low))).round().clip(0, 255).astype(np.uint8)
 
 
-def _grey_levels(array: np.ndarray, ds, window: tuple[float, float] | None) -> np.ndarray:
+def _grey_levels(array: np.ndarray, ds: Dataset, window: tuple[float, float] | None) -> np.ndarray:
     """8-bit grey levels. Integer pixels go through a lookup table built over their own range, so
     the modality and VOI transforms run on a few thousand values instead of on every pixel. Both
     transforms are monotonic unless given as LUT sequences (those take the direct path), so the
@@ -84,15 +85,15 @@ def render(path: Path | io.BytesIO, frame: int, options: RenderOptions) -> bytes
 def warm_up() -> None:
     """Render a tiny image once, so the first viewer of a fresh process does not wait ~60 ms for
     pydicom's pixel handlers and Pillow's JPEG encoder to load."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = UID("1.2.3.4")
     ds.Rows = ds.Columns = 8
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0

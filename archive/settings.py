@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -23,6 +23,9 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
 DimseService = Literal["store", "commit", "find", "move", "get", "worklist", "mpps"]
 ALL_DIMSE_SERVICES: tuple[DimseService, ...] = ("store", "commit", "find", "move", "get", "worklist", "mpps")
+MODALITY_SERVICES: tuple[DimseService, ...] = ("store", "commit")
+JwsAlgorithm = Literal["RS256", "ES256", "RS384", "ES384", "RS512", "PS256"]
+DEFAULT_JWS_ALGORITHMS: tuple[JwsAlgorithm, ...] = ("RS256", "ES256")
 
 
 class AEEntry(BaseModel):
@@ -37,7 +40,7 @@ class AEEntry(BaseModel):
     # addresses (IP or CIDR) it may call from; None = any address
     allowed_hosts: list[str] | None = None
     # the DIMSE services it may use (C-ECHO is always answered); a modality stores and asks for commitment
-    services: list[DimseService] = Field(default_factory=lambda: ["store", "commit"])
+    services: list[DimseService] = Field(default_factory=lambda: list(MODALITY_SERVICES))
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -148,8 +151,7 @@ class Settings(BaseSettings):
     oidc_audience: str | None = None
     oidc_tenant_claim: str = "dicomflow_tenants"  # a dotted path reaches nested claims
     oidc_role_claim: str = "dicomflow_roles"  # e.g. "realm_access.roles" for Keycloak
-    oidc_algorithms: list[Literal["RS256", "ES256", "RS384", "ES384", "RS512", "PS256"]] = Field(
-        default_factory=lambda: ["RS256", "ES256"])
+    oidc_algorithms: list[JwsAlgorithm] = Field(default_factory=lambda: list(DEFAULT_JWS_ALGORITHMS))
     oidc_jwks_ttl_seconds: int = Field(3600, ge=10)
     # an unknown key id refetches the issuer's keys at most this often (bogus kids cannot hammer it)
     oidc_refetch_seconds: float = Field(30.0, ge=1)
@@ -254,7 +256,7 @@ class Settings(BaseSettings):
                 "DICOMFLOW_OIDC_AUDIENCE), or bind_host = '127.0.0.1'.")
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Build the settings, turning a validation error into one message per bad key."""
     try:
         return Settings(**overrides)

@@ -10,13 +10,14 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 from archive.settings import Settings, SettingsError, load_settings
 from cluster import certs, cli_audit, cli_worklist
 from cluster.services.process import ServiceError, read_pid, stop_pid
 
 
-def _pidfile(settings: Settings):
+def _pidfile(settings: Settings) -> Path:
     return settings.var_path / "run" / "dicomflow.pid"
 
 

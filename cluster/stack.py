@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 
 from archive.index.pool import open_index_pool
 from archive.settings import Settings
@@ -48,7 +49,7 @@ class Stack:
         ]
         for label, wanted, starter in embedded:
             if wanted:
-                self._timed(label, lambda starter=starter: self.services.append(starter(s)))
+                self._timed(label, partial(self._start_service, starter))
         self._timed("index schema", lambda: asyncio.run(_migrate(s)))
         self._start_ray()
 
@@ -65,6 +66,9 @@ class Stack:
         self.ray_started = True
         self._timed("Ray Serve (DICOMweb)", lambda: start_serve(self.settings))
         self._timed("Ray actors (DIMSE SCP, workflow worker)", lambda: self.actors.extend(start_actors(self.settings)))
+
+    def _start_service(self, starter: Callable[[Settings], ManagedProcess]) -> None:
+        self.services.append(starter(self.settings))
 
     def _timed(self, label: str, step: Callable[[], object]) -> None:
         started = time.monotonic()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import ray
+from ray.actor import ActorClass
 
 from archive.settings import Settings
 
@@ -13,10 +16,13 @@ def start_actors(settings: Settings) -> list:
     from actors.scp import DimseScpActor
     from actors.worker import WorkflowWorkerActor
 
+    # mypy does not apply class decorators: @ray.remote made these ActorClasses
+    worker_class = cast(ActorClass, WorkflowWorkerActor)
+    scp_class = cast(ActorClass, DimseScpActor)
     data = settings.model_dump(mode="json")
-    worker = WorkflowWorkerActor.options(name=f"{ACTOR_PREFIX}-worker", lifetime=None).remote(data)
+    worker = worker_class.options(name=f"{ACTOR_PREFIX}-worker", lifetime=None).remote(data)
     scps = [
-        DimseScpActor.options(name=f"{ACTOR_PREFIX}-scp-{i}").remote(data, i)
+        scp_class.options(name=f"{ACTOR_PREFIX}-scp-{i}").remote(data, i)
         for i in range(settings.scp_processes)
     ]
     ray.get([worker.ready.remote(), *[scp.ready.remote() for scp in scps]], timeout=120)

@@ -76,8 +76,10 @@ class AuditMiddleware:
         for key in ("query", "detail"):
             if key in note:
                 detail[key] = note[key]
+        uids = _uids(scope)
         resources.audit.record(AuditEvent(
             action=action, outcome=_outcome(status),
             subject=principal.subject if principal else "unauthenticated",
             method=principal.method if principal else "oidc", source="dicomweb",
-            peer=client[0] if client else None, tenant=note.get("tenant"), detail=detail, **_uids(scope)))
+            peer=client[0] if client else None, tenant=note.get("tenant"), detail=detail,
+            study_uid=uids.get("study_uid"), series_uid=uids.get("series_uid"), sop_uid=uids.get("sop_uid")))

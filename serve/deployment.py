@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from ray import serve
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from archive.priority import normal_priority
 from archive.render import warm_up
@@ -29,4 +29,5 @@ def dicomweb_application(settings: Settings) -> Application:
             self.settings = Settings.model_validate(settings_data)
             warm_up()
 
-    return DicomWeb.bind(settings.model_dump(mode="json"))
+    deployment = cast(Deployment, DicomWeb)  # mypy does not apply class decorators: @serve.deployment made one
+    return deployment.bind(settings.model_dump(mode="json"))

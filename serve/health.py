@@ -41,6 +41,7 @@ async def check_postgres(settings: Settings) -> Check:
     async def probe() -> str:
         async with await psycopg.AsyncConnection.connect(dsn, connect_timeout=3) as conn:
             row = await (await conn.execute("SHOW server_version")).fetchone()
+            assert row is not None  # SHOW answers one row
             return f"PostgreSQL {row[0]}"
 
     return await _timed("postgres", _redact(dsn), probe)
@@ -118,7 +119,7 @@ async def check_dimse(settings: Settings) -> Check:
 
     def echo() -> str:
         from pynetdicom import AE
-        from pynetdicom.sop_class import Verification
+        from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated at import
 
         ae = AE(ae_title="DICOMFLOW-HC")
         ae.add_requested_context(Verification)

@@ -35,7 +35,8 @@ class MediaType:
 def parse_media_type(value: str) -> MediaType:
     message = Message()
     message["content-type"] = value or ""
-    params = {k.lower(): v for k, v in message.get_params()[1:]} if message.get_params() else {}
+    found = message.get_params()
+    params = {k.lower(): v for k, v in found[1:]} if found else {}
     return MediaType(message.get_content_type().lower(), params)
 
 
@@ -73,9 +74,11 @@ class MultipartStream:
         self._field = self._value = b""
 
     def _data(self, data: bytes, start: int, end: int) -> None:
+        assert self._writer is not None  # the parser begins a part before its data
         self._writer.write(data[start:end])
 
     def _end(self) -> None:
+        assert self._writer is not None
         self.parts[-1].staged = self._writer.finish()
         self._writer = None
 

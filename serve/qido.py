@@ -36,6 +36,7 @@ async def search(request: Request, pool: Pool, tenant: Tenant, level: str, scope
     headers = {}
     warnings = list(query.warnings)
     if more:
+        assert query.limit is not None  # to_json finds more rows only against a limit
         warnings.append(f'299 dicomflow "There are more results: use offset={query.offset + query.limit} '
                         f'(limit at most {MAX_LIMIT})"')
     if warnings:

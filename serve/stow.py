@@ -7,6 +7,7 @@ import asyncio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from archive.attributes import InstanceAttributes
 from archive.audit import AuditAction
 from archive.dicom_status import CANNOT_UNDERSTAND, failure_status
 from archive.identity import Role
@@ -49,8 +50,7 @@ async def _read_body(request: Request, stream: MultipartStream, max_bytes: int) 
     return None
 
 
-def _referenced(receipt: Receipt, base: str) -> dict:
-    a = receipt.attributes
+def _referenced(a: InstanceAttributes, base: str) -> dict:
     return {
         "00081150": {"vr": "UI", "Value": [a.sop_class_uid]},
         "00081155": {"vr": "UI", "Value": [a.sop_uid]},
@@ -70,6 +70,7 @@ RECEIPTS_AT_ONCE = 8  # parts of one request are independent: overlap their fsyn
 
 
 async def _receive_part(ingest: Ingest, tenant: str, part: Part, study: str | None, gate: asyncio.Semaphore) -> Receipt | None:
+    assert part.staged is not None  # MultipartStream.finish() saw every part end
     if part.content_type not in ("application/dicom", ""):
         ingest.blobs.discard(part.staged)
         return None
@@ -86,7 +87,8 @@ async def _store_parts(request: Request, ingest: Ingest, tenant: str, parts: lis
         if receipt is None:
             failed.append(_failed(None, CANNOT_UNDERSTAND, f"part of type {part.content_type} is not application/dicom"))
         elif receipt.outcome.ok:
-            referenced.append(_referenced(receipt, base))
+            assert receipt.attributes is not None  # every ok outcome carries them
+            referenced.append(_referenced(receipt.attributes, base))
             studies.add((tenant, receipt.attributes.study_uid))
         else:
             failed.append(_failed(receipt, failure_status(receipt.outcome), receipt.reason or receipt.outcome.value))

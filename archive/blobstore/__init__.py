@@ -15,6 +15,7 @@ __all__ = ["BlobNotFound", "BlobStore", "StagedBlob", "LocalBlobStore", "S3BlobS
 def open_blob_store(settings: Settings) -> BlobStore:
     if settings.blob_backend == "local":
         return LocalBlobStore(settings.var_path / "blobs")
+    assert settings.s3_endpoint  # blob_backend is "s3" only when an endpoint is set
     client = Minio(
         settings.s3_endpoint,
         access_key=settings.s3_access_key,

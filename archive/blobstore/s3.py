@@ -44,11 +44,13 @@ class S3BlobStore(BlobStore):
 
     def size(self, key: str) -> int:
         try:
-            return self.client.stat_object(self.bucket, key).size
+            size = self.client.stat_object(self.bucket, key).size
         except S3Error as err:
             if err.code in _MISSING:
                 raise BlobNotFound(key) from None
             raise
+        assert size is not None  # stat_object always sets it from Content-Length
+        return size
 
     def exists(self, key: str) -> bool:
         try:

@@ -61,7 +61,8 @@ async def progress(pool: AsyncConnectionPool, retrieve_id: str, with_failed_uids
                                         (retrieve_id,))).fetchone()
         if row is None:
             raise KeyError(retrieve_id)
-        counts = dict(await (await conn.execute(
+        counts: dict[str, int] = dict(await
+ (await conn.execute(
             "SELECT state, count(*) FROM retrieve_item WHERE retrieve_id = %s GROUP BY state", (retrieve_id,))).fetchall())
         failed_uids = []
         if with_failed_uids and counts.get(FAILED):

