@@ -9,32 +9,10 @@ from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr
 from archive.settings import AEEntry
 
 COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"  # the Well-known Storage Commitment SOP Instance
-NO_SUCH_OBJECT = 0x0112
-PROCESSING_FAILURE = 0x0110
-CLASS_INSTANCE_CONFLICT = 0x0119
 
 
 class ReportNotDelivered(RuntimeError):
     pass
-
-
-def report_dataset(transaction_uid: str, committed: list[tuple[str, str]], failed: list[tuple[str, str, int]]) -> Dataset:
-    ds = Dataset()
-    ds.TransactionUID = transaction_uid
-    if committed:
-        ds.ReferencedSOPSequence = [_ref(c, i) for c, i in committed]
-    if failed:
-        ds.FailedSOPSequence = [_ref(c, i, reason) for c, i, reason in failed]
-    return ds
-
-
-def _ref(sop_class: str, sop_instance: str, reason: int | None = None) -> Dataset:
-    item = Dataset()
-    item.ReferencedSOPClassUID = sop_class
-    item.ReferencedSOPInstanceUID = sop_instance
-    if reason is not None:
-        item.FailureReason = reason
-    return item
 
 
 def send_event_report(own_ae: str, peer_ae: str, peer: AEEntry, ds: Dataset, event_type: int) -> None:

@@ -18,10 +18,8 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import A_ASSOCIATE
-from temporalio.common import WorkflowIDConflictPolicy
 
-from activities import names
-from activities.types import CommitmentRequest
+from actors.dimse_commitment import CommitmentService
 from actors.dimse_find import FindService
 from actors.dimse_get import GetService
 from actors.dimse_move import MoveService
@@ -33,10 +31,8 @@ from archive.audit import Outcome as AuditOutcome
 from archive.identity import TenantRefused
 from archive.identity.ae_rules import Caller, Refusal, admit, tenant_of
 from archive.identity.tokens import InvalidToken, TokenVerifier
-from archive.index import commitments
 from archive.receipt import Outcome, Receipt
 from archive.settings import Settings
-from archive.uids import is_valid_uid
 from receiving.ingest import Ingest
 
 log = logging.getLogger("dicomflow.scp")
@@ -89,7 +85,7 @@ class DimseHandlers:
             (evt.EVT_USER_ID, self.on_user_identity),
             (evt.EVT_C_ECHO, self.on_echo),
             (evt.EVT_C_STORE, self.on_store),
-            (evt.EVT_N_ACTION, self.on_n_action),
+            (evt.EVT_N_ACTION, CommitmentService(self).on_n_action),
             (evt.EVT_C_FIND, FindService(self).on_find),
             (evt.EVT_C_GET, GetService(self).on_get),
             (evt.EVT_C_MOVE, MoveService(self).on_move),
@@ -211,50 +207,3 @@ class DimseHandlers:
                         refused_instances=association.refused)
         if association.studies:
             self.loop.submit(self.ingest.flush(association.studies))  # signal now, don't hold the peer
-
-    def on_n_action(self, event: evt.Event) -> tuple[Dataset, Dataset | None]:
-        allowed = self.allowed(event, "commit")
-        if isinstance(allowed, Dataset):
-            return allowed, None
-        association, tenant = allowed
-        reply_to = self.settings.ae_table.get(association.caller.calling_ae)
-        if reply_to is None or not reply_to.reachable:
-            # the report goes on a new association (PS3.4 J.3.3.1.2); taking a request we can never
-            # answer would leave the modality waiting
-            return status(st.PROCESSING_FAILURE, f"no address for {association.caller.calling_ae} in ae_table"), None
-        if event.action_type != 1:
-            return status(st.NO_SUCH_ACTION_TYPE, "unknown Action Type ID"), None
-        info: Dataset = event.action_information
-        transaction_uid = str(info.get("TransactionUID", "") or "")
-        if not is_valid_uid(transaction_uid):
-            code = st.INVALID_ATTRIBUTE_VALUE if transaction_uid else st.MISSING_ATTRIBUTE
-            return status(code, "TransactionUID missing or invalid"), None
-        refs = []
-        for item in info.get("ReferencedSOPSequence", []):
-            sop_class, sop_uid = str(item.get("ReferencedSOPClassUID", "")), str(item.get("ReferencedSOPInstanceUID", ""))
-            if not (is_valid_uid(sop_class) and is_valid_uid(sop_uid)):
-                return status(st.INVALID_ATTRIBUTE_VALUE, "a Referenced SOP item has an invalid UID"), None
-            refs.append((sop_class, sop_uid))
-        if not refs:
-            return status(st.MISSING_ATTRIBUTE, "ReferencedSOPSequence is empty"), None
-        try:
-            self.loop.run(self._start_commitment(event, tenant, association.caller.calling_ae, transaction_uid, refs), timeout=30)
-        except Exception as err:  # noqa: BLE001 - the requester must learn we could not take it
-            log.exception("storage commitment %s not accepted", transaction_uid)
-            return status(st.PROCESSING_FAILURE, f"cannot accept the request: {type(err).__name__}"), None
-        self.audit(association.caller, AuditAction.COMMIT, AuditOutcome.SUCCESS, tenant,
-                    transaction_uid=transaction_uid, references=len(refs))
-        return status(st.SUCCESS), None
-
-    async def _start_commitment(self, event: evt.Event, tenant: str, calling: str, transaction_uid: str,
-                                refs: list[tuple[str, str]]) -> None:
-        called = associate_rq(event).called_ae_title
-        await commitments.record_request(self.ingest.pool, tenant, transaction_uid, calling, called, refs)
-        client = await self.ingest.temporal_client()
-        await client.start_workflow(
-            names.COMMITMENT_WORKFLOW,
-            CommitmentRequest(tenant, transaction_uid, calling, self.settings.commitment_timeout_seconds),
-            id=names.commitment_workflow_id(tenant, transaction_uid),
-            task_queue=self.settings.temporal_task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        )

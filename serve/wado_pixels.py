@@ -75,6 +75,28 @@ async def retrieve_frames(request: Request, pool: Pool, blobs: Blobs, tenant: Te
     return Response(body, media_type=multipart.content_type(part_type.split(";")[0], result.transfer_syntax))
 
 
+MAX_VIEWPORT = 4096  # a rendered image is for a screen; larger asks only cost memory
+_NUMBERS = "window=center,width[,function], viewport=width,height and quality=1..100 are numbers"
+
+
+def _window(value: str | None) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    parts = [float(v) for v in value.split(",")[:2]]
+    if len(parts) != 2 or parts[1] <= 0:
+        raise HTTPException(400, "window needs a center and a positive width")
+    return parts[0], parts[1]
+
+
+def _viewport(value: str | None, default: tuple[int, int] | None) -> tuple[int, int] | None:
+    if value is None:
+        return default
+    parts = [int(v) for v in value.split(",")[:2]]
+    if len(parts) != 2 or not all(0 < v <= MAX_VIEWPORT for v in parts):
+        raise HTTPException(400, f"viewport needs a width and a height, each 1..{MAX_VIEWPORT}")
+    return parts[0], parts[1]
+
+
 def _render_options(request: Request, default_viewport: tuple[int, int] | None = None) -> RenderOptions:
     accept = [p for p, _ in wanted_part(parse_accept(request.headers.get("accept")), "image/jpeg")]
     media = next((m for m in accept if m in ("image/jpeg", "image/png")), None)
@@ -82,15 +104,11 @@ def _render_options(request: Request, default_viewport: tuple[int, int] | None =
         raise HTTPException(406, "rendered images are image/jpeg or image/png")
     q = request.query_params
     try:
-        window = tuple(float(v) for v in q["window"].split(",")[:2]) if "window" in q else None
-        viewport = tuple(int(v) for v in q["viewport"].split(",")[:2]) if "viewport" in q else default_viewport
+        window, viewport = _window(q.get("window")), _viewport(q.get("viewport"), default_viewport)
         quality = int(q.get("quality", 90))
     except ValueError:
-        raise HTTPException(400, "window=center,width[,function], viewport=width,height and quality=1..100 are numbers") from None
-    if window is not None and (len(window) != 2 or window[1] <= 0):
-        raise HTTPException(400, "window needs a center and a positive width")
-    # a one-number viewport is not refused here and fails in Pillow (a 500): the ignore goes with that check
-    return RenderOptions(media or "image/jpeg", window, viewport, max(1, min(quality, 100)))  # type: ignore[arg-type]
+        raise HTTPException(400, _NUMBERS) from None
+    return RenderOptions(media or "image/jpeg", window, viewport, max(1, min(quality, 100)))
 
 
 async def _rendered(blobs: BlobStore, obj: StoredObject, frame: int, options: RenderOptions) -> Response:

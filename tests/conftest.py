@@ -31,6 +31,7 @@ QR_OTHER_AE = "QR_OTHER"  # a workstation of tenant "tenantb": finds, moves, get
 STORESCP_AE = "STORESCP"  # dcmtk's storescp, a C-MOVE destination of any tenant
 STORESCP_B_AE = "STORESCP_B"  # a C-MOVE destination that belongs to tenant "tenantb"
 QR_SERVICES = ["find", "move", "get"]
+UPS_AE = "UPSSCU"  # a modality of tenant "ups", whose worklist UPS-RS fills
 LOOPBACK = ["127.0.0.0/8"]
 REFETCH_SECONDS = 5  # an unknown key id refetches the issuer's keys at most this often
 OHIF_ORIGIN = "http://localhost:3000"  # a viewer served from elsewhere, allowed by CORS
@@ -86,6 +87,7 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
             NOSTORE_AE: {"allowed_hosts": LOOPBACK, "services": ["commit"]},
             QR_AE: {"allowed_hosts": LOOPBACK, "tenant": "qr", "services": ["store", "worklist", "mpps", *QR_SERVICES]},
             QR_OTHER_AE: {"allowed_hosts": LOOPBACK, "tenant": "tenantb", "services": QR_SERVICES},
+            UPS_AE: {"allowed_hosts": LOOPBACK, "tenant": "ups", "services": ["worklist", "mpps"]},
             STORESCP_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
             STORESCP_B_AE: {"host": "127.0.0.1", "port": storescp_port, "tenant": "tenantb", "services": []},
         },

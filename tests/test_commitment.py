@@ -126,3 +126,51 @@ def test_request_from_an_ae_without_an_address_is_refused_up_front(stack, data_d
     finally:
         assoc.release()
     assert status.Status == 0x0110 and "no address for NOSTORE" in status.ErrorComment
+
+
+def test_report_comes_on_the_still_open_association_and_only_there(stack, data_dir, commit_scu):
+    """A modality that stores, asks for commitment and waits on the same association gets the
+    N-EVENT-REPORT on it, once its instances are committed; nothing arrives on a new association."""
+    import io
+
+    from tests.temporal_helpers import wait_completed
+    from tests.test_durability import new_study
+
+    _, reports_elsewhere = commit_scu
+    datasets = [dcmread(io.BytesIO(p)) for p in new_study(data_dir, 3)]
+    on_this_association: queue.Queue = queue.Queue()
+
+    def on_report(event):
+        on_this_association.put((event.event_type, event.event_information))
+        return 0x0000, None
+
+    ae = AE(ae_title=COMMIT_SCU_AE)
+    ae.add_requested_context(StorageCommitmentPushModel)
+    ae.add_requested_context(datasets[0].SOPClassUID, datasets[0].file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title,
+                         evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+    assert assoc.is_established
+    try:
+        for ds in datasets:
+            assert assoc.send_c_store(ds).Status == 0
+        transaction = generate_uid()
+        info = Dataset()
+        info.TransactionUID = transaction
+        info.ReferencedSOPSequence = []
+        for ds in datasets:
+            item = Dataset()
+            item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+            info.ReferencedSOPSequence.append(item)
+        status, _ = assoc.send_n_action(info, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
+        assert status.Status == 0
+        event_type, report = on_this_association.get(timeout=90)
+    finally:
+        assoc.release()
+    assert event_type == 1 and str(report.TransactionUID) == transaction
+    assert {str(i.ReferencedSOPInstanceUID) for i in report.ReferencedSOPSequence} == {str(d.SOPInstanceUID) for d in datasets}
+    from tests.conftest import run
+
+    wid = f"commit:default:{transaction}"
+    run(wait_completed(stack.settings, [wid], timeout=60))
+    with pytest.raises(queue.Empty):
+        reports_elsewhere.get(timeout=3)  # the workflow saw it reported and sent nothing more

@@ -298,6 +298,22 @@ def test_rendered_window_matches_a_reference(client, stored, data_dir):
     assert np.abs(got - reference).max() <= 1
 
 
+@pytest.mark.parametrize(("params", "reason"), [
+    ({"viewport": "100"}, "viewport needs a width and a height"),
+    ({"viewport": "0,0"}, "viewport needs a width and a height"),
+    ({"viewport": "-5,20"}, "viewport needs a width and a height"),
+    ({"viewport": "100000,100000"}, "viewport needs a width and a height"),
+    ({"window": "40"}, "window needs a center and a positive width"),
+    ({"quality": "high"}, "are numbers"),
+])
+def test_bad_rendering_parameters_are_400(stack, stored, params, reason):
+    sop, path = next((s, p) for s, p in stored.items() if p.name == "SC_rgb.dcm")
+    h = header(path)
+    url = stack.url(f"/dicomweb/studies/{h.StudyInstanceUID}/series/{h.SeriesInstanceUID}/instances/{sop}/rendered")
+    response = requests.get(url, params=params, headers=auth_headers(TENANT), timeout=30)
+    assert response.status_code == 400 and reason in response.json()["error"]
+
+
 def test_rendered_palette_monochrome1_multiframe_jpeg(client, stored, data_dir):
     for name in ("color-pl.dcm", "RG1_UNCR.dcm", "emri_small.dcm", "color3d_jpeg_baseline.dcm", "US1_J2KR.dcm"):
         path = data_dir.joinpath(*PYDICOM_DATA, name)

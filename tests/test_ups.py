@@ -14,9 +14,9 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from tests.auth import bearer
-from tests.conftest import QR_AE
+from tests.conftest import UPS_AE
 
-TENANT = "qr"
+TENANT = "ups"  # its own tenant: these workitems are worklist items, the worklist tests must not see them
 JSON = "application/dicom+json"
 
 
@@ -55,7 +55,7 @@ def state(stack, uid: str, wanted: str, transaction: str):
 def mwl_status(stack, tmp: Path, accession: str) -> list[str]:
     tmp.mkdir(exist_ok=True)
     s = stack.settings
-    result = subprocess.run(["findscu", "-W", "-aet", QR_AE, "-aec", s.ae_title, "-X", "-od", str(tmp),
+    result = subprocess.run(["findscu", "-W", "-aet", UPS_AE, "-aec", s.ae_title, "-X", "-od", str(tmp),
                              "-k", f"AccessionNumber={accession}", "-k", "(0040,0100)[0].Modality=CT",
                              "-k", "(0040,0100)[0].ScheduledStationAETitle=CTROOM1",
                              "-k", "(0040,0100)[0].ScheduledProcedureStepStatus", "127.0.0.1", str(s.dimse_port)],

@@ -67,3 +67,31 @@ async def pending_transactions(pool: AsyncConnectionPool, tenant: str) -> list[s
             "SELECT transaction_uid FROM storage_commitment WHERE tenant = %s AND state = 'pending'", (tenant,)
         )).fetchall()
     return [r[0] for r in rows]
+
+
+CLAIM_SECONDS = 15  # a claim not refreshed this long is a dead reporter's: another may take it
+
+
+async def claim_report(pool: AsyncConnectionPool, tenant: str, transaction_uid: str) -> bool:
+    """The right to send this transaction's N-EVENT-REPORT, for one reporter at a time; False when
+    another holds it or it is already reported."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "UPDATE storage_commitment SET state = 'reporting', claimed_at = now() WHERE tenant = %s AND transaction_uid = %s"
+            " AND (state = 'pending' OR (state = 'reporting' AND claimed_at < now() - make_interval(secs => %s)))",
+            (tenant, transaction_uid, CLAIM_SECONDS))
+        return cur.rowcount == 1
+
+
+async def release_claim(pool: AsyncConnectionPool, tenant: str, transaction_uid: str) -> None:
+    """The claimer could not deliver: another reporter may try."""
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE storage_commitment SET state = 'pending', claimed_at = NULL WHERE tenant = %s"
+                           " AND transaction_uid = %s AND state = 'reporting'", (tenant, transaction_uid))
+
+
+async def refresh_claim(pool: AsyncConnectionPool, tenant: str, transaction_uid: str) -> None:
+    """The claimer is alive (it waits for the instances, on the requester's open association)."""
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE storage_commitment SET claimed_at = now() WHERE tenant = %s AND transaction_uid = %s"
+                           " AND state = 'reporting'", (tenant, transaction_uid))

@@ -246,6 +246,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX workitem_start_idx ON workitem (tenant, start_datetime);
     ALTER TABLE worklist_item ADD COLUMN workitem_uid text;
     """,
+    # 9: storage commitment reports go out once, by whoever claims them (workflow or open association)
+    """
+    ALTER TABLE storage_commitment ADD COLUMN claimed_at timestamptz;
+    """,
 ]
 
 

@@ -1,0 +1,73 @@
+"""Storage commitment (PS3.4 J): which referenced instances the archive holds committed, which it
+failed, and which are still on their way. One answer for whoever reports: the commitment
+workflow on a new association, or the SCP on the requester's still-open one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from psycopg_pool import AsyncConnectionPool
+from pydicom.dataset import Dataset
+
+from archive.index import commitments
+
+NO_SUCH_OBJECT = 0x0112
+PROCESSING_FAILURE = 0x0110
+CLASS_INSTANCE_CONFLICT = 0x0119
+
+Ref = tuple[str, str]  # (SOP Class UID, SOP Instance UID)
+FailedRef = tuple[str, str, int]  # ... and the Failure Reason sent back
+
+
+@dataclass
+class Classified:
+    row: commitments.CommitmentRow
+    committed: list[Ref] = field(default_factory=list)
+    failed: list[FailedRef] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+
+
+class UnknownTransaction(LookupError):
+    pass
+
+
+async def classify(pool: AsyncConnectionPool, tenant: str, transaction_uid: str, final: bool) -> Classified:
+    """`final`: what is still pending counts as failed (the request timed out)."""
+    row = await commitments.load_request(pool, tenant, transaction_uid)
+    if row is None:
+        raise UnknownTransaction(transaction_uid)
+    states = await commitments.instance_states(pool, tenant, [i for _, i in row.refs])
+    out = Classified(row)
+    for sop_class, sop_uid in row.refs:
+        state, stored_class = states.get(sop_uid, (None, None))
+        if state == "committed" and stored_class == sop_class:
+            out.committed.append((sop_class, sop_uid))
+        elif state == "committed":
+            out.failed.append((sop_class, sop_uid, CLASS_INSTANCE_CONFLICT))
+        elif state == "failed":
+            out.failed.append((sop_class, sop_uid, PROCESSING_FAILURE))
+        elif final:
+            out.failed.append((sop_class, sop_uid, NO_SUCH_OBJECT if state is None else PROCESSING_FAILURE))
+        else:
+            out.pending.append(sop_uid)
+    return out
+
+
+def report_dataset(transaction_uid: str, committed: list[Ref], failed: list[FailedRef]) -> Dataset:
+    """The N-EVENT-REPORT's Event Information (PS3.4 J.3.3): type 1 if nothing failed, else 2."""
+    ds = Dataset()
+    ds.TransactionUID = transaction_uid
+    if committed:
+        ds.ReferencedSOPSequence = [_ref(c, i) for c, i in committed]
+    if failed:
+        ds.FailedSOPSequence = [_ref(c, i, reason) for c, i, reason in failed]
+    return ds
+
+
+def _ref(sop_class: str, sop_instance: str, reason: int | None = None) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = sop_class
+    item.ReferencedSOPInstanceUID = sop_instance
+    if reason is not None:
+        item.FailureReason = reason
+    return item
