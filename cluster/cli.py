@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from archive.settings import Settings, SettingsError, load_settings
-from cluster import certs, cli_audit, cli_worklist
+from cluster import certs, cli_audit, cli_send, cli_worklist
 from cluster.services.process import ServiceError, read_pid, stop_pid
 
 
@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("--json", action="store_true")
     cli_audit.add_parser(sub)
     cli_worklist.add_parser(sub)
+    cli_send.add_parser(sub)
     certs.add_certs_parser(sub)
     args = parser.parse_args(argv)
     try:
@@ -152,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_down(settings, args.timeout)
     if args.command == "audit":
         return cli_audit.cmd_audit(settings, args)
+    if args.command == "send":
+        return cli_send.cmd_send(settings, args)
     if args.command == "worklist":
         return cli_worklist.cmd_worklist(settings, args)
     if args.command == "certs":

@@ -1,0 +1,1 @@
+"""`dicomflow send`: a batch sender for folders and zip files, over C-STORE or STOW-RS, to any archive."""
