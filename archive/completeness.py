@@ -9,6 +9,7 @@ element, without reading the pixel data.
 from __future__ import annotations
 
 import struct
+import zlib
 from typing import BinaryIO
 
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
@@ -19,6 +20,7 @@ ITEM_END = (0xFFFE, 0xE00D)
 SEQUENCE_END = (0xFFFE, 0xE0DD)
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 _MAX_DEPTH = 32
+_INFLATE_STEP = 1 << 20  # bytes inflated at a time: memory stays bounded whatever the ratio
 
 
 class Incomplete(ValueError):
@@ -107,3 +109,23 @@ def check_complete(fp: BinaryIO, dataset_offset: int, transfer_syntax: str, file
     )
     walker.dataset(0, until_item_end=False)
     return walker.pixel_data_length
+
+
+def check_inflated_size(fp: BinaryIO, dataset_offset: int, limit: int) -> None:
+    """Inflate a Deflated Explicit VR dataset as a stream, keeping nothing, and raise Incomplete if it
+    would grow past `limit` (a 300 KB deflate bomb inflates to gigabytes) or is not a deflate stream."""
+    fp.seek(dataset_offset)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    try:
+        while chunk := fp.read(65536):
+            data = inflater.decompress(chunk, _INFLATE_STEP)
+            while True:
+                total += len(data)
+                if total > limit:
+                    raise Incomplete(f"exceeds max_inflated_bytes: the deflated dataset inflates to more than {limit} bytes")
+                if not inflater.unconsumed_tail:
+                    break
+                data = inflater.decompress(inflater.unconsumed_tail, _INFLATE_STEP)
+    except zlib.error as err:
+        raise Incomplete(f"the deflated dataset is not a valid deflate stream: {err}") from None

@@ -10,8 +10,11 @@ from typing import BinaryIO
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from archive.completeness import Incomplete, check_complete
+from archive.completeness import Incomplete, check_complete, check_inflated_size
+from archive.limits import Limits
 from archive.uids import uid_problem
 
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
@@ -67,27 +70,63 @@ def has_part10_preamble(path: Path) -> bool:
         return fp.read(4) == b"DICM"
 
 
-def read_header(path: Path) -> Header:
-    """Parse and validate; raise InvalidObject with a reason a sender can act on."""
+def read_header(path: Path, limits: Limits = Limits()) -> Header:
+    """Parse and validate; raise InvalidObject with a reason a sender can act on. The file is walked
+    (lengths, nesting, deflate size) before pydicom parses it, so a hostile one cannot exhaust memory
+    or the stack."""
     size = path.stat().st_size
     if size < 132 or not has_part10_preamble(path):
         raise InvalidObject("not a DICOM Part-10 object: the 'DICM' prefix at byte 128 is missing")
-    try:
-        ds = dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, struct.error, ValueError, OSError, KeyError, IndexError, TypeError) as err:
-        raise InvalidObject(f"cannot parse the DICOM header: {err}") from None
-    transfer_syntax = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")
-    if uid_problem("TransferSyntaxUID", transfer_syntax):
-        raise InvalidObject("the File Meta Information has no valid TransferSyntaxUID")
     with open(path, "rb") as fp:
         offset = _meta_end(fp)
+        transfer_syntax = _meta_transfer_syntax(path)
+        if transfer_syntax == DeflatedExplicitVRLittleEndian:
+            try:
+                check_inflated_size(fp, offset, limits.max_inflated_bytes)
+            except Incomplete as err:
+                raise InvalidObject(str(err)) from None
         try:
             pixel_bytes = check_complete(fp, offset, transfer_syntax, size)
         except (Incomplete, struct.error) as err:
             raise InvalidObject(f"truncated or corrupt object: {err}") from None
+    try:
+        ds = dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, struct.error, ValueError, OSError, KeyError, IndexError, TypeError,
+            RecursionError, OverflowError, AttributeError) as err:
+        raise InvalidObject(f"cannot parse the DICOM header: {type(err).__name__}: {str(err)[:200]}") from None
     _require_identity(ds)
     _require_whole_pixels(ds, pixel_bytes)
+    _require_decodable_size(ds, limits)
     return Header(ds, transfer_syntax, offset, size)
+
+
+def _meta_transfer_syntax(path: Path) -> str:
+    try:
+        meta = read_file_meta_info(path)
+    except (InvalidDicomError, EOFError, struct.error, ValueError, OSError, KeyError, TypeError) as err:
+        raise InvalidObject(f"cannot parse the File Meta Information: {err}") from None
+    transfer_syntax = str(meta.get("TransferSyntaxUID", "") or "")
+    if uid_problem("TransferSyntaxUID", transfer_syntax):
+        raise InvalidObject("the File Meta Information has no valid TransferSyntaxUID")
+    return transfer_syntax
+
+
+def _require_decodable_size(ds: Dataset, limits: Limits) -> None:
+    """What decoding would allocate, from the image module, against the limits (pixel bombs: a small
+    compressed file that declares 65535 x 65535 x 1000 frames)."""
+    try:
+        rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 8) or 8)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        raise InvalidObject("Rows, Columns, SamplesPerPixel, BitsAllocated or NumberOfFrames is not a number") from None
+    frame = rows * columns * samples * bits // 8
+    if frame > limits.max_frame_bytes:
+        raise InvalidObject(f"exceeds max_frame_bytes: one {rows}x{columns}x{samples} frame at {bits} bits is {frame} "
+                            f"bytes decoded; this archive takes at most {limits.max_frame_bytes}")
+    if frame * max(frames, 1) > limits.max_pixel_bytes:
+        raise InvalidObject(f"exceeds max_pixel_bytes: {frames} frames are {frame * frames} bytes decoded; "
+                            f"this archive takes at most {limits.max_pixel_bytes}")
 
 
 def _require_identity(ds: Dataset) -> None:

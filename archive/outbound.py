@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 # what every storage SCP must accept (PS3.5 10.1), and what the archive can always produce
 FALLBACK_SYNTAXES = [str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)]
@@ -35,7 +35,23 @@ def dataset_to_send(path: Path, stored_syntax: str, accepted: Collection[str]) -
         raise NoCommonSyntax(f"stored as {UID(stored_syntax).name}; the receiver accepted only "
                              + ", ".join(UID(s).name for s in sorted(accepted)))
     ds = dcmread(path)
-    if stored_syntax not in accepted and not _uncompressed(stored_syntax):
+    if stored_syntax in accepted:
+        return ds
+    if not _uncompressed(stored_syntax):
         # keep the SOP Instance UID: a change of transfer syntax is the same object (PS3.5 10)
         ds.decompress(generate_instance_uid=False)
+    elif stored_syntax == ExplicitVRBigEndian and ExplicitVRBigEndian not in accepted:
+        _to_little_endian(ds)
     return ds
+
+
+def _to_little_endian(ds: Dataset) -> None:
+    """Every element decoded from its big endian bytes first (Pixel Data through the decoded array,
+    its words swapped), then the dataset declared little endian, so it is encoded as such."""
+    if "PixelData" in ds:
+        pixels = ds.pixel_array
+        ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
+    for _ in ds.iterall():  # converts each raw (still big endian) element to its value
+        pass
+    ds.set_original_encoding(False, True, ds.original_character_set)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian

@@ -20,6 +20,7 @@ from archive.blobstore import BlobStore, StagedBlob
 from archive.header import Header, InvalidObject, read_header
 from archive.index.instances import find_instance, insert_instance, replace_instance
 from archive.layout import instance_key
+from archive.limits import Limits
 from archive.part10 import add_missing_meta
 from archive.tenants import check_tenant
 
@@ -57,10 +58,12 @@ class Receipt:
 
 
 class Receiver:
-    def __init__(self, blobs: BlobStore, pool: AsyncConnectionPool, duplicate_policy: str = "reject") -> None:
+    def __init__(self, blobs: BlobStore, pool: AsyncConnectionPool, duplicate_policy: str = "reject",
+                 limits: Limits = Limits()) -> None:
         self.blobs = blobs
         self.pool = pool
         self.duplicate_policy = duplicate_policy
+        self.limits = limits
 
     async def receive(self, tenant: str, staged: StagedBlob, source: str, expect_sop_uid: str | None = None,
                       expect_sop_class: str | None = None, expect_study_uid: str | None = None) -> Receipt:
@@ -74,6 +77,10 @@ class Receiver:
         except ValueError as err:  # a bad tenant name
             self.blobs.discard(staged)
             return Receipt(Outcome.INVALID, str(err), tenant)
+        except Exception as err:  # noqa: BLE001 - whatever a hostile object provokes refuses it alone
+            log.warning("object refused while parsing: %s: %s", type(err).__name__, err)
+            self.blobs.discard(staged)
+            return Receipt(Outcome.INVALID, f"cannot parse the object: {type(err).__name__}", tenant)
         mismatch = _request_mismatch(attributes, expect_sop_uid or header.meta_sop_instance_uid, expect_sop_class, expect_study_uid)
         if mismatch:
             self.blobs.discard(staged)
@@ -87,7 +94,7 @@ class Receiver:
 
     def _prepare(self, staged: StagedBlob) -> tuple[StagedBlob, Header, InstanceAttributes]:
         staged = add_missing_meta(self.blobs, staged)
-        header = read_header(staged.path)
+        header = read_header(staged.path, self.limits)
         return staged, header, extract(header.dataset)
 
     async def _store(self, tenant: str, staged: StagedBlob, header: Header, a: InstanceAttributes, source: str) -> Receipt:

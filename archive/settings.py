@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from archive.embedded_secrets import POSTGRES, REDIS, read_secret
+from archive.limits import Limits
 
 ENV_PREFIX = "DICOMFLOW_"
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
@@ -122,6 +123,11 @@ class Settings(BaseSettings):
     stable_seconds: float = Field(5.0, ge=0)
     duplicate_policy: Literal["reject", "replace"] = "reject"
     stow_max_bytes: int = Field(4 * 1024**3, ge=1)
+    stow_max_parts: int = Field(10_000, ge=1)  # instances in one STOW-RS request
+    # what one object may make the archive decode or inflate (see archive/limits.py)
+    max_frame_bytes: int = Field(Limits.max_frame_bytes, ge=1)
+    max_pixel_bytes: int = Field(Limits.max_pixel_bytes, ge=1)
+    max_inflated_bytes: int = Field(Limits.max_inflated_bytes, ge=1)
     commitment_timeout_seconds: float = Field(3600.0, gt=0)
     # keep: store as received; uncompressed: also keep an Explicit VR Little Endian copy of
     # compressed objects (the original is always kept)
@@ -200,6 +206,10 @@ class Settings(BaseSettings):
     @property
     def blob_backend(self) -> Literal["local", "s3"]:
         return "s3" if self.s3_endpoint else "local"
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_frame_bytes, self.max_pixel_bytes, self.max_inflated_bytes)
 
     def effective_postgres_dsn(self) -> str:
         if self.postgres_dsn:

@@ -12,6 +12,7 @@ from archive.audit import AuditAction
 from archive.dicom_status import CANNOT_UNDERSTAND, failure_status
 from archive.identity import Role
 from archive.receipt import Receipt
+from archive.settings import Settings
 from archive.uids import is_valid_uid
 from receiving.ingest import Ingest
 from serve.deps import IngestDep, SettingsDep, Tenant, access, audit_note, base_url
@@ -39,13 +40,15 @@ def _check_request(request: Request, max_bytes: int) -> str | JSONResponse:
     return boundary
 
 
-async def _read_body(request: Request, stream: MultipartStream, max_bytes: int) -> JSONResponse | None:
+async def _read_body(request: Request, stream: MultipartStream, max_bytes: int, max_parts: int) -> JSONResponse | None:
     received = 0
     async for chunk in request.stream():
         received += len(chunk)
         if received > max_bytes:
             return problem(413, f"the body exceeds {max_bytes} bytes (stow_max_bytes)")
         stream.feed(chunk)
+        if len(stream.parts) > max_parts:  # each part is a spool file: stop before there are too many
+            return problem(413, f"the body has more than {max_parts} parts; send at most that many per request (stow_max_parts)")
     stream.finish()
     return None
 
@@ -106,7 +109,8 @@ async def _store_parts(request: Request, ingest: Ingest, tenant: str, parts: lis
     return JSONResponse(body, status_code=status, media_type=DICOM_JSON)
 
 
-async def stow(request: Request, ingest: Ingest, tenant: str, max_bytes: int, study: str | None = None) -> JSONResponse:
+async def stow(request: Request, ingest: Ingest, tenant: str, settings: Settings, study: str | None = None) -> JSONResponse:
+    max_bytes = settings.stow_max_bytes
     if study is not None and not is_valid_uid(study):
         return problem(400, f"{study!r} in the path is not a valid Study Instance UID")
     checked = _check_request(request, max_bytes)
@@ -114,7 +118,7 @@ async def stow(request: Request, ingest: Ingest, tenant: str, max_bytes: int, st
         return checked
     stream = MultipartStream(checked, ingest.blobs)
     try:
-        refusal = await _read_body(request, stream, max_bytes)
+        refusal = await _read_body(request, stream, max_bytes, settings.stow_max_parts)
         if refusal is not None:
             stream.discard()
             return refusal
@@ -129,14 +133,14 @@ async def stow(request: Request, ingest: Ingest, tenant: str, max_bytes: int, st
 
 @router.post("/dicomweb/studies", summary="Store instances (STOW-RS)")
 async def stow_studies(request: Request, ingest: IngestDep, tenant: Tenant, settings: SettingsDep) -> JSONResponse:
-    return await stow(request, ingest, tenant, settings.stow_max_bytes)
+    return await stow(request, ingest, tenant, settings)
 
 
 @router.post("/dicomweb/studies/{study}", summary="Store instances of one study (STOW-RS)")
 async def stow_study(request: Request, ingest: IngestDep, tenant: Tenant, settings: SettingsDep, study: str) -> JSONResponse:
-    return await stow(request, ingest, tenant, settings.stow_max_bytes, study)
+    return await stow(request, ingest, tenant, settings, study)
 
 
 @router.post("/stow-rs/v1/studies", summary="Store instances (the seed's path; tenant from x-tenant)")
 async def stow_seed_path(request: Request, ingest: IngestDep, tenant: Tenant, settings: SettingsDep) -> JSONResponse:
-    return await stow(request, ingest, tenant, settings.stow_max_bytes)
+    return await stow(request, ingest, tenant, settings)

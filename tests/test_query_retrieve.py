@@ -353,9 +353,11 @@ def test_getscu_of_compressed_objects_gets_them_decompressed(stack, qr_data, tmp
     s = stack.settings
     out = tmp_path / "got"
     out.mkdir()
-    result = dcmtk("getscu", "-S", "-aet", QR_AE, "-aec", s.ae_title, "-od", str(out), "-k", "QueryRetrieveLevel=STUDY",
+    result = dcmtk("getscu", "-v", "-S", "-aet", QR_AE, "-aec", s.ae_title, "-od", str(out), "-k", "QueryRetrieveLevel=STUDY",
                    "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(s.dimse_port))
     assert result.returncode == 0, result.stderr
     got = received(out)
-    assert set(got) == sop_uids(qr_data["ts"])
+    assert set(got) == sop_uids(qr_data["ts"]), result.stdout + result.stderr
     assert not any(pydicom.uid.UID(ds.file_meta.TransferSyntaxUID).is_compressed for ds in got.values())
+    original = dcmread(qr_data["ts"][0])  # big endian and compressed copies alike: the same pixels
+    assert all((ds.pixel_array == original.pixel_array).all() for ds in got.values())

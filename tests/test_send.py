@@ -38,7 +38,7 @@ def test_send_over_dimse_reports_and_resumes(stack, folder, tmp_path):
     journal = tmp_path / "journal.txt"
     first = stack.cli("send", str(folder), "--to", "dimse", "--aet", QR_AE, "--journal", str(journal), timeout=300)
     assert first.returncode == 1, first.stdout + first.stderr  # the cut file was refused
-    assert counts(first.stdout) == {"stored": 17, "refused": 1, "sent before": 0, "not DICOM": 1}
+    assert counts(first.stdout) == {"stored": 17, "refused": 1, "sent before": 0, "not DICOM": 1}, first.stdout
     assert "cut.dcm" in first.stdout and "README.txt" in first.stdout
     assert re.search(r"truncated|corrupt", first.stdout), first.stdout
     assert "instances/s" in first.stderr  # the progress line

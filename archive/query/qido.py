@@ -9,6 +9,7 @@ from archive.query.builder import BadQuery, MatchKey, Query, QuerySpec, build, v
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+MAX_OFFSET = 2**31 - 1  # PostgreSQL takes a bigint; past 2^63 it would be a 500
 _CONTROL = {"limit", "offset", "includefield", "fuzzymatching"}
 
 
@@ -18,8 +19,8 @@ def _paging(params: dict[str, list[str]]) -> tuple[int, int]:
         offset = int(params.get("offset", [0])[-1])
     except ValueError:
         raise BadQuery("limit and offset must be integers") from None
-    if limit < 1 or offset < 0:
-        raise BadQuery("limit must be at least 1 and offset at least 0")
+    if limit < 1 or not 0 <= offset <= MAX_OFFSET:
+        raise BadQuery(f"limit must be at least 1 and offset between 0 and {MAX_OFFSET}")
     return limit, offset
 
 

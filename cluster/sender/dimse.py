@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pynetdicom import AE
 from pynetdicom.association import Association
 
+from activities.store_scu import no_delay
 from cluster.sender.outcome import WARNINGS, Tally
 from cluster.sender.sources import DicomFile
 
@@ -50,6 +51,7 @@ def _associate(target: DimseTarget, files: list[DicomFile]) -> Association:
     assoc = ae.associate(target.host, target.port, ae_title=target.called_ae, tls_args=tls)
     if not assoc.is_established:
         raise ConnectionError(f"{target.called_ae} at {target.host}:{target.port} did not accept the association")
+    no_delay(assoc)
     return assoc
 
 
