@@ -28,7 +28,15 @@ def dataset_json(ds: Dataset, base_uri: str) -> dict[str, Any]:
 
     # an element whose value cannot be written as DICOM JSON (say a DS of 'P1:') is left out
     # rather than losing the whole instance's metadata
-    return ds.to_json_dict(bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=bulk, suppress_invalid_tags=True)
+    out = ds.to_json_dict(bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=bulk, suppress_invalid_tags=True)
+    for keyword, tag in _IDENTITY.items():  # a UID kept under uid_policy lenient fails that check, but is the identity
+        if tag not in out and keyword in ds:
+            out[tag] = {"vr": "UI", "Value": [str(ds[keyword].value)]}
+    return out
+
+
+_IDENTITY = {"SOPClassUID": "00080016", "SOPInstanceUID": "00080018", "StudyInstanceUID": "0020000D",
+             "SeriesInstanceUID": "0020000E"}
 
 
 def _pixel_vr(ds: Dataset) -> str:

@@ -15,7 +15,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from archive.completeness import Incomplete, check_complete, check_inflated_size
 from archive.limits import Limits
-from archive.uids import uid_problem
+from archive.uids import lenient_uid_problem, uid_problem
 
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 
@@ -30,6 +30,7 @@ class Header:
     transfer_syntax: str
     dataset_offset: int
     size: int
+    nonconformance: str | None = None  # UIDs kept under uid_policy "lenient" that break PS3.5
 
     @property
     def sop_class_uid(self) -> str:
@@ -70,7 +71,7 @@ def has_part10_preamble(path: Path) -> bool:
         return fp.read(4) == b"DICM"
 
 
-def read_header(path: Path, limits: Limits = Limits()) -> Header:
+def read_header(path: Path, limits: Limits = Limits(), lenient_uids: bool = False) -> Header:
     """Parse and validate; raise InvalidObject with a reason a sender can act on. The file is walked
     (lengths, nesting, deflate size) before pydicom parses it, so a hostile one cannot exhaust memory
     or the stack."""
@@ -94,10 +95,10 @@ def read_header(path: Path, limits: Limits = Limits()) -> Header:
     except (InvalidDicomError, EOFError, struct.error, ValueError, OSError, KeyError, IndexError, TypeError,
             RecursionError, OverflowError, AttributeError) as err:
         raise InvalidObject(f"cannot parse the DICOM header: {type(err).__name__}: {str(err)[:200]}") from None
-    _require_identity(ds)
+    notes = _require_identity(ds, lenient_uids)
     _require_whole_pixels(ds, pixel_bytes)
     _require_decodable_size(ds, limits)
-    return Header(ds, transfer_syntax, offset, size)
+    return Header(ds, transfer_syntax, offset, size, "; ".join(notes) or None)
 
 
 def _meta_transfer_syntax(path: Path) -> str:
@@ -129,15 +130,21 @@ def _require_decodable_size(ds: Dataset, limits: Limits) -> None:
                             f"this archive takes at most {limits.max_pixel_bytes}")
 
 
-def _require_identity(ds: Dataset) -> None:
+def _require_identity(ds: Dataset, lenient: bool) -> list[str]:
+    """Refuses a missing or (when not lenient) non-conformant UID; returns what lenient let through."""
+    notes = []
     for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
         try:
             value = ds.get(keyword)
         except Exception as err:  # noqa: BLE001 - a malformed element of any kind
             raise InvalidObject(f"{keyword} cannot be read: {err}") from None
-        problem = uid_problem(keyword, None if value is None else str(value))
+        text = None if value is None else str(value)
+        problem, note = lenient_uid_problem(keyword, text) if lenient else (uid_problem(keyword, text), None)
         if problem:
             raise InvalidObject(problem)
+        if note:
+            notes.append(note)
+    return notes
 
 
 def _require_whole_pixels(ds: Dataset, pixel_bytes: int | None) -> None:

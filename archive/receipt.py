@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from archive.attributes import InstanceAttributes, extract
 from archive.blobstore import BlobStore, StagedBlob
 from archive.header import Header, InvalidObject, read_header
-from archive.index.instances import find_instance, insert_instance, replace_instance
+from archive.index.instances import find_instance, insert_instance, mark_nonconformant, replace_instance
 from archive.layout import instance_key
 from archive.limits import Limits
 from archive.part10 import add_missing_meta
@@ -51,6 +51,7 @@ class Receipt:
     blob_key: str | None = None
     size: int = 0
     sha256: str | None = None
+    nonconformance: str | None = None  # stored, but breaks the standard in a harmless way (uid_policy)
 
     @property
     def needs_workflow(self) -> bool:
@@ -59,11 +60,12 @@ class Receipt:
 
 class Receiver:
     def __init__(self, blobs: BlobStore, pool: AsyncConnectionPool, duplicate_policy: str = "reject",
-                 limits: Limits = Limits()) -> None:
+                 limits: Limits = Limits(), uid_policy: str = "lenient") -> None:
         self.blobs = blobs
         self.pool = pool
         self.duplicate_policy = duplicate_policy
         self.limits = limits
+        self.lenient_uids = uid_policy == "lenient"
 
     async def receive(self, tenant: str, staged: StagedBlob, source: str, expect_sop_uid: str | None = None,
                       expect_sop_class: str | None = None, expect_study_uid: str | None = None) -> Receipt:
@@ -94,12 +96,15 @@ class Receiver:
 
     def _prepare(self, staged: StagedBlob) -> tuple[StagedBlob, Header, InstanceAttributes]:
         staged = add_missing_meta(self.blobs, staged)
-        header = read_header(staged.path, self.limits)
+        header = read_header(staged.path, self.limits, self.lenient_uids)
         return staged, header, extract(header.dataset)
 
     async def _store(self, tenant: str, staged: StagedBlob, header: Header, a: InstanceAttributes, source: str) -> Receipt:
         key = instance_key(tenant, a.study_date, a.study_uid, a.series_uid, a.sop_uid)
-        receipt = Receipt(Outcome.STORED, None, tenant, a, header.transfer_syntax, key, staged.size, staged.sha256)
+        receipt = Receipt(Outcome.STORED, None, tenant, a, header.transfer_syntax, key, staged.size, staged.sha256,
+                          header.nonconformance)
+        if header.nonconformance:
+            log.warning("stored %s in %s although not conformant: %s", a.sop_uid, tenant, header.nonconformance)
         fields: dict[str, Any] = dict(transfer_syntax=
 header.transfer_syntax, blob_key=key, size=staged.size, sha256=staged.sha256, source=source)
         for _ in range(2):  # a second pass only when the stored row vanished in between (a DELETE)
@@ -108,6 +113,8 @@ header.transfer_syntax, blob_key=key, size=staged.size, sha256=staged.sha256, so
                 # finds it, instead of writing over our blob. The transaction commits only after
                 # the blob is durable.
                 if await insert_instance(conn, tenant, a, **fields):
+                    if header.nonconformance:
+                        await mark_nonconformant(conn, tenant, a.sop_uid, header.nonconformance)
                     await asyncio.to_thread(self.blobs.commit, staged, key)
                     return receipt
                 existing = await find_instance(conn, tenant, a.sop_uid, lock=True)

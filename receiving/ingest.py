@@ -23,7 +23,8 @@ class Ingest:
     def __init__(self, resources: Resources) -> None:
         self.resources = resources
         self.settings: Settings = resources.settings
-        self.receiver = Receiver(resources.blobs, resources.pool, self.settings.duplicate_policy, self.settings.limits)
+        self.receiver = Receiver(resources.blobs, resources.pool, self.settings.duplicate_policy, self.settings.limits,
+                                 self.settings.uid_policy)
         self.signaller: StudySignaller | None = None
         self._periodic: asyncio.Task[None] | None = None
         self._connect_lock = asyncio.Lock()

@@ -13,7 +13,7 @@ from archive.dicom_status import CANNOT_UNDERSTAND, failure_status
 from archive.identity import Role
 from archive.receipt import Receipt
 from archive.settings import Settings
-from archive.uids import is_valid_uid
+from archive.uids import is_safe_uid
 from receiving.ingest import Ingest
 from serve.deps import IngestDep, SettingsDep, Tenant, access, audit_note, base_url
 from serve.errors import problem
@@ -111,7 +111,7 @@ async def _store_parts(request: Request, ingest: Ingest, tenant: str, parts: lis
 
 async def stow(request: Request, ingest: Ingest, tenant: str, settings: Settings, study: str | None = None) -> JSONResponse:
     max_bytes = settings.stow_max_bytes
-    if study is not None and not is_valid_uid(study):
+    if study is not None and not is_safe_uid(study):
         return problem(400, f"{study!r} in the path is not a valid Study Instance UID")
     checked = _check_request(request, max_bytes)
     if isinstance(checked, JSONResponse):

@@ -32,6 +32,7 @@ STORESCP_AE = "STORESCP"  # dcmtk's storescp, a C-MOVE destination of any tenant
 STORESCP_B_AE = "STORESCP_B"  # a C-MOVE destination that belongs to tenant "tenantb"
 QR_SERVICES = ["find", "move", "get"]
 UPS_AE = "UPSSCU"  # a modality of tenant "ups", whose worklist UPS-RS fills
+SENDER_AE = "SENDER"  # `dicomflow send` into tenant "send"
 LOOPBACK = ["127.0.0.0/8"]
 REFETCH_SECONDS = 5  # an unknown key id refetches the issuer's keys at most this often
 OHIF_ORIGIN = "http://localhost:3000"  # a viewer served from elsewhere, allowed by CORS
@@ -88,6 +89,7 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
             QR_AE: {"allowed_hosts": LOOPBACK, "tenant": "qr", "services": ["store", "worklist", "mpps", *QR_SERVICES]},
             QR_OTHER_AE: {"allowed_hosts": LOOPBACK, "tenant": "tenantb", "services": QR_SERVICES},
             UPS_AE: {"allowed_hosts": LOOPBACK, "tenant": "ups", "services": ["worklist", "mpps"]},
+            SENDER_AE: {"allowed_hosts": LOOPBACK, "tenant": "send", "services": ["store"]},
             STORESCP_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
             STORESCP_B_AE: {"host": "127.0.0.1", "port": storescp_port, "tenant": "tenantb", "services": []},
         },

@@ -121,7 +121,7 @@ def test_includefield_by_keyword_tag_and_all(client, stored, stack):
 @pytest.mark.parametrize("params, words", [
     ({"NoSuchKeyword": "x"}, "not supported"),
     ({"StudyDate": "2020-01-01"}, "not a date"),
-    ({"StudyInstanceUID": "1.2.abc"}, "not a valid UID"),
+    ({"StudyInstanceUID": "1.2/abc"}, "not a valid UID"),
     ({"limit": "many"}, "integers"),
     ({"includefield": "00091001"}, "not supported"),
 ])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 
+import psycopg
 import pytest
 from pydicom import dcmread
 from pydicom.filewriter import dcmwrite
@@ -26,11 +27,12 @@ def tenant():
 def receive(settings, tmp_path):
     blobs = LocalBlobStore(tmp_path / "blobs")
 
-    def go(tenant: str, data: bytes, policy: str = "reject", expect: str | None = None):
+    def go(tenant: str, data: bytes, policy: str = "reject", expect: str | None = None, uid_policy: str = "strict"):
         async def inner():
             pool = await open_index_pool(settings.effective_postgres_dsn(), max_size=2)
             try:
-                return await Receiver(blobs, pool, policy).receive(tenant, blobs.stage_bytes(data), "test", expect)
+                receiver = Receiver(blobs, pool, policy, uid_policy=uid_policy)
+                return await receiver.receive(tenant, blobs.stage_bytes(data), "test", expect)
             finally:
                 await pool.close()
         return run(inner())
@@ -134,12 +136,7 @@ def test_non_dicom_is_refused(receive, tenant):
     assert not stored_files(receive.blobs)
 
 
-@pytest.mark.parametrize("keyword, value, message", [
-    ("StudyInstanceUID", None, "StudyInstanceUID is missing"),
-    ("SeriesInstanceUID", "1.2.abc", "not a valid UID"),
-    ("SOPInstanceUID", "1.02.3", "not a valid UID"),
-])
-def test_bad_identity_is_refused(receive, tenant, data_dir, keyword, value, message):
+def _with_uid(data_dir, keyword: str, value: str | None) -> bytes:
     import io
 
     ds = dcmread(io.BytesIO(a_file(data_dir)))
@@ -151,8 +148,35 @@ def test_bad_identity_is_refused(receive, tenant, data_dir, keyword, value, mess
             ds.file_meta.MediaStorageSOPInstanceUID = value
     out = io.BytesIO()
     dcmwrite(out, ds, enforce_file_format=True)
-    receipt = receive(tenant, out.getvalue())
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("keyword, value, message", [
+    ("StudyInstanceUID", None, "StudyInstanceUID is missing"),
+    ("SeriesInstanceUID", "1.2.abc", "not a valid UID"),
+    ("SOPInstanceUID", "1.02.3", "not a valid UID"),
+])
+def test_bad_identity_is_refused_when_strict(receive, tenant, data_dir, keyword, value, message):
+    receipt = receive(tenant, _with_uid(data_dir, keyword, value), uid_policy="strict")
     assert receipt.outcome is Outcome.INVALID and message in receipt.reason
+    assert not stored_files(receive.blobs)
+
+
+def test_harmless_nonconformant_uid_is_kept_and_marked_when_lenient(receive, tenant, data_dir, settings):
+    """A real scanner's 64-hex-digit Study Instance UID: stored (lenient is the default), the row says why."""
+    study = "a3f1" * 16
+    receipt = receive(tenant, _with_uid(data_dir, "StudyInstanceUID", study), uid_policy="lenient")
+    assert receipt.outcome is Outcome.STORED and "StudyInstanceUID" in receipt.nonconformance
+    with psycopg.connect(settings.effective_postgres_dsn()) as conn:
+        (note,) = conn.execute("SELECT nonconformance FROM instance WHERE tenant = %s AND study_uid = %s",
+                               (tenant, study)).fetchone()
+    assert "not a valid UID" in note
+
+
+@pytest.mark.parametrize("value", ["../../etc/passwd", "1.2/3", "1.2.3\\4", "1" * 65, "1.2 3"])
+def test_unsafe_uid_is_refused_even_when_lenient(receive, tenant, data_dir, value):
+    receipt = receive(tenant, _with_uid(data_dir, "SeriesInstanceUID", value), uid_policy="lenient")
+    assert receipt.outcome is Outcome.INVALID and "nor safe to keep" in receipt.reason, receipt.reason
     assert not stored_files(receive.blobs)
 
 

@@ -13,7 +13,7 @@ import requests
 from pydicom import dcmread
 
 from tests.auth import bearer, token
-from tests.conftest import QR_AE
+from tests.conftest import SENDER_AE
 
 
 @pytest.fixture
@@ -35,14 +35,16 @@ def counts(output: str) -> dict[str, int]:
 
 
 def test_send_over_dimse_reports_and_resumes(stack, folder, tmp_path):
+    """Into a tenant of its own: the same instance stored earlier in another transfer syntax would be
+    a conflict (see the duplicate policy)."""
     journal = tmp_path / "journal.txt"
-    first = stack.cli("send", str(folder), "--to", "dimse", "--aet", QR_AE, "--journal", str(journal), timeout=300)
+    first = stack.cli("send", str(folder), "--to", "dimse", "--aet", SENDER_AE, "--journal", str(journal), timeout=300)
     assert first.returncode == 1, first.stdout + first.stderr  # the cut file was refused
     assert counts(first.stdout) == {"stored": 17, "refused": 1, "sent before": 0, "not DICOM": 1}, first.stdout
     assert "cut.dcm" in first.stdout and "README.txt" in first.stdout
     assert re.search(r"truncated|corrupt", first.stdout), first.stdout
     assert "instances/s" in first.stderr  # the progress line
-    again = stack.cli("send", str(folder), "--to", "dimse", "--aet", QR_AE, "--journal", str(journal), timeout=300)
+    again = stack.cli("send", str(folder), "--to", "dimse", "--aet", SENDER_AE, "--journal", str(journal), timeout=300)
     assert counts(again.stdout) == {"stored": 0, "refused": 1, "sent before": 17, "not DICOM": 1}
 
 

@@ -97,14 +97,32 @@ def test_nothing_stored_is_409(stack, tenant, data_dir):
     assert count(stack.settings, tenant) == 0
 
 
-def test_invalid_uid_is_refused(stack, tenant, data_dir):
+def test_unsafe_uid_is_refused(stack, tenant, data_dir):
     ds = dcmread(io.BytesIO(_nih(data_dir, 1)[0]))
-    ds.SeriesInstanceUID = "1.2.3.abc"
+    ds.SeriesInstanceUID = "1.2.3/../abc"
     out = io.BytesIO()
     dcmwrite(out, ds, enforce_file_format=True)
     response = post(stack, tenant, multipart([out.getvalue()], "q"), 'multipart/related; type="application/dicom"; boundary=q')
     assert response.status_code == 409 and "not a valid UID" in response.text
     assert count(stack.settings, tenant) == 0
+
+
+def test_nonconformant_but_harmless_study_uid_is_kept_and_found(stack, tenant, data_dir):
+    """uid_policy lenient (the default): a 64-hex-digit Study Instance UID, as a real device wrote it,
+    is stored, read back and found by QIDO, instead of leaving the study in the modality's queue."""
+    ds = dcmread(io.BytesIO(_nih(data_dir, 1)[0]))
+    study = "9f2c" * 16
+    ds.StudyInstanceUID = study
+    out = io.BytesIO()
+    dcmwrite(out, ds, enforce_file_format=True)
+    response = post(stack, tenant, multipart([out.getvalue()], "q"), 'multipart/related; type="application/dicom"; boundary=q')
+    assert response.status_code == 200, response.text
+    found = requests.get(stack.url("/dicomweb/studies"), params={"StudyInstanceUID": study},
+                         headers=auth_headers(tenant), timeout=30)
+    assert [s["0020000D"]["Value"][0] for s in found.json()] == [study]
+    back = requests.get(stack.url(f"/dicomweb/studies/{study}/metadata"), headers=auth_headers(tenant), timeout=30)
+    assert back.status_code == 200, back.text
+    assert back.json()[0].get("0020000D", {}).get("Value") == [study], sorted(back.json()[0])[:20]
 
 
 def test_instance_of_another_study_than_the_path(stack, tenant, data_dir):

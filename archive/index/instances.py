@@ -120,3 +120,8 @@ async def stalled_studies(pool: AsyncConnectionPool, older_than_seconds: float, 
             (older_than_seconds, limit),
         )).fetchall()
     return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+async def mark_nonconformant(conn: AsyncConnection, tenant: str, sop_uid: str, note: str) -> None:
+    """Stored although it breaks the standard harmlessly (uid_policy lenient): say so on its row."""
+    await conn.execute("UPDATE instance SET nonconformance = %s WHERE tenant = %s AND sop_uid = %s", (note, tenant, sop_uid))

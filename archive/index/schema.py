@@ -250,6 +250,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE storage_commitment ADD COLUMN claimed_at timestamptz;
     """,
+    # 10: instances kept under uid_policy "lenient" although a UID breaks PS3.5, and why
+    """
+    ALTER TABLE instance ADD COLUMN nonconformance text;
+    CREATE INDEX instance_nonconformant_idx ON instance (tenant) WHERE nonconformance IS NOT NULL;
+    """,
 ]
 
 

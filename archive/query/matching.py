@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from archive.query.attributes import Attribute
-from archive.uids import is_valid_uid
+from archive.uids import is_safe_uid
 
 
 class BadQueryValue(ValueError):
@@ -35,7 +35,7 @@ def _has_wildcard(value: str) -> bool:
 
 def _uid_list(attr: Attribute, value: str) -> Condition:
     uids = [u.strip() for u in re.split(r"[,\\]", value) if u.strip()]
-    bad = [u for u in uids if not is_valid_uid(u)]
+    bad = [u for u in uids if not is_safe_uid(u)]  # a non-conformant UID kept under uid_policy lenient is findable
     if bad:
         raise BadQueryValue(f"{attr.keyword}: {bad[0]!r} is not a valid UID")
     return Condition(f"{attr.column} = ANY(%s)", [uids])
