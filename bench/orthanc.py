@@ -14,10 +14,14 @@ PLUGIN_DIRS = [Path("/usr/share/orthanc/plugins"), Path("/usr/lib/orthanc/plugin
 
 
 class Orthanc:
-    def __init__(self, workdir: Path, http_port: int, dicom_port: int) -> None:
+    def __init__(self, workdir: Path, http_port: int, dicom_port: int,
+                 modalities: dict[str, tuple[str, str, int]] | None = None) -> None:
         self.workdir = workdir
         self.http_port = http_port
         self.dicom_port = dicom_port
+        # "DicomModalities": name -> (AE title, host, port); a listed AE may C-FIND/C-MOVE/C-GET and be a
+        # C-MOVE destination (Orthanc allows every DIMSE service to a listed modality by default)
+        self.modalities = modalities or {}
         self.process: subprocess.Popen | None = None
 
     @property
@@ -38,6 +42,8 @@ class Orthanc:
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True, "Host": "127.0.0.1"},
             "UnknownSopClassAccepted": True, "ConcurrentJobs": 2, "HttpThreadsCount": 50,
         }
+        if self.modalities:
+            config["DicomModalities"] = {name: list(entry) for name, entry in self.modalities.items()}
         path = self.workdir / "orthanc.json"
         path.write_text(json.dumps(config))
         return path

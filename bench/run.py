@@ -190,7 +190,7 @@ class Bench:
         return out
 
 
-PARTS = ("ingest", "reads", "synthetic", "qido-scale", "scp-curve")
+PARTS = ("ingest", "reads", "synthetic", "qido-scale", "scp-curve", "dimse-qr")
 
 
 def wanted_parts() -> set[str]:
@@ -244,6 +244,17 @@ def main() -> int:
             bench.orthanc.stop()
             bench.dicomflow.stop()
         attempt("scp-curve", lambda: scp_curve(bench, DATA))
+
+        def dimse_qr() -> None:
+            """C-FIND/C-MOVE/C-GET against its own dicomflow, Orthanc and storescp (bench/dimse_qr.py)."""
+            from bench.dimse_qr import workloads  # imported here: bench.dimse_qr imports this module
+
+            qr_failed: list[str] = []
+            workloads(bench.workdir / "dimse-qr", bench.record, REPS, qr_failed)
+            if qr_failed:
+                raise RuntimeError(f"dimse-qr workloads failed: {', '.join(qr_failed)}")
+
+        attempt("dimse-qr", dimse_qr)
         print(f"bench: wrote {bench.report(parts - set(failed))}")
     if failed:
         print(f"bench: these parts failed (see the traceback above): {', '.join(failed)}")

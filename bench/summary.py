@@ -23,6 +23,13 @@ TARGETS: dict[str, tuple[str, float]] = {
     "frames/1 CT 512x512 JPEG 2000 ms": ("<=", 1.0),
     "rendered JPEG CT 512x512 ms": ("<=", 1.5),
     "QIDO at 100,000 bulk-loaded studies: p99 ms": ("<=", 50.0),
+    # DIMSE query/retrieve (bench/dimse_qr.py, issue 10)
+    "C-FIND study at 20,000 studies: all studies ms": ("<=", 0.1),
+    "C-FIND study at 20,000 studies: PatientName prefix* ms": ("<=", 0.1),
+    "C-FIND study at 20,000 studies: PatientID exact ms": ("<=", 0.1),
+    "C-FIND study at 20,000 studies: StudyDate month range ms": ("<=", 0.1),
+    "C-MOVE study (45 MB, 520 inst) to storescp MB/s": (">=", 1.0),
+    "C-GET study (45 MB, 520 inst) MB/s": (">=", 1.0),
 }
 
 
