@@ -16,6 +16,8 @@ from serve.delete import router as delete_router
 from serve.deps import SettingsDep, authenticate
 from serve.errors import install_error_handlers
 from serve.health import full_health
+from serve.metrics import LatencyMiddleware
+from serve.metrics import router as metrics_router
 from serve.qido import router as qido_router
 from serve.stow import router as stow_router
 from serve.ups import router as ups_router
@@ -52,6 +54,7 @@ def build_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(AuditMiddleware)
+    app.add_middleware(LatencyMiddleware)
     origins = settings.effective_cors_origins
     if origins:
         app.add_middleware(
@@ -68,6 +71,7 @@ def build_app(settings: Settings) -> FastAPI:
         app.include_router(router, prefix=TENANT_ROOT, generate_unique_id_function=_tenant_route_id)
     app.include_router(admin_router)
     app.include_router(health_router)
+    app.include_router(metrics_router)
     return app
 
 

@@ -132,3 +132,27 @@ def test_restart_keeps_everything_and_down_leaves_nothing(tmp_path, data_dir):
     finally:
         stack.stop()
     assert not processes_using(var)
+
+
+def test_metrics_for_operators_without_patient_data(stack, data_dir):
+    """Prometheus text from the index: counts by tenant, protocol and state; the request timings of
+    the replica that answered. An admin token is needed; nothing names a patient."""
+    import re
+
+    from tests.auth import bearer
+    from tests.test_dimse import _store
+
+    first = sorted((data_dir / "dcm_qa_nih").rglob("*.dcm"))[0]
+    assert _store(stack, first.read_bytes()).Status == 0  # at least one instance, received over DIMSE
+    assert requests.get(stack.url("/metrics"), timeout=30).status_code == 401
+    assert requests.get(stack.url("/metrics"), headers=bearer("default", ["reader"]), timeout=30).status_code == 403
+    requests.get(stack.url("/dicomweb/studies"), headers=bearer("default", ["reader"]), timeout=30)
+    response = requests.get(stack.url("/metrics"), headers=admin_headers(), timeout=30)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    counts = [float(v) for v in re.findall(r'^dicomflow_instances\{[^}]*protocol="dimse"[^}]*\} (\S+)$', text, re.M)]
+    assert counts and sum(counts) > 0, text[:2000]
+    assert "dicomflow_outbox_unsignalled_instances" in text and "dicomflow_studies{" in text
+    assert 'dicomflow_http_request_seconds_count{method="GET",route="/dicomweb/studies",status="2xx"}' in text
+    for marker in ("Test^Regression", "stc_test", "FA191122"):  # patient names and IDs of the stored data
+        assert marker not in text

@@ -1,0 +1,43 @@
+"""What an operator graphs, read from the index at scrape time so every replica tells the same
+story: instances by tenant, protocol and state, studies by state, the signal outbox, commitments,
+retrieves, refusals. Counts and tenant names only: no patient identifiers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg_pool import AsyncConnectionPool
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    help: str
+    labels: dict[str, str]
+    value: float
+
+
+_QUERIES: list[tuple[str, str, list[str], str]] = [
+    ("dicomflow_instances", "Instances in the index by tenant, receiving protocol and state", ["tenant", "protocol", "state"],
+     "SELECT tenant, split_part(source, ':', 1), state, count(*) FROM instance GROUP BY 1, 2, 3"),
+    ("dicomflow_studies", "Studies by tenant and state (receiving, ready, ...)", ["tenant", "state"],
+     "SELECT tenant, state, count(*) FROM study GROUP BY 1, 2"),
+    ("dicomflow_outbox_unsignalled_instances", "Instances whose workflow has not been signalled yet", [],
+     "SELECT count(*) FROM instance WHERE NOT signalled"),
+    ("dicomflow_commitments", "Storage commitment requests by state", ["state"],
+     "SELECT state, count(*) FROM storage_commitment GROUP BY 1"),
+    ("dicomflow_retrieves", "C-MOVE retrieves by state", ["state"],
+     "SELECT state, count(*) FROM retrieve GROUP BY 1"),
+    ("dicomflow_refused_instances_total", "Instances refused at receipt (audit trail), by channel", ["source"],
+     "SELECT source, coalesce(sum(coalesce((detail->>'refused_instances')::int, (detail->'detail'->>'failed')::int, 0)), 0)"
+     " FROM audit_event WHERE event_code = 110104 AND action = 'C' GROUP BY 1"),
+]
+
+
+async def index_samples(pool: AsyncConnectionPool) -> list[Sample]:
+    samples = []
+    async with pool.connection() as conn:
+        for name, help_text, labels, sql in _QUERIES:
+            for row in await (await conn.execute(sql)).fetchall():
+                samples.append(Sample(name, help_text, dict(zip(labels, (str(v) for v in row[:-1]))), float(row[-1] or 0)))
+    return samples

@@ -1,0 +1,77 @@
+"""GET /metrics (Prometheus text format): the index's counts (archive/metrics.py) and this
+replica's own request latencies. Operators' data: an admin token when auth is on."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from archive.identity import Role
+from archive.metrics import Sample, index_samples
+from serve.deps import Caller, Pool
+
+router = APIRouter(tags=["Metrics"])
+REPLICA = CollectorRegistry()
+REQUEST_SECONDS = Histogram("dicomflow_http_request_seconds", "DICOMweb request time in this replica, by route",
+                            ["method", "route", "status"], registry=REPLICA,
+                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+
+
+class _Snapshot:
+    """A collector over samples already read (prometheus_client collectors are synchronous)."""
+
+    def __init__(self, samples: list[Sample]) -> None:
+        self.samples = samples
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        families: dict[str, GaugeMetricFamily] = {}
+        for s in self.samples:
+            family = families.get(s.name)
+            if family is None:
+                family = families[s.name] = GaugeMetricFamily(s.name, s.help, labels=list(s.labels))
+            family.add_metric(list(s.labels.values()), s.value)
+        return list(families.values())
+
+
+async def _operator(caller: Caller) -> None:
+    """Admins only, and not audited: a scrape every 15 s would drown the trail (no patient data here)."""
+    if not caller.has(Role.ADMIN):
+        raise HTTPException(403, f"metrics need the 'admin' role, which {caller.subject} does not have")
+
+
+@router.get("/metrics", summary="Prometheus metrics", dependencies=[Depends(_operator)])
+async def metrics(pool: Pool) -> Response:
+    registry = CollectorRegistry()
+    registry.register(_Snapshot(await index_samples(pool)))  # type: ignore[arg-type]
+    body = generate_latest(registry) + generate_latest(REPLICA)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+class LatencyMiddleware:
+    """Times each request under its route's path template (bounded labels: no UIDs in them)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), {"code": 500}
+
+        async def watch(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            REQUEST_SECONDS.labels(scope["method"], route, f"{status['code'] // 100}xx").observe(time.perf_counter() - started)
