@@ -5,6 +5,7 @@ honoured between rows."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -48,9 +49,14 @@ def decode_identifier(event: evt.Event) -> Dataset | None:
         return None
 
 
+SEARCHES_AT_ONCE = 4  # each open search holds an index connection that C-STOREs also need
+SEARCH_WAIT_SECONDS = 30
+
+
 class FindService:
     def __init__(self, handlers: DimseHandlers) -> None:
         self.handlers = handlers
+        self._searches = threading.BoundedSemaphore(SEARCHES_AT_ONCE)
 
     def on_find(self, event: evt.Event) -> Iterator[Response]:
         worklist = str(event.request.AffectedSOPClassUID) == WORKLIST_FIND
@@ -75,6 +81,17 @@ class FindService:
         yield from self._stream(event, request)
 
     def _stream(self, event: evt.Event, request: FindRequest | WorklistRequest) -> Iterator[Response]:
+        """Rows as pending answers; a client that reads slowly holds one of SEARCHES_AT_ONCE slots,
+        never the connections receipt needs."""
+        if not self._searches.acquire(timeout=SEARCH_WAIT_SECONDS):
+            yield failure(st.OUT_OF_RESOURCES, f"more than {SEARCHES_AT_ONCE} searches at once; try again")
+            return
+        try:
+            yield from self._rows(event, request)
+        finally:
+            self._searches.release()
+
+    def _rows(self, event: evt.Event, request: FindRequest | WorklistRequest) -> Iterator[Response]:
         loop, ae_title = self.handlers.loop, self.handlers.settings.ae_title
         stream = RowStream(self.handlers.ingest.pool, request.query.sql, request.query.params)
         loop.run(stream.open(), timeout=30)

@@ -17,7 +17,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 
 from activities.names import STUDY_STEPS
-from archive.uids import is_valid_uid
+from archive.uids import is_safe_uid
 from tests.conftest import STORE_AE, TENANT_B_AE, run
 from tests.temporal_helpers import activity_types, wait_completed
 
@@ -59,17 +59,27 @@ def sent_all(stack, data_dir, tmp_path_factory):
 
 
 def expected_sop_uids(data_dir: Path, unsendable: set[str]) -> set[str]:
-    """What a correct archive keeps: each sendable file's SOP Instance UID, when it is a valid UID and the
-    file's meta names the same instance (files that contradict themselves are refused)."""
+    """What a correct archive keeps: each sendable file's SOP Instance UID, when its identity UIDs are
+    conformant or harmless (uid_policy lenient, the default). The File Meta does not travel over
+    DIMSE: bad_sequence.dcm's meta names another instance, dcmsend sends the dataset's."""
     expected = set()
     for path in data_dir.rglob("*"):
         if not path.is_file() or str(path) in unsendable or path.suffix in (".md", ".txt"):
             continue
         ds = dcmread(path, stop_before_pixels=True)
-        sop, meta = str(ds.get("SOPInstanceUID", "")), str(ds.file_meta.get("MediaStorageSOPInstanceUID", "") or "")
-        if is_valid_uid(sop) and meta in ("", sop):
-            expected.add(sop)
+        uids = [str(ds.get(k, "") or "") for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")]
+        if all(is_safe_uid(u) for u in uids):
+            expected.add(uids[1])
     return expected
+
+
+def test_real_file_with_hex_uids_is_kept_and_marked(stack, sent_all, data_dir):
+    """pydicom-data's bad_sequence.dcm names its instance, study and series with 64 hex digits: kept
+    under uid_policy lenient (a modality's queue would otherwise stall), its row says why."""
+    path = next(data_dir.rglob("bad_sequence.dcm"))
+    sop = str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+    rows = index_rows(stack.settings, "SELECT nonconformance FROM instance WHERE tenant = 'default' AND sop_uid = %s", sop)
+    assert rows and "not a valid UID" in rows[0][0]
 
 
 def test_every_sendable_file_is_stored(stack, sent_all, data_dir):
