@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import signal
@@ -101,7 +102,12 @@ def test_reconciler_redrives_a_study_whose_workflow_state_was_lost(stack, data_d
             first = await redrive_stalled_once(client, pool, stack.settings, older_than_seconds=0)
             if not twice:
                 return first
-            # at once again: the study is still unprocessed, but its workflow now runs
+            # again, once Temporal's (eventually consistent) visibility lists the workflow as running,
+            # as it does long before the reconciler's next round: still unprocessed, but running
+            for _ in range(100):
+                if [w async for w in client.list_workflows(f"WorkflowId = '{wid}' AND ExecutionStatus = 'Running'")]:
+                    break
+                await asyncio.sleep(0.1)
             still = [row[1] for row in await stalled_studies(pool, 0)]
             return first, still, await redrive_stalled_once(client, pool, stack.settings, older_than_seconds=0)
         finally:
