@@ -12,12 +12,14 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 
 from activities.names import study_workflow_id as workflow_id
+from archive.index import retrieves
 from archive.index.deletion import deletion_signalled, unsignalled_deletions
 from archive.index.instances import mark_signalled, stalled_studies, unsignalled_studies
 from archive.settings import Settings
 from receiving.signaller import signal_study
 
 log = logging.getLogger("dicomflow.reconciler")
+PRUNE_EVERY_ROUNDS = 720  # about an hour of 5-second rounds
 
 
 async def reconcile_once(client: Client, pool: AsyncConnectionPool, settings: Settings, older_than_seconds: float = 10.0) -> int:
@@ -62,10 +64,14 @@ async def redrive_stalled_once(client: Client, pool: AsyncConnectionPool, settin
 
 async def reconcile_forever(client: Client, pool: AsyncConnectionPool, settings
 : Settings, interval: float = 5.0) -> None:
+    rounds = 0
     while True:
         try:
             await reconcile_once(client, pool, settings)
             await redrive_stalled_once(client, pool, settings)
+            if rounds % PRUNE_EVERY_ROUNDS == 0:
+                await retrieves.prune(pool, settings.retrieve_retention_days)
         except Exception:  # noqa: BLE001 - try again next round
             log.warning("reconcile round failed", exc_info=True)
+        rounds += 1
         await asyncio.sleep(interval)

@@ -34,6 +34,10 @@ _QUERIES: list[tuple[str, str, list[str], str]] = [
 ]
 
 
+# every family, so a scrape names it even while it has no sample (no retrieve yet, say)
+FAMILIES: list[tuple[str, str, list[str]]] = [(name, help_text, labels) for name, help_text, labels, _ in _QUERIES]
+
+
 async def index_samples(pool: AsyncConnectionPool) -> list[Sample]:
     samples = []
     async with pool.connection() as conn:

@@ -124,6 +124,7 @@ class Settings(BaseSettings):
     duplicate_policy: Literal["reject", "replace"] = "reject"
     stow_max_bytes: int = Field(4 * 1024**3, ge=1)
     stow_max_parts: int = Field(10_000, ge=1)  # instances in one STOW-RS request
+    retrieve_retention_days: float = Field(7.0, gt=0)  # finished C-MOVE records (per-instance rows) kept this long
     # lenient: keep objects whose UIDs break PS3.5 harmlessly (marked on the row); strict: refuse them
     uid_policy: Literal["lenient", "strict"] = "lenient"
     # what one object may make the archive decode or inflate (see archive/limits.py)

@@ -13,7 +13,7 @@ from prometheus_client.core import GaugeMetricFamily
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from archive.identity import Role
-from archive.metrics import Sample, index_samples
+from archive.metrics import FAMILIES, Sample, index_samples
 from serve.deps import Caller, Pool
 
 router = APIRouter(tags=["Metrics"])
@@ -30,12 +30,9 @@ class _Snapshot:
         self.samples = samples
 
     def collect(self) -> list[GaugeMetricFamily]:
-        families: dict[str, GaugeMetricFamily] = {}
+        families = {name: GaugeMetricFamily(name, help_text, labels=labels) for name, help_text, labels in FAMILIES}
         for s in self.samples:
-            family = families.get(s.name)
-            if family is None:
-                family = families[s.name] = GaugeMetricFamily(s.name, s.help, labels=list(s.labels))
-            family.add_metric(list(s.labels.values()), s.value)
+            families[s.name].add_metric(list(s.labels.values()), s.value)
         return list(families.values())
 
 

@@ -15,7 +15,7 @@ from temporalio.client import WorkflowExecutionStatus
 from cluster.serve_ingress import haproxy_dir
 from tests.auth import admin_headers, bearer
 from tests.conftest import run
-from tests.stack import RunningStack, processes_using, stack_overrides
+from tests.stack import REPO, RunningStack, processes_using, stack_overrides
 from tests.temporal_helpers import wait_completed
 from tests.test_dimse import _store
 
@@ -156,3 +156,10 @@ def test_metrics_for_operators_without_patient_data(stack, data_dir):
     assert 'dicomflow_http_request_seconds_count{method="GET",route="/dicomweb/studies",status="2xx"}' in text
     for marker in ("Test^Regression", "stc_test", "FA191122"):  # patient names and IDs of the stored data
         assert marker not in text
+    # the Grafana dashboard in docs/ graphs only metrics that exist
+    import json
+
+    dashboard = json.loads((REPO / "docs" / "grafana-dashboard.json").read_text())
+    used = {m for panel in dashboard["panels"] for t in panel["targets"] for m in re.findall(r"dicomflow_\w+", t["expr"])}
+    exported = set(re.findall(r"^# TYPE (dicomflow_\w+)", text, re.M))
+    assert {m.removesuffix("_bucket").removesuffix("_count") for m in used} <= exported

@@ -79,3 +79,27 @@ def test_cache_refuses_keys_that_could_cross_tenants(settings):
     cache = Cache(client=None, default_ttl=1)
     with pytest.raises(BadTenant):
         cache.key("a:b", "x")
+
+
+def test_finished_retrieves_are_forgotten_after_their_retention(settings):
+    from archive.index import retrieves
+
+    old, fresh, running = "prune-old", "prune-fresh", "prune-running"
+    with psycopg.connect(settings.effective_postgres_dsn(), autocommit=True) as conn:
+        for rid, finished in ((old, "now() - interval '8 days'"), (fresh, "now()"), (running, "NULL")):
+            conn.execute(f"INSERT INTO retrieve (id, tenant, requested_by, destination, total, finished_at)"
+                         f" VALUES (%s, 'default', 'T', 'D', 1, {finished})", (rid,))
+            conn.execute("INSERT INTO retrieve_item (retrieve_id, position, sop_uid) VALUES (%s, 1, '1.2.3')", (rid,))
+
+    async def go():
+        pool = await open_index_pool(settings.effective_postgres_dsn(), max_size=1)
+        try:
+            return await retrieves.prune(pool, 7)
+        finally:
+            await pool.close()
+
+    assert run(go()) >= 1
+    with psycopg.connect(settings.effective_postgres_dsn()) as conn:
+        left = {r[0] for r in conn.execute("SELECT id FROM retrieve WHERE id LIKE 'prune-%'").fetchall()}
+        items = {r[0] for r in conn.execute("SELECT retrieve_id FROM retrieve_item WHERE retrieve_id LIKE 'prune-%'").fetchall()}
+    assert left == items == {fresh, running}

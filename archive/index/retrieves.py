@@ -126,3 +126,11 @@ async def pending_kinds(pool: AsyncConnectionPool, retrieve_id: str) -> list[tup
             " JOIN instance i ON i.tenant = r.tenant AND i.sop_uid = ri.sop_uid"
             " WHERE ri.retrieve_id = %s AND ri.state = 'pending'", (retrieve_id,))).fetchall()
     return [(r[0], r[1]) for r in rows]
+
+
+async def prune(pool: AsyncConnectionPool, older_than_days: float) -> int:
+    """Forget retrieves finished longer ago than this (their per-instance rows go with them)."""
+    async with pool.connection() as conn:
+        cursor = await conn.execute("DELETE FROM retrieve WHERE finished_at < now() - make_interval(secs => %s)",
+                                    (older_than_days * 86400,))
+        return cursor.rowcount
