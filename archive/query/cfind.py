@@ -8,12 +8,11 @@ optional keys the SCP does not support.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom.charset import convert_encodings, encode_string
+from pydicom.charset import convert_encodings, decode_bytes, encode_string
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -88,15 +87,14 @@ def _set(ds: Dataset, attribute: Attribute, value: Any) -> None:
 
 
 def _encodable(texts: Sequence[str], charset: list[str]) -> bool:
+    """Whether every text survives the round trip through `charset` (pydicom replaces what it cannot
+    encode, with a warning; a round trip tells without touching the process-wide warning filters,
+    which the SCP's other association threads share)."""
     try:
         encodings = convert_encodings(charset)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # pydicom warns and replaces what it cannot encode
-            for text in texts:
-                encode_string(text, encodings)
+        return all(decode_bytes(encode_string(text, encodings), encodings, set()) == text for text in texts)
     except Exception:  # noqa: BLE001 - an unknown or unsuitable character set: answer in UTF-8
         return False
-    return True
 
 
 def character_set(asked: list[str], texts: Sequence[str]) -> list[str] | None:
