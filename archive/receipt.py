@@ -22,6 +22,7 @@ from archive.index.instances import find_instance, insert_instance, mark_nonconf
 from archive.layout import instance_key
 from archive.limits import Limits
 from archive.part10 import add_missing_meta
+from archive.sameness import same_object
 from archive.tenants import check_tenant
 
 log = logging.getLogger("dicomflow.receipt")
@@ -94,6 +95,9 @@ class Receiver:
             self.blobs.discard(staged)
             return Receipt(Outcome.FAILED, f"the archive could not store the object: {type(err).__name__}: {err}", tenant, attributes)
 
+    def _same_object(self, key: str, staged: StagedBlob) -> bool:
+        return _same_object_at(self.blobs, key, staged)
+
     def _prepare(self, staged: StagedBlob) -> tuple[StagedBlob, Header, InstanceAttributes]:
         staged = add_missing_meta(self.blobs, staged)
         header = read_header(staged.path, self.limits, self.lenient_uids)
@@ -125,6 +129,10 @@ header.transfer_syntax, blob_key=key, size=staged.size, sha256=staged.sha256, so
                     return Receipt(Outcome.DUPLICATE, "already stored with identical content", tenant, a,
                                    header.transfer_syntax, existing.blob_key, existing.size, existing.sha256)
                 if self.duplicate_policy != "replace":
+                    if await asyncio.to_thread(self._same_object, existing.blob_key, staged):
+                        self.blobs.discard(staged)
+                        return Receipt(Outcome.DUPLICATE, "already stored (sent before in another transfer syntax)",
+                                       tenant, a, header.transfer_syntax, existing.blob_key, existing.size, existing.sha256)
                     self.blobs.discard(staged)
                     return Receipt(Outcome.CONFLICT,
                                    f"already stored with different content: {a.sop_uid}", tenant, a)
@@ -136,6 +144,15 @@ header.transfer_syntax, blob_key=key, size=staged.size, sha256=staged.sha256, so
                                header.transfer_syntax, key, staged.size, staged.sha256)
         self.blobs.discard(staged)
         return Receipt(Outcome.FAILED, "concurrent receipt of the same SOP Instance UID; send again", tenant, a)
+
+
+def _same_object_at(blobs: BlobStore, key: str, staged: StagedBlob) -> bool:
+    try:
+        with blobs.local_copy(key) as stored:
+            return same_object(stored, staged.path)
+    except Exception:  # noqa: BLE001 - whatever cannot be compared is a conflict, as before
+        log.info("could not compare a resent object with the stored one", exc_info=True)
+        return False
 
 
 def _request_mismatch(a: InstanceAttributes, sop_uid: str | None, sop_class: str | None, study_uid: str | None) -> str | None:

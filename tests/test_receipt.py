@@ -94,6 +94,24 @@ def test_different_bytes_same_uid_rejected_by_default(receive, tenant, data_dir)
     assert receive.blobs.read_bytes(first.blob_key) == data  # the stored object is untouched
 
 
+def test_same_object_resent_in_another_transfer_syntax_is_a_duplicate(receive, tenant, data_dir):
+    """A modality that resends after a failure may negotiate another syntax: same object (PS3.5 10)."""
+    import io
+
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    data = a_file(data_dir)
+    first = receive(tenant, data)
+    ds = dcmread(io.BytesIO(data))
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    out = io.BytesIO()
+    dcmwrite(out, ds, enforce_file_format=True, implicit_vr=True, little_endian=True)
+    assert out.getvalue() != data
+    again = receive(tenant, out.getvalue())
+    assert again.outcome is Outcome.DUPLICATE and "another transfer syntax" in again.reason
+    assert receive.blobs.read_bytes(first.blob_key) == data
+
+
 def test_different_bytes_replace_when_policy_says_so(receive, tenant, data_dir):
     data = a_file(data_dir)
     receive(tenant, data)
