@@ -20,6 +20,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from activities import names
 from activities.event_report import COMMITMENT_INSTANCE
 from activities.types import CommitmentRequest
+from actors.dimse_status import status
 from archive import dicom_status as st
 from archive.audit import AuditAction
 from archive.audit import Outcome as AuditOutcome
@@ -35,28 +36,20 @@ POLL_SECONDS = 1.0
 Refs = list[tuple[str, str]]
 
 
-def _status(code: int, comment: str | None = None) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        ds.ErrorComment = comment[:64]
-    return ds
-
-
 def _references(info: Dataset) -> tuple[str, Refs] | Dataset:
     """The Transaction UID and the referenced instances, or the status that refuses the request."""
     transaction_uid = str(info.get("TransactionUID", "") or "")
     if not is_valid_uid(transaction_uid):
         code = st.INVALID_ATTRIBUTE_VALUE if transaction_uid else st.MISSING_ATTRIBUTE
-        return _status(code, "TransactionUID missing or invalid")
+        return status(code, "TransactionUID missing or invalid")
     refs = []
     for item in info.get("ReferencedSOPSequence", []):
         sop_class, sop_uid = str(item.get("ReferencedSOPClassUID", "")), str(item.get("ReferencedSOPInstanceUID", ""))
         if not (is_valid_uid(sop_class) and is_valid_uid(sop_uid)):
-            return _status(st.INVALID_ATTRIBUTE_VALUE, "a Referenced SOP item has an invalid UID")
+            return status(st.INVALID_ATTRIBUTE_VALUE, "a Referenced SOP item has an invalid UID")
         refs.append((sop_class, sop_uid))
     if not refs:
-        return _status(st.MISSING_ATTRIBUTE, "ReferencedSOPSequence is empty")
+        return status(st.MISSING_ATTRIBUTE, "ReferencedSOPSequence is empty")
     return transaction_uid, refs
 
 
@@ -74,9 +67,9 @@ class CommitmentService:
         reply_to = handlers.settings.ae_table.get(calling)
         if reply_to is None or not reply_to.reachable:
             # a requester that leaves before the report could never get it: refused now, not left waiting
-            return _status(st.PROCESSING_FAILURE, f"no address for {calling} in ae_table"), None
+            return status(st.PROCESSING_FAILURE, f"no address for {calling} in ae_table"), None
         if event.action_type != 1:
-            return _status(st.NO_SUCH_ACTION_TYPE, "unknown Action Type ID"), None
+            return status(st.NO_SUCH_ACTION_TYPE, "unknown Action Type ID"), None
         parsed = _references(event.action_information)
         if isinstance(parsed, Dataset):
             return parsed, None
@@ -86,12 +79,12 @@ class CommitmentService:
             handlers.loop.run(self._start(tenant, calling, called, transaction_uid, refs), timeout=30)
         except Exception as err:  # noqa: BLE001 - the requester must learn we could not take it
             log.exception("storage commitment %s not accepted", transaction_uid)
-            return _status(st.PROCESSING_FAILURE, f"cannot accept the request: {type(err).__name__}"), None
+            return status(st.PROCESSING_FAILURE, f"cannot accept the request: {type(err).__name__}"), None
         handlers.audit(association.caller, AuditAction.COMMIT, AuditOutcome.SUCCESS, tenant,
                        transaction_uid=transaction_uid, references=len(refs))
         threading.Thread(target=self._report_while_open, args=(event.assoc, tenant, transaction_uid),
                          name=f"commitment-{transaction_uid[-12:]}", daemon=True).start()
-        return _status(st.SUCCESS), None
+        return status(st.SUCCESS), None
 
     async def _start(self, tenant: str, calling: str, called: str, transaction_uid: str, refs: Refs) -> None:
         ingest, settings = self.handlers.ingest, self.handlers.settings

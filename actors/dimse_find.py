@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 
+from actors.dimse_status import Response, failure, status
 from archive import dicom_status as st
 from archive.audit import AuditAction
 from archive.audit import Outcome as AuditOutcome
@@ -19,6 +20,7 @@ from archive.index.row_stream import RowStream
 from archive.query.builder import BadQuery
 from archive.query.cfind import FindRequest, answer, parse_identifier
 from archive.query.mwl import WORKLIST_FIND, WorklistRequest, answer_worklist, parse_worklist_identifier
+from archive.query.retrieve import instances_query
 
 if TYPE_CHECKING:
     from actors.dimse_handlers import DimseHandlers
@@ -31,14 +33,16 @@ QUERY_MODELS = {
     "1.2.840.10008.5.1.4.1.2.2.1": "study",  # Study Root Q/R Information Model - FIND
 }
 
-Response = tuple[int | Dataset, Dataset | None]
-
-
-def failure(code: int, comment: str) -> Response:
-    ds = Dataset()
-    ds.Status = code
-    ds.ErrorComment = comment[:64]
-    return ds, None
+def identified_instances(event: evt.Event, tenant: str, models: dict[str, str]) -> tuple[str, list] | Dataset:
+    """C-MOVE / C-GET: the SQL listing the instances the identifier names, or the failure status."""
+    model = models.get(str(event.request.AffectedSOPClassUID))
+    identifier = decode_identifier(event)
+    if model is None or identifier is None:
+        return status(st.CANNOT_UNDERSTAND, "identifier cannot be decoded")
+    try:
+        return instances_query(identifier, tenant, model)
+    except BadQuery as err:
+        return status(st.IDENTIFIER_DOES_NOT_MATCH, str(err))
 
 
 def decode_identifier(event: evt.Event) -> Dataset | None:

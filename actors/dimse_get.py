@@ -12,15 +12,15 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
 from pynetdicom import evt
 
-from actors.dimse_find import Response, decode_identifier, failure
+from actors.dimse_find import identified_instances
+from actors.dimse_status import Response, failure
 from archive import dicom_status as st
 from archive.audit import AuditAction
 from archive.audit import Outcome as AuditOutcome
 from archive.blobstore import BlobNotFound
 from archive.index.reads import StoredObject, objects_named_by
 from archive.outbound import NoCommonSyntax, dataset_to_send
-from archive.query.builder import BadQuery
-from archive.query.retrieve import MAX_INSTANCES, instances_query
+from archive.query.retrieve import MAX_INSTANCES
 
 if TYPE_CHECKING:
     from actors.dimse_handlers import DimseHandlers
@@ -66,14 +66,10 @@ class GetService:
         if isinstance(allowed, Dataset):
             return allowed, None
         association, tenant = allowed
-        model = GET_MODELS.get(str(event.request.AffectedSOPClassUID))
-        identifier = decode_identifier(event)
-        if model is None or identifier is None:
-            return failure(st.CANNOT_UNDERSTAND, "identifier cannot be decoded")
-        try:
-            sql, params = instances_query(identifier, tenant, model)
-        except BadQuery as err:
-            return failure(st.IDENTIFIER_DOES_NOT_MATCH, str(err))
+        named = identified_instances(event, tenant, GET_MODELS)
+        if isinstance(named, Dataset):
+            return named, None
+        sql, params = named
         objects = self.handlers.loop.run(objects_named_by(self.handlers.ingest.pool, tenant, sql, params), timeout=120)
         if len(objects) > MAX_INSTANCES:
             return failure(st.OUT_OF_RESOURCES_MATCHES, f"more than {MAX_INSTANCES} instances match; ask for less")

@@ -24,6 +24,7 @@ from actors.dimse_find import FindService
 from actors.dimse_get import GetService
 from actors.dimse_move import MoveService
 from actors.dimse_mpps import MppsService
+from actors.dimse_status import status
 from actors.loop_thread import LoopThread
 from archive import dicom_status as st
 from archive.audit import AuditAction, AuditEvent
@@ -39,14 +40,6 @@ log = logging.getLogger("dicomflow.scp")
 
 JWT_IDENTITY = 5  # PS3.7 D.3.3.7: User-Identity-Type 5 is a JSON Web Token
 VERIFICATION = "1.2.840.10008.1.1"
-
-
-def status(code: int, comment: str | None = None) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        ds.ErrorComment = comment[:64]  # LO: 64 characters at most
-    return ds
 
 
 def receipt_status(receipt: Receipt) -> Dataset:

@@ -26,14 +26,14 @@ from temporalio.common import WorkflowIDConflictPolicy
 
 from activities import names
 from activities.types import RetrieveRequest
-from actors.dimse_find import Response, decode_identifier, failure
+from actors.dimse_find import identified_instances
+from actors.dimse_status import Response, failure
 from archive import dicom_status as st
 from archive.audit import AuditAction
 from archive.audit import Outcome as AuditOutcome
 from archive.index import retrieves
 from archive.index.retrieves import Progress
-from archive.query.builder import BadQuery
-from archive.query.retrieve import MAX_INSTANCES, instances_query
+from archive.query.retrieve import MAX_INSTANCES
 
 if TYPE_CHECKING:
     from actors.dimse_handlers import DimseHandlers
@@ -132,7 +132,7 @@ class MoveService:
 
     def _accept(self, event: evt.Event) -> RetrieveRequest | Response:
         """Checks, the list of instances, the workflow started; or the refusal."""
-        handlers, request = self.handlers, event.request
+        handlers = self.handlers
         allowed = handlers.allowed(event, "move")
         if isinstance(allowed, Dataset):
             return allowed, None
@@ -142,14 +142,10 @@ class MoveService:
         if entry is None or not entry.reachable or entry.tenant not in (None, tenant):
             why = "has no address in the AE table" if entry is None or not entry.reachable else "serves another tenant"
             return failure(st.MOVE_DESTINATION_UNKNOWN, f"move destination {destination!r} {why}")
-        model = MOVE_MODELS.get(str(request.AffectedSOPClassUID))
-        identifier = decode_identifier(event)
-        if model is None or identifier is None:
-            return failure(st.CANNOT_UNDERSTAND, "identifier cannot be decoded")
-        try:
-            sql, params = instances_query(identifier, tenant, model)
-        except BadQuery as err:
-            return failure(st.IDENTIFIER_DOES_NOT_MATCH, str(err))
+        named = identified_instances(event, tenant, MOVE_MODELS)
+        if isinstance(named, Dataset):
+            return named, None
+        sql, params = named
         calling = association.caller.calling_ae
         retrieve = RetrieveRequest(tenant, uuid.uuid4().hex, destination, calling, event.message_id)
         try:

@@ -12,6 +12,7 @@ from pynetdicom import evt
 from pynetdicom.dimse_primitives import N_CREATE, N_SET
 
 from activities import names
+from actors.dimse_status import status
 from archive import dicom_status as st
 from archive.audit import AuditAction
 from archive.audit import Outcome as AuditOutcome
@@ -28,14 +29,6 @@ log = logging.getLogger("dicomflow.scp.mpps")
 MPPS = "1.2.840.10008.3.1.2.3.3"  # Modality Performed Procedure Step SOP Class
 
 
-def _status(code: int, comment: str | None = None) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        ds.ErrorComment = comment[:64]
-    return ds
-
-
 class MppsService:
     def __init__(self, handlers: DimseHandlers) -> None:
         self.handlers = handlers
@@ -47,18 +40,18 @@ class MppsService:
         association, tenant = allowed
         mpps_uid = str(cast(N_CREATE, event.request).AffectedSOPInstanceUID or "")
         if str(event.request.AffectedSOPClassUID) != MPPS:
-            return _status(0x0122, "only MPPS is created here"), None
+            return status(0x0122, "only MPPS is created here"), None
         if not is_valid_uid(mpps_uid):
-            return _status(st.MISSING_ATTRIBUTE, "the N-CREATE needs a valid Affected SOP Instance UID"), None
+            return status(st.MISSING_ATTRIBUTE, "the N-CREATE needs a valid Affected SOP Instance UID"), None
         try:
             step = started(event.attribute_list)
             self.handlers.loop.run(procedure_steps.create(self.handlers.ingest.pool, tenant, mpps_uid, step), timeout=30)
         except StepRefused as err:
-            return _status(err.status, str(err)), None
+            return status(err.status, str(err)), None
         except procedure_steps.StepExists:
-            return _status(st.DUPLICATE_SOP_INSTANCE, "this performed procedure step exists; use N-SET"), None
+            return status(st.DUPLICATE_SOP_INSTANCE, "this performed procedure step exists; use N-SET"), None
         self._after(association.caller, tenant, mpps_uid, step)
-        return _status(st.SUCCESS), None
+        return status(st.SUCCESS), None
 
     def on_n_set(self, event: evt.Event) -> tuple[Dataset, Dataset | None]:
         allowed = self.handlers.allowed(event, "mpps")
@@ -69,14 +62,14 @@ class MppsService:
         pool, loop = self.handlers.ingest.pool, self.handlers.loop
         stored = loop.run(procedure_steps.load(pool, tenant, mpps_uid), timeout=30)
         if stored is None:
-            return _status(st.NO_SUCH_OBJECT_INSTANCE, "no such performed procedure step"), None
+            return status(st.NO_SUCH_OBJECT_INSTANCE, "no such performed procedure step"), None
         try:
             step = changed(Dataset.from_json(stored), event.modification_list)
             loop.run(procedure_steps.update(pool, tenant, mpps_uid, step), timeout=30)
         except StepRefused as err:
-            return _status(err.status, str(err)), None
+            return status(err.status, str(err)), None
         self._after(association.caller, tenant, mpps_uid, step)
-        return _status(st.SUCCESS), None
+        return status(st.SUCCESS), None
 
     def _after(self, caller: Caller, tenant: str, mpps_uid: str, step: PerformedStep) -> None:
         self.handlers.audit(caller, AuditAction.PROCEDURE_STEP, AuditOutcome.SUCCESS, tenant, step.study_uid,
