@@ -52,7 +52,7 @@ from bench.scale import SYNTHETIC_SOURCE, _steps, wait_ready
 from bench.summary import _number, _verdict
 from bench.synthetic import synthetic_patient, write_synthetic
 from bench.workloads import dcmsend_rate, files_of
-from tests.stack import RunningStack, free_port, stack_overrides
+from testkit.running_stack import RunningStack, free_port, stack_overrides
 
 QR_AE = "QRSCU"  # the workstation: finds, moves, gets (and stores the toshiba study)
 DEST_AE = "STORESCP"  # the C-MOVE destination: dcmtk's storescp

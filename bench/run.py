@@ -22,8 +22,8 @@ from pydicom import dcmread
 from bench.orthanc import Orthanc
 from bench.scale import qido_percentiles, scp_curve, synthetic_reads
 from bench.workloads import Target, dcmsend_rate, files_of, qido_cases, restamped, stow_rate, timed_get
-from tests.stack import RunningStack, stack_overrides
-from tests.temporal_helpers import wait_completed
+from testkit.running_stack import RunningStack, stack_overrides
+from testkit.temporal_waits import wait_completed
 
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 SAMPLES = int(os.environ.get("BENCH_SAMPLES", "5"))  # requests per latency workload, system and repetition

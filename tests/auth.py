@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 
-from tests.oidc_issuer import OidcIssuer
+from testkit.oidc_issuer import OidcIssuer
 
 AUDIENCE = "dicomflow"
 ALL_ROLES = ("reader", "writer", "deleter")

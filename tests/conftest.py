@@ -13,8 +13,8 @@ os.environ["DICOMFLOW_ENV"] = "test"
 for _key in [k for k in os.environ if k.startswith("DICOMFLOW_") and k != "DICOMFLOW_ENV"]:
     del os.environ[_key]
 
+from testkit.running_stack import RunningStack, free_port, processes_using, stack_overrides  # noqa: E402
 from tests.auth import stack_auth_settings  # noqa: E402
-from tests.stack import RunningStack, free_port, processes_using, stack_overrides  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not DATA.exists():

@@ -13,7 +13,7 @@ import urllib3
 from minio import Minio
 
 from archive.blobstore import BlobNotFound, LocalBlobStore, S3BlobStore
-from tests.stack import free_port
+from testkit.running_stack import free_port
 
 
 @pytest.fixture(scope="module")

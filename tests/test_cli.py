@@ -13,10 +13,10 @@ from pydicom import dcmread
 from temporalio.client import WorkflowExecutionStatus
 
 from cluster.serve_ingress import haproxy_dir
+from testkit.running_stack import REPO, RunningStack, processes_using, stack_overrides
+from testkit.temporal_waits import wait_completed
 from tests.auth import admin_headers, bearer
 from tests.conftest import run
-from tests.stack import REPO, RunningStack, processes_using, stack_overrides
-from tests.temporal_helpers import wait_completed
 from tests.test_dimse import _store
 
 SERVICES = {"postgres", "redis", "temporal", "temporal_ui", "ray_dashboard", "dimse", "blobs", "dicomweb"}
@@ -100,7 +100,7 @@ def test_bad_setting_stops_startup_naming_the_key(tmp_path):
     env = {**stack.env, "DICOMFLOW_STABLE_SECONDS": "soon"}
     import subprocess
 
-    from tests.stack import DICOMFLOW
+    from testkit.running_stack import DICOMFLOW
 
     result = subprocess.run([DICOMFLOW, "up"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "stable_seconds" in result.stderr and "DICOMFLOW_STABLE_SECONDS" in result.stderr

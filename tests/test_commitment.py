@@ -134,7 +134,7 @@ def test_report_comes_on_the_still_open_association(stack, data_dir):
     closed port: the report can only have come this way, and the workflow ends without sending."""
     import io
 
-    from tests.temporal_helpers import wait_completed
+    from testkit.temporal_waits import wait_completed
     from tests.test_durability import new_study
 
     datasets = [dcmread(io.BytesIO(p)) for p in new_study(data_dir, 3)]

@@ -7,9 +7,9 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 from temporalio.client import WorkflowExecutionStatus
 
+from testkit.temporal_waits import client_for, wait_completed
 from tests.auth import auth_headers, bearer
 from tests.conftest import run
-from tests.temporal_helpers import client_for, wait_completed
 
 
 def test_delete_instance_series_study(stack, data_dir):

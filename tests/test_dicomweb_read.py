@@ -18,9 +18,9 @@ from pydicom.encaps import get_frame
 from pydicom.pixels import pixel_array
 from temporalio.client import WorkflowExecutionStatus
 
+from testkit.temporal_waits import wait_completed
 from tests.auth import auth_headers, bearer
 from tests.conftest import OHIF_ORIGIN, run
-from tests.temporal_helpers import wait_completed
 
 TENANT = "readside"
 CHARSETS = Path(pydicom.__file__).parent / "data" / "charset_files"

@@ -18,8 +18,8 @@ from pynetdicom import AE
 
 from activities.names import STUDY_STEPS
 from archive.uids import is_safe_uid
+from testkit.temporal_waits import activity_types, wait_completed
 from tests.conftest import STORE_AE, TENANT_B_AE, run
-from tests.temporal_helpers import activity_types, wait_completed
 
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 COMPRESSED = {
@@ -122,7 +122,7 @@ def test_study_histories_replay_in_the_sandbox(stack, sent_all):
     real histories here, so non-determinism or a forbidden call in workflow code still fails."""
     from temporalio.worker import Replayer
 
-    from tests.temporal_helpers import client_for
+    from testkit.temporal_waits import client_for
     from workflows.study import StudyWorkflow
 
     studies = [r[0] for r in index_rows(stack.settings, "SELECT study_uid FROM study WHERE tenant = 'default' ORDER BY study_uid")]

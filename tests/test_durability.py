@@ -18,8 +18,8 @@ from archive.blobstore import LocalBlobStore
 from archive.index.instances import stalled_studies
 from archive.index.pool import open_index_pool
 from archive.receipt import Receiver
+from testkit.temporal_waits import client_for, wait_completed
 from tests.conftest import run
-from tests.temporal_helpers import client_for, wait_completed
 from tests.test_dimse import _store
 
 

@@ -11,7 +11,7 @@ import psycopg
 
 from archive.settings import load_settings
 from cluster.services import postgres
-from tests.stack import free_port
+from testkit.running_stack import free_port
 
 
 def test_postgres_runs_from_a_private_directory_and_leaves_it_private(tmp_path, monkeypatch):

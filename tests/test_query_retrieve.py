@@ -23,8 +23,8 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
+from testkit.temporal_waits import list_ids
 from tests.conftest import MODALITY_AE, QR_AE, QR_OTHER_AE, STORESCP_AE, STORESCP_B_AE, run
-from tests.temporal_helpers import list_ids
 
 CHARSETS = Path(pydicom.__file__).parent / "data" / "charset_files"
 NIH_STUDY_SERIES = 4

@@ -1,4 +1,4 @@
-"""Identity on every surface, with a real OIDC issuer (tests/oidc_issuer.py) and real clients:
+"""Identity on every surface, with a real OIDC issuer (testkit/oidc_issuer.py) and real clients:
 no token -> 401, wrong tenant -> 403 (header) or 404 (another tenant's UID), missing role -> 403,
 right token -> works, under /dicomweb and /tenants/{tenant}/dicomweb; the issuer's keys come from
 Redis after the first fetch; the AE table gates DIMSE; every access leaves an audit event."""
@@ -21,9 +21,9 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.pdu_primitives import UserIdentityNegotiation
 
+from testkit.running_stack import RunningStack, stack_overrides
 from tests.auth import AUDIENCE, admin_headers, bearer, issuer, token
 from tests.conftest import NOSTORE_AE, REFETCH_SECONDS, STORE_AE, WORKSTATION_AE
-from tests.stack import RunningStack, stack_overrides
 
 TENANT = "secure"
 OTHER = "secureother"

@@ -13,9 +13,9 @@ from pydicom import dcmread
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import generate_uid
 
+from testkit.temporal_waits import activity_types, wait_completed
 from tests.auth import auth_headers
 from tests.conftest import run
-from tests.temporal_helpers import activity_types, wait_completed
 
 _tenants = itertools.count()
 

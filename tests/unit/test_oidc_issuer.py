@@ -14,7 +14,7 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.oidc_issuer import OidcIssuer, SigningKey
+from testkit.oidc_issuer import OidcIssuer, SigningKey
 
 
 def get_json(url: str) -> Any:
