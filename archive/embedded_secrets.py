@@ -7,7 +7,8 @@ import os
 import secrets
 from pathlib import Path
 
-POSTGRES = "postgres_password"
+POSTGRES = "postgres_password"  # the owner role: runs migrations, owns every table
+POSTGRES_APP = "postgres_app_password"  # the application role: no UPDATE/DELETE on the audit trail
 REDIS = "redis_password"
 
 

@@ -15,10 +15,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-from archive.embedded_secrets import POSTGRES, REDIS, read_secret
+from archive.embedded_secrets import POSTGRES, POSTGRES_APP, REDIS, read_secret
 from archive.limits import Limits
 
 ENV_PREFIX = "DICOMFLOW_"
+EMBEDDED_OWNER_ROLE = "dicomflow"
+EMBEDDED_APP_ROLE = "dicomflow_app"
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
 
@@ -78,7 +80,10 @@ class Settings(BaseSettings):
     default_tenant: str = "default"
 
     # endpoints: None means "start the embedded server"
-    postgres_dsn: str | None = None
+    postgres_dsn: str | None = None  # the role every dicomflow process uses
+    # the role that owns the schema and runs migrations; when it differs from postgres_dsn's role,
+    # that role is granted what it needs and no UPDATE/DELETE/TRUNCATE on the audit trail
+    postgres_owner_dsn: str | None = None
     redis_url: str | None = None
     temporal_address: str | None = None
     temporal_namespace: str = "default"
@@ -215,10 +220,20 @@ class Settings(BaseSettings):
         return Limits(self.max_frame_bytes, self.max_pixel_bytes, self.max_inflated_bytes)
 
     def effective_postgres_dsn(self) -> str:
+        """The application's role: every process of the archive connects with it."""
         if self.postgres_dsn:
             return self.postgres_dsn
-        password = read_secret(self.var_path, POSTGRES)
-        user = f"dicomflow:{password}" if password else "dicomflow"
+        return self._embedded_dsn(EMBEDDED_APP_ROLE, POSTGRES_APP)
+
+    def effective_postgres_owner_dsn(self) -> str:
+        """The schema owner's role: only `dicomflow up` (migrations, grants) connects with it."""
+        if self.postgres_dsn:
+            return self.postgres_owner_dsn or self.postgres_dsn
+        return self._embedded_dsn(EMBEDDED_OWNER_ROLE, POSTGRES)
+
+    def _embedded_dsn(self, role: str, secret: str) -> str:
+        password = read_secret(self.var_path, secret)
+        user = f"{role}:{password}" if password else role
         return f"postgresql://{user}@{self.bind_host}:{self.postgres_port}/dicomflow"
 
     def effective_redis_url(self) -> str:

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from archive.settings import Settings, SettingsError, load_settings
 from cluster import certs, cli_audit, cli_send, cli_worklist
@@ -19,6 +20,15 @@ from cluster.services.process import ServiceError, read_pid, stop_pid
 
 def _pidfile(settings: Settings) -> Path:
     return settings.var_path / "run" / "dicomflow.pid"
+
+
+def redacted(url: str) -> str:
+    """A DSN or URL fit for a terminal or a log: the password replaced, the rest kept to find it by."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def banner(settings: Settings) -> str:
@@ -34,8 +44,8 @@ def banner(settings: Settings) -> str:
         ("Temporal UI", f"http://{h}:{settings.temporal_ui_port}" if not settings.temporal_address else "(external Temporal)"),
         ("Temporal", settings.effective_temporal_address()),
         ("Ray dashboard", f"http://{h}:{settings.ray_dashboard_port}   (token: ~/.ray/auth_token)" if not settings.ray_address else settings.ray_address),
-        ("PostgreSQL", settings.effective_postgres_dsn()),
-        ("Redis", settings.effective_redis_url()),
+        ("PostgreSQL", redacted(settings.effective_postgres_dsn())),
+        ("Redis", redacted(settings.effective_redis_url())),
         ("Blobs", settings.s3_endpoint or str(settings.var_path / "blobs")),
     ]
     if settings.auth == "none":

@@ -8,7 +8,11 @@ import time
 from collections.abc import Callable
 from functools import partial
 
-from archive.index.pool import open_index_pool
+from psycopg import AsyncConnection
+from psycopg.conninfo import conninfo_to_dict
+
+from archive.index.grants import grant_application_role
+from archive.index.schema import migrate
 from archive.settings import Settings
 from cluster.services.postgres import start_postgres
 from cluster.services.process import ManagedProcess, require_free_port
@@ -18,9 +22,20 @@ from cluster.services.temporal import start_temporal
 log = logging.getLogger("dicomflow")
 
 
+def application_role(settings: Settings) -> str | None:
+    """The role the archive's processes log in as, when it is not the schema owner's."""
+    app = conninfo_to_dict(settings.effective_postgres_dsn()).get("user")
+    owner = conninfo_to_dict(settings.effective_postgres_owner_dsn()).get("user")
+    return str(app) if app and app != owner else None
+
+
 async def _migrate(settings: Settings) -> None:
-    pool = await open_index_pool(settings.effective_postgres_dsn(), max_size=1)
-    await pool.close()
+    """Migrations and grants as the schema owner; every other process uses the application role."""
+    async with await AsyncConnection.connect(settings.effective_postgres_owner_dsn(), autocommit=True) as conn:
+        await migrate(conn)
+        role = application_role(settings)
+        if role:
+            await grant_application_role(conn, role)
 
 
 class Stack:

@@ -30,7 +30,8 @@ def test_postgres_runs_from_a_private_directory_and_leaves_it_private(tmp_path, 
     service = postgres.start_postgres(settings)
     try:
         with psycopg.connect(settings.effective_postgres_dsn(), connect_timeout=10) as conn:
-            assert conn.execute("SELECT current_user").fetchone() == ("dicomflow",)
+            assert conn.execute("SELECT current_user").fetchone() == ("dicomflow_app",)
+            assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (False,)
         data = settings.var_path / "postgres"
         assert data.stat().st_uid == os.geteuid(), "the data belongs to whoever runs dicomflow"
     finally:

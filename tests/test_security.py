@@ -315,8 +315,17 @@ def test_audit_cli_and_append_only_table(stack, stored):
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines and all(e["tenant"] == TENANT for e in lines)
-    with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
-        for statement in ("UPDATE audit_event SET subject = 'someone'", "DELETE FROM audit_event", "TRUNCATE audit_event"):
+    tampering = ("UPDATE audit_event SET subject = 'someone'", "DELETE FROM audit_event", "TRUNCATE audit_event")
+    with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:  # the role every archive process uses
+        assert conn.execute("SELECT count(*) FROM audit_event").fetchone()[0] > 0
+        conn.execute("INSERT INTO tenant (name) VALUES ('audit-grant-probe') ON CONFLICT DO NOTHING")  # it writes the index
+        conn.rollback()
+        for statement in tampering:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+            conn.rollback()
+    with psycopg.connect(stack.settings.effective_postgres_owner_dsn()) as conn:  # even the owner meets the trigger
+        for statement in tampering:
             with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
                 conn.execute(statement)
             conn.rollback()
@@ -414,3 +423,4 @@ def test_embedded_postgres_and_redis_need_passwords_kept_private(stack):
         except Exception:  # noqa: BLE001 - a process that ended meanwhile
             continue
         assert not any(secret in command for secret in secrets), f"a password on the command line of {process.name()}"
+    assert not any(secret in stack.log.read_text() for secret in secrets), "a password in the banner or the log of `up`"

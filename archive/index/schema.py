@@ -258,15 +258,26 @@ MIGRATIONS: list[str] = [
 ]
 
 
+async def schema_version(conn: AsyncConnection) -> int:
+    """The newest migration applied, 0 on an empty database; needs no privilege beyond SELECT."""
+    exists = await (await conn.execute("SELECT to_regclass('schema_version') IS NOT NULL")).fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = await (await conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")).fetchone()
+    return row[0] if row else 0
+
+
 async def migrate(conn: AsyncConnection) -> int:
-    """Bring the schema to the newest version; safe to run from many processes at once."""
+    """Bring the schema to the newest version; safe to run from many processes at once. An index
+    already up to date is only read, so a role without DDL rights may call this too."""
+    if await schema_version(conn) >= len(MIGRATIONS):
+        return len(MIGRATIONS)
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        row = await (await conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")).fetchone()
-        current = row[0] if row else 0
+        current = await schema_version(conn)
         for number, sql in enumerate(MIGRATIONS, start=1):
             if number > current:
                 await conn.execute(sql)

