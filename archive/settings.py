@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     tls_key_file: Path | None = None
     tls_ca_file: Path | None = None  # the CA client certificates must chain to
     tls_require_client_cert: bool = True
+    # DICOMweb over HTTPS on http_port, with the same certificate and key (BCP 195 profiles: TLS 1.2+)
+    https: bool = False
     ae_table: dict[str, AEEntry] = Field(default_factory=dict)
     scp_processes: int = Field(1, ge=1, le=64)
     dimse_max_pdu: int = Field(1_048_576, ge=0)
@@ -188,6 +190,12 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _https_needs_a_certificate(self) -> "Settings":
+        if self.https and not self.dimse_tls:
+            raise ValueError("https = true needs tls_cert_file and tls_key_file (make them with `dicomflow certs issue NAME`)")
+        return self
+
+    @model_validator(mode="after")
     def _oidc_needs_issuer_and_audience(self) -> "Settings":
         if self.auth == "oidc" and not (self.oidc_issuer and self.oidc_audience):
             raise ValueError("auth = 'oidc' needs oidc_issuer (the IdP's issuer URL) and oidc_audience (this API's client id)")
@@ -218,6 +226,18 @@ class Settings(BaseSettings):
     @property
     def limits(self) -> Limits:
         return Limits(self.max_frame_bytes, self.max_pixel_bytes, self.max_inflated_bytes)
+
+    @property
+    def bind_is_loopback(self) -> bool:
+        try:
+            return ipaddress.ip_address(self.bind_host).is_loopback
+        except ValueError:
+            return self.bind_host == "localhost"
+
+    @property
+    def dicomweb_origin(self) -> str:
+        """Scheme, host and port of DICOMweb as a client on this node reaches it."""
+        return f"{'https' if self.https else 'http'}://{self.bind_host}:{self.http_port}"
 
     def effective_postgres_dsn(self) -> str:
         """The application's role: every process of the archive connects with it."""
@@ -271,13 +291,7 @@ class Settings(BaseSettings):
 
     def exposure_problem(self) -> str | None:
         """Why these settings must not start: an archive without identity reachable off this host."""
-        if self.auth != "none":
-            return None
-        try:
-            loopback = ipaddress.ip_address(self.bind_host).is_loopback
-        except ValueError:
-            loopback = self.bind_host == "localhost"
-        if loopback:
+        if self.auth != "none" or self.bind_is_loopback:
             return None
         return (f"auth = 'none' trusts every caller, so it only listens on loopback, but bind_host is {self.bind_host!r}. "
                 "Set auth = 'oidc' with oidc_issuer and oidc_audience (DICOMFLOW_AUTH, DICOMFLOW_OIDC_ISSUER, "

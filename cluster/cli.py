@@ -34,9 +34,9 @@ def redacted(url: str) -> str:
 def banner(settings: Settings) -> str:
     h = settings.bind_host
     rows = [
-        ("DICOMweb", f"http://{h}:{settings.http_port}/dicomweb   (STOW also at /stow-rs/v1/studies)"),
-        ("Health", f"http://{h}:{settings.http_port}/health"),
-        ("API docs", f"http://{h}:{settings.http_port}/docs"),
+        ("DICOMweb", f"{settings.dicomweb_origin}/dicomweb   (STOW also at /stow-rs/v1/studies)"),
+        ("Health", f"{settings.dicomweb_origin}/health"),
+        ("API docs", f"{settings.dicomweb_origin}/docs"),
         *([("HAProxy", f"stats http://{h}:{settings.haproxy_stats_port}/stats, metrics :{settings.haproxy_metrics_port}/metrics")]
           if settings.serve_ingress == "haproxy" else []),
         ("DIMSE", f"AE title {settings.ae_title} on {h}:{settings.dimse_port}"
@@ -52,6 +52,9 @@ def banner(settings: Settings) -> str:
         rows.insert(0, ("Auth", "OFF: every caller on this host is trusted with every tenant (auth = 'none')"))
     else:
         rows.insert(0, ("Auth", f"OIDC bearer tokens from {', '.join(settings.oidc_issuer)} (audience {settings.oidc_audience})"))
+    if not settings.https and not settings.bind_is_loopback:
+        rows.insert(1, ("HTTPS", "OFF on a network address: tokens and images cross the network in clear; "
+                                 "set https = true or put a TLS proxy in front"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
 

@@ -48,7 +48,7 @@ def _stow_target(settings: Settings, args: argparse.Namespace) -> StowTarget:
     headers = {"x-tenant": args.tenant} if args.tenant else {}
     if args.token:
         headers["Authorization"] = f"Bearer {args.token}"
-    return StowTarget(args.url or f"http://{settings.bind_host}:{settings.http_port}/dicomweb", headers)
+    return StowTarget(args.url or f"{settings.dicomweb_origin}/dicomweb", headers)
 
 
 def _target_name(dimse: DimseTarget | None, stow: StowTarget | None, tenant: str | None) -> str:

@@ -5,7 +5,11 @@ Ray is pointed (RAY_SERVE_HAPROXY_BINARY_PATH) at a small script that calls this
 rewrites the wildcard `bind` lines of the configuration Ray passes with `-f`, then becomes the real
 HAProxy (same pid, same arguments), so Ray's reloads and signals work as before.
 
-Usage: python -m cluster.haproxy_shim REAL_HAPROXY BIND_HOST [haproxy arguments...]
+With https on, the DICOMweb frontend's bind (the one on http_port) also gets `ssl crt PEM`:
+HAProxy terminates TLS and the replicas behind it are unchanged.
+
+Usage: python -m cluster.haproxy_shim REAL_HAPROXY BIND_HOST TLS [haproxy arguments...]
+where TLS is `PORT=PEM_FILE` for HTTPS on PORT, or `-` for none.
 """
 
 from __future__ import annotations
@@ -23,6 +27,23 @@ def pin_binds(config: str, host: str) -> str:
     return _WILDCARD_BIND.sub(lambda m: f"{m.group(1)}{host}:{m.group(2)}", config)
 
 
+def add_tls(config: str, port: int, pem: str) -> str:
+    """The bind on `port` terminates TLS 1.2+ with the certificate and key in `pem`."""
+    bind = re.compile(rf"^(\s*bind\s+\S*:{port})(\s|$)(?!.*\bssl\b)", re.MULTILINE)
+    # the replicas behind it see plain HTTP; the header makes the URLs they hand out (BulkDataURI,
+    # RetrieveURL) https, and replaces whatever a client sent in it
+    return bind.sub(lambda m: f"{m.group(1)} ssl crt {pem} ssl-min-ver TLSv1.2 alpn http/1.1{m.group(2)}"
+                              "    http-request set-header X-Forwarded-Proto https\n", config)
+
+
+def rewrite(config: str, host: str, tls: str) -> str:
+    pinned = pin_binds(config, host)
+    if tls == "-":
+        return pinned
+    port, pem = tls.split("=", 1)
+    return add_tls(pinned, int(port), pem)
+
+
 def config_path(args: list[str]) -> Path | None:
     for flag, value in zip(args, args[1:]):
         if flag == "-f":
@@ -31,13 +52,13 @@ def config_path(args: list[str]) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    real, host, *args = argv if argv is not None else sys.argv[1:]
+    real, host, tls, *args = argv if argv is not None else sys.argv[1:]
     path = config_path(args)
     if path is not None and path.exists():
         text = path.read_text()
-        pinned = pin_binds(text, host)
-        if pinned != text:
-            path.write_text(pinned)
+        rewritten = rewrite(text, host, tls)
+        if rewritten != text:
+            path.write_text(rewritten)
     os.execv(real, [real, *args])
 
 

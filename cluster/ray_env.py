@@ -10,22 +10,14 @@ single-node Ray keeps its node address (and so every listener) on 127.0.0.1. A m
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import sys
 
 from archive.settings import Settings
 
 
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def pin_ray_to_loopback(settings: Settings) -> None:
-    if settings.ray_address or not _loopback(settings.bind_host):
+    if settings.ray_address or not settings.bind_is_loopback:
         return
     if "ray" in sys.modules:
         raise RuntimeError("pin_ray_to_loopback must run before ray is imported")

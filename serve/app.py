@@ -91,7 +91,7 @@ async def health(request: Request, settings: SettingsDep) -> JSONResponse:
     report = await full_health(settings, include_dicomweb=False)
     report["services"]["dicomweb"] = {
         "ok": True,
-        "url": f"http://{settings.bind_host}:{settings.http_port}/dicomweb",
+        "url": f"{settings.dicomweb_origin}/dicomweb",
         "version": dicomflow_version(),
     }
     code = 200 if report["status"] == "ok" else 503

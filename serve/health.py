@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from redis.asyncio import Redis
 
 from archive.blobstore import open_blob_store
 from archive.settings import Settings
+from archive.tls import ssl_client_context
 
 Check = dict[str, Any]
 
@@ -86,8 +88,9 @@ def ray_auth_headers() -> dict[str, str]:
         return {}
 
 
-async def _http_probe(url: str, version_of: Callable[[httpx.Response], str], headers: dict[str, str] | None = None) -> str:
-    async with httpx.AsyncClient(timeout=4) as client:
+async def _http_probe(url: str, version_of: Callable[[httpx.Response], str], headers: dict[str, str] | None = None,
+                      verify: ssl.SSLContext | bool = True) -> str:
+    async with httpx.AsyncClient(timeout=4, verify=verify) as client:
         response = await client.get(url, headers=headers)
         response.raise_for_status()
         return version_of(response)
@@ -107,9 +110,11 @@ async def check_ray_dashboard(settings: Settings) -> Check:
 
 
 async def check_dicomweb(settings: Settings) -> Check:
-    url = f"http://{settings.bind_host}:{settings.http_port}/dicomweb"
-    health = f"http://{settings.bind_host}:{settings.http_port}/health/live"
-    return await _timed("dicomweb", url, lambda: _http_probe(health, lambda r: r.json().get("version", "?")))
+    url = f"{settings.dicomweb_origin}/dicomweb"
+    health = f"{settings.dicomweb_origin}/health/live"
+    # our own certificate may come from our own CA; it is the one client certificates chain to
+    verify = ssl_client_context(settings.tls_ca_file) if settings.https and settings.tls_ca_file else True
+    return await _timed("dicomweb", url, lambda: _http_probe(health, lambda r: r.json().get("version", "?"), verify=verify))
 
 
 async def check_dimse(settings: Settings) -> Check:

@@ -92,7 +92,7 @@ class RunningStack:
         return result
 
     def url(self, path: str = "") -> str:
-        return f"http://127.0.0.1:{self.settings.http_port}{path}"
+        return f"{'https' if self.settings.https else 'http'}://127.0.0.1:{self.settings.http_port}{path}"
 
 
 def stack_overrides(var_dir: Path, **extra: Any) -> dict[str, Any]:

@@ -68,6 +68,9 @@ def pki(tmp_path_factory) -> dict[str, Path]:
     ca = init_ca(folder)
     server, server_key = issue(folder, "archive", "server")
     client, client_key = issue(folder, "modality", "client")
+    # DICOMweb is HTTPS in the test stack, as in a hospital: requests (and dicomweb-client, and the
+    # `dicomflow send` subprocesses) trust this CA the way an operator's REQUESTS_CA_BUNDLE would
+    os.environ["REQUESTS_CA_BUNDLE"] = str(ca)
     return {"ca": ca, "server": server, "server_key": server_key, "client": client, "client_key": client_key}
 
 
@@ -95,6 +98,7 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
         },
         cors_allow_origins=[OHIF_ORIGIN],
         tls_cert_file=str(pki["server"]), tls_key_file=str(pki["server_key"]), tls_ca_file=str(pki["ca"]),
+        https=True,
         commitment_timeout_seconds=20,
         oidc_refetch_seconds=REFETCH_SECONDS,
         scp_processes=2,  # two SCP actors share the DIMSE port (SO_REUSEPORT)

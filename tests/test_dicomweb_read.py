@@ -176,7 +176,7 @@ def test_retrieve_decompressed_when_asked(client, stored, data_dir):
     assert np.array_equal(ds.pixel_array, dcmread(path).pixel_array)
 
 
-def test_series_metadata_is_ps318_json(client, stored, data_dir):
+def test_series_metadata_is_ps318_json(stack, client, stored, data_dir):
     nih = header(next((data_dir / "dcm_qa_nih").rglob("*.dcm")))
     metadata = client.retrieve_series_metadata(str(nih.StudyInstanceUID), str(nih.SeriesInstanceUID))
     assert len(metadata) == 2
@@ -185,7 +185,7 @@ def test_series_metadata_is_ps318_json(client, stored, data_dir):
     assert isinstance(item["00180050"]["Value"][0], (int, float))  # DS too
     assert "Alphabetic" in item["00100010"]["Value"][0]
     bulk = item["7FE00010"]["BulkDataURI"]
-    assert bulk.startswith("http://") and bulk.endswith("/bulkdata/7FE00010")
+    assert bulk.startswith(stack.url("/dicomweb/")) and bulk.endswith("/bulkdata/7FE00010")  # https, as the client came
     pixels = client.retrieve_bulkdata(bulk)[0]
     assert pixels == dcmread(stored[str(nih.SOPInstanceUID)]).PixelData
     roundtrip = pydicom.Dataset.from_json(item, bulk_data_uri_handler=lambda *a: b"")

@@ -367,6 +367,36 @@ def test_nothing_listens_beyond_loopback(stack):
     assert len(exposed) <= 1, exposed
 
 
+# -- HTTPS -----------------------------------------------------------------------------------------
+
+def test_dicomweb_is_https_with_the_archive_certificate(stack, pki):
+    """The session stack runs https = true: a client that trusts the archive's CA and checks the host
+    name gets answers; plain HTTP and TLS older than 1.2 get no DICOMweb at all."""
+    import socket
+    import ssl
+
+    import certifi
+
+    from cluster.serve_ingress import haproxy_dir
+
+    url = stack.url("/dicomweb/studies")
+    assert url.startswith("https://")
+    answer = requests.get(url, headers=bearer(TENANT, roles=["reader"]), verify=str(pki["ca"]), timeout=30)
+    assert answer.status_code in (200, 204), answer.text
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(url, verify=certifi.where(), timeout=30)  # the public CAs do not vouch for it
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(url.replace("https://", "http://"), timeout=30)
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.load_verify_locations(pki["ca"])
+    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with socket.create_connection(("127.0.0.1", stack.settings.http_port), timeout=10) as raw:
+        with pytest.raises(ssl.SSLError):
+            old.wrap_socket(raw, server_hostname="127.0.0.1")
+    pem = Path(haproxy_dir(stack.settings)) / "dicomweb.pem"
+    assert pem.stat().st_mode & 0o077 == 0, "the key HAProxy reads is private"
+
+
 # -- DICOM TLS -------------------------------------------------------------------------------------
 
 def _tls_args(pki, with_client_cert: bool = True) -> list[str]:
