@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import ray
 from ray import serve
 from ray.serve import Application, Deployment
 
@@ -11,6 +12,7 @@ from archive.priority import normal_priority
 from archive.render import warm_up
 from archive.settings import Settings
 from serve.app import build_app
+from serve.replica_grpc import pin_inter_deployment_grpc
 
 
 def dicomweb_application(settings: Settings) -> Application:
@@ -26,6 +28,7 @@ def dicomweb_application(settings: Settings) -> Application:
     class DicomWeb:
         def __init__(self, settings_data: dict[str, Any]) -> None:
             normal_priority()
+            pin_inter_deployment_grpc(ray.util.get_node_ip_address())
             self.settings = Settings.model_validate(settings_data)
             warm_up()
 
