@@ -206,19 +206,24 @@ def test_bulkdata_ranges(stack, stored, data_dir):
 
 
 def test_character_sets_decoded(client, stored):
+    """Every charset file is read back (none skipped), and each name group is compared whether or
+    not the original has it: a group the original lacks must not appear either."""
+    checked = {}
     for name in JAPANESE:
         original = dcmread(CHARSETS / name, stop_before_pixels=True)
-        if str(original.SOPInstanceUID) not in stored:
-            continue
+        assert str(original.SOPInstanceUID) in stored, f"{name} was not stored"
         item = client.retrieve_instance_metadata(str(original.StudyInstanceUID), str(original.SeriesInstanceUID),
                                                  str(original.SOPInstanceUID))
         name_json = item["00100010"]["Value"][0]
         expected = original.PatientName
-        assert name_json["Alphabetic"] == expected.alphabetic
-        if expected.ideographic:
-            assert name_json["Ideographic"] == expected.ideographic
-        if expected.phonetic:
-            assert name_json["Phonetic"] == expected.phonetic
+        groups = {"Alphabetic": expected.alphabetic, "Ideographic": expected.ideographic, "Phonetic": expected.phonetic}
+        assert {group: name_json.get(group, "") for group in groups} == groups, name
+        checked[name] = [group for group, value in groups.items() if value]
+    assert len(checked) == len(JAPANESE) == 4
+    # the set covers what it is here for: ideographic and phonetic groups, and non-Latin alphabetic ones
+    assert any("Ideographic" in groups for groups in checked.values())
+    assert any("Phonetic" in groups for groups in checked.values())
+    assert all("Alphabetic" in groups for groups in checked.values())
 
 
 def test_metadata_etag_and_gzip(stack, stored, data_dir):

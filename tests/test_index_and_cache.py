@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import uuid
+
 import psycopg
+import psycopg.conninfo
+import psycopg.sql
 import pytest
 
 from archive.attributes import extract
@@ -10,20 +15,93 @@ from archive.cache import Cache
 from archive.header import read_header
 from archive.index.instances import find_instance, insert_instance
 from archive.index.pool import open_index_pool
-from archive.index.schema import MIGRATIONS, migrate
+from archive.index.schema import MIGRATIONS, migrate, schema_version
 from archive.tenants import BadTenant
 from tests.conftest import run
 
+# what the schema is made of, as text: relations with their columns and privileges, indexes,
+# constraints, triggers and functions of the public schema
+CATALOG = [
+    """SELECT c.relname, c.relkind::text, coalesce(c.relacl::text, ''),
+              coalesce((SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' '
+                                          || a.attnotnull::text || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), ''),
+                                          ', ' ORDER BY a.attnum)
+                        FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '')
+       FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace ORDER BY 1, 2""",
+    "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1",
+    "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint"
+    " WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2",
+    "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1",
+    "SELECT proname, md5(prosrc) FROM pg_proc WHERE pronamespace = 'public'::regnamespace ORDER BY 1, 2",
+]
 
-def test_migrations_are_versioned_and_idempotent(settings):
+
+async def _snapshot(conn: psycopg.AsyncConnection) -> tuple[list, list]:
+    """schema_version's rows as stored (xmin changes if a row is rewritten, even to the same values)
+    and the catalog."""
+    rows = await (await conn.execute("SELECT version, applied_at, xmin::text FROM schema_version ORDER BY version")).fetchall()
+    catalog = [await (await conn.execute(query)).fetchall() for query in CATALOG]
+    return rows, catalog
+
+
+def _dsn_for(dsn: str, dbname: str) -> str:
+    return psycopg.conninfo.make_conninfo(dsn, dbname=dbname)
+
+
+def test_migrations_build_an_empty_database_once(settings):
+    """On a new, empty database (made by the schema owner, as `up` makes the index): one row per
+    migration in schema_version, every table and column the migrations create, and a second run
+    changes nothing at all."""
+    owner = settings.effective_postgres_owner_dsn()
+    scratch = f"migrate_{uuid.uuid4().hex[:12]}"
+    created_tables = {m.lower() for sql in MIGRATIONS for m in re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", sql)}
+    added_columns = {(t.lower(), c.lower()) for sql in MIGRATIONS for t, c in re.findall(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", sql)}
+    assert len(created_tables) >= 10 and added_columns, "the migrations' text no longer reads as expected"
+
+    async def go():
+        async with await psycopg.AsyncConnection.connect(_dsn_for(owner, "postgres"), autocommit=True) as admin:
+            await admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(scratch)))
+        try:
+            async with await psycopg.AsyncConnection.connect(_dsn_for(owner, scratch), autocommit=True) as conn:
+                assert await schema_version(conn) == 0
+                await migrate(conn)
+                first = await _snapshot(conn)
+                tables = {r[0] for r in await (await conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).fetchall()}
+                columns = set(await (await conn.execute(
+                    "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public'")).fetchall())
+                await migrate(conn)
+                second = await _snapshot(conn)
+            return first, second, tables, columns
+        finally:
+            async with await psycopg.AsyncConnection.connect(_dsn_for(owner, "postgres"), autocommit=True) as admin:
+                await admin.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg.sql.Identifier(scratch)))
+
+    first, second, tables, columns = run(go())
+    rows, catalog = first
+    assert [r[0] for r in rows] == list(range(1, len(MIGRATIONS) + 1))
+    assert all(r[1] is not None for r in rows)
+    assert created_tables <= tables, f"migrations recorded but not applied: {sorted(created_tables - tables)}"
+    assert added_columns <= columns, f"columns not added: {sorted(added_columns - columns)}"
+    assert second == first, "a second migrate() on an up-to-date index changed the schema or schema_version"
+
+
+def test_migrate_on_the_running_index_changes_nothing(settings):
+    """The index `up` migrated: every migration is recorded, and migrate() as the application's role
+    (what every pool does on open; no DDL rights) succeeds and leaves schema_version and the schema
+    exactly as they were."""
+
     async def go():
         async with await psycopg.AsyncConnection.connect(settings.effective_postgres_dsn(), autocommit=True) as conn:
-            assert await migrate(conn) == len(MIGRATIONS)
-            assert await migrate(conn) == len(MIGRATIONS)
-            rows = await (await conn.execute("SELECT version FROM schema_version ORDER BY version")).fetchall()
-            return [r[0] for r in rows]
+            before = await _snapshot(conn)
+            await migrate(conn)
+            after = await _snapshot(conn)
+            return before, after
 
-    assert run(go()) == list(range(1, len(MIGRATIONS) + 1))
+    before, after = run(go())
+    assert [r[0] for r in before[0]] == list(range(1, len(MIGRATIONS) + 1))
+    assert after == before
 
 
 def test_instance_row_round_trip(settings, data_dir):

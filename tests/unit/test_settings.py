@@ -1,6 +1,10 @@
+import tomllib
+from pathlib import Path
+
 import pytest
 
-from archive.settings import SettingsError, load_settings
+from archive import settings as settings_module
+from archive.settings import Settings, SettingsError, load_settings
 
 
 def test_defaults_are_local_and_embedded(monkeypatch, tmp_path):
@@ -32,10 +36,39 @@ def test_environment_json_for_tables(monkeypatch, tmp_path):
     assert load_settings().tenant_for_ae("X", "MR1") == "neuro"
 
 
-def test_env_file_chosen_by_dicomflow_env(monkeypatch):
+def test_env_file_chosen_by_dicomflow_env(monkeypatch, tmp_path):
+    """DICOMFLOW_ENV names the file under the config folder. The values differ from the defaults, so
+    each assert below fails if the file was not the one read."""
     monkeypatch.delenv("DICOMFLOW_CONFIG", raising=False)
-    monkeypatch.setenv("DICOMFLOW_ENV", "local")
-    assert load_settings().duplicate_policy == "reject"  # config/local.toml exists and parses
+    monkeypatch.setattr(settings_module, "CONFIG_DIR", tmp_path)
+    (tmp_path / "staging.toml").write_text('duplicate_policy = "replace"\nhttp_port = 9123\n')
+    (tmp_path / "other.toml").write_text("http_port = 9124\n")
+    default = Settings.model_fields
+    assert default["duplicate_policy"].default != "replace" and default["http_port"].default not in (9123, 9124)
+
+    monkeypatch.setenv("DICOMFLOW_ENV", "staging")
+    staging = load_settings()
+    assert (staging.duplicate_policy, staging.http_port) == ("replace", 9123)
+    monkeypatch.setenv("DICOMFLOW_ENV", "other")
+    other = load_settings()
+    assert (other.duplicate_policy, other.http_port) == (default["duplicate_policy"].default, 9124)
+    monkeypatch.setenv("DICOMFLOW_CONFIG", str(tmp_path / "staging.toml"))  # an explicit file wins over the env's
+    assert load_settings().http_port == 9123
+
+
+def test_shipped_local_file_loads_as_written(monkeypatch):
+    """config/local.toml (DICOMFLOW_ENV=local, the default) is a valid settings file: every key in it
+    is known (an unknown one would raise) and comes out with the value written there."""
+    monkeypatch.delenv("DICOMFLOW_CONFIG", raising=False)
+    monkeypatch.delenv("DICOMFLOW_ENV", raising=False)
+    shipped = settings_module.CONFIG_DIR / "local.toml"
+    assert settings_module.config_file() == shipped
+    written = tomllib.loads(shipped.read_text())
+    assert written, f"{shipped} sets nothing"
+    loaded = load_settings()
+    for key, value in written.items():
+        got = getattr(loaded, key)
+        assert (str(got) if isinstance(got, Path) else got) == value, key
 
 
 @pytest.mark.parametrize(
