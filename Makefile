@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up down status test fuzz lint typecheck unit install install-dev system-test-deps bench bench-deps clean
+.PHONY: up down status test fuzz lint typecheck unit install install-dev system-test-deps viewer bench bench-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,11 +22,22 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-## the real DICOM clients the tests drive (dcmtk's dcmsend, storescu, echoscu) come from Debian
-system-test-deps:
+## the real DICOM clients the tests drive (dcmtk's dcmsend, storescu, echoscu) come from Debian,
+## and so does the browser the viewer test drives (chromium); the viewer itself from the npm registry
+system-test-deps: viewer
 	@command -v dcmsend >/dev/null 2>&1 || { \
 	  echo "installing dcmtk (Debian package) for the DIMSE client tests"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dcmtk >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium (Debian package) for the viewer's browser test"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+## the OHIF viewer served at /viewer: OHIF's prebuilt app from the npm registry into .viewer/ (npm from Debian if missing)
+viewer: $(VENV)/.installed
+	@command -v npm >/dev/null 2>&1 || { \
+	  echo "installing Node.js and npm (Debian packages) to fetch the OHIF viewer"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; }
+	$(BIN)/dicomflow viewer install
 
 up: $(VENV)/.installed
 	$(BIN)/dicomflow up
@@ -67,4 +78,4 @@ bench: $(VENV)/.installed-dev bench-deps
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) var build *.egg-info
+	rm -rf $(VENV) var build *.egg-info .viewer

@@ -22,6 +22,7 @@ from serve.qido import router as qido_router
 from serve.stow import router as stow_router
 from serve.ups import router as ups_router
 from serve.version import dicomflow_version
+from serve.viewer import install_viewer
 from serve.wado_metadata import router as wado_metadata_router
 from serve.wado_pixels import router as wado_pixels_router
 from serve.wado_retrieve import router as wado_retrieve_router
@@ -72,6 +73,7 @@ def build_app(settings: Settings) -> FastAPI:
     app.include_router(admin_router)
     app.include_router(health_router)
     app.include_router(metrics_router)
+    install_viewer(app)  # last: its mount takes every path under /viewer
     return app
 
 
