@@ -20,12 +20,15 @@ from archive.limits import Limits
 
 ENV_PREFIX = "DICOMFLOW_"
 EMBEDDED_OWNER_ROLE = "dicomflow"
+NODE_ROLE_RESOURCE_PREFIX = "dicomflow_"  # a node role is the Ray custom resource dicomflow_<role>
 EMBEDDED_APP_ROLE = "dicomflow_app"
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
 
 DimseService = Literal["store", "commit", "find", "move", "get", "worklist", "mpps"]
 ALL_DIMSE_SERVICES: tuple[DimseService, ...] = ("store", "commit", "find", "move", "get", "worklist", "mpps")
+NodeRole = Literal["dimse", "web", "worker"]
+ALL_NODE_ROLES: tuple[NodeRole, ...] = ("dimse", "web", "worker")
 MODALITY_SERVICES: tuple[DimseService, ...] = ("store", "commit")
 JwsAlgorithm = Literal["RS256", "ES256", "RS384", "ES384", "RS512", "PS256"]
 DEFAULT_JWS_ALGORITHMS: tuple[JwsAlgorithm, ...] = ("RS256", "ES256")
@@ -84,6 +87,8 @@ class Settings(BaseSettings):
     # the role that owns the schema and runs migrations; when it differs from postgres_dsn's role,
     # that role is granted what it needs and no UPDATE/DELETE/TRUNCATE on the audit trail
     postgres_owner_dsn: str | None = None
+    # networks (CIDR) besides bind_host whose hosts may log in to the embedded PostgreSQL (other nodes)
+    postgres_client_networks: list[str] = Field(default_factory=list)
     redis_url: str | None = None
     temporal_address: str | None = None
     temporal_namespace: str = "default"
@@ -123,7 +128,14 @@ class Settings(BaseSettings):
     # DICOMweb over HTTPS on http_port, with the same certificate and key (BCP 195 profiles: TLS 1.2+)
     https: bool = False
     ae_table: dict[str, AEEntry] = Field(default_factory=dict)
-    scp_processes: int = Field(1, ge=1, le=64)
+    scp_processes: int = Field(1, ge=1, le=64)  # per node with the dimse role
+
+    # the cluster: roles of the node `up` starts (Ray custom resources), workflow worker actors
+    # spread over the nodes with the worker role, and whether var_dir's blobs are on storage every
+    # node mounts (else a second node needs s3_endpoint)
+    node_roles: list[NodeRole] = Field(default_factory=lambda: list(ALL_NODE_ROLES))
+    workflow_workers: int = Field(1, ge=0, le=256)
+    blob_dir_shared: bool = False
     dimse_max_pdu: int = Field(1_048_576, ge=0)
 
     # ingest

@@ -14,7 +14,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from archive.settings import Settings, SettingsError, load_settings
-from cluster import certs, cli_audit, cli_send, cli_worklist
+from cluster import certs, cli_audit, cli_cluster, cli_send, cli_worklist, viewer_install
+from cluster.cli_cluster import print_cluster
+from cluster.ray_env import join_as_client
 from cluster.services.process import ServiceError, read_pid, stop_pid
 
 
@@ -31,12 +33,20 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _ray_address(settings: Settings) -> str:
+    from cluster.ray_runtime import ray_address_file
+
+    path = ray_address_file(settings)
+    return settings.ray_address or (path.read_text().strip() if path.exists() else "(not started)")
+
+
 def banner(settings: Settings) -> str:
     h = settings.bind_host
     rows = [
         ("DICOMweb", f"{settings.dicomweb_origin}/dicomweb   (STOW also at /stow-rs/v1/studies)"),
         ("Health", f"{settings.dicomweb_origin}/health"),
         ("API docs", f"{settings.dicomweb_origin}/docs"),
+        ("Viewer", f"{settings.dicomweb_origin}/viewer/" + ("" if viewer_install.installed_version() else "   (not installed: make viewer)")),
         *([("HAProxy", f"stats http://{h}:{settings.haproxy_stats_port}/stats, metrics :{settings.haproxy_metrics_port}/metrics")]
           if settings.serve_ingress == "haproxy" else []),
         ("DIMSE", f"AE title {settings.ae_title} on {h}:{settings.dimse_port}"
@@ -44,6 +54,7 @@ def banner(settings: Settings) -> str:
         ("Temporal UI", f"http://{h}:{settings.temporal_ui_port}" if not settings.temporal_address else "(external Temporal)"),
         ("Temporal", settings.effective_temporal_address()),
         ("Ray dashboard", f"http://{h}:{settings.ray_dashboard_port}   (token: ~/.ray/auth_token)" if not settings.ray_address else settings.ray_address),
+        ("Ray cluster", f"{_ray_address(settings)}   (`dicomflow join` it from another node; `dicomflow scale workers=N`)"),
         ("PostgreSQL", redacted(settings.effective_postgres_dsn())),
         ("Redis", redacted(settings.effective_redis_url())),
         ("Blobs", settings.s3_endpoint or str(settings.var_path / "blobs")),
@@ -131,13 +142,16 @@ def cmd_status(settings: Settings, as_json: bool) -> int:
     from serve.health import full_health
 
     report = asyncio.run(full_health(settings))
+    cluster = cli_cluster.cluster_status(settings)
     if as_json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps({**report, "cluster": cluster}, indent=2))
     else:
         for name, check in report["services"].items():
             mark = "up  " if check["ok"] else "DOWN"
             detail = check.get("version") if check["ok"] else check.get("error")
             print(f"  {mark} {name.ljust(14)} {check['url']}  {detail}")
+        if cluster is not None:
+            print_cluster(cluster)
         print(f"dicomflow: {report['status']}")
     return 0 if report["status"] == "ok" else 1
 
@@ -154,12 +168,16 @@ def main(argv: list[str] | None = None) -> int:
     cli_worklist.add_parser(sub)
     cli_send.add_parser(sub)
     certs.add_certs_parser(sub)
+    viewer_install.add_parser(sub)
+    cli_cluster.add_parsers(sub)
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
     except SettingsError as err:
         print(f"dicomflow: {err}", file=sys.stderr)
         return 2
+    if args.command in ("status", "join", "leave", "scale"):
+        join_as_client(settings)  # they talk to the running cluster as Ray drivers
     if args.command == "up":
         return cmd_up(settings)
     if args.command == "down":
@@ -170,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         return cli_send.cmd_send(settings, args)
     if args.command == "worklist":
         return cli_worklist.cmd_worklist(settings, args)
+    if args.command == "viewer":
+        return viewer_install.cmd_viewer(settings, args)
+    if args.command in ("join", "leave", "scale"):
+        return {"join": cli_cluster.cmd_join, "leave": cli_cluster.cmd_leave, "scale": cli_cluster.cmd_scale}[args.command](settings, args)
     if args.command == "certs":
         return certs.run_certs_command(args, settings.var_path)
     return cmd_status(settings, args.json)

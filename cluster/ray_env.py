@@ -22,3 +22,14 @@ def pin_ray_to_loopback(settings: Settings) -> None:
     if "ray" in sys.modules:
         raise RuntimeError("pin_ray_to_loopback must run before ray is imported")
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
+
+def join_as_client(settings: Settings) -> None:
+    """Before a driver or a new node connects to a running cluster: the cluster `up` started uses
+    Ray's token authentication (the token in ~/.ray/auth_token), which a connecting process only
+    sends when told to; on loopback its node address must be the loopback one too."""
+    if "ray" in sys.modules:
+        raise RuntimeError("join_as_client must run before ray is imported")
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if settings.bind_is_loopback:
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import ray
 from ray import serve
 
 from archive.settings import Settings
+from cluster.placement import role_resources
 from serve.deployment import dicomweb_application
 
 log = logging.getLogger("dicomflow")
@@ -20,6 +22,7 @@ def start_ray(settings: Settings) -> None:
         ray.init(
             namespace="dicomflow",
             include_dashboard=True,
+            resources=role_resources(settings.node_roles),
             dashboard_host=settings.bind_host,
             dashboard_port=settings.ray_dashboard_port,
             object_store_memory=256 * 1024 * 1024,
@@ -27,6 +30,7 @@ def start_ray(settings: Settings) -> None:
             configure_logging=True,
             logging_level=logging.WARNING,
         )
+    ray_address_file(settings).write_text(ray.get_runtime_context().gcs_address + "\n")
 
 
 def http_options(settings: Settings) -> dict[str, str | int]:
@@ -35,6 +39,17 @@ def http_options(settings: Settings) -> dict[str, str | int]:
     if settings.https and settings.serve_ingress == "proxy":
         options.update(ssl_certfile=str(settings.tls_cert_file), ssl_keyfile=str(settings.tls_key_file))
     return options
+
+
+def ray_address_file(settings: Settings) -> Path:
+    """Where `up` notes the cluster's address, for `dicomflow join/scale/status` on this machine."""
+    return settings.var_path / "run" / "ray_address"
+
+
+def connect(settings: Settings) -> None:
+    """Join the running cluster as a driver (the CLI's scale, status and leave)."""
+    address = settings.ray_address or ray_address_file(settings).read_text().strip()
+    ray.init(address=address, namespace="dicomflow", log_to_driver=False, logging_level=logging.WARNING)
 
 
 def start_serve(settings: Settings) -> None:

@@ -28,7 +28,9 @@ def _ephemeral_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
-UNIX_SOCKET_ROOM = 30  # HAProxy's unix socket paths are ~97 characters; Ray appends a 56-character node folder
+# HAProxy's unix socket paths are at most 97 characters, and Ray puts its metrics socket at
+# {dir}/{56-character node folder}/metrics.sock
+UNIX_SOCKET_ROOM = 97 - len("/") - 56 - len("/metrics.sock")
 
 
 def haproxy_dir(settings: Settings) -> str:

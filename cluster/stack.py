@@ -75,12 +75,13 @@ class Stack:
         pin_ray_to_loopback(self.settings)
         configure_ingress(self.settings)
         from cluster.ray_runtime import start_ray, start_serve
-        from cluster.workers import start_actors
+        from cluster.workers import start_controller
 
         self._timed("Ray", lambda: start_ray(self.settings))
         self.ray_started = True
         self._timed("Ray Serve (DICOMweb)", lambda: start_serve(self.settings))
-        self._timed("Ray actors (DIMSE SCP, workflow worker)", lambda: self.actors.extend(start_actors(self.settings)))
+        self._timed("Ray actors (cluster controller, DIMSE SCPs, workflow workers)",
+                    lambda: self.actors.append(start_controller(self.settings)))
 
     def _start_service(self, starter: Callable[[Settings], ManagedProcess]) -> None:
         self.services.append(starter(self.settings))
@@ -93,9 +94,10 @@ class Stack:
     def stop(self) -> None:
         if self.ray_started:
             from cluster.ray_runtime import stop_ray
-            from cluster.workers import stop_actors
+            from cluster.workers import stop_controller
 
-            self._timed_stop("Ray actors", lambda: stop_actors(self.actors))
+            for actor in self.actors:
+                self._timed_stop("Ray actors", partial(stop_controller, actor))
             self.actors.clear()
             self._timed_stop("Ray Serve and Ray", stop_ray)
             self.ray_started = False

@@ -1,37 +1,35 @@
-"""The Ray actors dicomflow runs: DIMSE SCPs (sharing one port) and the workflow worker."""
+"""Starting and stopping the actors through the cluster controller (cluster/controller.py)."""
 
 from __future__ import annotations
 
 from typing import cast
 
 import ray
-from ray.actor import ActorClass
+from ray.actor import ActorClass, ActorHandle
 
 from archive.settings import Settings
-
-ACTOR_PREFIX = "dicomflow"
-
-
-def start_actors(settings: Settings) -> list:
-    from actors.scp import DimseScpActor
-    from actors.worker import WorkflowWorkerActor
-
-    # mypy does not apply class decorators: @ray.remote made these ActorClasses
-    worker_class = cast(ActorClass, WorkflowWorkerActor)
-    scp_class = cast(ActorClass, DimseScpActor)
-    data = settings.model_dump(mode="json")
-    worker = worker_class.options(name=f"{ACTOR_PREFIX}-worker", lifetime=None).remote(data)
-    scps = [
-        scp_class.options(name=f"{ACTOR_PREFIX}-scp-{i}").remote(data, i)
-        for i in range(settings.scp_processes)
-    ]
-    ray.get([worker.ready.remote(), *[scp.ready.remote() for scp in scps]], timeout=120)
-    return [worker, *scps]
+from cluster.controller import CONTROLLER_NAME, NAMESPACE, ClusterController
 
 
-def stop_actors(actors: list) -> None:
-    """Let each actor finish what it holds (flush signals, close pools) before Ray goes."""
+def start_controller(settings: Settings) -> ActorHandle:
+    """The detached controller places the SCPs and workers and waits for them to answer."""
+    controller_class = cast(ActorClass, ClusterController)  # mypy does not apply @ray.remote
+    controller = cast(ActorHandle, controller_class.options(
+        name=CONTROLLER_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+    ).remote(settings.model_dump(mode="json")))
+    ray.get(controller.start.remote(), timeout=120)
+    ray.get(controller.ready.remote(), timeout=180)
+    return controller
+
+
+def find_controller() -> ActorHandle:
+    return cast(ActorHandle, ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE))
+
+
+def stop_controller(controller: ActorHandle) -> None:
+    """Each actor finishes what it holds (flush signals, close pools) before Ray goes."""
     try:
-        ray.get([actor.stop.remote() for actor in actors], timeout=30)
+        ray.get(controller.stop_all.remote(), timeout=90)
     except Exception:  # noqa: BLE001 - they are killed with Ray anyway
         pass
+    ray.kill(controller, no_restart=True)

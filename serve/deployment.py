@@ -10,7 +10,7 @@ from ray.serve import Application, Deployment
 
 from archive.priority import normal_priority
 from archive.render import warm_up
-from archive.settings import Settings
+from archive.settings import NODE_ROLE_RESOURCE_PREFIX, Settings
 from serve.app import build_app
 from serve.replica_grpc import pin_inter_deployment_grpc
 
@@ -22,7 +22,7 @@ def dicomweb_application(settings: Settings) -> Application:
         name="dicomweb",
         num_replicas=settings.serve_replicas,
         max_ongoing_requests=settings.serve_max_ongoing_requests,
-        ray_actor_options={"num_cpus": 0},
+        ray_actor_options={"num_cpus": 0, "resources": {NODE_ROLE_RESOURCE_PREFIX + "web": 0.001}},  # replicas on web nodes
     )
     @serve.ingress(app)
     class DicomWeb:

@@ -118,6 +118,22 @@ def require_passwords(settings: Settings) -> None:
         conn.execute("SELECT pg_reload_conf()")
 
 
+def allow_clients(settings: Settings) -> None:
+    """initdb lets in loopback only; the archive's own address (a non-loopback bind_host: other
+    nodes and this one connect there) and `postgres_client_networks` get scram-sha-256 lines.
+    Runs before the server starts, which reads the file then."""
+    import ipaddress
+
+    hba = settings.var_path / "postgres" / "pg_hba.conf"
+    text = hba.read_text()
+    wanted = [] if settings.bind_is_loopback else [str(ipaddress.ip_network(settings.bind_host))]
+    wanted += [str(ipaddress.ip_network(net, strict=False)) for net in settings.postgres_client_networks]
+    missing = [net for net in wanted if f" {net} " not in text]
+    if not missing:
+        return
+    hba.write_text(text.rstrip("\n") + "\n" + "".join(f"host all all {net} scram-sha-256\n" for net in missing))
+
+
 def create_database(settings: Settings) -> None:
     with psycopg.connect(_admin_dsn(settings), autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone() is None:
@@ -144,6 +160,7 @@ def start_postgres(settings: Settings) -> ManagedProcess:
     ensure_secret(settings.var_path, POSTGRES)
     _own_data_dir(settings.var_path / "postgres")
     init_data_dir(settings)
+    allow_clients(settings)
     service.start()
     service.wait_ready(lambda: _postgres_ready(settings), timeout=60)
     require_passwords(settings)

@@ -1,0 +1,168 @@
+"""`dicomflow join`, `leave`, `scale` and the cluster part of `status`: a cluster admin's commands,
+all talking to the controller actor (cluster/controller.py) through Ray's own cluster machinery."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from archive.settings import Settings
+from cluster.placement import ROLES, role_resources
+from cluster.services.process import read_pid
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    join = sub.add_parser("join", help="add this machine to a running cluster as a Ray worker node; stays in the foreground")
+    join.add_argument("address", help="the cluster's Ray address (host:port; `dicomflow status` on the head prints it)")
+    join.add_argument("--roles", default="dimse,worker", help=f"comma-separated, from {', '.join(ROLES)} (default dimse,worker)")
+    join.add_argument("--node-ip", required=True, help="this node's own address: its SCP listens there")
+    join.add_argument("--num-cpus", type=int, default=None)
+    leave = sub.add_parser("leave", help="drain this node (no new associations or activities) and stop it")
+    leave.add_argument("--node-ip", required=True)
+    scale = sub.add_parser("scale", help="change actor counts live, e.g. `dicomflow scale workers=4`")
+    scale.add_argument("counts", nargs="+", help="workers=N")
+
+
+def _join_pidfile(settings: Settings, node_ip: str) -> Path:
+    return settings.var_path / "run" / f"join-{node_ip}.pid"
+
+
+def _controller(settings: Settings) -> Any:
+    """The controller's handle; `join_as_client` ran first (cluster/cli.py, before Ray is imported)."""
+    from cluster.ray_runtime import connect
+    from cluster.workers import find_controller
+
+    connect(settings)
+    return find_controller()
+
+
+def cluster_status(settings: Settings) -> dict[str, Any] | None:
+    """The controller's view (nodes, roles, actors per node), or None when no cluster runs here."""
+    import ray
+
+    from cluster.ray_runtime import ray_address_file
+
+    if not settings.ray_address and not ray_address_file(settings).exists():
+        return None
+    answer: dict[str, Any] = {"error": "no answer from the cluster in 30 s (is `dicomflow up` running?)"}
+
+    def ask() -> None:
+        try:
+            answer.update(ray.get(_controller(settings).status.remote(), timeout=30))
+            answer.pop("error")
+        except Exception as err:  # noqa: BLE001 - status reports, it does not fail on a missing cluster
+            answer["error"] = f"{type(err).__name__}: {err}"
+
+    asking = threading.Thread(target=ask, daemon=True)  # ray.init has no timeout of its own
+    asking.start()
+    asking.join(timeout=45)
+    if not asking.is_alive():
+        ray.shutdown()
+    return answer
+
+
+def print_cluster(report: dict[str, Any]) -> None:
+    if "error" in report:
+        print(f"  cluster: not reachable ({report['error']})")
+        return
+    print(f"  cluster: {len(report['nodes'])} node(s), {report['workers_wanted']} workflow worker(s) wanted")
+    for node in report["nodes"]:
+        state = "draining" if node["draining"] else ("REFUSED: " + node["refused"] if node["refused"] else "active")
+        print(f"    {node['address']:<15} {'head ' if node['head'] else 'node '} roles={','.join(node['roles']) or '-':<17} "
+              f"scp={node['scp_actors']} workers={node['worker_actors']}  {state}")
+
+
+def _admission(settings: Settings, roles: list[str]) -> str | None:
+    """Refuse before starting anything when the head's blob store cannot serve another node."""
+    import ray
+
+    try:
+        return ray.get(_controller(settings).admission_problem.remote(roles), timeout=30)  # type: ignore[no-any-return]
+    finally:
+        ray.shutdown()
+
+
+def cmd_join(settings: Settings, args: argparse.Namespace) -> int:
+    roles = [r for r in args.roles.split(",") if r]
+    resources = role_resources(roles)
+    joining = settings.model_copy(update={"ray_address": args.address})
+    problem = _admission(joining, roles)
+    if problem:
+        print(f"dicomflow: will not join: {problem}", file=sys.stderr)
+        return 2
+    argv = [str(Path(sys.executable).parent / "ray") if (Path(sys.executable).parent / "ray").exists() else shutil.which("ray") or "ray",
+            "start", "--address", args.address, "--node-ip-address", args.node_ip, "--resources", json.dumps(resources),
+            "--disable-usage-stats", "--block", *(["--num-cpus", str(args.num_cpus)] if args.num_cpus is not None else [])]
+    pidfile = _join_pidfile(settings, args.node_ip)
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    pidfile.write_text(f"{os.getpid()}\n")
+    print(f"dicomflow: joining {args.address} as {args.node_ip} with roles {', '.join(roles)}; Ctrl-C or "
+          f"`dicomflow leave --node-ip {args.node_ip}` drains and stops this node", flush=True)
+    node = subprocess.Popen(argv, env=_node_environment())  # noqa: S603 - our own ray binary
+    signal.signal(signal.SIGTERM, lambda *_: node.send_signal(signal.SIGINT))  # `ray start --block` stops its node on SIGINT
+    try:
+        return node.wait()
+    except KeyboardInterrupt:
+        node.send_signal(signal.SIGINT)
+        return node.wait(timeout=60)
+    finally:
+        pidfile.unlink(missing_ok=True)
+
+
+def _node_environment() -> dict[str, str]:
+    """`ray start` for a worker node: the cluster's token, and Ray's multi-node switch on (the
+    loopback pin that keeps a one-machine head and its drivers on 127.0.0.1 would refuse a worker
+    node; this node's address is given explicitly instead)."""
+    return {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+
+
+def cmd_leave(settings: Settings, args: argparse.Namespace) -> int:
+    import ray
+
+    try:
+        drained = ray.get(_controller(settings).drain.remote(args.node_ip), timeout=180)
+    finally:
+        ray.shutdown()
+    if not drained:
+        print(f"dicomflow: no worker node at {args.node_ip} in the cluster (the head leaves with `dicomflow down`)", file=sys.stderr)
+        return 1
+    pid = read_pid(_join_pidfile(settings, args.node_ip))
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+    print(f"dicomflow: {args.node_ip} drained: its actors finished their work and moved; "
+          + ("its node is stopping" if pid else "stop its `dicomflow join` (Ctrl-C) on that machine"))
+    return 0
+
+
+def parse_counts(counts: list[str]) -> dict[str, int]:
+    parsed = {}
+    for item in counts:
+        key, _, value = item.partition("=")
+        if key != "workers" or not value.isdigit():
+            raise ValueError(f"{item!r}: write workers=N (SCPs are one set per dimse node; Serve replicas follow serve_replicas)")
+        parsed[key] = int(value)
+    return parsed
+
+
+def cmd_scale(settings: Settings, args: argparse.Namespace) -> int:
+    import ray
+
+    try:
+        counts = parse_counts(args.counts)
+    except ValueError as err:
+        print(f"dicomflow: {err}", file=sys.stderr)
+        return 2
+    try:
+        report = ray.get(_controller(settings).scale.remote(counts["workers"]), timeout=300)
+    finally:
+        ray.shutdown()
+    print_cluster(report)
+    return 0

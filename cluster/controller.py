@@ -1,0 +1,162 @@
+"""The cluster controller: one detached, named Ray actor that owns every DIMSE SCP and workflow
+worker actor and keeps their placement true to the nodes alive now.
+
+Every few seconds it compares what runs with what should: an SCP set (`scp_processes` actors
+sharing the port) on each node with the `dimse` role, listening on that node's address;
+`workflow_workers` workers spread over nodes with the `worker` role. A node that joins gets its
+actors without a restart; actors of a lost node are replaced elsewhere; a draining node gets no
+new actors and its SCPs stop taking associations. `dicomflow scale/status/leave` call it by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import ray
+from ray.actor import ActorClass, ActorHandle
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from archive.settings import Settings
+from cluster.placement import RESOURCE_PREFIX, Node, alive_nodes, blob_problem, node_settings
+
+log = logging.getLogger("dicomflow.controller")
+CONTROLLER_NAME = "dicomflow-controller"
+NAMESPACE = "dicomflow"
+RECONCILE_SECONDS = 2.0
+
+
+@dataclass
+class Placed:
+    kind: str  # "scp" or "worker"
+    node: Node
+    handle: ActorHandle
+    started: asyncio.Task = field(repr=False)
+
+
+def _on(node: Node) -> NodeAffinitySchedulingStrategy:
+    return NodeAffinitySchedulingStrategy(node_id=node.node_id, soft=False)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class ClusterController:
+    def __init__(self, settings_data: dict[str, Any]) -> None:
+        self.settings = Settings.model_validate(settings_data)
+        self.workers_wanted = self.settings.workflow_workers
+        self.placed: list[Placed] = []
+        self.draining: set[str] = set()
+        self.refused: dict[str, str] = {}
+        self.loop_task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self.reconcile()
+        if self.loop_task is None:
+            self.loop_task = asyncio.get_running_loop().create_task(self._forever())
+
+    async def _forever(self) -> None:
+        while True:
+            await asyncio.sleep(RECONCILE_SECONDS)
+            try:
+                await self.reconcile()
+            except Exception:  # noqa: BLE001 - a failed round is retried at the next tick
+                log.exception("reconcile round failed")
+
+    async def ready(self, timeout: float = 120) -> list[str]:
+        """Wait until every actor placed so far answers; their descriptions."""
+        return list(await asyncio.wait_for(asyncio.gather(*(p.started for p in self.placed)), timeout))
+
+    async def reconcile(self) -> None:
+        nodes = alive_nodes(ray.nodes())
+        alive = {node.node_id for node in nodes}
+        self.placed = [p for p in self.placed if p.node.node_id in alive]
+        for node in nodes:
+            if node.node_id in self.draining:
+                continue
+            problem = blob_problem(self.settings, node) if node.roles & {"dimse", "worker"} else None
+            if problem:
+                self.refused[node.node_id] = problem
+                continue
+            self.refused.pop(node.node_id, None)
+            if "dimse" in node.roles and not self._on_node("scp", node):
+                for index in range(self.settings.scp_processes):
+                    self._place_scp(node, index)
+        await self._balance_workers([n for n in nodes if "worker" in n.roles and n.node_id not in self.draining
+                                     and n.node_id not in self.refused])
+
+    def _on_node(self, kind: str, node: Node) -> list[Placed]:
+        return [p for p in self.placed if p.kind == kind and p.node.node_id == node.node_id]
+
+    def _place_scp(self, node: Node, index: int) -> None:
+        from actors.scp import DimseScpActor
+
+        data = node_settings(self.settings, node).model_dump(mode="json")
+        handle = cast(ActorHandle, cast(ActorClass, DimseScpActor).options(
+            name=f"dicomflow-scp-{node.node_id[:12]}-{index}", scheduling_strategy=_on(node),
+            resources={RESOURCE_PREFIX + "dimse": 0.001}).remote(data, index))
+        self.placed.append(Placed("scp", node, handle, asyncio.ensure_future(handle.ready.remote())))
+
+    async def _balance_workers(self, nodes: list[Node]) -> None:
+        workers = [p for p in self.placed if p.kind == "worker"]
+        while len(workers) < self.workers_wanted and nodes:
+            fewest = min(nodes, key=lambda n: len(self._on_node("worker", n)))
+            workers.append(self._place_worker(fewest))
+        for extra in workers[self.workers_wanted:]:
+            await self._retire(extra)
+
+    def _place_worker(self, node: Node) -> Placed:
+        from actors.worker import WorkflowWorkerActor
+
+        data = node_settings(self.settings, node).model_dump(mode="json")
+        handle = cast(ActorHandle, cast(ActorClass, WorkflowWorkerActor).options(
+            scheduling_strategy=_on(node), resources={RESOURCE_PREFIX + "worker": 0.001}).remote(data))
+        placed = Placed("worker", node, handle, asyncio.ensure_future(handle.ready.remote()))
+        self.placed.append(placed)
+        return placed
+
+    async def _retire(self, placed: Placed) -> None:
+        """Let the actor finish what it holds (an open association, a running activity), then go."""
+        self.placed.remove(placed)
+        try:
+            await asyncio.wait_for(placed.handle.stop.remote(), timeout=60)
+        except Exception:  # noqa: BLE001 - it is killed either way
+            log.warning("%s on %s did not stop cleanly", placed.kind, placed.node.address)
+        ray.kill(placed.handle, no_restart=True)
+
+    def admission_problem(self, roles: list[str]) -> str | None:
+        """Why a new node with these roles would be refused (before it starts anything)."""
+        if not set(roles) & {"dimse", "worker"}:
+            return None
+        return blob_problem(self.settings, Node("new", "(joining)", frozenset(roles), is_head=False))
+
+    async def scale(self, workers: int) -> dict[str, Any]:
+        self.workers_wanted = max(0, workers)
+        await self.reconcile()
+        await self.ready()
+        return await self.status()
+
+    async def drain(self, address: str) -> list[str]:
+        """Stop placing on the node at `address` and retire its actors; its workers move elsewhere."""
+        nodes = [n for n in alive_nodes(ray.nodes()) if n.address == address and not n.is_head]
+        self.draining.update(n.node_id for n in nodes)
+        leaving = [p for p in self.placed if p.node.node_id in self.draining]
+        await asyncio.gather(*(self._retire(p) for p in leaving))
+        await self.reconcile()
+        return [n.node_id for n in nodes]
+
+    async def stop_all(self) -> None:
+        if self.loop_task:
+            self.loop_task.cancel()
+        await asyncio.gather(*(self._retire(p) for p in list(self.placed)), return_exceptions=True)
+
+    async def status(self) -> dict[str, Any]:
+        nodes = alive_nodes(ray.nodes())
+        return {
+            "workers_wanted": self.workers_wanted,
+            "nodes": [{
+                "node_id": n.node_id, "address": n.address, "roles": sorted(n.roles), "head": n.is_head,
+                "draining": n.node_id in self.draining, "refused": self.refused.get(n.node_id),
+                "scp_actors": len(self._on_node("scp", n)), "worker_actors": len(self._on_node("worker", n)),
+            } for n in nodes],
+        }

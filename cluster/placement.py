@@ -1,0 +1,61 @@
+"""Which node runs what: node roles as Ray custom resources, and the settings an actor on a given
+node gets. Pure functions over `ray.nodes()`-shaped dicts, so they read (and test) without Ray."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from archive.settings import ALL_NODE_ROLES, NODE_ROLE_RESOURCE_PREFIX, Settings
+
+ROLES = ALL_NODE_ROLES
+RESOURCE_PREFIX = NODE_ROLE_RESOURCE_PREFIX
+
+
+def role_resources(roles: Iterable[str]) -> dict[str, float]:
+    """The custom resources a node starts with: one unit per role it has."""
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise ValueError(f"unknown node role(s) {', '.join(unknown)}: choose from {', '.join(ROLES)}")
+    return {RESOURCE_PREFIX + role: 1.0 for role in roles}
+
+
+@dataclass(frozen=True)
+class Node:
+    node_id: str
+    address: str
+    roles: frozenset[str]
+    is_head: bool
+
+
+def alive_nodes(ray_nodes: Iterable[Mapping[str, Any]]) -> list[Node]:
+    """The nodes Ray reports alive, with the dicomflow roles their resources declare."""
+    found = []
+    for entry in ray_nodes:
+        if not entry.get("Alive"):
+            continue
+        resources = entry.get("Resources") or {}
+        roles = frozenset(key.removeprefix(RESOURCE_PREFIX) for key in resources if key.startswith(RESOURCE_PREFIX))
+        is_head = any(key.startswith("node:__internal_head__") for key in resources)
+        found.append(Node(entry["NodeID"], entry["NodeManagerAddress"], roles, is_head))
+    return sorted(found, key=lambda node: (not node.is_head, node.address, node.node_id))
+
+
+def node_settings(settings: Settings, node: Node) -> Settings:
+    """Settings for an actor on `node`: it listens on the node's own address, and reaches the
+    index, cache and Temporal at the endpoints the head resolved (embedded ones included)."""
+    return settings.model_copy(update={
+        "bind_host": node.address,
+        "postgres_dsn": settings.effective_postgres_dsn(),
+        "redis_url": settings.effective_redis_url(),
+        "temporal_address": settings.effective_temporal_address(),
+    })
+
+
+def blob_problem(settings: Settings, node: Node) -> str | None:
+    """Why `node` may not receive objects: blobs on local disk are invisible to every other node."""
+    if node.is_head or settings.blob_backend == "s3" or settings.blob_dir_shared:
+        return None
+    return (f"node {node.address} cannot store objects: blobs are on the head's local disk ({settings.var_path / 'blobs'}). "
+            "Set s3_endpoint (S3/MinIO), or blob_dir_shared = true when var_dir is on storage every node mounts")

@@ -1,0 +1,54 @@
+"""Placement rules of the cluster controller, over `ray.nodes()`-shaped data (no Ray started)."""
+
+from __future__ import annotations
+
+import pytest
+
+from archive.settings import Settings
+from cluster.cli_cluster import parse_counts
+from cluster.placement import Node, alive_nodes, blob_problem, node_settings, role_resources
+
+RAY_NODES = [
+    {"NodeID": "b" * 56, "Alive": True, "NodeManagerAddress": "10.0.0.7",
+     "Resources": {"CPU": 2.0, "dicomflow_dimse": 1.0, "dicomflow_worker": 1.0}},
+    {"NodeID": "a" * 56, "Alive": True, "NodeManagerAddress": "10.0.0.5",
+     "Resources": {"CPU": 2.0, "node:__internal_head__": 1.0, "dicomflow_dimse": 1.0, "dicomflow_web": 1.0, "dicomflow_worker": 1.0}},
+    {"NodeID": "c" * 56, "Alive": False, "NodeManagerAddress": "10.0.0.9", "Resources": {"dicomflow_dimse": 1.0}},
+]
+
+
+def test_alive_nodes_read_roles_from_resources_head_first() -> None:
+    nodes = alive_nodes(RAY_NODES)
+    assert [(n.address, n.is_head, sorted(n.roles)) for n in nodes] == [
+        ("10.0.0.5", True, ["dimse", "web", "worker"]),
+        ("10.0.0.7", False, ["dimse", "worker"]),
+    ]
+
+
+def test_role_resources_refuse_an_unknown_role() -> None:
+    assert role_resources(["dimse", "worker"]) == {"dicomflow_dimse": 1.0, "dicomflow_worker": 1.0}
+    with pytest.raises(ValueError, match="storage"):
+        role_resources(["storage"])
+
+
+def test_a_second_node_needs_blobs_every_node_sees(tmp_path) -> None:
+    head, other = Node("h", "10.0.0.5", frozenset({"dimse"}), True), Node("o", "10.0.0.7", frozenset({"dimse"}), False)
+    local = Settings(var_dir=tmp_path)
+    assert blob_problem(local, head) is None
+    assert "s3_endpoint" in (blob_problem(local, other) or "")
+    assert blob_problem(Settings(var_dir=tmp_path, blob_dir_shared=True), other) is None
+    assert blob_problem(Settings(var_dir=tmp_path, s3_endpoint="s3.example:9000"), other) is None
+
+
+def test_an_actor_on_another_node_listens_there_and_reaches_the_heads_services(tmp_path) -> None:
+    head = Settings(var_dir=tmp_path, bind_host="10.0.0.5", postgres_port=15000)
+    there = node_settings(head, Node("o", "10.0.0.7", frozenset({"dimse"}), False))
+    assert there.bind_host == "10.0.0.7"
+    assert there.postgres_dsn is not None and "@10.0.0.5:15000/" in there.postgres_dsn
+    assert there.effective_temporal_address() == head.effective_temporal_address()
+
+
+def test_scale_counts() -> None:
+    assert parse_counts(["workers=4"]) == {"workers": 4}
+    with pytest.raises(ValueError, match="workers=N"):
+        parse_counts(["web=2..8"])
