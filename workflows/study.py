@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import NoReturn
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -97,22 +98,21 @@ class StudyWorkflow:
         ref = StudyRef(params.tenant, params.study_uid)
         steps: list[StepResult] = []
         while True:
-            await self._wait_until_quiet(params.stable_seconds)
+            if not await self._wait_until_quiet(params.stable_seconds):
+                self._continue_as_new(params)  # arrivals never paused: cut before the history outgrows its limit
             self.total += self.pending
             self.pending = 0
             steps = await self._process(ref)
             if self.pending == 0:
                 break
-            if workflow.info().is_continue_as_new_suggested() or workflow.info().get_current_history_length() > HISTORY_LIMIT:
-                workflow.continue_as_new(
-                    StudyParams(params.tenant, params.study_uid, params.stable_seconds, self.pending, self.total,
-                                self.modality, self.failed, self.deleted)
-                )
+            if self._cut_due():
+                self._continue_as_new(params)
         self.state = "failed" if self.failed else "complete"
         self._publish()
         return StudyOutcome(params.tenant, params.study_uid, self.total, self.failed, self.state, steps, self.deleted)
 
-    async def _wait_until_quiet(self, stable_seconds: float) -> None:
+    async def _wait_until_quiet(self, stable_seconds: float) -> bool:
+        """True once no instance arrived for `stable_seconds`; False when the history must be cut first."""
         self.state = "receiving"
         self._publish()
         while True:
@@ -120,7 +120,20 @@ class StudyWorkflow:
             try:
                 await workflow.wait_condition(lambda: self.arrivals != seen, timeout=timedelta(seconds=stable_seconds))  # noqa: B023 - awaited in this iteration
             except asyncio.TimeoutError:
-                return
+                return True
+            if workflow.info().get_current_history_length() > HISTORY_LIMIT:
+                return False
+
+    @staticmethod
+    def _cut_due() -> bool:
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_LIMIT
+
+    def _continue_as_new(self, params: StudyParams) -> NoReturn:
+        workflow.continue_as_new(
+            StudyParams(params.tenant, params.study_uid, params.stable_seconds, self.pending, self.total,
+                        self.modality, self.failed, self.deleted)
+        )
 
     async def _process(self, ref: StudyRef) -> list[StepResult]:
         results = []

@@ -11,6 +11,7 @@ import jwt
 
 from archive.identity.jwks import Jwks, JwksCache, KeysUnavailable
 from archive.identity.principal import Principal, Role
+from archive.identity.verified_tokens import VerifiedTokens
 from archive.tenants import BadTenant, check_tenant
 
 if TYPE_CHECKING:
@@ -70,12 +71,18 @@ class TokenVerifier:
         self.tenant_claim = tenant_claim
         self.role_claim = role_claim
         self.leeway = leeway
+        self.verified = VerifiedTokens()
 
     async def verify(self, token: str) -> Principal:
+        known = self.verified.get(token)
+        if known is not None:
+            return known
         claims = await self.claims(token)
         subject = str(claims.get("sub") or claims.get("client_id") or "?")[:128]
-        return Principal(subject, _tenants(_names(claim(claims, self.tenant_claim))),
-                         _roles(_names(claim(claims, self.role_claim))), method="oidc")
+        principal = Principal(subject, _tenants(_names(claim(claims, self.tenant_claim))),
+                              _roles(_names(claim(claims, self.role_claim))), method="oidc")
+        self.verified.put(token, principal, float(claims["exp"]))
+        return principal
 
     async def claims(self, token: str) -> dict[str, Any]:
         if len(token) > MAX_TOKEN_BYTES:

@@ -89,3 +89,21 @@ def test_haproxy_wildcard_binds_are_pinned_to_bind_host():
     pinned = pin_binds(config, "127.0.0.1")
     assert "bind 127.0.0.1:8404" in pinned and "bind 127.0.0.1:9101" in pinned and "bind 127.0.0.1:8000" in pinned
     assert "*:" not in pinned and "bind :" not in pinned
+
+
+def test_verified_tokens_expire_with_the_token_or_after_max_age_and_stay_bounded() -> None:
+    from archive.identity.verified_tokens import VerifiedTokens
+
+    alice = Principal("alice", frozenset({"a"}), frozenset({Role.READER}))
+    cache = VerifiedTokens(max_entries=2, max_age=60)
+    cache.put("token-1", alice, expires_at=1030, now=1000)
+    assert cache.get("token-1", now=1029) is alice
+    assert cache.get("token-1", now=1030) is None, "gone when the token expires"
+    cache.put("token-2", alice, expires_at=5000, now=1000)
+    assert cache.get("token-2", now=1059) is alice and cache.get("token-2", now=1060) is None, "re-verified after max_age"
+    cache.put("expired", alice, expires_at=999, now=1000)
+    assert cache.get("expired", now=1000) is None
+    for name in ("a", "b", "c"):
+        cache.put(name, alice, expires_at=5000, now=1000)
+    assert cache.get("a", now=1001) is None and cache.get("c", now=1001) is alice, "least recently used goes first"
+    assert all(isinstance(key, bytes) and len(key) == 32 for key in cache._entries), "digests, never the bearer token"
