@@ -9,11 +9,9 @@ from dataclasses import dataclass, field
 from psycopg_pool import AsyncConnectionPool
 from pydicom.dataset import Dataset
 
+from archive.dicom_status import CLASS_INSTANCE_CONFLICT, PROCESSING_FAILURE
+from archive.dicom_status import NO_SUCH_OBJECT_INSTANCE as NO_SUCH_OBJECT
 from archive.index import commitments
-
-NO_SUCH_OBJECT = 0x0112
-PROCESSING_FAILURE = 0x0110
-CLASS_INSTANCE_CONFLICT = 0x0119
 
 Ref = tuple[str, str]  # (SOP Class UID, SOP Instance UID)
 FailedRef = tuple[str, str, int]  # ... and the Failure Reason sent back

@@ -18,7 +18,7 @@ UNDEFINED = 0xFFFFFFFF
 ITEM = (0xFFFE, 0xE000)
 ITEM_END = (0xFFFE, 0xE00D)
 SEQUENCE_END = (0xFFFE, 0xE0DD)
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 _MAX_DEPTH = 32
 _INFLATE_STEP = 1 << 20  # bytes inflated at a time: memory stays bounded whatever the ratio
 
@@ -51,7 +51,7 @@ class _Walker:
             (length,) = struct.unpack(self.e + "L", self._read(4))
             return (group, elem), None, length
         vr = self._read(2)
-        if vr in _LONG_VRS:
+        if vr in LONG_VRS:
             self._read(2)
             (length,) = struct.unpack(self.e + "L", self._read(4))
         else:

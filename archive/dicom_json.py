@@ -11,7 +11,7 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 BULK_THRESHOLD = 1024  # binary values above this many bytes are served by reference
 # BulkDataURIs in stored documents are relative to this root; the read side swaps in the caller's base URL
@@ -40,7 +40,7 @@ _IDENTITY = {"SOPClassUID": "00080016", "SOPInstanceUID": "00080018", "StudyInst
 
 
 def _pixel_vr(ds: Dataset) -> str:
-    compressed = UID(str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2.1"))).is_compressed
+    compressed = UID(str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian))).is_compressed
     return "OB" if compressed or int(ds.get("BitsAllocated", 16) or 16) <= 8 else "OW"
 
 

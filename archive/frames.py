@@ -10,7 +10,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from pydicom.pixels import pixel_array
-from pydicom.uid import UID, ExplicitVRBigEndian
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 # PS3.18 Table 8.7.3-5: the media type a compressed frame is sent as
 FRAME_MEDIA_TYPES = {
@@ -64,7 +64,7 @@ def stored_frames(path: Path, numbers: list[int]) -> Frames:
     syntax = UID(str(ds.file_meta.TransferSyntaxUID))
     if syntax.is_encapsulated:
         return Frames(str(syntax), [get_frame(ds.PixelData, n - 1, number_of_frames=count) for n in numbers])
-    return Frames("1.2.840.10008.1.2.1", [_native_frame(ds, n, syntax) for n in numbers])
+    return Frames(ExplicitVRLittleEndian, [_native_frame(ds, n, syntax) for n in numbers])
 
 
 def _native_frame(ds: Dataset, number: int, syntax: UID) -> bytes:
@@ -86,10 +86,10 @@ def decoded_frames(path: Path, numbers: list[int]) -> Frames:
     _check(ds, numbers)
     syntax = UID(str(ds.file_meta.TransferSyntaxUID))
     if not syntax.is_encapsulated:
-        return Frames("1.2.840.10008.1.2.1", [_native_frame(ds, n, syntax) for n in numbers])
+        return Frames(ExplicitVRLittleEndian, [_native_frame(ds, n, syntax) for n in numbers])
     out = []
     for n in numbers:
         # one frame decoded, not the whole object; colour stays as encoded (no YBR->RGB here)
         array = pixel_array(ds, index=n - 1, raw=True)
         out.append(np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes())
-    return Frames("1.2.840.10008.1.2.1", out)
+    return Frames(ExplicitVRLittleEndian, out)

@@ -13,11 +13,9 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from archive.completeness import Incomplete, check_complete, check_inflated_size
+from archive.completeness import LONG_VRS, Incomplete, check_complete, check_inflated_size
 from archive.limits import Limits
 from archive.uids import lenient_uid_problem, uid_problem
-
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 
 
 class InvalidObject(ValueError):
@@ -57,7 +55,7 @@ def _meta_end(fp: BinaryIO) -> int:
         group, _, vr = struct.unpack("<HH2s", head)
         if group != 0x0002:
             return start
-        if vr in _LONG_VRS:
+        if vr in LONG_VRS:
             fp.read(2)
             (length,) = struct.unpack("<L", fp.read(4))
         else:
