@@ -1,11 +1,14 @@
-"""The README's benchmark table from a results file, each target marked met or missed by the numbers.
+"""The README's benchmark table from a results file, each target marked met or missed by the numbers,
+and its charts (bench/charts.py: ratios to Orthanc, scaling curves) written next to the file.
 
-    python -m bench.summary bench/results/2026-11-23.json
+    python -m bench.summary bench/results/2026-11-23.json --charts docs/bench
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -31,6 +34,13 @@ TARGETS: dict[str, tuple[str, float]] = {
     "C-MOVE study (45 MB, 520 inst) to storescp MB/s": (">=", 1.0),
     "C-GET study (45 MB, 520 inst) MB/s": (">=", 1.0),
 }
+
+
+def higher_is_better(workload: str) -> bool:
+    """A rate (instances/s, MB/s) is better higher, a time (ms, s) lower; a target's direction decides."""
+    if workload in TARGETS:
+        return TARGETS[workload][0] == ">="
+    return re.search(r"\w/s\b", workload) is not None
 
 
 def _number(value: float | None) -> str:
@@ -59,11 +69,26 @@ def table(results: dict) -> str:
     return "\n".join(rows)
 
 
-def main() -> int:
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else max(Path(__file__).parent.joinpath("results").glob("*.json"))
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.summary", description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="?", type=Path, help="a results JSON (default: the newest in bench/results)")
+    parser.add_argument("--charts", metavar="DIR", type=Path, action="append", default=[],
+                        help="also copy the charts into DIR (repeatable), e.g. docs/bench for the README")
+    parser.add_argument("--no-charts", action="store_true", help="print the table only")
+    args = parser.parse_args(argv)
+    path = args.results or max(Path(__file__).parent.joinpath("results").glob("*.json"))
     results = json.loads(path.read_text())
     print(f"Run {results['date']} on {results['machine']}, {results['reps']} repetitions (medians).\n")
     print(table(results))
+    if not args.no_charts:
+        from bench.charts import write_charts  # matplotlib (a dev extra) is imported only in there
+
+        try:
+            written = write_charts(results, path.stem, [path.parent, *args.charts])
+        except ImportError as err:
+            print(f"\nno charts: {err} (matplotlib is in the dev extra: pip install -e '.[dev]')", file=sys.stderr)
+        else:
+            print("\ncharts: " + ", ".join(str(p) for p in written))
     return 0
 
 
