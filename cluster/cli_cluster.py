@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -77,7 +78,7 @@ def print_cluster(report: dict[str, Any]) -> None:
     for node in report["nodes"]:
         state = "draining" if node["draining"] else ("REFUSED: " + node["refused"] if node["refused"] else "active")
         print(f"    {node['address']:<15} {'head ' if node['head'] else 'node '} roles={','.join(node['roles']) or '-':<17} "
-              f"scp={node['scp_actors']} workers={node['worker_actors']}  {state}")
+              f"scp={node['scp_ready']}/{node['scp_actors']} workers={node['workers_ready']}/{node['worker_actors']} (ready/placed)  {state}")
 
 
 def _admission(settings: Settings, roles: list[str]) -> str | None:
@@ -98,8 +99,8 @@ def cmd_join(settings: Settings, args: argparse.Namespace) -> int:
     if problem:
         print(f"dicomflow: will not join: {problem}", file=sys.stderr)
         return 2
-    argv = [str(Path(sys.executable).parent / "ray") if (Path(sys.executable).parent / "ray").exists() else shutil.which("ray") or "ray",
-            "start", "--address", args.address, "--node-ip-address", args.node_ip, "--resources", json.dumps(resources),
+    argv = [_ray_program(), "start", "--address", gcs_address_for_node(args.address), "--node-ip-address", args.node_ip,
+            "--resources", json.dumps(resources), "--dashboard-agent-listen-port", str(_free_port(args.node_ip)),
             "--disable-usage-stats", "--block", *(["--num-cpus", str(args.num_cpus)] if args.num_cpus is not None else [])]
     pidfile = _join_pidfile(settings, args.node_ip)
     pidfile.parent.mkdir(parents=True, exist_ok=True)
@@ -115,6 +116,26 @@ def cmd_join(settings: Settings, args: argparse.Namespace) -> int:
         return node.wait(timeout=60)
     finally:
         pidfile.unlink(missing_ok=True)
+
+
+def _ray_program() -> str:
+    beside = Path(sys.executable).parent / "ray"
+    return str(beside) if beside.exists() else shutil.which("ray") or "ray"
+
+
+def gcs_address_for_node(address: str) -> str:
+    """`ray start` for a worker node rewrites 127.0.0.1 and localhost to the machine's routable
+    address, where a head pinned to loopback does not listen; the IPv4-mapped IPv6 form names the
+    same socket and is left alone (a second node on this machine, as the tests run it)."""
+    host, _, port = address.rpartition(":")
+    return f"[::ffff:127.0.0.1]:{port}" if host in ("127.0.0.1", "localhost") else address
+
+
+def _free_port(host: str) -> int:
+    """The node's dashboard agent port: Ray's fixed default is taken when the head shares the machine."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def _node_environment() -> dict[str, str]:

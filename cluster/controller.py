@@ -36,6 +36,11 @@ class Placed:
     started: asyncio.Task = field(repr=False)
 
 
+def _answered(placed: Placed) -> bool:
+    """Its `ready()` came back: the SCP listens, the worker polls its task queue."""
+    return placed.started.done() and not placed.started.cancelled() and placed.started.exception() is None
+
+
 def _on(node: Node) -> NodeAffinitySchedulingStrategy:
     return NodeAffinitySchedulingStrategy(node_id=node.node_id, soft=False)
 
@@ -158,5 +163,7 @@ class ClusterController:
                 "node_id": n.node_id, "address": n.address, "roles": sorted(n.roles), "head": n.is_head,
                 "draining": n.node_id in self.draining, "refused": self.refused.get(n.node_id),
                 "scp_actors": len(self._on_node("scp", n)), "worker_actors": len(self._on_node("worker", n)),
+                "scp_ready": sum(_answered(p) for p in self._on_node("scp", n)),
+                "workers_ready": sum(_answered(p) for p in self._on_node("worker", n)),
             } for n in nodes],
         }

@@ -20,6 +20,7 @@ def start_ray(settings: Settings) -> None:
         ray.init(address=settings.ray_address, namespace="dicomflow", log_to_driver=False)
     else:
         ray.init(
+            address="local",  # a new head, never a cluster some `ray start` on this machine left behind
             namespace="dicomflow",
             include_dashboard=True,
             resources=role_resources(settings.node_roles),

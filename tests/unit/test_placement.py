@@ -52,3 +52,10 @@ def test_scale_counts() -> None:
     assert parse_counts(["workers=4"]) == {"workers": 4}
     with pytest.raises(ValueError, match="workers=N"):
         parse_counts(["web=2..8"])
+
+
+def test_a_node_joins_a_loopback_head_by_the_address_ray_does_not_rewrite() -> None:
+    from cluster.cli_cluster import gcs_address_for_node
+
+    assert gcs_address_for_node("127.0.0.1:41234") == "[::ffff:127.0.0.1]:41234"
+    assert gcs_address_for_node("10.0.0.5:6379") == "10.0.0.5:6379"

@@ -1,0 +1,107 @@
+"""Two Ray nodes on this machine, as a cluster admin runs them: the head from `dicomflow up`, a second
+node from `dicomflow join` on its own loopback address (127.0.0.2). The controller gives the new
+node an SCP that a modality (dcmtk's storescu) reaches at the node's address, `dicomflow scale`
+spreads workflow workers over both, and `dicomflow leave` drains the node and stops it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from testkit.running_stack import DICOMFLOW, RunningStack, stack_overrides
+from tests.auth import stack_auth_settings
+
+NODE_IP = "127.0.0.2"
+MODALITY = "CLUSTERMOD"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator[RunningStack]:
+    var = tmp_path_factory.mktemp("cluster") / "var"
+    overrides = stack_overrides(
+        var, **stack_auth_settings(),
+        ae_table={MODALITY: {"tenant": "cluster", "services": ["store"]}},
+        blob_dir_shared=True,  # both nodes are on this machine: var/blobs is the same directory
+    )
+    running = RunningStack(overrides, var.parent / "up.log")
+    running.start()
+    yield running
+    running.stop()
+
+
+def _status(stack: RunningStack) -> dict:
+    result = stack.cli("status", "--json", timeout=120)
+    return json.loads(result.stdout)["cluster"]
+
+
+def _wait_for(stack: RunningStack, predicate, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        report = _status(stack)
+        if "nodes" in report and predicate(report):
+            return report
+        assert time.monotonic() < deadline, f"cluster never reached the state: {report}"
+        time.sleep(2)
+
+
+def _node(report: dict, address: str) -> dict | None:
+    return next((n for n in report["nodes"] if n["address"] == address), None)
+
+
+def _storescu(stack: RunningStack, host: str, files: list[Path]) -> subprocess.CompletedProcess:
+    return subprocess.run(["storescu", "-aet", MODALITY, "-aec", stack.settings.ae_title, host,
+                           str(stack.settings.dimse_port), *map(str, files)], capture_output=True, text=True, timeout=120)
+
+
+def _stored_in(stack: RunningStack, tenant: str) -> int:
+    with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
+        return conn.execute("SELECT count(*) FROM instance WHERE tenant = %s", (tenant,)).fetchone()[0]
+
+
+def test_a_joined_node_gets_an_scp_scales_and_leaves(cluster, data_dir, tmp_path):
+    head = _wait_for(cluster, lambda r: len(r["nodes"]) == 1)
+    assert head["nodes"][0]["head"] and head["nodes"][0]["scp_actors"] == 1 and head["nodes"][0]["worker_actors"] == 1
+    address = (cluster.settings.var_path / "run" / "ray_address").read_text().strip()
+    log = open(tmp_path / "join.log", "wb")  # noqa: SIM115 - open while the node runs
+    joined = subprocess.Popen([DICOMFLOW, "join", address, "--node-ip", NODE_IP,
+                               "--roles", "dimse,worker", "--num-cpus", "1"],
+                              env=cluster.env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        report = _wait_for(cluster, lambda r: (_node(r, NODE_IP) or {}).get("scp_ready") == 1, timeout=180)
+        assert not _node(report, NODE_IP)["head"] and _node(report, NODE_IP)["roles"] == ["dimse", "worker"]
+
+        files = sorted((data_dir / "dcm_qa_nih").rglob("*.dcm"))[:2]
+        sent = _storescu(cluster, NODE_IP, files)  # the new node's own SCP, on its own address
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert _stored_in(cluster, "cluster") == len(files)
+
+        scaled = cluster.cli("scale", "workers=2", timeout=300)
+        assert scaled.returncode == 0, scaled.stdout + scaled.stderr
+        report = _wait_for(cluster, lambda r: sum(n["workers_ready"] for n in r["nodes"]) == 2)
+        assert all(n["worker_actors"] == 1 for n in report["nodes"]), "spread over both worker nodes"
+
+        left = cluster.cli("leave", "--node-ip", NODE_IP, timeout=300)
+        assert left.returncode == 0, left.stdout + left.stderr
+        joined.wait(timeout=120)  # `leave` stopped the node: its `join` returns
+        report = _wait_for(cluster, lambda r: _node(r, NODE_IP) is None, timeout=180)
+        assert sum(n["worker_actors"] for n in report["nodes"]) == 2, "the drained node's worker moved to the head"
+        refused = _storescu(cluster, NODE_IP, files[:1])
+        assert refused.returncode != 0, "nothing listens on a node that left"
+        again = _storescu(cluster, "127.0.0.1", files[:1])
+        assert again.returncode == 0, again.stdout + again.stderr
+    finally:
+        if joined.poll() is None:
+            joined.terminate()
+            joined.wait(timeout=60)
+        log.close()
+
+
+def test_scale_refuses_a_count_it_does_not_own(cluster):
+    result = cluster.cli("scale", "web=2..8", timeout=60)
+    assert result.returncode == 2 and "workers=N" in result.stderr
