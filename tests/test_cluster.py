@@ -5,17 +5,30 @@ spreads workflow workers over both, and `dicomflow leave` drains the node and st
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import hashlib
 import json
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
+import psutil
 import psycopg
 import pytest
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+from temporalio.client import WorkflowExecutionStatus
 
 from testkit.running_stack import DICOMFLOW, RunningStack, stack_overrides
+from testkit.temporal_waits import wait_completed
 from tests.auth import stack_auth_settings
+from tests.conftest import run
 
 NODE_IP = "127.0.0.2"
 MODALITY = "CLUSTERMOD"
@@ -33,6 +46,14 @@ def cluster(tmp_path_factory) -> Iterator[RunningStack]:
     running.start()
     yield running
     running.stop()
+
+
+def _join(stack: RunningStack, folder: Path) -> tuple[subprocess.Popen, IO[bytes]]:
+    address = (stack.settings.var_path / "run" / "ray_address").read_text().strip()
+    log = open(folder / "join.log", "ab")  # noqa: SIM115 - open while the node runs
+    joined = subprocess.Popen([DICOMFLOW, "join", address, "--node-ip", NODE_IP, "--roles", "dimse,worker", "--num-cpus", "1"],
+                              env=stack.env, stdout=log, stderr=subprocess.STDOUT)
+    return joined, log
 
 
 def _status(stack: RunningStack) -> dict:
@@ -67,11 +88,7 @@ def _stored_in(stack: RunningStack, tenant: str) -> int:
 def test_a_joined_node_gets_an_scp_scales_and_leaves(cluster, data_dir, tmp_path):
     head = _wait_for(cluster, lambda r: len(r["nodes"]) == 1)
     assert head["nodes"][0]["head"] and head["nodes"][0]["scp_actors"] == 1 and head["nodes"][0]["worker_actors"] == 1
-    address = (cluster.settings.var_path / "run" / "ray_address").read_text().strip()
-    log = open(tmp_path / "join.log", "wb")  # noqa: SIM115 - open while the node runs
-    joined = subprocess.Popen([DICOMFLOW, "join", address, "--node-ip", NODE_IP,
-                               "--roles", "dimse,worker", "--num-cpus", "1"],
-                              env=cluster.env, stdout=log, stderr=subprocess.STDOUT)
+    joined, log = _join(cluster, tmp_path)
     try:
         report = _wait_for(cluster, lambda r: (_node(r, NODE_IP) or {}).get("scp_ready") == 1, timeout=180)
         assert not _node(report, NODE_IP)["head"] and _node(report, NODE_IP)["roles"] == ["dimse", "worker"]
@@ -105,3 +122,75 @@ def test_a_joined_node_gets_an_scp_scales_and_leaves(cluster, data_dir, tmp_path
 def test_scale_refuses_a_count_it_does_not_own(cluster):
     result = cluster.cli("scale", "web=2..8", timeout=60)
     assert result.returncode == 2 and "workers=N" in result.stderr
+
+
+def _send_until_stopped(stack: RunningStack, template, studies: dict[str, str], acked: list[tuple[str, str]], total: int,
+                        ended: list[str]) -> None:
+    """One association to the joined node's SCP; every Success is an acknowledged instance."""
+    ae = AE(ae_title=MODALITY)
+    ae.add_requested_context(template.SOPClassUID, ExplicitVRLittleEndian)
+    assoc = ae.associate(NODE_IP, stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    if not assoc.is_established:
+        ended.append("association refused")
+        return
+    for number in range(total):
+        ds = copy.deepcopy(template)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = list(studies.items())[number % len(studies)]
+        ds.SOPInstanceUID = generate_uid()
+        ds.InstanceNumber = number + 1
+        try:
+            status = assoc.send_c_store(ds)
+        except Exception as err:  # noqa: BLE001 - the node died under it
+            ended.append(f"{type(err).__name__}: {err}")
+            break
+        if not assoc.is_established or not status or "Status" not in status:
+            ended.append("association lost")
+            break
+        if status.Status == 0:
+            acked.append((ds.StudyInstanceUID, ds.SOPInstanceUID))
+        else:
+            ended.append(f"status 0x{status.Status:04X}")
+    if assoc.is_established:
+        assoc.abort()
+
+
+def test_a_node_killed_mid_ingest_loses_no_acknowledged_instance(cluster, data_dir, tmp_path):
+    """SIGKILL of every process of a joined node while a modality streams to its SCP: each instance
+    it acknowledged is in the index with its bytes, and every study's workflow completes on the head."""
+    joined, log = _join(cluster, tmp_path)
+    try:
+        _wait_for(cluster, lambda r: (_node(r, NODE_IP) or {}).get("scp_ready") == 1, timeout=180)
+        template = dcmread(sorted((data_dir / "dcm_qa_nih").rglob("*.dcm"))[0])
+        template.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        studies = {generate_uid(): generate_uid() for _ in range(4)}  # study -> its one series
+        acked: list[tuple[str, str]] = []
+        ended: list[str] = []
+        sender = threading.Thread(target=_send_until_stopped, args=(cluster, template, studies, acked, 1000, ended), daemon=True)
+        sender.start()
+        deadline = time.monotonic() + 180
+        while len(acked) < 120:
+            assert sender.is_alive() and time.monotonic() < deadline, f"only {len(acked)} instances acknowledged: {ended[-3:]}"
+            time.sleep(0.05)
+        node = psutil.Process(joined.pid)
+        for process in [*node.children(recursive=True), node]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGKILL)
+        sender.join(timeout=120)
+        assert 120 <= len(acked) < 1000, "the node died mid-ingest"
+    finally:
+        if joined.poll() is None:
+            joined.kill()
+        joined.wait(timeout=60)
+        log.close()
+    with psycopg.connect(cluster.settings.effective_postgres_dsn()) as conn:
+        rows = dict(conn.execute("SELECT sop_uid, blob_key || ' ' || sha256 FROM instance WHERE tenant = 'cluster' AND sop_uid = ANY(%s)",
+                                 ([sop for _, sop in acked],)).fetchall())
+    assert len(rows) == len(acked), f"{len(acked) - len(rows)} acknowledged instances are not in the index"
+    blobs = cluster.settings.var_path / "blobs"
+    for sop, entry in rows.items():
+        key, digest = entry.split(" ")
+        assert hashlib.sha256((blobs / key).read_bytes()).hexdigest() == digest, f"{sop}: bytes differ from what was acknowledged"
+    ids = [f"study:cluster:{study}" for study in sorted({study for study, _ in acked})]
+    finished = run(wait_completed(cluster.settings, ids, timeout=420))
+    assert all(status == WorkflowExecutionStatus.COMPLETED for status in finished.values()), finished
+    _wait_for(cluster, lambda r: _node(r, NODE_IP) is None, timeout=180)
