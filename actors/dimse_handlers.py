@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, cast
@@ -33,6 +34,7 @@ from archive.identity import TenantRefused
 from archive.identity.ae_rules import Caller, Refusal, admit, tenant_of
 from archive.identity.tokens import InvalidToken, TokenVerifier
 from archive.receipt import Outcome, Receipt
+from archive.receipt_timing import ReceiptHistogram
 from archive.settings import Settings
 from receiving.ingest import Ingest
 
@@ -71,6 +73,7 @@ class DimseHandlers:
         self.verifier = verifier
         self._open: dict[int, _Association] = {}
         self._lock = threading.Lock()
+        self.receipt_times = ReceiptHistogram()
 
     def handlers(self) -> list[evt.EventHandlerType]:
         return [
@@ -160,6 +163,13 @@ class DimseHandlers:
         return st.SUCCESS
 
     def on_store(self, event: evt.Event) -> Dataset:
+        started = time.monotonic()
+        try:
+            return self._store(event)
+        finally:
+            self.receipt_times.observe(time.monotonic() - started)
+
+    def _store(self, event: evt.Event) -> Dataset:
         path = Path(event.dataset_path)
         allowed = self.allowed(event, "store")
         if isinstance(allowed, Dataset):

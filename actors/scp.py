@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 import ssl
 import tempfile
 import threading
@@ -23,10 +26,13 @@ from actors.pynetdicom_tuning import tune
 from archive.identity.tokens import verifier_for
 from archive.priority import normal_priority
 from archive.query.mwl import WORKLIST_FIND
+from archive.receipt_timing import ReceiptHistogram, publish
 from archive.resources import Resources
 from archive.settings import Settings
 from archive.tls import ssl_server_context
 from receiving.ingest import Ingest
+
+log = logging.getLogger("dicomflow.scp")
 
 
 def build_ae(settings: Settings) -> AE:
@@ -64,6 +70,7 @@ class DimseScp:
         tempfile.tempdir = str(self.ingest.blobs.spool_dir)
         verifier = verifier_for(settings, self.resources.cache.client)
         handlers = DimseHandlers(settings, self.ingest, self.loop, verifier)
+        self.timings = self.loop.submit(self._publish_timings(handlers.receipt_times))
         self.ae = build_ae(settings)
         self.servers = [self._serve(settings.dimse_port, handlers, None)]
         if settings.dimse_tls:
@@ -79,7 +86,18 @@ class DimseScp:
         threading.Thread(target=server.serve_forever, name=f"dicomflow-scp-{port}", daemon=True).start()
         return server
 
+    async def _publish_timings(self, histogram: ReceiptHistogram) -> None:
+        """Every few seconds, for `/metrics` on the Serve replicas (archive/receipt_timing.py)."""
+        name = f"{self.settings.bind_host}:{self.settings.dimse_port}/{os.getpid()}"
+        while True:
+            try:
+                await publish(self.resources.cache.client, name, histogram)
+            except Exception:  # noqa: BLE001 - metrics never stop receipt; Redis may be restarting
+                log.warning("could not publish receipt timings", exc_info=True)
+            await asyncio.sleep(5)
+
     def stop(self) -> None:
+        self.timings.cancel()
         for server in self.servers:
             server.shutdown()
         self.loop.run(self.ingest.close(), timeout=30)

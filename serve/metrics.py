@@ -9,12 +9,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from archive.identity import Role
 from archive.metrics import FAMILIES, Sample, index_samples
-from serve.deps import Caller, Pool
+from archive.receipt_timing import Published, read_published
+from serve.deps import CacheDep, Caller, Pool
 
 router = APIRouter(tags=["Metrics"])
 REPLICA = CollectorRegistry()
@@ -42,10 +43,25 @@ async def _operator(caller: Caller) -> None:
         raise HTTPException(403, f"metrics need the 'admin' role, which {caller.subject} does not have")
 
 
+class _ScpReceipts:
+    """The receipt-time histograms every SCP actor published (archive/receipt_timing.py)."""
+
+    def __init__(self, published: list[Published]) -> None:
+        self.published = published
+
+    def collect(self) -> list[HistogramMetricFamily]:
+        family = HistogramMetricFamily("dicomflow_dimse_receipt_seconds",
+                                       "C-STORE receipt time in each DIMSE SCP, dataset in to durable answer", labels=["scp"])
+        for p in self.published:
+            family.add_metric([p.scp], buckets=p.cumulative, sum_value=p.total)
+        return [family]
+
+
 @router.get("/metrics", summary="Prometheus metrics", dependencies=[Depends(_operator)])
-async def metrics(pool: Pool) -> Response:
+async def metrics(pool: Pool, cache: CacheDep) -> Response:
     registry = CollectorRegistry()
     registry.register(_Snapshot(await index_samples(pool)))  # type: ignore[arg-type]
+    registry.register(_ScpReceipts(await read_published(cache.client)))  # type: ignore[arg-type]
     body = generate_latest(registry) + generate_latest(REPLICA)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 

@@ -138,6 +138,7 @@ def test_metrics_for_operators_without_patient_data(stack, data_dir):
     """Prometheus text from the index: counts by tenant, protocol and state; the request timings of
     the replica that answered. An admin token is needed; nothing names a patient."""
     import re
+    import time
 
     from tests.auth import bearer
     from tests.test_dimse import _store
@@ -154,6 +155,12 @@ def test_metrics_for_operators_without_patient_data(stack, data_dir):
     assert counts and sum(counts) > 0, text[:2000]
     assert "dicomflow_outbox_unsignalled_instances" in text and "dicomflow_studies{" in text
     assert 'dicomflow_http_request_seconds_count{method="GET",route="/dicomweb/studies",status="2xx"}' in text
+    # the SCP actors' receipt times, published through Redis (the SCP that took the C-STORE above)
+    deadline = time.monotonic() + 30
+    while not re.search(r'^dicomflow_dimse_receipt_seconds_count\{scp="127\.0\.0\.1:\d+/\d+"\} [1-9]', text, re.M):
+        assert time.monotonic() < deadline, "no SCP published its receipt times"
+        time.sleep(1)
+        text = requests.get(stack.url("/metrics"), headers=admin_headers(), timeout=30).text
     for marker in ("Test^Regression", "stc_test", "FA191122"):  # patient names and IDs of the stored data
         assert marker not in text
     # the Grafana dashboard in docs/ graphs only metrics that exist

@@ -59,3 +59,4 @@ def test_a_node_joins_a_loopback_head_by_the_address_ray_does_not_rewrite() -> N
 
     assert gcs_address_for_node("127.0.0.1:41234") == "[::ffff:127.0.0.1]:41234"
     assert gcs_address_for_node("10.0.0.5:6379") == "10.0.0.5:6379"
+

@@ -1,0 +1,14 @@
+"""The SCP receipt-time histogram each SCP publishes for /metrics (no Redis needed here)."""
+
+from __future__ import annotations
+
+
+def test_receipt_histogram_buckets_are_cumulative_when_read() -> None:
+    from archive.receipt_timing import BUCKETS, ReceiptHistogram
+
+    histogram = ReceiptHistogram()
+    for seconds in (0.001, 0.004, 0.02, 0.3, 99.0):
+        histogram.observe(seconds)
+    fields = histogram.fields()
+    assert fields["b0"] == "2" and fields[f"b{len(BUCKETS)}"] == "1"  # two under 5 ms, one above every bucket
+    assert float(fields["sum"]) == 99.325
