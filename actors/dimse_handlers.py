@@ -164,23 +164,26 @@ class DimseHandlers:
 
     def on_store(self, event: evt.Event) -> Dataset:
         started = time.monotonic()
+        outcome = "failed"  # an exception below is answered by pynetdicom as a failure
         try:
-            return self._store(event)
+            answer, outcome = self._store(event)
+            return answer
         finally:
-            self.receipt_times.observe(time.monotonic() - started)
+            self.receipt_times.observe(time.monotonic() - started, outcome)
 
-    def _store(self, event: evt.Event) -> Dataset:
+    def _store(self, event: evt.Event) -> tuple[Dataset, str]:
+        """The answer, and the outcome /metrics counts it under (archive.receipt.Outcome, or 'not_authorized')."""
         path = Path(event.dataset_path)
         allowed = self.allowed(event, "store")
         if isinstance(allowed, Dataset):
             path.unlink(missing_ok=True)
-            return allowed
+            return allowed, "not_authorized"
         association, tenant = allowed
         try:
             staged = self.ingest.blobs.stage_file(path)
         except OSError as err:
             path.unlink(missing_ok=True)
-            return status(st.OUT_OF_RESOURCES, f"cannot read the received data: {err}")
+            return status(st.OUT_OF_RESOURCES, f"cannot read the received data: {err}"), Outcome.FAILED.value
         calling = association.caller.calling_ae
         request = cast(C_STORE, event.request)  # the request of an EVT_C_STORE
         receipt = self.loop.run(self.ingest.receive(
@@ -195,7 +198,7 @@ class DimseHandlers:
             association.refused += 1
         if receipt.needs_workflow and receipt.attributes is not None:
             association.studies.add((tenant, receipt.attributes.study_uid))
-        return receipt_status(receipt)
+        return receipt_status(receipt), receipt.outcome.value
 
     def on_association_end(self, event: evt.Event) -> None:
         with self._lock:

@@ -7,6 +7,7 @@ Timings and counts only: nothing names a patient."""
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -20,17 +21,20 @@ TTL = 60
 class ReceiptHistogram:
     counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))  # the last: above every bucket
     total: float = 0.0
+    outcomes: Counter[str] = field(default_factory=Counter)  # stored, duplicate, invalid, conflict, ...
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def observe(self, seconds: float) -> None:
+    def observe(self, seconds: float, outcome: str = "stored") -> None:
         slot = next((i for i, bound in enumerate(BUCKETS) if seconds <= bound), len(BUCKETS))
         with self._lock:  # pynetdicom runs one thread per association
             self.counts[slot] += 1
             self.total += seconds
+            self.outcomes[outcome] += 1
 
     def fields(self) -> dict[str, str]:
         with self._lock:
-            return {**{f"b{i}": str(n) for i, n in enumerate(self.counts)}, "sum": repr(self.total)}
+            return {**{f"b{i}": str(n) for i, n in enumerate(self.counts)}, "sum": repr(self.total),
+                    **{f"o:{name}": str(n) for name, n in self.outcomes.items()}}
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class Published:
     scp: str
     cumulative: list[tuple[str, float]]  # (le, count at or below), "+Inf" last
     total: float
+    outcomes: dict[str, float]
 
 
 async def publish(redis: Redis, scp: str, histogram: ReceiptHistogram) -> None:
@@ -57,5 +62,6 @@ async def read_published(redis: Redis) -> list[Published]:
         for i, bound in enumerate([*map(str, BUCKETS), "+Inf"]):
             running += stored.get(f"b{i}", 0.0)
             cumulative.append((bound, running))
-        found.append(Published(key.removeprefix(KEY_PREFIX), cumulative, stored.get("sum", 0.0)))
+        outcomes = {k.removeprefix("o:"): v for k, v in stored.items() if k.startswith("o:")}
+        found.append(Published(key.removeprefix(KEY_PREFIX), cumulative, stored.get("sum", 0.0), outcomes))
     return sorted(found, key=lambda p: p.scp)

@@ -8,8 +8,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from archive.identity import Role
@@ -19,6 +19,8 @@ from serve.deps import CacheDep, Caller, Pool
 
 router = APIRouter(tags=["Metrics"])
 REPLICA = CollectorRegistry()
+STOW_RECEIPTS = Counter("dicomflow_stow_receipts", "STOW-RS instances in this replica by outcome "
+                        "(stored, duplicate, invalid, conflict, mismatch, failed)", ["outcome"], registry=REPLICA)
 REQUEST_SECONDS = Histogram("dicomflow_http_request_seconds", "DICOMweb request time in this replica, by route",
                             ["method", "route", "status"], registry=REPLICA,
                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
@@ -49,12 +51,17 @@ class _ScpReceipts:
     def __init__(self, published: list[Published]) -> None:
         self.published = published
 
-    def collect(self) -> list[HistogramMetricFamily]:
-        family = HistogramMetricFamily("dicomflow_dimse_receipt_seconds",
-                                       "C-STORE receipt time in each DIMSE SCP, dataset in to durable answer", labels=["scp"])
+    def collect(self) -> list[HistogramMetricFamily | CounterMetricFamily]:
+        times = HistogramMetricFamily("dicomflow_dimse_receipt_seconds",
+                                      "C-STORE receipt time in each DIMSE SCP, dataset in to durable answer", labels=["scp"])
+        outcomes = CounterMetricFamily("dicomflow_dimse_receipts", "C-STORE receipts in each DIMSE SCP by outcome "
+                                       "(stored, duplicate, invalid, conflict, mismatch, failed, not_authorized)",
+                                       labels=["scp", "outcome"])
         for p in self.published:
-            family.add_metric([p.scp], buckets=p.cumulative, sum_value=p.total)
-        return [family]
+            times.add_metric([p.scp], buckets=p.cumulative, sum_value=p.total)
+            for outcome, count in sorted(p.outcomes.items()):
+                outcomes.add_metric([p.scp, outcome], count)
+        return [times, outcomes]
 
 
 @router.get("/metrics", summary="Prometheus metrics", dependencies=[Depends(_operator)])

@@ -17,6 +17,7 @@ from archive.uids import is_safe_uid
 from receiving.ingest import Ingest
 from serve.deps import IngestDep, SettingsDep, Tenant, access, audit_note, base_url
 from serve.errors import problem
+from serve.metrics import STOW_RECEIPTS
 from serve.multipart_stream import MalformedBody, MultipartStream, Part, parse_media_type
 
 router = APIRouter(tags=["STOW-RS"], dependencies=[Depends(access(Role.WRITER, AuditAction.STORE))])
@@ -87,6 +88,7 @@ async def _store_parts(request: Request, ingest: Ingest, tenant: str, parts: lis
     receipts = await asyncio.gather(*(_receive_part(ingest, tenant, p, study, gate) for p in parts))
     referenced, failed, studies = [], [], set()
     for part, receipt in zip(parts, receipts):
+        STOW_RECEIPTS.labels(outcome=receipt.outcome.value if receipt else "invalid").inc()
         if receipt is None:
             failed.append(_failed(None, CANNOT_UNDERSTAND, f"part of type {part.content_type} is not application/dicom"))
         elif receipt.outcome.ok:

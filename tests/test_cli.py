@@ -157,10 +157,13 @@ def test_metrics_for_operators_without_patient_data(stack, data_dir):
     assert 'dicomflow_http_request_seconds_count{method="GET",route="/dicomweb/studies",status="2xx"}' in text
     # the SCP actors' receipt times, published through Redis (the SCP that took the C-STORE above)
     deadline = time.monotonic() + 30
-    while not re.search(r'^dicomflow_dimse_receipt_seconds_count\{scp="127\.0\.0\.1:\d+/\d+"\} [1-9]', text, re.M):
-        assert time.monotonic() < deadline, "no SCP published its receipt times"
+    published = (r'^dicomflow_dimse_receipt_seconds_count\{scp="127\.0\.0\.1:\d+/\d+"\} [1-9]',
+                 r'^dicomflow_dimse_receipts_total\{outcome="stored",scp="127\.0\.0\.1:\d+/\d+"\} [1-9]')
+    while not all(re.search(pattern, text, re.M) for pattern in published):
+        assert time.monotonic() < deadline, f"no SCP published its receipt times and outcomes: {text[-3000:]}"
         time.sleep(1)
         text = requests.get(stack.url("/metrics"), headers=admin_headers(), timeout=30).text
+    assert "# TYPE dicomflow_stow_receipts_total counter" in text  # per replica, by outcome
     for marker in ("Test^Regression", "stc_test", "FA191122"):  # patient names and IDs of the stored data
         assert marker not in text
     # the Grafana dashboard in docs/ graphs only metrics that exist
