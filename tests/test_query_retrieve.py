@@ -142,14 +142,14 @@ def test_find_in_the_askers_character_set(stack, qr_data):
     assert ds.SpecificCharacterSet == "ISO_IR 192" and str(ds.PatientName) == str(greek.PatientName)
 
 
-def test_c_cancel_stops_a_long_find(stack, qr_data):
+def _find_then_cancel(stack, series: str) -> list[int]:
+    """A C-FIND of a whole series, cancelled as soon as its first match arrives."""
     ae = AE(ae_title=QR_AE)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
     assert assoc.is_established
     statuses = []
     try:
-        series = str(dcmread(qr_data["toshiba"][0], stop_before_pixels=True).SeriesInstanceUID)
         responses = assoc.send_c_find(query("IMAGE", SeriesInstanceUID=series, SOPInstanceUID=""),
                                       StudyRootQueryRetrieveInformationModelFind, msg_id=7)
         for status, _ in responses:
@@ -158,8 +158,23 @@ def test_c_cancel_stops_a_long_find(stack, qr_data):
                 assoc.send_c_cancel(7, query_model=StudyRootQueryRetrieveInformationModelFind)
     finally:
         assoc.release()
-    assert statuses[-1] == 0xFE00, "C-CANCEL answered with Cancel"
-    assert statuses.count(0xFF00) < len(qr_data["toshiba"]), "the search stopped before every match was sent"
+    return statuses
+
+
+def test_c_cancel_stops_a_long_find(stack, qr_data):
+    """The SCP may have written every match into the socket before the cancel arrives (the client
+    reads slower than a loopback socket buffers, more so on a busy machine); then it ends with
+    Success, which PS3.7 allows. So try a few times: a cancel that arrives in time must end the
+    search with Cancel before every match was sent, and one that does not must leave a full answer."""
+    series = str(dcmread(qr_data["toshiba"][0], stop_before_pixels=True).SeriesInstanceUID)
+    matches = len(qr_data["toshiba"])
+    for _ in range(6):
+        statuses = _find_then_cancel(stack, series)
+        if statuses[-1] == 0xFE00:
+            assert statuses.count(0xFF00) < matches, "the search stopped before every match was sent"
+            return
+        assert statuses[-1] == 0x0000 and statuses.count(0xFF00) == matches, "too late to cancel: a complete answer"
+    pytest.fail("no C-CANCEL in six arrived while the search was still streaming")
 
 
 def test_tenants_are_walls_for_find(stack, qr_data):
