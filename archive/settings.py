@@ -247,6 +247,13 @@ class Settings(BaseSettings):
             return self.bind_host == "localhost"
 
     @property
+    def ingress(self) -> Literal["haproxy", "proxy"]:
+        """The ingress that can run with these settings. Ray's HAProxy health-checks replicas on
+        127.0.0.1 while they listen on the HTTP host, so with a non-loopback bind_host it would
+        never become ready; Serve's own proxy listens on bind_host itself."""
+        return self.serve_ingress if self.bind_is_loopback else "proxy"
+
+    @property
     def dicomweb_origin(self) -> str:
         """Scheme, host and port of DICOMweb as a client on this node reaches it."""
         return f"{'https' if self.https else 'http'}://{self.bind_host}:{self.http_port}"

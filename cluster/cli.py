@@ -48,7 +48,7 @@ def banner(settings: Settings) -> str:
         ("API docs", f"{settings.dicomweb_origin}/docs"),
         ("Viewer", f"{settings.dicomweb_origin}/viewer/" + ("" if viewer_install.installed_version() else "   (not installed: make viewer)")),
         *([("HAProxy", f"stats http://{h}:{settings.haproxy_stats_port}/stats, metrics :{settings.haproxy_metrics_port}/metrics")]
-          if settings.serve_ingress == "haproxy" else []),
+          if settings.ingress == "haproxy" else []),
         ("DIMSE", f"AE title {settings.ae_title} on {h}:{settings.dimse_port}"
                   + (f", DICOM TLS on {h}:{settings.dimse_tls_port}" if settings.dimse_tls else ", no DICOM TLS (see `dicomflow certs`)")),
         ("Temporal UI", f"http://{h}:{settings.temporal_ui_port}" if not settings.temporal_address else "(external Temporal)"),
@@ -63,6 +63,8 @@ def banner(settings: Settings) -> str:
         rows.insert(0, ("Auth", "OFF: every caller on this host is trusted with every tenant (auth = 'none')"))
     else:
         rows.insert(0, ("Auth", f"OIDC bearer tokens from {', '.join(settings.oidc_issuer)} (audience {settings.oidc_audience})"))
+    if settings.ingress != settings.serve_ingress:
+        rows.insert(1, ("Ingress", "Serve's own proxy: Ray's HAProxy ingress only works with a loopback bind_host"))
     if not settings.https and not settings.bind_is_loopback:
         rows.insert(1, ("HTTPS", "OFF on a network address: tokens and images cross the network in clear; "
                                  "set https = true or put a TLS proxy in front"))

@@ -37,7 +37,7 @@ def start_ray(settings: Settings) -> None:
 def http_options(settings: Settings) -> dict[str, str | int]:
     """Serve's own proxy terminates TLS itself (serve_ingress = "proxy"); HAProxy's shim does it otherwise."""
     options: dict[str, str | int] = {"host": settings.bind_host, "port": settings.http_port}
-    if settings.https and settings.serve_ingress == "proxy":
+    if settings.https and settings.ingress == "proxy":
         options.update(ssl_certfile=str(settings.tls_cert_file), ssl_keyfile=str(settings.tls_key_file))
     return options
 

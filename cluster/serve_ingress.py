@@ -77,7 +77,7 @@ def _shim(settings: Settings, folder: str) -> str:
 
 
 def ingress_environment(settings: Settings, shim: str | None = None) -> dict[str, str]:
-    if settings.serve_ingress == "proxy":
+    if settings.ingress == "proxy":
         return {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
     base = haproxy_dir(settings)
     return {
@@ -106,7 +106,7 @@ def configure_ingress(settings: Settings) -> None:
         raise RuntimeError("configure_ingress must run before ray.serve is imported")
     folder = haproxy_dir(settings)
     make_private_dir(folder)
-    shim = _shim(settings, folder) if settings.serve_ingress == "haproxy" else None
+    shim = _shim(settings, folder) if settings.ingress == "haproxy" else None
     os.environ.update(ingress_environment(settings, shim))
 
 

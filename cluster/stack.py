@@ -54,7 +54,7 @@ class Stack:
             require_free_port("DICOM TLS", s.bind_host, s.dimse_tls_port, "dimse_tls_port")
         if not s.ray_address:
             require_free_port("Ray dashboard", s.bind_host, s.ray_dashboard_port, "ray_dashboard_port")
-        if s.serve_ingress == "haproxy":
+        if s.ingress == "haproxy":
             require_free_port("HAProxy stats", s.bind_host, s.haproxy_stats_port, "haproxy_stats_port")
             require_free_port("HAProxy metrics", s.bind_host, s.haproxy_metrics_port, "haproxy_metrics_port")
         embedded: list[tuple[str, bool, Callable[[Settings], ManagedProcess]]] = [

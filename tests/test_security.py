@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from pynetdicom import AE
 from pynetdicom.pdu_primitives import UserIdentityNegotiation
 
 from testkit.running_stack import RunningStack, stack_overrides
-from tests.auth import AUDIENCE, admin_headers, bearer, issuer, token
+from tests.auth import AUDIENCE, admin_headers, bearer, issuer, stack_auth_settings, token
 from tests.conftest import NOSTORE_AE, REFETCH_SECONDS, STORE_AE, WORKSTATION_AE
 
 TENANT = "secure"
@@ -362,6 +363,36 @@ def test_nothing_listens_beyond_loopback(stack):
                 continue
             exposed.append((cmdline[:80], conn.laddr.ip, conn.laddr.port))
     assert not exposed, f"listening beyond loopback: {exposed}"
+
+
+def _network_address() -> str:
+    import psutil
+
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family.name == "AF_INET" and not address.address.startswith("127."):
+                return address.address
+    pytest.fail("this machine has no non-loopback IPv4 address to bind to")
+
+
+def test_a_network_bind_host_serves_dicomweb_and_dimse_there(tmp_path):
+    """A hospital binds the archive to the server's own address (auth on): DICOMweb and the SCP answer
+    there. Ray's HAProxy ingress cannot (it health-checks replicas on loopback), so Serve's proxy serves."""
+    host = _network_address()
+    running = RunningStack(stack_overrides(tmp_path / "var", bind_host=host, **stack_auth_settings()), tmp_path / "up.log")
+    running.start()
+    try:
+        port = running.settings.http_port
+        answer = requests.get(f"http://{host}:{port}/dicomweb/studies", headers=bearer(TENANT, roles=["reader"]), timeout=30)
+        assert answer.status_code in (200, 204), answer.text
+        assert requests.get(f"http://{host}:{port}/dicomweb/studies", timeout=30).status_code == 401
+        echo = subprocess.run(["echoscu", "-aec", running.settings.ae_title, host, str(running.settings.dimse_port)],
+                              capture_output=True, text=True, timeout=60)
+        assert echo.returncode == 0, echo.stdout + echo.stderr
+        banner = running.log.read_text()
+        assert re.search(r"Ingress +Serve's own proxy", banner) and re.search(r"HTTPS +OFF on a network address", banner), banner
+    finally:
+        running.stop()
 
 
 # -- HTTPS -----------------------------------------------------------------------------------------
