@@ -61,34 +61,38 @@ class RetrieveActivities:
 
     async def _send_owed(self, request: RetrieveRequest, assoc: Association) -> int:
         pool, sent = self.ctx.pool, 0
-        while True:
-            if await retrieves.state_of(pool, request.retrieve_id) != retrieves.RUNNING:
-                return sent  # cancelled by the requester
-            items = await retrieves.pending(pool, request.retrieve_id, BATCH)
-            if not items:
-                return sent
-            for item in items:
-                status = await self._send_one(request, assoc, item, sent + 1)
-                await retrieves.record(pool, request.retrieve_id, item.position, _outcome(status), status)
-                activity.heartbeat(item.position)
-                sent += 1
+        async with retrieves.acknowledgements(pool) as acks:
+            while True:
+                if await retrieves.state_of(pool, request.retrieve_id) != retrieves.RUNNING:
+                    return sent  # cancelled by the requester
+                items = await retrieves.pending(pool, request.retrieve_id, BATCH)
+                if not items:
+                    return sent
+                for item in items:
+                    status = await self._send_one(request, assoc, item, sent + 1)
+                    await acks.record(request.retrieve_id, item.position, _outcome(status), status)
+                    sent += 1
+                activity.heartbeat(items[-1].position)
 
     async def _send_one(self, request: RetrieveRequest, assoc: Association, item: ItemToSend, message_id: int) -> int:
         if item.sop_class_uid is None or item.blob_key is None or item.transfer_syntax is None:
             return st.NO_SUCH_OBJECT_INSTANCE  # deleted since the retrieve was accepted
-        accepted = accepted_syntaxes(assoc, item.sop_class_uid)
-        try:
-            with self.ctx.blobs.local_copy(item.blob_key) as path:
-                outgoing = path if item.transfer_syntax in accepted else await asyncio.to_thread(
-                    dataset_to_send, path, item.transfer_syntax, accepted)
-                status = await asyncio.to_thread(store, assoc, outgoing, message_id % 65536 or 1,
-                                                 self.ctx.settings.ae_title, request.move_originator_message_id)
-        except NoCommonSyntax as err:
-            log.warning("retrieve %s: %s not sent: %s", request.retrieve_id, item.sop_uid, err)
-            return st.SOP_CLASS_NOT_SUPPORTED
+        # one hop off the event loop per instance: read, convert if needed, send, wait for the answer
+        status = await asyncio.to_thread(self._send_blocking, request, assoc, item, message_id % 65536 or 1)
         if status is None:
             raise ApplicationError(f"{request.destination_ae} gave no answer for an instance; the association is lost")
         return status
+
+    def _send_blocking(self, request: RetrieveRequest, assoc: Association, item: ItemToSend, message_id: int) -> int | None:
+        assert item.sop_class_uid is not None and item.blob_key is not None and item.transfer_syntax is not None
+        accepted = accepted_syntaxes(assoc, item.sop_class_uid)
+        try:
+            with self.ctx.blobs.local_copy(item.blob_key) as path:
+                outgoing = path if item.transfer_syntax in accepted else dataset_to_send(path, item.transfer_syntax, accepted)
+                return store(assoc, outgoing, message_id, self.ctx.settings.ae_title, request.move_originator_message_id)
+        except NoCommonSyntax as err:
+            log.warning("retrieve %s: %s not sent: %s", request.retrieve_id, item.sop_uid, err)
+            return st.SOP_CLASS_NOT_SUPPORTED
 
     @activity.defn(name=names.RETRIEVE_FINISH)
     async def finish(self, end: RetrieveEnd) -> RetrieveOutcome:

@@ -1,4 +1,5 @@
-"""The Temporal worker host: workflows and activities for this node, plus the outbox reconciler."""
+"""The Temporal worker host: workflows and activities for this node, plus the outbox reconciler and
+the periodic orphan sweep."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from activities.context import ActivityContext
 from activities.retrieve_steps import RetrieveActivities
 from activities.study_steps import StudyActivities
 from actors.loop_thread import LoopThread
+from actors.pynetdicom_tuning import tune
 from actors.reconciler import reconcile_forever
 from archive.priority import normal_priority
 from archive.settings import Settings
+from archive.sweeper import sweep_forever
 from workflows.commitment import StorageCommitmentWorkflow
 from workflows.retrieve import RetrieveWorkflow
 from workflows.study import StudyWorkflow
@@ -35,6 +38,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     ctx = await ActivityContext.open(settings)
     activities = [*StudyActivities(ctx).all(), *CommitmentActivities(ctx).all(), *RetrieveActivities(ctx).all()]
     reconciler = asyncio.create_task(reconcile_forever(client, ctx.pool, settings))
+    sweeper = asyncio.create_task(sweep_forever(ctx.blobs, ctx.pool, settings))
     try:
         async with Worker(
             client,
@@ -53,6 +57,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             await stop.wait()
     finally:
         reconciler.cancel()
+        sweeper.cancel()
         await ctx.close()
 
 
@@ -82,6 +87,7 @@ class WorkerHost:
 class WorkflowWorkerActor:
     def __init__(self, settings_data: dict[str, Any]) -> None:
         normal_priority()
+        tune()  # C-MOVE sub-operations and N-EVENT-REPORTs go out from here
         self.host = WorkerHost(Settings.model_validate(settings_data))
 
     def ready(self) -> int:

@@ -1,0 +1,77 @@
+"""Shorter polls in pynetdicom's two reactor loops while messages flow.
+
+pynetdicom moves every message through two polling threads per association: the DUL reactor
+sleeps 1 ms whenever a loop found nothing to do, and the association reactor sleeps 1 ms on every
+loop. A C-STORE waits on both in each direction, so about 1.5 ms of every sub-operation was sleep
+(raw sends to storescp: 3.5-3.9 ms per 87 KB instance, 2.2-2.4 ms with shorter polls, same run).
+
+While an association was busy within the last `BUSY_WINDOW` seconds both loops poll every
+`BUSY_POLL`; an idle association falls back to pynetdicom's own 1 ms, so held-open associations
+cost what they cost before. pynetdicom has no setting for either poll: the DUL class is replaced
+where `Association` looks it up, and the association reactor's `time.sleep` goes through
+`_ReactorClock`, which asks the calling thread (the Association itself) how recently it was busy.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import types
+
+import pynetdicom.association
+from pynetdicom.dul import DULServiceProvider
+
+IDLE_POLL = 0.001  # pynetdicom's own
+BUSY_POLL = 0.00005
+BUSY_WINDOW = 0.05
+
+
+class BusyAwareDUL(DULServiceProvider):
+    """Remembers when it last moved a PDU either way; polls fast for a while after."""
+
+    last_busy = 0.0
+
+    @property  # type: ignore[override]
+    def _run_loop_delay(self) -> float:
+        return poll_interval(self.last_busy)
+
+    @_run_loop_delay.setter
+    def _run_loop_delay(self, value: float) -> None:
+        pass  # pynetdicom's __init__ assigns its fixed delay
+
+    def _process_recv_primitive(self) -> bool:
+        return self._busy(super()._process_recv_primitive())
+
+    def _is_transport_event(self) -> bool:
+        return self._busy(super()._is_transport_event())
+
+    def _busy(self, moved: bool) -> bool:
+        if moved:
+            self.last_busy = time.monotonic()
+        return moved
+
+
+def poll_interval(last_busy: float) -> float:
+    return BUSY_POLL if time.monotonic() - last_busy < BUSY_WINDOW else IDLE_POLL
+
+
+def _reactor_sleep(seconds: float) -> None:
+    if seconds == IDLE_POLL:
+        dul = getattr(threading.current_thread(), "dul", None)
+        if isinstance(dul, BusyAwareDUL):
+            seconds = poll_interval(dul.last_busy)
+    time.sleep(seconds)
+
+
+def _reactor_clock() -> types.ModuleType:
+    """The `time` module as pynetdicom.association sees it, with the reactor's sleep replaced."""
+    clock = types.ModuleType("time")
+    clock.__dict__.update({k: v for k, v in vars(time).items() if not k.startswith("__")})
+    clock.sleep = _reactor_sleep  # type: ignore[attr-defined]
+    return clock
+
+
+def install() -> None:
+    """Process-wide; for associations created from now on."""
+    pynetdicom.association.DULServiceProvider = BusyAwareDUL  # type: ignore[misc]
+    pynetdicom.association.time = _reactor_clock()  # type: ignore[attr-defined]
