@@ -9,7 +9,7 @@ SUCCESS = 0x0000
 CANCEL = 0xFE00
 PENDING = 0xFF00
 PROCESSING_FAILURE = 0x0110
-DUPLICATE_SOP_INSTANCE = 0x0111
+DUPLICATE_SOP_INSTANCE = 0x0111  # N-CREATE only (PS3.7 C.5.x); never a C-STORE status
 NO_SUCH_OBJECT_INSTANCE = 0x0112
 NO_SUCH_ACTION_TYPE = 0x0123
 NOT_AUTHORIZED = 0x0124  # PS3.7 C.5.x "Refused: Not Authorized"
@@ -24,13 +24,21 @@ IDENTIFIER_DOES_NOT_MATCH = 0xA900  # C-FIND/C-MOVE/C-GET: identifier does not m
 SUBOPERATIONS_WARNING = 0xB000  # C-MOVE/C-GET: some sub-operations failed
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 DATASET_MISMATCH = 0xA900
+# PS3.4 B.2.3 (Table B.2-1) allows a C-STORE failure only in A7xx (out of resources: worth a retry),
+# A9xx (the data set does not fit) and Cxxx (cannot understand). Changed content under a stored SOP
+# Instance UID is permanent and the data set itself is fine, so it takes an A9xx code of its own,
+# apart from A900 (a dataset that is not the requested object); ErrorComment carries the reason.
+CONFLICTING_DUPLICATE = 0xA901
 CANNOT_UNDERSTAND = 0xC000
 
+# duplicate_policy "reject" (the default): the same object again (same bytes, or the same attributes
+# and pixels in another transfer syntax) is DUPLICATE, changed content is CONFLICT. "replace": changed
+# content (a transcoded resend included) is REPLACED. Settings refuse any other policy at start-up.
 _RECEIPT_STATUS = {
     Outcome.STORED: SUCCESS,
     Outcome.DUPLICATE: SUCCESS,
     Outcome.REPLACED: SUCCESS,
-    Outcome.CONFLICT: DUPLICATE_SOP_INSTANCE,
+    Outcome.CONFLICT: CONFLICTING_DUPLICATE,
     Outcome.INVALID: CANNOT_UNDERSTAND,
     Outcome.MISMATCH: DATASET_MISMATCH,
     Outcome.FAILED: OUT_OF_RESOURCES,
@@ -48,3 +56,8 @@ def failure_status(outcome: Outcome) -> int:
     if code == SUCCESS:
         raise ValueError(f"{outcome} is not a failure")
     return code
+
+
+def is_transient(code: int) -> bool:
+    """A7xx: the archive could not store now (index or blob store unreachable); the same send may succeed later."""
+    return code & 0xFF00 == OUT_OF_RESOURCES

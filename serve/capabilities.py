@@ -38,6 +38,7 @@ async def capabilities(settings: SettingsDep) -> dict[str, Any]:
         "STOW-RS": {"paths": ["/dicomweb/studies", "/dicomweb/studies/{study}", "/stow-rs/v1/studies"],
                     "accepts": 'multipart/related; type="application/dicom"',
                     "responses": {"200": "all stored", "202": "some failed", "409": "none stored",
+                                  "503": "none stored: index or blob store unreachable (A700); Retry-After",
                                   "400": "malformed body", "413": "too large", "415": "wrong media type"}},
         "QIDO-RS": {"levels": ["studies", "series", "instances"], "limit": {"default": DEFAULT_LIMIT, "maximum": MAX_LIMIT},
                     "matching": ["single value", "wildcard * ?", "UID list (comma or backslash)", "date/time ranges",

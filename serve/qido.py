@@ -9,8 +9,8 @@ from archive.audit import AuditAction
 from archive.identity import Role
 from archive.query.builder import BadQuery
 from archive.query.qido import MAX_LIMIT, build_qido, to_json
-from serve.deps import Pool, Tenant, access, audit_note
-from serve.errors import problem
+from serve.deps import Pool, Tenant, access, audit_note, base_url
+from serve.errors import problem, warning
 
 router = APIRouter(tags=["QIDO-RS"], dependencies=[Depends(access(Role.READER, AuditAction.QUERY))])
 DICOM_JSON = "application/dicom+json"
@@ -37,10 +37,9 @@ async def search(request: Request, pool: Pool, tenant: Tenant, level: str, scope
     warnings = list(query.warnings)
     if more:
         assert query.limit is not None  # to_json finds more rows only against a limit
-        warnings.append(f'299 dicomflow "There are more results: use offset={query.offset + query.limit} '
-                        f'(limit at most {MAX_LIMIT})"')
+        warnings.append(f"There are more results: use offset={query.offset + query.limit} (limit at most {MAX_LIMIT})")
     if warnings:
-        headers["Warning"] = ", ".join(warnings)
+        headers["Warning"] = warning(base_url(request), *warnings)
     return JSONResponse(body, media_type=DICOM_JSON, headers=headers)
 
 

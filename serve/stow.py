@@ -9,19 +9,26 @@ from fastapi.responses import JSONResponse
 
 from archive.attributes import InstanceAttributes
 from archive.audit import AuditAction
-from archive.dicom_status import CANNOT_UNDERSTAND, failure_status
+from archive.dicom_status import CANNOT_UNDERSTAND, failure_status, is_transient
 from archive.identity import Role
 from archive.receipt import Receipt
 from archive.settings import Settings
 from archive.uids import is_safe_uid
 from receiving.ingest import Ingest
 from serve.deps import IngestDep, SettingsDep, Tenant, access, audit_note, base_url
-from serve.errors import problem
+from serve.errors import problem, warning
 from serve.metrics import STOW_RECEIPTS
 from serve.multipart_stream import MalformedBody, MultipartStream, Part, parse_media_type
 
 router = APIRouter(tags=["STOW-RS"], dependencies=[Depends(access(Role.WRITER, AuditAction.STORE))])
 DICOM_JSON = "application/dicom+json"
+# A Failed SOP Sequence item has no standard attribute for the reason in words (PS3.18 Annex I: the
+# references and FailureReason only), so it goes in a reserved private block (PS3.5 7.8.1): the
+# creator at (0009,0010) owns (0009,1000-10FF), and (0009,1001) holds the reason.
+PRIVATE_CREATOR = "dicomflow"
+CREATOR_TAG, REASON_TAG = "00090010", "00091001"
+LT_MAX = 10240
+RETRY_AFTER_SECONDS = 30  # long enough for a restarted PostgreSQL or blob store, short for a modality's queue
 
 
 def _check_request(request: Request, max_bytes: int) -> str | JSONResponse:
@@ -63,11 +70,27 @@ def _referenced(a: InstanceAttributes, base: str) -> dict:
 
 
 def _failed(receipt: Receipt | None, code: int, reason: str) -> dict:
-    item: dict = {"00081197": {"vr": "US", "Value": [code]}, "00090097": {"vr": "LO", "Value": [reason[:64]]}}
+    item: dict = {}
     if receipt is not None and receipt.attributes is not None:
         item["00081150"] = {"vr": "UI", "Value": [receipt.attributes.sop_class_uid]}
         item["00081155"] = {"vr": "UI", "Value": [receipt.attributes.sop_uid]}
+    item["00081197"] = {"vr": "US", "Value": [code]}
+    item[CREATOR_TAG] = {"vr": "LO", "Value": [PRIVATE_CREATOR]}
+    item[REASON_TAG] = {"vr": "LT", "Value": [reason[:LT_MAX]]}
     return item
+
+
+def response_status(stored: int, failure_reasons: list[int]) -> tuple[int, dict[str, str]]:
+    """The HTTP status and extra headers (PS3.18 10.5.3.1): 200 all stored, 202 some, 409 none.
+    When none stored and any part failed because the index or blob store was down (A7xx), 503 with
+    Retry-After instead: sent again later, those parts may store, and a 409 tells clients not to."""
+    if not failure_reasons:
+        return 200, {}
+    if stored:
+        return 202, {}
+    if any(is_transient(code) for code in failure_reasons):
+        return 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return 409, {}
 
 
 RECEIPTS_AT_ONCE = 8  # parts of one request are independent: overlap their fsyncs and index writes
@@ -100,15 +123,23 @@ async def _store_parts(request: Request, ingest: Ingest, tenant: str, parts: lis
     await ingest.flush(studies)
     audit_note(request)["detail"] = {"stored": len(referenced), "failed": len(failed),
                                      "studies": sorted(s for _, s in studies)[:100]}
+    return _response(base, referenced, failed, {s for _, s in studies})
+
+
+def _response(base: str, referenced: list[dict], failed: list[dict], studies: set[str]) -> JSONResponse:
     body: dict = {}
-    if len({s for _, s in studies}) == 1:
-        body["00081190"] = {"vr": "UR", "Value": [f"{base}/studies/{next(iter(studies))[1]}"]}
+    if len(studies) == 1:
+        body["00081190"] = {"vr": "UR", "Value": [f"{base}/studies/{next(iter(studies))}"]}
     if referenced:
         body["00081199"] = {"vr": "SQ", "Value": referenced}
     if failed:
         body["00081198"] = {"vr": "SQ", "Value": failed}
-    status = 200 if not failed else 202 if referenced else 409
-    return JSONResponse(body, status_code=status, media_type=DICOM_JSON)
+    status, headers = response_status(len(referenced), [item["00081197"]["Value"][0] for item in failed])
+    if failed:
+        first = failed[0][REASON_TAG]["Value"][0]
+        headers["Warning"] = warning(base, f"{len(failed)} of {len(failed) + len(referenced)} instances not stored "
+                                           f"(Failed SOP Sequence has each FailureReason); first: {first}")
+    return JSONResponse(body, status_code=status, media_type=DICOM_JSON, headers=headers)
 
 
 async def stow(request: Request, ingest: Ingest, tenant: str, settings: Settings, study: str | None = None) -> JSONResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -119,15 +120,25 @@ def test_includefield_by_keyword_tag_and_all(client, stored, stack):
 
 
 @pytest.mark.parametrize("params, words", [
-    ({"NoSuchKeyword": "x"}, "not supported"),
     ({"StudyDate": "2020-01-01"}, "not a date"),
     ({"StudyInstanceUID": "1.2/abc"}, "not a valid UID"),
     ({"limit": "many"}, "integers"),
-    ({"includefield": "00091001"}, "not supported"),
+    ({"0020000G": "x"}, "not a tag"),
 ])
 def test_bad_queries_are_400(stack, params, words):
     response = requests.get(stack.url("/dicomweb/studies"), params=params, headers=auth_headers(TENANT), timeout=30)
     assert response.status_code == 400 and words in response.text
+
+
+def test_unsupported_query_keys_are_ignored_with_a_warning(client, stored, stack):
+    """PS3.18 8.3.4: a key the origin server does not support is ignored, not refused; the answer names it."""
+    plain = requests.get(stack.url("/dicomweb/studies"), headers=auth_headers(TENANT), timeout=30)
+    params = {"NoSuchKeyword": "x", "00091001": "y", "includefield": "00091001", "_": "1700000000"}
+    response = requests.get(stack.url("/dicomweb/studies"), params=params, headers=auth_headers(TENANT), timeout=30)
+    assert response.status_code == 200, response.text
+    assert values(response.json(), "0020000D") == values(plain.json(), "0020000D")
+    assert re.fullmatch(r'299 127\.0\.0\.1:\d+ "The following query keys were ignored \(not supported\): '
+                        r'NoSuchKeyword, 00091001, _, includefield=00091001"', response.headers["Warning"])
 
 
 def test_tenants_are_walls(stack, stored):

@@ -204,7 +204,7 @@ def test_changed_object_under_a_stored_uid_is_refused(stack, data_dir):
     out = io.BytesIO()
     dcmwrite(out, changed, enforce_file_format=True)
     status = _store(stack, out.getvalue(), calling_ae=TENANT_B_AE)
-    assert status.Status == 0x0111 and "different content" in status.ErrorComment
+    assert status.Status == 0xA901 and "different content" in status.ErrorComment  # PS3.4 B.2.3: A9xx, not 0111
     assert index_rows(stack.settings, query, sop) == stored
 
 

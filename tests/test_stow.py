@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import re
 
 import psycopg
 import pytest
@@ -81,8 +82,62 @@ def test_partial_success_is_202_with_reasons(stack, tenant, data_dir):
     assert len(result["00081199"]["Value"]) == 1
     reasons = [item["00081197"]["Value"][0] for item in result["00081198"]["Value"]]
     assert reasons == [0xC000, 0xC000]
-    comments = " ".join(item["00090097"]["Value"][0] for item in result["00081198"]["Value"])
+    assert all(item["00090010"] == {"vr": "LO", "Value": ["dicomflow"]} for item in result["00081198"]["Value"])
+    comments = " ".join(reason_text(item) for item in result["00081198"]["Value"])
     assert "truncated" in comments and "not a DICOM" in comments
+    assert re.fullmatch(r'299 127\.0\.0\.1:\d+ "2 of 3 instances not stored .*"', response.headers["Warning"])
+    assert count(stack.settings, tenant) == 1
+
+
+def reason_text(item: dict) -> str:
+    """The reason in words: dicomflow's private block, creator (0009,0010), element (0009,1001) LT."""
+    assert item["00090010"]["Value"] == ["dicomflow"] and item["00091001"]["vr"] == "LT"
+    return item["00091001"]["Value"][0]
+
+
+def _changed(data: bytes) -> bytes:
+    ds = dcmread(io.BytesIO(data))
+    ds.PatientName = "Someone^Else"
+    out = io.BytesIO()
+    dcmwrite(out, ds, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_changed_content_under_a_stored_uid_is_a901(stack, tenant, data_dir):
+    """duplicate_policy reject (the default): PS3.4 B.2.3 has no 0111 for C-STORE, so STOW's FailureReason is A901."""
+    first, second = _nih(data_dir)
+    kind = 'multipart/related; type="application/dicom"; boundary=q'
+    assert post(stack, tenant, multipart([first], "q"), kind).status_code == 200
+    assert post(stack, tenant, multipart([first], "q"), kind).status_code == 200  # identical resend: nothing changes
+    mixed = post(stack, tenant, multipart([_changed(first), second], "q"), kind)
+    assert mixed.status_code == 202, mixed.text
+    conflict = post(stack, tenant, multipart([_changed(first)], "q"), kind)
+    assert conflict.status_code == 409, conflict.text
+    (item,) = conflict.json()["00081198"]["Value"]
+    assert item["00081197"]["Value"] == [0xA901] and "different content" in reason_text(item)
+    assert item["00081155"]["Value"] == [str(dcmread(io.BytesIO(first)).SOPInstanceUID)]
+    assert '"1 of 1 instances not stored' in conflict.headers["Warning"]
+    assert count(stack.settings, tenant) == 2
+
+
+def test_nothing_stored_while_the_blob_store_is_down_is_503(stack, tenant, data_dir):
+    """The tenant's blob folder made unusable (a file where its directory goes): every commit fails as on
+    a lost disk or bucket. Nothing stored for a reason that will pass: 503 and Retry-After, not 409."""
+    data = _nih(data_dir, 1)[0]
+    kind = 'multipart/related; type="application/dicom"; boundary=q'
+    blocker = stack.settings.var_path / "blobs" / tenant
+    blocker.write_bytes(b"")
+    try:
+        down = post(stack, tenant, multipart([data, b"not dicom at all" * 30], "q"), kind)
+    finally:
+        blocker.unlink()
+    assert down.status_code == 503, down.text
+    assert down.headers["Retry-After"] == "30"
+    reasons = [item["00081197"]["Value"][0] for item in down.json()["00081198"]["Value"]]
+    assert reasons == [0xA700, 0xC000]
+    assert count(stack.settings, tenant) == 0  # the index row went back with the failed blob
+    again = post(stack, tenant, multipart([data], "q"), kind)  # as a client does after Retry-After
+    assert again.status_code == 200, again.text
     assert count(stack.settings, tenant) == 1
 
 

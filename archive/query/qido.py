@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from archive.query.attributes import BY_KEYWORD, DEFAULT_RETURN, Attribute, UnknownAttribute, resolve
@@ -11,6 +12,9 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_OFFSET = 2**31 - 1  # PostgreSQL takes a bigint; past 2^63 it would be a 500
 _CONTROL = {"limit", "offset", "includefield", "fuzzymatching"}
+# PS3.18 8.3.4.5/8.3.4.6: optional for the origin server; asked for and not done, the answer says so
+_NOT_PERFORMED = {"emptyvaluematching": "Empty Value Matching", "multiplevaluematching": "Multiple Value Matching"}
+_TAG = re.compile(r"\(?[0-9A-Fa-f]{4},?[0-9A-Fa-f]{4}\)?")
 
 
 def _paging(params: dict[str, list[str]]) -> tuple[int, int]:
@@ -24,7 +28,24 @@ def _paging(params: dict[str, list[str]]) -> tuple[int, int]:
     return limit, offset
 
 
-def _included(level: str, params: dict[str, list[str]]) -> list[Attribute]:
+def _attribute(name: str) -> Attribute | None:
+    """The attribute a key names, or None for one QIDO does not support: PS3.18 8.3.4 has those
+    ignored, not refused. A key that tries to be a tag and is not one is malformed: BadQuery."""
+    try:
+        return resolve(name)
+    except UnknownAttribute:
+        if _malformed_tag(name):
+            raise BadQuery(f"{name!r} is not a tag: a tag is 8 hexadecimal digits, such as 0020000D") from None
+        return None
+
+
+def _malformed_tag(name: str) -> bool:
+    """Keywords start with a letter, so a part of a (dotted) key that starts with a digit or '(' is meant as a tag."""
+    return any(part[:1].isdigit() or part[:1] == "(" for part in name.strip().split(".")
+               if not _TAG.fullmatch(part))
+
+
+def _included(level: str, params: dict[str, list[str]], ignored: list[str]) -> list[Attribute]:
     """The default attributes of the level and those named by includefield, if the level can show them."""
     levels = visible(level)
     wanted = [BY_KEYWORD[k] for k in DEFAULT_RETURN[level]]
@@ -32,24 +53,47 @@ def _included(level: str, params: dict[str, list[str]]) -> list[Attribute]:
     if "all" in names:
         wanted += list(BY_KEYWORD.values())
     else:
-        wanted += [resolve(name) for name in names]
+        for name in names:
+            attribute = _attribute(name)
+            if attribute is None:
+                ignored.append(f"includefield={name}")
+            else:
+                wanted.append(attribute)
     return [a for a in wanted if a.level in levels]
 
 
+def _match_keys(params: dict[str, list[str]], scope: dict[str, str], ignored: list[str]) -> list[MatchKey]:
+    keys = []
+    for name, values in params.items():
+        if name in _CONTROL or name in _NOT_PERFORMED:
+            continue
+        attribute = _attribute(name)
+        if attribute is None:
+            ignored.append(name)
+        else:
+            keys.append(MatchKey(attribute, values[-1]))
+    return keys + [MatchKey(resolve(name), value) for name, value in scope.items()]
+
+
+def _options_not_performed(params: dict[str, list[str]]) -> list[str]:
+    return [f"The {name} parameter is not supported. {what} has not been performed."
+            for name, what in _NOT_PERFORMED.items() if params.get(name, ["false"])[-1].lower() == "true"]
+
+
 def build_qido(level: str, tenant: str, params: dict[str, list[str]], scope: dict[str, str] | None = None) -> Query:
-    """`params` as parsed from the query string; `scope` holds UIDs from the path."""
+    """`params` as parsed from the query string; `scope` holds UIDs from the path. The query's
+    warnings are texts for the answer's Warning header."""
     limit, offset = _paging(params)
-    warnings = []
+    warnings = _options_not_performed(params)
     if limit > MAX_LIMIT:
-        warnings.append(f"299 dicomflow: limit {limit} lowered to the maximum {MAX_LIMIT}")
+        warnings.append(f"limit {limit} lowered to the maximum {MAX_LIMIT}")
         limit = MAX_LIMIT
     fuzzy = params.get("fuzzymatching", ["false"])[-1].lower() == "true"
-    pairs = [(k, v[-1]) for k, v in params.items() if k not in _CONTROL] + list((scope or {}).items())
-    try:
-        keys = [MatchKey(resolve(name), value) for name, value in pairs]
-        returned = _included(level, params)
-    except UnknownAttribute as err:
-        raise BadQuery(str(err)) from None
+    ignored: list[str] = []
+    keys = _match_keys(params, scope or {}, ignored)
+    returned = _included(level, params, ignored)
+    if ignored:
+        warnings.append("The following query keys were ignored (not supported): " + ", ".join(ignored))
     query = build(QuerySpec(level, tenant, keys, returned, fuzzy, limit, offset))
     query.warnings = warnings
     return query

@@ -66,7 +66,8 @@ def _failures(body: dict) -> dict[str, str]:
     for item in body.get("00081198", {}).get("Value", []):
         uid = (item.get("00081155", {}).get("Value") or ["?"])[0]
         code = (item.get("00081197", {}).get("Value") or [0])[0]
-        comment = next((v.get("Value", [""])[0] for k, v in item.items() if k.startswith("0009")), "")
+        # a reason in words is private (dicomflow's: (0009,1001)); (0009,00xx) only names a private creator
+        comment = next((v.get("Value", [""])[0] for k, v in item.items() if k.startswith("0009") and k[4:6] != "00"), "")
         out[uid] = f"FailureReason 0x{code:04X}" + (f": {comment}" if comment else "")
     return out
 
@@ -81,9 +82,11 @@ def send_stow(target: StowTarget, files: list[DicomFile], tally: Tally, advance:
                 advance(item.size)
             continue
         body = response.json() if "json" in response.headers.get("content-type", "") else {}
-        failures = _failures(body) if response.status_code in (200, 202, 409) else {}
+        # a 503 with a Failed SOP Sequence is the archive's answer (could not store now), not a proxy's
+        answered = response.status_code in (200, 202, 409) or (response.status_code == 503 and "00081198" in body)
+        failures = _failures(body) if answered else {}
         for item in batch:
-            if response.status_code not in (200, 202, 409):
+            if not answered:
                 tally.rejected(str(item.path), f"HTTP {response.status_code}: {str(body.get('error', response.text))[:120]}")
             elif item.sop_instance_uid in failures:
                 tally.rejected(str(item.path), failures[item.sop_instance_uid])
