@@ -18,6 +18,7 @@ from activities.context import ActivityContext
 from activities.store_scu import DestinationUnavailable, accepted_syntaxes, open_store_association, store
 from activities.types import RetrieveEnd, RetrieveOutcome, RetrieveRequest
 from archive import dicom_status as st
+from archive.decode_pool import DecodeRefused, shared_pool
 from archive.index import retrieves
 from archive.index.retrieves import COMPLETED, FAILED, WARNING, ItemToSend
 from archive.outbound import NoCommonSyntax, dataset_to_send
@@ -88,11 +89,18 @@ class RetrieveActivities:
         accepted = accepted_syntaxes(assoc, item.sop_class_uid)
         try:
             with self.ctx.blobs.local_copy(item.blob_key) as path:
-                outgoing = path if item.transfer_syntax in accepted else dataset_to_send(path, item.transfer_syntax, accepted)
+                outgoing = path if item.transfer_syntax in accepted else dataset_to_send(
+                    path, item.transfer_syntax, accepted, shared_pool(self.ctx.settings.decode_limits),
+                    self.ctx.blobs.spool_dir)
                 return store(assoc, outgoing, message_id, self.ctx.settings.ae_title, request.move_originator_message_id)
         except NoCommonSyntax as err:
             log.warning("retrieve %s: %s not sent: %s", request.retrieve_id, item.sop_uid, err)
             return st.SOP_CLASS_NOT_SUPPORTED
+        except DecodeRefused as err:
+            if not err.deterministic:  # busy or slow now: this attempt ends, the next resumes here
+                raise ApplicationError(f"decompressing {item.sop_uid} for {request.destination_ae}: {err}") from None
+            log.warning("retrieve %s: %s not sent: cannot be decompressed: %s", request.retrieve_id, item.sop_uid, err)
+            return st.PROCESSING_FAILURE
 
     @activity.defn(name=names.RETRIEVE_FINISH)
     async def finish(self, end: RetrieveEnd) -> RetrieveOutcome:

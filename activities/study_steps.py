@@ -5,19 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities import names
 from activities.context import ActivityContext
 from activities.types import StepResult, StudyRef
+from archive.decode_pool import DecodePool, DecodeRefused, shared_pool
 from archive.dicom_json import DICOMWEB_ROOT, file_json, gzip_json, instance_base
 from archive.index import commitments, lifecycle
+from archive.index.lifecycle import InstanceFile
 from archive.layout import series_metadata_key
-from archive.transcode import TARGET_SYNTAX, needs_uncompressed_copy, uncompressed_bytes
+from archive.transcode import TARGET_SYNTAX, needs_uncompressed_copy, uncompressed_copy
 from archive.verify import verify_blob
 
 log = logging.getLogger("dicomflow.activities")
+T = TypeVar("T")
+HEARTBEAT_SECONDS = 10.0  # the workflow's heartbeat timeout is 30 s; one large object may take longer
+# a decode that times out this many attempts running is taken as the object's doing, not the machine's
+TIMEOUT_ATTEMPTS = 3
 
 
 class StudyActivities:
@@ -66,28 +75,54 @@ class StudyActivities:
 
     @activity.defn(name=names.TRANSCODE)
     async def transcode(self, ref: StudyRef) -> StepResult:
+        """Decoding runs in this process's decode pool (bounded memory and time per object). An
+        object the pool refuses for good stays as received, with the reason on its row, and the
+        step goes on: failing the step would fail the study's workflow and leave every other
+        instance without index and metadata. Storage errors, and refusals that may pass (a busy
+        pool, a timeout on a loaded machine), are raised for Temporal to retry the step."""
         if self.ctx.settings.transcode_policy == "keep":
             return StepResult(names.TRANSCODE, detail="policy keep: objects kept as received")
         result = StepResult(names.TRANSCODE, detail=f"policy {self.ctx.settings.transcode_policy}")
+        decoder = shared_pool(self.ctx.settings.decode_limits)
+        passing: list[str] = []
         for item in await lifecycle.instances_in_state(self.ctx.pool, ref.tenant, ref.study_uid, "committed"):
             if not needs_uncompressed_copy(item.transfer_syntax):
                 continue
             activity.heartbeat(item.sop_uid)
             key = item.blob_key.removesuffix(".dcm") + ".explicit-le.dcm"
             try:
-                await asyncio.to_thread(self._write_uncompressed, item.blob_key, key)
-            except Exception as err:  # noqa: BLE001 - an undecodable object stays as received
-                result.failed += 1
-                result.failures.append(f"{item.sop_uid}: cannot decode {item.transfer_syntax}: {err}"[:300])
+                await _heartbeating(asyncio.to_thread(self._write_uncompressed, decoder, item.blob_key, key), item.sop_uid)
+            except DecodeRefused as err:
+                if not _final(err):
+                    passing.append(f"{item.sop_uid}: {err.reason}: {err}")
+                    continue
+                await self._record_refusal(ref, item, err, result)
                 continue
             await lifecycle.record_transcoded(self.ctx.pool, ref.tenant, item.sop_uid, key, TARGET_SYNTAX)
             result.processed += 1
+        if passing:
+            raise ApplicationError(f"{len(passing)} object(s) not decoded this attempt: " + "; ".join(passing)[:1000],
+                                   type="DecodeRefused")
         return result
 
-    def _write_uncompressed(self, source_key: str, target_key: str) -> None:
-        with self.ctx.blobs.local_copy(source_key) as path:
-            data = uncompressed_bytes(path)
-        self.ctx.blobs.put_bytes(target_key, data)
+    def _write_uncompressed(self, decoder: DecodePool, source_key: str, target_key: str) -> None:
+        blobs = self.ctx.blobs
+        spool = blobs.new_spool_file()
+        try:
+            with blobs.local_copy(source_key) as path:
+                uncompressed_copy(decoder, path, spool)
+            blobs.commit(blobs.stage_file(spool), target_key)
+        finally:
+            spool.unlink(missing_ok=True)
+
+    async def _record_refusal(self, ref: StudyRef, item: InstanceFile, err: DecodeRefused, result: StepResult) -> None:
+        """On the instance's row (failure_reason) and in the step's result, which the Temporal UI
+        shows. The state stays committed: the object is intact and served as received."""
+        reason = f"transcode refused ({err.reason}): {err}"[:500]
+        log.warning("%s/%s: %s", ref.tenant, item.sop_uid, reason)
+        await lifecycle.set_state(self.ctx.pool, ref.tenant, item.sop_uid, "committed", reason)
+        result.failed += 1
+        result.failures.append(f"{item.sop_uid}: {reason}"[:300])
 
     @activity.defn(name=names.INDEX)
     async def index(self, ref: StudyRef) -> StepResult:
@@ -100,14 +135,15 @@ class StudyActivities:
         for series_uid, study_date in await lifecycle.series_for_metadata(self.ctx.pool, ref.tenant, ref.study_uid):
             activity.heartbeat(series_uid)
             key = series_metadata_key(ref.tenant, study_date, ref.study_uid, series_uid)
-            items = await lifecycle.committed_in_series(self.ctx.pool, ref.tenant, series_uid)
+            snapshot = await lifecycle.series_snapshot(self.ctx.pool, ref.tenant, series_uid)
+            items = snapshot.committed
             try:
                 skipped = await asyncio.to_thread(self._write_series_json, ref, series_uid, items, key)
             except OSError as err:  # storage trouble: recorded, then retried by Temporal
                 await lifecycle.record_metadata(self.ctx.pool, ref.tenant, series_uid, None, f"{type(err).__name__}: {err}"[:500])
                 raise
             error = "; ".join(skipped)[:500] if skipped else None
-            await lifecycle.record_metadata(self.ctx.pool, ref.tenant, series_uid, key, error)
+            await lifecycle.record_metadata(self.ctx.pool, ref.tenant, series_uid, key, error, snapshot.document_version)
             result.processed += len(items) - len(skipped)
             result.failed += len(skipped)
             result.failures.extend(skipped)
@@ -127,3 +163,18 @@ class StudyActivities:
                     skipped.append(f"{item.sop_uid}: {type(err).__name__}: {err}"[:200])
         blobs.put_bytes(key, gzip_json(documents))
         return skipped
+
+
+def _final(err: DecodeRefused) -> bool:
+    """Whether a retry would only be refused again."""
+    return err.deterministic or (err.reason == "timeout" and activity.info().attempt >= TIMEOUT_ATTEMPTS)
+
+
+async def _heartbeating(work: Awaitable[T], detail: str) -> T:
+    """Await work, heartbeating meanwhile: one large object may take longer than the heartbeat timeout."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_SECONDS)
+        if done:
+            return task.result()
+        activity.heartbeat(detail)

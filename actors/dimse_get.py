@@ -18,6 +18,7 @@ from archive import dicom_status as st
 from archive.audit import AuditAction
 from archive.audit import Outcome as AuditOutcome
 from archive.blobstore import BlobNotFound
+from archive.decode_pool import DecodeRefused, shared_pool
 from archive.index.reads import StoredObject, objects_named_by
 from archive.outbound import NoCommonSyntax, dataset_to_send
 from archive.query.retrieve import MAX_INSTANCES
@@ -90,9 +91,11 @@ class GetService:
 
     def _prepare(self, obj: StoredObject, accepted: set[str]) -> Dataset:
         try:
-            with self.handlers.ingest.blobs.local_copy(obj.blob_key) as path:
-                return dataset_to_send(path, obj.transfer_syntax, accepted)
-        except NoCommonSyntax as err:
+            blobs = self.handlers.ingest.blobs
+            with blobs.local_copy(obj.blob_key) as path:
+                return dataset_to_send(path, obj.transfer_syntax, accepted,
+                                       shared_pool(self.handlers.settings.decode_limits), blobs.spool_dir)
+        except (NoCommonSyntax, DecodeRefused) as err:
             log.warning("C-GET: %s not sent: %s", obj.sop_uid, err)
         except BlobNotFound:
             log.warning("C-GET: %s has no stored object (deleted meanwhile?)", obj.sop_uid)

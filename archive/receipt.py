@@ -1,25 +1,38 @@
 """Receipt: the one path by which an object enters the archive, for DIMSE and DICOMweb alike.
 
-staged bytes -> header read once (stop before pixels) and validated -> key from tenant and UIDs
--> blob committed (fsync'd) -> index rows committed -> Stored. Only after that may a caller
-answer Success; the instance is then visible to queries at once.
+staged bytes -> header read once (stop before pixels) and validated -> a new key from tenant, UIDs
+and a write id -> blob committed (fsync'd) -> index rows committed -> Stored. Only after that may a
+caller answer Success; the instance is then visible to queries at once. Stored bytes are never
+written over: a replacement or repair gets its own key and the superseded blob goes after the commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from archive.attributes import InstanceAttributes, extract
-from archive.blobstore import BlobStore, StagedBlob
+from archive.blobstore import BlobNotFound, BlobStore, StagedBlob
 from archive.header import Header, InvalidObject, read_header
-from archive.index.instances import find_instance, insert_instance, mark_nonconformant, replace_instance
-from archive.layout import instance_key
+from archive.index.instances import (
+    StoredInstance,
+    bump_series,
+    find_instance,
+    insert_instance,
+    mark_nonconformant,
+    point_at_blob,
+    replace_instance,
+    reset_failed,
+)
+from archive.index.locks import lock_study
+from archive.layout import instance_key, new_write_id
 from archive.limits import Limits
 from archive.part10 import add_missing_meta
 from archive.sameness import same_object
@@ -53,10 +66,11 @@ class Receipt:
     size: int = 0
     sha256: str | None = None
     nonconformance: str | None = None  # stored, but breaks the standard in a harmless way (uid_policy)
+    reprocess: bool = False  # a failed instance repaired by its resent bytes: its workflow runs again
 
     @property
     def needs_workflow(self) -> bool:
-        return self.outcome in (Outcome.STORED, Outcome.REPLACED)
+        return self.outcome in (Outcome.STORED, Outcome.REPLACED) or self.reprocess
 
 
 class Receiver:
@@ -95,55 +109,125 @@ class Receiver:
             self.blobs.discard(staged)
             return Receipt(Outcome.FAILED, f"the archive could not store the object: {type(err).__name__}: {err}", tenant, attributes)
 
-    def _same_object(self, key: str, staged: StagedBlob) -> bool:
-        return _same_object_at(self.blobs, key, staged)
-
     def _prepare(self, staged: StagedBlob) -> tuple[StagedBlob, Header, InstanceAttributes]:
         staged = add_missing_meta(self.blobs, staged)
         header = read_header(staged.path, self.limits, self.lenient_uids)
         return staged, header, extract(header.dataset)
 
     async def _store(self, tenant: str, staged: StagedBlob, header: Header, a: InstanceAttributes, source: str) -> Receipt:
-        key = instance_key(tenant, a.study_date, a.study_uid, a.series_uid, a.sop_uid)
-        receipt = Receipt(Outcome.STORED, None, tenant, a, header.transfer_syntax, key, staged.size, staged.sha256,
-                          header.nonconformance)
         if header.nonconformance:
             log.warning("stored %s in %s although not conformant: %s", a.sop_uid, tenant, header.nonconformance)
-        fields: dict[str, Any] = dict(transfer_syntax=
-header.transfer_syntax, blob_key=key, size=staged.size, sha256=staged.sha256, source=source)
+        # a fresh key for every write: stored bytes are never written over (archive/layout.py)
+        key = instance_key(tenant, a.study_date, a.study_uid, a.series_uid, a.sop_uid, new_write_id())
+        write = _Write(tenant, staged, header, a,
+                       dict(transfer_syntax=header.transfer_syntax, blob_key=key, size=staged.size, sha256=staged.sha256,
+                            source=source))
         for _ in range(2):  # a second pass only when the stored row vanished in between (a DELETE)
-            async with self.pool.connection() as conn, conn.transaction():
-                # The row goes in first: a concurrent receipt of the same UID waits on it and then
-                # finds it, instead of writing over our blob. The transaction commits only after
-                # the blob is durable.
-                if await insert_instance(conn, tenant, a, **fields):
-                    if header.nonconformance:
-                        await mark_nonconformant(conn, tenant, a.sop_uid, header.nonconformance)
-                    await asyncio.to_thread(self.blobs.commit, staged, key)
-                    return receipt
-                existing = await find_instance(conn, tenant, a.sop_uid, lock=True)
-                if existing is None:
-                    continue
-                if existing.sha256 == staged.sha256:
-                    self.blobs.discard(staged)
-                    return Receipt(Outcome.DUPLICATE, "already stored with identical content", tenant, a,
-                                   header.transfer_syntax, existing.blob_key, existing.size, existing.sha256)
-                if self.duplicate_policy != "replace":
-                    if await asyncio.to_thread(self._same_object, existing.blob_key, staged):
-                        self.blobs.discard(staged)
-                        return Receipt(Outcome.DUPLICATE, "already stored (sent before in another transfer syntax)",
-                                       tenant, a, header.transfer_syntax, existing.blob_key, existing.size, existing.sha256)
-                    self.blobs.discard(staged)
-                    return Receipt(Outcome.CONFLICT,
-                                   f"already stored with different content: {a.sop_uid}", tenant, a)
-                await asyncio.to_thread(self.blobs.commit, staged, key)
-                await replace_instance(conn, tenant, a, **fields)
-                if existing.blob_key != key:
-                    await asyncio.to_thread(self.blobs.delete, existing.blob_key)
-                return Receipt(Outcome.REPLACED, "replaced the stored object with different content", tenant, a,
-                               header.transfer_syntax, key, staged.size, staged.sha256)
+            settled = await self._attempt(write)
+            if settled is not None:
+                receipt, superseded = settled
+                await asyncio.to_thread(self._remove_superseded, superseded)
+                return receipt
         self.blobs.discard(staged)
         return Receipt(Outcome.FAILED, "concurrent receipt of the same SOP Instance UID; send again", tenant, a)
+
+    async def _attempt(self, w: _Write) -> tuple[Receipt, list[str]] | None:
+        """One transaction: the receipt and the blobs it superseded (to remove once it committed), or
+        None when the row it collided with is gone."""
+        # pipelined: BEGIN, the lock and the insert go in one round trip, COMMIT in another; every
+        # answer the receipt needs is fetched, which waits for it
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+            await lock_study(conn, w.tenant, w.a.study_uid)
+            # The row goes in first: a concurrent receipt of the same UID waits on it and then
+            # finds it. The transaction commits only after the blob is durable.
+            if await insert_instance(conn, w.tenant, w.a, **w.fields):
+                if w.header.nonconformance:
+                    await mark_nonconformant(conn, w.tenant, w.a.sop_uid, w.header.nonconformance)
+                await asyncio.to_thread(self.blobs.commit, w.staged, w.key)
+                # no series version bump: a new instance changes the series' count, which metadata
+                # freshness also compares, and concurrent receipts into one series do not queue on its row
+                return w.receipt(Outcome.STORED), []
+            existing = await find_instance(conn, w.tenant, w.a.sop_uid, lock=True)
+            if existing is None:
+                return None
+            if existing.sha256 == w.staged.sha256:
+                return await self._identical(conn, w, existing)
+            if self.duplicate_policy == "replace":
+                return await self._replace(conn, w, existing), _keys(existing.blob_key, existing.transcoded_key)
+            return await asyncio.to_thread(self._refuse_or_match, w, existing), []
+
+    async def _identical(self, conn: AsyncConnection, w: _Write, existing: StoredInstance) -> tuple[Receipt, list[str]]:
+        """The same bytes again: nothing to do, unless what is stored is damaged; then they repair it."""
+        damage = await asyncio.to_thread(self._damage, existing)
+        if damage is None:
+            self.blobs.discard(w.staged)
+            return (Receipt(Outcome.DUPLICATE, "already stored with identical content", w.tenant, w.a, w.header.transfer_syntax,
+                            existing.blob_key, existing.size, existing.sha256), [])
+        await asyncio.to_thread(self.blobs.commit, w.staged, w.key)
+        await point_at_blob(conn, w.tenant, w.a.sop_uid, w.key)
+        reprocess = await reset_failed(conn, w.tenant, existing.study_uid, w.a.sop_uid)
+        if reprocess:
+            await bump_series(conn, w.tenant, [existing.series_uid])
+        log.warning("resent %s in %s repaired it: %s", w.a.sop_uid, w.tenant, damage)
+        receipt = w.receipt(Outcome.DUPLICATE, f"already stored; the resent bytes repaired it ({damage})")
+        return dataclasses.replace(receipt, reprocess=reprocess), [existing.blob_key]
+
+    def _damage(self, existing: StoredInstance) -> str | None:
+        if existing.state == "failed":
+            return "it had failed verification"
+        try:
+            size = self.blobs.size(existing.blob_key)
+        except BlobNotFound:
+            return "its stored object was missing"
+        return None if size == existing.size else f"its stored object had {size} bytes, not {existing.size}"
+
+    async def _replace(self, conn: AsyncConnection, w: _Write, existing: StoredInstance) -> Receipt:
+        """New bytes under a new key, then the row moved to them; the old object goes only after the
+        commit. A crash anywhere leaves the row naming an object that is there: the old or the new."""
+        await asyncio.to_thread(self.blobs.commit, w.staged, w.key)
+        await replace_instance(conn, w.tenant, w.a, **w.fields)
+        if w.header.nonconformance:
+            await mark_nonconformant(conn, w.tenant, w.a.sop_uid, w.header.nonconformance)
+        await bump_series(conn, w.tenant, sorted({existing.series_uid, w.a.series_uid}))
+        return w.receipt(Outcome.REPLACED, "replaced the stored object with different content")
+
+    def _refuse_or_match(self, w: _Write, existing: StoredInstance) -> Receipt:
+        same = _same_object_at(self.blobs, existing.blob_key, w.staged)
+        self.blobs.discard(w.staged)
+        if same:
+            return Receipt(Outcome.DUPLICATE, "already stored (sent before in another transfer syntax)", w.tenant, w.a,
+                           w.header.transfer_syntax, existing.blob_key, existing.size, existing.sha256)
+        return Receipt(Outcome.CONFLICT, f"already stored with different content: {w.a.sop_uid}", w.tenant, w.a)
+
+    def _remove_superseded(self, keys: list[str]) -> None:
+        for key in keys:
+            try:
+                self.blobs.delete(key)
+            except Exception:  # noqa: BLE001 - the receipt stands; the orphan sweeper takes it later
+                log.warning("could not remove superseded blob %s; the orphan sweeper will", key, exc_info=True)
+
+
+@dataclass(frozen=True)
+class _Write:
+    """One object on its way in: what the steps of a receipt share."""
+
+    tenant: str
+    staged: StagedBlob
+    header: Header
+    a: InstanceAttributes
+    fields: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return str(self.fields["blob_key"])
+
+    def receipt(self, outcome: Outcome, reason: str | None = None) -> Receipt:
+        return Receipt(outcome, reason, self.tenant, self.a, self.header.transfer_syntax, self.key, self.staged.size,
+                       self.staged.sha256, self.header.nonconformance)
+
+
+def _keys(*keys: str | None) -> list[str]:
+    return [k for k in keys if k]
 
 
 def _same_object_at(blobs: BlobStore, key: str, staged: StagedBlob) -> bool:

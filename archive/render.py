@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
-from archive.frames import FrameNotFound, NoPixelData
+from archive.decode_pool import DecodePool, DecodeRefused
+from archive.frames import FrameNotFound, NoPixelData, frame_array, open_pixels
+
+log = logging.getLogger("dicomflow.render")
 
 
 @dataclass(frozen=True)
@@ -51,17 +54,35 @@ def _grey_levels(array: np.ndarray, ds: Dataset, window: tuple[float, float] | N
     if direct or high - low > 1 << 20:
         return _to_8bit(apply_modality_lut(array, ds), window, ds)
     table = _to_8bit(apply_modality_lut(np.arange(low, high + 1), ds), window, ds)
-    return table[np.subtract(array, low, dtype=np.int64)]
+    return _looked_up(table, array, low)
 
 
-def render(path: Path | io.BytesIO, frame: int, options: RenderOptions) -> bytes:
-    ds = dcmread(path)
+LOOKUP_BLOCK = 1 << 20  # pixels indexed at once: the index array is 8 bytes a pixel
+
+
+def _looked_up(table: np.ndarray, array: np.ndarray, low: int) -> np.ndarray:
+    """table[array - low], a block of rows at a time, so a large frame's index array stays small."""
+    out = np.empty(array.shape, dtype=table.dtype)
+    rows = max(1, LOOKUP_BLOCK // max(1, array[0].size))
+    for start in range(0, len(array), rows):
+        out[start:start + rows] = table[np.subtract(array[start:start + rows], low, dtype=np.intp)]
+    return out
+
+
+def render(pool: DecodePool, path: Path, frame: int, options: RenderOptions) -> bytes:
+    """The frame drawn by a decode worker; DecodeRefused when it cannot be, within the pool's limits."""
+    return pool.run(render_file, str(path), frame, options)
+
+
+def render_file(path: str | io.BytesIO, frame: int, options: RenderOptions) -> bytes:
+    """The drawing itself, in whatever process calls it (a decode worker: see render)."""
+    ds = open_pixels(path)
     if "PixelData" not in ds:
         raise NoPixelData("the instance has no Pixel Data to render")
     count = int(ds.get("NumberOfFrames", 1) or 1)
     if frame < 1 or frame > count:
         raise FrameNotFound(f"frame {frame} does not exist: the instance has {count} frame(s)")
-    array = pixel_array(ds, index=frame - 1)  # YBR is converted to RGB
+    array = frame_array(path, ds, frame - 1)  # YBR is converted to RGB
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if photometric == "PALETTE COLOR":
         image = Image.fromarray(_scale_colour(apply_color_lut(array, ds)), "RGB")
@@ -82,9 +103,16 @@ def render(path: Path | io.BytesIO, frame: int, options: RenderOptions) -> bytes
     return out.getvalue()
 
 
-def warm_up() -> None:
-    """Render a tiny image once, so the first viewer of a fresh process does not wait ~60 ms for
-    pydicom's pixel handlers and Pillow's JPEG encoder to load."""
+def warm_up(pool: DecodePool | None = None) -> None:
+    """Start the pool's first worker (it warms itself with warm_up()), so the first viewer does not
+    wait for a process start; without a pool, render a tiny image here, so pydicom's pixel handlers
+    and Pillow's JPEG encoder are loaded (~60 ms) before anyone waits for them."""
+    if pool is not None:
+        try:
+            pool.warm()
+        except DecodeRefused as err:  # the requests that need decoding will say why; the rest are served
+            log.warning("decode pool not warmed: %s", err)
+        return
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
@@ -101,7 +129,7 @@ def warm_up() -> None:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     buffer.seek(0)
-    render(buffer, 1, RenderOptions())
+    render_file(buffer, 1, RenderOptions())
 
 
 def _scale_colour(array: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from archive.decode_pool import INTERPRETER_BYTES, DecodeLimits
 from archive.embedded_secrets import POSTGRES, POSTGRES_APP, REDIS, read_secret
 from archive.limits import Limits
 
@@ -23,6 +24,10 @@ EMBEDDED_OWNER_ROLE = "dicomflow"
 NODE_ROLE_RESOURCE_PREFIX = "dicomflow_"  # a node role is the Ray custom resource dicomflow_<role>
 EMBEDDED_APP_ROLE = "dicomflow_app"
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+# decoding one frame holds the codec's working buffer (openjpeg keeps 32-bit samples: twice a
+# 16-bit frame) and the decoded frame, and rendering adds its 8-bit image: measured 3x the decoded
+# bytes at peak for a 16-bit J2K frame
+DECODE_FRAME_FACTOR = 4
 
 
 DimseService = Literal["store", "commit", "find", "move", "get", "worklist", "mpps"]
@@ -144,12 +149,24 @@ class Settings(BaseSettings):
     stow_max_bytes: int = Field(4 * 1024**3, ge=1)
     stow_max_parts: int = Field(10_000, ge=1)  # instances in one STOW-RS request
     retrieve_retention_days: float = Field(7.0, gt=0)  # finished C-MOVE records (per-instance rows) kept this long
+    # blobs no index row names are removed once older than this (a receipt in flight writes its
+    # blob before its row commits), by `dicomflow sweep` and every sweep_interval_seconds (0: never)
+    orphan_grace_seconds: float = Field(3600.0, ge=60)
+    sweep_interval_seconds: float = Field(86400.0, ge=0)
     # lenient: keep objects whose UIDs break PS3.5 harmlessly (marked on the row); strict: refuse them
     uid_policy: Literal["lenient", "strict"] = "lenient"
     # what one object may make the archive decode or inflate (see archive/limits.py)
     max_frame_bytes: int = Field(Limits.max_frame_bytes, ge=1)
     max_pixel_bytes: int = Field(Limits.max_pixel_bytes, ge=1)
     max_inflated_bytes: int = Field(Limits.max_inflated_bytes, ge=1)
+    # every pixel decode (rendered, thumbnails, decoded frames, decompression, transcoding) runs in
+    # a pool of worker processes per process that asks (archive/decode_pool.py), each under
+    # RLIMIT_AS = decode_memory_bytes; None = the interpreter's margin + DECODE_FRAME_FACTOR x max_frame_bytes
+    decode_memory_bytes: int | None = Field(None, ge=256 * 2**20)
+    # per call, or per frame where a call decodes many; lossless JPEG 2000 decodes at ~20-27 MB/s
+    # on this 2-core machine, so a 1 GiB frame (max_frame_bytes) takes ~40-50 s
+    decode_timeout_seconds: float = Field(60.0, gt=0)
+    decode_workers: int = Field(2, ge=1, le=64)
     commitment_timeout_seconds: float = Field(3600.0, gt=0)
     # keep: store as received; uncompressed: also keep an Explicit VR Little Endian copy of
     # compressed objects (the original is always kept)
@@ -238,6 +255,11 @@ class Settings(BaseSettings):
     @property
     def limits(self) -> Limits:
         return Limits(self.max_frame_bytes, self.max_pixel_bytes, self.max_inflated_bytes)
+
+    @property
+    def decode_limits(self) -> DecodeLimits:
+        memory = self.decode_memory_bytes or INTERPRETER_BYTES + DECODE_FRAME_FACTOR * self.max_frame_bytes
+        return DecodeLimits(memory, self.decode_timeout_seconds, self.decode_workers)
 
     @property
     def bind_is_loopback(self) -> bool:

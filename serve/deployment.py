@@ -8,6 +8,7 @@ import ray
 from ray import serve
 from ray.serve import Application, Deployment
 
+from archive.decode_pool import shared_pool
 from archive.priority import normal_priority
 from archive.render import warm_up
 from archive.settings import NODE_ROLE_RESOURCE_PREFIX, Settings
@@ -30,7 +31,7 @@ def dicomweb_application(settings: Settings) -> Application:
             normal_priority()
             pin_inter_deployment_grpc(ray.util.get_node_ip_address())
             self.settings = Settings.model_validate(settings_data)
-            warm_up()
+            warm_up(shared_pool(self.settings.decode_limits))
 
     deployment = cast(Deployment, DicomWeb)  # mypy does not apply class decorators: @serve.deployment made one
     return deployment.bind(settings.model_dump(mode="json"))

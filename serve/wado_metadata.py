@@ -1,5 +1,7 @@
 """WADO-RS metadata from the pre-generated series documents (gzip, ETag, Redis), built on the fly
-when a series is not generated yet or has changed since."""
+when a series is not generated yet or has changed since. What is fresh is decided by the series'
+version, which every replace, repair and delete moves (counts alone can come back to where they
+were), and its number of instances, which every store moves."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 
 from archive.audit import AuditAction
+from archive.blobstore import BlobNotFound
 from archive.cache import Cache
 from archive.dicom_json import DICOMWEB_ROOT, file_json, instance_base
 from archive.identity import Role
@@ -27,8 +30,11 @@ RELATIVE_ROOT = f'"{DICOMWEB_ROOT}/'.encode()
 async def _series_document(resources: Resources, tenant: str, study: str, meta: SeriesMetadata) -> bytes:
     """The series' JSON array, uncompressed, with BulkDataURIs relative to the server root."""
     blobs = resources.blobs
-    if meta.metadata_key and meta.metadata_state in ("ready", "partial") and meta.generated_count == meta.live_count:
-        return gzip.decompress(await asyncio.to_thread(blobs.read_bytes, meta.metadata_key))
+    if meta.document_fresh and meta.metadata_key:
+        try:
+            return gzip.decompress(await asyncio.to_thread(blobs.read_bytes, meta.metadata_key))
+        except BlobNotFound:  # gone behind the index's back: the instances still say it all
+            pass
     objects = await find_objects(resources.pool, tenant, study, meta.series_uid)
 
     def build() -> bytes:
@@ -53,7 +59,7 @@ async def metadata_response(request: Request, resources: Resources, tenant: str,
     if not metas or all(m.live_count == 0 for m in metas):
         raise HTTPException(404, "no such study or series for this tenant")
     base = base_url(request)
-    version = ",".join(f"{m.series_uid}:{m.live_count}:{m.metadata_state}" for m in metas)
+    version = ",".join(f"{m.series_uid}:{m.version}:{m.live_count}:{m.metadata_state if m.document_fresh else 'live'}" for m in metas)
     etag = '"' + hashlib.sha1(f"{base}|{study}|{series}|{instance}|{version}".encode()).hexdigest() + '"'
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
@@ -14,15 +15,18 @@ from pydicom import dcmread
 
 from archive.audit import AuditAction
 from archive.blobstore import BlobStore
+from archive.decode_pool import DecodePool, DecodeRefused, shared_pool
 from archive.frames import FRAME_MEDIA_TYPES, FrameNotFound, NoPixelData, decoded_frames, stored_frames
 from archive.identity import Role
 from archive.index.reads import StoredObject
 from archive.render import RenderOptions, render
-from serve.deps import Blobs, Pool, Tenant, access
+from archive.transcode import uncompressed_copy
+from serve.deps import Blobs, Pool, SettingsDep, Tenant, access
 from serve.lookup import objects_for
 from serve.media import Multipart, parse_accept, wanted_part
 
 T = TypeVar("T")
+log = logging.getLogger("dicomflow.pixels")
 router = APIRouter(tags=["WADO-RS"], dependencies=[Depends(access(Role.READER, AuditAction.READ))])
 INSTANCE = "/dicomweb/studies/{study}/series/{series}/instances/{instance}"
 NATIVE = "1.2.840.10008.1.2.1"
@@ -38,15 +42,79 @@ def frame_numbers(text: str) -> list[int]:
     return numbers
 
 
+async def _decoder(settings: SettingsDep) -> DecodePool:
+    return shared_pool(settings.decode_limits)
+
+
+# this replica's decode workers (archive/decode_pool.py), started on first use
+Decoder = Annotated[DecodePool, Depends(_decoder)]
+
+# PS3.18's retrieve statuses where they fit: 413 when the answer cannot be made within the
+# server's limit. A broken stream is 422: the request is fine, the object is not. A decode out of
+# time is 503 (PS3.18 lists it; "temporary or permanent"), not 504: that is what a proxy in front
+# (HAProxy with `timeout server`) answers when a replica is slow, and the two should stay apart.
+REFUSAL_STATUS = {"too_large": 413, "undecodable": 422, "crashed": 422, "timeout": 503, "busy": 503, "unavailable": 503}
+BUSY_RETRY_AFTER = "5"
+
+
+def refused(obj: StoredObject, err: DecodeRefused) -> HTTPException:
+    log.warning("decoding %s refused (%s): %s", obj.sop_uid, err.reason, err)
+    headers = {"Retry-After": BUSY_RETRY_AFTER} if err.reason == "busy" else None
+    return HTTPException(REFUSAL_STATUS[err.reason], f"cannot decode this instance: {err}", headers=headers)
+
+
 async def _on_disk(blobs: BlobStore, obj: StoredObject, work: Callable[[Path], T]) -> T:
     def run() -> T:
         with blobs.local_copy(obj.blob_key) as path:
             return work(path)
 
+    return await _answered(obj, run)
+
+
+async def _answered(obj: StoredObject, work: Callable[[], T]) -> T:
+    """work() in a thread, its refusals turned into the HTTP errors that say why."""
     try:
-        return await asyncio.to_thread(run)
+        return await asyncio.to_thread(work)
     except (FrameNotFound, NoPixelData) as err:
         raise HTTPException(404, str(err)) from None
+    except DecodeRefused as err:
+        raise refused(obj, err) from None
+
+
+def decompressed_file(blobs: BlobStore, obj: StoredObject, decoder: DecodePool) -> Path:
+    """A spool file with the object in Explicit VR Little Endian, made by the decode pool (or
+    DecodeRefused); the caller deletes it."""
+    target = blobs.new_spool_file()
+    try:
+        with blobs.local_copy(obj.blob_key) as path:
+            uncompressed_copy(decoder, path, target)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return target
+
+
+async def decompressed_path(blobs: BlobStore, obj: StoredObject, decoder: DecodePool) -> Path:
+    """decompressed_file, or the HTTP error that says why not."""
+    return await _answered(obj, lambda: decompressed_file(blobs, obj, decoder))
+
+
+async def decompressed_bytes(blobs: BlobStore, obj: StoredObject, decoder: DecodePool) -> bytes:
+    """The whole object decompressed, or the HTTP error that says why not."""
+    def run() -> bytes:
+        copy = decompressed_file(blobs, obj, decoder)
+        try:
+            return copy.read_bytes()
+        finally:
+            copy.unlink(missing_ok=True)
+
+    return await _answered(obj, run)
+
+
+def file_chunks(path: Path, size: int) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(size):
+            yield chunk
 
 
 def _frame_plan(request: Request, stored_syntax: str) -> tuple[bool, str]:
@@ -65,11 +133,14 @@ def _frame_plan(request: Request, stored_syntax: str) -> tuple[bool, str]:
 
 
 @router.get(INSTANCE + "/frames/{frames}", summary="Retrieve frames")
-async def retrieve_frames(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str, series: str, instance: str, frames: str) -> Response:
+async def retrieve_frames(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, tenant: Tenant, study: str, series: str,
+                          instance: str, frames: str) -> Response:
     numbers = frame_numbers(frames)
     obj = (await objects_for(pool, tenant, study, series, instance))[0]
     as_stored, part_type = _frame_plan(request, obj.transfer_syntax)
-    result = await _on_disk(blobs, obj, lambda path: (stored_frames if as_stored else decoded_frames)(path, numbers))
+    # as stored, and native frames, are cut out here; only compressed frames go to the decode pool
+    result = await _on_disk(blobs, obj, lambda path: stored_frames(path, numbers) if as_stored
+                            else decoded_frames(decoder, path, numbers))
     multipart = Multipart()
     body = multipart.whole((part_type, frame) for frame in result.frames)
     return Response(body, media_type=multipart.content_type(part_type.split(";")[0], result.transfer_syntax))
@@ -111,39 +182,39 @@ def _render_options(request: Request, default_viewport: tuple[int, int] | None =
     return RenderOptions(media or "image/jpeg", window, viewport, max(1, min(quality, 100)))
 
 
-async def _rendered(blobs: BlobStore, obj: StoredObject, frame: int, options: RenderOptions) -> Response:
-    image = await _on_disk(blobs, obj, lambda path: render(path, frame, options))
+async def _rendered(blobs: BlobStore, decoder: DecodePool, obj: StoredObject, frame: int, options: RenderOptions) -> Response:
+    image = await _on_disk(blobs, obj, lambda path: render(decoder, path, frame, options))
     return Response(image, media_type=options.media_type)
 
 
 @router.get(INSTANCE + "/rendered", summary="Rendered instance")
-async def rendered_instance(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str, series: str, instance: str) -> Response:
+async def rendered_instance(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, tenant: Tenant, study: str, series: str, instance: str) -> Response:
     obj = (await objects_for(pool, tenant, study, series, instance))[0]
-    return await _rendered(blobs, obj, 1, _render_options(request))
+    return await _rendered(blobs, decoder, obj, 1, _render_options(request))
 
 
 @router.get(INSTANCE + "/frames/{frame}/rendered", summary="Rendered frame")
-async def rendered_frame(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str, series: str, instance: str, frame: int) -> Response:
+async def rendered_frame(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, tenant: Tenant, study: str, series: str, instance: str, frame: int) -> Response:
     obj = (await objects_for(pool, tenant, study, series, instance))[0]
-    return await _rendered(blobs, obj, frame, _render_options(request))
+    return await _rendered(blobs, decoder, obj, frame, _render_options(request))
 
 
 @router.get(INSTANCE + "/thumbnail", summary="Instance thumbnail")
-async def thumbnail_instance(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str, series: str, instance: str) -> Response:
+async def thumbnail_instance(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, tenant: Tenant, study: str, series: str, instance: str) -> Response:
     obj = (await objects_for(pool, tenant, study, series, instance))[0]
-    return await _rendered(blobs, obj, 1, _render_options(request, (128, 128)))
+    return await _rendered(blobs, decoder, obj, 1, _render_options(request, (128, 128)))
 
 
 @router.get("/dicomweb/studies/{study}/series/{series}/thumbnail", summary="Series thumbnail")
-async def thumbnail_series(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str, series: str) -> Response:
+async def thumbnail_series(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, tenant: Tenant, study: str, series: str) -> Response:
     objects = await objects_for(pool, tenant, study, series)
-    return await _rendered(blobs, objects[len(objects) // 2], 1, _render_options(request, (128, 128)))
+    return await _rendered(blobs, decoder, objects[len(objects) // 2], 1, _render_options(request, (128, 128)))
 
 
 @router.get("/dicomweb/studies/{study}/thumbnail", summary="Study thumbnail")
-async def thumbnail_study(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str) -> Response:
+async def thumbnail_study(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, tenant: Tenant, study: str) -> Response:
     objects = await objects_for(pool, tenant, study)
-    return await _rendered(blobs, objects[len(objects) // 2], 1, _render_options(request, (128, 128)))
+    return await _rendered(blobs, decoder, objects[len(objects) // 2], 1, _render_options(request, (128, 128)))
 
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")

@@ -10,13 +10,15 @@ from fastapi.responses import Response, StreamingResponse
 
 from archive.audit import AuditAction
 from archive.blobstore import BlobStore
+from archive.decode_pool import DecodePool, DecodeRefused
 from archive.identity import Role
 from archive.index.reads import StoredObject, find_object_anywhere
 from archive.render import RenderOptions, render
-from archive.transcode import TARGET_SYNTAX, uncompressed_bytes
+from archive.transcode import TARGET_SYNTAX
 from serve.deps import Blobs, Pool, Tenant, access
 from serve.lookup import check_uids, objects_for
 from serve.media import Multipart, NotAcceptable, parse_accept, wanted_part
+from serve.wado_pixels import Decoder, decompressed_bytes, decompressed_path, file_chunks, refused
 
 router = APIRouter(tags=["WADO-RS"], dependencies=[Depends(access(Role.READER, AuditAction.READ))])
 STREAM_BATCH = 4 * 1024 * 1024
@@ -37,7 +39,7 @@ def choose_syntax(request: Request, objects: list[StoredObject]) -> str | None:
                         f"(transfer-syntax={TARGET_SYNTAX})")
 
 
-async def object_bytes(blobs: BlobStore, obj: StoredObject, syntax: str | None) -> AsyncIterator[bytes]:
+async def object_bytes(blobs: BlobStore, obj: StoredObject, syntax: str | None, decoder: DecodePool) -> AsyncIterator[bytes]:
     if syntax is None or obj.transfer_syntax == syntax:
         iterator = blobs.iter_chunks(obj.blob_key)
         while chunk := await asyncio.to_thread(next, iterator, b""):
@@ -46,19 +48,27 @@ async def object_bytes(blobs: BlobStore, obj: StoredObject, syntax: str | None) 
     if obj.transcoded_key:
         yield await asyncio.to_thread(blobs.read_bytes, obj.transcoded_key)
         return
+    # the answer has started: a refusal can only end it early (the log says why)
+    copy = await decompressed_path(blobs, obj, decoder)
+    try:
+        chunks = file_chunks(copy, STREAM_BATCH)
+        while chunk := await asyncio.to_thread(next, chunks, b""):
+            yield chunk
+    finally:
+        copy.unlink(missing_ok=True)
 
-    def decompress() -> bytes:
-        with blobs.local_copy(obj.blob_key) as path:
-            return uncompressed_bytes(path)
 
-    yield await asyncio.to_thread(decompress)
+def _decoded_alone(objects: list[StoredObject], syntax: str | None) -> bool:
+    """One object to decompress: done before the answer starts, so a refusal gets its own status."""
+    return len(objects) == 1 and syntax not in (None, objects[0].transfer_syntax) and not objects[0].transcoded_key
 
 
-async def multipart_objects(request: Request, blobs: BlobStore, objects: list[StoredObject]) -> Response:
+async def multipart_objects(request: Request, blobs: BlobStore, decoder: DecodePool, objects: list[StoredObject]) -> Response:
     try:
         syntax = choose_syntax(request, objects)
     except NotAcceptable as err:
         raise HTTPException(406, str(err)) from None
+    ready = await decompressed_bytes(blobs, objects[0], decoder) if _decoded_alone(objects, syntax) else None
     multipart = Multipart()
 
     def part(obj: StoredObject) -> bytes:
@@ -82,8 +92,11 @@ async def multipart_objects(request: Request, blobs: BlobStore, objects: list[St
                 yield await asyncio.to_thread(read_batch, batch)
                 batch = []
             yield part(obj)
-            async for chunk in object_bytes(blobs, obj, syntax):
-                yield chunk
+            if ready is not None:
+                yield ready
+            else:
+                async for chunk in object_bytes(blobs, obj, syntax, decoder):
+                    yield chunk
             yield b"\r\n"
         if batch:
             yield await asyncio.to_thread(read_batch, batch)
@@ -93,22 +106,23 @@ async def multipart_objects(request: Request, blobs: BlobStore, objects: list[St
 
 
 @router.get("/dicomweb/studies/{study}", summary="Retrieve a study")
-async def retrieve_study(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str) -> Response:
-    return await multipart_objects(request, blobs, await objects_for(pool, tenant, study))
+async def retrieve_study(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, tenant: Tenant, study: str) -> Response:
+    return await multipart_objects(request, blobs, decoder, await objects_for(pool, tenant, study))
 
 
 @router.get("/dicomweb/studies/{study}/series/{series}", summary="Retrieve a series")
-async def retrieve_series(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str, series: str) -> Response:
-    return await multipart_objects(request, blobs, await objects_for(pool, tenant, study, series))
+async def retrieve_series(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, tenant: Tenant, study: str, series: str) -> Response:
+    return await multipart_objects(request, blobs, decoder, await objects_for(pool, tenant, study, series))
 
 
 @router.get("/dicomweb/studies/{study}/series/{series}/instances/{instance}", summary="Retrieve an instance")
-async def retrieve_instance(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str, series: str, instance: str) -> Response:
-    return await multipart_objects(request, blobs, await objects_for(pool, tenant, study, series, instance))
+async def retrieve_instance(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, tenant: Tenant, study: str, series: str,
+                            instance: str) -> Response:
+    return await multipart_objects(request, blobs, decoder, await objects_for(pool, tenant, study, series, instance))
 
 
 @router.get("/dicomweb/wado", tags=["WADO-URI"], summary="WADO-URI (PS3.18 chapter 9)")
-async def wado_uri(pool: Pool, blobs: Blobs, tenant: Tenant, requestType: str, studyUID: str, seriesUID: str, objectUID: str,  # noqa: N803
+async def wado_uri(pool: Pool, blobs: Blobs, decoder: Decoder, tenant: Tenant, requestType: str, studyUID: str, seriesUID: str, objectUID: str,  # noqa: N803
                    contentType: str = "application/dicom", frameNumber: int = 1) -> Response:  # noqa: N803
     if requestType != "WADO":
         raise HTTPException(400, "requestType must be WADO")
@@ -123,6 +137,9 @@ async def wado_uri(pool: Pool, blobs: Blobs, tenant: Tenant, requestType: str, s
     if content in ("image/jpeg", "image/png"):
         def draw() -> bytes:
             with blobs.local_copy(obj.blob_key) as path:
-                return render(path, frameNumber, RenderOptions(media_type=content))
-        return Response(await asyncio.to_thread(draw), media_type=content)
+                return render(decoder, path, frameNumber, RenderOptions(media_type=content))
+        try:
+            return Response(await asyncio.to_thread(draw), media_type=content)
+        except DecodeRefused as err:
+            raise refused(obj, err) from None
     raise HTTPException(406, "contentType must be application/dicom, image/jpeg or image/png")

@@ -6,8 +6,10 @@ import asyncio
 import io
 import os
 import signal
+import time
 
 import psycopg
+import requests
 from pydicom import dcmread
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import generate_uid
@@ -19,6 +21,7 @@ from archive.index.instances import stalled_studies
 from archive.index.pool import open_index_pool
 from archive.receipt import Receiver
 from testkit.temporal_waits import client_for, wait_completed
+from tests.auth import auth_headers
 from tests.conftest import run
 from tests.test_dimse import _store
 
@@ -145,3 +148,60 @@ def test_corrupted_blob_ends_in_a_visible_failed_state(stack, data_dir):
         rows = dict(conn.execute("SELECT sop_uid, failure_reason FROM instance WHERE tenant = 'corrupt'").fetchall())
     assert "SHA-256" in rows[receipts[0].attributes.sop_uid]
     assert rows[receipts[1].attributes.sop_uid] is None
+
+
+def _wado_uri(stack, tenant: str, payload: bytes) -> requests.Response:
+    ds = dcmread(io.BytesIO(payload), stop_before_pixels=True)
+    params = {"requestType": "WADO", "studyUID": str(ds.StudyInstanceUID), "seriesUID": str(ds.SeriesInstanceUID),
+              "objectUID": str(ds.SOPInstanceUID)}
+    return requests.get(stack.url("/dicomweb/wado"), params=params, headers=auth_headers(tenant), timeout=30)
+
+
+def _wait_committed(stack, tenant: str, sop_uid: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(stack.settings.effective_postgres_dsn(), autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT state FROM instance WHERE tenant = %s AND sop_uid = %s", (tenant, sop_uid)).fetchone()
+            if row == ("committed",):
+                return
+            time.sleep(0.5)
+    raise AssertionError(f"{sop_uid} was not committed again")
+
+
+def test_resend_rewrites_an_object_lost_from_the_blob_store(stack, data_dir):
+    payloads = new_study(data_dir, 2)
+    for payload in payloads:
+        assert _store(stack, payload).Status == 0
+    wid = f"study:default:{study_of(payloads[0])}"
+    assert run(wait_completed(stack.settings, [wid], timeout=120))[wid] == WorkflowExecutionStatus.COMPLETED
+    sop = str(dcmread(io.BytesIO(payloads[0]), stop_before_pixels=True).SOPInstanceUID)
+    with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
+        (key,) = conn.execute("SELECT blob_key FROM instance WHERE tenant = 'default' AND sop_uid = %s", (sop,)).fetchone()
+    lost = stack.settings.var_path / "blobs" / key
+    stored = lost.read_bytes()  # as the SCP wrote it: the File Meta is its own, not the sender's
+    lost.unlink()  # gone from the disk behind the archive's back
+    assert _wado_uri(stack, "default", payloads[0]).status_code != 200
+    assert _store(stack, payloads[0]).Status == 0  # the modality sends it again
+    read = _wado_uri(stack, "default", payloads[0])
+    assert read.status_code == 200 and read.content == stored
+
+
+def test_resend_repairs_an_instance_that_failed_verification(stack, data_dir):
+    payloads = new_study(data_dir, 2)
+    receipts = _receive_without_signal(stack, "refailed", payloads)
+    victim = stack.settings.var_path / "blobs" / receipts[0].blob_key
+    victim.write_bytes(payloads[0][:-100] + b"\xff" * 100)  # bit rot after receipt
+    wid = f"study:refailed:{study_of(payloads[0])}"
+    assert run(wait_completed(stack.settings, [wid], timeout=120))[wid] == WorkflowExecutionStatus.COMPLETED
+    assert _wado_uri(stack, "refailed", payloads[0]).status_code == 404  # failed: not served
+    sop = receipts[0].attributes.sop_uid
+    stow = requests.post(stack.url("/dicomweb/studies"), data=_multipart(payloads[0]), timeout=60, headers={
+        **auth_headers("refailed"), "Content-Type": 'multipart/related; type="application/dicom"; boundary=r'})
+    assert stow.status_code == 200, stow.text
+    _wait_committed(stack, "refailed", sop)  # verified and committed again by its workflow
+    read = _wado_uri(stack, "refailed", payloads[0])
+    assert read.status_code == 200 and read.content == payloads[0]
+
+
+def _multipart(payload: bytes) -> bytes:
+    return b"--r\r\nContent-Type: application/dicom\r\n\r\n" + payload + b"\r\n--r--\r\n"

@@ -206,3 +206,136 @@ def test_request_uid_must_match_dataset(receive, tenant, data_dir):
 def test_bad_tenant_is_refused(receive, data_dir):
     receipt = receive("../etc", a_file(data_dir))
     assert receipt.outcome is Outcome.INVALID and "tenant" in receipt.reason
+
+
+# State correctness (issue 11): replace never leaves neither object readable; a resend repairs --------
+
+
+def _row(settings, tenant: str) -> tuple[str, str, str, bool]:
+    with psycopg.connect(settings.effective_postgres_dsn()) as conn:
+        return conn.execute("SELECT blob_key, sha256, state, signalled FROM instance WHERE tenant = %s", (tenant,)).fetchone()
+
+
+def _series_version(settings, tenant: str) -> int:
+    with psycopg.connect(settings.effective_postgres_dsn()) as conn:
+        return conn.execute("SELECT version FROM series WHERE tenant = %s", (tenant,)).fetchone()[0]
+
+
+def _series_state(settings, tenant: str) -> tuple[int, int]:
+    """What metadata freshness compares: the series version and its number of instances served."""
+    with psycopg.connect(settings.effective_postgres_dsn()) as conn:
+        return conn.execute("SELECT se.version, (SELECT count(*) FROM instance i WHERE i.tenant = se.tenant"
+                            " AND i.series_uid = se.series_uid AND i.state <> 'failed') FROM series se WHERE se.tenant = %s",
+                            (tenant,)).fetchone()
+
+
+class PowerCut(LocalBlobStore):
+    """A local store that fails at one step of a replace, once armed: what a crash there leaves behind."""
+
+    def __init__(self, root, step: str) -> None:
+        super().__init__(root)
+        self.step, self.armed = step, False
+
+    def commit(self, staged, key: str) -> None:
+        super().commit(staged, key)
+        if self.armed and self.step == "after new blob":
+            raise OSError("power cut after the new object was written")
+
+    def delete(self, key: str) -> None:
+        if self.armed and self.step == "after row":
+            raise OSError("power cut before the old object was removed")
+        super().delete(key)
+
+
+def test_replace_writes_a_new_object_and_only_then_removes_the_old(receive, tenant, data_dir, settings):
+    data = a_file(data_dir)
+    first = receive(tenant, data)
+    altered = _altered(data)
+    replaced = receive(tenant, altered, policy="replace")
+    assert replaced.outcome is Outcome.REPLACED and replaced.blob_key != first.blob_key
+    assert _row(settings, tenant)[:2] == (replaced.blob_key, hashlib.sha256(altered).hexdigest())
+    assert [p.read_bytes() for p in stored_files(receive.blobs)] == [altered]  # the old object went after the row
+
+
+@pytest.mark.parametrize("step", ["after new blob", "after row"])
+def test_a_crash_during_replace_leaves_the_old_or_the_new_object_readable(settings, tmp_path, tenant, data_dir, step):
+    blobs = PowerCut(tmp_path / "blobs", step)
+    data = a_file(data_dir)
+    altered = _altered(data)
+
+    async def go():
+        pool = await open_index_pool(settings.effective_postgres_dsn(), max_size=2)
+        try:
+            receiver = Receiver(blobs, pool, "replace")
+            first = await receiver.receive(tenant, blobs.stage_bytes(data), "test")
+            blobs.armed = True
+            return first, await receiver.receive(tenant, blobs.stage_bytes(altered), "test")
+        finally:
+            await pool.close()
+
+    first, second = run(go())
+    key, sha, _, _ = _row(settings, tenant)
+    readable = blobs.read_bytes(key)
+    assert hashlib.sha256(readable).hexdigest() == sha, "the row must name an object with its bytes"
+    if step == "after new blob":  # the row never moved: the old object, untouched, is what is stored
+        assert second.outcome is Outcome.FAILED and readable == data and key == first.blob_key
+    else:  # the row moved: the new object is stored and acknowledged; the old one waits for the sweeper
+        assert second.outcome is Outcome.REPLACED and readable == altered
+        assert blobs.read_bytes(first.blob_key) == data
+
+
+def test_resend_rewrites_a_missing_object(receive, tenant, data_dir, settings):
+    data = a_file(data_dir)
+    first = receive(tenant, data)
+    (receive.blobs.root / first.blob_key).unlink()  # lost from the disk behind the archive's back
+    again = receive(tenant, data)
+    assert again.outcome is Outcome.DUPLICATE and again.outcome.ok and "repaired" in again.reason
+    assert receive.blobs.read_bytes(_row(settings, tenant)[0]) == data
+
+
+def test_resend_of_a_failed_instance_repairs_and_reprocesses_it(receive, tenant, data_dir, settings):
+    data = a_file(data_dir)
+    first = receive(tenant, data)
+    path = receive.blobs.root / first.blob_key
+    path.write_bytes(data[:-100] + b"\xff" * 100)  # bit rot, then the workflow's verify marked it failed
+    with psycopg.connect(settings.effective_postgres_dsn()) as conn:
+        conn.execute("UPDATE instance SET state = 'failed', failure_reason = 'SHA-256 differs', signalled = true"
+                     " WHERE tenant = %s", (tenant,))
+    before = _series_version(settings, tenant)
+    again = receive(tenant, data)
+    assert again.outcome is Outcome.DUPLICATE and again.needs_workflow, again.reason
+    assert receive.blobs.read_bytes(_row(settings, tenant)[0]) == data and not path.exists()
+    assert _row(settings, tenant)[2:] == ("received", False)  # verified and committed again by its workflow
+    assert _series_version(settings, tenant) > before  # the instance is back in what the series serves
+
+
+def test_series_state_moves_with_every_store_replace_and_delete(receive, tenant, data_dir, settings):
+    """A store moves the count (not the series row, which concurrent receipts would queue on);
+    replace and delete move the version, so a delete and a store leave no earlier state behind."""
+    from archive.index.deletion import delete_objects
+
+    data = a_file(data_dir)
+    stored = receive(tenant, data)
+    states = [_series_state(settings, tenant)]
+    receive(tenant, data)  # the same bytes again change nothing
+    states.append(_series_state(settings, tenant))
+    receive(tenant, _altered(data), policy="replace")
+    states.append(_series_state(settings, tenant))
+    second = receive(tenant, _with_uid(data_dir, "SOPInstanceUID", "1.2.826.0.1.3680043.8.498.1"))
+    states.append(_series_state(settings, tenant))
+    a = stored.attributes
+
+    async def delete_first():
+        pool = await open_index_pool(settings.effective_postgres_dsn(), max_size=1)
+        try:
+            return await delete_objects(pool, tenant, a.study_uid, a.series_uid, a.sop_uid)
+        finally:
+            await pool.close()
+
+    assert run(delete_first()).instances == 1 and second.outcome is Outcome.STORED
+    states.append(_series_state(settings, tenant))
+    assert states[0] == states[1], states
+    assert states[1][0] < states[2][0] and states[2][1] == 1, states  # replaced: new version, same count
+    assert states[3] == (states[2][0], 2), states  # stored: same version, one more
+    assert states[4][0] > states[3][0] and states[4][1] == 1, states  # deleted: new version, one fewer
+    assert len(set(states[2:])) == 3, "no state repeats"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from minio import Minio
 
-from archive.blobstore.base import BlobNotFound, BlobStore, StagedBlob
+from archive.blobstore.base import BlobInfo, BlobNotFound, BlobStore, StagedBlob
 from archive.blobstore.local import LocalBlobStore
 from archive.blobstore.s3 import S3BlobStore
 from archive.settings import Settings
 
-__all__ = ["BlobNotFound", "BlobStore", "StagedBlob", "LocalBlobStore", "S3BlobStore", "open_blob_store"]
+__all__ = ["BlobInfo", "BlobNotFound", "BlobStore", "StagedBlob", "LocalBlobStore", "S3BlobStore", "open_blob_store"]
 
 
 def open_blob_store(settings: Settings) -> BlobStore:

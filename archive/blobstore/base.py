@@ -30,6 +30,13 @@ class BlobNotFound(KeyError):
     pass
 
 
+@dataclass(frozen=True)
+class BlobInfo:
+    key: str
+    size: int
+    modified: float  # seconds since the epoch: when the object was last written
+
+
 class SpoolWriter:
     """Bytes arriving piece by piece (a multipart body, a network stream) into one spool file,
     hashed on the way so nothing is read twice."""
@@ -123,6 +130,13 @@ class BlobStore(ABC):
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        """Every stored object (never a spool file), in no particular order."""
+
+    @abstractmethod
+    def info(self, key: str) -> BlobInfo: ...
 
     @abstractmethod
     def local_path(self, key: str) -> Path | None:

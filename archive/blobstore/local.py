@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from archive.blobstore.base import CHUNK, BlobNotFound, BlobStore, StagedBlob
+from archive.blobstore.base import CHUNK, BlobInfo, BlobNotFound, BlobStore, StagedBlob
 
 
 def _fsync_dir(path: Path) -> None:
@@ -46,6 +46,8 @@ class LocalBlobStore(BlobStore):
 
     def commit(self, staged: StagedBlob, key: str) -> None:
         target = self._path(key)
+        # the orphan sweeper's grace period counts from the commit, not from when the bytes arrived
+        os.utime(staged.path)
         fd = os.open(staged.path, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -86,6 +88,27 @@ class LocalBlobStore(BlobStore):
         path.unlink(missing_ok=True)
         if path.parent.exists():
             _fsync_dir(path.parent)
+
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        yield from self._walk(self.root)
+
+    def _walk(self, directory: Path) -> Iterator[BlobInfo]:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                path = Path(entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    if path != self.spool_dir:
+                        yield from self._walk(path)
+                elif entry.is_file(follow_symlinks=False) and not entry.name.endswith(".part"):
+                    stat = entry.stat(follow_symlinks=False)
+                    yield BlobInfo(path.relative_to(self.root).as_posix(), stat.st_size, stat.st_mtime)
+
+    def info(self, key: str) -> BlobInfo:
+        try:
+            stat = self._path(key).stat()
+        except FileNotFoundError:
+            raise BlobNotFound(key) from None
+        return BlobInfo(key, stat.st_size, stat.st_mtime)
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)

@@ -8,7 +8,7 @@ from pathlib import Path
 from minio import Minio
 from minio.error import S3Error
 
-from archive.blobstore.base import CHUNK, BlobNotFound, BlobStore, StagedBlob
+from archive.blobstore.base import CHUNK, BlobInfo, BlobNotFound, BlobStore, StagedBlob
 
 _MISSING = {"NoSuchKey", "NoSuchObject", "NotFound"}
 
@@ -43,14 +43,25 @@ class S3BlobStore(BlobStore):
             response.release_conn()
 
     def size(self, key: str) -> int:
+        return self.info(key).size
+
+    def info(self, key: str) -> BlobInfo:
         try:
-            size = self.client.stat_object(self.bucket, key).size
+            found = self.client.stat_object(self.bucket, key)
         except S3Error as err:
             if err.code in _MISSING:
                 raise BlobNotFound(key) from None
             raise
-        assert size is not None  # stat_object always sets it from Content-Length
-        return size
+        # stat_object always sets both, from Content-Length and Last-Modified
+        assert found.size is not None and found.last_modified is not None
+        return BlobInfo(key, found.size, found.last_modified.timestamp())
+
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        for found in self.client.list_objects(self.bucket, recursive=True):
+            if found.is_dir or found.object_name is None:
+                continue
+            assert found.last_modified is not None  # a listed object always has it
+            yield BlobInfo(found.object_name, found.size or 0, found.last_modified.timestamp())
 
     def exists(self, key: str) -> bool:
         try:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from archive.index.instances import bump_series
+from archive.index.locks import lock_study
 from archive.index.scope import instance_scope
 
 
@@ -17,26 +21,22 @@ class Deleted:
 
 async def delete_objects(pool: AsyncConnectionPool, tenant: str, study_uid: str, series_uid: str | None = None,
                          sop_uid: str | None = None) -> Deleted:
-    """Rows go first and in one transaction: a crash after it leaves orphan blobs, never rows without blobs."""
+    """Rows go first and in one transaction: a crash after it leaves orphan blobs, never rows without blobs.
+    The study's lock waits for receipts in flight, so every instance acknowledged before is seen here."""
     where, params = instance_scope(tenant, study_uid, series_uid, sop_uid)
     out = Deleted()
     async with pool.connection() as conn, conn.transaction():
+        await lock_study(conn, tenant, study_uid, exclusive=True)
+        # study row before series rows, the order refresh_aggregates takes them in
+        await conn.execute("SELECT 1 FROM study WHERE tenant = %s AND study_uid = %s FOR UPDATE", (tenant, study_uid))
         rows = await (await conn.execute(
-            f"DELETE FROM instance WHERE {where} RETURNING blob_key, transcoded_key", params
+            f"DELETE FROM instance WHERE {where} RETURNING blob_key, transcoded_key, series_uid", params
         )).fetchall()
         out.instances = len(rows)
-        out.blob_keys = [k for row in rows for k in row if k]
-        emptied = await (await conn.execute(
-            """DELETE FROM series se WHERE se.tenant = %s AND se.study_uid = %s
-                 AND NOT EXISTS (SELECT 1 FROM instance i WHERE i.tenant = se.tenant AND i.series_uid = se.series_uid)
-               RETURNING metadata_key""", (tenant, study_uid),
-        )).fetchall()
-        out.blob_keys += [r[0] for r in emptied if r[0]]
-        await conn.execute(
-            """DELETE FROM study st WHERE st.tenant = %s AND st.study_uid = %s
-                 AND NOT EXISTS (SELECT 1 FROM series se WHERE se.tenant = st.tenant AND se.study_uid = st.study_uid)""",
-            (tenant, study_uid),
-        )
+        out.blob_keys = [k for row in rows for k in row[:2] if k]
+        await bump_series(conn, tenant, sorted({row[2] for row in rows}))
+        out.blob_keys += await _drop_empty_parents(conn, tenant, study_uid)
+        await _uncount(conn, tenant, study_uid, Counter(row[2] for row in rows))
         if out.instances:  # same transaction: the deletion and the note that its workflow must hear of it
             await conn.execute(
                 """INSERT INTO deletion_outbox (tenant, study_uid, instances) VALUES (%s, %s, %s)
@@ -44,6 +44,36 @@ async def delete_objects(pool: AsyncConnectionPool, tenant: str, study_uid: str,
                 (tenant, study_uid, out.instances),
             )
     return out
+
+
+async def _uncount(conn: AsyncConnection, tenant: str, study_uid: str, per_series: Counter[str]) -> None:
+    """The counts a ready study answers QIDO and C-FIND from lose what went now, not when its
+    workflow next recomputes them."""
+    if not per_series:
+        return
+    await conn.execute(
+        """UPDATE series se SET num_instances = greatest(se.num_instances - d.n, 0)
+           FROM unnest(%s::text[], %s::int[]) AS d(uid, n) WHERE se.tenant = %s AND se.series_uid = d.uid""",
+        (list(per_series), list(per_series.values()), tenant))
+    await conn.execute(
+        """UPDATE study st SET num_instances = greatest(st.num_instances - %s, 0),
+               num_series = (SELECT count(*) FROM series se WHERE se.tenant = st.tenant AND se.study_uid = st.study_uid)
+           WHERE st.tenant = %s AND st.study_uid = %s""", (sum(per_series.values()), tenant, study_uid))
+
+
+async def _drop_empty_parents(conn: AsyncConnection, tenant: str, study_uid: str) -> list[str]:
+    """Series left without instances, and the study if no series is left; their metadata blobs."""
+    emptied = await (await conn.execute(
+        """DELETE FROM series se WHERE se.tenant = %s AND se.study_uid = %s
+             AND NOT EXISTS (SELECT 1 FROM instance i WHERE i.tenant = se.tenant AND i.series_uid = se.series_uid)
+           RETURNING metadata_key""", (tenant, study_uid),
+    )).fetchall()
+    await conn.execute(
+        """DELETE FROM study st WHERE st.tenant = %s AND st.study_uid = %s
+             AND NOT EXISTS (SELECT 1 FROM series se WHERE se.tenant = st.tenant AND se.study_uid = st.study_uid)""",
+        (tenant, study_uid),
+    )
+    return [r[0] for r in emptied if r[0]]
 
 
 async def unsignalled_deletions(pool: AsyncConnectionPool, older_than_seconds: float = 0.0,

@@ -17,12 +17,40 @@ class StoredInstance:
     sha256: str
     size: int
     state: str
+    study_uid: str
+    series_uid: str
+    transcoded_key: str | None
 
 
 async def find_instance(conn: AsyncConnection, tenant: str, sop_uid: str, *, lock: bool = False) -> StoredInstance | None:
-    sql = "SELECT sop_uid, blob_key, sha256, size, state FROM instance WHERE tenant = %s AND sop_uid = %s"
+    sql = ("SELECT sop_uid, blob_key, sha256, size, state, study_uid, series_uid, transcoded_key FROM instance"
+           " WHERE tenant = %s AND sop_uid = %s")
     row = await (await conn.execute(sql + (" FOR UPDATE" if lock else ""), (tenant, sop_uid))).fetchone()
     return StoredInstance(*row) if row else None
+
+
+async def bump_series(conn: AsyncConnection, tenant: str, series_uids: list[str]) -> None:
+    """A new version for series whose instances changed: what WADO-RS metadata and its ETag follow.
+    Called last in a receipt's transaction, so the row lock is held for its commit, not its fsync."""
+    if not series_uids:
+        return
+    await conn.execute("UPDATE series SET version = nextval('series_version_seq') WHERE tenant = %s AND series_uid = ANY(%s)",
+                       (tenant, series_uids))
+
+
+async def point_at_blob(conn: AsyncConnection, tenant: str, sop_uid: str, blob_key: str) -> None:
+    await conn.execute("UPDATE instance SET blob_key = %s WHERE tenant = %s AND sop_uid = %s", (blob_key, tenant, sop_uid))
+
+
+async def reset_failed(conn: AsyncConnection, tenant: str, study_uid: str, sop_uid: str) -> bool:
+    """A failed instance whose bytes were sent again goes through its workflow again."""
+    reset = await (await conn.execute(
+        """UPDATE instance SET state = 'received', failure_reason = NULL, signalled = false, committed_at = NULL
+           WHERE tenant = %s AND sop_uid = %s AND state = 'failed' RETURNING 1""", (tenant, sop_uid))).fetchone()
+    if reset:
+        await conn.execute("UPDATE study SET state = 'receiving' WHERE tenant = %s AND study_uid = %s AND state <> 'receiving'",
+                           (tenant, study_uid))
+    return reset is not None
 
 
 _PARENTS = """
@@ -54,14 +82,14 @@ _INSERT = "WITH" + _PARENTS + """
     VALUES (%(tenant)s, %(sop_uid)s, %(series_uid)s, %(study_uid)s, %(sop_class_uid)s, %(instance_number)s,
         %(transfer_syntax)s, %(number_of_frames)s, %(rows)s, %(columns)s, %(bits_allocated)s, %(blob_key)s,
         %(size)s, %(sha256)s, %(source)s)
-    ON CONFLICT DO NOTHING"""
+    ON CONFLICT DO NOTHING RETURNING 1"""
 _REPLACE = "WITH" + _PARENTS + """
     UPDATE instance SET series_uid = %(series_uid)s, study_uid = %(study_uid)s, sop_class_uid = %(sop_class_uid)s,
         instance_number = %(instance_number)s, transfer_syntax = %(transfer_syntax)s,
         number_of_frames = %(number_of_frames)s, rows = %(rows)s, columns = %(columns)s,
         bits_allocated = %(bits_allocated)s, blob_key = %(blob_key)s, size = %(size)s, sha256 = %(sha256)s,
         source = %(source)s, state = 'received', failure_reason = NULL, signalled = false, received_at = now(),
-        committed_at = NULL
+        committed_at = NULL, transcoded_key = NULL, transcoded_syntax = NULL, nonconformance = NULL
     WHERE tenant = %(tenant)s AND sop_uid = %(sop_uid)s"""
 
 
@@ -73,10 +101,11 @@ async def insert_instance(
     conn: AsyncConnection, tenant: str, a: InstanceAttributes, *, transfer_syntax: str,
     blob_key: str, size: int, sha256: str, source: str,
 ) -> bool:
-    """Insert the row; False when another receipt inserted the same SOP Instance UID first."""
+    """Insert the row; False when another receipt inserted the same SOP Instance UID first. The answer
+    is fetched (not a row count), so this works in a pipeline too."""
     cursor = await conn.execute(_INSERT, _values(tenant, a, transfer_syntax=transfer_syntax, blob_key=blob_key,
                                                  size=size, sha256=sha256, source=source))
-    return cursor.rowcount == 1
+    return await cursor.fetchone() is not None
 
 
 async def replace_instance(

@@ -39,9 +39,13 @@ async def instances_in_state(pool: AsyncConnectionPool, tenant: str, study_uid: 
 
 async def set_state(pool: AsyncConnectionPool, tenant: str, sop_uid: str, state: str, reason: str | None = None) -> None:
     async with pool.connection() as conn:
+        # a failed instance is no longer served: its series' metadata changes, in the same statement
         await conn.execute(
-            "UPDATE instance SET state = %s, failure_reason = %s WHERE tenant = %s AND sop_uid = %s",
-            (state, reason, tenant, sop_uid),
+            """WITH changed AS (UPDATE instance SET state = %(state)s, failure_reason = %(reason)s
+                                WHERE tenant = %(tenant)s AND sop_uid = %(sop)s RETURNING series_uid)
+               UPDATE series se SET version = nextval('series_version_seq') FROM changed
+               WHERE %(state)s = 'failed' AND se.tenant = %(tenant)s AND se.series_uid = changed.series_uid""",
+            {"state": state, "reason": reason, "tenant": tenant, "sop": sop_uid},
         )
 
 
@@ -66,6 +70,8 @@ async def record_transcoded(pool: AsyncConnectionPool, tenant: str, sop_uid: str
 async def refresh_aggregates(pool: AsyncConnectionPool, tenant: str, study_uid: str) -> tuple[int, int]:
     """Study and series counts, ModalitiesInStudy and SOPClassesInStudy, from the instance rows."""
     async with pool.connection() as conn, conn.transaction():
+        # the study row before its series rows, as receipts and DELETE take them: no deadlock
+        await conn.execute("SELECT 1 FROM study WHERE tenant = %s AND study_uid = %s FOR NO KEY UPDATE", (tenant, study_uid))
         await conn.execute(
             """UPDATE series s SET num_instances = (SELECT count(*) FROM instance i
                    WHERE i.tenant = s.tenant AND i.series_uid = s.series_uid AND i.state <> 'failed')
@@ -105,21 +111,46 @@ async def series_for_metadata(pool: AsyncConnectionPool, tenant: str, study_uid:
     return [(r[0], r[1]) for r in rows]
 
 
-async def committed_in_series(pool: AsyncConnectionPool, tenant: str, series_uid: str) -> list[InstanceFile]:
+@dataclass(frozen=True)
+class SeriesSnapshot:
+    """A series at one version, read in one statement: its committed instances, and whether they
+    are all it serves (nothing received but not yet committed)."""
+
+    version: int | None
+    committed: list[InstanceFile]
+    complete: bool
+
+    @property
+    def document_version(self) -> tuple[int, int] | None:
+        """The version and instance count a metadata document of `committed` shows; None when it
+        would miss instances."""
+        return (self.version, len(self.committed)) if self.complete and self.version is not None else None
+
+
+async def series_snapshot(pool: AsyncConnectionPool, tenant: str, series_uid: str) -> SeriesSnapshot:
     async with pool.connection() as conn:
         rows = await (await conn.execute(
-            """SELECT sop_uid, series_uid, blob_key, size, sha256, transfer_syntax FROM instance
-               WHERE tenant = %s AND series_uid = %s AND state = 'committed' ORDER BY instance_number, sop_uid""",
+            """SELECT se.version, i.state, i.sop_uid, i.series_uid, i.blob_key, i.size, i.sha256, i.transfer_syntax
+               FROM series se LEFT JOIN instance i
+                 ON i.tenant = se.tenant AND i.series_uid = se.series_uid AND i.state <> 'failed'
+               WHERE se.tenant = %s AND se.series_uid = %s ORDER BY i.instance_number, i.sop_uid""",
             (tenant, series_uid),
         )).fetchall()
-    return [InstanceFile(*r) for r in rows]
+    present = [r for r in rows if r[1] is not None]
+    return SeriesSnapshot(rows[0][0] if rows else None, [InstanceFile(*r[2:]) for r in present if r[1] == "committed"],
+                          all(r[1] == "committed" for r in present))
 
 
-async def record_metadata(pool: AsyncConnectionPool, tenant: str, series_uid: str, key: str | None, error: str | None) -> None:
+async def record_metadata(pool: AsyncConnectionPool, tenant: str, series_uid: str, key: str | None, error: str | None,
+                          version: tuple[int, int] | None = None) -> None:
+    """`version`: the series version and instance count the document shows
+    (SeriesSnapshot.document_version); WADO-RS serves the document only while the series is still at both."""
+    shown, instances = version if version is not None else (None, None)
     async with pool.connection() as conn:
         await conn.execute(
             """UPDATE series SET metadata_key = coalesce(%s, metadata_key), metadata_state = %s,
-                   metadata_error = %s, metadata_attempts = metadata_attempts + 1
+                   metadata_error = %s, metadata_attempts = metadata_attempts + 1, metadata_version = %s,
+                   metadata_instances = %s
                WHERE tenant = %s AND series_uid = %s""",
-            (key, "ready" if error is None else "partial" if key else "failed", error, tenant, series_uid),
+            (key, "ready" if error is None else "partial" if key else "failed", error, shown, instances, tenant, series_uid),
         )

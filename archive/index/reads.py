@@ -27,8 +27,16 @@ class SeriesMetadata:
     study_date: str | None
     metadata_key: str | None
     metadata_state: str
-    generated_count: int  # instances committed when the document was written
+    version: int  # moved by every replace, repair and delete in the series; a store moves live_count
+    metadata_version: int | None  # the version the generated document shows
+    metadata_instances: int | None  # and its number of instances
     live_count: int
+
+    @property
+    def document_fresh(self) -> bool:
+        """The generated document is the series as it is now."""
+        return (self.metadata_key is not None and self.metadata_state in ("ready", "partial")
+                and self.metadata_version == self.version and self.metadata_instances == self.live_count)
 
 
 _OBJECT_COLUMNS = "i.study_uid, i.series_uid, i.sop_uid, i.sop_class_uid, i.blob_key, i.transfer_syntax, i.transcoded_key, i.size"
@@ -61,7 +69,7 @@ async def series_of_study(pool: AsyncConnectionPool, tenant: str, study_uid: str
         params.append(series_uid)
     async with pool.connection() as conn:
         rows = await (await conn.execute(
-            f"""SELECT se.series_uid, st.study_date, se.metadata_key, se.metadata_state, se.num_instances,
+            f"""SELECT se.series_uid, st.study_date, se.metadata_key, se.metadata_state, se.version, se.metadata_version, se.metadata_instances,
                        (SELECT count(*) FROM instance c WHERE c.tenant = se.tenant AND c.series_uid = se.series_uid
                           AND c.state <> 'failed')
                 FROM series se JOIN study st ON st.tenant = se.tenant AND st.study_uid = se.study_uid

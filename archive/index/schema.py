@@ -255,6 +255,33 @@ MIGRATIONS: list[str] = [
     ALTER TABLE instance ADD COLUMN nonconformance text;
     CREATE INDEX instance_nonconformant_idx ON instance (tenant) WHERE nonconformance IS NOT NULL;
     """,
+    # 11: a series' version, moved by every replace, repair and delete in it (values from one
+    # sequence, so a series deleted and stored again never repeats an earlier version), and the
+    # version and instance count its generated metadata document shows (a store changes the count
+    # and leaves the series row alone: concurrent receipts into one series do not queue on it);
+    # blob keys findable, for the orphan sweeper
+    """
+    CREATE SEQUENCE series_version_seq;
+    ALTER TABLE series ADD COLUMN version bigint NOT NULL DEFAULT nextval('series_version_seq');
+    ALTER TABLE series ADD COLUMN metadata_version bigint;
+    ALTER TABLE series ADD COLUMN metadata_instances integer;
+    UPDATE series se SET metadata_version = se.version, metadata_instances = se.num_instances
+        WHERE se.metadata_key IS NOT NULL AND se.metadata_state IN ('ready', 'partial')
+          AND se.num_instances = (SELECT count(*) FROM instance i WHERE i.tenant = se.tenant
+                                    AND i.series_uid = se.series_uid AND i.state = 'committed');
+    CREATE INDEX instance_blob_key_idx ON instance (blob_key);
+    CREATE INDEX instance_transcoded_key_idx ON instance (transcoded_key) WHERE transcoded_key IS NOT NULL;
+    CREATE INDEX series_metadata_key_idx ON series (metadata_key) WHERE metadata_key IS NOT NULL;
+    """,
+    # 12: a person name is matched per component group (archive/query/matching.py), each group from
+    # an index: an exact name read every study (10.6 ms at 20,000 studies; 0.1 ms from these)
+    """
+    CREATE INDEX study_pn_group1_idx ON study (tenant, lower(split_part(patient_name, '=', 1)) text_pattern_ops);
+    CREATE INDEX study_pn_group2_idx ON study (tenant, lower(split_part(patient_name, '=', 2)) text_pattern_ops)
+        WHERE patient_name LIKE '%=%';
+    CREATE INDEX study_pn_group3_idx ON study (tenant, lower(split_part(patient_name, '=', 3)) text_pattern_ops)
+        WHERE patient_name LIKE '%=%';
+    """,
 ]
 
 
