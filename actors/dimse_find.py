@@ -97,9 +97,10 @@ class FindService:
 
     def _rows(self, event: evt.Event, request: FindRequest | WorklistRequest) -> Iterator[Response]:
         loop, ae_title = self.handlers.loop, self.handlers.settings.ae_title
+        implicit_vr, little_endian = _encoding(event)
         stream = RowStream(self.handlers.ingest.pool, request.query.sql, request.query.params)
-        loop.run(stream.open(), timeout=30)
-        try:
+        try:  # a search that fails to open gives its connection back too
+            loop.run(stream.open(), timeout=30)
             while rows := loop.run(stream.next_batch(), timeout=180):
                 for row in rows:
                     if event.is_cancelled:
@@ -108,10 +109,20 @@ class FindService:
                     if isinstance(request, WorklistRequest):
                         yield st.PENDING, answer_worklist(request, row)
                     else:
-                        yield st.PENDING, answer(request, row, ae_title)
+                        yield st.PENDING, answer(request, row, ae_title, implicit_vr=implicit_vr, little_endian=little_endian)
         finally:
             loop.run(stream.close(), timeout=30)
         yield st.SUCCESS, None
+
+
+def _encoding(event: evt.Event) -> tuple[bool | None, bool]:
+    """(implicit VR?, little endian?) of the presentation context the answers are written in;
+    (None, True) when the transfer syntax does not say (answers are then built generically)."""
+    syntax = event.context.transfer_syntax
+    try:
+        return bool(syntax.is_implicit_VR), bool(syntax.is_little_endian)
+    except ValueError:
+        return None, True
 
 
 def _match_values(identifier: Dataset) -> dict[str, str]:

@@ -16,6 +16,12 @@ import pydicom
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 from pynetdicom import AE
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
@@ -140,6 +146,40 @@ def test_find_in_the_askers_character_set(stack, qr_data):
     answers = _find(stack, query("STUDY", PatientID="SCSGREEK", PatientName="", StudyInstanceUID=""))
     ((status, ds, _), _) = answers
     assert ds.SpecificCharacterSet == "ISO_IR 192" and str(ds.PatientName) == str(greek.PatientName)
+
+
+def _find_in(stack, identifier: Dataset, syntax: str) -> list[Dataset]:
+    """Pending answers to a Study Root C-FIND on an association that offers only `syntax`."""
+    ae = AE(ae_title=QR_AE)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind, [syntax])
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assert assoc.is_established
+    try:
+        answers = list(assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind))
+    finally:
+        assoc.release()
+    assert answers[-1][0].Status == 0x0000
+    return [ds for status, ds in answers if status.Status == 0xFF00]
+
+
+def test_answers_are_the_same_in_every_transfer_syntax(stack, qr_data):
+    """Answers are encoded ahead for implicit and explicit VR little endian (deflated too) and built
+    of ordinary elements for big endian: the client decodes the same values from each."""
+    series = str(dcmread(qr_data["nih"][0], stop_before_pixels=True).SeriesInstanceUID)
+    images = query("IMAGE", SeriesInstanceUID=series, SOPInstanceUID="", InstanceNumber="")
+    for keyword in ("Rows", "Columns", "BitsAllocated"):  # US: binary numbers in the answer
+        setattr(images, keyword, None)
+    japanese = query("STUDY", "\\ISO 2022 IR 87", PatientName="山田*", StudyInstanceUID="", ModalitiesInStudy="",
+                     NumberOfStudyRelatedInstances="", StudyDate="", InstitutionName="")
+    for identifier in (images, japanese):
+        by_syntax = {syntax: sorted(([(e.tag, e.VR, e.value) for e in ds] for ds in _find_in(stack, identifier, syntax)), key=repr)
+                     for syntax in (ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
+                                    ExplicitVRBigEndian)}
+        first = by_syntax[ImplicitVRLittleEndian]
+        assert first and all(answers == first for answers in by_syntax.values()), by_syntax
+    answers = _find_in(stack, images, ExplicitVRLittleEndian)
+    expected = {(int(d.Rows), int(d.Columns)) for d in map(dcmread, qr_data["nih"]) if d.SeriesInstanceUID == series}
+    assert {(a.Rows, a.Columns) for a in answers} == expected and all(a.BitsAllocated == 16 for a in answers)
 
 
 def _find_then_cancel(stack, series: str) -> list[int]:
