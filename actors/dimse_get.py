@@ -12,6 +12,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
 from pynetdicom import evt
 
+from actors import pynetdicom_reactor
 from actors.dimse_find import identified_instances
 from actors.dimse_status import Response, failure
 from archive import dicom_status as st
@@ -55,6 +56,7 @@ class GetService:
             return
         objects = found
         yield len(objects)
+        pynetdicom_reactor.hurry(event.assoc)
         accepted = self._accepted(event)
         for obj in objects:
             if event.is_cancelled:
