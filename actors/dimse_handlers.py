@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
+from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 
@@ -57,8 +58,9 @@ def associate_rq(event: evt.Event) -> A_ASSOCIATE:
 class _Association:
     """What we know about one open association: its caller, tenant and what it stored."""
 
-    def __init__(self, caller: Caller) -> None:
+    def __init__(self, caller: Caller, peer_host: str) -> None:
         self.caller = caller
+        self.peer_host = peer_host
         self.tenant: str | None = None
         self.stored: Counter[str] = Counter()  # study UID -> instances stored
         self.refused = 0
@@ -109,14 +111,24 @@ class DimseHandlers:
         proposed = {str(c.abstract_syntax) for c in rq.presentation_context_definition_list}
         decision = admit(self.settings, calling, peer, verification_only=proposed <= {VERIFICATION})
         if isinstance(decision, Refusal):
-            log.warning("association refused: %s", decision.reason)
-            self.audit(Caller(calling.strip(), peer, None, frozenset()), AuditAction.LOGIN, AuditOutcome.MINOR_FAILURE,
-                        refused=decision.reason)
-            assoc.acse.send_reject(0x01, 0x01, decision.diagnostic)
-            assoc.kill()  # as pynetdicom's own rejections do: the A-ASSOCIATE-RJ leaves before the socket closes
+            self._reject(assoc, Caller(calling.strip(), peer, None, frozenset()), decision.reason,
+                         (0x01, 0x01, decision.diagnostic))
             return
+        host = str(assoc.requestor.address)
         with self._lock:
-            self._open[id(assoc)] = _Association(decision)
+            held = sum(1 for a in self._open.values() if a.peer_host == host)
+            if held < self.settings.dimse_max_associations_per_peer:
+                self._open[id(assoc)] = _Association(decision, host)
+                return
+        # PS3.8 7.1.1.9: rejected-transient, by the service provider (presentation), local limit exceeded
+        self._reject(assoc, decision, f"{host} already holds {held} associations (dimse_max_associations_per_peer)",
+                     (0x02, 0x03, 0x02))
+
+    def _reject(self, assoc: Association, caller: Caller, reason: str, result: tuple[int, int, int]) -> None:
+        log.warning("association refused: %s", reason)
+        self.audit(caller, AuditAction.LOGIN, AuditOutcome.MINOR_FAILURE, refused=reason)
+        assoc.acse.send_reject(*result)
+        assoc.kill()  # as pynetdicom's own rejections do: the A-ASSOCIATE-RJ leaves before the socket closes
 
     def on_user_identity(self, event: evt.Event, *_: Any) -> tuple[bool, bytes | None]:
         """User Identity Negotiation: a JWT is verified exactly like a DICOMweb bearer token."""

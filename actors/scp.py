@@ -38,9 +38,9 @@ log = logging.getLogger("dicomflow.scp")
 def build_ae(settings: Settings) -> AE:
     ae = AE(ae_title=settings.ae_title)
     ae.maximum_pdu_size = settings.dimse_max_pdu
-    ae.maximum_associations = 64
-    ae.network_timeout = 300
-    ae.dimse_timeout = 300
+    ae.maximum_associations = settings.dimse_max_associations
+    ae.network_timeout = settings.dimse_idle_seconds
+    ae.dimse_timeout = settings.dimse_idle_seconds
     ae.require_called_aet = False  # the called AE title may select a tenant instead (checked per caller)
     for context in AllStoragePresentationContexts:
         # either role: a modality stores to us (we are SCP), a C-GET requester receives from us (SCU)

@@ -142,6 +142,11 @@ class Settings(BaseSettings):
     workflow_workers: int = Field(1, ge=0, le=256)
     blob_dir_shared: bool = False
     dimse_max_pdu: int = Field(1_048_576, ge=0)
+    # what one listening SCP process gives out: associations in all, to one peer address (a
+    # misbehaving or hostile host cannot hold every slot), and how long one may sit silent
+    dimse_max_associations: int = Field(64, ge=1)
+    dimse_max_associations_per_peer: int = Field(16, ge=1)
+    dimse_idle_seconds: float = Field(60.0, gt=0)
 
     # ingest
     stable_seconds: float = Field(5.0, ge=0)

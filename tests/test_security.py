@@ -225,6 +225,35 @@ def test_echo_from_an_unknown_ae_is_answered(stack):
     assert result.returncode == 0, result.stderr
 
 
+def test_one_host_cannot_hold_every_association(stack):
+    """Each SCP process gives one peer address at most dimse_max_associations_per_peer; more are
+    rejected-transient by the provider, local limit exceeded (PS3.8 7.1.1.9), and a slot given
+    back can be taken again. echoscu's own association still works after."""
+    settings = stack.settings
+    ceiling = settings.dimse_max_associations_per_peer * settings.scp_processes
+    ae = AE(ae_title="MONITOR")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    opened = [ae.associate("127.0.0.1", settings.dimse_port, ae_title=settings.ae_title) for _ in range(ceiling + 4)]
+    try:
+        accepted = [a for a in opened if a.is_established]
+        rejected = [a for a in opened if a.is_rejected]
+        assert settings.dimse_max_associations_per_peer <= len(accepted) <= ceiling
+        assert len(accepted) + len(rejected) == len(opened) and rejected
+        for assoc in rejected:
+            rj = assoc.acceptor.primitive
+            assert (rj.result, rj.result_source, rj.diagnostic) == (2, 3, 2)
+    finally:
+        for assoc in opened:
+            if assoc.is_established:
+                assoc.release()
+    again = ae.associate("127.0.0.1", settings.dimse_port, ae_title=settings.ae_title)
+    assert again.is_established
+    again.release()
+    result = subprocess.run(["echoscu", "-aet", "MONITOR", "-aec", settings.ae_title, "127.0.0.1", str(settings.dimse_port)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+
+
 def test_known_ae_from_a_wrong_host_is_rejected(stack, data_dir):
     payload, _ = _restamped(data_dir)
     assoc, _ = _store_with(stack, WORKSTATION_AE, payload)  # allowed only from 10.99.0.0/16
