@@ -69,9 +69,8 @@ CLIENT_ENV = {**os.environ, "TCP_NODELAY": "1"}  # as bench.workloads gives dcms
 STUDY_RETURN_KEYS = ("StudyInstanceUID", "PatientName", "PatientID", "StudyDate", "StudyTime", "AccessionNumber",
                      "StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedInstances")
 IMAGE_RETURN_KEYS = ("SOPInstanceUID", "SOPClassUID", "InstanceNumber")
-SHARED_MACHINE = ("numbers taken on a shared 2-core machine: another engineer ran the test suite (its own "
-                  "dicomflow stacks) at the same time, so absolute values are noisy; both systems saw the same "
-                  "noise, interleaved")
+SHARED_MACHINE = ("a 2-core machine: other work running at the same time shows in the load averages under Checks; "
+                  "both systems saw the same noise, interleaved")
 
 Record = Callable[[str, str, float], None]
 
