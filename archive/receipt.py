@@ -88,17 +88,18 @@ class Receiver:
         try:
             check_tenant(tenant)
             staged, header, attributes = await asyncio.to_thread(self._prepare, staged)
+            meta_uid = header.meta_sop_instance_uid  # read here: pydicom raises on a hostile value
         except InvalidObject as err:
             self.blobs.discard(staged)
             return Receipt(Outcome.INVALID, str(err), tenant)
-        except ValueError as err:  # a bad tenant name
+        except ValueError as err:  # a bad tenant name, a value pydicom refuses to read
             self.blobs.discard(staged)
             return Receipt(Outcome.INVALID, str(err), tenant)
         except Exception as err:  # noqa: BLE001 - whatever a hostile object provokes refuses it alone
             log.warning("object refused while parsing: %s: %s", type(err).__name__, err)
             self.blobs.discard(staged)
             return Receipt(Outcome.INVALID, f"cannot parse the object: {type(err).__name__}", tenant)
-        mismatch = _request_mismatch(attributes, expect_sop_uid or header.meta_sop_instance_uid, expect_sop_class, expect_study_uid)
+        mismatch = _request_mismatch(attributes, expect_sop_uid or meta_uid, expect_sop_class, expect_study_uid)
         if mismatch:
             self.blobs.discard(staged)
             return Receipt(Outcome.MISMATCH, mismatch, tenant)
