@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
+log = logging.getLogger("dicomflow.json")
 BULK_THRESHOLD = 1024  # binary values above this many bytes are served by reference
 # BulkDataURIs in stored documents are relative to this root; the read side swaps in the caller's base URL
 DICOMWEB_ROOT = "/dicomweb"
@@ -26,12 +28,26 @@ def dataset_json(ds: Dataset, base_uri: str) -> dict[str, Any]:
     def bulk(element: DataElement) -> str:
         return f"{base_uri}/bulkdata/{element.tag:08X}"
 
-    # an element whose value cannot be written as DICOM JSON (say a DS of 'P1:') is left out
-    # rather than losing the whole instance's metadata
-    out = ds.to_json_dict(bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=bulk, suppress_invalid_tags=True)
+    out = json_elements(ds, BULK_THRESHOLD, bulk)
     for keyword, tag in _IDENTITY.items():  # a UID kept under uid_policy lenient fails that check, but is the identity
         if tag not in out and keyword in ds:
             out[tag] = {"vr": "UI", "Value": [str(ds[keyword].value)]}
+    return out
+
+
+def json_elements(ds: Dataset, bulk_data_threshold: int,
+                  bulk_data_element_handler: Callable[[DataElement], str] | None = None) -> dict[str, Any]:
+    """`ds` as DICOM JSON; an element whose value cannot be written (say a DS of 'P1:') is left out
+    rather than losing the whole instance's. Not pydicom's `suppress_invalid_tags=True`: that
+    switches the process-wide reading mode to RAISE while it runs (`config.strict_reading`), so
+    receipts in other threads refused valid-enough objects, and two overlapping calls could leave
+    it switched for good (found by the 1,000-case fuzz run)."""
+    out: dict[str, Any] = {}
+    for tag in ds.keys():
+        try:
+            out[f"{tag:08X}"] = ds[tag].to_json_dict(bulk_data_element_handler, bulk_data_threshold)
+        except Exception as err:  # noqa: BLE001 - one element's value, whatever pydicom raises for it
+            log.info("element %08X left out of DICOM JSON: %s", tag, err)
     return out
 
 

@@ -10,6 +10,8 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from archive.dicom_json import json_elements
+
 MAX_COMPARED_PIXEL_BYTES = 256 * 2**20  # larger objects are not decoded twice to be compared: a conflict
 
 
@@ -17,7 +19,7 @@ def _attributes(ds: Dataset) -> dict[str, Any]:
     """The attributes as values (DICOM JSON), whatever the encoding, pixels and file meta aside. The
     VR is left out: an implicit VR copy gets private elements' VRs from a dictionary guess."""
     return {tag: {k: v for k, v in value.items() if k != "vr"}
-            for tag, value in ds.to_json_dict(bulk_data_threshold=2**31, suppress_invalid_tags=True).items()
+            for tag, value in json_elements(ds, bulk_data_threshold=2**31).items()
             if not tag.startswith("0002") and tag != "7FE00010"}
 
 
