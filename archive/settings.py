@@ -178,7 +178,11 @@ class Settings(BaseSettings):
     transcode_policy: Literal["keep", "uncompressed"] = "keep"
 
     # Ray Serve
+    # replicas of the DICOMweb deployment: serve_replicas fixed, or with serve_max_replicas set,
+    # Ray Serve autoscaling between the two, aiming at serve_target_ongoing_requests per replica
     serve_replicas: int = Field(1, ge=1, le=256)
+    serve_max_replicas: int | None = Field(None, ge=1, le=256)
+    serve_target_ongoing_requests: float = Field(4.0, gt=0)
     serve_max_ongoing_requests: int = Field(100, ge=1)
     # haproxy: Ray Serve's HAProxy ingress forwards HTTP straight to the replicas (~1 ms a request);
     # proxy: Ray's Python proxy actor (~5-8 ms a request, no extra process)
@@ -227,6 +231,13 @@ class Settings(BaseSettings):
     def _https_needs_a_certificate(self) -> "Settings":
         if self.https and not self.dimse_tls:
             raise ValueError("https = true needs tls_cert_file and tls_key_file (make them with `dicomflow certs issue NAME`)")
+        return self
+
+    @model_validator(mode="after")
+    def _replica_bounds_in_order(self) -> "Settings":
+        if self.serve_max_replicas is not None and self.serve_max_replicas < self.serve_replicas:
+            raise ValueError(f"serve_max_replicas ({self.serve_max_replicas}) is below serve_replicas ({self.serve_replicas}), "
+                             "the autoscaling minimum")
         return self
 
     @model_validator(mode="after")

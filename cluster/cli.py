@@ -141,17 +141,20 @@ def cmd_down(settings: Settings, timeout: float) -> int:
 
 
 def cmd_status(settings: Settings, as_json: bool) -> int:
+    from cluster.backlog_report import backlog, backlog_lines
     from serve.health import full_health
 
     report = asyncio.run(full_health(settings))
+    waiting = asyncio.run(backlog(settings))
     cluster = cli_cluster.cluster_status(settings)
     if as_json:
-        print(json.dumps({**report, "cluster": cluster}, indent=2))
+        print(json.dumps({**report, "backlog": waiting, "cluster": cluster}, indent=2))
     else:
         for name, check in report["services"].items():
             mark = "up  " if check["ok"] else "DOWN"
             detail = check.get("version") if check["ok"] else check.get("error")
             print(f"  {mark} {name.ljust(14)} {check['url']}  {detail}")
+        print("\n".join(backlog_lines(waiting)))
         if cluster is not None:
             print_cluster(cluster)
         print(f"dicomflow: {report['status']}")

@@ -26,8 +26,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     join.add_argument("--num-cpus", type=int, default=None)
     leave = sub.add_parser("leave", help="drain this node (no new associations or activities) and stop it")
     leave.add_argument("--node-ip", required=True)
-    scale = sub.add_parser("scale", help="change actor counts live, e.g. `dicomflow scale workers=4`")
-    scale.add_argument("counts", nargs="+", help="workers=N")
+    scale = sub.add_parser("scale", help="change counts live, e.g. `dicomflow scale workers=4 web=2..8`")
+    scale.add_argument("counts", nargs="+", help="workers=N (workflow workers), web=N or web=MIN..MAX (DICOMweb replicas, "
+                                                 "autoscaled between the bounds), scp=per-node")
 
 
 def _join_pidfile(settings: Settings, node_ip: str) -> Path:
@@ -72,11 +73,17 @@ def print_cluster(report: dict[str, Any]) -> None:
     if "error" in report:
         print(f"  cluster: not reachable ({report['error']})")
         return
-    print(f"  cluster: {len(report['nodes'])} node(s), {report['workers_wanted']} workflow worker(s) wanted")
+    web = report["web"]
+    bounds = f"{web['min']}..{web['max']} autoscaled (target {web['target_ongoing_requests']} ongoing requests)" if web["max"] else f"{web['min']}"
+    running = ", ".join(f"{count} {state.lower()}" for state, count in web["replicas"].items()) or "none"
+    print(f"  cluster: {len(report['nodes'])} node(s), {report['workers_wanted']} workflow worker(s) wanted, "
+          f"DICOMweb replicas {bounds}: {running} ({web['status'].lower()})")
     for node in report["nodes"]:
         state = "draining" if node["draining"] else ("REFUSED: " + node["refused"] if node["refused"] else "active")
+        replicas = "?" if node["web_replicas"] is None else node["web_replicas"]
         print(f"    {node['address']:<15} {'head ' if node['head'] else 'node '} roles={','.join(node['roles']) or '-':<17} "
-              f"scp={node['scp_ready']}/{node['scp_actors']} workers={node['workers_ready']}/{node['worker_actors']} (ready/placed)  {state}")
+              f"scp={node['scp_ready']}/{node['scp_actors']} workers={node['workers_ready']}/{node['worker_actors']} (ready/placed) "
+              f"web={replicas}  {state}")
 
 
 def _admission(settings: Settings, roles: list[str]) -> str | None:
@@ -149,13 +156,22 @@ def cmd_leave(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_counts(counts: list[str]) -> dict[str, int]:
-    parsed = {}
+def parse_counts(counts: list[str]) -> dict[str, Any]:
+    """workers=N, web=N or web=MIN..MAX, scp=per-node (the only placement SCPs have)."""
+    from cluster.web_scaling import parse_web_bounds
+
+    parsed: dict[str, Any] = {}
     for item in counts:
         key, _, value = item.partition("=")
-        if key != "workers" or not value.isdigit():
-            raise ValueError(f"{item!r}: write workers=N (SCPs are one set per dimse node; Serve replicas follow serve_replicas)")
-        parsed[key] = int(value)
+        if key == "workers" and value.isdigit():
+            parsed["workers"] = int(value)
+        elif key == "web":
+            parsed["web"] = parse_web_bounds(value)
+        elif key == "scp" and value == "per-node":
+            continue
+        else:
+            raise ValueError(f"{item!r}: write workers=N, web=N or web=MIN..MAX, scp=per-node "
+                             "(one SCP set, scp_processes actors, on every node with the dimse role)")
     return parsed
 
 
@@ -168,7 +184,7 @@ def cmd_scale(settings: Settings, args: argparse.Namespace) -> int:
         print(f"dicomflow: {err}", file=sys.stderr)
         return 2
     try:
-        report = ray.get(_controller(settings).scale.remote(counts["workers"]), timeout=300)
+        report = ray.get(_controller(settings).scale.remote(counts.get("workers"), counts.get("web")), timeout=600)
     finally:
         ray.shutdown()
     print_cluster(report)

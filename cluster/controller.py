@@ -11,8 +11,10 @@ new actors and its SCPs stop taking associations. `dicomflow scale/status/leave`
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import ray
@@ -48,7 +50,8 @@ def _on(node: Node) -> NodeAffinitySchedulingStrategy:
 @ray.remote(num_cpus=0, max_restarts=-1)
 class ClusterController:
     def __init__(self, settings_data: dict[str, Any]) -> None:
-        self.settings = Settings.model_validate(settings_data)
+        # a restarted controller keeps what `dicomflow scale` set since `up` (var/run/scale.json)
+        self.settings = Settings.model_validate({**settings_data, **_scaled(Settings.model_validate(settings_data))})
         self.workers_wanted = self.settings.workflow_workers
         self.placed: list[Placed] = []
         self.draining: set[str] = set()
@@ -135,8 +138,17 @@ class ClusterController:
             return None
         return blob_problem(self.settings, Node("new", "(joining)", frozenset(roles), is_head=False))
 
-    async def scale(self, workers: int) -> dict[str, Any]:
-        self.workers_wanted = max(0, workers)
+    async def scale(self, workers: int | None = None, web: tuple[int, int | None] | None = None) -> dict[str, Any]:
+        """New counts, live: workflow workers placed or retired; DICOMweb replicas redeployed with
+        new bounds (Serve replaces them one at a time)."""
+        if web is not None:
+            from cluster.web_scaling import deploy_dicomweb, with_web_bounds
+
+            self.settings = with_web_bounds(self.settings, *web)
+            await asyncio.to_thread(deploy_dicomweb, self.settings)
+        if workers is not None:
+            self.workers_wanted = max(0, workers)
+        _remember_scale(self.settings, self.workers_wanted)
         await self.reconcile()
         await self.ready()
         return await self.status()
@@ -156,14 +168,39 @@ class ClusterController:
         await asyncio.gather(*(self._retire(p) for p in list(self.placed)), return_exceptions=True)
 
     async def status(self) -> dict[str, Any]:
+        from cluster.web_scaling import replicas_by_node, web_report
+
         nodes = alive_nodes(ray.nodes())
+        try:
+            replicas: dict[str, int] | None = dict(await asyncio.to_thread(replicas_by_node))
+        except Exception:  # noqa: BLE001 - the dashboard may be down; the rest of the report stands
+            replicas = None
         return {
             "workers_wanted": self.workers_wanted,
+            "web": await asyncio.to_thread(web_report, self.settings),
             "nodes": [{
                 "node_id": n.node_id, "address": n.address, "roles": sorted(n.roles), "head": n.is_head,
                 "draining": n.node_id in self.draining, "refused": self.refused.get(n.node_id),
                 "scp_actors": len(self._on_node("scp", n)), "worker_actors": len(self._on_node("worker", n)),
                 "scp_ready": sum(_answered(p) for p in self._on_node("scp", n)),
                 "workers_ready": sum(_answered(p) for p in self._on_node("worker", n)),
+                "web_replicas": None if replicas is None else replicas.get(n.node_id, 0),
             } for n in nodes],
         }
+
+
+def scale_file(settings: Settings) -> Path:
+    return settings.var_path / "run" / "scale.json"
+
+
+def _remember_scale(settings: Settings, workers: int) -> None:
+    choice = {"workflow_workers": workers, "serve_replicas": settings.serve_replicas, "serve_max_replicas": settings.serve_max_replicas}
+    scale_file(settings).write_text(json.dumps(choice) + "\n")
+
+
+def _scaled(settings: Settings) -> dict[str, Any]:
+    """What `dicomflow scale` chose since this `up` started (`up` removes the file as it starts)."""
+    try:
+        return dict(json.loads(scale_file(settings).read_text()))
+    except (OSError, ValueError):
+        return {}

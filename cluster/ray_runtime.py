@@ -10,7 +10,6 @@ from ray import serve
 
 from archive.settings import Settings
 from cluster.placement import role_resources
-from serve.deployment import dicomweb_application
 
 log = logging.getLogger("dicomflow")
 
@@ -54,8 +53,10 @@ def connect(settings: Settings) -> None:
 
 
 def start_serve(settings: Settings) -> None:
+    from cluster.web_scaling import deploy_dicomweb
+
     serve.start(http_options=http_options(settings), logging_config={"log_level": "WARNING"})
-    serve.run(dicomweb_application(settings), name="dicomweb", route_prefix="/", blocking=False)
+    deploy_dicomweb(settings)
 
 
 def stop_ray() -> None:

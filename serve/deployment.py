@@ -16,12 +16,21 @@ from serve.app import build_app
 from serve.replica_grpc import pin_inter_deployment_grpc
 
 
+def replica_options(settings: Settings) -> dict[str, Any]:
+    """A fixed replica count, or Ray Serve autoscaling between serve_replicas and serve_max_replicas."""
+    if settings.serve_max_replicas is None:
+        return {"num_replicas": settings.serve_replicas}
+    return {"num_replicas": "auto", "autoscaling_config": {
+        "min_replicas": settings.serve_replicas, "initial_replicas": settings.serve_replicas,
+        "max_replicas": settings.serve_max_replicas, "target_ongoing_requests": settings.serve_target_ongoing_requests}}
+
+
 def dicomweb_application(settings: Settings) -> Application:
     app = build_app(settings)
 
     @serve.deployment(
         name="dicomweb",
-        num_replicas=settings.serve_replicas,
+        **replica_options(settings),
         max_ongoing_requests=settings.serve_max_ongoing_requests,
         ray_actor_options={"num_cpus": 0, "resources": {NODE_ROLE_RESOURCE_PREFIX + "web": 0.001}},  # replicas on web nodes
     )

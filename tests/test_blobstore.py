@@ -3,39 +3,19 @@ S3-compatible server (moto in server mode; no MinIO server binary can be install
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-import urllib3
 from minio import Minio
 
 from archive.blobstore import BlobNotFound, LocalBlobStore, S3BlobStore
-from testkit.running_stack import free_port
+from testkit.s3_server import moto_s3
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib3.PoolManager().request("GET", f"http://127.0.0.1:{port}/", timeout=1, retries=False)
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                server.kill()
-                raise
-            time.sleep(0.2)
-    yield f"127.0.0.1:{port}"
-    server.terminate()
-    server.wait(10)
+    with moto_s3() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -1,7 +1,8 @@
 """Two Ray nodes on this machine, as a cluster admin runs them: the head from `dicomflow up`, a second
-node from `dicomflow join` on its own loopback address (127.0.0.2). The controller gives the new
-node an SCP that a modality (dcmtk's storescu) reaches at the node's address, `dicomflow scale`
-spreads workflow workers over both, and `dicomflow leave` drains the node and stops it."""
+node from `dicomflow join` on its own loopback address (127.0.0.2), blobs in S3 (a local
+S3-compatible server) as a cluster keeps them. The controller gives the new node an SCP that a
+modality (dcmtk's storescu) reaches at the node's address, `dicomflow scale` spreads workflow
+workers over both and changes the DICOMweb replicas, and `dicomflow leave` drains the node."""
 
 from __future__ import annotations
 
@@ -17,17 +18,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+import httpx
 import psutil
 import psycopg
 import pytest
+from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from temporalio.client import WorkflowExecutionStatus
 
+from archive.blobstore import open_blob_store
+from serve.health import ray_auth_headers
 from testkit.running_stack import DICOMFLOW, RunningStack, stack_overrides
+from testkit.s3_server import moto_s3, stack_s3_settings
 from testkit.temporal_waits import wait_completed
-from tests.auth import stack_auth_settings
+from tests.auth import bearer, stack_auth_settings
 from tests.conftest import run
 
 NODE_IP = "127.0.0.2"
@@ -37,15 +43,15 @@ MODALITY = "CLUSTERMOD"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[RunningStack]:
     var = tmp_path_factory.mktemp("cluster") / "var"
-    overrides = stack_overrides(
-        var, **stack_auth_settings(),
-        ae_table={MODALITY: {"tenant": "cluster", "services": ["store"]}},
-        blob_dir_shared=True,  # both nodes are on this machine: var/blobs is the same directory
-    )
-    running = RunningStack(overrides, var.parent / "up.log")
-    running.start()
-    yield running
-    running.stop()
+    with moto_s3() as endpoint:
+        overrides = stack_overrides(
+            var, **stack_auth_settings(), **stack_s3_settings(endpoint),
+            ae_table={MODALITY: {"tenant": "cluster", "services": ["store"]}},
+        )
+        running = RunningStack(overrides, var.parent / "up.log")
+        running.start()
+        yield running
+        running.stop()
 
 
 def _join(stack: RunningStack, folder: Path) -> tuple[subprocess.Popen, IO[bytes]]:
@@ -120,8 +126,66 @@ def test_a_joined_node_gets_an_scp_scales_and_leaves(cluster, data_dir, tmp_path
 
 
 def test_scale_refuses_a_count_it_does_not_own(cluster):
-    result = cluster.cli("scale", "web=2..8", timeout=60)
-    assert result.returncode == 2 and "workers=N" in result.stderr
+    for wrong in ("scp=3", "web=0", "web=4..2", "replicas=2"):
+        result = cluster.cli("scale", wrong, timeout=60)
+        assert result.returncode == 2 and "web=MIN..MAX" in result.stderr, (wrong, result.stderr)
+
+
+def _web(report: dict) -> tuple[int, int | None, int]:
+    return report["web"]["min"], report["web"]["max"], report["web"]["replicas"].get("RUNNING", 0)
+
+
+def _serve_deployment(stack: RunningStack) -> dict:
+    """The DICOMweb deployment as Ray Serve's REST API (on the head's dashboard) describes it."""
+    answer = httpx.get(f"http://127.0.0.1:{stack.settings.ray_dashboard_port}/api/serve/applications/",
+                       headers=ray_auth_headers(), timeout=30)
+    answer.raise_for_status()
+    return answer.json()["applications"]["dicomweb"]["deployments"]["dicomweb"]
+
+
+def test_scale_web_changes_dicomweb_replicas_live(cluster):
+    """A fixed count, then autoscaling bounds: Serve runs what `scale web=` asked for, on web nodes,
+    and a DICOMweb client is answered throughout."""
+    client = DICOMwebClient(cluster.url("/dicomweb"), headers=bearer("cluster"))
+    answered: list[str] = []
+    stop = threading.Event()
+
+    def ask() -> None:
+        while not stop.is_set():
+            try:
+                client.search_for_studies(limit=1)
+                answered.append("ok")
+            except Exception as err:  # noqa: BLE001 - counted, and the test fails on it
+                answered.append(f"{type(err).__name__}: {err}")
+            time.sleep(0.1)
+
+    asking = threading.Thread(target=ask, daemon=True)
+    asking.start()
+    try:
+        scaled = cluster.cli("scale", "web=2", timeout=600)
+        assert scaled.returncode == 0, scaled.stdout + scaled.stderr
+        report = _wait_for(cluster, lambda r: _web(r) == (2, None, 2) and r["web"]["status"] == "HEALTHY", timeout=300)
+        assert sum(n["web_replicas"] for n in report["nodes"]) == 2
+        assert _serve_deployment(cluster)["deployment_config"]["num_replicas"] == 2
+        assert "DICOMweb replicas 2:" in cluster.cli("status", timeout=120).stdout
+
+        autoscaled = cluster.cli("scale", "web=1..3", timeout=600)
+        assert autoscaled.returncode == 0, autoscaled.stdout + autoscaled.stderr
+        report = _wait_for(cluster, lambda r: _web(r)[:2] == (1, 3) and r["web"]["status"] == "HEALTHY", timeout=300)
+        assert 1 <= _web(report)[2] <= 3
+        deployed = _serve_deployment(cluster)["deployment_config"]  # what Serve itself was given
+        assert deployed["autoscaling_config"]["min_replicas"] == 1 and deployed["autoscaling_config"]["max_replicas"] == 3
+    finally:
+        stop.set()
+        asking.join(timeout=30)
+    assert answered.count("ok") >= 10 and set(answered) == {"ok"}, f"DICOMweb answers while scaling: {sorted(set(answered))[:5]}"
+
+
+def test_status_shows_the_backlog(cluster):
+    report = json.loads(cluster.cli("status", "--json", timeout=120).stdout)["backlog"]
+    assert not [k for k in report if k.endswith("_error")], report
+    assert report["study_workflows_failed"] == 0 and report["outbox_unsignalled"] >= 0
+    assert "storage commitment" in cluster.cli("status", timeout=120).stdout
 
 
 def _send_until_stopped(stack: RunningStack, template, studies: dict[str, str], acked: list[tuple[str, str]], total: int,
@@ -186,10 +250,11 @@ def test_a_node_killed_mid_ingest_loses_no_acknowledged_instance(cluster, data_d
         rows = dict(conn.execute("SELECT sop_uid, blob_key || ' ' || sha256 FROM instance WHERE tenant = 'cluster' AND sop_uid = ANY(%s)",
                                  ([sop for _, sop in acked],)).fetchall())
     assert len(rows) == len(acked), f"{len(acked) - len(rows)} acknowledged instances are not in the index"
-    blobs = cluster.settings.var_path / "blobs"
+    blobs = open_blob_store(cluster.settings)
+    assert not list((cluster.settings.var_path / "blobs").rglob("*.dcm")), "a cluster keeps its blobs in S3"
     for sop, entry in rows.items():
         key, digest = entry.split(" ")
-        assert hashlib.sha256((blobs / key).read_bytes()).hexdigest() == digest, f"{sop}: bytes differ from what was acknowledged"
+        assert hashlib.sha256(b"".join(blobs.iter_chunks(key))).hexdigest() == digest, f"{sop}: bytes differ from what was acknowledged"
     ids = [f"study:cluster:{study}" for study in sorted({study for study, _ in acked})]
     finished = run(wait_completed(cluster.settings, ids, timeout=420))
     assert all(status == WorkflowExecutionStatus.COMPLETED for status in finished.values()), finished

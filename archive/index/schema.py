@@ -282,6 +282,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX study_pn_group3_idx ON study (tenant, lower(split_part(patient_name, '=', 3)) text_pattern_ops)
         WHERE patient_name LIKE '%=%';
     """,
+    # 13: `dicomflow status` counts the backlog (studies not ready, failed instances) from indexes
+    """
+    CREATE INDEX study_not_ready_idx ON study (tenant) WHERE state <> 'ready';
+    CREATE INDEX instance_failed_idx ON instance (tenant) WHERE state = 'failed';
+    """,
 ]
 
 

@@ -52,8 +52,24 @@ def test_an_actor_on_another_node_listens_there_and_reaches_the_heads_services(t
 
 def test_scale_counts() -> None:
     assert parse_counts(["workers=4"]) == {"workers": 4}
-    with pytest.raises(ValueError, match="workers=N"):
-        parse_counts(["web=2..8"])
+    assert parse_counts(["workers=4", "web=2..8", "scp=per-node"]) == {"workers": 4, "web": (2, 8)}
+    assert parse_counts(["web=3"]) == {"web": (3, None)}
+    for wrong in (["web=0"], ["web=8..2"], ["web=2..x"], ["scp=4"], ["workers=-1"], ["gpus=1"]):
+        with pytest.raises(ValueError, match="web=N or web=MIN..MAX"):
+            parse_counts(wrong)
+
+
+def test_web_bounds_become_serve_replica_options() -> None:
+    from cluster.web_scaling import with_web_bounds
+    from serve.deployment import replica_options
+
+    fixed = with_web_bounds(Settings(), 3, None)
+    assert replica_options(fixed) == {"num_replicas": 3}
+    auto = replica_options(with_web_bounds(Settings(serve_target_ongoing_requests=2), 2, 8))
+    assert auto["num_replicas"] == "auto"
+    assert auto["autoscaling_config"] == {"min_replicas": 2, "initial_replicas": 2, "max_replicas": 8, "target_ongoing_requests": 2}
+    with pytest.raises(ValueError, match="serve_max_replicas"):
+        Settings(serve_replicas=4, serve_max_replicas=2)
 
 
 def test_a_node_joins_a_loopback_head_by_the_address_ray_does_not_rewrite() -> None:

@@ -1,0 +1,51 @@
+"""The backlog `dicomflow status` shows: the index's counts (archive/index/backlog.py) and the study
+workflows Temporal runs or has failed. Each half reports its own error instead of failing both."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from activities.names import STUDY_WORKFLOW
+from archive.index.backlog import index_backlog
+from archive.settings import Settings
+
+
+async def _index_half(settings: Settings) -> dict[str, Any]:
+    async with await AsyncConnection.connect(settings.effective_postgres_dsn(), connect_timeout=3, autocommit=True) as conn:
+        return dict(await index_backlog(conn))
+
+
+async def _temporal_half(settings: Settings) -> dict[str, Any]:
+    from temporalio.client import Client
+
+    client = await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal_namespace)
+    counts = {}
+    for key, status in (("study_workflows_running", "Running"), ("study_workflows_failed", "Failed")):
+        answer = await client.count_workflows(f"WorkflowType = '{STUDY_WORKFLOW}' AND ExecutionStatus = '{status}'")
+        counts[key] = answer.count
+    return counts
+
+
+async def backlog(settings: Settings) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    for name, half in (("index", _index_half), ("temporal", _temporal_half)):
+        try:
+            report.update(await half(settings))
+        except Exception as err:  # noqa: BLE001 - status reports what it can reach
+            report[f"{name}_error"] = f"{type(err).__name__}: {err}"
+    return report
+
+
+def backlog_lines(report: dict[str, Any]) -> list[str]:
+    """The workflow backlog, then what waits in the index's queues; a count not reachable shows as ?."""
+    def n(key: str) -> Any:
+        return report.get(key, "?")
+
+    lines = [f"  backlog: {n('studies_not_ready')} studies not ready, {n('study_workflows_running')} study workflows running, "
+             f"{n('study_workflows_failed')} failed",
+             f"  queues:  outbox {n('outbox_unsignalled')} instances not yet signalled, {n('instances_unprocessed')} unprocessed, "
+             f"{n('instances_failed')} failed; storage commitment {n('commitments_pending')} pending; "
+             f"C-MOVE/C-GET {n('retrieves_running')} running"]
+    return lines + [f"  backlog: {key.removesuffix('_error')} not reachable ({error})" for key, error in report.items() if key.endswith("_error")]
