@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up down status test fuzz lint typecheck unit install install-dev system-test-deps viewer bench bench-deps clean
+.PHONY: up down status test fuzz lint typecheck unit install install-dev system-test-deps viewer bench bench-nodes bench-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,10 @@ bench-deps: system-test-deps
 
 bench: $(VENV)/.installed-dev bench-deps
 	$(BIN)/python -m bench.run
+
+## C-STORE and study workflows with 1, 2 and 3 Ray nodes on this machine (issue 12)
+bench-nodes: $(VENV)/.installed-dev bench-deps
+	$(BIN)/python -m bench.nodes
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .viewer

@@ -48,17 +48,17 @@ def restamped(path: Path, workdir: Path) -> Path:
     return out
 
 
-def dcmsend_rate(called_ae: str, port: int, files: list[Path], associations: int) -> float:
+def dcmsend_rate(called_ae: str, port: int, files: list[Path], associations: int, host: str = "127.0.0.1") -> float:
     """Instances per second for dcmsend over `associations` parallel associations."""
     chunks = [files[i::associations] for i in range(associations)]
     env = {**os.environ, "TCP_NODELAY": "1"}
     started = time.perf_counter()
-    procs = [subprocess.Popen(["dcmsend", "-dn", "-nh", "-aec", called_ae, "127.0.0.1", str(port), *map(str, chunk)],
+    procs = [subprocess.Popen(["dcmsend", "-dn", "-nh", "-aec", called_ae, host, str(port), *map(str, chunk)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env) for chunk in chunks]
     failures = [proc.communicate()[1] for proc in procs if proc.wait() not in (0, 1)]  # 1: some files refused
     elapsed = time.perf_counter() - started
     if failures:
-        raise RuntimeError(f"dcmsend to {called_ae}:{port} failed: {failures[0][-500:]!r}")
+        raise RuntimeError(f"dcmsend to {called_ae}@{host}:{port} failed: {failures[0][-500:]!r}")
     return len(files) / elapsed
 
 

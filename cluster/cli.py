@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -119,6 +120,31 @@ def cmd_up(settings: Settings) -> int:
         print("dicomflow: stopped", flush=True)
 
 
+def cmd_up_detached(settings: Settings) -> int:
+    """`up` as a daemon in its own session, so the shell that started it may close; the command
+    returns once the archive is ready, and `dicomflow down` stops it."""
+    running = read_pid(_pidfile(settings))
+    if running:
+        print(f"dicomflow is already running (pid {running}) with var dir {settings.var_path}; run `dicomflow down` first.")
+        return 1
+    log_path = settings.var_path / "log" / "up.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    ready = settings.var_path / "run" / "ready"
+    ready.unlink(missing_ok=True)
+    with open(log_path, "ab") as log:
+        daemon = subprocess.Popen([sys.executable, "-m", "cluster.cli", "up"], stdin=subprocess.DEVNULL, stdout=log,  # noqa: S603
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    print(f"dicomflow: starting in the background (pid {daemon.pid}); its output goes to {log_path}", flush=True)
+    while not ready.exists():
+        if daemon.poll() is not None:
+            print(f"dicomflow: could not start (exit {daemon.returncode}); the end of {log_path}:\n"
+                  + "\n".join(log_path.read_text(errors="replace").splitlines()[-15:]), file=sys.stderr)
+            return daemon.returncode or 1
+        time.sleep(0.5)
+    print(f"dicomflow is ready:\n{banner(settings)}\nIt keeps running after this shell closes; `dicomflow down` stops it.")
+    return 0
+
+
 def cmd_down(settings: Settings, timeout: float) -> int:
     from cluster.serve_ingress import stop_leftover_haproxy
     from cluster.services.postgres import embedded_postgres_service
@@ -164,7 +190,8 @@ def cmd_status(settings: Settings, as_json: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dicomflow", description="DICOM archive: DIMSE, DICOMweb, durable workflows.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start every service and stay in the foreground")
+    up = sub.add_parser("up", help="start every service and stay in the foreground (Ctrl-C stops)")
+    up.add_argument("--detach", action="store_true", help="run in the background, outliving this shell; `dicomflow down` stops it")
     down = sub.add_parser("down", help="stop what `up` started")
     down.add_argument("--timeout", type=float, default=60.0)
     status = sub.add_parser("status", help="check every service; exit 1 if one is down")
@@ -185,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("status", "join", "leave", "scale"):
         join_as_client(settings)  # they talk to the running cluster as Ray drivers
     if args.command == "up":
-        return cmd_up(settings)
+        return cmd_up_detached(settings) if args.detach else cmd_up(settings)
     if args.command == "down":
         return cmd_down(settings, args.timeout)
     if args.command == "audit":

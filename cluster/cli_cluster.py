@@ -112,6 +112,9 @@ def cmd_join(settings: Settings, args: argparse.Namespace) -> int:
     pidfile.write_text(f"{os.getpid()}\n")
     print(f"dicomflow: joining {args.address} as {args.node_ip} with roles {', '.join(roles)}; Ctrl-C or "
           f"`dicomflow leave --node-ip {args.node_ip}` drains and stops this node", flush=True)
+    # `ray start --block` stops its node on SIGINT; started from a background job (nohup, `&`) SIGINT
+    # would be ignored and stay ignored across exec, and the node would outlive `leave`
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     node = subprocess.Popen(argv, env=_node_environment())  # noqa: S603 - our own ray binary
     signal.signal(signal.SIGTERM, lambda *_: node.send_signal(signal.SIGINT))  # `ray start --block` stops its node on SIGINT
     try:

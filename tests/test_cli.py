@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from pydicom import dcmread
 from temporalio.client import WorkflowExecutionStatus
 
 from cluster.serve_ingress import haproxy_dir
+from cluster.services.process import read_pid
 from testkit.running_stack import REPO, RunningStack, processes_using, stack_overrides
 from testkit.temporal_waits import wait_completed
 from tests.auth import admin_headers, bearer
@@ -107,6 +109,8 @@ def test_bad_setting_stops_startup_naming_the_key(tmp_path):
 
 
 def test_restart_keeps_everything_and_down_leaves_nothing(tmp_path, data_dir):
+    """Stop and start again: the index, the blobs and Temporal's history are all kept. The second
+    start is `up --detach`: it returns once ready and the archive runs on in its own session."""
     var = tmp_path / "var"
     stack = RunningStack(stack_overrides(var), tmp_path / "up.log")
     path = next((data_dir / "dcm_qa_nih").rglob("*.dcm"))
@@ -122,15 +126,19 @@ def test_restart_keeps_everything_and_down_leaves_nothing(tmp_path, data_dir):
     assert not processes_using(var), "dicomflow down left processes running"
     assert not processes_using(Path(haproxy_dir(stack.settings))), "HAProxy outlived dicomflow down"
 
-    stack.start()
+    detached = stack.cli("up", "--detach", timeout=300)
     try:
+        assert detached.returncode == 0 and "`dicomflow down` stops it" in detached.stdout, detached.stdout + detached.stderr
+        daemon = read_pid(var / "run" / "dicomflow.pid")
+        assert daemon and os.getsid(daemon) != os.getsid(0), "up --detach runs in a session of its own (no SIGHUP from this shell)"
         with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
             rows = conn.execute("SELECT sop_uid, state FROM instance").fetchall()
         assert rows == [(str(ds.SOPInstanceUID), "committed")]
         # Temporal's SQLite file kept the finished workflow too
         assert run(wait_completed(stack.settings, [wid], timeout=30))[wid] == WorkflowExecutionStatus.COMPLETED
+        assert stack.cli("status", timeout=120).returncode == 0
     finally:
-        stack.stop()
+        assert stack.cli("down", timeout=180).returncode == 0
     assert not processes_using(var)
 
 
