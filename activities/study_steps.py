@@ -27,6 +27,7 @@ T = TypeVar("T")
 HEARTBEAT_SECONDS = 10.0  # the workflow's heartbeat timeout is 30 s; one large object may take longer
 # a decode that times out this many attempts running is taken as the object's doing, not the machine's
 TIMEOUT_ATTEMPTS = 3
+VERIFIED_PER_COMMIT = 200  # verify marks the instances it checked in batches: one commit each, not one per instance
 
 
 class StudyActivities:
@@ -46,17 +47,21 @@ class StudyActivities:
     async def verify(self, ref: StudyRef) -> StepResult:
         pool, blobs = self.ctx.pool, self.ctx.blobs
         result = StepResult(names.VERIFY)
+        verified: list[str] = []
         for item in await lifecycle.instances_in_state(pool, ref.tenant, ref.study_uid, "stored"):
             activity.heartbeat(item.sop_uid)
             problem = await asyncio.to_thread(verify_blob, blobs, item.blob_key, item.size, item.sha256)
             if problem is None:
-                await lifecycle.set_state(pool, ref.tenant, item.sop_uid, "verified")
-                result.processed += 1
+                verified.append(item.sop_uid)
+                if len(verified) >= VERIFIED_PER_COMMIT:  # a retry re-checks only what was not marked yet
+                    result.processed += await lifecycle.mark_verified(pool, ref.tenant, verified)
+                    verified.clear()
             else:
                 # a corrupt object is a final answer, not a reason to retry forever
                 await lifecycle.set_state(pool, ref.tenant, item.sop_uid, "failed", problem)
                 result.failed += 1
                 result.failures.append(f"{item.sop_uid}: {problem}"[:300])
+        result.processed += await lifecycle.mark_verified(pool, ref.tenant, verified)
         return result
 
     @activity.defn(name=names.COMMIT)

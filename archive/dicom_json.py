@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
+
+from archive.dicom_json_raw import raw_json
 
 log = logging.getLogger("dicomflow.json")
 BULK_THRESHOLD = 1024  # binary values above this many bytes are served by reference
@@ -44,6 +46,11 @@ def json_elements(ds: Dataset, bulk_data_threshold: int,
     it switched for good (found by the 1,000-case fuzz run)."""
     out: dict[str, Any] = {}
     for tag in ds.keys():
+        element = ds.get_item(tag)
+        plain = raw_json(element) if isinstance(element, RawDataElement) else None
+        if plain is not None:
+            out[f"{tag:08X}"] = plain
+            continue
         try:
             out[f"{tag:08X}"] = ds[tag].to_json_dict(bulk_data_element_handler, bulk_data_threshold)
         except Exception as err:  # noqa: BLE001 - one element's value, whatever pydicom raises for it

@@ -40,7 +40,7 @@ def wait_ready(dsn: str, tenant: str, expected: int, timeout: float = 7200) -> f
             if time.monotonic() - started > timeout:
                 raise RuntimeError(f"only {ready}/{expected} studies of {tenant} ready after {timeout} s")
             print(f"  waiting for workflows: {ready}/{expected} studies ready ({total} indexed)", flush=True)
-            time.sleep(10)
+            time.sleep(2)
 
 
 def synthetic_reads(bench: Bench, targets: dict[str, Target], files: list[Path], data: Path) -> None:

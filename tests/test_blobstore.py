@@ -79,4 +79,8 @@ def test_local_keys_cannot_leave_the_store(tmp_path):
     store = LocalBlobStore(tmp_path / "blobs")
     with pytest.raises(ValueError):
         store.put_bytes("../escape.dcm", b"no")
+    for outside in ("/etc/passwd", "a/../../escape.dcm", "..", ""):
+        with pytest.raises(ValueError, match="leaves the store"):
+            store.local_path(outside)
+    assert store.local_path("a/./b/../c.dcm") == store.root / "a" / "c.dcm"
     assert not (tmp_path / "escape.dcm").exists()

@@ -35,14 +35,20 @@ class LocalBlobStore(BlobStore):
     def __init__(self, root: Path, spool_dir: Path | None = None) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._root_text = str(self.root)
+        self._root_prefix = self._root_text.rstrip(os.sep) + os.sep
         # the spool must be on the same filesystem, so commit is a rename and not a copy
         super().__init__(spool_dir or self.root / ".spool")
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if self.root not in path.parents:
+        """The key's file under the root, checked lexically: `..` or an absolute key cannot leave the
+        store. Not Path.resolve(), whose lstat of every component was a tenth of a workflow
+        worker's CPU; the keys are ours (archive/layout.py), and only someone who can already write
+        inside the blob directory could plant a symlink there."""
+        path = os.path.normpath(os.path.join(self._root_text, key))
+        if not path.startswith(self._root_prefix):
             raise ValueError(f"blob key {key!r} leaves the store")
-        return path
+        return Path(path)
 
     def commit(self, staged: StagedBlob, key: str) -> None:
         target = self._path(key)

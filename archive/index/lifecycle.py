@@ -49,6 +49,17 @@ async def set_state(pool: AsyncConnectionPool, tenant: str, sop_uid: str, state:
         )
 
 
+async def mark_verified(pool: AsyncConnectionPool, tenant: str, sop_uids: list[str]) -> int:
+    """Stored instances whose blobs checked out, in one statement (one commit for many)."""
+    if not sop_uids:
+        return 0
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "UPDATE instance SET state = 'verified', failure_reason = NULL WHERE tenant = %s AND sop_uid = ANY(%s) AND state = 'stored'",
+            (tenant, sop_uids))
+        return cursor.rowcount
+
+
 async def commit_verified(pool: AsyncConnectionPool, tenant: str, study_uid: str) -> int:
     async with pool.connection() as conn:
         cur = await conn.execute(
