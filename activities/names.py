@@ -9,6 +9,9 @@ TRANSCODE = "transcode_study"
 INDEX = "index_study"
 GENERATE_JSON = "generate_study_json"
 STUDY_STEPS = (STORE, VERIFY, COMMIT, TRANSCODE, INDEX, GENERATE_JSON)
+# steps that are a statement or two in the index: local activities (the rest read or write blobs,
+# may run long and heartbeat, and stay activities on the task queue)
+LOCAL_STUDY_STEPS = (STORE, COMMIT, INDEX)
 
 COMMITMENT_CHECK = "check_commitment"
 COMMITMENT_REPORT = "send_commitment_report"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from temporalio.api.enums.v1 import EventType
@@ -34,15 +35,22 @@ async def wait_completed(settings: Settings, workflow_ids: list[str], timeout: f
     return statuses
 
 
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
+
+
 async def activity_types(settings: Settings, workflow_id: str) -> list[str]:
-    """Activity types scheduled in the latest run's history, in order."""
+    """Activity types in the latest run's history, in order: scheduled on the task queue, or run
+    as local activities (a marker whose data names the type)."""
     client = await client_for(settings)
     history = await client.get_workflow_handle(workflow_id).fetch_history()
-    return [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    ]
+    types = []
+    for e in history.events:
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            types.append(e.activity_task_scheduled_event_attributes.activity_type.name)
+        elif e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED and e.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER:
+            data = e.marker_recorded_event_attributes.details["data"].payloads[0].data
+            types.append(json.loads(data)["activity_type"])
+    return types
 
 
 async def list_ids(settings: Settings, query: str) -> list[str]:

@@ -22,6 +22,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows import search_attributes as sa
 
 SIGNAL = names.STUDY_SIGNAL
+# workflows started before local steps replay with every step as an activity
+LOCAL_STEPS_PATCH = "local-sql-steps"
 HISTORY_LIMIT = 3000  # events; the SDK suggests continue-as-new near 4,096 and refuses at 50k/10k signals
 
 STEP_RETRY = RetryPolicy(
@@ -139,17 +141,30 @@ class StudyWorkflow:
         results = []
         self.state = "processing"
         self._publish()
+        local_steps = names.LOCAL_STUDY_STEPS if workflow.patched(LOCAL_STEPS_PATCH) else ()
         for step in names.STUDY_STEPS:
             self.state = step  # the `state` query names the step; the search attribute stays "processing"
-            result: StepResult = await workflow.execute_activity(
-                step, ref, result_type=StepResult,
-                start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=30),
-                retry_policy=STEP_RETRY,
-            )
+            result: StepResult = await (self._local_step(step, ref) if step in local_steps else self._step(step, ref))
             if step == names.VERIFY:
                 self.failed += result.failed
             results.append(result)
         return results
+
+    @staticmethod
+    async def _step(step: str, ref: StudyRef) -> StepResult:
+        return await workflow.execute_activity(
+            step, ref, result_type=StepResult,
+            start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=STEP_RETRY,
+        )
+
+    @staticmethod
+    async def _local_step(step: str, ref: StudyRef) -> StepResult:
+        """A step of one or two SQL statements runs as a local activity: a marker in the history
+        (the UI lists it as a local activity), not three events and a task-queue round trip."""
+        return await workflow.execute_local_activity(
+            step, ref, result_type=StepResult, start_to_close_timeout=timedelta(minutes=5), retry_policy=STEP_RETRY,
+        )
 
     def _publish(self) -> None:
         """Search attributes change only when their values do: each upsert is a visibility write."""
