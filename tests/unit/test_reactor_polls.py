@@ -1,0 +1,28 @@
+"""How often pynetdicom's reactors poll an association, from how recently it moved a PDU."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+from actors.pynetdicom_reactor import BUSY_POLL, IDLE_POLL, RESTING_AFTER, RESTING_POLL, poll_interval
+
+
+def _dul(quiet: float, requestor: bool = False, hurried: bool = False) -> SimpleNamespace:
+    return SimpleNamespace(last_busy=time.monotonic() - quiet, hurried=hurried, assoc=SimpleNamespace(is_requestor=requestor))
+
+
+def test_a_sending_association_polls_fast_while_busy() -> None:
+    assert poll_interval(_dul(0.0, requestor=True)) == BUSY_POLL  # type: ignore[arg-type]
+    assert poll_interval(_dul(0.0, hurried=True)) == BUSY_POLL  # type: ignore[arg-type]
+
+
+def test_a_receiving_association_keeps_pynetdicoms_poll_while_it_moves_pdus() -> None:
+    assert poll_interval(_dul(0.0)) == IDLE_POLL  # type: ignore[arg-type]
+    assert poll_interval(_dul(RESTING_AFTER / 2, requestor=True)) == IDLE_POLL  # type: ignore[arg-type]
+
+
+def test_a_quiet_association_rests() -> None:
+    for requestor in (False, True):
+        assert poll_interval(_dul(RESTING_AFTER + 1, requestor=requestor)) == RESTING_POLL  # type: ignore[arg-type]
+    assert RESTING_POLL > IDLE_POLL
