@@ -170,11 +170,14 @@ def cmd_status(settings: Settings, as_json: bool) -> int:
     from cluster.backlog_report import backlog, backlog_lines
     from serve.health import full_health
 
+    out = sys.stdout
+    if as_json:  # Ray's driver prints cluster events ("node ... marked dead") to stdout from a thread of its own
+        sys.stdout = sys.stderr
     report = asyncio.run(full_health(settings))
     waiting = asyncio.run(backlog(settings))
     cluster = cli_cluster.cluster_status(settings)
     if as_json:
-        print(json.dumps({**report, "backlog": waiting, "cluster": cluster}, indent=2))
+        print(json.dumps({**report, "backlog": waiting, "cluster": cluster}, indent=2), file=out, flush=True)
     else:
         for name, check in report["services"].items():
             mark = "up  " if check["ok"] else "DOWN"
