@@ -8,6 +8,7 @@ tests/unit/test_dicom_json_raw.py holds it equal to pydicom over every real file
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from typing import Any
@@ -22,6 +23,9 @@ SINGLE_VALUE = frozenset({"LT", "ST", "UT"})  # convert_single_string: rstrip("\
 NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "UV": "Q", "SV": "q", "FL": "f", "FD": "d"}
 PLAIN_INT = re.compile(r"\s*[+-]?\d+\s*")
 PLAIN_DECIMAL = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+# PS3.5 6.2: an IS value is at most 12 characters, a DS value 16; a hostile longer one (64 KB of
+# digits, or 1e999) is pydicom's to convert or refuse, element by element, as before
+MAX_NUMBER_CHARS = {"IS": 12, "DS": 16}
 UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
@@ -85,9 +89,12 @@ def _element(vr: str, values: list[Any]) -> dict[str, Any]:
 def _parsed(vr: str, values: list[str], plain: re.Pattern[str], number: type[int] | type[float]) -> dict[str, Any] | None:
     if len(values) == 1 and values[0] == "":
         return {"vr": vr}
-    if not all(plain.fullmatch(value) for value in values):
+    if not all(len(value) <= MAX_NUMBER_CHARS[vr] and plain.fullmatch(value) for value in values):
         return None
-    return {"vr": vr, "Value": [number(value) for value in values]}
+    numbers = [number(value) for value in values]
+    if not all(math.isfinite(n) for n in numbers):
+        return None
+    return {"vr": vr, "Value": numbers}
 
 
 def _numbers(vr: str, data: bytes) -> dict[str, Any] | None:

@@ -31,6 +31,7 @@ INDEX_STEPS = _steps("BENCH_INDEX_STEPS", "1000,10000,100000")
 def wait_ready(dsn: str, tenant: str, expected: int, timeout: float = 7200) -> float:
     """Seconds until `expected` studies of `tenant` are ready (their workflows done), with progress."""
     started = time.monotonic()
+    polls = 0
     with psycopg.connect(dsn, autocommit=True) as conn:
         while True:
             ready, total = conn.execute("SELECT count(*) FILTER (WHERE state = 'ready'), count(*) FROM study"
@@ -39,7 +40,9 @@ def wait_ready(dsn: str, tenant: str, expected: int, timeout: float = 7200) -> f
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
                 raise RuntimeError(f"only {ready}/{expected} studies of {tenant} ready after {timeout} s")
-            print(f"  waiting for workflows: {ready}/{expected} studies ready ({total} indexed)", flush=True)
+            if polls % 5 == 0:  # polled every 2 s for the timing, reported every 10 s
+                print(f"  waiting for workflows: {ready}/{expected} studies ready ({total} indexed)", flush=True)
+            polls += 1
             time.sleep(2)
 
 

@@ -73,6 +73,14 @@ def banner(settings: Settings) -> str:
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
 
 
+def _already_running(settings: Settings) -> bool:
+    running = read_pid(_pidfile(settings))
+    if running and running != os.getpid():
+        print(f"dicomflow is already running (pid {running}) with var dir {settings.var_path}; run `dicomflow down` first.")
+        return True
+    return False
+
+
 def cmd_up(settings: Settings) -> int:
     from cluster.stack import Stack
 
@@ -80,11 +88,9 @@ def cmd_up(settings: Settings) -> int:
     if exposure:
         print(f"dicomflow: will not start: {exposure}", file=sys.stderr)
         return 2
-    pidfile = _pidfile(settings)
-    running = read_pid(pidfile)
-    if running and running != os.getpid():
-        print(f"dicomflow is already running (pid {running}) with var dir {settings.var_path}; run `dicomflow down` first.")
+    if _already_running(settings):
         return 1
+    pidfile = _pidfile(settings)
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     pidfile.write_text(f"{os.getpid()}\n")
     stop_requested = threading.Event()
@@ -123,9 +129,7 @@ def cmd_up(settings: Settings) -> int:
 def cmd_up_detached(settings: Settings) -> int:
     """`up` as a daemon in its own session, so the shell that started it may close; the command
     returns once the archive is ready, and `dicomflow down` stops it."""
-    running = read_pid(_pidfile(settings))
-    if running:
-        print(f"dicomflow is already running (pid {running}) with var dir {settings.var_path}; run `dicomflow down` first.")
+    if _already_running(settings):
         return 1
     log_path = settings.var_path / "log" / "up.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)

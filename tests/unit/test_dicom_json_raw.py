@@ -71,6 +71,8 @@ def test_fast_path_equals_pydicom_on_every_real_file(data_dir):
     ("SH", b"  ", {"vr": "SH"}),
     ("DS", b"P1: ", None),  # not a plain number: pydicom decides (and may leave it out)
     ("DS", b"1\\\\2", None),  # an empty value among numbers
+    ("DS", b"1e999", None),  # overflows to infinity, which JSON cannot carry
+    ("IS", b"9" * 5000, None),  # beyond IS's 12 characters (and Python's int-from-text limit)
     ("US", b"\x01\x00\x02", None),  # not a whole number of values
     ("LO", "Müller".encode("latin-1"), None),  # not ASCII: the character set decides
     ("PN", b"DOE^JOHN", None),
