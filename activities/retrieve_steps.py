@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from pynetdicom.association import Association
 from temporalio import activity
@@ -15,12 +16,13 @@ from temporalio.exceptions import ApplicationError
 
 from activities import names
 from activities.context import ActivityContext
+from activities.direct_store import DirectStoreUnavailable, StoreOrigin, send_file
 from activities.store_scu import DestinationUnavailable, accepted_syntaxes, open_store_association, store
 from activities.types import RetrieveEnd, RetrieveOutcome, RetrieveRequest
 from archive import dicom_status as st
 from archive.decode_pool import DecodeRefused, shared_pool
 from archive.index import retrieves
-from archive.index.retrieves import COMPLETED, FAILED, WARNING, ItemToSend
+from archive.index.retrieves import COMPLETED, FAILED, WARNING, Acknowledgements, ItemToSend
 from archive.outbound import NoCommonSyntax, dataset_to_send
 
 log = logging.getLogger("dicomflow.retrieve")
@@ -62,37 +64,46 @@ class RetrieveActivities:
 
     async def _send_owed(self, request: RetrieveRequest, assoc: Association) -> int:
         pool, sent = self.ctx.pool, 0
-        async with retrieves.acknowledgements(pool) as acks:
+        acks = await asyncio.to_thread(Acknowledgements.open, self.ctx.settings.effective_postgres_dsn())
+        try:
             while True:
                 if await retrieves.state_of(pool, request.retrieve_id) != retrieves.RUNNING:
                     return sent  # cancelled by the requester
                 items = await retrieves.pending(pool, request.retrieve_id, BATCH)
                 if not items:
                     return sent
-                for item in items:
-                    status = await self._send_one(request, assoc, item, sent + 1)
-                    await acks.record(request.retrieve_id, item.position, _outcome(status), status)
-                    sent += 1
+                # one hop off the event loop per batch: read, convert if needed, send, wait for the answer, record it
+                sent = await asyncio.to_thread(self._send_batch, request, assoc, items, acks, sent)
                 activity.heartbeat(items[-1].position)
+        finally:
+            await asyncio.to_thread(acks.close)
 
-    async def _send_one(self, request: RetrieveRequest, assoc: Association, item: ItemToSend, message_id: int) -> int:
+    def _send_batch(self, request: RetrieveRequest, assoc: Association, items: list[ItemToSend], acks: Acknowledgements,
+                    sent: int) -> int:
+        """How many this attempt has sent after `items`; each answer is recorded before the next goes."""
+        for item in items:
+            status = self._send_one(request, assoc, item, (sent + 1) % 65536 or 1)
+            if status is None:
+                raise ApplicationError(f"{request.destination_ae} gave no answer for an instance; the association is lost")
+            acks.record(request.retrieve_id, item.position, _outcome(status), status)
+            sent += 1
+        return sent
+
+    def _send_one(self, request: RetrieveRequest, assoc: Association, item: ItemToSend, message_id: int) -> int | None:
         if item.sop_class_uid is None or item.blob_key is None or item.transfer_syntax is None:
             return st.NO_SUCH_OBJECT_INSTANCE  # deleted since the retrieve was accepted
-        # one hop off the event loop per instance: read, convert if needed, send, wait for the answer
-        status = await asyncio.to_thread(self._send_blocking, request, assoc, item, message_id % 65536 or 1)
-        if status is None:
-            raise ApplicationError(f"{request.destination_ae} gave no answer for an instance; the association is lost")
-        return status
+        return self._send_blocking(request, assoc, item, message_id)
 
     def _send_blocking(self, request: RetrieveRequest, assoc: Association, item: ItemToSend, message_id: int) -> int | None:
         assert item.sop_class_uid is not None and item.blob_key is not None and item.transfer_syntax is not None
         accepted = accepted_syntaxes(assoc, item.sop_class_uid)
         try:
             with self.ctx.blobs.local_copy(item.blob_key) as path:
-                outgoing = path if item.transfer_syntax in accepted else dataset_to_send(
-                    path, item.transfer_syntax, accepted, shared_pool(self.ctx.settings.decode_limits),
-                    self.ctx.blobs.spool_dir)
-                return store(assoc, outgoing, message_id, self.ctx.settings.ae_title, request.move_originator_message_id)
+                if item.transfer_syntax in accepted:
+                    return self._send_file(request, assoc, path, message_id)
+                outgoing = dataset_to_send(path, item.transfer_syntax, accepted, shared_pool(self.ctx.settings.decode_limits),
+                                           self.ctx.blobs.spool_dir)
+                return store(assoc, outgoing, message_id, request.move_originator_ae, request.move_originator_message_id)
         except NoCommonSyntax as err:
             log.warning("retrieve %s: %s not sent: %s", request.retrieve_id, item.sop_uid, err)
             return st.SOP_CLASS_NOT_SUPPORTED
@@ -101,6 +112,15 @@ class RetrieveActivities:
                 raise ApplicationError(f"decompressing {item.sop_uid} for {request.destination_ae}: {err}") from None
             log.warning("retrieve %s: %s not sent: cannot be decompressed: %s", request.retrieve_id, item.sop_uid, err)
             return st.PROCESSING_FAILURE
+
+    def _send_file(self, request: RetrieveRequest, assoc: Association, path: Path, message_id: int) -> int | None:
+        """As stored: straight to the socket where the association allows, else through pynetdicom."""
+        # PS3.7 9.1.1.1: the originator is the AE that asked for the move, not this archive
+        origin = StoreOrigin(request.move_originator_ae, request.move_originator_message_id)
+        try:
+            return send_file(assoc, path, message_id, origin)
+        except DirectStoreUnavailable:
+            return store(assoc, path, message_id, origin.ae_title, request.move_originator_message_id)
 
     @activity.defn(name=names.RETRIEVE_FINISH)
     async def finish(self, end: RetrieveEnd) -> RetrieveOutcome:

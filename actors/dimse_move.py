@@ -9,8 +9,8 @@ resumable and visible in the Temporal UI.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
-import time
 import uuid
 from collections.abc import Iterator
 from io import BytesIO
@@ -182,6 +182,7 @@ class MoveService:
             if counts != shown:
                 shown = counts
                 yield _status(st.PENDING, progress, remaining=True), None
-            time.sleep(RELAY_INTERVAL)
+            # the workflow's end wakes this at once: the requester is not kept waiting for the next check
+            concurrent.futures.wait([ended], timeout=RELAY_INTERVAL)
         final = loop.run(retrieves.progress(pool, retrieve.retrieve_id, with_failed_uids=True), timeout=30)
         yield final_response(final, cancelled)

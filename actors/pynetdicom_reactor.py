@@ -17,9 +17,12 @@ where `Association` looks it up, and the association reactor's `time.sleep` goes
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pynetdicom.association
 from pynetdicom.association import Association
@@ -33,15 +36,22 @@ BUSY_WINDOW = 0.05
 # PACS and modalities keep associations open; the first PDU after a pause waits at most 20 ms
 RESTING_AFTER = 0.5
 RESTING_POLL = 0.02
+LENT_WAIT = 0.05  # how long the DUL thread blocks on a lent socket before it looks at its other work
+
+
+class SocketUnavailable(ConnectionError):
+    """The association has no open transport to lend."""
 
 
 class BusyAwareDUL(DULServiceProvider):
     """Remembers when it last moved a PDU either way; polls fast for a while after."""
 
     hurried = False
+    lent = False
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         self.last_busy = time.monotonic()  # a new association is about to negotiate: poll as if busy
+        self._socket_lock = threading.Lock()
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     @property  # type: ignore[override]
@@ -53,10 +63,39 @@ class BusyAwareDUL(DULServiceProvider):
         pass  # pynetdicom's __init__ assigns its fixed delay
 
     def _process_recv_primitive(self) -> bool:
-        return self._busy(super()._process_recv_primitive())
+        with self._holding() as held:
+            return held and self._busy(super()._process_recv_primitive())
 
     def _is_transport_event(self) -> bool:
-        return self._busy(super()._is_transport_event())
+        with self._holding() as held:
+            return held and self._busy(super()._is_transport_event())
+
+    @contextmanager
+    def _holding(self) -> Iterator[bool]:
+        """The DUL thread touches the socket only while it holds the lock (False: it is lent)."""
+        held = self._socket_lock.acquire(timeout=LENT_WAIT)
+        try:
+            yield held
+        finally:
+            if held:
+                self._socket_lock.release()
+
+    @contextmanager
+    def lend_socket(self) -> Iterator[socket.socket]:
+        """The connected socket, for one whole DIMSE exchange written and read by the caller's thread
+        (activities/direct_store). The DUL neither reads nor writes it meanwhile; the state machine
+        stays in Sta6, which P-DATA never leaves."""
+        with self._socket_lock:
+            transport = self.socket
+            raw = transport.socket if transport is not None else None
+            if raw is None or not self.assoc.is_established:
+                raise SocketUnavailable("the association has no open connection")
+            self.lent = True
+            try:
+                yield raw
+            finally:
+                self.lent = False
+                self._idle_timer.restart()  # the peer did speak: its answers were read here
 
     def _busy(self, moved: bool) -> bool:
         if moved:
@@ -65,6 +104,8 @@ class BusyAwareDUL(DULServiceProvider):
 
 
 def poll_interval(dul: BusyAwareDUL) -> float:
+    if dul.lent:  # the borrower moves the PDUs; pynetdicom's threads have nothing to do
+        return RESTING_POLL
     quiet = time.monotonic() - dul.last_busy
     if (dul.hurried or dul.assoc.is_requestor) and quiet < BUSY_WINDOW:
         return BUSY_POLL

@@ -9,7 +9,7 @@ from pydicom import config as pydicom_config
 from pydicom.uid import UID
 from pynetdicom import _config
 
-from actors import pynetdicom_find_responses, pynetdicom_reactor
+from actors import pynetdicom_find_responses, pynetdicom_get_pending, pynetdicom_reactor
 
 
 def _same_uid(self: UID, memo: dict[int, Any]) -> UID:
@@ -32,3 +32,4 @@ def tune() -> None:
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
     pynetdicom_reactor.install()
     pynetdicom_find_responses.install()
+    pynetdicom_get_pending.install()

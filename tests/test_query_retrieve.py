@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pydicom
 import pytest
 from pydicom import dcmread
@@ -22,13 +23,15 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
-from pynetdicom import AE
+from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
 
+from archive.part10_meta import HEAD_BYTES, read_layout
 from testkit.temporal_waits import list_ids
 from tests.conftest import MODALITY_AE, QR_AE, QR_OTHER_AE, STORESCP_AE, STORESCP_B_AE, run
 
@@ -260,12 +263,12 @@ def test_audit_trail_records_the_query(stack, qr_data):
 
 
 @contextlib.contextmanager
-def storescp(port: int, out: Path, accept_all: bool = False, aet: str = STORESCP_AE) -> Iterator[Path]:
-    """dcmtk's storescp, the destination a workstation names in C-MOVE; its log counts the C-STOREs.
-    By default it accepts only uncompressed transfer syntaxes."""
+def storescp(port: int, out: Path, accept_all: bool = False, aet: str = STORESCP_AE, log_level: str = "-v") -> Iterator[Path]:
+    """dcmtk's storescp, the destination a workstation names in C-MOVE; its log counts the C-STOREs
+    (-d: and shows each request's command set). By default it accepts only uncompressed transfer syntaxes."""
     out.mkdir(parents=True, exist_ok=True)
     log = out.parent / f"{out.name}.log"
-    args = ["storescp", "-v", "-aet", aet, "-od", str(out), *(["+xa"] if accept_all else []), str(port)]
+    args = ["storescp", log_level, "+B", "-aet", aet, "-od", str(out), *(["+xa"] if accept_all else []), str(port)]
     with open(log, "w") as sink:
         proc = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT)
     try:
@@ -305,15 +308,36 @@ def test_movescu_to_storescp_decompresses_what_it_does_not_accept(stack, qr_data
     assert any(i.startswith("move:qr:") for i in ids)
 
 
+def stored_datasets(stack, tenant: str) -> dict[str, bytes]:
+    """Each stored object's data set (after its File Meta), as the archive holds it."""
+    with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
+        keys = conn.execute("SELECT sop_uid, blob_key FROM instance WHERE tenant = %s", (tenant,)).fetchall()
+    return {sop: dataset_bytes(stack.settings.var_path / "blobs" / key)[1] for sop, key in keys}
+
+
+def dataset_bytes(path: Path) -> tuple[str, bytes]:
+    data = path.read_bytes()
+    layout = read_layout(data[:HEAD_BYTES])
+    assert layout is not None, path
+    return layout.sop_instance_uid, data[layout.dataset_offset:]
+
+
 def test_move_to_a_destination_that_accepts_everything_keeps_the_stored_syntax(stack, qr_data, storescp_port, tmp_path):
+    """Objects go as stored, byte for byte, and each C-STORE names the AE that asked for the move."""
     study = str(dcmread(qr_data["ts"][0], stop_before_pixels=True).StudyInstanceUID)
-    with storescp(storescp_port, tmp_path / "in", accept_all=True):
+    with storescp(storescp_port, tmp_path / "in", accept_all=True, log_level="-d") as log:
         result = movescu(stack, "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study}")
     assert result.returncode == 0, result.stderr
     stored = {str(d.SOPInstanceUID): str(d.file_meta.TransferSyntaxUID) for d in map(dcmread, qr_data["ts"])}
     got = {sop: str(ds.file_meta.TransferSyntaxUID) for sop, ds in received(tmp_path / "in").items()}
     compressed = {s for s, ts in stored.items() if pydicom.uid.UID(ts).is_compressed}
     assert {s: got[s] for s in compressed} == {s: stored[s] for s in compressed}
+    archived = stored_datasets(stack, "qr")
+    arrived = dict(dataset_bytes(p) for p in (tmp_path / "in").iterdir())
+    as_stored = [s for s in arrived if got[s] == stored[s]]
+    assert len(as_stored) >= len(compressed) and all(arrived[s] == archived[s] for s in as_stored)
+    originators = re.findall(r"Move Originator AE Title\s*:\s*(\S+)", log.read_text())
+    assert originators and set(originators) == {QR_AE}, originators
 
 
 def _move_responses(stack, identifier: Dataset, destination: str) -> list[Dataset]:
@@ -389,12 +413,46 @@ def test_getscu_retrieves_a_series_on_its_own_association(stack, qr_data, tmp_pa
     s = stack.settings
     out = tmp_path / "got"
     out.mkdir()
-    result = dcmtk("getscu", "-v", "-S", "-aet", QR_AE, "-aec", s.ae_title, "-od", str(out),
+    result = dcmtk("getscu", "-v", "-S", "+B", "-aet", QR_AE, "-aec", s.ae_title, "-od", str(out),  # +B: written as received
                    "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={first.StudyInstanceUID}",
                    "-k", f"SeriesInstanceUID={first.SeriesInstanceUID}", "127.0.0.1", str(s.dimse_port))
     assert result.returncode == 0, result.stderr
     expected = {str(d.SOPInstanceUID) for d in map(dcmread, qr_data["nih"]) if d.SeriesInstanceUID == first.SeriesInstanceUID}
     assert set(received(out)) == expected
+    archived = stored_datasets(stack, "qr")  # as stored, byte for byte
+    assert all(archived[sop] == data for sop, data in map(dataset_bytes, out.iterdir()))
+
+
+def test_c_cancel_stops_a_c_get_between_sub_operations(stack, qr_data):
+    """A requester that cancels after 20 of the 520-instance series gets Cancel with the counts, and no more objects."""
+    first = dcmread(qr_data["toshiba"][0], stop_before_pixels=True)
+    ae = AE(ae_title=QR_AE)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(first.SOPClassUID, [str(first.file_meta.TransferSyntaxUID), ExplicitVRLittleEndian])
+    stored: list[str] = []
+
+    def on_store(event) -> int:
+        stored.append(str(event.request.AffectedSOPInstanceUID))
+        if len(stored) == 20:
+            get_cx = next(cx for cx in event.assoc.accepted_contexts if cx.abstract_syntax == StudyRootQueryRetrieveInformationModelGet)
+            event.assoc.send_c_cancel(1, get_cx.context_id)
+        return 0
+
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title,
+                         ext_neg=[build_role(first.SOPClassUID, scp_role=True)], evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    try:
+        identifier = query("SERIES", StudyInstanceUID=str(first.StudyInstanceUID), SeriesInstanceUID=str(first.SeriesInstanceUID))
+        responses = [status for status, _ in assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet, msg_id=1)]
+    finally:
+        assoc.release()
+    final, pending = responses[-1], [r for r in responses[:-1] if r.Status == 0xFF00]
+    assert final.Status == 0xFE00, final
+    assert pending and all(r.NumberOfRemainingSuboperations + r.NumberOfCompletedSuboperations == len(qr_data["toshiba"])
+                           for r in pending)
+    assert 20 <= len(stored) < len(qr_data["toshiba"]) / 2, len(stored)
+    assert final.NumberOfCompletedSuboperations == len(stored)
+    assert final.NumberOfRemainingSuboperations == len(qr_data["toshiba"]) - len(stored)
 
 
 def test_patient_root_find_model_is_offered(stack, qr_data):

@@ -6,11 +6,10 @@ retrieve resumed after a crash sends only what the destination has not yet ackno
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from psycopg import AsyncConnection
+import psycopg
+from psycopg import Connection
 from psycopg_pool import AsyncConnectionPool
 
 PENDING, COMPLETED, WARNING, FAILED = "pending", "completed", "warning", "failed"
@@ -91,28 +90,28 @@ async def pending(pool: AsyncConnectionPool, retrieve_id: str, limit: int) -> li
 class Acknowledgements:
     """What the destination answered, one instance at a time, each written before the next is sent.
 
-    One connection for the whole attempt, committing without waiting for the WAL flush: the row
-    is in PostgreSQL when `record` returns, so a killed worker resumes after it; only a crash of
+    A connection of its own for the whole attempt, used by the thread that sends (no hop to an
+    event loop per instance), committing without waiting for the WAL flush: the row is in
+    PostgreSQL when `record` returns, so a killed worker resumes after it; only a crash of
     PostgreSQL itself can forget the last fraction of a second of answers, and those instances are
     then sent again, which a storage SCP takes as a duplicate. (With a flush per instance, and a
     transaction around it, the writes took as long as the sends.)"""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    async def record(self, retrieve_id: str, position: int, state: str, status: int | None) -> None:
-        await self.conn.execute("UPDATE retrieve_item SET state = %s, status = %s WHERE retrieve_id = %s AND position = %s",
-                                (state, status, retrieve_id, position))
+    @classmethod
+    def open(cls, dsn: str) -> Acknowledgements:
+        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=30)
+        conn.execute("SET synchronous_commit TO off")
+        return cls(conn)
 
+    def close(self) -> None:
+        self.conn.close()
 
-@asynccontextmanager
-async def acknowledgements(pool: AsyncConnectionPool) -> AsyncIterator[Acknowledgements]:
-    async with pool.connection() as conn:
-        await conn.execute("SET synchronous_commit TO off")
-        try:
-            yield Acknowledgements(conn)
-        finally:
-            await conn.execute("RESET synchronous_commit")  # the connection goes back to the pool
+    def record(self, retrieve_id: str, position: int, state: str, status: int | None) -> None:
+        self.conn.execute("UPDATE retrieve_item SET state = %s, status = %s WHERE retrieve_id = %s AND position = %s",
+                          (state, status, retrieve_id, position))
 
 
 async def fail_pending(pool: AsyncConnectionPool, retrieve_id: str, status: int) -> None:

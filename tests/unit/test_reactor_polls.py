@@ -8,8 +8,9 @@ from types import SimpleNamespace
 from actors.pynetdicom_reactor import BUSY_POLL, IDLE_POLL, RESTING_AFTER, RESTING_POLL, poll_interval
 
 
-def _dul(quiet: float, requestor: bool = False, hurried: bool = False) -> SimpleNamespace:
-    return SimpleNamespace(last_busy=time.monotonic() - quiet, hurried=hurried, assoc=SimpleNamespace(is_requestor=requestor))
+def _dul(quiet: float, requestor: bool = False, hurried: bool = False, lent: bool = False) -> SimpleNamespace:
+    return SimpleNamespace(last_busy=time.monotonic() - quiet, hurried=hurried, lent=lent,
+                           assoc=SimpleNamespace(is_requestor=requestor))
 
 
 def test_a_sending_association_polls_fast_while_busy() -> None:
@@ -26,3 +27,8 @@ def test_a_quiet_association_rests() -> None:
     for requestor in (False, True):
         assert poll_interval(_dul(RESTING_AFTER + 1, requestor=requestor)) == RESTING_POLL  # type: ignore[arg-type]
     assert RESTING_POLL > IDLE_POLL
+
+
+def test_an_association_whose_socket_is_lent_rests() -> None:
+    """activities/direct_store moves the PDUs meanwhile: pynetdicom's threads have nothing to do."""
+    assert poll_interval(_dul(0.0, requestor=True, hurried=True, lent=True)) == RESTING_POLL  # type: ignore[arg-type]

@@ -1,0 +1,65 @@
+"""Where a Part-10 file's dataset begins, and what its File Meta says, read from the first bytes.
+
+Sending a stored object as it is (C-MOVE, C-GET) needs only the dataset's offset and the three
+UIDs of the File Meta group. pydicom's reader takes ~170 µs per file for that (pynetdicom's
+`split_dataset`); the group is a handful of explicit VR little endian elements, so it is read here
+by hand, bounded by its own group length. A file without (0002,0000) gets None: the caller then
+asks pydicom.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+PREAMBLE = 132  # 128 bytes + "DICM"
+HEAD_BYTES = 4096  # a File Meta group longer than this is read by pydicom instead
+_LONG_VRS = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"OD", b"OL", b"OV", b"UC", b"UR"}
+_WANTED = {0x0002: "sop_class_uid", 0x0003: "sop_instance_uid", 0x0010: "transfer_syntax"}
+
+
+@dataclass(frozen=True)
+class Part10Layout:
+    dataset_offset: int
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+
+
+def read_layout(head: bytes) -> Part10Layout | None:
+    """`head`: the file's first bytes (HEAD_BYTES or all of a shorter file)."""
+    if len(head) < PREAMBLE + 12 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
+        return None
+    (group_length,) = struct.unpack_from("<I", head, PREAMBLE + 8)
+    end = PREAMBLE + 12 + group_length
+    if end > len(head):
+        return None
+    found = _meta_values(head, PREAMBLE + 12, end)
+    if found is None or len(found) != len(_WANTED):
+        return None
+    return Part10Layout(end, **found)
+
+
+def _meta_values(head: bytes, pos: int, end: int) -> dict[str, str] | None:
+    found: dict[str, str] = {}
+    while pos < end:
+        if pos + 8 > end:
+            return None
+        group, element = struct.unpack_from("<HH", head, pos)
+        vr = head[pos + 4:pos + 6]
+        if group != 0x0002:
+            return None
+        if vr in _LONG_VRS:
+            if pos + 12 > end:
+                return None
+            (length,) = struct.unpack_from("<I", head, pos + 8)
+            pos += 12
+        else:
+            (length,) = struct.unpack_from("<H", head, pos + 6)
+            pos += 8
+        if pos + length > end:
+            return None
+        if element in _WANTED:
+            found[_WANTED[element]] = head[pos:pos + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        pos += length
+    return found
