@@ -6,7 +6,10 @@ each, encodes the command set once to compute its group length and again to send
 every answer, 70% of the SCP's time per answer once the identifiers were pre-encoded
 (archive/query/cfind.py). Here the encoded command set is kept per search and presentation
 context, and each answer goes out as that command set and its identifier, split into P-DATA
-fragments the way pynetdicom splits them. Everything else is sent by pynetdicom unchanged.
+fragments the way pynetdicom splits them. Where the DUL can lend its socket and has nothing of its
+own to send or read, the answer's PDUs are written to the socket at once instead of passing
+through its queue and state machine (~25% of the time per answer of a 20,000-study C-FIND).
+Everything else is sent by pynetdicom unchanged.
 """
 
 from __future__ import annotations
@@ -15,12 +18,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import pynetdicom.association
+import pynetdicom.service_class
+from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_FIND_RSP
 from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu_primitives import P_DATA
+
+from activities.direct_store import pdata_pdu
+from actors.pynetdicom_reactor import SocketBusy, SocketUnavailable
+from archive.query.cfind import EncodedAnswer
 
 PENDING = (0xFF00, 0xFF01)
 # PS3.7 E.2: the message control header of each presentation data value
@@ -38,15 +47,29 @@ class FindResponseCache(DIMSEServiceProvider):
                 and not self.assoc.get_handlers(evt.EVT_DIMSE_SENT)):
             super().send_msg(primitive, context_id)
             return
-        for pdata in self._pending_answer(primitive, context_id):
+        command, identifier = self._command_for(primitive, context_id), primitive.Identifier.getvalue()
+        if self._written(context_id, command, identifier):
+            return
+        for pdata in message_pdus(context_id, command, identifier, self.maximum_pdu_size):
             self.dul.send_pdu(pdata)
 
-    def _pending_answer(self, primitive: C_FIND, context_id: int) -> Iterator[P_DATA]:
+    def _command_for(self, primitive: C_FIND, context_id: int) -> bytes:
         key = (context_id, primitive.MessageIDBeingRespondedTo, primitive.AffectedSOPClassUID, primitive.Status)
         if self._command is None or self._command[0] != key:
             self._command = key, command_set(primitive)
-        identifier = primitive.Identifier.getvalue()  # type: ignore[union-attr]
-        return message_pdus(context_id, self._command[1], identifier, self.maximum_pdu_size)
+        return self._command[1]
+
+    def _written(self, context_id: int, command: bytes, identifier: bytes) -> bool:
+        """Straight to the socket when the DUL lends it now; False: send through the DUL."""
+        lend = getattr(self.dul, "lend_socket", None)
+        if lend is None:
+            return False
+        try:
+            with lend(only_if_idle=True) as sock:
+                sock.sendall(b"".join(message_pdu_bytes(context_id, command, identifier, self.maximum_pdu_size)))
+                return True
+        except (SocketBusy, SocketUnavailable):
+            return False
 
 
 def command_set(primitive: C_FIND) -> bytes:
@@ -61,6 +84,13 @@ def message_pdus(context_id: int, command: bytes, identifier: bytes, max_pdu: in
     yield from fragments(context_id, identifier, max_pdu, DATASET_MORE, DATASET_LAST)
 
 
+def message_pdu_bytes(context_id: int, command: bytes, identifier: bytes, max_pdu: int) -> Iterator[bytes]:
+    """The same fragments as `message_pdus`, each as its encoded P-DATA-TF PDU."""
+    for pdata in message_pdus(context_id, command, identifier, max_pdu):
+        ((cx, value),) = pdata.presentation_data_value_list
+        yield pdata_pdu(cx, value[0], value[1:])
+
+
 def fragments(context_id: int, data: bytes, max_pdu: int, more: bytes, last: bytes) -> Iterator[P_DATA]:
     """`data` as P-DATA primitives of at most `max_pdu` bytes each (0: no limit), PS3.8 9.3.5."""
     size = max_pdu - 6 if max_pdu else max(len(data), 1)
@@ -72,6 +102,15 @@ def fragments(context_id: int, data: bytes, max_pdu: int, more: bytes, last: byt
         yield pdata
 
 
+def _encode_answer(ds: Dataset, is_implicit_vr: bool, is_little_endian: bool, deflated: bool = False) -> bytes | None:
+    """pynetdicom's `encode` for the identifiers its C-FIND service sends: an answer made with its
+    bytes (archive/query/cfind.EncodedAnswer) goes as they are."""
+    if isinstance(ds, EncodedAnswer) and is_little_endian and not deflated and ds.encoded_implicit_vr == is_implicit_vr:
+        return ds.encoded
+    return encode(ds, is_implicit_vr, is_little_endian, deflated)
+
+
 def install() -> None:
     """Process-wide; for associations created from now on."""
     pynetdicom.association.DIMSEServiceProvider = FindResponseCache  # type: ignore[misc]
+    pynetdicom.service_class.encode = _encode_answer  # type: ignore[attr-defined]

@@ -43,6 +43,10 @@ class SocketUnavailable(ConnectionError):
     """The association has no open transport to lend."""
 
 
+class SocketBusy(RuntimeError):
+    """Not lent now: the DUL has work of its own on the socket; send through it instead."""
+
+
 class BusyAwareDUL(DULServiceProvider):
     """Remembers when it last moved a PDU either way; polls fast for a while after."""
 
@@ -81,15 +85,19 @@ class BusyAwareDUL(DULServiceProvider):
                 self._socket_lock.release()
 
     @contextmanager
-    def lend_socket(self) -> Iterator[socket.socket]:
-        """The connected socket, for one whole DIMSE exchange written and read by the caller's thread
-        (activities/direct_store). The DUL neither reads nor writes it meanwhile; the state machine
-        stays in Sta6, which P-DATA never leaves."""
+    def lend_socket(self, only_if_idle: bool = False) -> Iterator[socket.socket]:
+        """The connected socket, for whole DIMSE messages written (and answers read) by the caller's
+        thread (activities/direct_store, C-FIND answers). The DUL neither reads nor writes it
+        meanwhile; the state machine stays in Sta6, which P-DATA never leaves. `only_if_idle`:
+        SocketBusy unless nothing waits to be sent by the DUL or read from the peer, so messages
+        keep their order and a C-CANCEL is read between answers."""
         with self._socket_lock:
             transport = self.socket
             raw = transport.socket if transport is not None else None
             if raw is None or not self.assoc.is_established:
                 raise SocketUnavailable("the association has no open connection")
+            if only_if_idle and (not self.to_provider_queue.empty() or transport.ready):  # type: ignore[union-attr]
+                raise SocketBusy("the DUL has a message to send or one to read")
             self.lent = True
             try:
                 yield raw

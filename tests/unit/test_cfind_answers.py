@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from pynetdicom.dsutils import decode, encode
 
 from archive.query.attributes import BY_TAG, Attribute
-from archive.query.cfind import FindRequest, answer, parse_identifier, set_character_set, skipped
+from archive.query.cfind import EncodedAnswer, FindRequest, answer, parse_identifier, set_character_set, skipped
 
 # the character set is chosen by trying the asked one: a text it cannot carry warns, then goes in UTF-8
 pytestmark = pytest.mark.filterwarnings("ignore:Failed to encode value")
@@ -120,6 +120,7 @@ def assert_same_on_the_wire(request: FindRequest, row: tuple, implicit: bool) ->
     ds = answer(request, row, AE_TITLE, implicit_vr=implicit, little_endian=True)
     after = encode(ds, implicit, True, False)
     assert before and after == before
+    assert isinstance(ds, EncodedAnswer) and ds.encoded == after, "the bytes made with the answer are pydicom's"
     # the writer copied the values as built: no element was converted (Specific Character Set excepted)
     assert all(isinstance(ds.get_item(tag), RawDataElement) for tag in ds.keys() if tag != 0x00080005)
     decoded = decode(BytesIO(after), implicit, True, False)
