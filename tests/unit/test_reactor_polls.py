@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
-from actors.pynetdicom_reactor import BUSY_POLL, IDLE_POLL, RESTING_AFTER, RESTING_POLL, poll_interval
+from actors.pynetdicom_reactor import BUSY_POLL, EAGER_MOVES, IDLE_POLL, RESTING_AFTER, RESTING_POLL, poll_interval
 
 
-def _dul(quiet: float, requestor: bool = False, hurried: bool = False, lent: bool = False) -> SimpleNamespace:
-    return SimpleNamespace(last_busy=time.monotonic() - quiet, hurried=hurried, lent=lent,
+def _dul(quiet: float, requestor: bool = False, hurried: bool = False, lent: bool = False,
+         moved: int = EAGER_MOVES) -> SimpleNamespace:
+    return SimpleNamespace(last_busy=time.monotonic() - quiet, hurried=hurried, lent=lent, moved=moved,
                            assoc=SimpleNamespace(is_requestor=requestor))
 
 
@@ -32,3 +33,11 @@ def test_a_quiet_association_rests() -> None:
 def test_an_association_whose_socket_is_lent_rests() -> None:
     """activities/direct_store moves the PDUs meanwhile: pynetdicom's threads have nothing to do."""
     assert poll_interval(_dul(0.0, requestor=True, hurried=True, lent=True)) == RESTING_POLL  # type: ignore[arg-type]
+
+
+def test_a_new_receiving_association_polls_fast_for_its_first_exchanges() -> None:
+    """Negotiation, one request, release: an echo or a C-FIND is not kept waiting on 1 ms polls."""
+    assert poll_interval(_dul(0.0, moved=0)) == BUSY_POLL  # type: ignore[arg-type]
+    assert poll_interval(_dul(0.0, moved=EAGER_MOVES - 1)) == BUSY_POLL  # type: ignore[arg-type]
+    assert poll_interval(_dul(0.0, moved=EAGER_MOVES)) == IDLE_POLL  # type: ignore[arg-type]
+    assert poll_interval(_dul(RESTING_AFTER + 1, moved=0)) == RESTING_POLL  # type: ignore[arg-type]
