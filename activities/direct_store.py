@@ -136,6 +136,13 @@ def c_store_command(sop_class: str, sop_instance: str, message_id: int, priority
     return _element(0x0000, struct.pack("<I", len(body))) + body
 
 
+def c_store_response_command(sop_class: str, sop_instance: str, message_id: int, status: int) -> bytes:
+    """A plain C-STORE-RSP command set (PS3.7 9.3.1.2): no comment, no offending element."""
+    body = (_element(0x0002, _uid(sop_class)) + _element(0x0100, _us(C_STORE_RSP)) + _element(0x0120, _us(message_id))
+            + _element(0x0800, _us(NO_DATASET)) + _element(0x0900, _us(status)) + _element(0x1000, _uid(sop_instance)))
+    return _element(0x0000, struct.pack("<I", len(body))) + body
+
+
 def pdata_pdu(context_id: int, control: int, data: bytes | memoryview) -> bytes:
     """One P-DATA-TF PDU carrying one PDV (PS3.8 9.3.5, E.2)."""
     return struct.pack(">BBIIBB", 0x04, 0x00, len(data) + 6, len(data) + 2, context_id, control) + data

@@ -10,7 +10,7 @@ from pydicom.uid import UID
 from pynetdicom import _config
 from pynetdicom.presentation import PresentationContext
 
-from actors import pynetdicom_find_responses, pynetdicom_get_pending, pynetdicom_reactor
+from actors import pynetdicom_find_responses, pynetdicom_get_pending, pynetdicom_reactor, pynetdicom_store_responses
 
 
 def _same_uid(self: UID, memo: dict[int, Any]) -> UID:
@@ -45,3 +45,4 @@ def tune() -> None:
     pynetdicom_reactor.install()
     pynetdicom_find_responses.install()
     pynetdicom_get_pending.install()
+    pynetdicom_store_responses.install()

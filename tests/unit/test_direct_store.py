@@ -20,7 +20,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
-from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import split_dataset
 
@@ -30,6 +30,7 @@ from activities.direct_store import (
     PeerMisbehaved,
     StoreOrigin,
     c_store_command,
+    c_store_response_command,
     pdata_pdu,
     send_file,
 )
@@ -73,6 +74,17 @@ def test_the_command_set_is_the_one_pynetdicom_encodes(sop_instance: str, origin
     theirs = next(message.encode_msg(1, 0)).presentation_data_value_list[0][1][1:]  # after the control byte
     ours = c_store_command("1.2.840.10008.5.1.4.1.1.4", sop_instance, 513, 2, origin)
     assert ours == theirs
+
+
+@pytest.mark.parametrize("sop_instance, status", [("1.2.3.4", 0x0000), ("1.2.840.113619.2.55.3.604688119.969.1268071029.320", 0xB007)])
+def test_the_response_command_set_is_the_one_pynetdicom_encodes(sop_instance: str, status: int) -> None:
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo, rsp.Status = 65535, status
+    rsp.AffectedSOPClassUID, rsp.AffectedSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.4", sop_instance
+    message = C_STORE_RSP()
+    message.primitive_to_message(rsp)
+    theirs = next(message.encode_msg(1, 0)).presentation_data_value_list[0][1][1:]
+    assert c_store_response_command("1.2.840.10008.5.1.4.1.1.4", sop_instance, 65535, status) == theirs
 
 
 def test_pdus_parse_back_with_pynetdicom() -> None:
