@@ -30,7 +30,12 @@ MIN_PEER_PDU = 1024  # below this a peer is left to pynetdicom's general path
 UNLIMITED_FRAGMENT = 1 << 20  # a peer with no limit (0) still gets bounded PDUs
 SEND_BLOCK = 1 << 20  # bytes of the file read and written per sendall
 MAX_ANSWER_BYTES = 1 << 16  # a C-STORE-RSP command set is a few hundred bytes
+IDLE_WAIT = 5.0  # seconds to wait for the DUL to send what it has queued before lending the socket
 _PDV_LAST, _PDV_COMMAND = 0x02, 0x01
+
+
+class SocketBusyError(RuntimeError):
+    """Raised by a lending DUL whose own PDUs did not drain in time (actors/pynetdicom_reactor.SocketBusy)."""
 
 
 class DirectStoreUnavailable(Exception):
@@ -64,8 +69,10 @@ def send_file(assoc: Association, path: Path, message_id: int, origin: StoreOrig
         context_id = context_for(assoc, layout.sop_class_uid, layout.transfer_syntax)
         command = c_store_command(layout.sop_class_uid, layout.sop_instance_uid, message_id, priority, origin)
         try:
-            with assoc.dul.lend_socket() as sock:  # type: ignore[attr-defined]
+            with assoc.dul.lend_socket(wait=IDLE_WAIT) as sock:  # type: ignore[attr-defined]
                 return _exchange(assoc, sock, fh, layout, context_id, command, message_id, peer_pdu)
+        except SocketBusyError as err:
+            raise DirectStoreUnavailable(str(err)) from None
         except (OSError, PeerMisbehaved):
             assoc.abort()
             return None
@@ -73,14 +80,15 @@ def send_file(assoc: Association, path: Path, message_id: int, origin: StoreOrig
 
 def _exchange(assoc: Association, sock: object, fh: BinaryIO, layout: Part10Layout, context_id: int, command: bytes,
               message_id: int, peer_pdu: int) -> int:
-    deadline = time.monotonic() + (assoc.dimse_timeout or 30)
+    timeout = assoc.dimse_timeout or 30
     previous = sock.gettimeout()  # type: ignore[attr-defined]
-    sock.settimeout(max(0.001, deadline - time.monotonic()))  # type: ignore[attr-defined]
+    sock.settimeout(timeout)  # type: ignore[attr-defined]  # each sendall of a block: a stalled reader fails it
     try:
         fragment = (peer_pdu - 6) if peer_pdu else UNLIMITED_FRAGMENT
         first = pdata_pdu(context_id, _PDV_COMMAND | _PDV_LAST, command)
         _send_dataset(sock, fh, layout.dataset_offset, context_id, fragment, first)
-        return _await_status(assoc, sock, message_id, deadline)
+        # as pynetdicom's: the DIMSE timeout is for the answer, however long the object took to send
+        return _await_status(assoc, sock, message_id, time.monotonic() + timeout)
     finally:
         sock.settimeout(previous)  # type: ignore[attr-defined]
 

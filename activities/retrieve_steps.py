@@ -7,7 +7,11 @@ dies (worker killed, destination gone) is retried from the first unacknowledged 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pynetdicom.association import Association
@@ -27,6 +31,7 @@ from archive.outbound import NoCommonSyntax, dataset_to_send
 
 log = logging.getLogger("dicomflow.retrieve")
 BATCH = 50
+HEARTBEAT_EVERY = 1.0  # seconds; the workflow's heartbeat timeout is 10 s
 _WARNINGS = {0xB000, 0xB006, 0xB007}
 
 
@@ -34,6 +39,21 @@ def _outcome(status: int) -> str:
     if status == st.SUCCESS:
         return COMPLETED
     return WARNING if status in _WARNINGS else FAILED
+
+
+def _heartbeat_from_thread() -> Callable[[int], None]:
+    """activity.heartbeat, callable from a worker thread: an async activity's heartbeat must run on
+    its event loop, in its context (temporalio schedules a task there)."""
+    loop, context = asyncio.get_running_loop(), contextvars.copy_context()
+    last = [0.0]
+
+    def beat(position: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= HEARTBEAT_EVERY:  # each one is a task on the loop: not one per instance
+            last[0] = now
+            loop.call_soon_threadsafe(activity.heartbeat, position, context=context)
+
+    return beat
 
 
 class RetrieveActivities:
@@ -73,19 +93,35 @@ class RetrieveActivities:
                 if not items:
                     return sent
                 # one hop off the event loop per batch: read, convert if needed, send, wait for the answer, record it
-                sent = await asyncio.to_thread(self._send_batch, request, assoc, items, acks, sent)
-                activity.heartbeat(items[-1].position)
+                sent = await self._in_thread(self._send_batch, request, assoc, items, acks, sent, _heartbeat_from_thread())
         finally:
             await asyncio.to_thread(acks.close)
 
+    @staticmethod
+    async def _in_thread(send: Callable[..., int], *args: object) -> int:
+        """`send(*args, stop)` on a thread. A cancelled activity (its heartbeat timed out, the workflow
+        was cancelled) stops the thread after the instance it is sending, and waits for that, so the
+        association and the acknowledgement connection are closed only once nothing uses them."""
+        stop = threading.Event()
+        batch = asyncio.ensure_future(asyncio.to_thread(send, *args, stop))
+        try:
+            return await asyncio.shield(batch)
+        except asyncio.CancelledError:
+            stop.set()
+            await asyncio.wait([batch])
+            raise
+
     def _send_batch(self, request: RetrieveRequest, assoc: Association, items: list[ItemToSend], acks: Acknowledgements,
-                    sent: int) -> int:
+                    sent: int, beat: Callable[[int], None], stop: threading.Event) -> int:
         """How many this attempt has sent after `items`; each answer is recorded before the next goes."""
         for item in items:
+            if stop.is_set():
+                break
             status = self._send_one(request, assoc, item, (sent + 1) % 65536 or 1)
             if status is None:
                 raise ApplicationError(f"{request.destination_ae} gave no answer for an instance; the association is lost")
             acks.record(request.retrieve_id, item.position, _outcome(status), status)
+            beat(item.position)  # a slow destination must not let the heartbeat time out mid-batch
             sent += 1
         return sent
 

@@ -61,6 +61,8 @@ class StoredToSend(Dataset):
 def send_as_stored(assoc: Association, blobs: BlobStore) -> None:
     """From now on this association sends a `StoredToSend` from its file, straight to the socket
     where it can, through pynetdicom otherwise; any other dataset goes through pynetdicom."""
+    if getattr(assoc, "sends_as_stored", False):
+        return  # a later C-GET on the same association: wrapping again would nest without end
     through_pynetdicom: Callable[..., Dataset] = assoc.send_c_store
 
     def send_c_store(dataset: Dataset, msg_id: int = 1, **kwargs: object) -> Dataset:
@@ -81,6 +83,7 @@ def send_as_stored(assoc: Association, blobs: BlobStore) -> None:
         return answer
 
     assoc.send_c_store = send_c_store  # type: ignore[method-assign,assignment]
+    assoc.sends_as_stored = True  # type: ignore[attr-defined]
 
 
 class GetService:

@@ -21,12 +21,14 @@ import socket
 import threading
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pynetdicom.association
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
+
+from activities.direct_store import SocketBusyError
 
 IDLE_POLL = 0.001  # pynetdicom's own
 BUSY_POLL = 0.00005
@@ -41,13 +43,14 @@ RESTING_POLL = 0.02
 # would have moved its few PDUs (echoscu's association: 8 ms from connect to close, 3 ms at Orthanc)
 EAGER_MOVES = 12
 LENT_WAIT = 0.05  # how long the DUL thread blocks on a lent socket before it looks at its other work
+LEND_TIMEOUT = 30.0  # a DUL stuck on the socket this long (a peer that stopped mid-PDU) fails the lend
 
 
 class SocketUnavailable(ConnectionError):
     """The association has no open transport to lend."""
 
 
-class SocketBusy(RuntimeError):
+class SocketBusy(SocketBusyError):
     """Not lent now: the DUL has work of its own on the socket; send through it instead."""
 
 
@@ -62,6 +65,7 @@ class BusyAwareDUL(DULServiceProvider):
         self.last_busy = time.monotonic()  # a new association is about to negotiate: poll as if busy
         self._socket_lock = threading.Lock()
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.state_machine.do_action = self._locked_action(self.state_machine.do_action)  # type: ignore[method-assign,assignment]
 
     @property  # type: ignore[override]
     def _run_loop_delay(self) -> float:
@@ -90,25 +94,45 @@ class BusyAwareDUL(DULServiceProvider):
                 self._socket_lock.release()
 
     @contextmanager
-    def lend_socket(self, only_if_idle: bool = False) -> Iterator[socket.socket]:
+    def lend_socket(self, only_if_idle: bool = False, wait: float = 0.0) -> Iterator[socket.socket]:
         """The connected socket, for whole DIMSE messages written (and answers read) by the caller's
-        thread (activities/direct_store, C-FIND answers). The DUL neither reads nor writes it
-        meanwhile; the state machine stays in Sta6, which P-DATA never leaves. `only_if_idle`:
-        SocketBusy unless nothing waits to be sent by the DUL or read from the peer, so messages
-        keep their order and a C-CANCEL is read between answers."""
-        with self._socket_lock:
+        thread (activities/direct_store, C-FIND answers, C-STORE responses). The DUL neither reads
+        nor writes it meanwhile (its reads and every state machine action, sends included, take the
+        same lock); the state machine stays in Sta6, which P-DATA never leaves. Lent only when the
+        DUL has no PDU of its own waiting to go, so fragments of two messages never interleave:
+        SocketBusy after `wait` seconds of that. `only_if_idle`: nor anything from the peer waiting
+        to be read, so a C-CANCEL is read between answers."""
+        raw = self._take_idle(only_if_idle, time.monotonic() + wait)
+        self.lent = True
+        try:
+            yield raw
+        finally:
+            self.lent = False
+            self._idle_timer.restart()  # the peer did speak: its answers were read here
+            self._socket_lock.release()
+
+    def _take_idle(self, only_if_idle: bool, deadline: float) -> socket.socket:
+        """The socket, with the lock held for the caller."""
+        while True:
+            if not self._socket_lock.acquire(timeout=LEND_TIMEOUT):
+                raise SocketUnavailable(f"the DUL held the socket for {LEND_TIMEOUT:.0f} s")
             transport = self.socket
             raw = transport.socket if transport is not None else None
             if raw is None or not self.assoc.is_established:
+                self._socket_lock.release()
                 raise SocketUnavailable("the association has no open connection")
-            if only_if_idle and (not self.to_provider_queue.empty() or transport.ready):  # type: ignore[union-attr]
+            if self.to_provider_queue.empty() and not (only_if_idle and transport.ready):  # type: ignore[union-attr]
+                return raw
+            self._socket_lock.release()
+            if time.monotonic() >= deadline:
                 raise SocketBusy("the DUL has a message to send or one to read")
-            self.lent = True
-            try:
-                yield raw
-            finally:
-                self.lent = False
-                self._idle_timer.restart()  # the peer did speak: its answers were read here
+            time.sleep(BUSY_POLL)
+
+    def _locked_action(self, action: Callable[[str], None]) -> Callable[[str], None]:
+        def act(event: str) -> None:
+            with self._socket_lock:  # actions send PDUs and close the socket: never while it is lent
+                action(event)
+        return act
 
     def _busy(self, moved: bool) -> bool:
         if moved:

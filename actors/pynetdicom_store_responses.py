@@ -36,8 +36,11 @@ class StoreResponses(GetPendingThrottle):
         lend = getattr(self.dul, "lend_socket", None)
         if lend is None:
             return False
-        command = c_store_response_command(str(primitive.AffectedSOPClassUID), str(primitive.AffectedSOPInstanceUID),
-                                           primitive.MessageIDBeingRespondedTo, primitive.Status)
+        try:
+            command = c_store_response_command(str(primitive.AffectedSOPClassUID), str(primitive.AffectedSOPInstanceUID),
+                                               primitive.MessageIDBeingRespondedTo, primitive.Status)
+        except UnicodeEncodeError:
+            return False  # a sender's UID that is not ASCII: pynetdicom answers it as it always did
         if self.maximum_pdu_size and len(command) + 6 > self.maximum_pdu_size:
             return False
         try:

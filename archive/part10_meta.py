@@ -34,6 +34,8 @@ def read_layout(head: bytes) -> Part10Layout | None:
     end = PREAMBLE + 12 + group_length
     if end > len(head):
         return None
+    if head[end:end + 2] == b"\x02\x00":
+        return None  # the group goes on past its stated length: pydicom's reader decides
     found = _meta_values(head, PREAMBLE + 12, end)
     if found is None or len(found) != len(_WANTED):
         return None

@@ -110,9 +110,28 @@ def test_the_file_meta_read_by_hand_agrees_with_pydicom() -> None:
     assert read > 800, f"only {read} files had a File Meta group to read"
 
 
-@pytest.mark.parametrize("head", [b"", b"\x00" * 200, b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + struct.pack("<I", 10**9)])
+def _meta_element(element: int, value: bytes) -> bytes:
+    return struct.pack("<HH2sH", 2, element, b"UI", len(value)) + value
+
+
+_UIDS = _meta_element(0x0002, b"1.2.3.4\x00") + _meta_element(0x0003, b"1.2.3.5\x00") + _meta_element(0x0010, b"1.2.840.10008.1.2.1\x00")
+
+
+@pytest.mark.parametrize("head", [
+    b"", b"\x00" * 200,
+    b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + struct.pack("<I", 10**9),
+    # a group length that stops one element short: the rest of the group would go out as data
+    b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + struct.pack("<I", len(_UIDS)) + _UIDS
+    + _meta_element(0x0012, b"1.2.3.6\x00") + b"\x08\x00\x16\x00UI\x02\x001\x00",
+])
 def test_short_or_lying_file_meta_is_left_to_pydicom(head: bytes) -> None:
     assert read_layout(head) is None
+
+
+def test_a_file_meta_read_by_hand() -> None:
+    head = b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + struct.pack("<I", len(_UIDS)) + _UIDS + b"\x08\x00\x16\x00UI\x02\x001\x00"
+    layout = read_layout(head)
+    assert layout is not None and layout.transfer_syntax == "1.2.840.10008.1.2.1" and layout.dataset_offset == 144 + len(_UIDS)
 
 
 # -- to a real storage SCP ----------------------------------------------------------------------------
