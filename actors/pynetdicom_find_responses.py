@@ -28,7 +28,7 @@ from pynetdicom.dsutils import encode
 from pynetdicom.pdu_primitives import P_DATA
 
 from activities.direct_store import pdata_pdu
-from actors.pynetdicom_reactor import SocketBusy, SocketUnavailable
+from actors.pynetdicom_reactor import written_when_idle
 from archive.query.cfind import EncodedAnswer
 
 PENDING = (0xFF00, 0xFF01)
@@ -48,7 +48,7 @@ class FindResponseCache(DIMSEServiceProvider):
             super().send_msg(primitive, context_id)
             return
         command, identifier = self._command_for(primitive, context_id), primitive.Identifier.getvalue()
-        if self._written(context_id, command, identifier):
+        if written_when_idle(self.dul, b"".join(message_pdu_bytes(context_id, command, identifier, self.maximum_pdu_size))):
             return
         for pdata in message_pdus(context_id, command, identifier, self.maximum_pdu_size):
             self.dul.send_pdu(pdata)
@@ -58,18 +58,6 @@ class FindResponseCache(DIMSEServiceProvider):
         if self._command is None or self._command[0] != key:
             self._command = key, command_set(primitive)
         return self._command[1]
-
-    def _written(self, context_id: int, command: bytes, identifier: bytes) -> bool:
-        """Straight to the socket when the DUL lends it now; False: send through the DUL."""
-        lend = getattr(self.dul, "lend_socket", None)
-        if lend is None:
-            return False
-        try:
-            with lend(only_if_idle=True) as sock:
-                sock.sendall(b"".join(message_pdu_bytes(context_id, command, identifier, self.maximum_pdu_size)))
-                return True
-        except (SocketBusy, SocketUnavailable):
-            return False
 
 
 def command_set(primitive: C_FIND) -> bytes:
@@ -86,20 +74,25 @@ def message_pdus(context_id: int, command: bytes, identifier: bytes, max_pdu: in
 
 def message_pdu_bytes(context_id: int, command: bytes, identifier: bytes, max_pdu: int) -> Iterator[bytes]:
     """The same fragments as `message_pdus`, each as its encoded P-DATA-TF PDU."""
-    for pdata in message_pdus(context_id, command, identifier, max_pdu):
-        ((cx, value),) = pdata.presentation_data_value_list
-        yield pdata_pdu(cx, value[0], value[1:])
+    for data, more, last in ((command, COMMAND_MORE, COMMAND_LAST), (identifier, DATASET_MORE, DATASET_LAST)):
+        for header, piece in _pieces(data, max_pdu, more, last):
+            yield pdata_pdu(context_id, header[0], piece)
 
 
 def fragments(context_id: int, data: bytes, max_pdu: int, more: bytes, last: bytes) -> Iterator[P_DATA]:
     """`data` as P-DATA primitives of at most `max_pdu` bytes each (0: no limit), PS3.8 9.3.5."""
+    for header, piece in _pieces(data, max_pdu, more, last):
+        pdata = P_DATA()
+        pdata.presentation_data_value_list.append((context_id, header + piece))
+        yield pdata
+
+
+def _pieces(data: bytes, max_pdu: int, more: bytes, last: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(message control header, fragment) pairs, each fragment fitting one PDU of `max_pdu` bytes."""
     size = max_pdu - 6 if max_pdu else max(len(data), 1)
     starts = range(0, max(len(data), 1), size)
     for n, start in enumerate(starts):
-        pdata = P_DATA()
-        header = last if n == len(starts) - 1 else more
-        pdata.presentation_data_value_list.append((context_id, header + data[start:start + size]))
-        yield pdata
+        yield (last if n == len(starts) - 1 else more), data[start:start + size]
 
 
 def _encode_answer(ds: Dataset, is_implicit_vr: bool, is_little_endian: bool, deflated: bool = False) -> bytes | None:

@@ -141,6 +141,19 @@ class BusyAwareDUL(DULServiceProvider):
         return moved
 
 
+def written_when_idle(dul: object, data: bytes) -> bool:
+    """`data` (whole messages' PDUs) written to the socket now if the DUL lends it with nothing of
+    its own to send or read; False: the caller sends through the DUL as pynetdicom does."""
+    if not isinstance(dul, BusyAwareDUL):
+        return False
+    try:
+        with dul.lend_socket(only_if_idle=True) as sock:
+            sock.sendall(data)
+            return True
+    except (SocketBusy, SocketUnavailable):
+        return False
+
+
 def poll_interval(dul: BusyAwareDUL) -> float:
     if dul.lent:  # the borrower moves the PDUs; pynetdicom's threads have nothing to do
         return RESTING_POLL

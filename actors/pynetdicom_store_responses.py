@@ -17,7 +17,7 @@ from pynetdicom.dimse_primitives import C_STORE
 
 from activities.direct_store import c_store_response_command, pdata_pdu
 from actors.pynetdicom_get_pending import GetPendingThrottle
-from actors.pynetdicom_reactor import SocketBusy, SocketUnavailable
+from actors.pynetdicom_reactor import written_when_idle
 
 _COMMAND_LAST = 0x03
 _OPTIONAL = ("OffendingElement", "ErrorComment", "ErrorID", "AttributeIdentifierList")
@@ -33,9 +33,6 @@ class StoreResponses(GetPendingThrottle):
                 and primitive.Status is not None and not any(getattr(primitive, k, None) for k in _OPTIONAL)
                 and not self.assoc.get_handlers(evt.EVT_DIMSE_SENT)):
             return False
-        lend = getattr(self.dul, "lend_socket", None)
-        if lend is None:
-            return False
         try:
             command = c_store_response_command(str(primitive.AffectedSOPClassUID), str(primitive.AffectedSOPInstanceUID),
                                                primitive.MessageIDBeingRespondedTo, primitive.Status)
@@ -43,12 +40,7 @@ class StoreResponses(GetPendingThrottle):
             return False  # a sender's UID that is not ASCII: pynetdicom answers it as it always did
         if self.maximum_pdu_size and len(command) + 6 > self.maximum_pdu_size:
             return False
-        try:
-            with lend(only_if_idle=True) as sock:
-                sock.sendall(pdata_pdu(context_id, _COMMAND_LAST, command))
-                return True
-        except (SocketBusy, SocketUnavailable):
-            return False
+        return written_when_idle(self.dul, pdata_pdu(context_id, _COMMAND_LAST, command))
 
 
 def install() -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from archive.completeness import LONG_VRS
+
 PREAMBLE = 132  # 128 bytes + "DICM"
 HEAD_BYTES = 4096  # a File Meta group longer than this is read by pydicom instead
-_LONG_VRS = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"OD", b"OL", b"OV", b"UC", b"UR"}
 _WANTED = {0x0002: "sop_class_uid", 0x0003: "sop_instance_uid", 0x0010: "transfer_syntax"}
 
 
@@ -51,7 +52,7 @@ def _meta_values(head: bytes, pos: int, end: int) -> dict[str, str] | None:
         vr = head[pos + 4:pos + 6]
         if group != 0x0002:
             return None
-        if vr in _LONG_VRS:
+        if vr in LONG_VRS:
             if pos + 12 > end:
                 return None
             (length,) = struct.unpack_from("<I", head, pos + 8)

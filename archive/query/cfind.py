@@ -26,6 +26,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 from pydicom.valuerep import ALLOW_BACKSLASH, CUSTOMIZABLE_CHARSET_VR
 
+from archive.completeness import LONG_VRS
 from archive.query.attributes import BY_KEYWORD, BY_TAG
 from archive.query.builder import BadQuery, MatchKey, Query, QuerySpec, build
 
@@ -242,14 +243,10 @@ class EncodedAnswer(Dataset):
         self.encoded = encoded
 
 
-# PS3.5 7.1.2: these VRs have a 4-byte length after two reserved bytes in explicit VR
-_LONG_LENGTH_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"}
-
-
 def _element_bytes(tag: BaseTag, vr: str, value: bytes, implicit_vr: bool) -> bytes:
     if implicit_vr:
         return struct.pack("<HHI", tag.group, tag.element, len(value)) + value
-    if vr in _LONG_LENGTH_VRS:
+    if vr.encode() in LONG_VRS:  # PS3.5 7.1.2: a 4-byte length after two reserved bytes
         return struct.pack("<HH2sHI", tag.group, tag.element, vr.encode(), 0, len(value)) + value
     if len(value) > 0xFFFF:
         raise _NotRaw(f"{len(value)} bytes do not fit a {vr} element")
