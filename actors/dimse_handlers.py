@@ -198,10 +198,11 @@ class DimseHandlers:
             return status(st.OUT_OF_RESOURCES, f"cannot read the received data: {err}"), Outcome.FAILED.value
         calling = association.caller.calling_ae
         request = cast(C_STORE, event.request)  # the request of an EVT_C_STORE
-        receipt = self.loop.run(self.ingest.receive(
-            tenant, staged, f"dimse:{calling}",
-            expect_sop_uid=str(request.AffectedSOPInstanceUID), expect_sop_class=str(request.AffectedSOPClassUID),
-        ))
+        # parsed here, on the association's thread; only the index and the commit go to the loop
+        prepared = self.ingest.receiver.prepare(tenant, staged, expect_sop_uid=str(request.AffectedSOPInstanceUID),
+                                                expect_sop_class=str(request.AffectedSOPClassUID))
+        receipt = prepared if isinstance(prepared, Receipt) else self.loop.run(
+            self.ingest.store(prepared, f"dimse:{calling}"))
         if receipt.outcome is not Outcome.STORED:
             log.info("C-STORE from %s: %s %s", calling, receipt.outcome.value, receipt.reason or "")
         if receipt.outcome.ok and receipt.attributes is not None:

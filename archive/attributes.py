@@ -62,6 +62,15 @@ class InstanceAttributes:
     bits_allocated: int | None
 
 
+# every top-level attribute `extract` reads: receipt's header walk keeps these (archive/header)
+INDEXED_KEYWORDS = (
+    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID", "IssuerOfPatientID",
+    "PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "AccessionNumber", "StudyID",
+    "ReferringPhysicianName", "StudyDescription", "Modality", "SeriesNumber", "SeriesDescription", "BodyPartExamined",
+    "SeriesDate", "SeriesTime", "InstanceNumber", "NumberOfFrames", "Rows", "Columns", "BitsAllocated",
+)
+
+
 def extract(ds: Dataset) -> InstanceAttributes:
     return InstanceAttributes(
         sop_class_uid=str(ds.SOPClassUID),

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import cast
 
 from pydicom import dcmread
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element, empty_value_for_VR
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.tag import BaseTag
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
-from archive.completeness import LONG_VRS, Incomplete, check_complete, check_inflated_size
+from archive.attributes import INDEXED_KEYWORDS
+from archive.completeness import LONG_VRS, Buffer, Incomplete, Walk, check_inflated_size, walk
 from archive.limits import Limits
+from archive.part10_meta import HEAD_BYTES, read_layout
 from archive.uids import lenient_uid_problem, uid_problem
 
 
@@ -24,11 +31,12 @@ class InvalidObject(ValueError):
 
 @dataclass(frozen=True)
 class Header:
-    dataset: Dataset
+    dataset: Dataset  # the top-level elements receipt reads (HEADER_TAGS); all of them when pydicom parsed it
     transfer_syntax: str
     dataset_offset: int
     size: int
     nonconformance: str | None = None  # UIDs kept under uid_policy "lenient" that break PS3.5
+    meta_sop_instance_uid: str | None = None  # (0002,0003)
 
     @property
     def sop_class_uid(self) -> str:
@@ -38,29 +46,18 @@ class Header:
     def sop_instance_uid(self) -> str:
         return str(self.dataset.SOPInstanceUID)
 
-    @property
-    def meta_sop_instance_uid(self) -> str | None:
-        value = self.dataset.file_meta.get("MediaStorageSOPInstanceUID")
-        return str(value) if value else None
+
+# what archive/attributes indexes and the checks below read; pydicom converts their values
+HEADER_TAGS = frozenset(int(tag_for_keyword(keyword) or 0) for keyword in (
+    *INDEXED_KEYWORDS, "SpecificCharacterSet", "SamplesPerPixel", "BitsAllocated", "NumberOfFrames", "Rows", "Columns"))
 
 
-def _meta_end(fp: BinaryIO) -> int:
-    """Offset of the first dataset element after the group 0002 elements (explicit VR LE)."""
-    fp.seek(132)
-    while True:
-        start = fp.tell()
-        head = fp.read(6)
-        if len(head) < 6:
-            raise InvalidObject("file ends inside the File Meta Information")
-        group, _, vr = struct.unpack("<HH2s", head)
-        if group != 0x0002:
-            return start
-        if vr in LONG_VRS:
-            fp.read(2)
-            (length,) = struct.unpack("<L", fp.read(4))
-        else:
-            (length,) = struct.unpack("<H", fp.read(2))
-        fp.seek(length, 1)
+@dataclass(frozen=True)
+class _Meta:
+    dataset_offset: int
+    transfer_syntax: str
+    sop_instance_uid: str | None
+    plain: bool  # read by hand: a group length that ends the group, each value where it says
 
 
 def has_part10_preamble(path: Path) -> bool:
@@ -69,45 +66,102 @@ def has_part10_preamble(path: Path) -> bool:
         return fp.read(4) == b"DICM"
 
 
-def read_header(path: Path, limits: Limits = Limits(), lenient_uids: bool = False) -> Header:
+def read_header(path: Path, limits: Limits = Limits(), lenient_uids: bool = False, whole: bool = False) -> Header:
     """Parse and validate; raise InvalidObject with a reason a sender can act on. The file is walked
-    (lengths, nesting, deflate size) before pydicom parses it, so a hostile one cannot exhaust memory
-    or the stack."""
+    once (lengths, nesting, deflate size) before anything parses it, so a hostile one cannot exhaust
+    memory or the stack; the walk notes where HEADER_TAGS' values are, and pydicom converts those
+    alone. pydicom parses the whole header instead when the walk met what it reads its own way
+    (a File Meta group not plain, a Deflated dataset, an unknown VR, an undefined length on no
+    sequence), so what is stored is what pydicom reads; and when asked for the `whole` header."""
     size = path.stat().st_size
-    if size < 132 or not has_part10_preamble(path):
-        raise InvalidObject("not a DICOM Part-10 object: the 'DICM' prefix at byte 128 is missing")
-    with open(path, "rb") as fp:
-        offset = _meta_end(fp)
-        transfer_syntax = _meta_transfer_syntax(path)
-        if transfer_syntax == DeflatedExplicitVRLittleEndian:
+    if size < 132:
+        raise InvalidObject(_NOT_PART10)
+    with open(path, "rb") as fp, mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        if buf[128:132] != b"DICM":
+            raise InvalidObject(_NOT_PART10)
+        meta = _read_meta(buf, path)
+        if meta.transfer_syntax == DeflatedExplicitVRLittleEndian:
             try:
-                check_inflated_size(fp, offset, limits.max_inflated_bytes)
+                check_inflated_size(fp, meta.dataset_offset, limits.max_inflated_bytes)
             except Incomplete as err:
                 raise InvalidObject(str(err)) from None
         try:
-            pixel_bytes = check_complete(fp, offset, transfer_syntax, size)
-        except (Incomplete, struct.error) as err:
+            found = walk(buf, meta.dataset_offset, meta.transfer_syntax, HEADER_TAGS)
+        except Incomplete as err:
             raise InvalidObject(f"truncated or corrupt object: {err}") from None
+        plain = meta.plain and not found.unusual and not whole
+        ds = raw_dataset(buf, found, meta.transfer_syntax) if plain else None
+    if ds is None:
+        ds = _parsed_by_pydicom(path)
+    notes = _require_identity(ds, lenient_uids)
+    _require_whole_pixels(ds, found.pixel_data_length)
+    _require_decodable_size(ds, limits)
+    return Header(ds, meta.transfer_syntax, meta.dataset_offset, size, "; ".join(notes) or None, meta.sop_instance_uid)
+
+
+_NOT_PART10 = "not a DICOM Part-10 object: the 'DICM' prefix at byte 128 is missing"
+
+
+def raw_dataset(buf: Buffer, found: Walk, transfer_syntax: str) -> Dataset:
+    """The noted elements as pydicom's reader leaves them (raw, converted when read), with the
+    encoding and character set it would have set."""
+    implicit, little = transfer_syntax == ImplicitVRLittleEndian, transfer_syntax != ExplicitVRBigEndian
+    elements: dict[BaseTag, DataElement | RawDataElement] = {}
+    charset: RawDataElement | None = None
+    for tag, (vr_bytes, pos, length) in sorted(found.elements.items()):
+        vr = None if vr_bytes is None else vr_bytes.decode("ascii")
+        # an empty value as pydicom's reader gives it (b"" for most VRs)
+        value = buf[pos:pos + length] if length else cast(bytes | None, empty_value_for_VR(vr, raw=True))
+        raw = elements[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr, length, value, pos, implicit, little)
+        if tag == 0x00080005:
+            charset = raw
+    ds = Dataset(elements)
+    encoding = convert_encodings(convert_raw_data_element(charset).value) if charset else default_encoding
+    ds.set_original_encoding(implicit, little, encoding)
+    return ds
+
+
+def _parsed_by_pydicom(path: Path) -> Dataset:
     try:
-        ds = dcmread(path, stop_before_pixels=True)
+        return dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, EOFError, struct.error, ValueError, OSError, KeyError, IndexError, TypeError,
             RecursionError, OverflowError, AttributeError) as err:
         raise InvalidObject(f"cannot parse the DICOM header: {type(err).__name__}: {str(err)[:200]}") from None
-    notes = _require_identity(ds, lenient_uids)
-    _require_whole_pixels(ds, pixel_bytes)
-    _require_decodable_size(ds, limits)
-    return Header(ds, transfer_syntax, offset, size, "; ".join(notes) or None)
 
 
-def _meta_transfer_syntax(path: Path) -> str:
-    try:
-        meta = read_file_meta_info(path)
-    except (InvalidDicomError, EOFError, struct.error, ValueError, OSError, KeyError, TypeError) as err:
-        raise InvalidObject(f"cannot parse the File Meta Information: {err}") from None
-    transfer_syntax = str(meta.get("TransferSyntaxUID", "") or "")
-    if uid_problem("TransferSyntaxUID", transfer_syntax):
+def _read_meta(buf: Buffer, path: Path) -> _Meta:
+    """The File Meta group, read by hand when it is plain (archive/part10_meta), else by pydicom."""
+    layout = read_layout(buf[:HEAD_BYTES])
+    if layout is not None:
+        meta = _Meta(layout.dataset_offset, layout.transfer_syntax, layout.sop_instance_uid or None, True)
+    else:
+        try:
+            file_meta = read_file_meta_info(path)
+            meta = _Meta(_meta_end(buf), str(file_meta.get("TransferSyntaxUID", "") or ""),
+                         str(file_meta.get("MediaStorageSOPInstanceUID", "") or "") or None, False)
+        except (InvalidDicomError, EOFError, struct.error, ValueError, OSError, KeyError, TypeError) as err:
+            raise InvalidObject(f"cannot parse the File Meta Information: {err}") from None
+    if uid_problem("TransferSyntaxUID", meta.transfer_syntax):
         raise InvalidObject("the File Meta Information has no valid TransferSyntaxUID")
-    return transfer_syntax
+    return meta
+
+
+def _meta_end(buf: Buffer) -> int:
+    """Offset of the first dataset element after the group 0002 elements (explicit VR LE)."""
+    pos = 132
+    while True:
+        if pos + 8 > len(buf):
+            raise InvalidObject("file ends inside the File Meta Information")
+        group, _, vr, length = struct.unpack_from("<HH2sH", buf, pos)
+        if group != 0x0002:
+            return pos
+        if vr in LONG_VRS:
+            if pos + 12 > len(buf):
+                raise InvalidObject("file ends inside the File Meta Information")
+            (length,) = struct.unpack_from("<L", buf, pos + 8)
+            pos += 12 + length
+        else:
+            pos += 8 + length
 
 
 def _require_decodable_size(ds: Dataset, limits: Limits) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from archive.completeness import LONG_VRS
+from archive.completeness import KNOWN_VRS, LONG_VRS
 
 PREAMBLE = 132  # 128 bytes + "DICM"
 HEAD_BYTES = 4096  # a File Meta group longer than this is read by pydicom instead
@@ -50,7 +50,7 @@ def _meta_values(head: bytes, pos: int, end: int) -> dict[str, str] | None:
             return None
         group, element = struct.unpack_from("<HH", head, pos)
         vr = head[pos + 4:pos + 6]
-        if group != 0x0002:
+        if group != 0x0002 or vr not in KNOWN_VRS:  # pydicom reads bytes that are no VR as implicit VR
             return None
         if vr in LONG_VRS:
             if pos + 12 > end:

@@ -85,10 +85,20 @@ class Receiver:
     async def receive(self, tenant: str, staged: StagedBlob, source: str, expect_sop_uid: str | None = None,
                       expect_sop_class: str | None = None, expect_study_uid: str | None = None) -> Receipt:
         """Take ownership of `staged`: it is committed under its key or discarded, never left behind."""
+        prepared = await asyncio.to_thread(self.prepare, tenant, staged, expect_sop_uid, expect_sop_class, expect_study_uid)
+        if isinstance(prepared, Receipt):
+            return prepared
+        return await self.store(prepared, source)
+
+    def prepare(self, tenant: str, staged: StagedBlob, expect_sop_uid: str | None = None,
+                expect_sop_class: str | None = None, expect_study_uid: str | None = None) -> Prepared | Receipt:
+        """Parse and check on the calling thread (a DIMSE association's own, or a worker thread); a
+        refusal's Receipt when the object is not acceptable, its staged bytes then discarded."""
         try:
             check_tenant(tenant)
-            staged, header, attributes = await asyncio.to_thread(self._prepare, staged)
-            meta_uid = header.meta_sop_instance_uid  # read here: pydicom raises on a hostile value
+            staged = add_missing_meta(self.blobs, staged)
+            header = read_header(staged.path, self.limits, self.lenient_uids)
+            attributes = extract(header.dataset)
         except InvalidObject as err:
             self.blobs.discard(staged)
             return Receipt(Outcome.INVALID, str(err), tenant)
@@ -99,21 +109,22 @@ class Receiver:
             log.warning("object refused while parsing: %s: %s", type(err).__name__, err)
             self.blobs.discard(staged)
             return Receipt(Outcome.INVALID, f"cannot parse the object: {type(err).__name__}", tenant)
-        mismatch = _request_mismatch(attributes, expect_sop_uid or meta_uid, expect_sop_class, expect_study_uid)
+        mismatch = _request_mismatch(attributes, expect_sop_uid or header.meta_sop_instance_uid, expect_sop_class,
+                                     expect_study_uid)
         if mismatch:
             self.blobs.discard(staged)
             return Receipt(Outcome.MISMATCH, mismatch, tenant)
+        return Prepared(tenant, staged, header, attributes)
+
+    async def store(self, prepared: Prepared, source: str) -> Receipt:
+        """Make a prepared object durable and indexed (or find it already stored)."""
+        tenant, staged, header, attributes = prepared.tenant, prepared.staged, prepared.header, prepared.attributes
         try:
             return await self._store(tenant, staged, header, attributes, source)
         except Exception as err:  # noqa: BLE001 - anything here means "not durable": say so, never Success
             log.exception("receipt of %s failed", attributes.sop_uid)
             self.blobs.discard(staged)
             return Receipt(Outcome.FAILED, f"the archive could not store the object: {type(err).__name__}: {err}", tenant, attributes)
-
-    def _prepare(self, staged: StagedBlob) -> tuple[StagedBlob, Header, InstanceAttributes]:
-        staged = add_missing_meta(self.blobs, staged)
-        header = read_header(staged.path, self.limits, self.lenient_uids)
-        return staged, header, extract(header.dataset)
 
     async def _store(self, tenant: str, staged: StagedBlob, header: Header, a: InstanceAttributes, source: str) -> Receipt:
         if header.nonconformance:
@@ -127,7 +138,8 @@ class Receiver:
             settled = await self._attempt(write)
             if settled is not None:
                 receipt, superseded = settled
-                await asyncio.to_thread(self._remove_superseded, superseded)
+                if superseded:
+                    await asyncio.to_thread(self._remove_superseded, superseded)
                 return receipt
         self.blobs.discard(staged)
         return Receipt(Outcome.FAILED, "concurrent receipt of the same SOP Instance UID; send again", tenant, a)
@@ -206,6 +218,16 @@ class Receiver:
                 self.blobs.delete(key)
             except Exception:  # noqa: BLE001 - the receipt stands; the orphan sweeper takes it later
                 log.warning("could not remove superseded blob %s; the orphan sweeper will", key, exc_info=True)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An object parsed and checked, not yet stored: its staged bytes wait for `Receiver.store`."""
+
+    tenant: str
+    staged: StagedBlob
+    header: Header
+    attributes: InstanceAttributes
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from temporalio.client import Client
 
 from archive.blobstore import BlobStore, StagedBlob
 from archive.index.instances import mark_signalled
-from archive.receipt import Receipt, Receiver
+from archive.receipt import Prepared, Receipt, Receiver
 from archive.resources import Resources
 from archive.settings import Settings
 from receiving.signaller import StudySignaller
@@ -67,10 +67,16 @@ class Ingest:
         await mark_signalled(self.resources.pool, tenant, sop_uids)
 
     async def receive(self, tenant: str, staged: StagedBlob, source: str, **expect: str | None) -> Receipt:
-        receipt = await self.receiver.receive(tenant, staged, source, **expect)
-        if receipt.needs_workflow and self.signaller is not None and receipt.attributes is not None:
+        return self._signal(await self.receiver.receive(tenant, staged, source, **expect))
+
+    async def store(self, prepared: Prepared, source: str) -> Receipt:
+        """Receipt of an object its caller's thread parsed and checked (`Receiver.prepare`)."""
+        return self._signal(await self.receiver.store(prepared, source))
+
+    def _signal(self, receipt: Receipt) -> Receipt:
+        if receipt.needs_workflow and self.signaller and receipt.attributes and receipt.tenant:
             a = receipt.attributes
-            self.signaller.add(tenant, a.study_uid, a.sop_uid, a.modality)
+            self.signaller.add(receipt.tenant, a.study_uid, a.sop_uid, a.modality)
         return receipt
 
     async def flush(self, studies: set[tuple[str, str]] | None = None) -> None:

@@ -123,6 +123,9 @@ _UIDS = _meta_element(0x0002, b"1.2.3.4\x00") + _meta_element(0x0003, b"1.2.3.5\
     # a group length that stops one element short: the rest of the group would go out as data
     b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + struct.pack("<I", len(_UIDS)) + _UIDS
     + _meta_element(0x0012, b"1.2.3.6\x00") + b"\x08\x00\x16\x00UI\x02\x001\x00",
+    # bytes that are no VR: pydicom reads that element as implicit VR (a 4-byte length), not as here
+    b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + struct.pack("<I", len(_UIDS) + 8) + _UIDS
+    + struct.pack("<HH2sH", 2, 0xFFEA, b"\xff\xff", 0) + b"\x08\x00\x16\x00UI\x02\x001\x00",
 ])
 def test_short_or_lying_file_meta_is_left_to_pydicom(head: bytes) -> None:
     assert read_layout(head) is None
