@@ -1,4 +1,5 @@
-"""Shorter polls in pynetdicom's two reactor loops while messages flow.
+"""Shorter polls in pynetdicom's two reactor loops while messages flow, and waits that end when
+what they poll for arrives.
 
 pynetdicom moves every message through two polling threads per association: the DUL reactor
 sleeps 1 ms whenever a loop found nothing to do, and the association reactor sleeps 1 ms on every
@@ -12,19 +13,27 @@ every `BUSY_POLL`; otherwise they keep pynetdicom's own 1 ms, and an association
 alone: with several modalities sending at once the short polls cost more CPU than the latency
 they save (C-STORE with 4 associations: 80-88 instances/s without them, 63-77 with, same run). pynetdicom has no setting for either poll: the DUL class is replaced
 where `Association` looks it up, and the association reactor's `time.sleep` goes through
-`_ReactorClock`, which asks the calling thread (the Association itself) how recently it was busy.
+`_reactor_sleep`, which asks the calling thread (the Association itself) how recently it was busy.
+
+Each reactor's sleep is a wait on what it polls for: the DUL's a select on its socket, the
+association's a wait on its DIMSE message queue. A receiving association then takes each request
+as it arrives instead of at the next poll (C-STORE on 1 association, 3 runs each: 143 -> 176
+instances/s, SCP CPU 4.5 -> 4.1 ms per instance).
 """
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
 import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import pynetdicom.association
+import pynetdicom.dul
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 
@@ -128,6 +137,20 @@ class BusyAwareDUL(DULServiceProvider):
                 raise SocketBusy("the DUL has a message to send or one to read")
             time.sleep(BUSY_POLL)
 
+    def wait_for_peer(self, seconds: float) -> None:
+        """The reactor's sleep between polls, cut short when the peer's next PDU arrives (a receiving
+        association no longer waits up to a poll for each request). Primitives to send still wait
+        for the poll: they come from the association's thread, which select cannot see."""
+        transport = self.socket
+        raw = transport.socket if transport is not None else None
+        if raw is None or self.lent:
+            time.sleep(seconds)
+            return
+        try:
+            select.select([raw], [], [], seconds)
+        except (OSError, ValueError):  # closed meanwhile by another thread
+            time.sleep(seconds)
+
     def _locked_action(self, action: Callable[[str], None]) -> Callable[[str], None]:
         def act(event: str) -> None:
             with self._socket_lock:  # actions send PDUs and close the socket: never while it is lent
@@ -170,15 +193,28 @@ def hurry(assoc: Association) -> None:
 
 
 def _reactor_sleep(seconds: float) -> None:
-    if seconds == IDLE_POLL:
-        dul = getattr(threading.current_thread(), "dul", None)
-        if isinstance(dul, BusyAwareDUL):
-            seconds = poll_interval(dul)
+    """pynetdicom's polls, waiting on what they poll for: the DUL reactor wakes when the peer sends,
+    the association's when the DUL queues a whole message; both still wake after the poll's interval."""
+    thread = threading.current_thread()
+    if isinstance(thread, BusyAwareDUL):
+        thread.wait_for_peer(seconds)
+        return
+    dul = getattr(thread, "dul", None)
+    if seconds == IDLE_POLL and isinstance(dul, BusyAwareDUL):
+        _wait_for_message(cast(Association, thread), poll_interval(dul))
+        return
     time.sleep(seconds)
 
 
+def _wait_for_message(assoc: Association, seconds: float) -> None:
+    messages = assoc.dimse.msg_queue
+    with messages.not_empty:  # Queue.put notifies it
+        if not messages.queue:
+            messages.not_empty.wait(seconds)
+
+
 def _reactor_clock() -> types.ModuleType:
-    """The `time` module as pynetdicom.association sees it, with the reactor's sleep replaced."""
+    """The `time` module as pynetdicom's association and DUL modules see it, the reactors' sleep replaced."""
     clock = types.ModuleType("time")
     clock.__dict__.update({k: v for k, v in vars(time).items() if not k.startswith("__")})
     clock.sleep = _reactor_sleep  # type: ignore[attr-defined]
@@ -189,3 +225,4 @@ def install() -> None:
     """Process-wide; for associations created from now on."""
     pynetdicom.association.DULServiceProvider = BusyAwareDUL  # type: ignore[misc]
     pynetdicom.association.time = _reactor_clock()  # type: ignore[attr-defined]
+    pynetdicom.dul.time = _reactor_clock()  # type: ignore[attr-defined]

@@ -1,11 +1,25 @@
-"""How often pynetdicom's reactors poll an association, from how recently it moved a PDU."""
+"""How often pynetdicom's reactors poll an association, from how recently it moved a PDU, and that
+their waits end when what they poll for arrives."""
 
 from __future__ import annotations
 
+import queue
+import socket
+import threading
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
 
-from actors.pynetdicom_reactor import BUSY_POLL, EAGER_MOVES, IDLE_POLL, RESTING_AFTER, RESTING_POLL, poll_interval
+from actors.pynetdicom_reactor import (
+    BUSY_POLL,
+    EAGER_MOVES,
+    IDLE_POLL,
+    RESTING_AFTER,
+    RESTING_POLL,
+    BusyAwareDUL,
+    _wait_for_message,
+    poll_interval,
+)
 
 
 def _dul(quiet: float, requestor: bool = False, hurried: bool = False, lent: bool = False,
@@ -41,3 +55,27 @@ def test_a_new_receiving_association_polls_fast_for_its_first_exchanges() -> Non
     assert poll_interval(_dul(0.0, moved=EAGER_MOVES - 1)) == BUSY_POLL  # type: ignore[arg-type]
     assert poll_interval(_dul(0.0, moved=EAGER_MOVES)) == IDLE_POLL  # type: ignore[arg-type]
     assert poll_interval(_dul(RESTING_AFTER + 1, moved=0)) == RESTING_POLL  # type: ignore[arg-type]
+
+
+def _returns_when(wait: Callable[[], None], wake: Callable[[], None]) -> bool:
+    """Runs `wait` (an interval of a minute) on a thread, then `wake`: did the wait end well before
+    its interval? Without the wake-up it would sit out the minute."""
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    time.sleep(0.05)
+    wake()
+    waiter.join(timeout=20)
+    return not waiter.is_alive()
+
+
+def test_the_dul_reactor_wakes_when_the_peer_sends() -> None:
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        dul = SimpleNamespace(socket=SimpleNamespace(socket=ours), lent=False)
+        assert _returns_when(lambda: BusyAwareDUL.wait_for_peer(dul, 60.0), lambda: peer.sendall(b"\x04"))  # type: ignore[arg-type]
+
+
+def test_the_association_reactor_wakes_when_a_message_is_queued() -> None:
+    messages: queue.Queue[object] = queue.Queue()
+    assoc = SimpleNamespace(dimse=SimpleNamespace(msg_queue=messages))
+    assert _returns_when(lambda: _wait_for_message(assoc, 60.0), lambda: messages.put((1, object())))  # type: ignore[arg-type]
