@@ -1,14 +1,24 @@
-"""What the activities share in one worker process: settings, index pool, blob store."""
+"""What the activities share in one worker process: settings, index pool, blob store, and the
+background threads the study's heavy steps run on (archive/priority)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from psycopg_pool import AsyncConnectionPool
 
 from archive.blobstore import BlobStore, open_blob_store
 from archive.index.pool import open_index_pool
+from archive.priority import background_priority
 from archive.settings import Settings
+
+T = TypeVar("T")
+BACKGROUND_THREADS = 4
 
 
 @dataclass
@@ -16,6 +26,12 @@ class ActivityContext:
     settings: Settings
     pool: AsyncConnectionPool
     blobs: BlobStore
+    background: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
+        BACKGROUND_THREADS, thread_name_prefix="dicomflow-background", initializer=background_priority))
+
+    async def in_background(self, work: Callable[..., T], *args: Any) -> T:
+        """`asyncio.to_thread`, on a thread that yields the CPU to receipt."""
+        return await asyncio.get_running_loop().run_in_executor(self.background, functools.partial(work, *args))
 
     @classmethod
     async def open(cls, settings: Settings) -> "ActivityContext":
@@ -24,3 +40,4 @@ class ActivityContext:
 
     async def close(self) -> None:
         await self.pool.close()
+        self.background.shutdown(wait=False, cancel_futures=True)

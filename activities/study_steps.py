@@ -50,7 +50,7 @@ class StudyActivities:
         verified: list[str] = []
         for item in await lifecycle.instances_in_state(pool, ref.tenant, ref.study_uid, "stored"):
             activity.heartbeat(item.sop_uid)
-            problem = await asyncio.to_thread(verify_blob, blobs, item.blob_key, item.size, item.sha256)
+            problem = await self.ctx.in_background(verify_blob, blobs, item.blob_key, item.size, item.sha256)
             if problem is None:
                 verified.append(item.sop_uid)
                 if len(verified) >= VERIFIED_PER_COMMIT:  # a retry re-checks only what was not marked yet
@@ -96,7 +96,7 @@ class StudyActivities:
             activity.heartbeat(item.sop_uid)
             key = item.blob_key.removesuffix(".dcm") + ".explicit-le.dcm"
             try:
-                await _heartbeating(asyncio.to_thread(self._write_uncompressed, decoder, item.blob_key, key), item.sop_uid)
+                await _heartbeating(self.ctx.in_background(self._write_uncompressed, decoder, item.blob_key, key), item.sop_uid)
             except DecodeRefused as err:
                 if not _final(err):
                     passing.append(f"{item.sop_uid}: {err.reason}: {err}")
@@ -143,7 +143,7 @@ class StudyActivities:
             snapshot = await lifecycle.series_snapshot(self.ctx.pool, ref.tenant, series_uid)
             items = snapshot.committed
             try:
-                skipped = await asyncio.to_thread(self._write_series_json, ref, series_uid, items, key)
+                skipped = await self.ctx.in_background(self._write_series_json, ref, series_uid, items, key)
             except OSError as err:  # storage trouble: recorded, then retried by Temporal
                 await lifecycle.record_metadata(self.ctx.pool, ref.tenant, series_uid, None, f"{type(err).__name__}: {err}"[:500])
                 raise
