@@ -15,6 +15,7 @@ from typing import Any
 
 from archive.settings import Settings
 from cluster.placement import ROLES, role_resources
+from cluster.serve_ingress import REPLICA_ENVIRONMENT
 from cluster.services.process import ephemeral_port, installed_program, read_pid
 
 
@@ -137,8 +138,8 @@ def gcs_address_for_node(address: str) -> str:
 def _node_environment() -> dict[str, str]:
     """`ray start` for a worker node: the cluster's token, and Ray's multi-node switch on (the
     loopback pin that keeps a one-machine head and its drivers on 127.0.0.1 would refuse a worker
-    node; this node's address is given explicitly instead)."""
-    return {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+    node; this node's address is given explicitly instead). Replicas placed here run as the head's do."""
+    return {**os.environ, **REPLICA_ENVIRONMENT, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
 
 
 def cmd_leave(settings: Settings, args: argparse.Namespace) -> int:

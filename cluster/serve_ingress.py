@@ -68,11 +68,18 @@ def _shim(settings: Settings, folder: str) -> str:
     return str(script)
 
 
+# The app's handlers hand their blocking work to threads, so it can share the replica's event loop:
+# a second loop in its own thread cost two cross-thread hops a request (replica CPU 0.87 -> 0.74 ms
+# for a small QIDO answer) and one per chunk of a streamed body.
+REPLICA_ENVIRONMENT = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
+
+
 def ingress_environment(settings: Settings, shim: str | None = None) -> dict[str, str]:
     if settings.ingress == "proxy":
-        return {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
+        return {"RAY_SERVE_ENABLE_HA_PROXY": "0", **REPLICA_ENVIRONMENT}
     base = haproxy_dir(settings)
     return {
+        **REPLICA_ENVIRONMENT,
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         **({"RAY_SERVE_HAPROXY_BINARY_PATH": shim} if shim else {}),
         # its log lines go to a unix socket in its own directory instead of a UDP socket on every interface
