@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -19,6 +21,7 @@ from serve.health import full_health
 from serve.metrics import LatencyMiddleware
 from serve.metrics import router as metrics_router
 from serve.qido import router as qido_router
+from serve.shared_result import SharedResult
 from serve.stow import router as stow_router
 from serve.ups import router as ups_router
 from serve.version import dicomflow_version
@@ -87,15 +90,34 @@ async def live() -> dict[str, str]:
     return {"status": "ok", "version": dicomflow_version()}
 
 
-@health_router.get("/health")
-async def health(request: Request, settings: SettingsDep) -> JSONResponse:
-    """Every service dicomflow depends on (same as `dicomflow status`); the details need the admin role."""
+HEALTH_FRESH_SECONDS = 2.0  # a load balancer polls every few seconds; `dicomflow status` checks live
+
+
+async def _health_report(settings: Settings) -> dict:
     report = await full_health(settings, include_dicomweb=False)
     report["services"]["dicomweb"] = {
         "ok": True,
         "url": f"{settings.dicomweb_origin}/dicomweb",
         "version": dicomflow_version(),
     }
+    report["checked_at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+    return report
+
+
+def _shared_health(request: Request, settings: Settings) -> SharedResult[dict]:
+    """Per replica, made on first use (the app is pickled into the replicas, a running check is not)."""
+    shared: SharedResult[dict] | None = getattr(request.app.state, "health_report", None)
+    if shared is None:
+        shared = SharedResult(lambda: _health_report(settings), HEALTH_FRESH_SECONDS)
+        request.app.state.health_report = shared
+    return shared
+
+
+@health_router.get("/health")
+async def health(request: Request, settings: SettingsDep) -> JSONResponse:
+    """Every service dicomflow depends on (same as `dicomflow status`); the details need the admin
+    role. Callers at the same moment share one check, reused for HEALTH_FRESH_SECONDS."""
+    report = await _shared_health(request, settings).get()
     code = 200 if report["status"] == "ok" else 503
     if not await _is_admin(request):
         return JSONResponse({"status": report["status"]}, status_code=code)

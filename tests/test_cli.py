@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import socket
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -47,6 +49,17 @@ def test_health_details_are_for_admins_only(stack):
     for headers in ({}, bearer("default", ["reader", "writer", "deleter"])):
         response = requests.get(stack.url("/health"), headers=headers, timeout=30)
         assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_a_flood_of_unauthenticated_health_checks_is_answered_from_shared_checks(stack):
+    """Each check opens a connection to every service; callers at the same moment share one
+    (serve/shared_result.py, whose unit test counts the checks), so 48 callers all get the answer."""
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda _: requests.get(stack.url("/health"), timeout=60), range(48)))
+    assert [(a.status_code, a.json()) for a in answers] == [(200, {"status": "ok"})] * 48
+    report = requests.get(stack.url("/health"), headers=admin_headers(), timeout=30).json()
+    checked = datetime.fromisoformat(report["checked_at"])
+    assert abs((datetime.now(UTC) - checked).total_seconds()) < 60, "the admin's report says when it was checked"
 
 
 def test_temporal_ui_and_ray_dashboard_answer(stack):
