@@ -6,6 +6,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]  # generated at import
 
+from activities.store_scu import release
 from archive.settings import AEEntry
 
 COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"  # the Well-known Storage Commitment SOP Instance
@@ -31,4 +32,4 @@ def send_event_report(own_ae: str, peer_ae: str, peer: AEEntry, ds: Dataset, eve
         if code != 0:
             raise ReportNotDelivered(f"{peer_ae} answered N-EVENT-REPORT with status {code}")
     finally:
-        assoc.release()
+        release(assoc)

@@ -41,6 +41,15 @@ def open_store_association(own_ae: str, peer_ae: str, peer: AEEntry, objects: It
     return assoc
 
 
+def release(assoc: Association) -> None:
+    """`assoc.release()`, first telling the DUL to stop resting if it can (actors.pynetdicom_reactor's
+    BusyAwareDUL): 29 -> 1 ms per release of an association to storescp."""
+    prepare = getattr(assoc.dul, "prepare_release", None)
+    if prepare is not None:
+        prepare()
+    assoc.release()
+
+
 def no_delay(assoc: Association) -> None:
     """Each C-STORE waits for its answer: without TCP_NODELAY every one stalls on Nagle's algorithm
     (measured: 53 instead of 246 instances/s to storescp). pynetdicom leaves a requested socket

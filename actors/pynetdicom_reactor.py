@@ -51,6 +51,10 @@ RESTING_POLL = 0.02
 # fast whichever side it is: an echo, a C-FIND or one C-STORE is over before pynetdicom's 1 ms polls
 # would have moved its few PDUs (echoscu's association: 8 ms from connect to close, 3 ms at Orthanc)
 EAGER_MOVES = 12
+# Association.kill retries stopping the DUL every 10 ms from the caller's thread, and the DUL has
+# almost always just queued the release's answer and not yet closed the socket: 10 ms lost per release
+KILL_RETRY = 0.01
+KILL_POLL = 0.0005
 LENT_WAIT = 0.05  # how long the DUL thread blocks on a lent socket before it looks at its other work
 LEND_TIMEOUT = 30.0  # a DUL stuck on the socket this long (a peer that stopped mid-PDU) fails the lend
 
@@ -73,8 +77,41 @@ class BusyAwareDUL(DULServiceProvider):
     def __init__(self, *args: object, **kwargs: object) -> None:
         self.last_busy = time.monotonic()  # a new association is about to negotiate: poll as if busy
         self._socket_lock = threading.Lock()
+        # select cannot see the queue of primitives to send: a byte on this pair wakes it for them
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._wake_reader.setblocking(False)
+        self._wake_writer.setblocking(False)
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.state_machine.do_action = self._locked_action(self.state_machine.do_action)  # type: ignore[method-assign,assignment]
+
+    def run_reactor(self) -> None:
+        try:
+            super().run_reactor()
+        finally:
+            self._wake_reader.close()
+            self._wake_writer.close()  # a late send_pdu's wake then fails quietly: a closed socket object has no fd to reuse
+
+    def send_pdu(self, primitive: object) -> None:
+        super().send_pdu(primitive)  # type: ignore[arg-type]
+        self.wake()
+
+    def prepare_release(self) -> None:
+        """Called before `Association.release()` (activities.store_scu.release). After a long run of
+        lent sends both pynetdicom threads poll every RESTING_POLL, and a release waits for the
+        association's thread to pause, then for this thread to send the A-RELEASE-RQ: up to two
+        resting polls (40 ms) per move. Both poll fast from now, and both end their current wait."""
+        self.last_busy = time.monotonic()
+        messages = self.assoc.dimse.msg_queue
+        with messages.not_empty:
+            messages.not_empty.notify_all()
+        self.wake()
+
+    def wake(self) -> None:
+        """End the DUL thread's current wait now (a primitive to send, a release)."""
+        try:
+            self._wake_writer.send(b"\0")
+        except OSError:  # closed (the DUL has stopped), or already full of wake-ups
+            pass
 
     @property  # type: ignore[override]
     def _run_loop_delay(self) -> float:
@@ -139,15 +176,16 @@ class BusyAwareDUL(DULServiceProvider):
 
     def wait_for_peer(self, seconds: float) -> None:
         """The reactor's sleep between polls, cut short when the peer's next PDU arrives (a receiving
-        association no longer waits up to a poll for each request). Primitives to send still wait
-        for the poll: they come from the association's thread, which select cannot see."""
+        association no longer waits up to a poll for each request) or a primitive is queued to go."""
         transport = self.socket
         raw = transport.socket if transport is not None else None
         if raw is None or self.lent:
             time.sleep(seconds)
             return
         try:
-            select.select([raw], [], [], seconds)
+            readable, _, _ = select.select([raw, self._wake_reader], [], [], seconds)
+            if self._wake_reader in readable:
+                self._wake_reader.recv(4096)
         except (OSError, ValueError):  # closed meanwhile by another thread
             time.sleep(seconds)
 
@@ -203,7 +241,7 @@ def _reactor_sleep(seconds: float) -> None:
     if seconds == IDLE_POLL and isinstance(dul, BusyAwareDUL):
         _wait_for_message(cast(Association, thread), poll_interval(dul))
         return
-    time.sleep(seconds)
+    time.sleep(KILL_POLL if seconds == KILL_RETRY else seconds)
 
 
 def _wait_for_message(assoc: Association, seconds: float) -> None:

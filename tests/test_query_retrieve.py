@@ -373,6 +373,15 @@ def test_move_to_an_unknown_or_foreign_destination_is_refused(stack, qr_data):
     assert _move(stack, query("STUDY", StudyInstanceUID="*"), STORESCP_AE) == [0xA900]
 
 
+def test_move_to_a_destination_that_is_down_ends_with_every_instance_failed(stack, qr_data, storescp_port):
+    """Nothing listens at STORESCP's address: each attempt fails to associate (the acknowledgement
+    connection opened beside it is closed), Temporal retries with backoff, then what is owed is
+    counted as failed and the requester gets its final answer (A702: none could be sent)."""
+    study = str(dcmread(qr_data["nih"][0], stop_before_pixels=True).StudyInstanceUID)
+    final = _move_responses(stack, query("STUDY", StudyInstanceUID=study), STORESCP_AE)[-1]
+    assert (final.Status, final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (0xA702, 0, 8)
+
+
 def test_move_of_nothing_succeeds_at_once(stack, qr_data):
     assert _move(stack, query("STUDY", StudyInstanceUID="1.2.3.4.5.6.7.8.9"), STORESCP_AE) == [0x0000]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pynetdicom import AE
 from pynetdicom.association import Association
 
-from activities.store_scu import no_delay
+from activities.store_scu import no_delay, release
 from cluster.sender.outcome import WARNINGS, Tally
 from cluster.sender.sources import DicomFile
 
@@ -82,7 +82,7 @@ def _send_group(target: DimseTarget, files: list[DicomFile], tally: Tally, advan
                 advance(item.size)
         finally:
             if assoc.is_established:
-                assoc.release()
+                release(assoc)
     for item in owed:
         tally.rejected(str(item.path), f"not sent after {ATTEMPTS} attempts: {last_error}")
         advance(item.size)

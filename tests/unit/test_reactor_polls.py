@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from types import SimpleNamespace
 
+import pytest
+
 from actors.pynetdicom_reactor import (
     BUSY_POLL,
     EAGER_MOVES,
@@ -68,11 +70,40 @@ def _returns_when(wait: Callable[[], None], wake: Callable[[], None]) -> bool:
     return not waiter.is_alive()
 
 
+def _waiting_dul(ours: socket.socket) -> SimpleNamespace:
+    """What BusyAwareDUL.wait_for_peer and .wake use of a DUL, with real sockets."""
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    return SimpleNamespace(socket=SimpleNamespace(socket=ours), lent=False, _wake_reader=reader, _wake_writer=writer)
+
+
+def _waits_until(dul: SimpleNamespace, wake: Callable[[], None]) -> bool:
+    ended: list[bool] = []
+
+    def wait() -> None:
+        BusyAwareDUL.wait_for_peer(dul, 60.0)  # type: ignore[arg-type]
+        ended.append(True)  # not an exception that ended the thread
+
+    return _returns_when(wait, wake) and ended == [True]
+
+
 def test_the_dul_reactor_wakes_when_the_peer_sends() -> None:
     ours, peer = socket.socketpair()
     with ours, peer:
-        dul = SimpleNamespace(socket=SimpleNamespace(socket=ours), lent=False)
-        assert _returns_when(lambda: BusyAwareDUL.wait_for_peer(dul, 60.0), lambda: peer.sendall(b"\x04"))  # type: ignore[arg-type]
+        assert _waits_until(_waiting_dul(ours), lambda: peer.sendall(b"\x04"))
+
+
+def test_the_dul_reactor_wakes_when_a_primitive_is_queued_to_send() -> None:
+    """send_pdu (an A-RELEASE-RQ, a C-STORE response) and prepare_release wake it: select cannot see
+    the DUL's queue, so the primitive used to wait for the poll (up to RESTING_POLL)."""
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        dul = _waiting_dul(ours)
+        assert _waits_until(dul, lambda: BusyAwareDUL.wake(dul))  # type: ignore[arg-type]
+        with pytest.raises(BlockingIOError):  # the wake-up was drained: the next wait waits again
+            dul._wake_reader.recv(1)
+        dul._wake_writer.close()
+        BusyAwareDUL.wake(dul)  # type: ignore[arg-type]  # a DUL that has stopped: quietly nothing
 
 
 def test_the_association_reactor_wakes_when_a_message_is_queued() -> None:
