@@ -10,10 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from archive.blobstore import BlobStore, open_blob_store
 from archive.index.pool import open_index_pool
+from archive.index.retrieves import open_acknowledgement_pool
 from archive.priority import background_priority
 from archive.settings import Settings
 
@@ -26,6 +27,7 @@ class ActivityContext:
     settings: Settings
     pool: AsyncConnectionPool
     blobs: BlobStore
+    acknowledgements: ConnectionPool  # for the retrieve's sending thread (archive.index.retrieves.Acknowledgements)
     background: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
         BACKGROUND_THREADS, thread_name_prefix="dicomflow-background", initializer=background_priority))
 
@@ -36,8 +38,10 @@ class ActivityContext:
     @classmethod
     async def open(cls, settings: Settings) -> "ActivityContext":
         pool = await open_index_pool(settings.effective_postgres_dsn(), max_size=8)
-        return cls(settings, pool, open_blob_store(settings))
+        acknowledgements = await asyncio.to_thread(open_acknowledgement_pool, settings.effective_postgres_dsn())
+        return cls(settings, pool, open_blob_store(settings), acknowledgements)
 
     async def close(self) -> None:
         await self.pool.close()
+        await asyncio.to_thread(self.acknowledgements.close)
         self.background.shutdown(wait=False, cancel_futures=True)

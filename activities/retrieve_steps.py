@@ -73,10 +73,9 @@ class RetrieveActivities:
             raise ApplicationError(f"move destination {request.destination_ae!r} has no address in the AE table",
                                    non_retryable=True)
         kinds = await retrieves.pending_kinds(pool, request.retrieve_id)
-        # the association and the acknowledgements' connection (~7 ms each) are opened side by side
         opened = await asyncio.gather(
             asyncio.to_thread(open_store_association, settings.ae_title, request.destination_ae, peer, kinds),
-            asyncio.to_thread(Acknowledgements.open, settings.effective_postgres_dsn()), return_exceptions=True)
+            asyncio.to_thread(Acknowledgements.borrow, self.ctx.acknowledgements), return_exceptions=True)
         assoc, acks = opened
         failure = next((o for o in opened if isinstance(o, BaseException)), None)
         if failure is not None:
@@ -100,11 +99,9 @@ class RetrieveActivities:
     async def _send_owed(self, request: RetrieveRequest, assoc: Association, acks: Acknowledgements) -> int:
         pool, sent = self.ctx.pool, 0
         while True:
-            if await retrieves.state_of(pool, request.retrieve_id) != retrieves.RUNNING:
-                return sent  # cancelled by the requester
             items = await retrieves.pending(pool, request.retrieve_id, BATCH)
             if not items:
-                return sent
+                return sent  # all sent, or cancelled by the requester
             # one hop off the event loop per batch: read, convert if needed, send, wait for the answer, record it
             sent = await self._in_thread(self._send_batch, request, assoc, items, acks, sent, _heartbeat_from_thread())
 

@@ -17,7 +17,7 @@ def _own_niceness() -> int:
 
 
 def test_background_work_runs_nicer_than_the_process_and_leaves_it_alone(tmp_path: Path) -> None:
-    ctx = ActivityContext(Settings(var_dir=tmp_path), pool=None, blobs=None)  # type: ignore[arg-type]  # neither is used here
+    ctx = ActivityContext(Settings(var_dir=tmp_path), pool=None, blobs=None, acknowledgements=None)  # type: ignore[arg-type]  # none is used here
     before = _own_niceness()
     try:
         background = asyncio.run(ctx.in_background(_own_niceness))

@@ -71,7 +71,7 @@ def transcode(tmp_path: Path, monkeypatch: Any, pool: DecodePool, items: list[In
         monkeypatch.setattr(study_steps.lifecycle, name, getattr(index, name))
     monkeypatch.setattr(study_steps, "shared_pool", lambda limits: pool)
     settings = Settings(transcode_policy="uncompressed")
-    steps = StudyActivities(ActivityContext(settings, None, LocalBlobStore(tmp_path / "blobs")))
+    steps = StudyActivities(ActivityContext(settings, None, LocalBlobStore(tmp_path / "blobs"), None))
     env = ActivityEnvironment()
     env.info = dataclasses.replace(env.info, attempt=attempt)
     try:
