@@ -64,6 +64,7 @@ ALL_ROUNDS = int(os.environ.get("BENCH_QR_ALL_ROUNDS", "5"))  # "all studies" an
 IMAGE_ROUNDS = int(os.environ.get("BENCH_QR_IMAGE_ROUNDS", "20"))
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 RETRIEVE_ROUNDS = 3  # C-MOVEs and C-GETs per system and repetition: the spread of one each hid the medians
+SMALL_MOVE_ROUNDS = 10  # one-instance C-MOVEs per system and repetition
 TOSHIBA = DATA / "dcm_qa_toshiba"
 CLIENT_ENV = {**os.environ, "TCP_NODELAY": "1"}  # as bench.workloads gives dcmsend
 # what a worklist screen asks for; ModalitiesInStudy and the count are computed by both systems
@@ -260,6 +261,17 @@ class QR:
             raise RuntimeError(f"C-MOVE from {peer.name}: storescp got {got} of {len(self.toshiba)} instances")
         return seconds
 
+    def _move_one(self, peer: Peer) -> float:
+        first = dcmread(self.toshiba[0], stop_before_pixels=True)
+        keys = {"StudyInstanceUID": self.study_uid, "SeriesInstanceUID": self.series_uid,
+                "SOPInstanceUID": str(first.SOPInstanceUID)}
+        self.storescp.clear()
+        seconds = run_client(["movescu", "-S", "-aet", QR_AE, "-aec", peer.ae, "-aem", DEST_AE,
+                              *keys_args("IMAGE", keys, ()), "127.0.0.1", str(peer.port)])
+        if self.storescp.received() != 1:
+            raise RuntimeError(f"C-MOVE of one instance from {peer.name}: storescp got {self.storescp.received()}")
+        return seconds
+
     def _get(self, peer: Peer) -> float:
         out = Path(tempfile.mkdtemp(dir=self.workdir, prefix="getscu-"))
         try:
@@ -276,6 +288,9 @@ class QR:
         for peer in self.peers:  # one warm-up each (page cache, workers, plans), not recorded
             self._move(peer)
             self._get(peer)
+        for rep in range(self.reps * SMALL_MOVE_ROUNDS):  # a workstation pulling one image: the fixed cost
+            for peer in self.ordered(rep):
+                self.record("C-MOVE one instance to storescp ms", peer.name, 1000 * self._move_one(peer))
         for rep in range(self.reps * RETRIEVE_ROUNDS):
             for peer in self.ordered(rep):
                 self.record("C-MOVE study (45 MB, 520 inst) to storescp MB/s", peer.name,
@@ -377,8 +392,8 @@ def report(samples: Samples, checks: dict[str, object], failed: list[str], minut
     header = (f"DIMSE query/retrieve, {stamp[:10]} on {machine()}; {SHARED_MACHINE}. dcmtk clients (findscu, movescu, "
               f"getscu, echoscu), one client run per sample (process start + association + operation + release); systems "
               f"interleaved. C-FIND study level: {ROUNDS} rounds of the selective queries (random existing values), "
-              f"{ALL_ROUNDS} of 'all studies'; C-FIND image level {IMAGE_ROUNDS} runs; C-MOVE/C-GET {REPS * RETRIEVE_ROUNDS} "
-              f"repetitions after one warm-up. dicomflow scp_processes={SCP_PROCESSES}, its studies bulk-loaded into the "
+              f"{ALL_ROUNDS} of 'all studies'; C-FIND image level {IMAGE_ROUNDS} runs; C-MOVE/C-GET of the study {REPS * RETRIEVE_ROUNDS} "
+              f"repetitions after one warm-up, C-MOVE of one instance {REPS * SMALL_MOVE_ROUNDS}. dicomflow scp_processes={SCP_PROCESSES}, its studies bulk-loaded into the "
               f"index (COPY); Orthanc {orthanc_version()} (default settings, SQLite index) got the same identities as 27 KB MR "
               f"instances by dcmsend. Ratio = dicomflow median / Orthanc median. dicomflow code: {code_version()}. "
               f"Whole run {minutes:.0f} min.")
