@@ -81,6 +81,8 @@ class BusyAwareDUL(DULServiceProvider):
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
         self._wake_writer.setblocking(False)
+        self._wake_lock = threading.Lock()  # a wake-up never races the close: its fd could be reused meanwhile
+        self._woken_closed = False
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.state_machine.do_action = self._locked_action(self.state_machine.do_action)  # type: ignore[method-assign,assignment]
 
@@ -88,8 +90,10 @@ class BusyAwareDUL(DULServiceProvider):
         try:
             super().run_reactor()
         finally:
-            self._wake_reader.close()
-            self._wake_writer.close()  # a late send_pdu's wake then fails quietly: a closed socket object has no fd to reuse
+            with self._wake_lock:
+                self._woken_closed = True
+                self._wake_reader.close()
+                self._wake_writer.close()
 
     def send_pdu(self, primitive: object) -> None:
         super().send_pdu(primitive)  # type: ignore[arg-type]
@@ -108,10 +112,13 @@ class BusyAwareDUL(DULServiceProvider):
 
     def wake(self) -> None:
         """End the DUL thread's current wait now (a primitive to send, a release)."""
-        try:
-            self._wake_writer.send(b"\0")
-        except OSError:  # closed (the DUL has stopped), or already full of wake-ups
-            pass
+        with self._wake_lock:
+            if self._woken_closed:  # the DUL has stopped: nobody waits
+                return
+            try:
+                self._wake_writer.send(b"\0")
+            except OSError:  # already full of wake-ups
+                pass
 
     @property  # type: ignore[override]
     def _run_loop_delay(self) -> float:

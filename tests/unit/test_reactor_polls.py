@@ -74,7 +74,8 @@ def _waiting_dul(ours: socket.socket) -> SimpleNamespace:
     """What BusyAwareDUL.wait_for_peer and .wake use of a DUL, with real sockets."""
     reader, writer = socket.socketpair()
     reader.setblocking(False)
-    return SimpleNamespace(socket=SimpleNamespace(socket=ours), lent=False, _wake_reader=reader, _wake_writer=writer)
+    return SimpleNamespace(socket=SimpleNamespace(socket=ours), lent=False, _wake_reader=reader, _wake_writer=writer,
+                           _wake_lock=threading.Lock(), _woken_closed=False)
 
 
 def _waits_until(dul: SimpleNamespace, wake: Callable[[], None]) -> bool:
@@ -102,6 +103,7 @@ def test_the_dul_reactor_wakes_when_a_primitive_is_queued_to_send() -> None:
         assert _waits_until(dul, lambda: BusyAwareDUL.wake(dul))  # type: ignore[arg-type]
         with pytest.raises(BlockingIOError):  # the wake-up was drained: the next wait waits again
             dul._wake_reader.recv(1)
+        dul._woken_closed = True  # as run_reactor leaves it, under the same lock as wake
         dul._wake_writer.close()
         BusyAwareDUL.wake(dul)  # type: ignore[arg-type]  # a DUL that has stopped: quietly nothing
 
