@@ -76,6 +76,34 @@ def test_same_bytes_again_changes_nothing(receive, tenant, data_dir):
     assert second.blob_key == first.blob_key and len(stored_files(receive.blobs)) == 1
 
 
+def _study_state(settings, tenant: str) -> str:
+    with psycopg.connect(settings.effective_postgres_dsn()) as conn:
+        return conn.execute("SELECT state FROM study WHERE tenant = %s", (tenant,)).fetchone()[0]
+
+
+def _study_done(settings, tenant: str) -> None:
+    """What the study workflow's last step does."""
+    with psycopg.connect(settings.effective_postgres_dsn()) as conn:
+        conn.execute("UPDATE study SET state = 'ready' WHERE tenant = %s", (tenant,))
+
+
+def test_a_resent_or_refused_instance_does_not_reopen_its_finished_study(receive, tenant, data_dir, settings):
+    """A modality that resends a whole study starts no workflow for the copies, so the study must stay
+    ready: reopened, nothing would ever close it again (found by the C-MOVE bench re-sending its study)."""
+    files = sorted((data_dir / "dcm_qa_nih").rglob("*.dcm"))
+    first, second = files[0].read_bytes(), files[1].read_bytes()
+    assert receive(tenant, first).outcome is Outcome.STORED
+    assert _study_state(settings, tenant) == "receiving"
+    _study_done(settings, tenant)
+    assert receive(tenant, first).outcome is Outcome.DUPLICATE
+    assert receive(tenant, _altered(first)).outcome is Outcome.CONFLICT
+    assert _study_state(settings, tenant) == "ready"
+    same_study = dcmread(files[1], stop_before_pixels=True).StudyInstanceUID == dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
+    assert same_study
+    assert receive(tenant, second).outcome is Outcome.STORED  # a new instance: its workflow will close the study
+    assert _study_state(settings, tenant) == "receiving"
+
+
 def _altered(data: bytes) -> bytes:
     import io
 

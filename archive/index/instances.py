@@ -64,26 +64,29 @@ _PARENTS = """
               %(patient_sex)s, %(study_date)s, %(study_time)s, %(accession_number)s, %(study_id)s,
               %(referring_physician)s, %(study_description)s)
           ON CONFLICT DO NOTHING),
-    r AS (UPDATE study SET state = 'receiving'
-          WHERE tenant = %(tenant)s AND study_uid = %(study_uid)s AND state <> 'receiving'),
     se AS (INSERT INTO series (tenant, series_uid, study_uid, modality, series_number, series_description,
                body_part, series_date, series_time)
            VALUES (%(tenant)s, %(series_uid)s, %(study_uid)s, %(modality)s, %(series_number)s,
                %(series_description)s, %(body_part)s, %(series_date)s, %(series_time)s)
            ON CONFLICT DO NOTHING)
 """
+_REOPEN = """UPDATE study SET state = 'receiving'
+          WHERE tenant = %(tenant)s AND study_uid = %(study_uid)s AND state <> 'receiving'"""
 # One round trip per instance: the parents are upserted in the same statement (DO NOTHING keeps
 # concurrent receipts of one study from queueing on its row; the workflow's index step refreshes
-# study and series attributes), and a study that was ready flips back to 'receiving' so queries
-# count it live until its workflow is done again.
-_INSERT = "WITH" + _PARENTS + """
-    INSERT INTO instance (tenant, sop_uid, series_uid, study_uid, sop_class_uid, instance_number,
-        transfer_syntax, number_of_frames, rows, columns, bits_allocated, blob_key, size, sha256, source)
-    VALUES (%(tenant)s, %(sop_uid)s, %(series_uid)s, %(study_uid)s, %(sop_class_uid)s, %(instance_number)s,
-        %(transfer_syntax)s, %(number_of_frames)s, %(rows)s, %(columns)s, %(bits_allocated)s, %(blob_key)s,
-        %(size)s, %(sha256)s, %(source)s)
-    ON CONFLICT DO NOTHING RETURNING 1"""
-_REPLACE = "WITH" + _PARENTS + """
+# study and series attributes). A study that was ready flips back to 'receiving', so queries count
+# it live until its workflow is done again; only for a row that went in: a resent duplicate starts
+# no workflow, so it must not reopen a study nothing would close again.
+_INSERT = "WITH" + _PARENTS + """,
+    i AS (INSERT INTO instance (tenant, sop_uid, series_uid, study_uid, sop_class_uid, instance_number,
+            transfer_syntax, number_of_frames, rows, columns, bits_allocated, blob_key, size, sha256, source)
+          VALUES (%(tenant)s, %(sop_uid)s, %(series_uid)s, %(study_uid)s, %(sop_class_uid)s, %(instance_number)s,
+            %(transfer_syntax)s, %(number_of_frames)s, %(rows)s, %(columns)s, %(bits_allocated)s, %(blob_key)s,
+            %(size)s, %(sha256)s, %(source)s)
+          ON CONFLICT DO NOTHING RETURNING 1),
+    r AS (""" + _REOPEN + """ AND EXISTS (SELECT 1 FROM i))
+    SELECT 1 FROM i"""
+_REPLACE = "WITH" + _PARENTS + ", r AS (" + _REOPEN + """)
     UPDATE instance SET series_uid = %(series_uid)s, study_uid = %(study_uid)s, sop_class_uid = %(sop_class_uid)s,
         instance_number = %(instance_number)s, transfer_syntax = %(transfer_syntax)s,
         number_of_frames = %(number_of_frames)s, rows = %(rows)s, columns = %(columns)s,
