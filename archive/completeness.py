@@ -35,55 +35,93 @@ PIXEL_DATA = 0x7FE00010
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 
 
+def names_no_vr(vr: bytes) -> bool:
+    """pydicom reads an explicit VR header whose VR bytes sort outside "AA".."ZZ" as implicit VR
+    (tag + 4-byte length); other unknown VRs get a 2-byte length."""
+    return vr not in KNOWN_VRS and not b"AA" <= vr <= b"ZZ"
+
+
+def looks_implicit(buf: Buffer, pos: int) -> bool:
+    """pydicom's test on a dataset's first element: VR bytes that are not two capitals mean implicit VR."""
+    return not (0x40 < buf[pos + 4] < 0x5B and 0x40 < buf[pos + 5] < 0x5B)
+
+
 @dataclass
 class Walk:
     """What one walk over a whole dataset found besides its soundness."""
 
     pixel_data_length: int | None = None  # a native (defined-length) top-level Pixel Data element
-    # top-level elements asked for: tag -> (explicit VR or None, value offset, value length)
+    # top-level elements asked for, before the pixels: tag -> (explicit VR or None, value offset, value length)
     elements: dict[int, tuple[bytes | None, int, int]] = field(default_factory=dict)
     unusual: bool = False  # an element pydicom may read otherwise than this walk: let pydicom parse
 
 
+# where dcmread(stop_before_pixels=True) stops: what comes after is not indexed
+PIXEL_TAGS = frozenset((0x7FE00008, 0x7FE00009, PIXEL_DATA))
+
+
 class _Walker:
-    def __init__(self, buf: Buffer, end: int, implicit: bool, little: bool, capture: frozenset[int]) -> None:
-        self.buf, self.end, self.implicit, self.capture = buf, end, implicit, capture
+    """Reads each dataset as pydicom's reader does (its VR-encoding test on the first element, its
+    rule for bytes that are no VR, whole elements to the end of a defined-length item), so that
+    where the two could part, the object is refused or left to pydicom, never indexed from a
+    view pydicom does not share."""
+
+    def __init__(self, buf: Buffer, end: int, little: bool, capture: frozenset[int]) -> None:
+        self.buf, self.end, self.capture = buf, end, capture
         self.tag_length = struct.Struct("<HHL" if little else ">HHL")
         self.tag_vr_short = struct.Struct("<HH2sH" if little else ">HH2sH")
         self.long = struct.Struct("<L" if little else ">L")
         self.found = Walk()
+        self.past_pixels = False
 
-    def header(self, pos: int) -> tuple[int, bytes | None, int, int]:
+    def header(self, pos: int, implicit: bool) -> tuple[int, bytes | None, int, int]:
         """(tag, VR, length, value offset) of the element at `pos`."""
         if pos + 8 > self.end:
             raise Incomplete(f"file ends inside an element header at byte {pos}")
         group, element, length = self.tag_length.unpack_from(self.buf, pos)
-        if group == 0xFFFE or self.implicit:
+        if group == 0xFFFE or implicit:
             return group << 16 | element, None, length, pos + 8
         _, _, vr, length = self.tag_vr_short.unpack_from(self.buf, pos)
         if vr in LONG_VRS:
             if pos + 12 > self.end:
                 raise Incomplete(f"file ends inside an element header at byte {pos}")
             return group << 16 | element, vr, self.long.unpack_from(self.buf, pos + 8)[0], pos + 12
-        if vr not in KNOWN_VRS:
+        return self._odd_vr(group << 16 | element, vr, length, pos)
+
+    def _odd_vr(self, tag: int, vr: bytes, length: int, pos: int) -> tuple[int, bytes | None, int, int]:
+        if vr in KNOWN_VRS:
+            return tag, vr, length, pos + 8
+        self.found.unusual = True
+        if names_no_vr(vr):
+            return tag, None, self.long.unpack_from(self.buf, pos + 4)[0], pos + 8
+        return tag, vr, length, pos + 8
+
+    def encoding(self, pos: int, stop: int, implicit: bool, in_item: bool) -> bool:
+        """The VR encoding pydicom reads the dataset at `pos` in: the first element decides, except
+        that an item of an implicit VR dataset stays implicit."""
+        if (in_item and implicit) or pos + 6 > min(stop, self.end):
+            return implicit
+        if self.tag_length.unpack_from(self.buf, pos)[:2] == (0xFFFE, 0xE00D):
+            return implicit  # an empty item: nothing to read either way
+        found = looks_implicit(self.buf, pos)
+        if found != implicit:
             self.found.unusual = True
-        return group << 16 | element, vr, length, pos + 8
+        return found
 
-    def skip(self, pos: int, length: int, what: str) -> int:
-        if pos + length > self.end:
-            raise Incomplete(f"{what} at byte {pos} claims {length} bytes but only {self.end - pos} remain")
-        return pos + length
-
-    def dataset(self, pos: int, depth: int, until_item_end: bool) -> int:
+    def dataset(self, pos: int, depth: int, implicit: bool, stop: int, until_item_end: bool) -> int:
+        """Walk the elements from `pos`: to the file's end (top level), to an item delimiter
+        (undefined-length item) or to `stop` (a defined-length item, whose last element must end
+        there: pydicom reads it to its own end and would look for the next item elsewhere)."""
         if depth > _MAX_DEPTH:
             raise Incomplete("sequences nested deeper than 32 levels")
+        implicit = self.encoding(pos, stop, implicit, in_item=depth > 0)
         # the element header is read inline for explicit VR: this loop runs for every element of
         # every object received, and a call per element was half of its time
-        buf, end, implicit, capture, found = self.buf, self.end, self.implicit, self.capture, self.found
+        buf, end, capture = self.buf, self.end, self.capture
         tag_vr_short, long = self.tag_vr_short.unpack_from, self.long.unpack_from
-        while pos < end:
-            if implicit or pos + 8 > end:
-                tag, vr, length, pos = self.header(pos)
+        while pos < stop:
+            if implicit or pos + 12 > end:
+                tag, vr, length, pos = self.header(pos, implicit)
             else:
                 group, element, vr, length = tag_vr_short(buf, pos)
                 tag = group << 16 | element
@@ -91,83 +129,106 @@ class _Walker:
                     vr, length = None, long(buf, pos + 4)[0]
                     pos += 8
                 elif vr in LONG_VRS:
-                    if pos + 12 > end:
-                        raise Incomplete(f"file ends inside an element header at byte {pos}")
                     length = long(buf, pos + 8)[0]
                     pos += 12
-                else:
-                    if vr not in KNOWN_VRS:
-                        found.unusual = True
+                elif vr in KNOWN_VRS:
                     pos += 8
-            if tag == _ITEM_END:
-                if until_item_end:
+                else:
+                    tag, vr, length, pos = self._odd_vr(tag, vr, length, pos)
+            if tag >> 16 == 0xFFFE:
+                if tag == _ITEM_END and until_item_end and length == 0:
                     return pos
-                raise Incomplete(f"unexpected item delimiter at byte {pos - 8}")
+                raise Incomplete(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) with length {length} out of place at byte {pos - 8}")
+            if depth == 0 and (tag in capture or tag in PIXEL_TAGS):
+                self._note(tag, vr, pos, length)
             if length != UNDEFINED:
-                if depth == 0 and (tag in capture or tag == PIXEL_DATA):
-                    self._note(tag, vr, pos, length)
                 if pos + length > end:
                     raise Incomplete(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) at byte {pos} claims {length} "
                                      f"bytes but only {end - pos} remain")
                 pos += length
-            elif tag == PIXEL_DATA and vr in (b"OB", b"OW", None) and not implicit:
-                pos = self.items(pos, depth, fragments=True)
             else:
-                self._note_undefined(tag, vr)
-                pos = self.items(pos, depth, fragments=False)
+                pos = self.undefined(tag, vr, pos, depth, implicit)
         if until_item_end:
             raise Incomplete("file ends inside a sequence item")
+        if pos != stop:
+            raise Incomplete(f"an element runs {pos - stop} bytes past the end of its sequence item")
         return pos
 
-    def items(self, pos: int, depth: int, fragments: bool) -> int:
+    def undefined(self, tag: int, vr: bytes | None, pos: int, depth: int, implicit: bool) -> int:
+        """An undefined-length element: a sequence's items walked as datasets, or pixel fragments
+        (and what pydicom reads as raw bytes up to a delimiter) skipped item by item."""
+        if tag == PIXEL_DATA:
+            self.found.unusual |= implicit or vr not in (b"OB", b"OW")
+            return self.items(pos, depth, implicit, datasets=False)
+        datasets = self._read_as_sequence(tag, vr, pos)
+        return self.items(pos, depth, implicit, datasets)
+
+    def _read_as_sequence(self, tag: int, vr: bytes | None, pos: int) -> bool:
+        """pydicom parses an undefined length as a sequence for SQ, for UN (PS3.5 6.2.2), and in
+        implicit VR for a tag the dictionary calls SQ or a private one whose first item follows;
+        anything else it reads as bytes up to a delimiter. Only SQ is read alike by both."""
+        if vr == b"SQ" or (vr is None and dictionary_has_tag(tag) and dictionary_VR(tag) == "SQ"):
+            return True
+        self.found.unusual = True
+        if vr is None:
+            return pos + 8 <= self.end and self.tag_length.unpack_from(self.buf, pos)[:2] == (0xFFFE, 0xE000)
+        return vr == b"UN"
+
+    def items(self, pos: int, depth: int, implicit: bool, datasets: bool) -> int:
         while True:
-            if pos >= self.end:
-                raise Incomplete("file ends inside a sequence or encapsulated pixel data")
-            tag, _, length, pos = self.header(pos)
+            tag, _, length, pos = self.header(pos, True)  # item headers are tag + length in every encoding
             if tag == _SEQUENCE_END:
                 return pos
             if tag != _ITEM:
                 raise Incomplete(f"expected an item, found ({tag >> 16:04X},{tag & 0xFFFF:04X}) at byte {pos - 8}")
-            if length == UNDEFINED and not fragments:
-                pos = self.dataset(pos, depth + 1, until_item_end=True)
-            elif length == UNDEFINED:
+            if length == UNDEFINED and not datasets:
                 raise Incomplete("a pixel data fragment has undefined length")
+            if length == UNDEFINED:
+                pos = self.dataset(pos, depth + 1, implicit, self.end, until_item_end=True)
+            elif pos + length > self.end:
+                raise Incomplete(f"item at byte {pos} claims {length} bytes but only {self.end - pos} remain")
+            elif datasets:
+                pos = self.dataset(pos, depth + 1, implicit, pos + length, until_item_end=False)
             else:
-                pos = self.skip(pos, length, "item")
+                pos += length
 
     def _note(self, tag: int, vr: bytes | None, pos: int, length: int) -> None:
-        if tag == PIXEL_DATA:
-            self.found.pixel_data_length = length
-        elif tag in self.capture:
+        if tag in PIXEL_TAGS:
+            if tag == PIXEL_DATA and not self.past_pixels and length != UNDEFINED:
+                self.found.pixel_data_length = length
+            self.past_pixels = True
+        elif tag in self.capture and not self.past_pixels and length != UNDEFINED:
             self.found.elements[tag] = (vr, pos, length)
 
-    def _note_undefined(self, tag: int, vr: bytes | None) -> None:
-        """pydicom reads an undefined length as a sequence only for SQ, and reads UN's content as
-        implicit VR; this walk reads items in the dataset's own encoding."""
-        if vr is None:
-            self.found.unusual |= dictionary_VR(tag) != "SQ" if dictionary_has_tag(tag) else True
-        elif vr != b"SQ":
-            self.found.unusual = True
 
-
-def walk(buf: Buffer, dataset_offset: int, transfer_syntax: str, capture: frozenset[int] = frozenset()) -> Walk:
-    """Raise Incomplete unless every element from `dataset_offset` to the end of `buf` (the whole
-    file, mapped) fits in it; `capture`: top-level tags whose value offsets to note. A Deflated
-    dataset is not walked here (see check_inflated_size)."""
-    if transfer_syntax == DeflatedExplicitVRLittleEndian:
-        return Walk(unusual=True)
-    walker = _Walker(buf, len(buf), implicit=transfer_syntax == ImplicitVRLittleEndian,
-                     little=transfer_syntax != ExplicitVRBigEndian, capture=capture)
+def walk(buf: Buffer, dataset_offset: int, transfer_syntax: str, capture: frozenset[int] = frozenset(),
+         end: int | None = None) -> Walk:
+    """Raise Incomplete unless every element from `dataset_offset` to `end` (default: the end of
+    `buf`, the whole file mapped) fits in it; `capture`: top-level tags whose value offsets to note.
+    A Deflated dataset is walked after inflating it (walk_deflated)."""
+    end = len(buf) if end is None else end
+    walker = _Walker(buf, end, little=transfer_syntax != ExplicitVRBigEndian, capture=capture)
     try:
-        walker.dataset(dataset_offset, 0, until_item_end=False)
+        walker.dataset(dataset_offset, 0, transfer_syntax == ImplicitVRLittleEndian, end, until_item_end=False)
     except struct.error as err:  # bounds are checked before every read; this would be a bug here, not a cut file
         raise Incomplete(f"cannot walk the dataset: {err}") from None
     return walker.found
 
 
-def check_inflated_size(fp: BinaryIO, dataset_offset: int, limit: int) -> None:
-    """Inflate a Deflated Explicit VR dataset as a stream, keeping nothing, and raise Incomplete if it
-    would grow past `limit` (a 300 KB deflate bomb inflates to gigabytes) or is not a deflate stream."""
+def walk_deflated(fp: BinaryIO, dataset_offset: int, limit: int, spool: BinaryIO) -> Walk:
+    """Inflate a Deflated Explicit VR dataset into `spool` (an empty temporary file) and walk it;
+    Incomplete if it would grow past `limit` (a 300 KB deflate bomb inflates to gigabytes), is no
+    deflate stream or ends before its stream does. pydicom parses what it holds (`unusual`)."""
+    size = _inflate(fp, dataset_offset, limit, spool)
+    if size == 0:
+        return Walk(unusual=True)
+    spool.flush()
+    with mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ) as inflated:
+        found = walk(inflated, 0, DeflatedExplicitVRLittleEndian)
+    return Walk(pixel_data_length=found.pixel_data_length, unusual=True)
+
+
+def _inflate(fp: BinaryIO, dataset_offset: int, limit: int, out: BinaryIO) -> int:
     fp.seek(dataset_offset)
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     total = 0
@@ -178,8 +239,12 @@ def check_inflated_size(fp: BinaryIO, dataset_offset: int, limit: int) -> None:
                 total += len(data)
                 if total > limit:
                     raise Incomplete(f"exceeds max_inflated_bytes: the deflated dataset inflates to more than {limit} bytes")
+                out.write(data)
                 if not inflater.unconsumed_tail:
                     break
                 data = inflater.decompress(inflater.unconsumed_tail, _INFLATE_STEP)
     except zlib.error as err:
         raise Incomplete(f"the deflated dataset is not a valid deflate stream: {err}") from None
+    if not inflater.eof:
+        raise Incomplete("the deflated dataset ends before its deflate stream does")
+    return total

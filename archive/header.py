@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import mmap
 import struct
+import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import BinaryIO, cast
 
 from pydicom import dcmread
 from pydicom.charset import convert_encodings, default_encoding
@@ -19,7 +21,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from archive.attributes import INDEXED_KEYWORDS
-from archive.completeness import LONG_VRS, Buffer, Incomplete, Walk, check_inflated_size, walk
+from archive.completeness import LONG_VRS, Buffer, Incomplete, Walk, looks_implicit, names_no_vr, walk, walk_deflated
 from archive.limits import Limits
 from archive.part10_meta import HEAD_BYTES, read_layout
 from archive.uids import lenient_uid_problem, uid_problem
@@ -80,15 +82,7 @@ def read_header(path: Path, limits: Limits = Limits(), lenient_uids: bool = Fals
         if buf[128:132] != b"DICM":
             raise InvalidObject(_NOT_PART10)
         meta = _read_meta(buf, path)
-        if meta.transfer_syntax == DeflatedExplicitVRLittleEndian:
-            try:
-                check_inflated_size(fp, meta.dataset_offset, limits.max_inflated_bytes)
-            except Incomplete as err:
-                raise InvalidObject(str(err)) from None
-        try:
-            found = walk(buf, meta.dataset_offset, meta.transfer_syntax, HEADER_TAGS)
-        except Incomplete as err:
-            raise InvalidObject(f"truncated or corrupt object: {err}") from None
+        found = _walked(buf, fp, path, meta, limits)
         plain = meta.plain and not found.unusual and not whole
         ds = raw_dataset(buf, found, meta.transfer_syntax) if plain else None
     if ds is None:
@@ -100,6 +94,17 @@ def read_header(path: Path, limits: Limits = Limits(), lenient_uids: bool = Fals
 
 
 _NOT_PART10 = "not a DICOM Part-10 object: the 'DICM' prefix at byte 128 is missing"
+
+
+def _walked(buf: Buffer, fp: BinaryIO, path: Path, meta: _Meta, limits: Limits) -> Walk:
+    try:
+        if meta.transfer_syntax != DeflatedExplicitVRLittleEndian:
+            return walk(buf, meta.dataset_offset, meta.transfer_syntax, HEADER_TAGS)
+        # inflated beside the staged object (its disk, not /tmp), and gone when closed
+        with tempfile.TemporaryFile(dir=path.parent) as spool:
+            return walk_deflated(fp, meta.dataset_offset, limits.max_inflated_bytes, spool)
+    except Incomplete as err:
+        raise InvalidObject(f"truncated or corrupt object: {err}") from None
 
 
 def raw_dataset(buf: Buffer, found: Walk, transfer_syntax: str) -> Dataset:
@@ -125,7 +130,7 @@ def _parsed_by_pydicom(path: Path) -> Dataset:
     try:
         return dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, EOFError, struct.error, ValueError, OSError, KeyError, IndexError, TypeError,
-            RecursionError, OverflowError, AttributeError) as err:
+            RecursionError, OverflowError, AttributeError, zlib.error) as err:
         raise InvalidObject(f"cannot parse the DICOM header: {type(err).__name__}: {str(err)[:200]}") from None
 
 
@@ -147,15 +152,20 @@ def _read_meta(buf: Buffer, path: Path) -> _Meta:
 
 
 def _meta_end(buf: Buffer) -> int:
-    """Offset of the first dataset element after the group 0002 elements (explicit VR LE)."""
+    """Offset of the first dataset element after the group 0002 elements, read as pydicom reads
+    them: explicit VR LE unless the first element's VR bytes are no VR (then implicit VR)."""
     pos = 132
+    implicit = len(buf) >= pos + 6 and looks_implicit(buf, pos)
     while True:
         if pos + 8 > len(buf):
             raise InvalidObject("file ends inside the File Meta Information")
         group, _, vr, length = struct.unpack_from("<HH2sH", buf, pos)
         if group != 0x0002:
             return pos
-        if vr in LONG_VRS:
+        if implicit or names_no_vr(vr):
+            (length,) = struct.unpack_from("<L", buf, pos + 4)
+            pos += 8 + length
+        elif vr in LONG_VRS:
             if pos + 12 > len(buf):
                 raise InvalidObject("file ends inside the File Meta Information")
             (length,) = struct.unpack_from("<L", buf, pos + 8)

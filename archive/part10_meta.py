@@ -29,14 +29,12 @@ class Part10Layout:
 
 def read_layout(head: bytes) -> Part10Layout | None:
     """`head`: the file's first bytes (HEAD_BYTES or all of a shorter file)."""
-    if len(head) < PREAMBLE + 12 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
+    if len(head) < PREAMBLE + 12 or head[128:132] != b"DICM" or head[132:140] != b"\x02\x00\x00\x00UL\x04\x00":
         return None
     (group_length,) = struct.unpack_from("<I", head, PREAMBLE + 8)
     end = PREAMBLE + 12 + group_length
-    if end > len(head):
-        return None
-    if head[end:end + 2] == b"\x02\x00":
-        return None  # the group goes on past its stated length: pydicom's reader decides
+    if end + 2 > len(head) or head[end:end + 2] == b"\x02\x00":
+        return None  # the group may go on past its stated length (or past the head): pydicom's reader decides
     found = _meta_values(head, PREAMBLE + 12, end)
     if found is None or len(found) != len(_WANTED):
         return None
