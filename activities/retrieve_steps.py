@@ -43,7 +43,10 @@ def _outcome(status: int) -> str:
 
 def _heartbeat_from_thread() -> Callable[[int], None]:
     """activity.heartbeat, callable from a worker thread: an async activity's heartbeat must run on
-    its event loop, in its context (temporalio schedules a task there)."""
+    its event loop, in its context (temporalio schedules a task there). A local activity (a small
+    move) has nothing to heartbeat to: its workflow task is kept alive instead."""
+    if activity.info().is_local:
+        return lambda position: None
     loop, context = asyncio.get_running_loop(), contextvars.copy_context()
     last = [0.0]
 

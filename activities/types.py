@@ -61,6 +61,7 @@ class RetrieveRequest:
     destination_ae: str
     move_originator_ae: str
     move_originator_message_id: int
+    instances: int = 0  # how many the SCP listed to send (0 in moves accepted before it was said)
 
 
 @dataclass

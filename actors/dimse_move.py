@@ -10,6 +10,7 @@ resumable and visible in the Temporal UI.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import uuid
 from collections.abc import Iterator
@@ -157,7 +158,7 @@ class MoveService:
                        destination=destination, instances=total, retrieve=retrieve.retrieve_id)
         if total == 0:
             return final_response(Progress(retrieves.DONE, finished=True), cancelled=False)
-        return retrieve
+        return dataclasses.replace(retrieve, instances=total)
 
     async def _start(self, retrieve: RetrieveRequest) -> Any:
         client = await self.handlers.ingest.temporal_client()

@@ -483,3 +483,27 @@ def test_getscu_of_compressed_objects_gets_them_decompressed(stack, qr_data, tmp
     assert not any(pydicom.uid.UID(ds.file_meta.TransferSyntaxUID).is_compressed for ds in got.values())
     original = dcmread(qr_data["ts"][0])  # big endian and compressed copies alike: the same pixels
     assert all((ds.pixel_array == original.pixel_array).all() for ds in got.values())
+
+
+def test_move_histories_replay_in_the_sandbox_on_both_sending_paths(stack, qr_data):
+    """Small moves send in a local activity, large ones (the 520-instance move above) in an activity
+    that heartbeats: Temporal's sandboxed Replayer re-runs every move's real history, so a change to
+    the workflow that would break the moves in flight (or any non-determinism) fails here."""
+    from temporalio.api.enums.v1 import EventType
+    from temporalio.worker import Replayer
+
+    from testkit.temporal_waits import client_for
+    from workflows.retrieve import RetrieveWorkflow
+
+    async def replay() -> set[str]:
+        client = await client_for(stack.settings)
+        ids = [w.id async for w in client.list_workflows("WorkflowType = 'RetrieveWorkflow' AND ExecutionStatus = 'Completed'")]
+        paths = set()
+        for wid in ids:
+            history = await client.get_workflow_handle(wid).fetch_history()
+            await Replayer(workflows=[RetrieveWorkflow]).replay_workflow(history)  # raises on any mismatch
+            kinds = {e.event_type for e in history.events}
+            paths.add("activity" if EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED in kinds else "local")
+        return paths
+
+    assert run(replay()) == {"activity", "local"}
