@@ -6,6 +6,7 @@ import base64
 import gzip
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,20 @@ def instance_base(root: str, study_uid: str, series_uid: str, sop_uid: str) -> s
     return f"{root}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
 
 
-def dataset_json(ds: Dataset, base_uri: str) -> dict[str, Any]:
-    def bulk(element: DataElement) -> str:
-        return f"{base_uri}/bulkdata/{element.tag:08X}"
+BulkHandler = Callable[[DataElement], str]
 
-    out = json_elements(ds, BULK_THRESHOLD, bulk)
+
+def bulk_uris(base_uri: str) -> Callable[[str], BulkHandler]:
+    """BulkDataURIs that name the element's place: `{base}/bulkdata/{tag}` at the top level, and
+    `{base}/bulkdata/{sequence tag}/{item index}/.../{tag}` inside items (an icon's pixels are not
+    the image's; serve/wado_pixels resolves the path)."""
+    def at(prefix: str) -> BulkHandler:
+        return lambda element: f"{base_uri}/bulkdata/{prefix}{element.tag:08X}"
+    return at
+
+
+def dataset_json(ds: Dataset, base_uri: str) -> dict[str, Any]:
+    out = json_elements(ds, BULK_THRESHOLD, bulk_uris(base_uri))
     for keyword, tag in _IDENTITY.items():  # a UID kept under uid_policy lenient fails that check, but is the identity
         if tag not in out and keyword in ds:
             out[tag] = {"vr": "UI", "Value": [str(ds[keyword].value)]}
@@ -40,7 +50,7 @@ def dataset_json(ds: Dataset, base_uri: str) -> dict[str, Any]:
 
 
 def json_elements(ds: Dataset, bulk_data_threshold: int,
-                  bulk_data_element_handler: Callable[[DataElement], str] | None = None) -> dict[str, Any]:
+                  bulk_data_uris: Callable[[str], BulkHandler] | None = None) -> dict[str, Any]:
     """`ds` as DICOM JSON; an element whose value cannot be written (say a DS of 'P1:') is left out
     rather than losing the whole instance's. Not pydicom's `suppress_invalid_tags=True`: that
     switches the process-wide reading mode to RAISE while it runs (`config.strict_reading`), so
@@ -49,33 +59,49 @@ def json_elements(ds: Dataset, bulk_data_threshold: int,
     out: dict[str, Any] = {}
     for tag in ds.keys():
         try:
-            out[f"{tag:08X}"] = _element_json(ds, tag, bulk_data_threshold, bulk_data_element_handler)
+            out[f"{tag:08X}"] = _element_json(ds, tag, bulk_data_threshold, bulk_data_uris, "")
         except Exception as err:  # noqa: BLE001 - one element's value, whatever pydicom raises for it
             log.info("element %08X left out of DICOM JSON: %s", tag, err)
     return out
 
 
-def _element_json(ds: Dataset, tag: BaseTag, threshold: int, bulk: Callable[[DataElement], str] | None) -> dict[str, Any]:
+def _element_json(ds: Dataset, tag: BaseTag, threshold: int, uris: Callable[[str], BulkHandler] | None,
+                  path: str) -> dict[str, Any]:
     """One element as pydicom's to_json_dict writes it; raw plain values, small binaries and the
     items of sequences without pydicom's DataElement (pydicom converts each nested element of a
     sequence through it: a third of a header's time). An item's element that cannot be written
-    fails the sequence, as in pydicom's."""
+    fails the sequence, as in pydicom's. `path`: the items it is in, as its BulkDataURI names them."""
+    bulk = uris(path) if uris is not None else None
     element = ds.get_item(tag)
     if isinstance(element, RawDataElement):
         plain = raw_json(element) if element.VR not in RAW_BINARY else _binary_json(ds, element, threshold, bulk)
         if plain is not None:
-            return plain
+            return _finite(plain)
     converted = ds[tag]
     if converted.VR == "SQ":
-        items = [{f"{t:08X}": _element_json(item, t, threshold, bulk) for t in item.keys()} for item in converted.value]
+        items = [{f"{t:08X}": _element_json(item, t, threshold, uris, f"{path}{tag:08X}/{index}/") for t in item.keys()}
+                 for index, item in enumerate(converted.value)]
         return {"vr": "SQ", "Value": items}
-    return converted.to_json_dict(bulk, threshold)
+    return _finite(converted.to_json_dict(bulk, threshold))
+
+
+_DECIMAL_VRS = frozenset({"DS", "FD", "FL"})
+
+
+def _finite(element: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN or Infinity (a browser's JSON.parse refuses the whole document): such a value
+    is written as null, as an empty value is in a multi-valued element (PS3.18 F.2.5)."""
+    if element.get("vr") in _DECIMAL_VRS and "Value" in element:
+        values = element["Value"]
+        if not all(isinstance(v, (int, str)) or v is None or math.isfinite(v) for v in values):
+            element["Value"] = [v if not isinstance(v, float) or math.isfinite(v) else None for v in values]
+    return element
 
 
 RAW_BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})  # pydicom keeps their bytes as they are
 
 
-def _binary_json(ds: Dataset, raw: RawDataElement, threshold: int, bulk: Callable[[DataElement], str] | None) -> dict[str, Any] | None:
+def _binary_json(ds: Dataset, raw: RawDataElement, threshold: int, bulk: BulkHandler | None) -> dict[str, Any] | None:
     if not raw.is_little_endian or raw.length == 0xFFFFFFFF or raw.VR is None:
         return None
     data = raw.value or b""

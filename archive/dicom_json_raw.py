@@ -16,6 +16,7 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
+from pydicom.tag import _LUT_DESCRIPTOR_TAGS
 
 # how pydicom's converters split and strip each text VR (pydicom.values.converters)
 WHOLE_RSTRIP_SPLIT = frozenset({"AS", "CS", "DA", "DT", "TM", "UI"})  # multi_string: rstrip(" \0") then split
@@ -28,6 +29,8 @@ PLAIN_DECIMAL = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 # digits, or 1e999) is pydicom's to convert or refuse, element by element, as before
 MAX_NUMBER_CHARS = {"IS": 12, "DS": 16}
 UNDEFINED_LENGTH = 0xFFFFFFFF
+# pydicom reads a LUT Descriptor's first value (the entry count) as unsigned even when it is SS
+_LUT_DESCRIPTOR_TAGS = frozenset(_LUT_DESCRIPTOR_TAGS)
 
 
 def raw_json(raw: RawDataElement) -> dict[str, Any] | None:
@@ -39,7 +42,7 @@ def raw_json(raw: RawDataElement) -> dict[str, Any] | None:
         return None
     data = raw.value or b""
     if vr in NUMBER_FORMATS:
-        return _numbers(vr, data)
+        return None if raw.tag in _LUT_DESCRIPTOR_TAGS else _numbers(vr, data)
     if not data.isascii() or b"\x1b" in data:
         return None
     text = data.decode("ascii")

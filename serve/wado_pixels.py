@@ -220,20 +220,31 @@ async def thumbnail_study(request: Request, pool: Pool, blobs: Blobs, decoder: D
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-def _element_bytes(path: Path, tag: int) -> bytes:
+# a tag, or sequence tag / item index pairs then a tag, as archive/dicom_json's BulkDataURIs name them
+_ELEMENT_PATH = re.compile(r"[0-9A-Fa-f]{8}(/\d{1,6}/[0-9A-Fa-f]{8}){0,16}")
+
+
+def _element_bytes(path: Path, place: list[str]) -> bytes:
     ds = dcmread(path)
+    for depth in range(0, len(place) - 1, 2):
+        sequence, index = int(place[depth], 16), int(place[depth + 1])
+        items = ds[sequence].value if sequence in ds and ds[sequence].VR == "SQ" else []
+        if index >= len(items):
+            raise NoPixelData(f"the instance has no item {index} in {'/'.join(place[:depth + 1])}")
+        ds = items[index]
+    tag = int(place[-1], 16)
     if tag not in ds:
-        raise NoPixelData(f"the instance has no element {tag:08X}")
+        raise NoPixelData(f"the instance has no element {'/'.join(place)}")
     value = ds[tag].value
     return value if isinstance(value, bytes) else str(value).encode()
 
 
-@router.get(INSTANCE + "/bulkdata/{tag}", summary="Bulk data of an element (BulkDataURI)")
-async def bulkdata(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str, series: str, instance: str, tag: str) -> Response:
-    if not re.fullmatch(r"[0-9A-Fa-f]{8}", tag):
-        raise HTTPException(400, "the bulk data path ends in an 8-digit hex tag")
+@router.get(INSTANCE + "/bulkdata/{element:path}", summary="Bulk data of an element (BulkDataURI)")
+async def bulkdata(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str, series: str, instance: str, element: str) -> Response:
+    if not _ELEMENT_PATH.fullmatch(element):
+        raise HTTPException(400, "the bulk data path is an 8-digit hex tag, after sequence tag / item index pairs for an element in a sequence")
     obj = (await objects_for(pool, tenant, study, series, instance))[0]
-    data = await _on_disk(blobs, obj, lambda path: _element_bytes(path, int(tag, 16)))
+    data = await _on_disk(blobs, obj, lambda path: _element_bytes(path, element.split("/")))
     accept = parse_accept(request.headers.get("accept"))
     single_part = any(m.essence == "application/octet-stream" for m in accept)
     match = _RANGE.match(request.headers.get("range", ""))

@@ -216,6 +216,24 @@ def test_bulkdata_ranges(stack, stored, data_dir):
     assert beyond.status_code == 416
 
 
+def test_a_binary_in_a_sequence_item_has_its_own_bulkdata_uri(stack, client, data_dir):
+    """A Siemens MR with an Icon Image Sequence: the icon's pixels are not the image's, so their
+    BulkDataURI names the item they are in, and that URI serves the icon's bytes."""
+    original = dcmread(data_dir.joinpath(*PYDICOM_DATA, "MR-SIEMENS-DICOM-WithOverlays.dcm"))
+    client.store_instances(datasets=[original])
+    ids = (str(original.StudyInstanceUID), str(original.SeriesInstanceUID), str(original.SOPInstanceUID))
+    item = client.retrieve_instance_metadata(*ids)
+    icon_uri = item["00880200"]["Value"][0]["7FE00010"]["BulkDataURI"]
+    assert icon_uri.endswith("/bulkdata/00880200/0/7FE00010")
+    icon = original.IconImageSequence[0].PixelData
+    assert client.retrieve_bulkdata(icon_uri)[0] == icon
+    assert client.retrieve_bulkdata(item["7FE00010"]["BulkDataURI"])[0] == original.PixelData != icon
+    octets = {**auth_headers(TENANT), "Accept": "application/octet-stream"}
+    assert requests.get(icon_uri.replace("/0/7FE00010", "/1/7FE00010"), headers=octets, timeout=30).status_code == 404
+    refused = requests.get(icon_uri.replace("/0/", "/x/"), headers=octets, timeout=30)
+    assert refused.status_code == 400 and "item index" in refused.text
+
+
 def test_character_sets_decoded(client, stored):
     """Every charset file is read back (none skipped), and each name group is compared whether or
     not the original has it: a group the original lacks must not appear either."""
