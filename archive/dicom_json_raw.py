@@ -16,7 +16,7 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
-from pydicom.tag import _LUT_DESCRIPTOR_TAGS
+from pydicom.tag import _LUT_DESCRIPTOR_TAGS as PYDICOM_LUT_DESCRIPTOR_TAGS
 
 # how pydicom's converters split and strip each text VR (pydicom.values.converters)
 WHOLE_RSTRIP_SPLIT = frozenset({"AS", "CS", "DA", "DT", "TM", "UI"})  # multi_string: rstrip(" \0") then split
@@ -30,7 +30,7 @@ PLAIN_DECIMAL = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 MAX_NUMBER_CHARS = {"IS": 12, "DS": 16}
 UNDEFINED_LENGTH = 0xFFFFFFFF
 # pydicom reads a LUT Descriptor's first value (the entry count) as unsigned even when it is SS
-_LUT_DESCRIPTOR_TAGS = frozenset(_LUT_DESCRIPTOR_TAGS)
+_LUT_DESCRIPTOR_TAGS = frozenset(PYDICOM_LUT_DESCRIPTOR_TAGS)
 
 
 def raw_json(raw: RawDataElement) -> dict[str, Any] | None:
