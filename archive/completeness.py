@@ -51,6 +51,7 @@ class Walk:
     """What one walk over a whole dataset found besides its soundness."""
 
     pixel_data_length: int | None = None  # a native (defined-length) top-level Pixel Data element
+    pixel_data_vr: str | None = None  # the top-level Pixel Data's VR as pydicom gives it; None: there is none
     # top-level elements asked for, before the pixels: tag -> (explicit VR or None, value offset, value length)
     elements: dict[int, tuple[bytes | None, int, int]] = field(default_factory=dict)
     unusual: bool = False  # an element pydicom may read otherwise than this walk: let pydicom parse
@@ -194,11 +195,21 @@ class _Walker:
 
     def _note(self, tag: int, vr: bytes | None, pos: int, length: int) -> None:
         if tag in PIXEL_TAGS:
-            if tag == PIXEL_DATA and not self.past_pixels and length != UNDEFINED:
-                self.found.pixel_data_length = length
+            if tag == PIXEL_DATA and not self.past_pixels:
+                self.found.pixel_data_vr = _pixel_data_vr(vr, length)
+                if length != UNDEFINED:
+                    self.found.pixel_data_length = length
             self.past_pixels = True
         elif tag in self.capture and not self.past_pixels and length != UNDEFINED:
             self.found.elements[tag] = (vr, pos, length)
+
+
+def _pixel_data_vr(vr: bytes | None, length: int) -> str:
+    """As written in explicit VR; in implicit VR what pydicom settles 'OB or OW' to (PS3.5 A.1, A.4):
+    OB when encapsulated (undefined length), else OW."""
+    if vr is not None:
+        return vr.decode("ascii", "replace")
+    return "OB" if length == UNDEFINED else "OW"
 
 
 def walk(buf: Buffer, dataset_offset: int, transfer_syntax: str, capture: frozenset[int] = frozenset(),
@@ -225,7 +236,7 @@ def walk_deflated(fp: BinaryIO, dataset_offset: int, limit: int, spool: BinaryIO
     spool.flush()
     with mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ) as inflated:
         found = walk(inflated, 0, DeflatedExplicitVRLittleEndian)
-    return Walk(pixel_data_length=found.pixel_data_length, unusual=True)
+    return Walk(pixel_data_length=found.pixel_data_length, pixel_data_vr=found.pixel_data_vr, unusual=True)
 
 
 def _inflate(fp: BinaryIO, dataset_offset: int, limit: int, out: BinaryIO) -> int:

@@ -18,6 +18,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from archive.dicom_json_raw import raw_json
+from archive.header import InvalidObject, pixel_data_vr
 
 log = logging.getLogger("dicomflow.json")
 BULK_THRESHOLD = 1024  # binary values above this many bytes are served by reference
@@ -117,16 +118,25 @@ _IDENTITY = {"SOPClassUID": "00080016", "SOPInstanceUID": "00080018", "StudyInst
 
 
 def _pixel_vr(ds: Dataset) -> str:
+    """What the image module suggests, for a file the walk cannot read (stored before a stricter one)."""
     compressed = UID(str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian))).is_compressed
     return "OB" if compressed or int(ds.get("BitsAllocated", 16) or 16) <= 8 else "OW"
+
+
+def _pixel_data(path: Path, ds: Dataset) -> str | None:
+    try:
+        return pixel_data_vr(path)
+    except InvalidObject:
+        return _pixel_vr(ds) if ds.get("Rows") is not None else None
 
 
 def file_json(path: Path, base_uri: str) -> dict[str, Any]:
     """The metadata of one stored file: everything but the pixels, which get a BulkDataURI."""
     ds = dcmread(path, stop_before_pixels=True)
     out = dataset_json(ds, base_uri)
-    if ds.get("Rows") is not None:
-        out["7FE00010"] = {"vr": _pixel_vr(ds), "BulkDataURI": f"{base_uri}/bulkdata/7FE00010"}
+    vr = _pixel_data(path, ds)
+    if vr is not None:
+        out["7FE00010"] = {"vr": vr, "BulkDataURI": f"{base_uri}/bulkdata/7FE00010"}
     return out
 
 

@@ -96,6 +96,13 @@ def read_header(path: Path, limits: Limits = Limits(), lenient_uids: bool = Fals
 _NOT_PART10 = "not a DICOM Part-10 object: the 'DICM' prefix at byte 128 is missing"
 
 
+def pixel_data_vr(path: Path, limits: Limits = Limits()) -> str | None:
+    """The VR of a stored object's top-level Pixel Data as pydicom reads it, or None when it has
+    none: read from the file (one walk, no pixel bytes), not guessed from its image module."""
+    with open(path, "rb") as fp, mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        return _walked(buf, fp, path, _read_meta(buf, path), limits).pixel_data_vr
+
+
 def _walked(buf: Buffer, fp: BinaryIO, path: Path, meta: _Meta, limits: Limits) -> Walk:
     try:
         if meta.transfer_syntax != DeflatedExplicitVRLittleEndian:
