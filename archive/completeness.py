@@ -212,12 +212,11 @@ def _pixel_data_vr(vr: bytes | None, length: int) -> str:
     return "OB" if length == UNDEFINED else "OW"
 
 
-def walk(buf: Buffer, dataset_offset: int, transfer_syntax: str, capture: frozenset[int] = frozenset(),
-         end: int | None = None) -> Walk:
-    """Raise Incomplete unless every element from `dataset_offset` to `end` (default: the end of
-    `buf`, the whole file mapped) fits in it; `capture`: top-level tags whose value offsets to note.
-    A Deflated dataset is walked after inflating it (walk_deflated)."""
-    end = len(buf) if end is None else end
+def walk(buf: Buffer, dataset_offset: int, transfer_syntax: str, capture: frozenset[int] = frozenset()) -> Walk:
+    """Raise Incomplete unless every element from `dataset_offset` to the end of `buf` (the whole
+    file, mapped) fits in it; `capture`: top-level tags whose value offsets to note. A Deflated
+    dataset is walked after inflating it (walk_deflated)."""
+    end = len(buf)
     walker = _Walker(buf, end, little=transfer_syntax != ExplicitVRBigEndian, capture=capture)
     try:
         walker.dataset(dataset_offset, 0, transfer_syntax == ImplicitVRLittleEndian, end, until_item_end=False)

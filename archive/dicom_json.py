@@ -58,21 +58,22 @@ def json_elements(ds: Dataset, bulk_data_threshold: int,
     receipts in other threads refused valid-enough objects, and two overlapping calls could leave
     it switched for good (found by the 1,000-case fuzz run)."""
     out: dict[str, Any] = {}
+    bulk = bulk_data_uris("") if bulk_data_uris is not None else None
     for tag in ds.keys():
         try:
-            out[f"{tag:08X}"] = _element_json(ds, tag, bulk_data_threshold, bulk_data_uris, "")
+            out[f"{tag:08X}"] = _element_json(ds, tag, bulk_data_threshold, bulk_data_uris, "", bulk)
         except Exception as err:  # noqa: BLE001 - one element's value, whatever pydicom raises for it
             log.info("element %08X left out of DICOM JSON: %s", tag, err)
     return out
 
 
 def _element_json(ds: Dataset, tag: BaseTag, threshold: int, uris: Callable[[str], BulkHandler] | None,
-                  path: str) -> dict[str, Any]:
+                  path: str, bulk: BulkHandler | None) -> dict[str, Any]:
     """One element as pydicom's to_json_dict writes it; raw plain values, small binaries and the
     items of sequences without pydicom's DataElement (pydicom converts each nested element of a
     sequence through it: a third of a header's time). An item's element that cannot be written
-    fails the sequence, as in pydicom's. `path`: the items it is in, as its BulkDataURI names them."""
-    bulk = uris(path) if uris is not None else None
+    fails the sequence, as in pydicom's. `path`: the items it is in, as `bulk` (its dataset's
+    BulkDataURI handler) names them."""
     element = ds.get_item(tag)
     if isinstance(element, RawDataElement):
         plain = raw_json(element) if element.VR not in RAW_BINARY else _binary_json(ds, element, threshold, bulk)
@@ -80,10 +81,14 @@ def _element_json(ds: Dataset, tag: BaseTag, threshold: int, uris: Callable[[str
             return _finite(plain)
     converted = ds[tag]
     if converted.VR == "SQ":
-        items = [{f"{t:08X}": _element_json(item, t, threshold, uris, f"{path}{tag:08X}/{index}/") for t in item.keys()}
-                 for index, item in enumerate(converted.value)]
-        return {"vr": "SQ", "Value": items}
+        return {"vr": "SQ", "Value": [_item_json(item, threshold, uris, f"{path}{tag:08X}/{index}/")
+                                      for index, item in enumerate(converted.value)]}
     return _finite(converted.to_json_dict(bulk, threshold))
+
+
+def _item_json(item: Dataset, threshold: int, uris: Callable[[str], BulkHandler] | None, path: str) -> dict[str, Any]:
+    bulk = uris(path) if uris is not None else None  # one handler per item, not per element
+    return {f"{t:08X}": _element_json(item, t, threshold, uris, path, bulk) for t in item.keys()}
 
 
 _DECIMAL_VRS = frozenset({"DS", "FD", "FL"})
