@@ -24,6 +24,11 @@ log = logging.getLogger("dicomflow.json")
 BULK_THRESHOLD = 1024  # binary values above this many bytes are served by reference
 # BulkDataURIs in stored documents are relative to this root; the read side swaps in the caller's base URL
 DICOMWEB_ROOT = "/dicomweb"
+# Moved whenever what this module writes for the same file changes; a series document written in
+# another format is stale (archive/index/reads.SeriesMetadata.document_fresh) and WADO-RS builds the
+# answer afresh. 2: BulkDataURIs inside sequence items name their path, NaN/Infinity are null, and
+# the Pixel Data VR comes from the header walk (documents before had none of these).
+DOCUMENT_FORMAT = 2
 
 
 def instance_base(root: str, study_uid: str, series_uid: str, sop_uid: str) -> str:

@@ -20,7 +20,7 @@ import requests
 from pydicom import dcmread
 
 from bench.orthanc import Orthanc
-from bench.scale import qido_percentiles, scp_curve, synthetic_reads
+from bench.scale import INDEX_STEPS, SYNTHETIC_STEPS, qido_percentiles, scp_curve, synthetic_reads
 from bench.workloads import Target, dcmsend_rate, files_of, qido_cases, restamped, stow_rate, timed_get
 from testkit.running_stack import RunningStack, stack_overrides
 from testkit.temporal_waits import wait_completed
@@ -186,10 +186,14 @@ class Bench:
                 rows.append(f"| {workload} | {system} | {st['median']:.2f} | {st['min']:.2f} | {st['max']:.2f} | "
                             + (f"{ratio:.3f}" if ratio is not None and system == "dicomflow" else "") + " |")
         out = RESULTS / f"{stamp}.json"
-        out.write_text(json.dumps({"date": stamp, "machine": machine(), "reps": REPS, "results": summary}, indent=2))
+        out.write_text(json.dumps({"date": stamp, "machine": machine(), "reps": REPS, "synthetic_steps": list(SYNTHETIC_STEPS),
+                                   "index_steps": list(INDEX_STEPS), "results": summary}, indent=2))
         table = "\n".join(["| workload | system | median | min | max | dicomflow/Orthanc |", "|---|---|---|---|---|---|", *rows])
+        steps = f"synthetic growth to {', '.join(f'+{n:,}' for n in SYNTHETIC_STEPS)} studies, " if "synthetic" in parts else ""
+        steps += f"index bulk-loaded to {', '.join(f'{n:,}' for n in INDEX_STEPS)} studies" if "qido-scale" in parts else ""
         (RESULTS / f"{stamp}.md").write_text(f"Run {stamp} on {machine()}, {REPS} repetitions, parts: "
-                                             f"{', '.join(p for p in PARTS if p in parts)}.\n\n{table}\n")
+                                             f"{', '.join(p for p in PARTS if p in parts)}"
+                                             f"{'; ' + steps.rstrip(', ') if steps else ''}.\n\n{table}\n")
         print(table)
         return out
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from archive.settings import Settings, SettingsError, load_settings
-from cluster import certs, cli_audit, cli_cluster, cli_send, cli_sweep, cli_worklist, viewer_install
+from cluster import certs, cli_audit, cli_cluster, cli_metadata, cli_send, cli_sweep, cli_worklist, viewer_install
 from cluster.cli_cluster import print_cluster
 from cluster.ray_env import join_as_client
 from cluster.services.process import ServiceError, read_pid, stop_pid
@@ -207,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     cli_worklist.add_parser(sub)
     cli_send.add_parser(sub)
     cli_sweep.add_parser(sub)
+    cli_metadata.add_parser(sub)
     certs.add_certs_parser(sub)
     viewer_install.add_parser(sub)
     cli_cluster.add_parsers(sub)
@@ -230,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         return cli_worklist.cmd_worklist(settings, args)
     if args.command == "sweep":
         return cli_sweep.cmd_sweep(settings, args)
+    if args.command == "metadata":
+        return cli_metadata.cmd_metadata(settings, args)
     if args.command == "viewer":
         return viewer_install.cmd_viewer(settings, args)
     if args.command in ("join", "leave", "scale"):

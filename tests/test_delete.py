@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
-import time
 
 import psycopg
 import requests
@@ -19,6 +18,7 @@ from archive.blobstore import LocalBlobStore
 from archive.index.deletion import delete_objects
 from archive.index.pool import open_index_pool
 from archive.receipt import Outcome, Receiver
+from testkit.metadata_waits import wait_metadata_settled
 from testkit.temporal_waits import client_for, wait_completed
 from tests.auth import auth_headers, bearer
 from tests.conftest import run
@@ -92,21 +92,6 @@ def _sops(response: requests.Response) -> set[str]:
     return {doc["00080018"]["Value"][0] for doc in response.json()}
 
 
-def _metadata_settled(settings, tenant: str, series: str, timeout: float = 120) -> None:
-    """Wait until the series document the workflow generated is the series as it is now."""
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(settings.effective_postgres_dsn(), autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT se.metadata_version = se.version AND se.metadata_instances = (SELECT count(*) FROM instance i"
-                " WHERE i.tenant = se.tenant AND i.series_uid = se.series_uid AND i.state <> 'failed')"
-                " FROM series se WHERE se.tenant = %s AND se.series_uid = %s", (tenant, series)).fetchone()
-            if row and row[0]:
-                return
-            time.sleep(0.5)
-    raise AssertionError("the series document was not regenerated")
-
-
 def test_delete_one_store_another_serves_the_new_metadata(stack, data_dir):
     """Same instance count before and after: the series version, not the count, says what is fresh."""
     tenant = "versioned"
@@ -114,7 +99,7 @@ def test_delete_one_store_another_serves_the_new_metadata(stack, data_dir):
     study, series = str(a.StudyInstanceUID), str(a.SeriesInstanceUID)
     client = DICOMwebClient(url=stack.url("/dicomweb"), headers=auth_headers(tenant))
     client.store_instances(datasets=[a, b])
-    _metadata_settled(stack.settings, tenant, series)
+    wait_metadata_settled(stack.settings, tenant, series)
     url = stack.url(f"/dicomweb/studies/{study}/series/{series}/metadata")
     first = requests.get(url, headers=auth_headers(tenant), timeout=30)
     assert first.status_code == 200 and _sops(first) == {str(a.SOPInstanceUID), str(b.SOPInstanceUID)}
@@ -127,7 +112,7 @@ def test_delete_one_store_another_serves_the_new_metadata(stack, data_dir):
     revalidated = requests.get(url, headers=auth_headers(tenant, **{"If-None-Match": etag}), timeout=30)
     assert revalidated.status_code == 200, "the old ETag must not match the changed series"
     assert _sops(revalidated) == now and revalidated.headers["ETag"] != etag
-    _metadata_settled(stack.settings, tenant, series)  # and from the regenerated document
+    wait_metadata_settled(stack.settings, tenant, series)  # and from the regenerated document
     settled = requests.get(url, headers=auth_headers(tenant), timeout=30)
     assert _sops(settled) == now
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from psycopg_pool import AsyncConnectionPool
 
+from archive.dicom_json import DOCUMENT_FORMAT
+
 
 @dataclass(frozen=True)
 class InstanceFile:
@@ -161,7 +163,21 @@ async def record_metadata(pool: AsyncConnectionPool, tenant: str, series_uid: st
         await conn.execute(
             """UPDATE series SET metadata_key = coalesce(%s, metadata_key), metadata_state = %s,
                    metadata_error = %s, metadata_attempts = metadata_attempts + 1, metadata_version = %s,
-                   metadata_instances = %s
+                   metadata_instances = %s, metadata_format = coalesce(%s, metadata_format)
                WHERE tenant = %s AND series_uid = %s""",
-            (key, "ready" if error is None else "partial" if key else "failed", error, shown, instances, tenant, series_uid),
+            (key, "ready" if error is None else "partial" if key else "failed", error, shown, instances,
+             DOCUMENT_FORMAT if key else None, tenant, series_uid),
         )
+
+
+async def studies_with_stale_documents(pool: AsyncConnectionPool, tenant: str | None = None) -> list[tuple[str, str]]:
+    """(tenant, study uid) of the studies holding a series document written in another format than
+    DOCUMENT_FORMAT (an older archive's): WADO-RS builds their metadata afresh until regenerated."""
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(
+            """SELECT DISTINCT tenant, study_uid FROM series
+               WHERE metadata_key IS NOT NULL AND metadata_format IS DISTINCT FROM %s
+                 AND (%s::text IS NULL OR tenant = %s) ORDER BY tenant, study_uid""",
+            (DOCUMENT_FORMAT, tenant, tenant),
+        )).fetchall()
+    return [(r[0], r[1]) for r in rows]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from psycopg_pool import AsyncConnectionPool
 
+from archive.dicom_json import DOCUMENT_FORMAT
 from archive.index.scope import instance_scope
 
 
@@ -30,13 +31,15 @@ class SeriesMetadata:
     version: int  # moved by every replace, repair and delete in the series; a store moves live_count
     metadata_version: int | None  # the version the generated document shows
     metadata_instances: int | None  # and its number of instances
+    metadata_format: int | None  # archive.dicom_json.DOCUMENT_FORMAT when it was written; None: before formats
     live_count: int
 
     @property
     def document_fresh(self) -> bool:
         """The generated document is the series as it is now."""
         return (self.metadata_key is not None and self.metadata_state in ("ready", "partial")
-                and self.metadata_version == self.version and self.metadata_instances == self.live_count)
+                and self.metadata_version == self.version and self.metadata_instances == self.live_count
+                and self.metadata_format == DOCUMENT_FORMAT)
 
 
 _OBJECT_COLUMNS = "i.study_uid, i.series_uid, i.sop_uid, i.sop_class_uid, i.blob_key, i.transfer_syntax, i.transcoded_key, i.size"
@@ -70,6 +73,7 @@ async def series_of_study(pool: AsyncConnectionPool, tenant: str, study_uid: str
     async with pool.connection() as conn:
         rows = await (await conn.execute(
             f"""SELECT se.series_uid, st.study_date, se.metadata_key, se.metadata_state, se.version, se.metadata_version, se.metadata_instances,
+                       se.metadata_format,
                        (SELECT count(*) FROM instance c WHERE c.tenant = se.tenant AND c.series_uid = se.series_uid
                           AND c.state <> 'failed')
                 FROM series se JOIN study st ON st.tenant = se.tenant AND st.study_uid = se.study_uid

@@ -51,7 +51,9 @@ def test_identifiers_that_cannot_be_answered(ds, model, words):
 
 def test_relational_keys_from_levels_above_are_matched():
     query = parse_identifier(identifier("SERIES", PatientName="doe*", StudyDate="20200101-", Modality="CT"), "t", "study").query
-    assert "lower(split_part(st.patient_name, '=', 1)) LIKE" in query.sql and "se.modality = %s" in query.sql
+    # the studies of that name, found from the name indexes (builder._name_first), then their series
+    assert "st.ctid = ANY(ARRAY(SELECT p.ctid FROM study p" in query.sql
+    assert "lower(split_part(p.patient_name, '=', 1)) LIKE" in query.sql and "se.modality = %s" in query.sql
 
 
 def test_a_retrieve_must_name_something_definite():
