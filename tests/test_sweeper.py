@@ -17,10 +17,11 @@ from archive.blobstore import LocalBlobStore, S3BlobStore
 from archive.index.orphans import sweeper_turn
 from archive.index.pool import open_index_pool
 from archive.sweeper import sweep, sweep_forever, sweep_once
+from testkit.metadata_waits import wait_metadata_settled
 from tests.auth import auth_headers
 from tests.conftest import run
 from tests.test_blobstore import s3_endpoint  # noqa: F401 - the S3 server fixture
-from tests.test_delete import _metadata_settled, _one_series
+from tests.test_delete import _one_series
 
 TENANT = "sweep"
 HOUR = 3600.0
@@ -31,7 +32,7 @@ def stored(stack, data_dir) -> list:
     """A series stored through STOW-RS, with its metadata document generated."""
     datasets = _one_series(data_dir, 3)
     DICOMwebClient(url=stack.url("/dicomweb"), headers=auth_headers(TENANT)).store_instances(datasets=datasets)
-    _metadata_settled(stack.settings, TENANT, str(datasets[0].SeriesInstanceUID))
+    wait_metadata_settled(stack.settings, TENANT, str(datasets[0].SeriesInstanceUID))
     return datasets
 
 
