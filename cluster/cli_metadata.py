@@ -12,6 +12,8 @@ import argparse
 import asyncio
 import sys
 
+import psycopg
+from psycopg_pool import PoolTimeout
 from temporalio.client import Client
 
 from activities import names
@@ -50,11 +52,11 @@ async def _signal(settings: Settings, studies: list[tuple[str, str]]) -> None:
 def cmd_metadata(settings: Settings, args: argparse.Namespace) -> int:
     try:
         studies = asyncio.run(_stale(settings, args.tenant))
-    except OSError as err:
+    except (OSError, psycopg.Error, PoolTimeout) as err:
         print(f"dicomflow metadata: cannot reach the index ({err}); is the archive up (`dicomflow status`)?", file=sys.stderr)
         return 1
     scope = f"tenant {args.tenant!r}" if args.tenant else "every tenant"
-    print(f"metadata: {len(studies)} studies of {scope} hold documents in an older format than {DOCUMENT_FORMAT}", flush=True)
+    print(f"metadata: {len(studies)} studies of {scope} hold documents in another format than the current {DOCUMENT_FORMAT}", flush=True)
     if args.dry_run:
         for tenant, study_uid in studies:
             print(f"  {tenant} {study_uid}")

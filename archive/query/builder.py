@@ -107,13 +107,18 @@ def _returned(spec: QuerySpec) -> list[Attribute]:
     return sorted(out.values(), key=lambda a: a.tag)
 
 
-def _is_study_name(spec: QuerySpec, key: MatchKey) -> bool:
-    """PatientName matched on the study table itself (the patient level's `st` is a derived table)."""
-    return key.attribute.column == "st.patient_name" and spec.level in ("study", "series", "instance")
+def _key_condition(spec: QuerySpec, key: MatchKey) -> Condition | None:
+    # PatientName on the study table itself (the patient level's `st` is a derived table)
+    if key.attribute.column == "st.patient_name" and spec.level in ("study", "series", "instance"):
+        first = _name_first(spec, key)
+        if first is not None:
+            return first
+    return condition(key.attribute, key.value, spec.fuzzy)
 
 
 def _name_first(spec: QuerySpec, key: MatchKey) -> Condition | None:
-    """The studies whose name matches, found from the name indexes (migration 12) by row address.
+    """The studies whose name matches, found from the name indexes (migration 12) by row address;
+    None where no index answers the match (fuzzy, or a value naming its own component groups).
 
     Left as a filter, a name next to ORDER BY study date and a LIMIT lets PostgreSQL walk the date
     index and test each study's name, betting on its estimate of how many match: where few do, it
@@ -121,7 +126,7 @@ def _name_first(spec: QuerySpec, key: MatchKey) -> Condition | None:
     the indexes, bench/results/2026-12-06). Row addresses taken in the same statement (one
     snapshot) leave it nothing to bet on; a name matching most of the tenant costs a sort of them."""
     own = condition(replace(key.attribute, column="p.patient_name"), key.value, spec.fuzzy)
-    if own is None:
+    if own is None or not own.per_name_group:
         return None
     return Condition(f"st.ctid = ANY(ARRAY(SELECT p.ctid FROM study p WHERE p.tenant = %s AND {own.sql}))",
                      [spec.tenant, *own.params])
@@ -136,7 +141,7 @@ def build(spec: QuerySpec) -> Query:
     try:
         for key in spec.keys:
             _check_level(key.attribute, spec.level)
-            cond = _name_first(spec, key) if _is_study_name(spec, key) else condition(key.attribute, key.value, spec.fuzzy)
+            cond = _key_condition(spec, key)
             if cond is not None:
                 where.append(cond.sql)
                 args += cond.params

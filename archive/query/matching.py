@@ -17,6 +17,7 @@ class BadQueryValue(ValueError):
 class Condition:
     sql: str
     params: list = field(default_factory=list)
+    per_name_group: bool = False  # one comparison per PN component group: what the study name indexes answer
 
 
 _DATE = re.compile(r"^\d{8}$")
@@ -75,7 +76,7 @@ def _any_group(column: str, op: str, value: str) -> Condition:
     for k in range(1, PN_GROUPS + 1):
         arm = f"lower(split_part({column}, '=', {k})) {op} %s"
         arms.append(arm if k == 1 else f"({column} LIKE '%%=%%' AND {arm})")
-    return Condition("(" + " OR ".join(arms) + ")", [value] * PN_GROUPS)
+    return Condition("(" + " OR ".join(arms) + ")", [value] * PN_GROUPS, per_name_group=True)
 
 
 def _range(attr: Attribute, value: str, pattern: re.Pattern, what: str) -> Condition:

@@ -14,6 +14,7 @@ from archive.mpps import StepRefused, changed, started
 from archive.outbound import NoCommonSyntax, dataset_to_send
 from archive.query.builder import BadQuery
 from archive.query.cfind import character_set, parse_identifier
+from archive.query.qido import build_qido
 from archive.query.retrieve import retrieve_keys
 from archive.settings import Settings
 from archive.uids import is_safe_uid, lenient_uid_problem
@@ -113,3 +114,18 @@ def test_performed_procedure_step_states():
 def test_lenient_uids(value, stored):
     refusal, _ = lenient_uid_problem("StudyInstanceUID", value)
     assert (refusal is None) is stored and is_safe_uid(value) is (stored and bool(value))
+
+
+def test_only_a_name_the_name_indexes_answer_is_looked_up_first():
+    """Per-group PN matches go through the indexes by row address; a fuzzy name or one naming its
+    own component groups has no index to use and stays a plain filter; other levels are untouched."""
+    def sql(level: str, **params: str) -> str:
+        return build_qido(level, "t", {k: [v] for k, v in params.items()}).sql
+
+    fenced = "st.ctid = ANY(ARRAY(SELECT p.ctid FROM study p"
+    assert fenced in sql("study", PatientName="doe*") and fenced in sql("instance", PatientName="Doe^John")
+    assert fenced not in sql("study", PatientName="doe", fuzzymatching="true")
+    assert fenced not in sql("study", PatientName="Yamada^Tarou=山田^太郎")
+    assert fenced not in sql("study", PatientName="*")
+    patients = parse_identifier(identifier("PATIENT", PatientName="doe*"), "t", "patient").query.sql
+    assert fenced not in patients and "lower(split_part(st.patient_name, '=', 1)) LIKE" in patients
