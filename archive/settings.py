@@ -14,10 +14,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 from archive.decode_pool import INTERPRETER_BYTES, DecodeLimits
 from archive.embedded_secrets import POSTGRES, POSTGRES_APP, REDIS, read_secret
 from archive.limits import Limits
+from archive.settings_env import EnvSettingError, LenientEnvSource
 
 ENV_PREFIX = "DICOMFLOW_"
 EMBEDDED_OWNER_ROLE = "dicomflow"
@@ -256,7 +258,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
-        return init_settings, env_settings, toml
+        return init_settings, LenientEnvSource(settings_cls), toml
 
     # derived values -------------------------------------------------------------------------
 
@@ -366,5 +368,8 @@ def load_settings(**overrides: Any) -> Settings:
             env_name = ENV_PREFIX + str(e["loc"][0]).upper() if e["loc"] else "?"
             problems.append(f"setting '{key}' ({env_name}): {e['msg']} (got {e.get('input')!r})")
         raise SettingsError("bad settings, fix these and start again:\n  " + "\n  ".join(problems)) from None
+    except PydanticSettingsError as err:  # a source could not read a value; the env source says why
+        reason = err.__cause__ if isinstance(err.__cause__, EnvSettingError) else err
+        raise SettingsError(f"bad settings, fix this and start again:\n  {reason}") from None
     except ValueError as err:  # e.g. a TOML syntax error
         raise SettingsError(f"cannot read settings from {config_file()}: {err}") from None

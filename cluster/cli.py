@@ -12,26 +12,17 @@ import sys
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from archive.settings import Settings, SettingsError, load_settings
 from cluster import certs, cli_audit, cli_cluster, cli_metadata, cli_send, cli_sweep, cli_worklist, viewer_install
 from cluster.cli_cluster import print_cluster
 from cluster.ray_env import join_as_client
+from cluster.redaction import redacted
 from cluster.services.process import ServiceError, read_pid, stop_pid
 
 
 def _pidfile(settings: Settings) -> Path:
     return settings.var_path / "run" / "dicomflow.pid"
-
-
-def redacted(url: str) -> str:
-    """A DSN or URL fit for a terminal or a log: the password replaced, the rest kept to find it by."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _ray_address(settings: Settings) -> str:

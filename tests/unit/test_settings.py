@@ -107,3 +107,32 @@ def test_broken_toml_says_which_file(monkeypatch, tmp_path):
     monkeypatch.setenv("DICOMFLOW_CONFIG", str(config))
     with pytest.raises(SettingsError, match="broken.toml"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    "variable, value, field, expected",
+    [
+        ("DICOMFLOW_OIDC_ISSUER", "https://idp.example", "oidc_issuer", ["https://idp.example"]),  # the README's form
+        ("DICOMFLOW_OIDC_ISSUER", "https://a.example, https://b.example", "oidc_issuer", ["https://a.example", "https://b.example"]),
+        ("DICOMFLOW_OIDC_ISSUER", '["https://c.example"]', "oidc_issuer", ["https://c.example"]),
+        ("DICOMFLOW_NODE_ROLES", "web,dimse", "node_roles", ["web", "dimse"]),
+        ("DICOMFLOW_CORS_ALLOW_ORIGINS", "http://localhost:3000", "cors_allow_origins", ["http://localhost:3000"]),
+        ("DICOMFLOW_POSTGRES_CLIENT_NETWORKS", "10.0.0.0/8", "postgres_client_networks", ["10.0.0.0/8"]),
+    ],
+)
+def test_list_settings_take_a_plain_value_from_the_environment(monkeypatch, tmp_path, variable, value, field, expected):
+    monkeypatch.setenv("DICOMFLOW_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv(variable, value)
+    assert getattr(load_settings(), field) == expected
+
+
+@pytest.mark.parametrize(
+    "variable, value, form",
+    [("DICOMFLOW_OIDC_ISSUER", "[https://idp.example", "JSON list"), ("DICOMFLOW_AE_TABLE", "CT1=10.0.0.5:104", "JSON object")],
+)
+def test_unreadable_environment_value_names_the_variable_and_its_form(monkeypatch, tmp_path, variable, value, form):
+    monkeypatch.setenv("DICOMFLOW_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert variable in str(err.value) and form in str(err.value)
