@@ -139,14 +139,16 @@ class AuditQuery:
     subject: str | None = None
     study_uid: str | None = None
     limit: int = 100
+    within: frozenset[str] | None = None  # only these tenants' events (an admin's own); None = all
 
 
 async def search_audit(pool: AsyncConnectionPool, query: AuditQuery) -> list[dict[str, Any]]:
     where, params = ["true"], []
     for column, op, value in (("occurred_at", ">=", query.since), ("occurred_at", "<", query.until),
-                              ("tenant", "=", query.tenant), ("subject", "=", query.subject), ("study_uid", "=", query.study_uid)):
+                              ("tenant", "=", query.tenant), ("subject", "=", query.subject), ("study_uid", "=", query.study_uid),
+                              ("tenant", "= ANY", None if query.within is None else sorted(query.within))):
         if value is not None:
-            where.append(f"{column} {op} %s")
+            where.append(f"{column} {op}(%s)" if op == "= ANY" else f"{column} {op} %s")
             params.append(value)
     async with pool.connection() as conn:
         cursor = await conn.execute(

@@ -40,9 +40,9 @@ class _Snapshot:
 
 
 async def _operator(caller: Caller) -> None:
-    """Admins only, and not audited: a scrape every 15 s would drown the trail (no patient data here)."""
-    if not caller.has(Role.ADMIN):
-        raise HTTPException(403, f"metrics need the 'admin' role, which {caller.subject} does not have")
+    """Operators only, and not audited: a scrape every 15 s would drown the trail (no patient data here)."""
+    if not caller.has(Role.OPERATOR):  # they count every tenant's objects
+        raise HTTPException(403, f"metrics cover every tenant and need the 'operator' role, which {caller.subject} does not have")
 
 
 class _ScpReceipts:

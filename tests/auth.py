@@ -36,8 +36,14 @@ def bearer(tenant: str, roles: Iterable[str] = ALL_ROLES) -> dict[str, str]:
     return {"Authorization": f"Bearer {_cached(tenant, tuple(roles))}"}
 
 
-def admin_headers() -> dict[str, str]:
-    return {"Authorization": f"Bearer {token(['default'], ['admin'], subject='operator')}"}
+def admin_headers(tenants: Iterable[str] = ("default",)) -> dict[str, str]:
+    """A tenant's administrator: its own tenants' audit trail and health details."""
+    return {"Authorization": f"Bearer {token(list(tenants), ['admin'], subject='admin')}"}
+
+
+def operator_headers() -> dict[str, str]:
+    """The archive's operator: views across every tenant (audit, metrics, the Temporal Web UI)."""
+    return {"Authorization": f"Bearer {token([], ['operator'], subject='operator')}"}
 
 
 def stack_auth_settings() -> dict[str, object]:

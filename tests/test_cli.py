@@ -19,7 +19,7 @@ from cluster.serve_ingress import haproxy_dir
 from cluster.services.process import read_pid
 from testkit.running_stack import REPO, RunningStack, processes_using, stack_overrides
 from testkit.temporal_waits import wait_completed
-from tests.auth import admin_headers, bearer
+from tests.auth import admin_headers, bearer, operator_headers
 from tests.conftest import run
 from tests.test_dimse import _store
 
@@ -168,8 +168,10 @@ def test_metrics_for_operators_without_patient_data(stack, data_dir):
     assert _store(stack, first.read_bytes()).Status == 0  # at least one instance, received over DIMSE
     assert requests.get(stack.url("/metrics"), timeout=30).status_code == 401
     assert requests.get(stack.url("/metrics"), headers=bearer("default", ["reader"]), timeout=30).status_code == 403
+    # metrics count every tenant's objects: a tenant's admin is not enough (issue 27 item 6)
+    assert requests.get(stack.url("/metrics"), headers=admin_headers(), timeout=30).status_code == 403
     requests.get(stack.url("/dicomweb/studies"), headers=bearer("default", ["reader"]), timeout=30)
-    response = requests.get(stack.url("/metrics"), headers=admin_headers(), timeout=30)
+    response = requests.get(stack.url("/metrics"), headers=operator_headers(), timeout=30)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     text = response.text
     counts = [float(v) for v in re.findall(r'^dicomflow_instances\{[^}]*protocol="dimse"[^}]*\} (\S+)$', text, re.M)]
@@ -183,7 +185,7 @@ def test_metrics_for_operators_without_patient_data(stack, data_dir):
     while not all(re.search(pattern, text, re.M) for pattern in published):
         assert time.monotonic() < deadline, f"no SCP published its receipt times and outcomes: {text[-3000:]}"
         time.sleep(1)
-        text = requests.get(stack.url("/metrics"), headers=admin_headers(), timeout=30).text
+        text = requests.get(stack.url("/metrics"), headers=operator_headers(), timeout=30).text
     assert "# TYPE dicomflow_stow_receipts_total counter" in text  # per replica, by outcome
     for marker in ("Test^Regression", "stc_test", "FA191122"):  # patient names and IDs of the stored data
         assert marker not in text

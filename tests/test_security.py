@@ -23,7 +23,7 @@ from pynetdicom import AE
 from pynetdicom.pdu_primitives import UserIdentityNegotiation
 
 from testkit.running_stack import RunningStack, stack_overrides
-from tests.auth import AUDIENCE, admin_headers, bearer, issuer, stack_auth_settings, token
+from tests.auth import AUDIENCE, admin_headers, bearer, issuer, operator_headers, stack_auth_settings, token
 from tests.conftest import NOSTORE_AE, REFETCH_SECONDS, STORE_AE, WORKSTATION_AE
 
 TENANT = "secure"
@@ -288,7 +288,7 @@ def test_an_invalid_jwt_user_identity_is_rejected(stack, data_dir):
 # -- audit -----------------------------------------------------------------------------------------
 
 def _audit(stack, **params) -> list[dict]:
-    response = requests.get(stack.url("/admin/audit"), params={"limit": 5000, **params}, headers=admin_headers(), timeout=30)
+    response = requests.get(stack.url("/admin/audit"), params={"limit": 5000, **params}, headers=operator_headers(), timeout=30)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -337,6 +337,22 @@ def test_every_access_kind_leaves_an_audit_event(stack, stored, data_dir):
     assert any(e["event_code"] == 110113 and e["tenant"] is None and e["detail"]["status"] == 403 for e in events)
     by_study = _audit(stack, study=uids["study"])
     assert by_study and all(e["study_uid"] == uids["study"] for e in by_study)
+
+
+def test_an_admin_reads_only_its_own_tenants_audit_trail(stack, stored):
+    """Issue 27 item 6: an admin token of one tenant read every tenant's audit trail."""
+    reader_of_other = bearer(OTHER, ["reader"])
+    requests.get(stack.url("/dicomweb/studies"), headers=reader_of_other, timeout=30)  # an event of tenant OTHER
+    _wait_for(stack, lambda ev: bool(ev), tenant=OTHER)
+    _wait_for(stack, lambda ev: bool(ev), tenant=TENANT)
+    admin = admin_headers([TENANT])
+    own = requests.get(stack.url("/admin/audit"), params={"limit": 5000}, headers=admin, timeout=30)
+    assert own.status_code == 200, own.text
+    assert own.json() and {e["tenant"] for e in own.json()} == {TENANT}
+    other = requests.get(stack.url("/admin/audit"), params={"tenant": OTHER}, headers=admin, timeout=30)
+    assert other.status_code == 403 and "operator" in other.json()["error"]
+    everyone = {e["tenant"] for e in _audit(stack)}  # the operator's view
+    assert {TENANT, OTHER} <= everyone
 
 
 def test_audit_cli_and_append_only_table(stack, stored):

@@ -12,7 +12,10 @@ class Role(str, Enum):
     READER = "reader"  # QIDO, WADO, C-FIND, C-MOVE, C-GET
     WRITER = "writer"  # STOW, C-STORE, storage commitment
     DELETER = "deleter"  # DELETE
-    ADMIN = "admin"  # audit trail, health details; an operator, so every other role too
+    ADMIN = "admin"  # its tenants' audit trail, health details; every role above, within its tenants
+    # views across every tenant: the whole audit trail, metrics, the Temporal Web UI (which shows
+    # every tenant's workflows). Separate from admin, so a hospital's admin token cannot read another's.
+    OPERATOR = "operator"
 
 
 class TenantRefused(PermissionError):
@@ -32,7 +35,13 @@ class Principal:
     all_tenants: bool = False
 
     def has(self, role: Role) -> bool:
-        return role in self.roles or Role.ADMIN in self.roles
+        if role in self.roles or Role.OPERATOR in self.roles:
+            return True
+        return Role.ADMIN in self.roles and role is not Role.OPERATOR
+
+    def visible_tenants(self) -> frozenset[str] | None:
+        """The tenants whose operational records (audit) this caller may read; None = every tenant."""
+        return None if self.all_tenants or Role.OPERATOR in self.roles else self.tenants
 
     def may_use(self, tenant: str) -> bool:
         return self.all_tenants or tenant in self.tenants

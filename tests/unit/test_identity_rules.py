@@ -33,10 +33,10 @@ def test_a_principal_works_only_in_its_tenants():
     assert ANONYMOUS.choose_tenant("anything", "default") == "anything"
 
 
-def test_admin_holds_every_role_and_others_only_theirs():
+def test_admin_holds_every_tenant_role_and_others_only_theirs():
     admin = Principal("op", frozenset(), frozenset({Role.ADMIN}))
     reader = Principal("r", frozenset(), frozenset({Role.READER}))
-    assert all(admin.has(role) for role in Role)
+    assert all(admin.has(role) for role in Role if role is not Role.OPERATOR)
     assert reader.has(Role.READER) and not reader.has(Role.WRITER) and not reader.has(Role.ADMIN)
 
 
@@ -107,3 +107,13 @@ def test_verified_tokens_expire_with_the_token_or_after_max_age_and_stay_bounded
         cache.put(name, alice, expires_at=5000, now=1000)
     assert cache.get("a", now=1001) is None and cache.get("c", now=1001) is alice, "least recently used goes first"
     assert all(isinstance(key, bytes) and len(key) == 32 for key in cache._entries), "digests, never the bearer token"
+
+
+def test_admin_is_scoped_to_its_tenants_and_operator_sees_all() -> None:
+    admin = Principal("a", frozenset({"hospa"}), frozenset({Role.ADMIN}))
+    operator = Principal("o", frozenset(), frozenset({Role.OPERATOR}))
+    assert admin.has(Role.READER) and admin.has(Role.DELETER) and not admin.has(Role.OPERATOR)
+    assert admin.visible_tenants() == {"hospa"}
+    assert operator.has(Role.OPERATOR) and operator.visible_tenants() is None
+    assert not operator.may_use("hospa"), "the operator role gives views, not a tenant's images"
+    assert ANONYMOUS.visible_tenants() is None  # auth off: one loopback-only archive, one operator
