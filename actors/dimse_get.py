@@ -1,32 +1,30 @@
 """C-GET SCP: the instances go back on the requester's own association, as C-STORE sub-operations
 on the storage contexts it offered to receive (SCP role), decompressed when it accepted none of
 the stored transfer syntax. pynetdicom does the sub-operation accounting; an object that goes as
-stored is written straight to the socket (activities/direct_store), the others by pynetdicom."""
+stored is written straight to the socket (dimse/stored_send), the others by pynetdicom."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
 from pynetdicom import evt
-from pynetdicom.association import Association
 
-from activities.direct_store import DirectStoreUnavailable, send_file
-from actors import pynetdicom_reactor
 from actors.dimse_find import identified_instances
 from actors.dimse_status import Response, failure
 from archive import dicom_status as st
 from archive.audit import AuditAction
 from archive.audit import Outcome as AuditOutcome
-from archive.blobstore import BlobNotFound, BlobStore
+from archive.blobstore import BlobNotFound
 from archive.decode_pool import DecodeRefused, shared_pool
 from archive.index.reads import StoredObject, objects_named_by
 from archive.outbound import NoCommonSyntax, dataset_to_send
 from archive.query.retrieve import MAX_INSTANCES
+from dimse import reactor
+from dimse.stored_send import StoredToSend, send_as_stored
 
 if TYPE_CHECKING:
     from actors.dimse_handlers import DimseHandlers
@@ -48,44 +46,6 @@ def _unsendable(obj: StoredObject) -> Dataset:
     return ds
 
 
-class StoredToSend(Dataset):
-    """An object that goes as stored: pynetdicom's C-GET service hands it to `send_c_store`, which
-    `send_as_stored` replaced for the association; it carries the UIDs pynetdicom counts by."""
-
-    def __init__(self, obj: StoredObject) -> None:
-        super().__init__()
-        self.SOPClassUID, self.SOPInstanceUID = obj.sop_class_uid, obj.sop_uid
-        self.blob_key = obj.blob_key
-
-
-def send_as_stored(assoc: Association, blobs: BlobStore) -> None:
-    """From now on this association sends a `StoredToSend` from its file, straight to the socket
-    where it can, through pynetdicom otherwise; any other dataset goes through pynetdicom."""
-    if getattr(assoc, "sends_as_stored", False):
-        return  # a later C-GET on the same association: wrapping again would nest without end
-    through_pynetdicom: Callable[..., Dataset] = assoc.send_c_store
-
-    def send_c_store(dataset: Dataset, msg_id: int = 1, **kwargs: object) -> Dataset:
-        if not isinstance(dataset, StoredToSend):
-            return through_pynetdicom(dataset, msg_id=msg_id, **kwargs)
-        answer = Dataset()
-        try:
-            with blobs.local_copy(dataset.blob_key) as path:
-                try:
-                    status = send_file(assoc, path, msg_id)
-                except DirectStoreUnavailable:
-                    return through_pynetdicom(dcmread(path), msg_id=msg_id, **kwargs)
-        except BlobNotFound:
-            log.warning("C-GET: %s has no stored object (deleted meanwhile?)", dataset.SOPInstanceUID)
-            return answer  # no Status: pynetdicom counts a failed sub-operation
-        if status is not None:
-            answer.Status = status
-        return answer
-
-    assoc.send_c_store = send_c_store  # type: ignore[method-assign,assignment]
-    assoc.sends_as_stored = True  # type: ignore[attr-defined]
-
-
 class GetService:
     def __init__(self, handlers: DimseHandlers) -> None:
         self.handlers = handlers
@@ -98,7 +58,7 @@ class GetService:
             return
         objects = found
         yield len(objects)
-        pynetdicom_reactor.hurry(event.assoc)
+        reactor.hurry(event.assoc)
         send_as_stored(event.assoc, self.handlers.ingest.blobs)
         accepted = self._accepted(event)
         for obj in objects:
@@ -136,7 +96,7 @@ class GetService:
 
     def _prepare(self, obj: StoredObject, accepted: set[str]) -> Dataset:
         if obj.transfer_syntax in accepted:
-            return StoredToSend(obj)
+            return StoredToSend(obj.sop_class_uid, obj.sop_uid, obj.blob_key)
         try:
             blobs = self.handlers.ingest.blobs
             with blobs.local_copy(obj.blob_key) as path:

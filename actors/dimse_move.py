@@ -3,8 +3,8 @@ association only accepts the request, records what is to be sent, starts the wor
 its progress as pending responses until the final one.
 
 pynetdicom's own C-MOVE service opens the association to the destination itself, in this process;
-`RelayedMoveService` replaces it for the two Q/R MOVE SOP classes so that the sending is durable,
-resumable and visible in the Temporal UI.
+`dimse.relayed_move` replaces it for the two Q/R MOVE SOP classes so that the sending is durable,
+resumable and visible in the Temporal UI, and sends what `MoveService.on_move` yields.
 """
 
 from __future__ import annotations
@@ -14,15 +14,10 @@ import dataclasses
 import logging
 import uuid
 from collections.abc import Iterator
-from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
-import pynetdicom.association
 from pydicom.dataset import Dataset
 from pynetdicom import evt
-from pynetdicom.dimse_primitives import C_MOVE
-from pynetdicom.dsutils import encode
-from pynetdicom.service_class import QueryRetrieveServiceClass
 from temporalio.common import WorkflowIDConflictPolicy
 
 from activities import names
@@ -35,63 +30,14 @@ from archive.audit import Outcome as AuditOutcome
 from archive.index import retrieves
 from archive.index.retrieves import Progress
 from archive.query.retrieve import MAX_INSTANCES
+from dimse.relayed_move import MOVE_MODELS
 
 if TYPE_CHECKING:
     from actors.dimse_handlers import DimseHandlers
 
 log = logging.getLogger("dicomflow.scp.move")
 
-MOVE_MODELS = {
-    "1.2.840.10008.5.1.4.1.2.1.2": "patient",  # Patient Root Q/R Information Model - MOVE
-    "1.2.840.10008.5.1.4.1.2.2.2": "study",  # Study Root Q/R Information Model - MOVE
-}
 RELAY_INTERVAL = 0.5  # seconds between progress checks (and pending responses, when something changed)
-
-
-class RelayedMoveService(QueryRetrieveServiceClass):
-    """C-MOVE: the EVT_C_MOVE handler yields (status, identifier) pairs, pending ones carrying the
-    sub-operation counts, as for C-FIND; this sends each as a C-MOVE response."""
-
-    def _move_scp(self, req: C_MOVE, context: Any) -> None:
-        cx_id, syntax = context.context_id, context.transfer_syntax[0]
-        try:
-            responses = evt.trigger(self.assoc, evt.EVT_C_MOVE,
-                                    {"request": req, "context": context.as_tuple, "_is_cancelled": self.is_cancelled})
-            assert responses is not None  # MoveService.on_move is bound: it answers with a generator
-            for status, identifier in responses:
-                if not self.assoc.is_established:
-                    return
-                rsp = self.validate_status(status, _response_to(req))
-                if identifier is not None:
-                    encoded = encode(identifier, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
-                    rsp.Identifier = BytesIO(encoded or b"")  # None (cannot encode) gives an empty identifier
-                self.dimse.send_msg(rsp, cx_id)
-        except Exception:  # noqa: BLE001 - the requester gets a failure, the SCP goes on
-            log.exception("C-MOVE handler failed")
-            rsp = _response_to(req)
-            rsp.Status = 0xC511
-            if self.assoc.is_established:
-                self.dimse.send_msg(rsp, cx_id)
-
-
-def _response_to(req: C_MOVE) -> C_MOVE:
-    rsp = C_MOVE()
-    rsp.MessageIDBeingRespondedTo = req.MessageID
-    rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
-    return rsp
-
-
-def install_relayed_move() -> None:
-    """Have pynetdicom's associations use RelayedMoveService for the Q/R MOVE SOP classes."""
-    original = pynetdicom.association.uid_to_service_class
-    if getattr(original, "relays_move", False):
-        return
-
-    def service_class_for(uid: str) -> Any:
-        return RelayedMoveService if uid in MOVE_MODELS else original(uid)
-
-    service_class_for.relays_move = True  # type: ignore[attr-defined]
-    pynetdicom.association.uid_to_service_class = service_class_for
 
 
 def _status(code: int, progress: Progress, remaining: bool) -> Dataset:

@@ -7,22 +7,20 @@ import logging
 import os
 import ssl
 import tempfile
-import threading
 from typing import Any
 
 import ray
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification  # type: ignore[attr-defined]  # generated at import
 from pynetdicom.transport import ThreadedAssociationServer
 
+import dimse
 from actors.dimse_find import QUERY_MODELS
 from actors.dimse_get import GET_MODELS
 from actors.dimse_handlers import DimseHandlers
-from actors.dimse_move import MOVE_MODELS, install_relayed_move
+from actors.dimse_move import MOVE_MODELS
 from actors.dimse_mpps import MPPS
-from actors.dimse_server import FastAssociationServer
 from actors.loop_thread import LoopThread
-from actors.pynetdicom_tuning import tune
 from archive.identity.tokens import verifier_for
 from archive.priority import normal_priority
 from archive.query.mwl import WORKLIST_FIND
@@ -30,6 +28,7 @@ from archive.receipt_timing import ReceiptHistogram, publish
 from archive.resources import Resources
 from archive.settings import Settings
 from archive.tls import ssl_server_context
+from dimse.server import serve_in_thread
 from receiving.ingest import Ingest
 
 log = logging.getLogger("dicomflow.scp")
@@ -61,12 +60,8 @@ class DimseScp:
         self.loop = LoopThread("dicomflow-scp-loop")
         self.resources = self.loop.run(Resources.open(settings), timeout=60)
         self.ingest = self.loop.run(Ingest.open(self.resources), timeout=60)
-        # pynetdicom streams each dataset into a file; put it where a commit is a rename
-        _config.STORE_RECV_CHUNKED_DATASET = True
-        # private and newer storage SOP classes are stored too, not answered with an abort
-        _config.UNRESTRICTED_STORAGE_SERVICE = True
-        install_relayed_move()  # C-MOVE sub-operations run in a workflow; the SCP relays progress
-        tune()
+        dimse.install(receiving=True)
+        # pynetdicom streams each received dataset into a temporary file: put it where a commit is a rename
         tempfile.tempdir = str(self.ingest.blobs.spool_dir)
         verifier = verifier_for(settings, self.resources.cache.client)
         handlers = DimseHandlers(settings, self.ingest, self.loop, verifier)
@@ -80,11 +75,7 @@ class DimseScp:
             self.servers.append(self._serve(settings.dimse_tls_port, handlers, context))
 
     def _serve(self, port: int, handlers: DimseHandlers, context: ssl.SSLContext | None) -> ThreadedAssociationServer:
-        server = self.ae.make_server((self.settings.bind_host, port), evt_handlers=handlers.handlers(),
-                                     server_class=FastAssociationServer, ssl_context=context)
-        self.ae._servers.append(server)  # noqa: SLF001 - as AE.start_server does, so shutdown() finds it
-        threading.Thread(target=server.serve_forever, name=f"dicomflow-scp-{port}", daemon=True).start()
-        return server
+        return serve_in_thread(self.ae, (self.settings.bind_host, port), handlers.handlers(), context)
 
     async def _publish_timings(self, histogram: ReceiptHistogram) -> None:
         """Every few seconds, for `/metrics` on the Serve replicas (archive/receipt_timing.py)."""

@@ -13,12 +13,12 @@ import ray
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+import dimse
 from activities.commitment_steps import CommitmentActivities
 from activities.context import ActivityContext
 from activities.retrieve_steps import RetrieveActivities
 from activities.study_steps import StudyActivities
 from actors.loop_thread import LoopThread
-from actors.pynetdicom_tuning import tune
 from actors.reconciler import reconcile_forever
 from archive.priority import normal_priority
 from archive.settings import Settings
@@ -87,7 +87,7 @@ class WorkerHost:
 class WorkflowWorkerActor:
     def __init__(self, settings_data: dict[str, Any]) -> None:
         normal_priority()
-        tune()  # C-MOVE sub-operations and N-EVENT-REPORTs go out from here
+        dimse.install()  # C-MOVE sub-operations and N-EVENT-REPORTs go out from here
         self.host = WorkerHost(Settings.model_validate(settings_data))
 
     def ready(self) -> int:

@@ -234,7 +234,7 @@ def _codec(charset: tuple[str, ...]) -> _Codec:
 
 class EncodedAnswer(Dataset):
     """An answer with its bytes for one transfer syntax already made: the SCP sends `encoded` as it
-    is (actors/pynetdicom_find_responses); anything else still reads it as a Dataset of raw
+    is (dimse/find_responses); anything else still reads it as a Dataset of raw
     elements. pydicom's writer took ~25% of the SCP's time per answer only to copy those values."""
 
     def __init__(self, elements: dict[BaseTag, DataElement | RawDataElement], implicit_vr: bool, encoded: bytes) -> None:

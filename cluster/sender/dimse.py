@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pynetdicom import AE
 from pynetdicom.association import Association
 
-from activities.store_scu import no_delay, release
+import dimse
 from cluster.sender.outcome import WARNINGS, Tally
 from cluster.sender.sources import DicomFile
+from dimse.store_scu import no_delay, release
 
 MAX_CONTEXTS = 128
 ATTEMPTS = 3
@@ -96,6 +97,7 @@ def _record(tally: Tally, item: DicomFile, status: int, comment: str) -> None:
 
 
 def send_dimse(target: DimseTarget, files: list[DicomFile], jobs: int, tally: Tally, advance: Callable[[int], None]) -> None:
+    dimse.install()  # files go out as their bytes (chunked), through the reactor the worker's sends use
     shares: list[list[DicomFile]] = [[] for _ in range(max(1, jobs))]
     for index, item in enumerate(files):
         shares[index % len(shares)].append(item)

@@ -1,4 +1,4 @@
-"""C-STOREs written straight to the socket (activities/direct_store): the same bytes pynetdicom
+"""C-STOREs written straight to the socket (dimse/direct_store): the same bytes pynetdicom
 would put on the wire, byte-identical objects at dcmtk's storescp, and a clear end (association
 aborted, no status) when the peer breaks the protocol or goes silent."""
 
@@ -24,8 +24,11 @@ from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import split_dataset
 
-from activities import direct_store
-from activities.direct_store import (
+import dimse
+from archive.part10_meta import HEAD_BYTES, read_layout
+from archive.settings import AEEntry
+from dimse import direct_store
+from dimse.direct_store import (
     DirectStoreUnavailable,
     PeerMisbehaved,
     StoreOrigin,
@@ -34,10 +37,7 @@ from activities.direct_store import (
     pdata_pdu,
     send_file,
 )
-from activities.store_scu import open_store_association
-from actors.pynetdicom_tuning import tune
-from archive.part10_meta import HEAD_BYTES, read_layout
-from archive.settings import AEEntry
+from dimse.store_scu import open_store_association
 from testkit.running_stack import free_port
 from tests.conftest import DATA
 
@@ -46,7 +46,7 @@ BUNDLED = Path(pydicom.data.__file__).parent / "test_files"
 
 @pytest.fixture(scope="module", autouse=True)
 def dimse_process() -> None:
-    tune()  # as in the SCP and worker processes: pynetdicom's DUL can lend its socket
+    dimse.install()  # as in the SCP and worker processes: pynetdicom's DUL can lend its socket
 
 
 def _objects() -> list[Path]:

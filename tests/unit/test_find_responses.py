@@ -11,7 +11,7 @@ from pynetdicom.dimse_messages import C_FIND_RSP
 from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import encode
 
-from actors.pynetdicom_find_responses import command_set, message_pdus
+from dimse.find_responses import command_set, message_pdus
 
 
 def _pending(identifier: bytes, status: int = 0xFF00) -> C_FIND:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actors.pynetdicom_get_pending import PendingClock
+from dimse.get_pending import PendingClock
 
 
 def test_the_first_pending_goes_then_one_per_interval() -> None:

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from actors.pynetdicom_reactor import (
+from dimse.reactor import (
     BUSY_POLL,
     EAGER_MOVES,
     IDLE_POLL,
@@ -48,7 +48,7 @@ def test_a_quiet_association_rests() -> None:
 
 
 def test_an_association_whose_socket_is_lent_rests() -> None:
-    """activities/direct_store moves the PDUs meanwhile: pynetdicom's threads have nothing to do."""
+    """dimse/direct_store moves the PDUs meanwhile: pynetdicom's threads have nothing to do."""
     assert poll_interval(_dul(0.0, requestor=True, hurried=True, lent=True)) == RESTING_POLL  # type: ignore[arg-type]
 
 
@@ -131,9 +131,9 @@ def test_an_association_that_never_starts_leaves_no_wake_sockets() -> None:
     the DUL's thread starts, so a refused call leaves nothing open, and waking it is a no-op."""
     from pynetdicom import AE
 
-    from actors.pynetdicom_tuning import tune
+    import dimse
 
-    tune()
+    dimse.install()
     ae = AE(ae_title="LEAKCHECK")
     ae.add_requested_context("1.2.840.10008.1.1")
     made = []

@@ -27,9 +27,9 @@ from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu_primitives import P_DATA
 
-from activities.direct_store import pdata_pdu
-from actors.pynetdicom_reactor import written_when_idle
 from archive.query.cfind import EncodedAnswer
+from dimse.direct_store import pdata_pdu
+from dimse.reactor import written_when_idle
 
 PENDING = (0xFF00, 0xFF01)
 # PS3.7 E.2: the message control header of each presentation data value

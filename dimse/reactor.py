@@ -38,7 +38,7 @@ import pynetdicom.dul
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 
-from activities.direct_store import SocketBusyError
+from dimse.direct_store import SocketBusyError
 
 IDLE_POLL = 0.001  # pynetdicom's own
 BUSY_POLL = 0.00005
@@ -106,7 +106,7 @@ class BusyAwareDUL(DULServiceProvider):
         self.wake()
 
     def prepare_release(self) -> None:
-        """Called before `Association.release()` (activities.store_scu.release). After a long run of
+        """Called before `Association.release()` (dimse.store_scu.release). After a long run of
         lent sends both pynetdicom threads poll every RESTING_POLL, and a release waits for the
         association's thread to pause, then for this thread to send the A-RELEASE-RQ: up to two
         resting polls (40 ms) per move. Both poll fast from now, and both end their current wait."""
@@ -155,7 +155,7 @@ class BusyAwareDUL(DULServiceProvider):
     @contextmanager
     def lend_socket(self, only_if_idle: bool = False, wait: float = 0.0) -> Iterator[socket.socket]:
         """The connected socket, for whole DIMSE messages written (and answers read) by the caller's
-        thread (activities/direct_store, C-FIND answers, C-STORE responses). The DUL neither reads
+        thread (dimse/direct_store, C-FIND answers, C-STORE responses). The DUL neither reads
         nor writes it meanwhile (its reads and every state machine action, sends included, take the
         same lock); the state machine stays in Sta6, which P-DATA never leaves. Lent only when the
         DUL has no PDU of its own waiting to go, so fragments of two messages never interleave:

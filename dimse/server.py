@@ -8,7 +8,10 @@ one port so a node uses all its cores.
 from __future__ import annotations
 
 import socket
+import ssl
+import threading
 
+from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
@@ -44,3 +47,13 @@ class FastAssociationServer(ThreadedAssociationServer):
         if self.ssl_context:  # DICOM TLS: the handshake (and client certificate check) happens here
             return self.ssl_context.wrap_socket(tuned, server_side=True), address
         return tuned, address
+
+
+def serve_in_thread(ae: AE, address: tuple[str, int], handlers: list[evt.EventHandlerType],
+                    ssl_context: ssl.SSLContext | None) -> ThreadedAssociationServer:
+    """`ae.start_server(block=False)` with FastAssociationServer; registered with the AE as
+    start_server registers its own, so `ae.shutdown()` stops it too."""
+    server = ae.make_server(address, evt_handlers=handlers, server_class=FastAssociationServer, ssl_context=ssl_context)
+    ae._servers.append(server)  # noqa: SLF001 - pynetdicom's start_server does the same with its own server
+    threading.Thread(target=server.serve_forever, name=f"dicomflow-scp-{address[1]}", daemon=True).start()
+    return server

@@ -17,7 +17,7 @@ from typing import Any
 import pynetdicom.association
 from pynetdicom.dimse_primitives import C_GET
 
-from actors.pynetdicom_find_responses import FindResponseCache
+from dimse.find_responses import FindResponseCache
 
 PENDING = 0xFF00
 PENDING_INTERVAL = 0.25  # seconds

@@ -1,5 +1,6 @@
 """Process-wide pynetdicom and pydicom settings for DIMSE processes (the SCP and the workflow
-worker, which sends C-MOVE sub-operations and N-EVENT-REPORTs), each measured (bench/dimse_qr.py)."""
+worker, which sends C-MOVE sub-operations and N-EVENT-REPORTs), each measured (bench/dimse_qr.py).
+Installed by `dimse.install()`, first of its steps."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from pydicom import config as pydicom_config
 from pydicom.uid import UID
 from pynetdicom import _config
 from pynetdicom.presentation import PresentationContext
-
-from actors import pynetdicom_find_responses, pynetdicom_get_pending, pynetdicom_reactor, pynetdicom_store_responses
 
 
 def _same_uid(self: UID, memo: dict[int, Any]) -> UID:
@@ -42,7 +41,3 @@ def tune() -> None:
     # pydicom checks every value it converts (a regex per UID in each command set) only to warn;
     # receipt makes its own checks, with refusals, before anything is stored
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
-    pynetdicom_reactor.install()
-    pynetdicom_find_responses.install()
-    pynetdicom_get_pending.install()
-    pynetdicom_store_responses.install()

@@ -4,7 +4,7 @@ A receiving association answers each C-STORE through pynetdicom's message object
 and state machine, and waits for the DUL's next poll (1 ms on a receiving association) before the
 answer leaves; the modality sends nothing meanwhile. A plain answer (a status, no comment) is
 encoded here and written at once when the DUL lends its socket with nothing of its own to send or
-read (actors/pynetdicom_reactor); any other answer goes through pynetdicom as before.
+read (dimse/reactor); any other answer goes through pynetdicom as before.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pynetdicom.association
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_STORE
 
-from activities.direct_store import c_store_response_command, pdata_pdu
-from actors.pynetdicom_get_pending import GetPendingThrottle
-from actors.pynetdicom_reactor import written_when_idle
+from dimse.direct_store import c_store_response_command, pdata_pdu
+from dimse.get_pending import GetPendingThrottle
+from dimse.reactor import written_when_idle
 
 _COMMAND_LAST = 0x03
 _OPTIONAL = ("OffendingElement", "ErrorComment", "ErrorID", "AttributeIdentifierList")

@@ -8,15 +8,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, _config
+from pynetdicom import AE
 from pynetdicom.association import Association
 
 from archive.outbound import FALLBACK_SYNTAXES
 from archive.settings import AEEntry
 
 MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: odd context ids 1..255
-# a file whose stored syntax the receiver accepted goes out as its bytes, not decoded and re-encoded
-_config.STORE_SEND_CHUNKED_DATASET = True
 
 
 class DestinationUnavailable(RuntimeError):
@@ -42,7 +40,7 @@ def open_store_association(own_ae: str, peer_ae: str, peer: AEEntry, objects: It
 
 
 def release(assoc: Association) -> None:
-    """`assoc.release()`, first telling the DUL to stop resting if it can (actors.pynetdicom_reactor's
+    """`assoc.release()`, first telling the DUL to stop resting if it can (dimse.reactor's
     BusyAwareDUL): 29 -> 1 ms per release of an association to storescp."""
     prepare = getattr(assoc.dul, "prepare_release", None)
     if prepare is not None:
@@ -54,7 +52,7 @@ def no_delay(assoc: Association) -> None:
     """Each C-STORE waits for its answer: without TCP_NODELAY every one stalls on Nagle's algorithm
     (measured: 53 instead of 246 instances/s to storescp). pynetdicom leaves a requested socket
     without a timeout once connected, so a peer that stops in the middle of a PDU would hold its
-    reader (and the lent socket, activities/direct_store) for ever; the network timeout bounds it."""
+    reader (and the lent socket, dimse/direct_store) for ever; the network timeout bounds it."""
     transport = assoc.dul.socket
     if transport is not None and transport.socket is not None:
         transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -4,7 +4,7 @@ pynetdicom carries every PDU of a message through two polling threads and a queu
 encodes each fragment as objects: ~1.4 ms of CPU and ~2.3 ms of wall time per 87 KB instance sent
 to storescp, where Orthanc's whole sub-operation takes ~1.1 ms. Here the association is still
 negotiated, released and aborted by pynetdicom; for the length of one C-STORE its DUL lends this
-thread the socket (`lend_socket`, actors/pynetdicom_reactor), the request goes out as P-DATA-TF
+thread the socket (`lend_socket`, dimse/reactor), the request goes out as P-DATA-TF
 PDUs in one `sendall`, and the answer is read as soon as it arrives. An association whose DUL
 cannot lend, or a peer with a tiny maximum PDU, is left to pynetdicom (`DirectStoreUnavailable`).
 """
@@ -35,7 +35,7 @@ _PDV_LAST, _PDV_COMMAND = 0x02, 0x01
 
 
 class SocketBusyError(RuntimeError):
-    """Raised by a lending DUL whose own PDUs did not drain in time (actors/pynetdicom_reactor.SocketBusy)."""
+    """Raised by a lending DUL whose own PDUs did not drain in time (dimse/reactor.SocketBusy)."""
 
 
 class DirectStoreUnavailable(Exception):

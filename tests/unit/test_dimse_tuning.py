@@ -8,11 +8,11 @@ import copy
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless
 from pynetdicom import AE, build_context
 
-from actors.pynetdicom_tuning import tune
+import dimse
 
 
 def test_supported_contexts_copy_whole_and_apart() -> None:
-    tune()
+    dimse.install()
     ae = AE()
     ae.add_supported_context("1.2.840.10008.5.1.4.1.1.4", [ExplicitVRLittleEndian, JPEG2000Lossless], scu_role=True, scp_role=False)
     ae.add_supported_context("1.2.840.10008.1.1")
