@@ -26,6 +26,7 @@ from archive.decode_pool import DecodeRefused, shared_pool
 from archive.index import retrieves
 from archive.index.retrieves import COMPLETED, FAILED, WARNING, Acknowledgements, ItemToSend
 from archive.outbound import NoCommonSyntax, dataset_to_send
+from archive.settings import AEEntry
 from dimse.direct_store import DirectStoreUnavailable, StoreOrigin, send_file
 from dimse.store_scu import DestinationUnavailable, accepted_syntaxes, open_store_association, release, store
 
@@ -71,10 +72,7 @@ class RetrieveActivities:
         """Send every instance still owed; how many this attempt sent. Raises (to be retried) when the
         destination cannot be reached or drops the association."""
         pool, settings = self.ctx.pool, self.ctx.settings
-        peer = settings.ae_table.get(request.destination_ae)
-        if peer is None or not peer.reachable:
-            raise ApplicationError(f"move destination {request.destination_ae!r} has no address in the AE table",
-                                   non_retryable=True)
+        peer = await self._checked_destination(request)
         kinds = await retrieves.pending_kinds(pool, request.retrieve_id)
         opened = await asyncio.gather(
             asyncio.to_thread(open_store_association, settings.ae_title, request.destination_ae, peer, kinds),
@@ -91,6 +89,22 @@ class RetrieveActivities:
             return await self._send_owed(request, assoc, acks)
         finally:
             await self._close(assoc, acks)
+
+    async def _checked_destination(self, request: RetrieveRequest) -> AEEntry:
+        """The tenant and destination again, from what the SCP recorded, not from the request: a
+        workflow started by anyone who reached Temporal must not send one tenant's objects elsewhere."""
+        recorded = await retrieves.recorded_as(self.ctx.pool, request.retrieve_id)
+        if recorded != (request.tenant, request.destination_ae):
+            raise ApplicationError(f"retrieve {request.retrieve_id} was not recorded for tenant {request.tenant!r} and destination "
+                                   f"{request.destination_ae!r}; nothing is sent", non_retryable=True)
+        peer = self.ctx.settings.ae_table.get(request.destination_ae)
+        if peer is None or not peer.reachable:
+            raise ApplicationError(f"move destination {request.destination_ae!r} has no address in the AE table",
+                                   non_retryable=True)
+        if peer.tenant not in (None, request.tenant):
+            raise ApplicationError(f"move destination {request.destination_ae!r} serves another tenant than {request.tenant!r}",
+                                   non_retryable=True)
+        return peer
 
     @staticmethod
     async def _close(assoc: Association | BaseException, acks: Acknowledgements | BaseException) -> None:

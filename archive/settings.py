@@ -25,6 +25,8 @@ ENV_PREFIX = "DICOMFLOW_"
 EMBEDDED_OWNER_ROLE = "dicomflow"
 NODE_ROLE_RESOURCE_PREFIX = "dicomflow_"  # a node role is the Ray custom resource dicomflow_<role>
 EMBEDDED_APP_ROLE = "dicomflow_app"
+EMBEDDED_TEMPORAL_HOST = "127.0.0.1"  # the dev server has no authentication: never beyond loopback
+TEMPORAL_UI_PATH = "/temporal"  # the UI's public path, the same on loopback and through DICOMweb's origin
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 # decoding one frame holds the codec's working buffer (openjpeg keeps 32-bit samples: twice a
 # 16-bit frame) and the decoded frame, and rendering adds its 8-bit image: measured 3x the decoded
@@ -174,6 +176,13 @@ class Settings(BaseSettings):
     # on this 2-core machine, so a 1 GiB frame (max_frame_bytes) takes ~40-50 s
     decode_timeout_seconds: float = Field(60.0, gt=0)
     decode_workers: int = Field(2, ge=1, le=64)
+    # a replica waits for its decode pool on threads of its own (serve/decode_gate.py), so slow
+    # renders cannot take the threads every other request needs; a tenant holds at most
+    # decode_tenant_threads of them, and a request over that share waits up to
+    # decode_queue_seconds for one, then gets 503 with Retry-After
+    decode_threads: int = Field(16, ge=1, le=256)
+    decode_tenant_threads: int = Field(4, ge=1, le=256)
+    decode_queue_seconds: float = Field(10.0, ge=0)
     commitment_timeout_seconds: float = Field(3600.0, gt=0)
     # keep: store as received; uncompressed: also keep an Explicit VR Little Endian copy of
     # compressed objects (the original is always kept)
@@ -321,8 +330,13 @@ class Settings(BaseSettings):
         password = read_secret(self.var_path, REDIS)
         return f"redis://{':' + password + '@' if password else ''}{self.bind_host}:{self.redis_port}/0"
 
+    @property
+    def embedded_temporal_ui_url(self) -> str:
+        """The embedded Temporal Web UI on this host's loopback, where no identity is checked."""
+        return f"http://{EMBEDDED_TEMPORAL_HOST}:{self.temporal_ui_port}{TEMPORAL_UI_PATH}/"
+
     def effective_temporal_address(self) -> str:
-        return self.temporal_address or f"{self.bind_host}:{self.temporal_port}"
+        return self.temporal_address or f"{EMBEDDED_TEMPORAL_HOST}:{self.temporal_port}"
 
     @property
     def dimse_tls(self) -> bool:

@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from archive.settings import Settings, SettingsError, load_settings
+from archive.settings import TEMPORAL_UI_PATH, Settings, SettingsError, load_settings
 from cluster import certs, cli_audit, cli_cluster, cli_metadata, cli_send, cli_sweep, cli_worklist, viewer_install
 from cluster.cli_cluster import print_cluster
 from cluster.ray_env import join_as_client
@@ -43,7 +43,8 @@ def banner(settings: Settings) -> str:
           if settings.ingress == "haproxy" else []),
         ("DIMSE", f"AE title {settings.ae_title} on {h}:{settings.dimse_port}"
                   + (f", DICOM TLS on {h}:{settings.dimse_tls_port}" if settings.dimse_tls else ", no DICOM TLS (see `dicomflow certs`)")),
-        ("Temporal UI", f"http://{h}:{settings.temporal_ui_port}" if not settings.temporal_address else "(external Temporal)"),
+        ("Temporal UI", f"{settings.dicomweb_origin}{TEMPORAL_UI_PATH}/   (operator role; log in at /temporal-login)"
+         if not settings.temporal_address else "(external Temporal: its own UI)"),
         ("Temporal", settings.effective_temporal_address()),
         ("Ray dashboard", f"http://{h}:{settings.ray_dashboard_port}   (token: ~/.ray/auth_token)" if not settings.ray_address else settings.ray_address),
         ("Ray cluster", f"{_ray_address(settings)}   (`dicomflow join` it from another node; `dicomflow scale workers=N`)"),

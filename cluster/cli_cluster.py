@@ -87,12 +87,12 @@ def print_cluster(report: dict[str, Any]) -> None:
               f"web={replicas}  {state}")
 
 
-def _admission(settings: Settings, roles: list[str]) -> str | None:
-    """Refuse before starting anything when the head's blob store cannot serve another node."""
+def _admission(settings: Settings, roles: list[str], node_ip: str) -> str | None:
+    """Refuse before starting anything when the head's blob store or Temporal cannot serve another node."""
     import ray
 
     try:
-        return ray.get(_controller(settings).admission_problem.remote(roles), timeout=30)  # type: ignore[no-any-return]
+        return ray.get(_controller(settings).admission_problem.remote(roles, node_ip), timeout=30)  # type: ignore[no-any-return]
     finally:
         ray.shutdown()
 
@@ -101,7 +101,7 @@ def cmd_join(settings: Settings, args: argparse.Namespace) -> int:
     roles = [r for r in args.roles.split(",") if r]
     resources = role_resources(roles)
     joining = settings.model_copy(update={"ray_address": args.address})
-    problem = _admission(joining, roles)
+    problem = _admission(joining, roles, args.node_ip)
     if problem:
         print(f"dicomflow: will not join: {problem}", file=sys.stderr)
         return 2

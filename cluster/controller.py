@@ -22,7 +22,7 @@ from ray.actor import ActorClass, ActorHandle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from archive.settings import Settings
-from cluster.placement import RESOURCE_PREFIX, Node, alive_nodes, blob_problem, node_settings
+from cluster.placement import RESOURCE_PREFIX, Node, alive_nodes, node_settings, placement_problem
 
 log = logging.getLogger("dicomflow.controller")
 CONTROLLER_NAME = "dicomflow-controller"
@@ -82,7 +82,7 @@ class ClusterController:
         for node in nodes:
             if node.node_id in self.draining:
                 continue
-            problem = blob_problem(self.settings, node) if node.roles & {"dimse", "worker"} else None
+            problem = placement_problem(self.settings, node)
             if problem:
                 self.refused[node.node_id] = problem
                 continue
@@ -132,11 +132,9 @@ class ClusterController:
             log.warning("%s on %s did not stop cleanly", placed.kind, placed.node.address)
         ray.kill(placed.handle, no_restart=True)
 
-    def admission_problem(self, roles: list[str]) -> str | None:
+    def admission_problem(self, roles: list[str], joining_address: str = "(joining)") -> str | None:
         """Why a new node with these roles would be refused (before it starts anything)."""
-        if not set(roles) & {"dimse", "worker"}:
-            return None
-        return blob_problem(self.settings, Node("new", "(joining)", frozenset(roles), is_head=False))
+        return placement_problem(self.settings, Node("new", joining_address, frozenset(roles), is_head=False))
 
     async def scale(self, workers: int | None = None, web: tuple[int, int | None] | None = None) -> dict[str, Any]:
         """New counts, live: workflow workers placed or retired; DICOMweb replicas redeployed with

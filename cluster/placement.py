@@ -3,6 +3,7 @@ node gets. Pure functions over `ray.nodes()`-shaped dicts, so they read (and tes
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,32 @@ def node_settings(settings: Settings, node: Node) -> Settings:
         "redis_url": settings.effective_redis_url(),
         "temporal_address": settings.effective_temporal_address(),
     })
+
+
+def temporal_problem(settings: Settings, node: Node) -> str | None:
+    """Why `node` cannot reach Temporal: the embedded dev server has no authentication, so it
+    listens on the head's loopback only; a node on another host needs a Temporal it can reach
+    safely (a Temporal cluster or Temporal Cloud with mTLS, named by temporal_address)."""
+    if node.is_head or settings.temporal_address or _is_loopback(node.address):
+        return None
+    return (f"node {node.address} cannot reach Temporal: the embedded Temporal dev server listens on the head's loopback only "
+            "(it has no authentication). Set temporal_address to a Temporal cluster or Temporal Cloud with mTLS")
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+def placement_problem(settings: Settings, node: Node) -> str | None:
+    """Why `node` may not run dicomflow's actors (the first reason found)."""
+    if node.roles & {"dimse", "worker"}:
+        problem = blob_problem(settings, node)
+        if problem:
+            return problem
+    return temporal_problem(settings, node)
 
 
 def blob_problem(settings: Settings, node: Node) -> str | None:

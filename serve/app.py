@@ -23,6 +23,7 @@ from serve.metrics import router as metrics_router
 from serve.qido import router as qido_router
 from serve.shared_result import SharedResult
 from serve.stow import router as stow_router
+from serve.temporal_ui import router as temporal_ui_router
 from serve.ups import router as ups_router
 from serve.version import dicomflow_version
 from serve.viewer import install_viewer
@@ -76,6 +77,7 @@ def build_app(settings: Settings) -> FastAPI:
     app.include_router(admin_router)
     app.include_router(health_router)
     app.include_router(metrics_router)
+    app.include_router(temporal_ui_router)
     install_viewer(app)  # last: its mount takes every path under /viewer
     return app
 

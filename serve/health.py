@@ -97,7 +97,7 @@ async def _http_probe(url: str, version_of: Callable[[httpx.Response], str], hea
 
 
 async def check_temporal_ui(settings: Settings) -> Check:
-    url = f"http://{settings.bind_host}:{settings.temporal_ui_port}"
+    url = settings.embedded_temporal_ui_url
     return await _timed("temporal_ui", url, lambda: _http_probe(url, lambda r: f"HTTP {r.status_code}"))
 
 

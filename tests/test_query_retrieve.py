@@ -507,3 +507,28 @@ def test_move_histories_replay_in_the_sandbox_on_both_sending_paths(stack, qr_da
         return paths
 
     assert run(replay()) == {"activity", "local"}
+
+
+def test_a_retrieve_workflow_started_from_outside_sends_nothing(stack, qr_data):
+    """Issue 27 item 1: anyone who reached Temporal could start a RetrieveWorkflow naming any
+    tenant and destination. The send step re-checks what the SCP recorded and refuses."""
+    import uuid
+
+    from temporalio.client import WorkflowFailureError
+
+    from activities import names
+    from activities.types import RetrieveRequest
+    from testkit.temporal_waits import client_for
+
+    forged = RetrieveRequest("qr", uuid.uuid4().hex, STORESCP_B_AE, "INTRUDER", 1, instances=1)
+
+    async def start_and_read() -> str:
+        client = await client_for(stack.settings)
+        handle = await client.start_workflow(names.RETRIEVE_WORKFLOW, forged, id=names.retrieve_workflow_id("qr", forged.retrieve_id),
+                                             task_queue=stack.settings.temporal_task_queue)
+        with contextlib.suppress(WorkflowFailureError):
+            await handle.result()
+        return str([e for e in (await handle.fetch_history()).events])
+
+    history = run(start_and_read())
+    assert "was not recorded for tenant" in history and "nothing is sent" in history

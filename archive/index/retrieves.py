@@ -56,6 +56,13 @@ async def create(pool: AsyncConnectionPool, retrieve_id: str, tenant: str, reque
     return total
 
 
+async def recorded_as(pool: AsyncConnectionPool, retrieve_id: str) -> tuple[str, str] | None:
+    """The tenant and destination the SCP recorded for this retrieve; None when it recorded none."""
+    async with pool.connection() as conn:
+        row = await (await conn.execute("SELECT tenant, destination FROM retrieve WHERE id = %s", (retrieve_id,))).fetchone()
+    return (str(row[0]), str(row[1])) if row else None
+
+
 async def progress(pool: AsyncConnectionPool, retrieve_id: str, with_failed_uids: bool = False) -> Progress:
     async with pool.connection() as conn:
         row = await (await conn.execute("SELECT state, finished_at IS NOT NULL FROM retrieve WHERE id = %s",

@@ -45,7 +45,7 @@ def test_an_actor_on_another_node_listens_there_and_reaches_the_heads_services(t
     there = node_settings(head, Node("o", "10.0.0.7", frozenset({"dimse"}), False))
     assert there.bind_host == "10.0.0.7"
     assert there.postgres_dsn is not None and "@10.0.0.5:15000/" in there.postgres_dsn
-    assert there.effective_temporal_address() == head.effective_temporal_address()
+    assert there.effective_temporal_address() == head.effective_temporal_address()  # (a loopback node; see below)
     on_head = node_settings(head, Node("h", "10.0.0.5", frozenset({"dimse"}), True))
     assert on_head.postgres_dsn is None, "the head's actors read the embedded passwords from var/secrets, not from their arguments"
 
@@ -78,3 +78,17 @@ def test_a_node_joins_a_loopback_head_by_the_address_ray_does_not_rewrite() -> N
     assert gcs_address_for_node("127.0.0.1:41234") == "[::ffff:127.0.0.1]:41234"
     assert gcs_address_for_node("10.0.0.5:6379") == "10.0.0.5:6379"
 
+
+
+def test_a_node_on_another_host_cannot_use_the_embedded_temporal(tmp_path) -> None:
+    """Issue 27 item 1: the embedded Temporal listens on the head's loopback only (no authentication)."""
+    from cluster.placement import placement_problem
+
+    head = Settings(var_dir=tmp_path, bind_host="10.0.0.5", s3_endpoint="s3.example:9000")
+    assert head.effective_temporal_address().startswith("127.0.0.1:"), "not on bind_host: it would be an open door"
+    remote = Node("o", "10.0.0.7", frozenset({"web"}), False)
+    assert "temporal_address" in (placement_problem(head, remote) or "")
+    same_host = Node("l", "127.0.0.1", frozenset({"worker", "dimse"}), False)
+    assert placement_problem(head, same_host) is None
+    external = head.model_copy(update={"temporal_address": "temporal.example:7233"})
+    assert placement_problem(external, remote) is None
