@@ -36,8 +36,20 @@ def add_tls(config: str, port: int, pem: str) -> str:
                               "    http-request set-header X-Forwarded-Proto https\n", config)
 
 
+_DICOMWEB_FRONTEND = re.compile(r"^(frontend\s+http_frontend\s*\n)", re.MULTILINE)
+
+
+def set_forwarded_for(config: str) -> str:
+    """The replicas' uvicorn trusts X-Forwarded-For from 127.0.0.1, where HAProxy connects from; so
+    HAProxy must replace whatever a client sent with the address it really came from, or the audit
+    trail would record a peer of the client's choosing."""
+    if "set-header X-Forwarded-For" in config:
+        return config
+    return _DICOMWEB_FRONTEND.sub(lambda m: m.group(1) + "    http-request set-header X-Forwarded-For %[src]\n", config)
+
+
 def rewrite(config: str, host: str, tls: str) -> str:
-    pinned = pin_binds(config, host)
+    pinned = set_forwarded_for(pin_binds(config, host))
     if tls == "-":
         return pinned
     port, pem = tls.split("=", 1)

@@ -339,6 +339,17 @@ def test_every_access_kind_leaves_an_audit_event(stack, stored, data_dir):
     assert by_study and all(e["study_uid"] == uids["study"] for e in by_study)
 
 
+def test_a_client_cannot_choose_its_audited_address(stack, stored):
+    """Issue 27 item 7: HAProxy passed a client's X-Forwarded-For to uvicorn, which trusts it from
+    127.0.0.1, so the audit trail recorded a peer of the client's choosing."""
+    marker = f"XFF{time.monotonic_ns()}*"
+    spoofed = {**bearer(TENANT, ["reader"]), "X-Forwarded-For": "203.0.113.9"}
+    assert requests.get(stack.url("/dicomweb/studies"), params={"PatientID": marker}, headers=spoofed, timeout=30).status_code == 200
+    events = _wait_for(stack, lambda ev: any(e["detail"].get("query", {}).get("PatientID") == marker for e in ev), tenant=TENANT)
+    query = next(e for e in events if e["detail"].get("query", {}).get("PatientID") == marker)
+    assert query["peer"] == "127.0.0.1"
+
+
 def test_an_admin_reads_only_its_own_tenants_audit_trail(stack, stored):
     """Issue 27 item 6: an admin token of one tenant read every tenant's audit trail."""
     reader_of_other = bearer(OTHER, ["reader"])
