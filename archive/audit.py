@@ -18,6 +18,8 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from archive.audit_throttle import UnauthenticatedThrottle
+
 log = logging.getLogger("dicomflow.audit")
 
 MAX_QUEUED = 200_000  # events; beyond this the database has been unreachable for a long time
@@ -83,15 +85,37 @@ class AuditLog:
         self._queue: collections.deque[AuditEvent] = collections.deque()
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
-        self.dropped = 0
+        self.unauthenticated = UnauthenticatedThrottle()
+        self.dropped = 0  # events lost to a full queue since start: exported as a metric
+        self._dropped_unreported = 0  # ... not yet written into the trail as a Security Alert
 
     def record(self, event: AuditEvent) -> None:
-        """A queue push, from any thread; the writer task makes it durable within `interval`."""
+        """A queue push, from any thread; the writer task makes it durable within `interval`. A full
+        queue (the index unreachable for long) counts what it cannot keep, and the trail gets one
+        Security Alert saying how many once it can be written again."""
         if len(self._queue) >= MAX_QUEUED:
             self.dropped += 1
-            log.error("audit queue full (%d events): the index is unreachable; event dropped", MAX_QUEUED)
+            self._dropped_unreported += 1
+            if self.dropped == 1 or self.dropped % 10_000 == 0:
+                log.error("audit queue full (%d events): the index is unreachable; %d events lost so far", MAX_QUEUED, self.dropped)
             return
         self._queue.append(event)
+
+    def record_unauthenticated(self, event: AuditEvent) -> None:
+        """A failed login: written in full up to a small rate per peer, counted past it."""
+        if self.unauthenticated.admit(event.peer):
+            self.record(event)
+
+    def _summaries(self) -> list[AuditEvent]:
+        """What was counted instead of written: suppressed failed logins per peer, lost events."""
+        events = [AuditEvent(AuditAction.LOGIN, Outcome.MINOR_FAILURE, "unauthenticated", "oidc", "dicomweb", peer=peer,
+                             detail={"suppressed": count, "window_seconds": self.unauthenticated.window})
+                  for peer, count in self.unauthenticated.summaries().items()]
+        if self._dropped_unreported and len(self._queue) < MAX_QUEUED // 2:
+            lost, self._dropped_unreported = self._dropped_unreported, 0
+            events.append(AuditEvent(AuditAction.SECURITY_ALERT, Outcome.SERIOUS_FAILURE, "dicomflow", "none", "audit",
+                                     detail={"lost_events": lost, "reason": "audit queue full while the index was unreachable"}))
+        return events
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -106,6 +130,7 @@ class AuditLog:
 
     async def flush(self) -> int:
         async with self._flush_lock:
+            self._queue.extend(self._summaries())
             batch: list[AuditEvent] = []
             while self._queue and len(batch) < 5000:
                 batch.append(self._queue.popleft())

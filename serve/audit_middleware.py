@@ -77,7 +77,8 @@ class AuditMiddleware:
             if key in note:
                 detail[key] = note[key]
         uids = _uids(scope)
-        resources.audit.record(AuditEvent(
+        record = resources.audit.record_unauthenticated if status == 401 else resources.audit.record
+        record(AuditEvent(
             action=action, outcome=_outcome(status),
             subject=principal.subject if principal else "unauthenticated",
             method=principal.method if principal else "oidc", source="dicomweb",

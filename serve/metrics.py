@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from archive.identity import Role
 from archive.metrics import FAMILIES, Sample, index_samples
 from archive.receipt_timing import Published, read_published
-from serve.deps import CacheDep, Caller, Pool
+from serve.deps import CacheDep, Caller, Pool, ResourcesDep
 
 router = APIRouter(tags=["Metrics"])
 REPLICA = CollectorRegistry()
@@ -64,9 +64,23 @@ class _ScpReceipts:
         return [times, outcomes]
 
 
+class _AuditLosses:
+    """Audit events this replica could not keep (a full queue while the index was unreachable):
+    a number to alert on, besides the Security Alert the trail gets once it can be written."""
+
+    def __init__(self, lost: int) -> None:
+        self.lost = lost
+
+    def collect(self) -> list[CounterMetricFamily]:
+        family = CounterMetricFamily("dicomflow_audit_lost_events", "audit events lost to a full queue in this replica")
+        family.add_metric([], self.lost)
+        return [family]
+
+
 @router.get("/metrics", summary="Prometheus metrics", dependencies=[Depends(_operator)])
-async def metrics(pool: Pool, cache: CacheDep) -> Response:
+async def metrics(pool: Pool, cache: CacheDep, resources: ResourcesDep) -> Response:
     registry = CollectorRegistry()
+    registry.register(_AuditLosses(resources.audit.dropped))  # type: ignore[arg-type]
     registry.register(_Snapshot(await index_samples(pool)))  # type: ignore[arg-type]
     registry.register(_ScpReceipts(await read_published(cache.client)))  # type: ignore[arg-type]
     body = generate_latest(registry) + generate_latest(REPLICA)

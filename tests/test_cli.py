@@ -187,6 +187,7 @@ def test_metrics_for_operators_without_patient_data(stack, data_dir):
         time.sleep(1)
         text = requests.get(stack.url("/metrics"), headers=operator_headers(), timeout=30).text
     assert "# TYPE dicomflow_stow_receipts_total counter" in text  # per replica, by outcome
+    assert re.search(r"^dicomflow_audit_lost_events_total 0\.0$", text, re.M), "the audit trail lost nothing"
     for marker in ("Test^Regression", "stc_test", "FA191122"):  # patient names and IDs of the stored data
         assert marker not in text
     # the Grafana dashboard in docs/ graphs only metrics that exist

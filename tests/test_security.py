@@ -350,6 +350,24 @@ def test_a_client_cannot_choose_its_audited_address(stack, stored):
     assert query["peer"] == "127.0.0.1"
 
 
+def test_a_flood_of_unauthenticated_requests_is_counted_not_written_one_by_one(stack):
+    """Issue 27 item 7: every 401 became an audit row, so a client without a token could fill the
+    audit queue. Past a small rate per peer they are counted into one summary event."""
+    from datetime import UTC, datetime
+
+    since = datetime.now(UTC).isoformat()
+    with requests.Session() as session:
+        for _ in range(200):
+            assert session.get(stack.url("/dicomweb/studies"), timeout=30).status_code == 401
+
+    def summarised(events: list[dict]) -> bool:
+        return sum(e["detail"].get("suppressed", 0) for e in events) >= 200 - 20
+
+    events = [e for e in _wait_for(stack, summarised, since=since) if e["event_code"] == 110114 and e["subject"] == "unauthenticated"]
+    assert summarised(events), events[-3:]
+    assert len(events) < 50, f"{len(events)} failed-login rows for 200 requests"
+
+
 def test_an_admin_reads_only_its_own_tenants_audit_trail(stack, stored):
     """Issue 27 item 6: an admin token of one tenant read every tenant's audit trail."""
     reader_of_other = bearer(OTHER, ["reader"])
