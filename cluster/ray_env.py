@@ -11,7 +11,9 @@ single-node Ray keeps its node address (and so every listener) on 127.0.0.1. A m
 from __future__ import annotations
 
 import os
+import secrets
 import sys
+from pathlib import Path
 
 from archive.settings import Settings
 
@@ -22,6 +24,28 @@ def pin_ray_to_loopback(settings: Settings) -> None:
     if "ray" in sys.modules:
         raise RuntimeError("pin_ray_to_loopback must run before ray is imported")
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
+
+def ray_token_path() -> Path:
+    """Where Ray keeps its cluster token (Ray's own default; RAY_AUTH_TOKEN_PATH moves it)."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+
+
+def protect_ray_token() -> Path:
+    """Ray's token opens the whole cluster (run any code in any actor), yet Ray writes it 0644 in a
+    0755 folder. Made here first, 0600 in a 0700 folder, Ray only reads it; one Ray already wrote
+    is closed to others. The same 256 random bits Ray would have drawn."""
+    path = ray_token_path()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        path.chmod(0o600)
+        return path
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(secrets.token_hex(32))
+    return path
 
 
 def join_as_client(settings: Settings) -> None:

@@ -10,11 +10,14 @@ from ray import serve
 
 from archive.settings import Settings
 from cluster.placement import role_resources
+from cluster.ray_env import protect_ray_token
 
 log = logging.getLogger("dicomflow")
 
 
 def start_ray(settings: Settings) -> None:
+    if not settings.ray_address:
+        protect_ray_token()
     if settings.ray_address:
         ray.init(address=settings.ray_address, namespace="dicomflow", log_to_driver=False)
     else:

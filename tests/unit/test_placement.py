@@ -92,3 +92,20 @@ def test_a_node_on_another_host_cannot_use_the_embedded_temporal(tmp_path) -> No
     assert placement_problem(head, same_host) is None
     external = head.model_copy(update={"temporal_address": "temporal.example:7233"})
     assert placement_problem(external, remote) is None
+
+
+def test_rays_token_is_readable_by_its_owner_only(tmp_path, monkeypatch) -> None:
+    """Issue 27 item 8: Ray wrote ~/.ray/auth_token 0644, and the token opens the whole cluster."""
+    import stat
+
+    from cluster.ray_env import protect_ray_token
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    made = protect_ray_token()
+    assert made == tmp_path / ".ray" / "auth_token" and len(made.read_text()) == 64
+    assert stat.S_IMODE(made.stat().st_mode) == 0o600 and stat.S_IMODE(made.parent.stat().st_mode) == 0o700
+    token = made.read_text()
+    made.chmod(0o644)  # as Ray leaves it
+    assert protect_ray_token().read_text() == token, "an existing token is kept"
+    assert stat.S_IMODE(made.stat().st_mode) == 0o600
