@@ -4,7 +4,9 @@ A codec trusts the stream it is given: a JPEG 2000 codestream whose header decla
 inside a DICOM object that says 1024x1024 makes openjpeg allocate gigabytes before anything can
 compare the two. Receipt checks only what the DICOM header declares (archive/limits.py), so every
 decode runs here, where such a stream costs one worker process (replaced on the next call) and the
-caller gets DecodeRefused with a reason instead of its own process being killed.
+caller gets DecodeRefused with a reason instead of its own process being killed. A worker also
+refuses, before any codec sees it, a frame whose codestream header describes another image than
+Rows and Columns (archive/codestream.py): the ceiling is then left for what the header admits.
 
 Workers are started with fork+exec (subprocess), not multiprocessing's spawn or forkserver: both
 of those re-import the parent's `__main__` in every child, and in a Ray process that is Ray's
@@ -31,6 +33,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+
+from archive.codestream import CodestreamMismatch, guard_pydicom_decoding
 
 T = TypeVar("T")
 MiB = 2**20
@@ -87,13 +91,17 @@ class DecodePool:
         self._lock = threading.Lock()
         self._closed = False
 
-    def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """fn(*args) in a worker. fn must be a module-level function; pass paths and plain values."""
-        if not self._slots.acquire(timeout=self.limits.timeout_seconds):
-            raise DecodeRefused("busy", f"all {self.limits.workers} decode workers stayed busy for "
-                                        f"{self.limits.timeout_seconds:g} s; try again")
+    def run(self, fn: Callable[..., T], *args: Any, deadline: float | None = None) -> T:
+        """fn(*args) in a worker. fn must be a module-level function; pass paths and plain values.
+        With a `deadline` (time.monotonic()), waiting and decoding both end by then: the calls of
+        one request share one budget, where progress() would give each step a new one."""
+        wait = _left(self.limits.timeout_seconds, deadline)
+        if wait <= 0:
+            raise DecodeRefused("timeout", f"this request's decoding took longer than decode_timeout_seconds={self.limits.timeout_seconds:g}")
+        if not self._slots.acquire(timeout=wait):
+            raise DecodeRefused("busy", f"all {self.limits.workers} decode workers stayed busy for {wait:.3g} s; try again")
         try:
-            return self._run_once(fn, args)
+            return self._run_once(fn, args, deadline)
         finally:
             self._slots.release()
 
@@ -114,14 +122,14 @@ class DecodePool:
         for worker in idle:
             worker.kill()
 
-    def _run_once(self, fn: Callable[..., T], args: tuple) -> T:
+    def _run_once(self, fn: Callable[..., T], args: tuple, deadline: float | None = None) -> T:
         worker = self._take()
         try:
-            answer = worker.call(fn, args, self.limits.timeout_seconds)
+            answer = worker.call(fn, args, self.limits.timeout_seconds, deadline)
         except _NotDelivered:  # it died while idle: the object is not to blame
             worker.kill()
             worker = self._start()
-            answer = worker.call(fn, args, self.limits.timeout_seconds)
+            answer = worker.call(fn, args, self.limits.timeout_seconds, deadline)
         except BaseException:
             worker.kill()
             raise
@@ -158,6 +166,11 @@ class DecodePool:
                 self._idle.append(worker)
                 return
         worker.kill()
+
+
+def _left(timeout: float, deadline: float | None) -> float:
+    """The wait allowed now: `timeout`, or less when the caller's deadline is nearer."""
+    return timeout if deadline is None else min(timeout, deadline - time.monotonic())
 
 
 _shared: dict[DecodeLimits, DecodePool] = {}
@@ -215,13 +228,13 @@ class _Worker:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def call(self, fn: Callable, args: tuple, timeout: float) -> tuple:
+    def call(self, fn: Callable, args: tuple, timeout: float, deadline: float | None = None) -> tuple:
         try:
             self.channel.send((fn, args))
         except OSError:
             raise _NotDelivered() from None
         while True:
-            if not self.channel.poll(timeout):
+            if not self.channel.poll(max(0.0, _left(timeout, deadline))):
                 self.kill()
                 raise DecodeRefused("timeout", f"decoding took longer than decode_timeout_seconds={timeout:g}")
             try:
@@ -328,6 +341,7 @@ def _warm() -> _MemoryShortage:
     from archive.render import warm_up
 
     _TOO_LARGE = (MemoryError, Image.DecompressionBombError)
+    guard_pydicom_decoding()  # before anything is decoded here, warm_up's own image included
     warm_up()
     shortage = _MemoryShortage()
     logging.getLogger("pydicom").addHandler(shortage)
@@ -341,6 +355,8 @@ def _answer(request: bytes, shortage: _MemoryShortage) -> tuple:
         return ("ok", fn(*args))
     except CallerError as err:
         return ("raise", err)
+    except CodestreamMismatch as err:  # refused before any codec ran: the reason is the whole story
+        return ("refused", "undecodable", f"cannot decode: {err}"[:MESSAGE_CHARS])
     except Exception as err:  # noqa: BLE001 - whatever a codec raises is an answer about this object
         if isinstance(err, _TOO_LARGE) or shortage.seen:
             return ("refused", "too_large", _too_large(err))

@@ -24,7 +24,7 @@ from archive.frames import FrameNotFound, decoded_frames
 from archive.render import RenderOptions, render, render_file
 from archive.settings import DECODE_FRAME_FACTOR, Settings
 from archive.transcode import uncompressed_copy
-from tests.pixel_bombs import J2K_SOURCE, j2k_declaring, native_image
+from tests.pixel_bombs import J2K_SOURCE, forged_frame, frames_of, j2k_declaring, native_image, with_frames
 
 GiB = 2**30
 DATA = ("pydicom-data", "data_store", "data")
@@ -84,7 +84,8 @@ def test_decompressed_copy_matches_pydicoms_and_keeps_the_identity(pool, data_di
     assert list(tmp_path.iterdir()) == [target]  # the frames' scratch file is gone
 
 
-def test_a_codestream_declaring_60000_squared_is_refused_and_the_pool_keeps_working(pool, data_dir, tmp_path):
+def test_a_codestream_declaring_60000_squared_is_refused_before_decoding(pool, data_dir, tmp_path):
+    """Refused by its SIZ marker (archive/codestream.py) before openjpeg sizes anything."""
     bomb = tmp_path / "bomb.dcm"
     bomb.write_bytes(j2k_declaring(real(data_dir, J2K_SOURCE[-1]), 60000))
     assert dcmread(bomb).Rows == 1024  # what receipt sees
@@ -92,9 +93,24 @@ def test_a_codestream_declaring_60000_squared_is_refused_and_the_pool_keeps_work
                     lambda: uncompressed_copy(pool, bomb, tmp_path / "copy.dcm")):
         with pytest.raises(DecodeRefused) as refused:
             attempt()
-        assert refused.value.reason == "too_large" and refused.value.deterministic
-        assert "decode_memory_bytes" in str(refused.value)
+        assert refused.value.reason == "undecodable" and refused.value.deterministic
+        assert "SIZ marker describes 60000 x 60000 pixels" in str(refused.value)
+        assert "1024 x 1024" in str(refused.value)
     assert render(pool, real(data_dir, "MR2_J2KR.dcm"), 1, RenderOptions()).startswith(b"\xff\xd8")
+
+
+def test_a_forged_frame_deep_in_a_multiframe_object_is_refused(pool, data_dir, tmp_path):
+    """Each frame is checked as it is decoded, not only the first: frame 120 of a JPEG baseline cine."""
+    source = real(data_dir, "color3d_jpeg_baseline.dcm")
+    frames = frames_of(source)
+    forged = tmp_path / "forged.dcm"
+    forged.write_bytes(with_frames(source, [*frames[:-1], forged_frame(frames[-1], 20000, 20000)]))
+    assert len(decoded_frames(pool, forged, [1, 119]).frames) == 2
+    for attempt in (lambda: decoded_frames(pool, forged, [120]), lambda: render(pool, forged, 120, RenderOptions()),
+                    lambda: uncompressed_copy(pool, forged, tmp_path / "copy.dcm")):
+        with pytest.raises(DecodeRefused, match="SOF0 marker describes 20000 x 20000") as refused:
+            attempt()
+        assert refused.value.reason == "undecodable"
 
 
 def test_a_valid_object_over_a_small_ceiling_is_refused_and_its_worker_replaced(data_dir, tmp_path):
@@ -118,7 +134,7 @@ def test_a_valid_object_over_a_small_ceiling_is_refused_and_its_worker_replaced(
 
 def test_a_decode_over_the_time_limit_is_stopped_and_the_pool_keeps_working(data_dir, tmp_path):
     slow = tmp_path / "slow.dcm"
-    slow.write_bytes(j2k_declaring(real(data_dir, J2K_SOURCE[-1]), 8000, tile=0))  # ~0.4 s of openjpeg
+    slow.write_bytes(j2k_declaring(real(data_dir, J2K_SOURCE[-1]), 8000, tile=0, header_too=True))  # ~0.4 s of openjpeg
     with DecodePool(DecodeLimits(INTERPRETER_BYTES + GiB, 0.05, 1)) as quick:
         worker = quick.run(os.getpid)
         with pytest.raises(DecodeRefused) as refused:

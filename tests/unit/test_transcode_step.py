@@ -87,14 +87,14 @@ def test_a_refusal_for_good_marks_the_instance_and_the_step_goes_on(tmp_path, mo
     result, index = transcode(tmp_path, monkeypatch, pool, items)
     assert result.processed == 1 and result.failed == 1
     state, reason = index.marked["bomb"]
-    assert state == "committed" and reason.startswith("transcode refused (too_large)")
+    assert state == "committed" and reason.startswith("transcode refused (undecodable)")  # its SIZ marker lies
     assert list(index.transcoded) == ["real"]
     assert dcmread(blobs.root / index.transcoded["real"]).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
 
 
 def test_a_timeout_is_retried_then_taken_as_final(tmp_path, monkeypatch, hasty_pool, data_dir):
     blobs = LocalBlobStore(tmp_path / "blobs")
-    slow = [stored(blobs, "slow", j2k_declaring(data_dir.joinpath(*J2K_SOURCE), 8000, tile=0))]
+    slow = [stored(blobs, "slow", j2k_declaring(data_dir.joinpath(*J2K_SOURCE), 8000, tile=0, header_too=True))]
     error, index = transcode(tmp_path, monkeypatch, hasty_pool, slow)
     assert isinstance(error, ApplicationError) and not error.non_retryable and "timeout" in str(error)
     assert not index.marked
