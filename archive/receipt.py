@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from archive.attributes import InstanceAttributes, extract
 from archive.blobstore import BlobNotFound, BlobStore, StagedBlob
+from archive.decode_pool import INTERPRETER_BYTES, DecodeLimits, DecodePool, DecodeRefused, shared_pool
 from archive.header import Header, InvalidObject, read_header
 from archive.index.instances import (
     StoredInstance,
@@ -36,9 +37,14 @@ from archive.layout import instance_key, new_write_id
 from archive.limits import Limits
 from archive.part10 import add_missing_meta
 from archive.sameness import same_object
+from archive.settings import DECODE_FRAME_FACTOR
 from archive.tenants import check_tenant
 
 log = logging.getLogger("dicomflow.receipt")
+# a receipt whose UID is taken by other bytes compares outside the transaction, then confirms
+# under the lock that the row still names what it compared with; each pass past the first is a
+# concurrent change to that row (a DELETE, a replacement)
+MAX_PASSES = 4
 
 
 class Outcome(str, Enum):
@@ -75,12 +81,14 @@ class Receipt:
 
 class Receiver:
     def __init__(self, blobs: BlobStore, pool: AsyncConnectionPool, duplicate_policy: str = "reject",
-                 limits: Limits = Limits(), uid_policy: str = "lenient") -> None:
+                 limits: Limits = Limits(), uid_policy: str = "lenient", decoder: DecodePool | None = None) -> None:
         self.blobs = blobs
         self.pool = pool
         self.duplicate_policy = duplicate_policy
         self.limits = limits
         self.lenient_uids = uid_policy == "lenient"
+        # compares a re-sent object's pixels with the stored one's (workers start on first use)
+        self.decoder = decoder or shared_pool(_default_decode_limits(limits))
 
     async def receive(self, tenant: str, staged: StagedBlob, source: str, expect_sop_uid: str | None = None,
                       expect_sop_class: str | None = None, expect_study_uid: str | None = None) -> Receipt:
@@ -134,19 +142,29 @@ class Receiver:
         write = _Write(tenant, staged, header, a,
                        dict(transfer_syntax=header.transfer_syntax, blob_key=key, size=staged.size, sha256=staged.sha256,
                             source=source))
-        for _ in range(2):  # a second pass only when the stored row vanished in between (a DELETE)
-            settled = await self._attempt(write)
-            if settled is not None:
-                receipt, superseded = settled
-                if superseded:
-                    await asyncio.to_thread(self._remove_superseded, superseded)
-                return receipt
+        verdict: _Verdict | None = None
+        for _ in range(MAX_PASSES):
+            settled = await self._attempt(write, verdict)
+            if settled is None:  # the stored row vanished in between (a DELETE): try again
+                continue
+            if isinstance(settled, StoredInstance):  # other bytes under this UID: compare with no lock held
+                compared = await asyncio.to_thread(self._compare, settled, write)
+                if isinstance(compared, Receipt):
+                    self.blobs.discard(staged)
+                    return compared
+                verdict = compared
+                continue
+            receipt, superseded = settled
+            if superseded:
+                await asyncio.to_thread(self._remove_superseded, superseded)
+            return receipt
         self.blobs.discard(staged)
         return Receipt(Outcome.FAILED, "concurrent receipt of the same SOP Instance UID; send again", tenant, a)
 
-    async def _attempt(self, w: _Write) -> tuple[Receipt, list[str]] | None:
-        """One transaction: the receipt and the blobs it superseded (to remove once it committed), or
-        None when the row it collided with is gone."""
+    async def _attempt(self, w: _Write, verdict: _Verdict | None) -> tuple[Receipt, list[str]] | StoredInstance | None:
+        """One transaction: the receipt and the blobs it superseded (to remove once it committed);
+        None when the row it collided with is gone; the stored row when its object must first be
+        compared with this one (`verdict`, from an earlier pass, when it was)."""
         # pipelined: BEGIN, the lock and the insert go in one round trip, COMMIT in another; every
         # answer the receipt needs is fetched, which waits for it
         async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
@@ -167,7 +185,9 @@ class Receiver:
                 return await self._identical(conn, w, existing)
             if self.duplicate_policy == "replace":
                 return await self._replace(conn, w, existing), _keys(existing.blob_key, existing.transcoded_key)
-            return await asyncio.to_thread(self._refuse_or_match, w, existing), []
+            if verdict is None or verdict.blob_key != existing.blob_key:
+                return existing  # decoding waits for no lock and holds none
+            return self._refuse_or_match(w, existing, verdict), []
 
     async def _identical(self, conn: AsyncConnection, w: _Write, existing: StoredInstance) -> tuple[Receipt, list[str]]:
         """The same bytes again: nothing to do, unless what is stored is damaged; then they repair it."""
@@ -204,13 +224,32 @@ class Receiver:
         await bump_series(conn, w.tenant, sorted({existing.series_uid, w.a.series_uid}))
         return w.receipt(Outcome.REPLACED, "replaced the stored object with different content")
 
-    def _refuse_or_match(self, w: _Write, existing: StoredInstance) -> Receipt:
-        same = _same_object_at(self.blobs, existing.blob_key, w.staged)
+    def _compare(self, existing: StoredInstance, w: _Write) -> _Verdict | Receipt:
+        """Whether the received object is the stored one in another encoding, decided by a decode
+        worker; a refusal's Receipt when the received object is broken (INVALID) or the pool cannot
+        answer now (FAILED: the sender may try again)."""
+        try:
+            with self.blobs.local_copy(existing.blob_key) as stored:
+                compared = same_object(self.decoder, stored, w.staged.path)
+        except DecodeRefused as err:
+            if err.reason in ("busy", "unavailable"):
+                return Receipt(Outcome.FAILED, f"could not compare with the stored object now ({err}); send again",
+                               w.tenant, w.a)
+            return _Verdict(existing.blob_key, False, f"its pixels could not be compared with the stored object's: {err}")
+        except Exception:  # noqa: BLE001 - whatever cannot be compared is a conflict, as before
+            log.info("could not compare a resent object with the stored one", exc_info=True)
+            return _Verdict(existing.blob_key, False)
+        if compared.refusal:  # the received object is broken, whatever is stored
+            return Receipt(Outcome.INVALID, compared.refusal, w.tenant, w.a)
+        return _Verdict(existing.blob_key, compared.same)
+
+    def _refuse_or_match(self, w: _Write, existing: StoredInstance, verdict: _Verdict) -> Receipt:
         self.blobs.discard(w.staged)
-        if same:
+        if verdict.same:
             return Receipt(Outcome.DUPLICATE, "already stored (sent before in another transfer syntax)", w.tenant, w.a,
                            w.header.transfer_syntax, existing.blob_key, existing.size, existing.sha256)
-        return Receipt(Outcome.CONFLICT, f"already stored with different content: {w.a.sop_uid}", w.tenant, w.a)
+        why = f" ({verdict.reason})" if verdict.reason else ""
+        return Receipt(Outcome.CONFLICT, f"already stored with different content: {w.a.sop_uid}{why}", w.tenant, w.a)
 
     def _remove_superseded(self, keys: list[str]) -> None:
         for key in keys:
@@ -228,6 +267,15 @@ class Prepared:
     staged: StagedBlob
     header: Header
     attributes: InstanceAttributes
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """What comparing with the stored object `blob_key` found, before the row was locked again."""
+
+    blob_key: str
+    same: bool
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -253,13 +301,9 @@ def _keys(*keys: str | None) -> list[str]:
     return [k for k in keys if k]
 
 
-def _same_object_at(blobs: BlobStore, key: str, staged: StagedBlob) -> bool:
-    try:
-        with blobs.local_copy(key) as stored:
-            return same_object(stored, staged.path)
-    except Exception:  # noqa: BLE001 - whatever cannot be compared is a conflict, as before
-        log.info("could not compare a resent object with the stored one", exc_info=True)
-        return False
+def _default_decode_limits(limits: Limits) -> DecodeLimits:
+    """Settings.decode_limits' defaults, for a Receiver made without settings (tools, tests)."""
+    return DecodeLimits(INTERPRETER_BYTES + DECODE_FRAME_FACTOR * limits.max_frame_bytes, 60.0, 2)
 
 
 def _request_mismatch(a: InstanceAttributes, sop_uid: str | None, sop_class: str | None, study_uid: str | None) -> str | None:

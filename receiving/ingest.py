@@ -10,6 +10,7 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 
 from archive.blobstore import BlobStore, StagedBlob
+from archive.decode_pool import shared_pool
 from archive.index.instances import mark_signalled
 from archive.receipt import Prepared, Receipt, Receiver
 from archive.resources import Resources
@@ -23,8 +24,9 @@ class Ingest:
     def __init__(self, resources: Resources) -> None:
         self.resources = resources
         self.settings: Settings = resources.settings
+        # a re-sent object's pixels are compared in this process's decode pool, the one WADO uses
         self.receiver = Receiver(resources.blobs, resources.pool, self.settings.duplicate_policy, self.settings.limits,
-                                 self.settings.uid_policy)
+                                 self.settings.uid_policy, shared_pool(self.settings.decode_limits))
         self.signaller: StudySignaller | None = None
         self._periodic: asyncio.Task[None] | None = None
         self._connect_lock = asyncio.Lock()

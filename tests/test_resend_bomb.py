@@ -1,0 +1,143 @@
+"""A small JPEG 2000 object, stored, then re-sent under its SOP Instance UID with a codestream that
+declares 20000 x 20000 pixels (its header still says 64 x 64), by C-STORE and by STOW-RS against the
+running stack. Before the fix the receiving process decoded both objects itself, inside the
+receipt's transaction: +2.3 GiB and seconds per re-send (bench/resend_memory.py). Now the
+comparison runs in the decode pool, which reads the SIZ marker and refuses the frame undecoded;
+the sender gets a reason, the receiving process's peak memory barely moves, and the stored object
+is untouched."""
+
+from __future__ import annotations
+
+import io
+import struct
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import psycopg
+import pydicom
+import pytest
+import requests
+from pydicom import dcmread
+from pydicom.encaps import encapsulate, get_frame
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+
+from tests.auth import auth_headers
+from tests.conftest import STORE_AE
+
+SMALL_J2K = Path(pydicom.__file__).parent / "data" / "test_files" / "MR_small_jp2klossless.dcm"  # 64 x 64, 6 KB
+SIDE, TILE = 20000, 1024  # 400 tiles, one coded: openjpeg would fill the whole canvas
+MiB = 2**20
+# the old receipt peaked 2.3 GiB above its resting size; a refusal that decodes nothing stays far below
+BOUND = 256 * MiB
+STOW_TENANT = "resendbomb"
+
+
+def small_and_forged() -> tuple[bytes, bytes]:
+    """The small J2K under fresh UIDs, and the same object (same UIDs) with a forged SIZ marker."""
+    ds = dcmread(SMALL_J2K)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    original = _saved(ds)
+    frame = bytearray(get_frame(ds.PixelData, 0, number_of_frames=1))
+    at = frame.find(b"\xff\x51")
+    struct.pack_into(">IIIIII", frame, at + 6, SIDE, SIDE, 0, 0, TILE, TILE)  # Xsiz, Ysiz, offsets, tile size
+    ds.PixelData = encapsulate([bytes(frame)])
+    return original, _saved(ds)
+
+
+def _saved(ds: pydicom.Dataset) -> bytes:
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def c_store(stack, payload: bytes) -> tuple[int, str]:
+    ds = dcmread(io.BytesIO(payload), stop_before_pixels=True)
+    ae = AE(ae_title=STORE_AE)
+    ae.add_requested_context(ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assert assoc.is_established
+    try:
+        with tempfile.NamedTemporaryFile(suffix=".dcm") as fh:
+            fh.write(payload)
+            fh.flush()
+            status = assoc.send_c_store(Path(fh.name))  # the file's bytes as they are
+        return int(status.Status), str(status.get("ErrorComment", ""))
+    finally:
+        assoc.release()
+
+
+def stow(stack, payload: bytes) -> tuple[int, str]:
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + payload
+            + f"\r\n--{boundary}--\r\n".encode())
+    answer = requests.post(stack.url("/dicomweb/studies"), data=body, timeout=120, headers={
+        **auth_headers(STOW_TENANT), "Accept": "application/dicom+json",
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
+    return answer.status_code, answer.text
+
+
+def scp_processes(stack) -> list[psutil.Process]:
+    """Every SCP actor (they share the DIMSE port): any of them may take the association."""
+    port = stack.settings.dimse_port
+    pids = {c.pid for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+    return [psutil.Process(pid) for pid in pids if pid]
+
+
+def replica_processes(stack) -> list[psutil.Process]:
+    return [p for p in stack.descendants() if "ServeReplica:" in " ".join(p.cmdline())]
+
+
+def _vm(proc: psutil.Process, key: str) -> int:
+    for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def peak_growth(processes: list[psutil.Process], send: Callable[[], tuple[int, str]]) -> tuple[tuple[int, str], int, str]:
+    """send()'s answer, the largest rise of peak RSS (VmHWM) over resting RSS among `processes`,
+    and a report line with every process's numbers."""
+    resting = {}
+    for proc in processes:
+        Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS: the peak is this receipt's
+        resting[proc.pid] = _vm(proc, "VmRSS")
+    started = time.monotonic()
+    answer = send()
+    seconds = time.monotonic() - started
+    growth = {pid: _vm(psutil.Process(pid), "VmHWM") - rss for pid, rss in resting.items()}
+    report = f"{seconds:.2f} s; " + ", ".join(f"pid {pid}: RSS {resting[pid] // MiB} MiB, peak +{growth[pid] // MiB} MiB"
+                                                for pid in resting)
+    return answer, max(growth.values()), report
+
+
+def stored_row(stack, sop_uid: str) -> tuple[str, str]:
+    with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
+        [(key, sha256)] = conn.execute("SELECT blob_key, sha256 FROM instance WHERE sop_uid = %s", (sop_uid,)).fetchall()
+    return key, sha256
+
+
+@pytest.mark.parametrize("door", ["C-STORE", "STOW-RS"])
+def test_a_forged_resend_is_refused_without_decoding_in_the_receiving_process(stack, door):
+    send, processes = (c_store, scp_processes(stack)) if door == "C-STORE" else (stow, replica_processes(stack))
+    assert processes, f"no receiving process found for {door}"
+    original, forged = small_and_forged()
+    sop_uid = str(dcmread(io.BytesIO(original), stop_before_pixels=True).SOPInstanceUID)
+    status, _ = send(stack, original)
+    assert status in (0, 200)
+    key, sha256 = stored_row(stack, sop_uid)
+    stored = (stack.settings.var_path / "blobs" / key).read_bytes()  # C-STORE's: its own File Meta, our dataset
+
+    (status, reason), growth, report = peak_growth(processes, lambda: send(stack, forged))
+    print(f"\n{door} forged re-send ({len(forged)} bytes): {status:#x} {report}")
+
+    assert status in (0xC000, 409), reason  # STOW-RS: the failure carries C000 in its FailureReason
+    assert "SIZ marker describes 20000 x 20000 pixels" in reason
+    assert growth < BOUND, report
+    assert stored_row(stack, sop_uid) == (key, sha256)
+    assert (stack.settings.var_path / "blobs" / key).read_bytes() == stored
