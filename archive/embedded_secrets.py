@@ -10,6 +10,7 @@ from pathlib import Path
 POSTGRES = "postgres_password"  # the owner role: runs migrations, owns every table
 POSTGRES_APP = "postgres_app_password"  # the application role: no UPDATE/DELETE on the audit trail
 REDIS = "redis_password"
+OIDC_CACHE = "oidc_cache_key"  # the HMAC key of the OIDC keys cached in Redis
 
 
 def secret_path(var_path: Path, name: str) -> Path:

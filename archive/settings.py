@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from archive.decode_pool import INTERPRETER_BYTES, DecodeLimits
-from archive.embedded_secrets import POSTGRES, POSTGRES_APP, REDIS, read_secret
+from archive.embedded_secrets import OIDC_CACHE, POSTGRES, POSTGRES_APP, REDIS, read_secret
 from archive.limits import Limits
 from archive.settings_env import EnvSettingError, LenientEnvSource
 
@@ -56,6 +56,11 @@ class AEEntry(BaseModel):
     allowed_hosts: list[str] | None = None
     # the DIMSE services it may use (C-ECHO is always answered); a modality stores and asks for commitment
     services: list[DimseService] = Field(default_factory=lambda: list(MODALITY_SERVICES))
+    # when it calls on the DICOM TLS port: the client certificate it must present, by subject CN or
+    # SHA-256 fingerprint (hex, colons allowed); another certificate, or none, is refused
+    tls_certificate: str | None = Field(None, min_length=1)
+    # associations we open to it (C-MOVE destination, N-EVENT-REPORT) use DICOM TLS (needs tls_ca_file)
+    tls: bool = False
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -151,6 +156,11 @@ class Settings(BaseSettings):
     dimse_max_associations: int = Field(64, ge=1)
     dimse_max_associations_per_peer: int = Field(16, ge=1)
     dimse_idle_seconds: float = Field(60.0, gt=0)
+    # before any association: TCP connections one peer address may hold open at once (refused at
+    # accept, before TLS and the AE table; keep it above dimse_max_associations_per_peer), and how long
+    # a new connection may take for its TLS handshake and for its A-ASSOCIATE-RQ to arrive
+    dimse_max_connections_per_peer: int = Field(32, ge=1)
+    dimse_acse_timeout_seconds: float = Field(10.0, gt=0)
 
     # ingest
     stable_seconds: float = Field(5.0, ge=0)
@@ -221,6 +231,9 @@ class Settings(BaseSettings):
     # an unknown key id refetches the issuer's keys at most this often (bogus kids cannot hammer it)
     oidc_refetch_seconds: float = Field(30.0, ge=1)
     oidc_clock_skew_seconds: int = Field(30, ge=0, le=300)
+    # the HMAC key that protects the issuers' keys cached in Redis; None = var/secrets/oidc_cache_key,
+    # made by `dicomflow up` (a node on another host gets the head's)
+    oidc_cache_key: str | None = Field(None, min_length=16)
     # unknown calling AE titles: None = accepted only while auth is "none"
     dimse_accept_unknown_ae: bool | None = None
 
@@ -334,6 +347,9 @@ class Settings(BaseSettings):
     def embedded_temporal_ui_url(self) -> str:
         """The embedded Temporal Web UI on this host's loopback, where no identity is checked."""
         return f"http://{EMBEDDED_TEMPORAL_HOST}:{self.temporal_ui_port}{TEMPORAL_UI_PATH}/"
+
+    def effective_oidc_cache_key(self) -> str | None:
+        return self.oidc_cache_key or read_secret(self.var_path, OIDC_CACHE)
 
     def effective_temporal_address(self) -> str:
         return self.temporal_address or f"{EMBEDDED_TEMPORAL_HOST}:{self.temporal_port}"

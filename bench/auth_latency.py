@@ -346,7 +346,8 @@ class AuthLatency:
             from redis.asyncio import Redis
 
             client = Redis.from_url(settings.effective_redis_url())
-            keys = JwksCache(client, settings.oidc_jwks_ttl_seconds, settings.oidc_refetch_seconds, fetch=no_fetch)
+            keys = JwksCache(client, settings.oidc_jwks_ttl_seconds, settings.oidc_refetch_seconds,
+                             mac_key=(settings.effective_oidc_cache_key() or "").encode(), fetch=no_fetch)
             verifier = TokenVerifier(settings.oidc_issuer, settings.oidc_audience or "", keys,
                                      algorithms=list(settings.oidc_algorithms), leeway=settings.oidc_clock_skew_seconds)
             jwks = await keys.keys(issuer)

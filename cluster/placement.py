@@ -54,6 +54,7 @@ def node_settings(settings: Settings, node: Node) -> Settings:
         "postgres_dsn": settings.effective_postgres_dsn(),
         "redis_url": settings.effective_redis_url(),
         "temporal_address": settings.effective_temporal_address(),
+        "oidc_cache_key": settings.effective_oidc_cache_key(),
     })
 
 

@@ -11,6 +11,7 @@ from functools import partial
 from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict
 
+from archive.embedded_secrets import OIDC_CACHE, ensure_secret
 from archive.index.grants import grant_application_role
 from archive.index.schema import migrate
 from archive.settings import Settings
@@ -65,6 +66,8 @@ class Stack:
         for label, wanted, starter in embedded:
             if wanted:
                 self._timed(label, partial(self._start_service, starter))
+        if s.auth == "oidc" and not s.oidc_cache_key:
+            ensure_secret(s.var_path, OIDC_CACHE)  # before any replica or SCP verifies a token
         self._timed("index schema", lambda: asyncio.run(_migrate(s)))
         self._start_ray()
 

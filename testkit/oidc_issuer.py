@@ -241,6 +241,17 @@ class OidcIssuer:
             self._current[alg] = new
         return new
 
+    def publish(self, key: SigningKey) -> SigningKey:
+        """Publish one more key without signing new tokens with it (tokens ask for it with key=)."""
+        with self._lock:
+            self._keys.append(key)
+        return key
+
+    def withdraw(self, key: SigningKey) -> None:
+        """Stop publishing this key, as an IdP does with a compromised one."""
+        with self._lock:
+            self._keys = [k for k in self._keys if k is not key]
+
     # tokens
 
     def token(self, subject: str = "alice", *, tenants: Iterable[str] = ("default",), roles: Iterable[str] = ("reader",),

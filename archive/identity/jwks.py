@@ -1,11 +1,14 @@
-"""The issuers' signing keys, cached in Redis for every replica, refetched on an unknown key id
-at most once per `refetch_seconds` per issuer (so a flood of bogus kids cannot hammer the IdP)."""
+"""The issuers' signing keys, cached in Redis for every replica (integrity-protected), kept fresh
+within `refetch_seconds`, refetched on an unknown key id at most once per `refetch_seconds` per
+issuer (so a flood of bogus kids cannot hammer the IdP)."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
+import logging
 import math
 import time
 import urllib.request
@@ -13,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
+
+log = logging.getLogger("dicomflow.identity")
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
 FETCH_TIMEOUT = 5.0
@@ -58,10 +63,24 @@ async def fetch_from_issuer(issuer: str) -> Jwks:
 
 
 class JwksCache:
-    def __init__(self, redis: Redis, ttl_seconds: int, refetch_seconds: float, fetch: Fetcher = fetch_from_issuer) -> None:
+    """Key sets are shared through Redis but never trusted from it blindly: each entry carries an
+    HMAC under a key only the archive's processes hold (var/secrets), so whoever can write Redis
+    cannot plant keys and forge tokens; an entry failing the check is ignored and the issuer asked.
+
+    Freshness: an entry older than `refetch_seconds / 2` is fetched again when a token needs it,
+    and a process keeps its own copy no longer than that either, so a key the issuer withdraws stops
+    verifying within `refetch_seconds`. While the issuer cannot be reached, the last good set serves
+    for up to `ttl_seconds`."""
+
+    def __init__(self, redis: Redis, ttl_seconds: int, refetch_seconds: float, *, mac_key: bytes,
+                 fetch: Fetcher = fetch_from_issuer) -> None:
+        if len(mac_key) < 16:
+            raise ValueError("the JWKS cache key must hold at least 16 bytes")
         self.redis = redis
         self.ttl_seconds = ttl_seconds
         self.refetch_seconds = refetch_seconds
+        self.fresh_seconds = refetch_seconds / 2
+        self.mac_key = mac_key
         self.fetch = fetch
         self._local: dict[str, tuple[float, Jwks]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -71,16 +90,22 @@ class JwksCache:
         return f"dicomflow-auth:{kind}:{hashlib.sha256(issuer.encode()).hexdigest()[:32]}"
 
     async def keys(self, issuer: str, *, skip_local: bool = False) -> Jwks:
-        """The key set: this replica's copy, else Redis, else the issuer."""
+        """The key set: this process's copy, else Redis's if genuine and fresh, else the issuer's."""
         local = self._local.get(issuer)
-        if not skip_local and local and time.monotonic() - local[0] < min(LOCAL_SECONDS, self.ttl_seconds):
+        if not skip_local and local and time.monotonic() - local[0] < min(LOCAL_SECONDS, self.fresh_seconds):
             return local[1]
         lock = self._locks.setdefault(issuer, asyncio.Lock())
         async with lock:  # a cold start fetches once, not once per waiting request
-            cached = await self.redis.get(self._key("jwks", issuer))
-            if cached is not None:
-                return self._remember(issuer, json.loads(cached))
-            return await self._refresh(issuer)
+            entry = await self._read(issuer)
+            if entry is not None and time.time() - entry[0] < self.fresh_seconds:
+                return self._remember(issuer, entry[1])
+            try:
+                return await self._refresh(issuer)
+            except KeysUnavailable:
+                if entry is not None and time.time() - entry[0] < self.ttl_seconds:
+                    log.warning("the keys of %s could not be refreshed; using the set fetched %.0f s ago", issuer, time.time() - entry[0])
+                    return self._remember(issuer, entry[1])
+                raise
 
     async def refetch_if_allowed(self, issuer: str) -> Jwks | None:
         """A token named a key we do not have: ask the issuer again, unless someone did so lately."""
@@ -89,9 +114,30 @@ class JwksCache:
             return None
         return await self._refresh(issuer)
 
+    def _mac(self, body: bytes) -> str:
+        return hmac.new(self.mac_key, body, hashlib.sha256).hexdigest()
+
+    async def _read(self, issuer: str) -> tuple[float, Jwks] | None:
+        """(fetched_at, key set) from Redis, or None when absent or not written by this archive."""
+        raw = await self.redis.get(self._key("jwks", issuer))
+        if raw is None:
+            return None
+        try:
+            entry = json.loads(raw)
+            body = str(entry["body"]).encode()
+            if not hmac.compare_digest(self._mac(body), str(entry["mac"])):
+                raise ValueError("bad MAC")
+            content = json.loads(body)
+            return float(content["fetched_at"]), content["jwks"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("the cached keys of %s in Redis fail their integrity check: ignored, asking the issuer", issuer)
+            return None
+
     async def _refresh(self, issuer: str) -> Jwks:
         jwks = await self.fetch(issuer)
-        await self.redis.set(self._key("jwks", issuer), json.dumps(jwks).encode(), ex=self.ttl_seconds)
+        body = json.dumps({"fetched_at": time.time(), "jwks": jwks}, sort_keys=True)
+        entry = json.dumps({"body": body, "mac": self._mac(body.encode())})
+        await self.redis.set(self._key("jwks", issuer), entry.encode(), ex=self.ttl_seconds)
         return self._remember(issuer, jwks)
 
     def _remember(self, issuer: str, jwks: Jwks) -> Jwks:

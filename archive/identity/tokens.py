@@ -71,7 +71,8 @@ class TokenVerifier:
         self.tenant_claim = tenant_claim
         self.role_claim = role_claim
         self.leeway = leeway
-        self.verified = VerifiedTokens()
+        # a withdrawn key's tokens must stop within refetch_seconds, cached verifications included
+        self.verified = VerifiedTokens(max_age=min(60.0, keys.refetch_seconds))
 
     async def verify(self, token: str) -> Principal:
         known = self.verified.get(token)
@@ -139,7 +140,11 @@ def verifier_for(settings: "Settings", redis: "Redis") -> TokenVerifier | None:
     """The token verifier the settings describe, keys cached in this Redis; None while auth is off."""
     if settings.auth != "oidc":
         return None
-    keys = JwksCache(redis, settings.oidc_jwks_ttl_seconds, settings.oidc_refetch_seconds)
+    mac_key = settings.effective_oidc_cache_key()
+    if not mac_key:
+        raise RuntimeError("the key that protects cached OIDC keys is missing (var/secrets/oidc_cache_key): "
+                           "start the archive with `dicomflow up`, or set oidc_cache_key")
+    keys = JwksCache(redis, settings.oidc_jwks_ttl_seconds, settings.oidc_refetch_seconds, mac_key=mac_key.encode())
     return TokenVerifier(settings.oidc_issuer, settings.oidc_audience or "", keys, algorithms=list(settings.oidc_algorithms),
                          tenant_claim=settings.oidc_tenant_claim, role_claim=settings.oidc_role_claim,
                          leeway=settings.oidc_clock_skew_seconds)
