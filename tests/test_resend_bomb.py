@@ -26,8 +26,14 @@ from pydicom.encaps import encapsulate, get_frame
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 
+from archive.blobstore import LocalBlobStore
+from archive.decode_pool import INTERPRETER_BYTES, DecodeLimits, DecodePool
+from archive.index.locks import STUDY_LOCKS
+from archive.index.pool import open_index_pool
+from archive.receipt import Outcome, Receiver
+from archive.transcode import uncompressed_copy
 from tests.auth import auth_headers
-from tests.conftest import STORE_AE
+from tests.conftest import STORE_AE, run
 
 SMALL_J2K = Path(pydicom.__file__).parent / "data" / "test_files" / "MR_small_jp2klossless.dcm"  # 64 x 64, 6 KB
 SIDE, TILE = 20000, 1024  # 400 tiles, one coded: openjpeg would fill the whole canvas
@@ -141,3 +147,49 @@ def test_a_forged_resend_is_refused_without_decoding_in_the_receiving_process(st
     assert growth < BOUND, report
     assert stored_row(stack, sop_uid) == (key, sha256)
     assert (stack.settings.var_path / "blobs" / key).read_bytes() == stored
+
+
+class LockWatchingPool(DecodePool):
+    """The real decode pool, which also asks PostgreSQL, as each comparison starts, whether any
+    transaction holds the study's receipt lock."""
+
+    def __init__(self, dsn: str, tenant: str, study_uid: str) -> None:
+        super().__init__(DecodeLimits(INTERPRETER_BYTES + 2**30, 60.0, 1))
+        self.dsn, self.key, self.locks_seen = dsn, f"{tenant}/{study_uid}", []
+
+    def run(self, fn, *args, **kwargs):
+        with psycopg.connect(self.dsn) as conn:
+            [(held,)] = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid::bigint = %s"
+                " AND objid::bigint = (hashtext(%s)::bigint & 4294967295)", (STUDY_LOCKS, self.key)).fetchall()
+        self.locks_seen.append(held)
+        return super().run(fn, *args, **kwargs)
+
+
+def test_the_comparison_holds_no_lock_and_a_transcoded_resend_is_still_a_duplicate(stack, tmp_path):
+    """Pixels are compared between two transactions: no lock on the study (nor a transaction) is
+    held meanwhile, and the answer is the one the old in-transaction comparison gave."""
+    original, _ = small_and_forged()
+    source, copy = tmp_path / "j2k.dcm", tmp_path / "native.dcm"
+    source.write_bytes(original)
+    tenant, study_uid = "resendlocks", str(dcmread(source, stop_before_pixels=True).StudyInstanceUID)
+    dsn = stack.settings.effective_postgres_dsn()
+    blobs = LocalBlobStore(tmp_path / "blobs")
+
+    with LockWatchingPool(dsn, tenant, study_uid) as pool:
+        uncompressed_copy(pool, source, copy)
+        pool.locks_seen.clear()
+
+        async def receive_both():
+            index = await open_index_pool(dsn, max_size=2)
+            try:
+                receiver = Receiver(blobs, index, decoder=pool)
+                return [await receiver.receive(tenant, blobs.stage_bytes(p.read_bytes()), "test") for p in (source, copy)]
+            finally:
+                await index.close()
+
+        first, again = run(receive_both())
+    assert first.outcome is Outcome.STORED, first.reason
+    assert again.outcome is Outcome.DUPLICATE and "another transfer syntax" in again.reason
+    assert pool.locks_seen == [0]  # compared once, with the study unlocked
+    assert blobs.read_bytes(first.blob_key) == original
