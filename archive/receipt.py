@@ -4,6 +4,9 @@ staged bytes -> header read once (stop before pixels) and validated -> a new key
 and a write id -> blob committed (fsync'd) -> index rows committed -> Stored. Only after that may a
 caller answer Success; the instance is then visible to queries at once. Stored bytes are never
 written over: a replacement or repair gets its own key and the superseded blob goes after the commit.
+Receipt never decodes pixels itself: other bytes under a stored SOP Instance UID are compared with
+the stored object by a decode pool worker, between two transactions (archive/sameness.py), so an
+untrusted codestream costs neither this process's memory nor a lock held while it is decoded.
 """
 
 from __future__ import annotations
