@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -15,6 +16,7 @@ from pydicom.pixels import pixel_array
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from archive.decode_pool import CallerError, DecodePool, progress
+from archive.frame_list import check_against
 
 # PS3.18 Table 8.7.3-5: the media type a compressed frame is sent as
 FRAME_MEDIA_TYPES = {
@@ -71,41 +73,140 @@ def _frame_count(ds: Dataset) -> int:
 def _check(ds: Dataset, numbers: list[int]) -> int:
     if "PixelData" not in ds:
         raise NoPixelData("the instance has no Pixel Data")
-    count = _frame_count(ds)
+    return _check_numbers(numbers, _frame_count(ds))
+
+
+def _check_numbers(numbers: list[int], count: int) -> int:
+    check_against(numbers, count)
     for n in numbers:
         if n < 1 or n > count:
             raise FrameNotFound(f"frame {n} does not exist: the instance has {count} frame(s)")
     return count
 
 
-def stored_frames(path: Path, numbers: list[int]) -> Frames:
-    """The frames as stored: compressed fragments, or native bytes (little endian)."""
-    ds = dcmread(path)
-    count = _check(ds, numbers)
-    syntax = UID(str(ds.file_meta.TransferSyntaxUID))
+def decoded_frame_bytes(ds: Dataset) -> int:
+    """One frame decoded, as WADO-RS sends it (1-bit frames go out a byte a pixel)."""
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    return int(ds.Rows) * int(ds.Columns) * samples * max(1, int(ds.BitsAllocated) // 8)
+
+
+def batches(numbers: list[int], frame_bytes: int) -> list[list[int]]:
+    """`numbers` in runs of at most BATCH_BYTES of frames (one frame at least): what one pool call
+    returns, and so what an answer in flight holds."""
+    size = max(1, BATCH_BYTES // max(1, frame_bytes))
+    return [numbers[i:i + size] for i in range(0, len(numbers), size)]
+
+
+BATCH_BYTES = 8 * 2**20
+
+
+class FrameReader:
+    """The frames of one stored object as stored, each read from the file alone when asked for:
+    the header is read once, and a frame of a 1 GB cine costs that frame, not the cine. Native
+    frames come out little endian."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = open(path, "rb")  # noqa: SIM115 - held while the answer streams; close() ends it
+        try:
+            self.ds = dcmread(self._file, stop_before_pixels=True)
+            self.syntax = UID(str(self.ds.file_meta.TransferSyntaxUID))
+            # pydicom reads a deflated object inflated in memory: no file offset means anything there
+            self._whole = dcmread(path) if self.syntax.is_deflated else None
+            self._value_at = None if self._whole is not None else _pixel_value_start(self._file, self.syntax)
+        except BaseException:
+            self._file.close()
+            raise
+
+    def __enter__(self) -> FrameReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    @property
+    def count(self) -> int:
+        return _frame_count(self.ds)
+
+    @property
+    def transfer_syntax(self) -> str:
+        """Of the bytes frame() returns."""
+        return str(self.syntax) if self.syntax.is_encapsulated else ExplicitVRLittleEndian
+
+    def check(self, numbers: list[int]) -> None:
+        """BadFrameList, NoPixelData or FrameNotFound unless every number is one of our frames."""
+        has_pixels = "PixelData" in self._whole if self._whole is not None else self._value_at is not None
+        if not has_pixels:
+            raise NoPixelData("the instance has no Pixel Data")
+        _check_numbers(numbers, self.count)
+
+    def frame(self, number: int) -> bytes:
+        if self._whole is not None:
+            return _frame_in_memory(self._whole, number, self.syntax)
+        assert self._value_at is not None  # check() refuses an object without Pixel Data
+        self._file.seek(self._value_at)
+        if self.syntax.is_encapsulated:
+            return get_frame(self._file, number - 1, number_of_frames=self.count, extended_offsets=_extended_offsets(self.ds))
+        if int(self.ds.BitsAllocated) == 1:
+            # 1-bit frames need not start on a byte boundary; pydicom unpacks the one asked for
+            return pixel_array(self.path, index=number - 1).astype(np.uint8).tobytes()
+        length = _native_frame_length(self.ds)
+        self._file.seek(self._value_at + (number - 1) * length)
+        return _little_endian(self._file.read(length), self.ds, self.syntax)
+
+
+def _pixel_value_start(f: BinaryIO, syntax: UID) -> int | None:
+    """Where Pixel Data's value starts in `f`, which pydicom's stop_before_pixels left at the
+    element's tag; None when the next element is not Pixel Data."""
+    at = f.tell()
+    head = f.read(8)
+    order = "<" if syntax.is_little_endian else ">"
+    if len(head) < 8 or struct.unpack(order + "HH", head[:4]) != (0x7FE0, 0x0010):
+        return None
+    # explicit VR: tag, VR, 2 reserved bytes, 4-byte length (OB/OW); implicit: tag, 4-byte length
+    return at + (8 if syntax.is_implicit_VR else 12)
+
+
+def _extended_offsets(ds: Dataset) -> tuple[bytes, bytes] | None:
+    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+        return ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths
+    return None
+
+
+def _frame_in_memory(ds: Dataset, number: int, syntax: UID) -> bytes:
     if syntax.is_encapsulated:
-        return Frames(str(syntax), [get_frame(ds.PixelData, n - 1, number_of_frames=count) for n in numbers])
-    return Frames(ExplicitVRLittleEndian, [_native_frame(ds, n, syntax) for n in numbers])
+        return get_frame(ds.PixelData, number - 1, number_of_frames=_frame_count(ds))
+    return _native_frame(ds, number, syntax)
 
 
-def _native_frame(ds: Dataset, number: int, syntax: UID) -> bytes:
+def _native_frame_length(ds: Dataset) -> int:
+    return int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * int(ds.BitsAllocated) // 8
+
+
+def _little_endian(data: bytes, ds: Dataset, syntax: UID) -> bytes:
     bits = int(ds.BitsAllocated)
-    size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1)
-    if bits == 1:
-        # 1-bit frames need not start on a byte boundary; unpack the one asked for
-        return pixel_array(ds, index=number - 1).astype(np.uint8).tobytes()
-    length = size * bits // 8
-    data = ds.PixelData[(number - 1) * length: number * length]
     if syntax == ExplicitVRBigEndian and bits > 8:
-        data = np.frombuffer(data, dtype=f">u{bits // 8}").astype(f"<u{bits // 8}").tobytes()
+        return np.frombuffer(data, dtype=f">u{bits // 8}").astype(f"<u{bits // 8}").tobytes()
     return data
 
 
-def decoded_frames(pool: DecodePool, path: Path, numbers: list[int]) -> Frames:
+def _native_frame(ds: Dataset, number: int, syntax: UID) -> bytes:
+    if int(ds.BitsAllocated) == 1:
+        # 1-bit frames need not start on a byte boundary; unpack the one asked for
+        return pixel_array(ds, index=number - 1).astype(np.uint8).tobytes()
+    length = _native_frame_length(ds)
+    return _little_endian(ds.PixelData[(number - 1) * length: number * length], ds, syntax)
+
+
+def decoded_frames(pool: DecodePool, path: Path, numbers: list[int], deadline: float | None = None) -> Frames:
     """The frames as native little-endian bytes (what application/octet-stream means by default):
-    compressed ones decoded by a worker of `pool`, native ones cut out here."""
+    compressed ones decoded by a worker of `pool` (done by `deadline`, time.monotonic(), if given),
+    native ones cut out here."""
     if UID(str(read_file_meta_info(path).TransferSyntaxUID)).is_encapsulated:
-        return pool.run(decode_frames, str(path), numbers)
+        return pool.run(decode_frames, str(path), numbers, deadline=deadline)
     return decode_frames(path, numbers)
 
 

@@ -20,6 +20,7 @@ from archive.resources import Resources
 from archive.settings import Settings
 from archive.tenants import BadTenant
 from receiving.ingest import Ingest
+from serve.decode_gate import DecodeGate, Waits
 
 AUDIT_SCOPE_KEY = "dicomflow.audit"  # what the audit middleware reads back after the response
 _open_lock = asyncio.Lock()
@@ -59,6 +60,16 @@ async def get_verifier(request: Request) -> TokenVerifier:
         return verifier
 
     return await _opened(request, "verifier", build)
+
+
+async def get_decode_gate(request: Request) -> DecodeGate:
+    """This replica's decode waits (serve/decode_gate.py), kept apart from the default executor."""
+    settings = get_settings(request)
+
+    async def build() -> DecodeGate:
+        return DecodeGate(settings.decode_threads, settings.decode_tenant_threads, settings.decode_queue_seconds)
+
+    return await _opened(request, "decode_gate", build)
 
 
 def audit_note(request: Request) -> dict[str, Any]:
@@ -146,6 +157,14 @@ Tenant = Annotated[str, Depends(request_tenant)]
 Pool = Annotated[AsyncConnectionPool, Depends(_pool)]
 Blobs = Annotated[BlobStore, Depends(_blobs)]
 CacheDep = Annotated[Cache, Depends(_cache)]
+
+
+async def _decode_waits(gate: Annotated[DecodeGate, Depends(get_decode_gate)], tenant: Tenant) -> Waits:
+    return Waits(gate, tenant)
+
+
+# where a request that uses the decode pool waits for it: the decode gate, under its tenant's share
+DecodeWaits = Annotated[Waits, Depends(_decode_waits)]
 
 
 def base_url(request: Request) -> str:

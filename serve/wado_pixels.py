@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -16,12 +17,15 @@ from pydicom import dcmread
 from archive.audit import AuditAction
 from archive.blobstore import BlobStore
 from archive.decode_pool import DecodePool, DecodeRefused, shared_pool
-from archive.frames import FRAME_MEDIA_TYPES, FrameNotFound, NoPixelData, decoded_frames, stored_frames
+from archive.frame_list import BadFrameList, parse_frame_list
+from archive.frames import FRAME_MEDIA_TYPES, FrameNotFound, NoPixelData, decode_frames
 from archive.identity import Role
 from archive.index.reads import StoredObject
 from archive.render import RenderOptions, render
 from archive.transcode import uncompressed_copy
-from serve.deps import Blobs, Pool, SettingsDep, Tenant, access
+from serve.decode_gate import DecodeBusy, Waits
+from serve.deps import Blobs, DecodeWaits, Pool, SettingsDep, Tenant, access
+from serve.frame_stream import OpenedFrames, frame_response
 from serve.lookup import objects_for
 from serve.media import Multipart, parse_accept, wanted_part
 
@@ -32,22 +36,13 @@ INSTANCE = "/dicomweb/studies/{study}/series/{series}/instances/{instance}"
 NATIVE = "1.2.840.10008.1.2.1"
 
 
-def frame_numbers(text: str) -> list[int]:
-    try:
-        numbers = [int(n) for n in text.split(",") if n.strip()]
-    except ValueError:
-        raise HTTPException(400, f"frame list {text!r} must be numbers separated by commas") from None
-    if not numbers:
-        raise HTTPException(400, "no frame numbers given")
-    return numbers
-
-
 async def _decoder(settings: SettingsDep) -> DecodePool:
     return shared_pool(settings.decode_limits)
 
 
 # this replica's decode workers (archive/decode_pool.py), started on first use
 Decoder = Annotated[DecodePool, Depends(_decoder)]
+
 
 # PS3.18's retrieve statuses where they fit: 413 when the answer cannot be made within the
 # server's limit. A broken stream is 422: the request is fine, the object is not. A decode out of
@@ -63,22 +58,27 @@ def refused(obj: StoredObject, err: DecodeRefused) -> HTTPException:
     return HTTPException(REFUSAL_STATUS[err.reason], f"cannot decode this instance: {err}", headers=headers)
 
 
-async def _on_disk(blobs: BlobStore, obj: StoredObject, work: Callable[[Path], T]) -> T:
+async def _on_disk(blobs: BlobStore, obj: StoredObject, work: Callable[[Path], T], waits: Waits) -> T:
     def run() -> T:
         with blobs.local_copy(obj.blob_key) as path:
             return work(path)
 
-    return await _answered(obj, run)
+    return await _answered(obj, waits.run(run))
 
 
-async def _answered(obj: StoredObject, work: Callable[[], T]) -> T:
-    """work() in a thread, its refusals turned into the HTTP errors that say why."""
+async def _answered(obj: StoredObject, pending: Awaitable[T]) -> T:
+    """The work's answer, its refusals turned into the HTTP errors that say why."""
     try:
-        return await asyncio.to_thread(work)
+        return await pending
+    except BadFrameList as err:
+        raise HTTPException(400, str(err)) from None
     except (FrameNotFound, NoPixelData) as err:
         raise HTTPException(404, str(err)) from None
     except DecodeRefused as err:
         raise refused(obj, err) from None
+    except DecodeBusy as err:
+        log.warning("decoding %s not admitted: %s", obj.sop_uid, err)
+        raise HTTPException(503, str(err), headers={"Retry-After": BUSY_RETRY_AFTER}) from None
 
 
 def decompressed_file(blobs: BlobStore, obj: StoredObject, decoder: DecodePool) -> Path:
@@ -94,12 +94,12 @@ def decompressed_file(blobs: BlobStore, obj: StoredObject, decoder: DecodePool) 
     return target
 
 
-async def decompressed_path(blobs: BlobStore, obj: StoredObject, decoder: DecodePool) -> Path:
+async def decompressed_path(blobs: BlobStore, obj: StoredObject, decoder: DecodePool, waits: Waits) -> Path:
     """decompressed_file, or the HTTP error that says why not."""
-    return await _answered(obj, lambda: decompressed_file(blobs, obj, decoder))
+    return await _answered(obj, waits.run(lambda: decompressed_file(blobs, obj, decoder)))
 
 
-async def decompressed_bytes(blobs: BlobStore, obj: StoredObject, decoder: DecodePool) -> bytes:
+async def decompressed_bytes(blobs: BlobStore, obj: StoredObject, decoder: DecodePool, waits: Waits) -> bytes:
     """The whole object decompressed, or the HTTP error that says why not."""
     def run() -> bytes:
         copy = decompressed_file(blobs, obj, decoder)
@@ -108,7 +108,7 @@ async def decompressed_bytes(blobs: BlobStore, obj: StoredObject, decoder: Decod
         finally:
             copy.unlink(missing_ok=True)
 
-    return await _answered(obj, run)
+    return await _answered(obj, waits.run(run))
 
 
 def file_chunks(path: Path, size: int) -> Iterator[bytes]:
@@ -133,17 +133,38 @@ def _frame_plan(request: Request, stored_syntax: str) -> tuple[bool, str]:
 
 
 @router.get(INSTANCE + "/frames/{frames}", summary="Retrieve frames")
-async def retrieve_frames(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, tenant: Tenant, study: str, series: str,
-                          instance: str, frames: str) -> Response:
-    numbers = frame_numbers(frames)
+async def retrieve_frames(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, settings: SettingsDep,
+                          tenant: Tenant, study: str, series: str, instance: str, frames: str) -> Response:
+    try:
+        numbers = parse_frame_list(frames)
+    except BadFrameList as err:
+        raise HTTPException(400, str(err)) from None
     obj = (await objects_for(pool, tenant, study, series, instance))[0]
     as_stored, part_type = _frame_plan(request, obj.transfer_syntax)
-    # as stored, and native frames, are cut out here; only compressed frames go to the decode pool
-    result = await _on_disk(blobs, obj, lambda path: stored_frames(path, numbers) if as_stored
-                            else decoded_frames(decoder, path, numbers))
-    multipart = Multipart()
-    body = multipart.whole((part_type, frame) for frame in result.frames)
-    return Response(body, media_type=multipart.content_type(part_type.split(";")[0], result.transfer_syntax))
+    opened = await _answered(obj, asyncio.to_thread(OpenedFrames, blobs, obj.blob_key, numbers))
+    try:
+        produce, syntax = _frame_maker(opened, as_stored, decoder, waits, settings.decode_timeout_seconds)
+        first = await _answered(obj, produce(opened.batches[0]))
+    except BaseException:
+        opened.close()
+        raise
+    return frame_response(first, opened, produce, part_type, lambda m: m.content_type(part_type.split(";")[0], syntax))
+
+
+def _frame_maker(opened: OpenedFrames, as_stored: bool, decoder: DecodePool, waits: Waits,
+                 budget: float) -> tuple[Callable[[list[int]], Awaitable[list[bytes]]], str]:
+    """(what makes a batch of frames, the transfer syntax they are in). As stored, and native
+    frames, are read here; only compressed frames to be sent decoded go to the decode pool, all
+    within one time budget for the whole request."""
+    if as_stored or not opened.reader.syntax.is_encapsulated:
+        return (lambda numbers: asyncio.to_thread(opened.stored, numbers)), opened.reader.transfer_syntax
+    deadline = time.monotonic() + budget
+    path = str(opened.path)
+
+    def decode(numbers: list[int]) -> list[bytes]:
+        return decoder.run(decode_frames, path, numbers, deadline=deadline).frames
+
+    return (lambda numbers: waits.run(lambda: decode(numbers))), NATIVE
 
 
 MAX_VIEWPORT = 4096  # a rendered image is for a screen; larger asks only cost memory
@@ -182,39 +203,39 @@ def _render_options(request: Request, default_viewport: tuple[int, int] | None =
     return RenderOptions(media or "image/jpeg", window, viewport, max(1, min(quality, 100)))
 
 
-async def _rendered(blobs: BlobStore, decoder: DecodePool, obj: StoredObject, frame: int, options: RenderOptions) -> Response:
-    image = await _on_disk(blobs, obj, lambda path: render(decoder, path, frame, options))
+async def _rendered(blobs: BlobStore, decoder: DecodePool, obj: StoredObject, frame: int, options: RenderOptions, waits: Waits) -> Response:
+    image = await _on_disk(blobs, obj, lambda path: render(decoder, path, frame, options), waits)
     return Response(image, media_type=options.media_type)
 
 
 @router.get(INSTANCE + "/rendered", summary="Rendered instance")
-async def rendered_instance(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, tenant: Tenant, study: str, series: str, instance: str) -> Response:
+async def rendered_instance(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, tenant: Tenant, study: str, series: str, instance: str) -> Response:
     obj = (await objects_for(pool, tenant, study, series, instance))[0]
-    return await _rendered(blobs, decoder, obj, 1, _render_options(request))
+    return await _rendered(blobs, decoder, obj, 1, _render_options(request), waits)
 
 
 @router.get(INSTANCE + "/frames/{frame}/rendered", summary="Rendered frame")
-async def rendered_frame(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, tenant: Tenant, study: str, series: str, instance: str, frame: int) -> Response:
+async def rendered_frame(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, tenant: Tenant, study: str, series: str, instance: str, frame: int) -> Response:
     obj = (await objects_for(pool, tenant, study, series, instance))[0]
-    return await _rendered(blobs, decoder, obj, frame, _render_options(request))
+    return await _rendered(blobs, decoder, obj, frame, _render_options(request), waits)
 
 
 @router.get(INSTANCE + "/thumbnail", summary="Instance thumbnail")
-async def thumbnail_instance(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, tenant: Tenant, study: str, series: str, instance: str) -> Response:
+async def thumbnail_instance(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, tenant: Tenant, study: str, series: str, instance: str) -> Response:
     obj = (await objects_for(pool, tenant, study, series, instance))[0]
-    return await _rendered(blobs, decoder, obj, 1, _render_options(request, (128, 128)))
+    return await _rendered(blobs, decoder, obj, 1, _render_options(request, (128, 128)), waits)
 
 
 @router.get("/dicomweb/studies/{study}/series/{series}/thumbnail", summary="Series thumbnail")
-async def thumbnail_series(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, tenant: Tenant, study: str, series: str) -> Response:
+async def thumbnail_series(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, tenant: Tenant, study: str, series: str) -> Response:
     objects = await objects_for(pool, tenant, study, series)
-    return await _rendered(blobs, decoder, objects[len(objects) // 2], 1, _render_options(request, (128, 128)))
+    return await _rendered(blobs, decoder, objects[len(objects) // 2], 1, _render_options(request, (128, 128)), waits)
 
 
 @router.get("/dicomweb/studies/{study}/thumbnail", summary="Study thumbnail")
-async def thumbnail_study(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, tenant: Tenant, study: str) -> Response:
+async def thumbnail_study(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, tenant: Tenant, study: str) -> Response:
     objects = await objects_for(pool, tenant, study)
-    return await _rendered(blobs, decoder, objects[len(objects) // 2], 1, _render_options(request, (128, 128)))
+    return await _rendered(blobs, decoder, objects[len(objects) // 2], 1, _render_options(request, (128, 128)), waits)
 
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -244,7 +265,7 @@ async def bulkdata(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, s
     if not _ELEMENT_PATH.fullmatch(element):
         raise HTTPException(400, "the bulk data path is an 8-digit hex tag, after sequence tag / item index pairs for an element in a sequence")
     obj = (await objects_for(pool, tenant, study, series, instance))[0]
-    data = await _on_disk(blobs, obj, lambda path: _element_bytes(path, element.split("/")))
+    data = await _on_disk(blobs, obj, lambda path: _element_bytes(path, element.split("/")), Waits())
     accept = parse_accept(request.headers.get("accept"))
     single_part = any(m.essence == "application/octet-stream" for m in accept)
     match = _RANGE.match(request.headers.get("range", ""))

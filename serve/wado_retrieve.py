@@ -15,10 +15,11 @@ from archive.identity import Role
 from archive.index.reads import StoredObject, find_object_anywhere
 from archive.render import RenderOptions, render
 from archive.transcode import TARGET_SYNTAX
-from serve.deps import Blobs, Pool, Tenant, access
+from serve.decode_gate import DecodeBusy, Waits
+from serve.deps import Blobs, DecodeWaits, Pool, Tenant, access
 from serve.lookup import check_uids, objects_for
 from serve.media import Multipart, NotAcceptable, parse_accept, wanted_part
-from serve.wado_pixels import Decoder, decompressed_bytes, decompressed_path, file_chunks, refused
+from serve.wado_pixels import BUSY_RETRY_AFTER, Decoder, decompressed_bytes, decompressed_path, file_chunks, refused
 
 router = APIRouter(tags=["WADO-RS"], dependencies=[Depends(access(Role.READER, AuditAction.READ))])
 STREAM_BATCH = 4 * 1024 * 1024
@@ -39,7 +40,7 @@ def choose_syntax(request: Request, objects: list[StoredObject]) -> str | None:
                         f"(transfer-syntax={TARGET_SYNTAX})")
 
 
-async def object_bytes(blobs: BlobStore, obj: StoredObject, syntax: str | None, decoder: DecodePool) -> AsyncIterator[bytes]:
+async def object_bytes(blobs: BlobStore, obj: StoredObject, syntax: str | None, decoder: DecodePool, waits: Waits) -> AsyncIterator[bytes]:
     if syntax is None or obj.transfer_syntax == syntax:
         iterator = blobs.iter_chunks(obj.blob_key)
         while chunk := await asyncio.to_thread(next, iterator, b""):
@@ -49,7 +50,7 @@ async def object_bytes(blobs: BlobStore, obj: StoredObject, syntax: str | None, 
         yield await asyncio.to_thread(blobs.read_bytes, obj.transcoded_key)
         return
     # the answer has started: a refusal can only end it early (the log says why)
-    copy = await decompressed_path(blobs, obj, decoder)
+    copy = await decompressed_path(blobs, obj, decoder, waits)
     try:
         chunks = file_chunks(copy, STREAM_BATCH)
         while chunk := await asyncio.to_thread(next, chunks, b""):
@@ -63,12 +64,12 @@ def _decoded_alone(objects: list[StoredObject], syntax: str | None) -> bool:
     return len(objects) == 1 and syntax not in (None, objects[0].transfer_syntax) and not objects[0].transcoded_key
 
 
-async def multipart_objects(request: Request, blobs: BlobStore, decoder: DecodePool, objects: list[StoredObject]) -> Response:
+async def multipart_objects(request: Request, blobs: BlobStore, decoder: DecodePool, waits: Waits, objects: list[StoredObject]) -> Response:
     try:
         syntax = choose_syntax(request, objects)
     except NotAcceptable as err:
         raise HTTPException(406, str(err)) from None
-    ready = await decompressed_bytes(blobs, objects[0], decoder) if _decoded_alone(objects, syntax) else None
+    ready = await decompressed_bytes(blobs, objects[0], decoder, waits) if _decoded_alone(objects, syntax) else None
     multipart = Multipart()
 
     def part(obj: StoredObject) -> bytes:
@@ -99,7 +100,7 @@ async def multipart_objects(request: Request, blobs: BlobStore, decoder: DecodeP
             if ready is not None:
                 yield ready
             else:
-                async for chunk in object_bytes(blobs, obj, syntax, decoder):
+                async for chunk in object_bytes(blobs, obj, syntax, decoder, waits):
                     yield chunk
             yield b"\r\n"
         if batch:
@@ -110,23 +111,24 @@ async def multipart_objects(request: Request, blobs: BlobStore, decoder: DecodeP
 
 
 @router.get("/dicomweb/studies/{study}", summary="Retrieve a study")
-async def retrieve_study(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, tenant: Tenant, study: str) -> Response:
-    return await multipart_objects(request, blobs, decoder, await objects_for(pool, tenant, study))
+async def retrieve_study(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, tenant: Tenant, study: str) -> Response:
+    return await multipart_objects(request, blobs, decoder, waits, await objects_for(pool, tenant, study))
 
 
 @router.get("/dicomweb/studies/{study}/series/{series}", summary="Retrieve a series")
-async def retrieve_series(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, tenant: Tenant, study: str, series: str) -> Response:
-    return await multipart_objects(request, blobs, decoder, await objects_for(pool, tenant, study, series))
+async def retrieve_series(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, tenant: Tenant, study: str,
+                          series: str) -> Response:
+    return await multipart_objects(request, blobs, decoder, waits, await objects_for(pool, tenant, study, series))
 
 
 @router.get("/dicomweb/studies/{study}/series/{series}/instances/{instance}", summary="Retrieve an instance")
-async def retrieve_instance(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, tenant: Tenant, study: str, series: str,
-                            instance: str) -> Response:
-    return await multipart_objects(request, blobs, decoder, await objects_for(pool, tenant, study, series, instance))
+async def retrieve_instance(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, tenant: Tenant, study: str,
+                            series: str, instance: str) -> Response:
+    return await multipart_objects(request, blobs, decoder, waits, await objects_for(pool, tenant, study, series, instance))
 
 
 @router.get("/dicomweb/wado", tags=["WADO-URI"], summary="WADO-URI (PS3.18 chapter 9)")
-async def wado_uri(pool: Pool, blobs: Blobs, decoder: Decoder, tenant: Tenant, requestType: str, studyUID: str, seriesUID: str, objectUID: str,  # noqa: N803
+async def wado_uri(pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, tenant: Tenant, requestType: str, studyUID: str, seriesUID: str, objectUID: str,  # noqa: N803
                    contentType: str = "application/dicom", frameNumber: int = 1) -> Response:  # noqa: N803
     if requestType != "WADO":
         raise HTTPException(400, "requestType must be WADO")
@@ -143,7 +145,9 @@ async def wado_uri(pool: Pool, blobs: Blobs, decoder: Decoder, tenant: Tenant, r
             with blobs.local_copy(obj.blob_key) as path:
                 return render(decoder, path, frameNumber, RenderOptions(media_type=content))
         try:
-            return Response(await asyncio.to_thread(draw), media_type=content)
+            return Response(await waits.run(draw), media_type=content)
         except DecodeRefused as err:
             raise refused(obj, err) from None
+        except DecodeBusy as err:
+            raise HTTPException(503, str(err), headers={"Retry-After": BUSY_RETRY_AFTER}) from None
     raise HTTPException(406, "contentType must be application/dicom, image/jpeg or image/png")
