@@ -8,12 +8,12 @@ import asyncio
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import names
 from activities.context import ActivityContext
 from activities.event_report import send_event_report
-from activities.types import CommitmentReport, CommitmentRequest, CommitmentStatus
 from archive.commitment import Classified, UnknownTransaction, classify, report_dataset
 from archive.index import commitments
+from contract import names
+from contract.payloads import CommitmentReport, CommitmentRequest, CommitmentStatus
 
 
 class CommitmentActivities:

@@ -18,15 +18,15 @@ from pynetdicom.association import Association
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import names
 from activities.context import ActivityContext
-from activities.types import RetrieveEnd, RetrieveOutcome, RetrieveRequest
 from archive import dicom_status as st
 from archive.decode_pool import DecodeRefused, shared_pool
 from archive.index import retrieves
 from archive.index.retrieves import COMPLETED, FAILED, WARNING, Acknowledgements, ItemToSend
 from archive.outbound import NoCommonSyntax, dataset_to_send
 from archive.settings import AEEntry
+from contract import names
+from contract.payloads import RetrieveEnd, RetrieveOutcome, RetrieveRequest
 from dimse.direct_store import DirectStoreUnavailable, StoreOrigin, send_file
 from dimse.store_scu import DestinationUnavailable, accepted_syntaxes, open_store_association, release, store
 

@@ -11,16 +11,17 @@ from typing import TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import names
 from activities.context import ActivityContext
-from activities.types import StepResult, StudyRef
 from archive.decode_pool import DecodePool, DecodeRefused, shared_pool
 from archive.dicom_json import DICOMWEB_ROOT, file_json, gzip_json, instance_base
 from archive.index import commitments, lifecycle
+from archive.index.instance_state import InstanceState
 from archive.index.lifecycle import InstanceFile
 from archive.layout import series_metadata_key
 from archive.transcode import TARGET_SYNTAX, needs_uncompressed_copy, uncompressed_copy
 from archive.verify import verify_blob
+from contract import names
+from contract.payloads import StepResult, StudyRef
 
 log = logging.getLogger("dicomflow.activities")
 T = TypeVar("T")
@@ -48,7 +49,7 @@ class StudyActivities:
         pool, blobs = self.ctx.pool, self.ctx.blobs
         result = StepResult(names.VERIFY)
         verified: list[str] = []
-        for item in await lifecycle.instances_in_state(pool, ref.tenant, ref.study_uid, "stored"):
+        for item in await lifecycle.instances_in_state(pool, ref.tenant, ref.study_uid, InstanceState.STORED):
             activity.heartbeat(item.sop_uid)
             problem = await self.ctx.in_background(verify_blob, blobs, item.blob_key, item.size, item.sha256)
             if problem is None:
@@ -58,7 +59,7 @@ class StudyActivities:
                     verified.clear()
             else:
                 # a corrupt object is a final answer, not a reason to retry forever
-                await lifecycle.set_state(pool, ref.tenant, item.sop_uid, "failed", problem)
+                await lifecycle.set_state(pool, ref.tenant, item.sop_uid, InstanceState.FAILED, problem)
                 result.failed += 1
                 result.failures.append(f"{item.sop_uid}: {problem}"[:300])
         result.processed += await lifecycle.mark_verified(pool, ref.tenant, verified)
@@ -90,7 +91,7 @@ class StudyActivities:
         result = StepResult(names.TRANSCODE, detail=f"policy {self.ctx.settings.transcode_policy}")
         decoder = shared_pool(self.ctx.settings.decode_limits)
         passing: list[str] = []
-        for item in await lifecycle.instances_in_state(self.ctx.pool, ref.tenant, ref.study_uid, "committed"):
+        for item in await lifecycle.instances_in_state(self.ctx.pool, ref.tenant, ref.study_uid, InstanceState.COMMITTED):
             if not needs_uncompressed_copy(item.transfer_syntax):
                 continue
             activity.heartbeat(item.sop_uid)
@@ -125,7 +126,7 @@ class StudyActivities:
         shows. The state stays committed: the object is intact and served as received."""
         reason = f"transcode refused ({err.reason}): {err}"[:500]
         log.warning("%s/%s: %s", ref.tenant, item.sop_uid, reason)
-        await lifecycle.set_state(self.ctx.pool, ref.tenant, item.sop_uid, "committed", reason)
+        await lifecycle.set_state(self.ctx.pool, ref.tenant, item.sop_uid, InstanceState.COMMITTED, reason)
         result.failed += 1
         result.failures.append(f"{item.sop_uid}: {reason}"[:300])
 

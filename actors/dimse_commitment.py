@@ -17,9 +17,7 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]  # generated at import
 from temporalio.common import WorkflowIDConflictPolicy
 
-from activities import names
 from activities.event_report import COMMITMENT_INSTANCE
-from activities.types import CommitmentRequest
 from actors.dimse_status import status
 from archive import dicom_status as st
 from archive.audit import AuditAction
@@ -27,6 +25,8 @@ from archive.audit import Outcome as AuditOutcome
 from archive.commitment import Classified, classify, report_dataset
 from archive.index import commitments
 from archive.uids import is_valid_uid
+from contract import names
+from contract.payloads import CommitmentRequest
 
 if TYPE_CHECKING:
     from actors.dimse_handlers import DimseHandlers

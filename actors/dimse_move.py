@@ -20,8 +20,6 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 from temporalio.common import WorkflowIDConflictPolicy
 
-from activities import names
-from activities.types import RetrieveRequest
 from actors.dimse_find import identified_instances
 from actors.dimse_status import Response, failure
 from archive import dicom_status as st
@@ -30,6 +28,8 @@ from archive.audit import Outcome as AuditOutcome
 from archive.index import retrieves
 from archive.index.retrieves import Progress
 from archive.query.retrieve import MAX_INSTANCES
+from contract import names
+from contract.payloads import RetrieveRequest
 from dimse.relayed_move import MOVE_MODELS
 
 if TYPE_CHECKING:

@@ -11,7 +11,6 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import N_CREATE, N_SET
 
-from activities import names
 from actors.dimse_status import status
 from archive import dicom_status as st
 from archive.audit import AuditAction
@@ -20,6 +19,7 @@ from archive.identity.ae_rules import Caller
 from archive.index import procedure_steps
 from archive.mpps import PerformedStep, StepRefused, changed, started
 from archive.uids import is_valid_uid
+from contract import names
 
 if TYPE_CHECKING:
     from actors.dimse_handlers import DimseHandlers

@@ -11,11 +11,11 @@ import logging
 from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 
-from activities.names import study_workflow_id as workflow_id
 from archive.index import retrieves
 from archive.index.deletion import deletion_signalled, unsignalled_deletions
 from archive.index.instances import mark_signalled, stalled_studies, unsignalled_studies
 from archive.settings import Settings
+from contract.names import study_workflow_id as workflow_id
 from receiving.signaller import signal_study
 
 log = logging.getLogger("dicomflow.reconciler")

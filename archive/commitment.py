@@ -12,6 +12,7 @@ from pydicom.dataset import Dataset
 from archive.dicom_status import CLASS_INSTANCE_CONFLICT, PROCESSING_FAILURE
 from archive.dicom_status import NO_SUCH_OBJECT_INSTANCE as NO_SUCH_OBJECT
 from archive.index import commitments
+from archive.index.instance_state import InstanceState
 
 Ref = tuple[str, str]  # (SOP Class UID, SOP Instance UID)
 FailedRef = tuple[str, str, int]  # ... and the Failure Reason sent back
@@ -38,11 +39,11 @@ async def classify(pool: AsyncConnectionPool, tenant: str, transaction_uid: str,
     out = Classified(row)
     for sop_class, sop_uid in row.refs:
         state, stored_class = states.get(sop_uid, (None, None))
-        if state == "committed" and stored_class == sop_class:
+        if state == InstanceState.COMMITTED and stored_class == sop_class:
             out.committed.append((sop_class, sop_uid))
-        elif state == "committed":
+        elif state == InstanceState.COMMITTED:
             out.failed.append((sop_class, sop_uid, CLASS_INSTANCE_CONFLICT))
-        elif state == "failed":
+        elif state == InstanceState.FAILED:
             out.failed.append((sop_class, sop_uid, PROCESSING_FAILURE))
         elif final:
             out.failed.append((sop_class, sop_uid, NO_SUCH_OBJECT if state is None else PROCESSING_FAILURE))

@@ -7,9 +7,9 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from activities.names import STUDY_WORKFLOW
 from archive.index.backlog import index_backlog
 from archive.settings import Settings
+from contract.names import STUDY_WORKFLOW
 
 
 async def _index_half(settings: Settings) -> dict[str, Any]:

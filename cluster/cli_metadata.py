@@ -16,11 +16,11 @@ import psycopg
 from psycopg_pool import PoolTimeout
 from temporalio.client import Client
 
-from activities import names
 from archive.dicom_json import DOCUMENT_FORMAT
 from archive.index import lifecycle
 from archive.index.pool import open_index_pool
 from archive.settings import Settings
+from contract import names
 from receiving.signaller import signal_study
 
 

@@ -2,5 +2,5 @@
 in the archive, then buffered signal-with-start of each study's workflow, then the outbox mark.
 
 It sits between the protocol layers and the archive: it may import `archive/` and the names in
-`activities.names`, and it starts workflows by name, so `workflows/` stays free of I/O.
+`contract.names`, and it starts workflows by name, so `workflows/` stays free of I/O.
 """

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 
-from activities import names
-from activities.types import InstancesArrived
-from workflows import search_attributes as sa
-from workflows.study import StudyParams
+from contract import names
+from contract import search_attributes as sa
+from contract.payloads import InstancesArrived, StudyParams
 
 log = logging.getLogger("dicomflow.signal")
 

@@ -516,8 +516,8 @@ def test_a_retrieve_workflow_started_from_outside_sends_nothing(stack, qr_data):
 
     from temporalio.client import WorkflowFailureError
 
-    from activities import names
-    from activities.types import RetrieveRequest
+    from contract import names
+    from contract.payloads import RetrieveRequest
     from testkit.temporal_waits import client_for
 
     forged = RetrieveRequest("qr", uuid.uuid4().hex, STORESCP_B_AE, "INTRUDER", 1, instances=1)

@@ -12,8 +12,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities import names
-    from activities.types import CommitmentReport, CommitmentRequest, CommitmentStatus
+    from contract import names
+    from contract.payloads import CommitmentReport, CommitmentRequest, CommitmentStatus
 
 WAKE = names.COMMITMENT_WAKE
 POLL_SECONDS = (1, 2, 5, 10, 30)  # a poll guards against a lost wake-up signal

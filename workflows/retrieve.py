@@ -15,8 +15,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities import names
-    from activities.types import RetrieveEnd, RetrieveOutcome, RetrieveRequest
+    from contract import names
+    from contract.payloads import RetrieveEnd, RetrieveOutcome, RetrieveRequest
 
 # moves started before the books were closed by a local activity replay with it as an activity
 LOCAL_FINISH_PATCH = "local-finish"

@@ -9,7 +9,6 @@ history is cut by continue-as-new well before Temporal's limits.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import NoReturn
 
@@ -17,9 +16,9 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities import names
-    from activities.types import InstancesArrived, StepResult, StudyRef
-    from workflows import search_attributes as sa
+    from contract import names
+    from contract import search_attributes as sa
+    from contract.payloads import InstancesArrived, StepResult, StudyOutcome, StudyParams, StudyRef
 
 SIGNAL = names.STUDY_SIGNAL
 # workflows started before local steps replay with every step as an activity
@@ -31,29 +30,6 @@ STEP_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=60),
 )
-
-
-@dataclass
-class StudyParams:
-    tenant: str
-    study_uid: str
-    stable_seconds: float = 5.0
-    pending: int = 0  # carried over a continue-as-new
-    total: int = 0
-    modality: str | None = None
-    failed: int = 0  # carried too, or a study with failures before the cut would end "complete"
-    deleted: int = 0
-
-
-@dataclass
-class StudyOutcome:
-    tenant: str
-    study_uid: str
-    instances: int
-    failed: int
-    state: str
-    steps: list[StepResult] = field(default_factory=list)
-    deleted: int = 0
 
 
 workflow_id = names.study_workflow_id

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from psycopg_pool import AsyncConnectionPool
 
 from archive.dicom_json import DOCUMENT_FORMAT
+from archive.index.instance_state import InstanceState
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ async def claim_received(pool: AsyncConnectionPool, tenant: str, study_uid: str)
         return cur.rowcount
 
 
-async def instances_in_state(pool: AsyncConnectionPool, tenant: str, study_uid: str, state: str) -> list[InstanceFile]:
+async def instances_in_state(pool: AsyncConnectionPool, tenant: str, study_uid: str, state: InstanceState) -> list[InstanceFile]:
     async with pool.connection() as conn:
         rows = await (await conn.execute(
             """SELECT sop_uid, series_uid, blob_key, size, sha256, transfer_syntax FROM instance
@@ -39,7 +40,7 @@ async def instances_in_state(pool: AsyncConnectionPool, tenant: str, study_uid: 
     return [InstanceFile(*r) for r in rows]
 
 
-async def set_state(pool: AsyncConnectionPool, tenant: str, sop_uid: str, state: str, reason: str | None = None) -> None:
+async def set_state(pool: AsyncConnectionPool, tenant: str, sop_uid: str, state: InstanceState, reason: str | None = None) -> None:
     async with pool.connection() as conn:
         # a failed instance is no longer served: its series' metadata changes, in the same statement
         await conn.execute(
@@ -150,8 +151,8 @@ async def series_snapshot(pool: AsyncConnectionPool, tenant: str, series_uid: st
             (tenant, series_uid),
         )).fetchall()
     present = [r for r in rows if r[1] is not None]
-    return SeriesSnapshot(rows[0][0] if rows else None, [InstanceFile(*r[2:]) for r in present if r[1] == "committed"],
-                          all(r[1] == "committed" for r in present))
+    return SeriesSnapshot(rows[0][0] if rows else None, [InstanceFile(*r[2:]) for r in present if r[1] == InstanceState.COMMITTED],
+                          all(r[1] == InstanceState.COMMITTED for r in present))
 
 
 async def record_metadata(pool: AsyncConnectionPool, tenant: str, series_uid: str, key: str | None, error: str | None,

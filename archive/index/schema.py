@@ -292,6 +292,9 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE series ADD COLUMN metadata_format smallint;
     """,
+    # 15: an instance's state is one of archive.index.instance_state.InstanceState
+    "ALTER TABLE instance ADD CONSTRAINT instance_state_known"
+    " CHECK (state IN ('received', 'stored', 'verified', 'committed', 'failed'))",
 ]
 
 

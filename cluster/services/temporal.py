@@ -14,7 +14,7 @@ import urllib.request
 
 from archive.settings import EMBEDDED_TEMPORAL_HOST, TEMPORAL_UI_PATH, Settings
 from cluster.services.process import ManagedProcess, ServiceError, installed_program, require_free_port
-from workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
+from contract.search_attributes import SEARCH_ATTRIBUTE_TYPES
 
 LOOPBACK = EMBEDDED_TEMPORAL_HOST
 

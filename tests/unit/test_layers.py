@@ -9,19 +9,21 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-OURS = {"archive", "dimse", "activities", "workflows", "receiving", "serve", "actors", "cluster", "tests", "testkit", "bench"}
+OURS = {"archive", "contract", "dimse", "activities", "workflows", "receiving", "serve", "actors", "cluster", "tests", "testkit", "bench"}
 
 # folder -> (our folders it may import, third-party packages it must not import)
 RULES: dict[str, tuple[set[str], set[str]]] = {
     "archive": (set(), {"ray", "temporalio", "fastapi", "starlette", "pynetdicom"}),
     # the fence around pynetdicom's internals (dimse/__init__.py): below activities and actors
     "dimse": ({"archive"}, {"ray", "temporalio", "fastapi", "starlette"}),
-    "activities": ({"archive", "dimse"}, {"ray", "fastapi"}),
-    "workflows": ({"activities"}, {"pydicom", "psycopg", "redis", "minio", "ray", "fastapi", "numpy"}),
-    "receiving": ({"archive", "activities", "workflows"}, {"ray", "fastapi"}),
-    "serve": ({"archive", "activities", "workflows", "receiving"}, set()),
-    "actors": ({"archive", "dimse", "activities", "workflows", "receiving"}, {"fastapi"}),
-    "testkit": ({"archive"}, set()),
+    # the Temporal contract (names, ids, signals, payloads, search attributes): plain data, both sides import it
+    "contract": (set(), {"pydicom", "psycopg", "redis", "minio", "ray", "fastapi", "numpy", "pynetdicom"}),
+    "activities": ({"archive", "dimse", "contract"}, {"ray", "fastapi"}),
+    "workflows": ({"contract"}, {"pydicom", "psycopg", "redis", "minio", "ray", "fastapi", "numpy"}),
+    "receiving": ({"archive", "contract"}, {"ray", "fastapi"}),
+    "serve": ({"archive", "contract", "activities", "workflows", "receiving"}, set()),
+    "actors": ({"archive", "dimse", "contract", "activities", "workflows", "receiving"}, {"fastapi"}),
+    "testkit": ({"archive", "contract"}, set()),
     "bench": ({"archive", "cluster", "testkit"}, set()),
 }
 

@@ -129,3 +129,10 @@ def test_only_a_name_the_name_indexes_answer_is_looked_up_first():
     assert fenced not in sql("study", PatientName="*")
     patients = parse_identifier(identifier("PATIENT", PatientName="doe*"), "t", "patient").query.sql
     assert fenced not in patients and "lower(split_part(st.patient_name, '=', 1)) LIKE" in patients
+
+
+def test_the_index_constraint_lists_exactly_the_instance_states() -> None:
+    from archive.index.instance_state import check_constraint_sql
+    from archive.index.schema import MIGRATIONS
+
+    assert MIGRATIONS[14] == check_constraint_sql()

@@ -32,12 +32,12 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities import names
-from activities.types import StepResult, StudyRef
 from cluster.services.temporal import temporal_binary
+from contract import names
+from contract import search_attributes as sa
+from contract.payloads import StepResult, StudyOutcome, StudyParams, StudyRef
 from receiving.signaller import signal_study
-from workflows import search_attributes as sa
-from workflows.study import HISTORY_LIMIT, StudyOutcome, StudyParams, StudyWorkflow
+from workflows.study import HISTORY_LIMIT, StudyWorkflow
 
 SUGGEST_CAN_AT = 20  # events; one pass of six activities writes more than this
 STABLE = 0.3  # seconds of quiet before a pass

@@ -18,11 +18,11 @@ from temporalio.testing import ActivityEnvironment
 from activities import study_steps
 from activities.context import ActivityContext
 from activities.study_steps import TIMEOUT_ATTEMPTS, StudyActivities
-from activities.types import StudyRef
 from archive.blobstore import LocalBlobStore
 from archive.decode_pool import INTERPRETER_BYTES, DecodeLimits, DecodePool
 from archive.index.lifecycle import InstanceFile
 from archive.settings import Settings
+from contract.payloads import StudyRef
 from tests.pixel_bombs import J2K_SOURCE, j2k_declaring
 
 REF = StudyRef("t", "1.2.3")

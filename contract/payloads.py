@@ -31,6 +31,29 @@ class StepResult:
 
 
 @dataclass
+class StudyParams:
+    tenant: str
+    study_uid: str
+    stable_seconds: float = 5.0
+    pending: int = 0  # carried over a continue-as-new
+    total: int = 0
+    modality: str | None = None
+    failed: int = 0  # carried too, or a study with failures before the cut would end "complete"
+    deleted: int = 0
+
+
+@dataclass
+class StudyOutcome:
+    tenant: str
+    study_uid: str
+    instances: int
+    failed: int
+    state: str
+    steps: list[StepResult] = field(default_factory=list)
+    deleted: int = 0
+
+
+@dataclass
 class CommitmentRequest:
     tenant: str
     transaction_uid: str
