@@ -19,6 +19,7 @@ from cluster.services.postgres import start_postgres
 from cluster.services.process import ManagedProcess, require_free_port
 from cluster.services.redis import start_redis
 from cluster.services.temporal import start_temporal
+from rayfence import check_version as check_ray_version
 
 log = logging.getLogger("dicomflow")
 
@@ -76,6 +77,7 @@ class Stack:
         from cluster.serve_ingress import configure_ingress
 
         pin_ray_to_loopback(self.settings)
+        check_ray_version()  # before anything of Ray's internals is touched
         configure_ingress(self.settings)
         from cluster.ray_runtime import start_ray, start_serve
         from cluster.workers import start_controller

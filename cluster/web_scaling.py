@@ -12,9 +12,10 @@ from typing import Any
 from ray import serve
 
 from archive.settings import Settings
+from rayfence import replicas
 
 APP_NAME = "dicomweb"
-REPLICA_ACTOR_CLASS = f"ServeReplica:{APP_NAME}:dicomweb"
+DEPLOYMENT_NAME = "dicomweb"
 
 
 def deploy_dicomweb(settings: Settings) -> None:
@@ -38,18 +39,14 @@ def with_web_bounds(settings: Settings, low: int, high: int | None) -> Settings:
 
 
 def replicas_by_node() -> Counter[str]:
-    """Live DICOMweb replica actors per Ray node id (Ray's state API, served by the head's dashboard)."""
-    import ray
-    from ray.util.state import list_actors
-
-    alive = list_actors(address=ray.get_runtime_context().gcs_address, filters=[("class_name", "=", REPLICA_ACTOR_CLASS), ("state", "=", "ALIVE")], timeout=10)
-    return Counter(actor.node_id for actor in alive if actor.node_id)
+    """Live DICOMweb replica actors per Ray node id."""
+    return replicas.replicas_by_node(APP_NAME, DEPLOYMENT_NAME)
 
 
 def web_report(settings: Settings) -> dict[str, Any]:
     """The deployment's status, its replicas by state and the bounds it was given."""
     app = serve.status().applications.get(APP_NAME)
-    deployment = app.deployments.get("dicomweb") if app else None
+    deployment = app.deployments.get(DEPLOYMENT_NAME) if app else None
     return {
         "status": str(getattr(deployment.status, "value", deployment.status)) if deployment else "NOT DEPLOYED",
         "replicas": {str(getattr(state, "value", state)): count for state, count in deployment.replica_states.items()} if deployment else {},

@@ -12,8 +12,8 @@ from archive.decode_pool import shared_pool
 from archive.priority import normal_priority
 from archive.render import warm_up
 from archive.settings import NODE_ROLE_RESOURCE_PREFIX, Settings
+from rayfence.replica_grpc import pin_inter_deployment_grpc
 from serve.app import build_app
-from serve.replica_grpc import pin_inter_deployment_grpc
 
 
 def replica_options(settings: Settings) -> dict[str, Any]:

@@ -458,7 +458,7 @@ def test_auth_none_refuses_a_non_loopback_bind_host(tmp_path):
 
 def test_nothing_listens_beyond_loopback(stack):
     """Every listening socket of every process `dicomflow up` started is on 127.0.0.1, the Serve
-    replica's inter-deployment gRPC port included (Ray hard-codes `[::]`; serve/replica_grpc.py)."""
+    replica's inter-deployment gRPC port included (Ray hard-codes `[::]`; rayfence/replica_grpc.py)."""
     import psutil
 
     exposed = []

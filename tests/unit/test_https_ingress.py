@@ -4,7 +4,7 @@ own proxy given the certificate. The running HTTPS stack is tested in tests/test
 from __future__ import annotations
 
 from archive.settings import Settings
-from cluster.haproxy_shim import rewrite
+from rayfence.haproxy_shim import rewrite
 
 RAY_TEMPLATE = """frontend prometheus
     bind :9101

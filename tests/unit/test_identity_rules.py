@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from archive.identity import ANONYMOUS, Principal, Role, TenantRefused
-from archive.identity.ae_rules import Refusal, admit, tenant_of
+from archive.identity.ae_rules import PeerCertificate, Refusal, admit, certificate_matches, tenant_of
 from archive.identity.tokens import claim
 from archive.settings import SettingsError, load_settings
-from cluster.haproxy_shim import pin_binds
+from rayfence.haproxy_shim import pin_binds
 
 
 def _settings(**values: object):
@@ -51,6 +51,35 @@ def test_unknown_ae_is_refused_when_auth_is_on_except_for_echo():
     echo_only = admit(s, "STRANGER", "10.0.0.5", verification_only=True)
     assert not isinstance(echo_only, Refusal) and not echo_only.may("store")
     assert not isinstance(admit(_settings(), "STRANGER", "10.0.0.5"), Refusal)  # auth off: accepted
+
+
+def test_an_unknown_ae_admitted_by_the_setting_may_only_store_and_commit():
+    """Anyone can claim an unknown title: it gets what a modality does, never query or retrieve."""
+    for s in (_settings(), _settings(dimse_accept_unknown_ae=True)):
+        caller = admit(s, "STRANGER", "10.0.0.5")
+        assert not isinstance(caller, Refusal)
+        assert {svc for svc in ("store", "commit", "find", "move", "get", "worklist", "mpps") if caller.may(svc)} == {"store", "commit"}
+
+
+CERT = PeerCertificate.from_der(b"a certificate's DER bytes", "modality")
+
+
+@pytest.mark.parametrize(("expected", "matches"), [
+    ("modality", True), ("other", False), (CERT.sha256, True), (CERT.sha256.upper(), True),
+    ("sha256:" + ":".join(CERT.sha256[i:i + 2] for i in range(0, 64, 2)), True), ("0" * 64, False),
+])
+def test_a_certificate_is_named_by_its_cn_or_its_sha256_fingerprint(expected: str, matches: bool):
+    assert certificate_matches(expected, CERT) is matches
+    assert certificate_matches(expected, None) is False
+
+
+def test_an_ae_that_names_a_certificate_must_present_it():
+    s = _settings(ae_table={"CT1": {"tls_certificate": "modality"}, "CT2": {}})
+    assert not isinstance(admit(s, "CT1", "10.0.0.5", certificate=CERT), Refusal)
+    for certificate in (None, PeerCertificate.from_der(b"another", "modality2")):
+        refused = admit(s, "CT1", "10.0.0.5", certificate=certificate)
+        assert isinstance(refused, Refusal) and refused.diagnostic == 3 and "'modality'" in refused.reason
+    assert not isinstance(admit(s, "CT2", "10.0.0.5"), Refusal)  # an entry naming none is not checked
 
 
 def test_ae_hosts_services_and_tenant_binding():

@@ -8,7 +8,7 @@ HAProxy (same pid, same arguments), so Ray's reloads and signals work as before.
 With https on, the DICOMweb frontend's bind (the one on http_port) also gets `ssl crt PEM`:
 HAProxy terminates TLS and the replicas behind it are unchanged.
 
-Usage: python -m cluster.haproxy_shim REAL_HAPROXY BIND_HOST TLS [haproxy arguments...]
+Usage: python -m rayfence.haproxy_shim REAL_HAPROXY BIND_HOST TLS [haproxy arguments...]
 where TLS is `PORT=PEM_FILE` for HTTPS on PORT, or `-` for none.
 """
 
