@@ -4,6 +4,7 @@ on a new association (unless the SCP already delivered it on the requester's ope
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -12,8 +13,18 @@ from activities.context import ActivityContext
 from activities.event_report import send_event_report
 from archive.commitment import Classified, UnknownTransaction, classify, report_dataset
 from archive.index import commitments
+from archive.settings import AEEntry, Settings
 from contract import names
 from contract.payloads import CommitmentReport, CommitmentRequest, CommitmentStatus
+from dimse.store_scu import DestinationUnavailable, outbound_tls
+
+
+def _tls(settings: Settings, requester: str, peer: AEEntry) -> ssl.SSLContext | None:
+    """DICOM TLS to the requester when its AE table entry says so; not retried when the settings cannot give it."""
+    try:
+        return outbound_tls(settings, requester, peer)
+    except DestinationUnavailable as err:
+        raise ApplicationError(str(err), non_retryable=True) from None
 
 
 class CommitmentActivities:
@@ -55,7 +66,8 @@ class CommitmentActivities:
         event_type = 2 if found.failed else 1
         ds = report_dataset(request.transaction_uid, found.committed, found.failed)
         try:
-            await asyncio.to_thread(send_event_report, settings.ae_title, found.row.calling_ae, peer, ds, event_type)
+            await asyncio.to_thread(send_event_report, settings.ae_title, found.row.calling_ae, peer, ds, event_type,
+                                    _tls(settings, found.row.calling_ae, peer))
         except BaseException:
             await commitments.release_claim(pool, request.tenant, request.transaction_uid)
             raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -24,11 +25,18 @@ from archive.decode_pool import DecodeRefused, shared_pool
 from archive.index import retrieves
 from archive.index.retrieves import COMPLETED, FAILED, WARNING, Acknowledgements, ItemToSend
 from archive.outbound import NoCommonSyntax, dataset_to_send
-from archive.settings import AEEntry
+from archive.settings import AEEntry, Settings
 from contract import names
 from contract.payloads import RetrieveEnd, RetrieveOutcome, RetrieveRequest
 from dimse.direct_store import DirectStoreUnavailable, StoreOrigin, send_file
-from dimse.store_scu import DestinationUnavailable, accepted_syntaxes, open_store_association, release, store
+from dimse.store_scu import (
+    DestinationUnavailable,
+    accepted_syntaxes,
+    open_store_association,
+    outbound_tls,
+    release,
+    store,
+)
 
 log = logging.getLogger("dicomflow.retrieve")
 BATCH = 50
@@ -60,6 +68,15 @@ def _heartbeat_from_thread() -> Callable[[int], None]:
     return beat
 
 
+def _tls(settings: Settings, destination: str, peer: AEEntry) -> ssl.SSLContext | None:
+    """DICOM TLS to the destination when its AE table entry says so; a configuration that cannot
+    give it is not retried (it will not change by itself)."""
+    try:
+        return outbound_tls(settings, destination, peer)
+    except DestinationUnavailable as err:
+        raise ApplicationError(str(err), non_retryable=True) from None
+
+
 class RetrieveActivities:
     def __init__(self, ctx: ActivityContext) -> None:
         self.ctx = ctx
@@ -75,7 +92,8 @@ class RetrieveActivities:
         peer = await self._checked_destination(request)
         kinds = await retrieves.pending_kinds(pool, request.retrieve_id)
         opened = await asyncio.gather(
-            asyncio.to_thread(open_store_association, settings.ae_title, request.destination_ae, peer, kinds),
+            asyncio.to_thread(open_store_association, settings.ae_title, request.destination_ae, peer, kinds,
+                              tls=_tls(settings, request.destination_ae, peer)),
             asyncio.to_thread(Acknowledgements.borrow, self.ctx.acknowledgements), return_exceptions=True)
         assoc, acks = opened
         failure = next((o for o in opened if isinstance(o, BaseException)), None)

@@ -37,6 +37,7 @@ from archive.identity.tokens import InvalidToken, TokenVerifier
 from archive.receipt import Outcome, Receipt
 from archive.receipt_timing import ReceiptHistogram
 from archive.settings import Settings
+from dimse.server import peer_certificate
 from receiving.ingest import Ingest
 
 log = logging.getLogger("dicomflow.scp")
@@ -109,20 +110,29 @@ class DimseHandlers:
         calling = rq.calling_ae_title
         peer = assoc.requestor.address
         proposed = {str(c.abstract_syntax) for c in rq.presentation_context_definition_list}
-        decision = admit(self.settings, calling, peer, verification_only=proposed <= {VERIFICATION})
+        decision = admit(self.settings, calling, peer, verification_only=proposed <= {VERIFICATION},
+                         certificate=peer_certificate(assoc))
         if isinstance(decision, Refusal):
             self._reject(assoc, Caller(calling.strip(), peer, None, frozenset()), decision.reason,
                          (0x01, 0x01, decision.diagnostic))
             return
-        host = str(assoc.requestor.address)
+        full = self._hold(assoc, decision, str(assoc.requestor.address))
+        if full is not None:
+            # PS3.8 7.1.1.9: rejected-transient, by the service provider (presentation), local limit exceeded
+            self._reject(assoc, decision, full, (0x02, 0x03, 0x02))
+
+    def _hold(self, assoc: Association, caller: Caller, host: str) -> str | None:
+        """A slot for this association, or which limit is full. Only associations whose
+        A-ASSOCIATE-RQ came count (pynetdicom's own limit, maximum_associations, also counted
+        connections still silent: two idle sockets refused every C-ECHO with a limit of 2)."""
         with self._lock:
             held = sum(1 for a in self._open.values() if a.peer_host == host)
-            if held < self.settings.dimse_max_associations_per_peer:
-                self._open[id(assoc)] = _Association(decision, host)
-                return
-        # PS3.8 7.1.1.9: rejected-transient, by the service provider (presentation), local limit exceeded
-        self._reject(assoc, decision, f"{host} already holds {held} associations (dimse_max_associations_per_peer)",
-                     (0x02, 0x03, 0x02))
+            if held >= self.settings.dimse_max_associations_per_peer:
+                return f"{host} already holds {held} associations (dimse_max_associations_per_peer)"
+            if len(self._open) >= self.settings.dimse_max_associations:
+                return f"{len(self._open)} associations are open (dimse_max_associations)"
+            self._open[id(assoc)] = _Association(caller, host)
+            return None
 
     def _reject(self, assoc: Association, caller: Caller, reason: str, result: tuple[int, int, int]) -> None:
         log.warning("association refused: %s", reason)

@@ -32,12 +32,16 @@ from dimse.server import serve_in_thread
 from receiving.ingest import Ingest
 
 log = logging.getLogger("dicomflow.scp")
+UNCOUNTED = 1 << 20  # pynetdicom's association limit, out of the way; dimse_max_associations applies
 
 
 def build_ae(settings: Settings) -> AE:
     ae = AE(ae_title=settings.ae_title)
     ae.maximum_pdu_size = settings.dimse_max_pdu
-    ae.maximum_associations = settings.dimse_max_associations
+    # dicomflow counts associations itself, from their A-ASSOCIATE-RQ on (DimseHandlers._hold):
+    # pynetdicom's count includes connections that never sent one, so idle sockets would use it up
+    ae.maximum_associations = UNCOUNTED
+    ae.acse_timeout = settings.dimse_acse_timeout_seconds  # a silent new connection is dropped after this
     ae.network_timeout = settings.dimse_idle_seconds
     ae.dimse_timeout = settings.dimse_idle_seconds
     ae.require_called_aet = False  # the called AE title may select a tenant instead (checked per caller)
@@ -75,7 +79,8 @@ class DimseScp:
             self.servers.append(self._serve(settings.dimse_tls_port, handlers, context))
 
     def _serve(self, port: int, handlers: DimseHandlers, context: ssl.SSLContext | None) -> ThreadedAssociationServer:
-        return serve_in_thread(self.ae, (self.settings.bind_host, port), handlers.handlers(), context)
+        return serve_in_thread(self.ae, (self.settings.bind_host, port), handlers.handlers(), context,
+                               self.settings.dimse_max_connections_per_peer)
 
     async def _publish_timings(self, histogram: ReceiptHistogram) -> None:
         """Every few seconds, for `/metrics` on the Serve replicas (archive/receipt_timing.py)."""

@@ -44,9 +44,12 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Backdate validity so a peer whose clock is slightly behind does not reject a fresh certificate.
 CLOCK_SKEW = dt.timedelta(minutes=5)
 
-_EKU: dict[str, x509.ObjectIdentifier] = {
-    "server": ExtendedKeyUsageOID.SERVER_AUTH,
-    "client": ExtendedKeyUsageOID.CLIENT_AUTH,
+# a server certificate is the archive's (or a peer node's) identity both ways: it answers on the
+# DICOM TLS port and HTTPS, and it calls out with it too (C-MOVE destinations and N-EVENT-REPORTs
+# whose AE table entry says tls = true); peers that check a client certificate's purpose want clientAuth
+_EKU: dict[str, list[x509.ObjectIdentifier]] = {
+    "server": [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+    "client": [ExtendedKeyUsageOID.CLIENT_AUTH],
 }
 
 
@@ -190,7 +193,7 @@ def _leaf_certificate(
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(cert_sign=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([_EKU[kind]]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(_EKU[kind]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(_authority_key_id(ca_cert), critical=False)
     )

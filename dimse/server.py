@@ -3,18 +3,31 @@
 Without TCP_NODELAY and a re-armed TCP_QUICKACK, each C-STORE round trip stalls ~50 ms on
 Nagle/delayed-ACK (15-20 instances/s on loopback). SO_REUSEPORT lets several SCP processes share
 one port so a node uses all its cores.
+
+No single socket may hold the listener: pynetdicom's server does the TLS handshake in its accept
+loop (one silent connection on the TLS port stopped every other for the socket timeout: a TLS
+C-ECHO waited 5.5 s behind one idle socket with a 6 s timeout), so here the handshake runs on the
+connection's own thread, bounded by the ACSE timeout. Connections are counted per peer address at
+accept, before TLS and before the AE table is consulted, so one host cannot hold every thread.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 from pynetdicom import AE, evt
+from pynetdicom.association import Association
 from pynetdicom.transport import ThreadedAssociationServer
 
+from archive.identity.ae_rules import PeerCertificate
+
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+log = logging.getLogger("dicomflow.scp")
 
 
 class QuickAckSocket(socket.socket):
@@ -29,7 +42,40 @@ class QuickAckSocket(socket.socket):
         return super().recv(bufsize, flags)
 
 
+class PeerConnections:
+    """Open TCP connections per peer address. A connection counts until its socket is closed
+    (pynetdicom closes it on every way an association ends); a TLS connection is its wrapped socket
+    from the handshake on (wrapping detaches, and so closes, the plain one)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, list[socket.socket]] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, host: str, sock: socket.socket) -> bool:
+        with self._lock:
+            live = [s for s in self._open.get(host, []) if s.fileno() != -1]
+            if len(live) >= self.limit:
+                self._open[host] = live
+                return False
+            self._open[host] = [*live, sock]
+            return True
+
+    def replace(self, host: str, old: socket.socket, new: socket.socket) -> None:
+        with self._lock:
+            self._open[host] = [new if s is old else s for s in self._open.get(host, []) if s.fileno() != -1 or s is old]
+
+    def held(self, host: str) -> int:
+        with self._lock:
+            return sum(1 for s in self._open.get(host, []) if s.fileno() != -1)
+
+
 class FastAssociationServer(ThreadedAssociationServer):
+    def __init__(self, *args: Any, connections_per_peer: int, handshake_timeout: float, **kwargs: Any) -> None:
+        self.connections = PeerConnections(connections_per_peer)
+        self.handshake_timeout = handshake_timeout
+        super().__init__(*args, **kwargs)
+
     def server_bind(self) -> None:
         assert self.socket is not None  # TCPServer.__init__ creates it before binding
         if hasattr(socket, "SO_REUSEPORT"):
@@ -37,6 +83,7 @@ class FastAssociationServer(ThreadedAssociationServer):
         super().server_bind()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """The accepted socket, tuned; nothing here may wait on the peer (this is the accept loop)."""
         assert self.socket is not None  # created in __init__, kept until server_close
         client, address = self.socket.accept()
         tuned = QuickAckSocket(client.family, client.type, client.proto, fileno=client.detach())
@@ -44,16 +91,68 @@ class FastAssociationServer(ThreadedAssociationServer):
         tuned.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         if self.ae.network_timeout is not None:
             tuned.settimeout(self.ae.network_timeout)
-        if self.ssl_context:  # DICOM TLS: the handshake (and client certificate check) happens here
-            return self.ssl_context.wrap_socket(tuned, server_side=True), address
         return tuned, address
+
+    def verify_request(self, request: object, client_address: object) -> bool:
+        """At accept, before TLS and the AE table: refused, the socket is closed at once."""
+        host = str(client_address[0])  # type: ignore[index]
+        if self.connections.admit(host, request):  # type: ignore[arg-type]
+            return True
+        log.warning("connection from %s refused: it holds %d (dimse_max_connections_per_peer)", host, self.connections.limit)
+        return False
+
+    def finish_request(self, request: object, client_address: object) -> None:
+        """On the connection's own thread: the TLS handshake first, then pynetdicom's association."""
+        if self.ssl_context is not None:
+            request = self._handshake(request, str(client_address[0]))  # type: ignore[arg-type,index]
+            if request is None:
+                return
+        super().finish_request(request, client_address)  # type: ignore[arg-type]
+
+    def _handshake(self, raw: socket.socket, host: str) -> ssl.SSLSocket | None:
+        """DICOM TLS (and the client certificate check), within the ACSE timeout; None: failed, closed."""
+        assert self.ssl_context is not None
+        raw.settimeout(self.handshake_timeout)
+        try:
+            wrapped = self.ssl_context.wrap_socket(raw, server_side=True)
+        except (OSError, ValueError) as err:  # ssl.SSLError and timeouts are OSErrors
+            log.info("DICOM TLS handshake with %s failed: %s", host, err)
+            raw.close()
+            return None
+        self.connections.replace(host, raw, wrapped)
+        wrapped.settimeout(self.ae.network_timeout)
+        return wrapped
 
 
 def serve_in_thread(ae: AE, address: tuple[str, int], handlers: list[evt.EventHandlerType],
-                    ssl_context: ssl.SSLContext | None) -> ThreadedAssociationServer:
+                    ssl_context: ssl.SSLContext | None, connections_per_peer: int) -> ThreadedAssociationServer:
     """`ae.start_server(block=False)` with FastAssociationServer; registered with the AE as
-    start_server registers its own, so `ae.shutdown()` stops it too."""
-    server = ae.make_server(address, evt_handlers=handlers, server_class=FastAssociationServer, ssl_context=ssl_context)
+    start_server registers its own, so `ae.shutdown()` stops it too. The TLS handshake is bounded
+    by the AE's ACSE timeout, like the wait for the A-ASSOCIATE-RQ that follows it."""
+    server = ae.make_server(address, evt_handlers=handlers, server_class=FastAssociationServer, ssl_context=ssl_context,
+                            connections_per_peer=connections_per_peer, handshake_timeout=ae.acse_timeout or 30)
     ae._servers.append(server)  # noqa: SLF001 - pynetdicom's start_server does the same with its own server
     threading.Thread(target=server.serve_forever, name=f"dicomflow-scp-{address[1]}", daemon=True).start()
     return server
+
+
+def peer_certificate(assoc: Association) -> PeerCertificate | None:
+    """The client certificate presented on this association's TLS connection (verified against the
+    CA by the handshake); None over plain TCP or when none was presented."""
+    transport = assoc.dul.socket
+    raw = transport.socket if transport is not None else None
+    if not isinstance(raw, ssl.SSLSocket):
+        return None
+    der = raw.getpeercert(binary_form=True)
+    if not der:
+        return None
+    return PeerCertificate.from_der(der, _common_name(raw.getpeercert() or {}))
+
+
+def _common_name(cert: Mapping[str, Any]) -> str | None:
+    """The subject's CN from `SSLSocket.getpeercert()`: a tuple of RDNs, each a tuple of (key, value)."""
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None

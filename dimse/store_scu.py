@@ -4,6 +4,7 @@ transfer syntax, and the uncompressed ones every storage SCP accepts."""
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 
 from archive.outbound import FALLBACK_SYNTAXES
-from archive.settings import AEEntry
+from archive.settings import AEEntry, Settings
+from archive.tls import ssl_client_context
 
 MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: odd context ids 1..255
 
@@ -21,9 +23,26 @@ class DestinationUnavailable(RuntimeError):
     pass
 
 
+def outbound_tls(settings: Settings, peer_ae: str, peer: AEEntry) -> ssl.SSLContext | None:
+    """DICOM TLS for an association we open to `peer` when its AE table entry says `tls = true`:
+    its certificate must chain to tls_ca_file and name its host; ours (tls_cert_file) goes along
+    for peers that require one. None: plain TCP."""
+    if not peer.tls:
+        return None
+    if settings.tls_ca_file is None:
+        raise DestinationUnavailable(f"{peer_ae} wants DICOM TLS (tls = true) but tls_ca_file is not set: "
+                                     "name the CA its certificate chains to")
+    return ssl_client_context(settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)
+
+
+def tls_args(peer: AEEntry, context: ssl.SSLContext | None) -> tuple[ssl.SSLContext, str] | None:
+    """pynetdicom's `tls_args` for `associate`: the context and the host name its certificate must name."""
+    return (context, str(peer.host)) if context is not None else None
+
+
 def open_store_association(own_ae: str, peer_ae: str, peer: AEEntry, objects: Iterable[tuple[str, str]],
-                           timeout: float = 30) -> Association:
-    """`objects` are (SOP Class UID, stored transfer syntax) pairs."""
+                           timeout: float = 30, tls: ssl.SSLContext | None = None) -> Association:
+    """`objects` are (SOP Class UID, stored transfer syntax) pairs; `tls` from `outbound_tls`."""
     ae = AE(ae_title=own_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     for sop_class in sorted({c for c, _ in objects}):
@@ -32,9 +51,9 @@ def open_store_association(own_ae: str, peer_ae: str, peer: AEEntry, objects: It
         if syntax not in FALLBACK_SYNTAXES and len(ae.requested_contexts) < MAX_CONTEXTS:
             ae.add_requested_context(sop_class, [syntax])
     assert peer.host and peer.port, "the caller checks that the AE table has an address"
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer_ae)
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer_ae, tls_args=tls_args(peer, tls))
     if not assoc.is_established:
-        raise DestinationUnavailable(f"{peer_ae} at {peer.host}:{peer.port} did not accept an association")
+        raise DestinationUnavailable(f"{peer_ae} at {peer.host}:{peer.port}{' (TLS)' if tls else ''} did not accept an association")
     no_delay(assoc)
     return assoc
 

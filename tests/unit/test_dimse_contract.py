@@ -61,6 +61,13 @@ SIGNATURES: list[tuple[str, Callable[..., Any], list[str]]] = [
     ("ThreadedAssociationServer.process_request_thread", transport.ThreadedAssociationServer.process_request_thread,
      ["self", "request", "client_address"]),
     ("C_FIND_RSP.primitive_to_message", dimse_messages.C_FIND_RSP.primitive_to_message, ["self", "primitive"]),
+    # server.FastAssociationServer: per-peer limit at accept, TLS handshake on the connection's thread
+    ("ThreadedAssociationServer.verify_request", transport.ThreadedAssociationServer.verify_request,
+     ["self", "request", "client_address"]),
+    ("ThreadedAssociationServer.finish_request", transport.ThreadedAssociationServer.finish_request,
+     ["self", "request", "client_address"]),
+    ("AssociationServer.__init__ (FastAssociationServer passes it on)", transport.AssociationServer.__init__,
+     ["self", "ae", "address", "ae_title", "contexts", "ssl_context", "evt_handlers"]),
 ]
 
 # (owner, attribute) that the fence assigns, subclasses or reads
@@ -89,6 +96,8 @@ ATTRIBUTES: list[tuple[object, str]] = [
     (dimse_primitives.C_GET, "MessageIDBeingRespondedTo"),
     (dimse_primitives.C_STORE, "AffectedSOPInstanceUID"),
     (transport.AssociationSocket, "ready"),
+    (ApplicationEntity, "acse_timeout"),  # scp.build_ae: how long a silent connection is kept
+    (ApplicationEntity, "maximum_associations"),  # scp.build_ae moves it out of the way
     (transport.ThreadedAssociationServer, "shutdown_request"),
     (presentation.PresentationContext, "transfer_syntax"),
     (pydicom.uid.UID, "__deepcopy__") if hasattr(pydicom.uid.UID, "__deepcopy__") else (pydicom.uid, "UID"),
@@ -135,6 +144,13 @@ def test_the_reactor_sleeps_are_the_ones_the_reactor_recognises() -> None:
     assert f"time.sleep({reactor.IDLE_POLL})" in inspect.getsource(Association._run_reactor)
     assert f"time.sleep({reactor.KILL_RETRY})" in inspect.getsource(Association.kill)
     assert "time.sleep(self._run_loop_delay)" in inspect.getsource(DULServiceProvider.run_reactor)
+
+
+def test_a_rejected_or_timed_out_acceptor_still_closes_its_socket() -> None:
+    """server.PeerConnections frees a slot when the socket is closed: pynetdicom's acceptor closes
+    it when no A-ASSOCIATE-RQ came within the ACSE timeout and when the association ends."""
+    source = inspect.getsource(Association.run_reactor)
+    assert "receive_pdu(wait=True, timeout=self.acse_timeout)" in source and "shutdown_request" in source
 
 
 def test_the_ae_keeps_its_servers_where_shutdown_finds_them() -> None:
