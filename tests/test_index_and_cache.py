@@ -49,11 +49,27 @@ def _dsn_for(dsn: str, dbname: str) -> str:
     return psycopg.conninfo.make_conninfo(dsn, dbname=dbname)
 
 
-def test_migrations_build_an_empty_database_once(settings):
+@pytest.fixture(scope="module")
+def scratch_owner(tmp_path_factory):
+    """The owner's DSN of a PostgreSQL of its own, started as `up` starts the index: the stack's
+    owner has no password once `up` has migrated (cluster/services/postgres.py)."""
+    from archive.settings import load_settings
+    from cluster.services import postgres
+    from testkit.running_stack import free_port
+
+    settings = load_settings(var_dir=str(tmp_path_factory.mktemp("scratch") / "var"), postgres_port=free_port(), bind_host="127.0.0.1")
+    service, owner = postgres.start_postgres(settings)
+    try:
+        yield owner
+    finally:
+        service.stop()
+
+
+def test_migrations_build_an_empty_database_once(scratch_owner):
     """On a new, empty database (made by the schema owner, as `up` makes the index): one row per
     migration in schema_version, every table and column the migrations create, and a second run
-    changes nothing at all."""
-    owner = settings.effective_postgres_owner_dsn()
+    changes nothing at all. The owner too meets the audit trail's append-only trigger."""
+    owner = scratch_owner
     scratch = f"migrate_{uuid.uuid4().hex[:12]}"
     created_tables = {m.lower() for sql in MIGRATIONS for m in re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", sql)}
     added_columns = {(t.lower(), c.lower()) for sql in MIGRATIONS for t, c in re.findall(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", sql)}
@@ -73,6 +89,11 @@ def test_migrations_build_an_empty_database_once(settings):
                     "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public'")).fetchall())
                 await migrate(conn)
                 second = await _snapshot(conn)
+                await conn.execute("INSERT INTO audit_event (occurred_at, event_code, event_name, action, outcome, subject, method,"
+                                   " source) VALUES (now(), 110114, 'User Authentication', 'E', 0, 'owner', 'none', 'test')")
+                for statement in ("UPDATE audit_event SET subject = 'x'", "DELETE FROM audit_event", "TRUNCATE audit_event"):
+                    with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+                        await conn.execute(statement)
             return first, second, tables, columns
         finally:
             async with await psycopg.AsyncConnection.connect(_dsn_for(owner, "postgres"), autocommit=True) as admin:

