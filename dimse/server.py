@@ -42,10 +42,20 @@ class QuickAckSocket(socket.socket):
         return super().recv(bufsize, flags)
 
 
+Request = socket.socket | tuple[bytes, socket.socket]  # socketserver's request (a TCP server's is the socket)
+Address = tuple[str, int] | str
+
+
+def _host(address: Address) -> str:
+    return address if isinstance(address, str) else str(address[0])
+
+
 class PeerConnections:
     """Open TCP connections per peer address. A connection counts until its socket is closed
     (pynetdicom closes it on every way an association ends); a TLS connection is its wrapped socket
     from the handshake on (wrapping detaches, and so closes, the plain one)."""
+
+    SWEEP_AT = 1024  # peer addresses remembered before those with nothing open are forgotten
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -54,20 +64,26 @@ class PeerConnections:
 
     def admit(self, host: str, sock: socket.socket) -> bool:
         with self._lock:
-            live = [s for s in self._open.get(host, []) if s.fileno() != -1]
+            live = self._live(host)
             if len(live) >= self.limit:
-                self._open[host] = live
                 return False
-            self._open[host] = [*live, sock]
+            live.append(sock)
+            if len(self._open) > self.SWEEP_AT:  # many addresses came and went (a scan): forget the closed
+                self._open = {h: socks for h in list(self._open) if (socks := self._live(h))}
             return True
 
     def replace(self, host: str, old: socket.socket, new: socket.socket) -> None:
         with self._lock:
-            self._open[host] = [new if s is old else s for s in self._open.get(host, []) if s.fileno() != -1 or s is old]
+            self._open[host] = [new if s is old else s for s in self._open.get(host, [])]
 
     def held(self, host: str) -> int:
         with self._lock:
-            return sum(1 for s in self._open.get(host, []) if s.fileno() != -1)
+            return len(self._live(host))
+
+    def _live(self, host: str) -> list[socket.socket]:
+        """The host's sockets still open (the list kept is this one); the lock is held."""
+        live = self._open[host] = [s for s in self._open.get(host, []) if s.fileno() != -1]
+        return live
 
 
 class FastAssociationServer(ThreadedAssociationServer):
@@ -93,21 +109,22 @@ class FastAssociationServer(ThreadedAssociationServer):
             tuned.settimeout(self.ae.network_timeout)
         return tuned, address
 
-    def verify_request(self, request: object, client_address: object) -> bool:
+    def verify_request(self, request: Request, client_address: Address) -> bool:
         """At accept, before TLS and the AE table: refused, the socket is closed at once."""
-        host = str(client_address[0])  # type: ignore[index]
-        if self.connections.admit(host, request):  # type: ignore[arg-type]
+        host = _host(client_address)
+        if isinstance(request, socket.socket) and self.connections.admit(host, request):
             return True
         log.warning("connection from %s refused: it holds %d (dimse_max_connections_per_peer)", host, self.connections.limit)
         return False
 
-    def finish_request(self, request: object, client_address: object) -> None:
+    def finish_request(self, request: Request, client_address: Address) -> None:
         """On the connection's own thread: the TLS handshake first, then pynetdicom's association."""
-        if self.ssl_context is not None:
-            request = self._handshake(request, str(client_address[0]))  # type: ignore[arg-type,index]
-            if request is None:
+        if self.ssl_context is not None and isinstance(request, socket.socket):
+            wrapped = self._handshake(request, _host(client_address))
+            if wrapped is None:
                 return
-        super().finish_request(request, client_address)  # type: ignore[arg-type]
+            request = wrapped
+        super().finish_request(request, client_address)
 
     def _handshake(self, raw: socket.socket, host: str) -> ssl.SSLSocket | None:
         """DICOM TLS (and the client certificate check), within the ACSE timeout; None: failed, closed."""

@@ -38,3 +38,20 @@ def test_a_replaced_socket_keeps_its_slot() -> None:
     finally:
         wrapped.close()
         other.close()
+
+
+def test_addresses_with_nothing_open_are_forgotten_once_many_came() -> None:
+    connections = PeerConnections(limit=1)
+    connections.SWEEP_AT = 2  # type: ignore[misc]
+    pairs = [socket.socketpair() for _ in range(4)]
+    try:
+        for n, (ours, _) in enumerate(pairs[:3]):
+            assert connections.admit(f"10.0.0.{n}", ours)
+        pairs[0][0].close()
+        pairs[1][0].close()
+        assert connections.admit("10.0.0.9", pairs[3][0])  # the fourth address: the closed ones' go
+        assert set(connections._open) == {"10.0.0.2", "10.0.0.9"}
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
