@@ -5,6 +5,7 @@ body and +600 MiB of replica peak for one request)."""
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -35,13 +36,17 @@ class OpenedFrames:
         except BaseException:
             self._stack.close()
             raise
+        # closed by close(), or when the answer is dropped unsent: a stream that never started (the
+        # client gone before the headers went) never runs its own cleanup, and a remote store's
+        # local copy is a temporary file
+        self._closer = weakref.finalize(self, self._stack.close)
         self.batches = batches(numbers, decoded_frame_bytes(self.reader.ds))
 
     def stored(self, numbers: list[int]) -> list[bytes]:
         return [self.reader.frame(n) for n in numbers]
 
     def close(self) -> None:
-        self._stack.close()
+        self._closer()
 
 
 def frame_response(first: list[bytes], opened: OpenedFrames, produce: Produce, part_type: str,

@@ -23,7 +23,7 @@ from tests.auth import auth_headers
 TENANT = "framelists"
 DATA = ("pydicom-data", "data_store", "data")
 CINE = "color3d_jpeg_baseline.dcm"  # 120 JPEG baseline frames, 480 x 640 YBR
-SMALL = "emri_small.dcm"  # 10 native frames, 64 x 64, 16 bits
+SMALL = "emri_small_big_endian.dcm"  # 10 native frames, 64 x 64, 16 bits
 
 
 def _stow(stack, path: Path) -> str:

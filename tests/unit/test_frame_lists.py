@@ -6,22 +6,27 @@ tenant to its share while another tenant is admitted."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import shutil
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.encaps import get_frame
 from pydicom.pixels import pixel_array
 
+from archive.blobstore.local import LocalBlobStore
 from archive.decode_pool import INTERPRETER_BYTES, DecodeLimits, DecodePool, DecodeRefused
 from archive.frame_list import MAX_FRAME_LIST_CHARS, BadFrameList, parse_frame_list
 from archive.frames import FrameNotFound, FrameReader
 from serve.decode_gate import DecodeBusy, DecodeGate
+from serve.frame_stream import OpenedFrames
 
 DATA = ("pydicom-data", "data_store", "data")
 # native (little, big endian, 1-bit, planar RGB, 16- and 32-bit), and compressed (RLE, JPEG 2000,
@@ -52,7 +57,7 @@ def test_a_frame_list_keeps_its_order():
 
 
 def test_more_numbers_than_frames_is_a_bad_list_and_a_missing_frame_is_not_found(data_dir):
-    with FrameReader(real(data_dir, "emri_small.dcm")) as reader:  # 10 frames
+    with FrameReader(real(data_dir, "emri_small_big_endian.dcm")) as reader:  # 10 frames
         with pytest.raises(BadFrameList, match="11 frame numbers given; the instance has 10"):
             reader.check(list(range(1, 12)))
         with pytest.raises(FrameNotFound, match="frame 11 does not exist"):
@@ -126,3 +131,22 @@ def test_a_tenant_over_its_share_waits_then_is_busy_while_another_tenant_is_admi
             gate.close()
 
     asyncio.run(scenario())
+
+
+def _open_here(path: Path) -> bool:
+    return any(Path(f.path) == path for f in psutil.Process().open_files())
+
+
+def test_frames_opened_for_an_answer_are_closed_when_sent_or_dropped_unsent(data_dir, tmp_path):
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    copy = tmp_path / "blobs" / ".spool" / "cine.dcm"  # stage_file adopts (moves) its file: never the shared original
+    shutil.copyfile(real(data_dir, "emri_small_big_endian.dcm"), copy)
+    blobs.commit(blobs.stage_file(copy), "t/cine.dcm")
+    stored = tmp_path / "blobs" / "t" / "cine.dcm"
+    opened = OpenedFrames(blobs, "t/cine.dcm", [2, 1])
+    assert _open_here(stored) and len(opened.stored([2])[0]) == 64 * 64 * 2
+    opened.close()
+    assert not _open_here(stored)
+    OpenedFrames(blobs, "t/cine.dcm", [1])  # an answer whose stream never started: nothing closes it but its end
+    gc.collect()
+    assert not _open_here(stored)
