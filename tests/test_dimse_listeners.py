@@ -1,6 +1,6 @@
 """DIMSE listeners that one socket cannot block (issue 27 item 5), on a stack of their own with
 small limits: one SCP process, dimse_max_associations = 2, eight connections per peer address, a
-5 s ACSE timeout, DICOM TLS with client certificates, an AE table that ties certificates to AE
+10 s ACSE timeout, DICOM TLS with client certificates, an AE table that ties certificates to AE
 titles and names TLS peers, and unknown AEs admitted (auth = "none")."""
 
 from __future__ import annotations
@@ -30,8 +30,11 @@ STUDY_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 LOOPBACK = ["127.0.0.0/8"]
 MAX_ASSOCIATIONS = 2
 CONNECTIONS_PER_PEER = 8  # room for test_idle_sockets_take_no_association_slot's 2 idle + 3 + a closing echo
-ACSE_TIMEOUT = 5.0
-CLIENT_WAIT = 20.0  # how long a client here waits for anything: 4x the ACSE timeout, a third of the idle timeout
+# long enough that a test's idle sockets are still open while it checks what they block, short
+# enough that CLIENT_WAIT sees them dropped; pynetdicom's own ACSE timeout (30 s) and the old TLS
+# handshake's wait (dimse_idle_seconds, 60 s) are both longer than CLIENT_WAIT
+ACSE_TIMEOUT = 10.0
+CLIENT_WAIT = 25.0  # how long a client here waits for anything
 BOUND_CN, BOUND_FP, BOUND_OTHER = "BOUND_CN", "BOUND_FP", "BOUND_OTHER"
 MOVER, TLS_DEST, TLS_COMMIT = "MOVER", "TLS_DEST", "TLS_COMMIT"
 
@@ -168,7 +171,7 @@ def test_idle_sockets_take_no_association_slot(guarded):
     fix); now only associations count, and the limit still holds for them."""
     with idle(guarded.settings.dimse_port, MAX_ASSOCIATIONS):
         s = guarded.settings
-        result = subprocess.run(["echoscu", "-to", "20", "-ta", "20", "-td", "20", "-aet", "MONITOR", "-aec", s.ae_title,
+        result = subprocess.run(["echoscu", "-to", "25", "-ta", "25", "-td", "25", "-aet", "MONITOR", "-aec", s.ae_title,
                                  "127.0.0.1", str(s.dimse_port)], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr
         opened = [associate(guarded) for _ in range(MAX_ASSOCIATIONS + 1)]
@@ -184,7 +187,7 @@ def test_idle_sockets_take_no_association_slot(guarded):
 def test_an_idle_socket_on_the_tls_port_does_not_hold_the_listener(guarded, pki):
     """The TLS handshake ran in the accept loop: one silent connection on the TLS port held every
     other TLS caller for the socket timeout (5.5 s with 6 s; 60 s by default, longer than this
-    client waits). Now it runs on the connection's own thread."""
+    client waits: CLIENT_WAIT). Now it runs on the connection's own thread."""
     with idle(guarded.settings.dimse_tls_port, 1), idle(guarded.settings.dimse_port, 1):
         assert echo(guarded, "MONITOR", client_tls(pki)) == 0
 
