@@ -11,9 +11,9 @@ from temporalio.exceptions import ApplicationError
 
 from activities.context import ActivityContext
 from activities.event_report import send_event_report
-from archive.commitment import Classified, UnknownTransaction, classify, report_dataset
+from archive.config.settings import AEEntry, Settings
 from archive.index import commitments
-from archive.settings import AEEntry, Settings
+from archive.services.commitment import Classified, UnknownTransaction, classify, report_dataset
 from contract import names
 from contract.payloads import CommitmentReport, CommitmentRequest, CommitmentStatus
 from dimse.store_scu import DestinationUnavailable, outbound_tls

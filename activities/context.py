@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from archive.blobstore import BlobStore, open_blob_store
+from archive.config.settings import Settings
 from archive.index.pool import open_index_pool
 from archive.index.retrieves import open_acknowledgement_pool
 from archive.priority import background_priority
-from archive.settings import Settings
 
 T = TypeVar("T")
 BACKGROUND_THREADS = 4

@@ -20,12 +20,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.context import ActivityContext
-from archive import dicom_status as st
-from archive.decode_pool import DecodeRefused, shared_pool
+from archive.config.settings import AEEntry, Settings
+from archive.dicom import dicom_status as st
 from archive.index import retrieves
 from archive.index.retrieves import COMPLETED, FAILED, WARNING, Acknowledgements, ItemToSend
-from archive.outbound import NoCommonSyntax, dataset_to_send
-from archive.settings import AEEntry, Settings
+from archive.pixels.decode_pool import DecodeRefused, shared_pool
+from archive.services.outbound import NoCommonSyntax, dataset_to_send
 from contract import names
 from contract.payloads import RetrieveEnd, RetrieveOutcome, RetrieveRequest
 from dimse.direct_store import DirectStoreUnavailable, StoreOrigin, send_file

@@ -12,14 +12,14 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.context import ActivityContext
-from archive.decode_pool import DecodePool, DecodeRefused, shared_pool
-from archive.dicom_json import DICOMWEB_ROOT, file_json, gzip_json, instance_base
+from archive.blobstore.layout import series_metadata_key
+from archive.dicom.dicom_json import DICOMWEB_ROOT, file_json, gzip_json, instance_base
 from archive.index import commitments, lifecycle
 from archive.index.instance_state import InstanceState
 from archive.index.lifecycle import InstanceFile
-from archive.layout import series_metadata_key
-from archive.transcode import TARGET_SYNTAX, needs_uncompressed_copy, uncompressed_copy
-from archive.verify import verify_blob
+from archive.pixels.decode_pool import DecodePool, DecodeRefused, shared_pool
+from archive.pixels.transcode import TARGET_SYNTAX, needs_uncompressed_copy, uncompressed_copy
+from archive.services.verify import verify_blob
 from contract import names
 from contract.payloads import StepResult, StudyRef
 

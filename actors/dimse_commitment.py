@@ -19,17 +19,17 @@ from temporalio.common import WorkflowIDConflictPolicy
 
 from activities.event_report import COMMITMENT_INSTANCE
 from actors.dimse_status import status
-from archive import dicom_status as st
 from archive.audit import AuditAction
 from archive.audit import Outcome as AuditOutcome
-from archive.commitment import Classified, classify, report_dataset
+from archive.dicom import dicom_status as st
+from archive.dicom.uids import is_valid_uid
 from archive.index import commitments
-from archive.uids import is_valid_uid
+from archive.services.commitment import Classified, classify, report_dataset
 from contract import names
 from contract.payloads import CommitmentRequest
 
 if TYPE_CHECKING:
-    from actors.dimse_handlers import DimseHandlers
+    from actors.dimse_context import DimseContext
 
 log = logging.getLogger("dicomflow.scp.commitment")
 POLL_SECONDS = 1.0
@@ -54,17 +54,17 @@ def _references(info: Dataset) -> tuple[str, Refs] | Dataset:
 
 
 class CommitmentService:
-    def __init__(self, handlers: DimseHandlers) -> None:
-        self.handlers = handlers
+    def __init__(self, ctx: DimseContext) -> None:
+        self.ctx = ctx
 
     def on_n_action(self, event: evt.Event) -> tuple[Dataset, Dataset | None]:
-        handlers = self.handlers
-        allowed = handlers.allowed(event, "commit")
+        ctx = self.ctx
+        allowed = ctx.gate.allowed(event, "commit")
         if isinstance(allowed, Dataset):
             return allowed, None
         association, tenant = allowed
         calling = association.caller.calling_ae
-        reply_to = handlers.settings.ae_table.get(calling)
+        reply_to = ctx.settings.ae_table.get(calling)
         if reply_to is None or not reply_to.reachable:
             # a requester that leaves before the report could never get it: refused now, not left waiting
             return status(st.PROCESSING_FAILURE, f"no address for {calling} in ae_table"), None
@@ -76,20 +76,20 @@ class CommitmentService:
         transaction_uid, refs = parsed
         called = str(event.assoc.requestor.primitive.called_ae_title if event.assoc.requestor.primitive else "")
         try:
-            handlers.loop.run(self._start(tenant, calling, called, transaction_uid, refs), timeout=30)
+            ctx.loop.run(self._start(tenant, calling, called, transaction_uid, refs), timeout=30)
         except Exception as err:  # noqa: BLE001 - the requester must learn we could not take it
             log.exception("storage commitment %s not accepted", transaction_uid)
             return status(st.PROCESSING_FAILURE, f"cannot accept the request: {type(err).__name__}"), None
-        handlers.audit(association.caller, AuditAction.COMMIT, AuditOutcome.SUCCESS, tenant,
+        ctx.gate.audit(association.caller, AuditAction.COMMIT, AuditOutcome.SUCCESS, tenant,
                        transaction_uid=transaction_uid, references=len(refs))
         threading.Thread(target=self._report_while_open, args=(event.assoc, tenant, transaction_uid),
                          name=f"commitment-{transaction_uid[-12:]}", daemon=True).start()
         return status(st.SUCCESS), None
 
     async def _start(self, tenant: str, calling: str, called: str, transaction_uid: str, refs: Refs) -> None:
-        ingest, settings = self.handlers.ingest, self.handlers.settings
-        await commitments.record_request(ingest.pool, tenant, transaction_uid, calling, called, refs)
-        client = await ingest.temporal_client()
+        settings = self.ctx.settings
+        await commitments.record_request(self.ctx.pool, tenant, transaction_uid, calling, called, refs)
+        client = await self.ctx.temporal_client()
         await client.start_workflow(
             names.COMMITMENT_WORKFLOW,
             CommitmentRequest(tenant, transaction_uid, calling, settings.commitment_timeout_seconds),
@@ -102,10 +102,10 @@ class CommitmentService:
         """Runs on its own thread. Holds the report (the workflow waits) while the requester keeps the
         association open, and sends it there once all is committed; gives it back to the workflow
         when the association closes or the request times out."""
-        loop, pool = self.handlers.loop, self.handlers.ingest.pool
+        loop, pool = self.ctx.loop, self.ctx.pool
         if not loop.run(commitments.claim_report(pool, tenant, transaction_uid), timeout=30):
             return
-        until = time.monotonic() + self.handlers.settings.commitment_timeout_seconds
+        until = time.monotonic() + self.ctx.settings.commitment_timeout_seconds
         time.sleep(0.2)  # the N-ACTION response leaves first
         while assoc.is_established and time.monotonic() < until:
             loop.run(commitments.refresh_claim(pool, tenant, transaction_uid), timeout=30)
@@ -119,7 +119,7 @@ class CommitmentService:
         loop.submit(self._wake(tenant, transaction_uid))
 
     def _deliver(self, assoc: Association, tenant: str, found: Classified) -> bool:
-        loop, pool, uid = self.handlers.loop, self.handlers.ingest.pool, found.row.transaction_uid
+        loop, pool, uid = self.ctx.loop, self.ctx.pool, found.row.transaction_uid
         event_type = 2 if found.failed else 1
         try:
             # pynetdicom pauses the association's own reader while a send_* waits for its answer
@@ -137,7 +137,7 @@ class CommitmentService:
     async def _wake(self, tenant: str, transaction_uid: str) -> None:
         """The workflow ends now instead of at its next poll."""
         try:
-            client = await self.handlers.ingest.temporal_client()
+            client = await self.ctx.temporal_client()
             await client.get_workflow_handle(names.commitment_workflow_id(tenant, transaction_uid)).signal(names.COMMITMENT_WAKE)
         except Exception as err:  # noqa: BLE001 - it polls anyway
             log.debug("commitment workflow %s not woken: %s", transaction_uid, err)

@@ -13,9 +13,9 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 
 from actors.dimse_status import Response, failure, status
-from archive import dicom_status as st
 from archive.audit import AuditAction
 from archive.audit import Outcome as AuditOutcome
+from archive.dicom import dicom_status as st
 from archive.index.row_stream import RowStream
 from archive.query.builder import BadQuery
 from archive.query.cfind import FindRequest, answer, parse_identifier
@@ -23,7 +23,7 @@ from archive.query.mwl import WORKLIST_FIND, WorklistRequest, answer_worklist, p
 from archive.query.retrieve import instances_query
 
 if TYPE_CHECKING:
-    from actors.dimse_handlers import DimseHandlers
+    from actors.dimse_context import DimseContext
 
 log = logging.getLogger("dicomflow.scp.find")
 
@@ -58,13 +58,13 @@ SEARCH_WAIT_SECONDS = 30
 
 
 class FindService:
-    def __init__(self, handlers: DimseHandlers) -> None:
-        self.handlers = handlers
+    def __init__(self, ctx: DimseContext) -> None:
+        self.ctx = ctx
         self._searches = threading.BoundedSemaphore(SEARCHES_AT_ONCE)
 
     def on_find(self, event: evt.Event) -> Iterator[Response]:
         worklist = str(event.request.AffectedSOPClassUID) == WORKLIST_FIND
-        allowed = self.handlers.allowed(event, "worklist" if worklist else "find")
+        allowed = self.ctx.gate.allowed(event, "worklist" if worklist else "find")
         if isinstance(allowed, Dataset):
             yield allowed, None
             return
@@ -79,7 +79,7 @@ class FindService:
         except BadQuery as err:
             yield failure(st.IDENTIFIER_DOES_NOT_MATCH, str(err))
             return
-        self.handlers.audit(association.caller, AuditAction.QUERY, AuditOutcome.SUCCESS, tenant,
+        self.ctx.gate.audit(association.caller, AuditAction.QUERY, AuditOutcome.SUCCESS, tenant,
                             level="WORKLIST" if worklist else getattr(request, "level", None),
                             keys=_match_values(identifier))
         yield from self._stream(event, request)
@@ -96,9 +96,9 @@ class FindService:
             self._searches.release()
 
     def _rows(self, event: evt.Event, request: FindRequest | WorklistRequest) -> Iterator[Response]:
-        loop, ae_title = self.handlers.loop, self.handlers.settings.ae_title
+        loop, ae_title = self.ctx.loop, self.ctx.settings.ae_title
         implicit_vr, little_endian = _encoding(event)
-        stream = RowStream(self.handlers.ingest.pool, request.query.sql, request.query.params)
+        stream = RowStream(self.ctx.pool, request.query.sql, request.query.params)
         try:  # a search that fails to open gives its connection back too
             loop.run(stream.open(), timeout=30)
             while rows := loop.run(stream.next_batch(), timeout=180):

@@ -15,19 +15,19 @@ from pynetdicom import evt
 
 from actors.dimse_find import identified_instances
 from actors.dimse_status import Response, failure
-from archive import dicom_status as st
 from archive.audit import AuditAction
 from archive.audit import Outcome as AuditOutcome
 from archive.blobstore import BlobNotFound
-from archive.decode_pool import DecodeRefused, shared_pool
+from archive.dicom import dicom_status as st
 from archive.index.reads import StoredObject, objects_named_by
-from archive.outbound import NoCommonSyntax, dataset_to_send
+from archive.pixels.decode_pool import DecodeRefused, shared_pool
 from archive.query.retrieve import MAX_INSTANCES
+from archive.services.outbound import NoCommonSyntax, dataset_to_send
 from dimse import reactor
 from dimse.stored_send import StoredToSend, send_as_stored
 
 if TYPE_CHECKING:
-    from actors.dimse_handlers import DimseHandlers
+    from actors.dimse_context import DimseContext
 
 log = logging.getLogger("dicomflow.scp.get")
 
@@ -47,8 +47,8 @@ def _unsendable(obj: StoredObject) -> Dataset:
 
 
 class GetService:
-    def __init__(self, handlers: DimseHandlers) -> None:
-        self.handlers = handlers
+    def __init__(self, ctx: DimseContext) -> None:
+        self.ctx = ctx
 
     def on_get(self, event: evt.Event) -> Iterator[int | Response]:
         found = self._find(event)
@@ -59,7 +59,7 @@ class GetService:
         objects = found
         yield len(objects)
         reactor.hurry(event.assoc)
-        send_as_stored(event.assoc, self.handlers.ingest.blobs)
+        send_as_stored(event.assoc, self.ctx.blobs)
         accepted = self._accepted(event)
         for obj in objects:
             if event.is_cancelled:
@@ -68,7 +68,7 @@ class GetService:
             yield st.PENDING, self._prepare(obj, accepted.get(obj.sop_class_uid, set()))
 
     def _find(self, event: evt.Event) -> list[StoredObject] | Response:
-        allowed = self.handlers.allowed(event, "get")
+        allowed = self.ctx.gate.allowed(event, "get")
         if isinstance(allowed, Dataset):
             return allowed, None
         association, tenant = allowed
@@ -76,11 +76,11 @@ class GetService:
         if isinstance(named, Dataset):
             return named, None
         sql, params = named
-        objects = self.handlers.loop.run(objects_named_by(self.handlers.ingest.pool, tenant, sql, params), timeout=120)
+        objects = self.ctx.loop.run(objects_named_by(self.ctx.pool, tenant, sql, params), timeout=120)
         if len(objects) > MAX_INSTANCES:
             return failure(st.OUT_OF_RESOURCES_MATCHES, f"more than {MAX_INSTANCES} instances match; ask for less")
         studies = sorted({o.study_uid for o in objects})
-        self.handlers.audit(association.caller, AuditAction.RETRIEVE, AuditOutcome.SUCCESS, tenant,
+        self.ctx.gate.audit(association.caller, AuditAction.RETRIEVE, AuditOutcome.SUCCESS, tenant,
                             studies[0] if len(studies) == 1 else None, service="C-GET", instances=len(objects),
                             studies=studies[:100])
         return objects
@@ -98,10 +98,10 @@ class GetService:
         if obj.transfer_syntax in accepted:
             return StoredToSend(obj.sop_class_uid, obj.sop_uid, obj.blob_key)
         try:
-            blobs = self.handlers.ingest.blobs
+            blobs = self.ctx.blobs
             with blobs.local_copy(obj.blob_key) as path:
                 return dataset_to_send(path, obj.transfer_syntax, accepted,
-                                       shared_pool(self.handlers.settings.decode_limits), blobs.spool_dir)
+                                       shared_pool(self.ctx.settings.decode_limits), blobs.spool_dir)
         except (NoCommonSyntax, DecodeRefused) as err:
             log.warning("C-GET: %s not sent: %s", obj.sop_uid, err)
         except BlobNotFound:

@@ -22,9 +22,9 @@ from temporalio.common import WorkflowIDConflictPolicy
 
 from actors.dimse_find import identified_instances
 from actors.dimse_status import Response, failure
-from archive import dicom_status as st
 from archive.audit import AuditAction
 from archive.audit import Outcome as AuditOutcome
+from archive.dicom import dicom_status as st
 from archive.index import retrieves
 from archive.index.retrieves import Progress
 from archive.query.retrieve import MAX_INSTANCES
@@ -33,7 +33,7 @@ from contract.payloads import RetrieveRequest
 from dimse.relayed_move import MOVE_MODELS
 
 if TYPE_CHECKING:
-    from actors.dimse_handlers import DimseHandlers
+    from actors.dimse_context import DimseContext
 
 log = logging.getLogger("dicomflow.scp.move")
 
@@ -67,8 +67,8 @@ def final_response(progress: Progress, cancelled: bool) -> Response:
 
 
 class MoveService:
-    def __init__(self, handlers: DimseHandlers) -> None:
-        self.handlers = handlers
+    def __init__(self, ctx: DimseContext) -> None:
+        self.ctx = ctx
 
     def on_move(self, event: evt.Event) -> Iterator[Response]:
         accepted = self._accept(event)
@@ -79,13 +79,13 @@ class MoveService:
 
     def _accept(self, event: evt.Event) -> RetrieveRequest | Response:
         """Checks, the list of instances, the workflow started; or the refusal."""
-        handlers = self.handlers
-        allowed = handlers.allowed(event, "move")
+        ctx = self.ctx
+        allowed = ctx.gate.allowed(event, "move")
         if isinstance(allowed, Dataset):
             return allowed, None
         association, tenant = allowed
         destination = str(event.move_destination or "").strip()
-        entry = handlers.settings.ae_table.get(destination)
+        entry = ctx.settings.ae_table.get(destination)
         if entry is None or not entry.reachable or entry.tenant not in (None, tenant):
             why = "has no address in the AE table" if entry is None or not entry.reachable else "serves another tenant"
             return failure(st.MOVE_DESTINATION_UNKNOWN, f"move destination {destination!r} {why}")
@@ -96,25 +96,25 @@ class MoveService:
         calling = association.caller.calling_ae
         retrieve = RetrieveRequest(tenant, uuid.uuid4().hex, destination, calling, event.message_id)
         try:
-            total = handlers.loop.run(retrieves.create(handlers.ingest.pool, retrieve.retrieve_id, tenant, calling,
+            total = ctx.loop.run(retrieves.create(ctx.pool, retrieve.retrieve_id, tenant, calling,
                                                        destination, sql, params, MAX_INSTANCES), timeout=120)
         except retrieves.TooManyInstances as err:
             return failure(st.OUT_OF_RESOURCES_MATCHES, str(err))
-        handlers.audit(association.caller, AuditAction.RETRIEVE, AuditOutcome.SUCCESS, tenant, service="C-MOVE",
+        ctx.gate.audit(association.caller, AuditAction.RETRIEVE, AuditOutcome.SUCCESS, tenant, service="C-MOVE",
                        destination=destination, instances=total, retrieve=retrieve.retrieve_id)
         if total == 0:
             return final_response(Progress(retrieves.DONE, finished=True), cancelled=False)
         return dataclasses.replace(retrieve, instances=total)
 
     async def _start(self, retrieve: RetrieveRequest) -> Any:
-        client = await self.handlers.ingest.temporal_client()
+        client = await self.ctx.temporal_client()
         return await client.start_workflow(
             names.RETRIEVE_WORKFLOW, retrieve, id=names.retrieve_workflow_id(retrieve.tenant, retrieve.retrieve_id),
-            task_queue=self.handlers.settings.temporal_task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+            task_queue=self.ctx.settings.temporal_task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
 
     def _relay(self, event: evt.Event, retrieve: RetrieveRequest) -> Iterator[Response]:
         """Pending responses while the workflow sends (when the counts moved), then the final one."""
-        loop, pool = self.handlers.loop, self.handlers.ingest.pool
+        loop, pool = self.ctx.loop, self.ctx.pool
         handle = loop.run(self._start(retrieve), timeout=30)
         ended = loop.submit(handle.result())  # guards against a workflow that ends without finishing the books
         shown, cancelled = None, False

@@ -12,17 +12,17 @@ from pynetdicom import evt
 from pynetdicom.dimse_primitives import N_CREATE, N_SET
 
 from actors.dimse_status import status
-from archive import dicom_status as st
 from archive.audit import AuditAction
 from archive.audit import Outcome as AuditOutcome
+from archive.dicom import dicom_status as st
+from archive.dicom.uids import is_valid_uid
 from archive.identity.ae_rules import Caller
 from archive.index import procedure_steps
-from archive.mpps import PerformedStep, StepRefused, changed, started
-from archive.uids import is_valid_uid
+from archive.services.mpps import PerformedStep, StepRefused, changed, started
 from contract import names
 
 if TYPE_CHECKING:
-    from actors.dimse_handlers import DimseHandlers
+    from actors.dimse_context import DimseContext
 
 log = logging.getLogger("dicomflow.scp.mpps")
 
@@ -30,11 +30,11 @@ MPPS = "1.2.840.10008.3.1.2.3.3"  # Modality Performed Procedure Step SOP Class
 
 
 class MppsService:
-    def __init__(self, handlers: DimseHandlers) -> None:
-        self.handlers = handlers
+    def __init__(self, ctx: DimseContext) -> None:
+        self.ctx = ctx
 
     def on_n_create(self, event: evt.Event) -> tuple[Dataset, Dataset | None]:
-        allowed = self.handlers.allowed(event, "mpps")
+        allowed = self.ctx.gate.allowed(event, "mpps")
         if isinstance(allowed, Dataset):
             return allowed, None
         association, tenant = allowed
@@ -45,7 +45,7 @@ class MppsService:
             return status(st.MISSING_ATTRIBUTE, "the N-CREATE needs a valid Affected SOP Instance UID"), None
         try:
             step = started(event.attribute_list)
-            self.handlers.loop.run(procedure_steps.create(self.handlers.ingest.pool, tenant, mpps_uid, step), timeout=30)
+            self.ctx.loop.run(procedure_steps.create(self.ctx.pool, tenant, mpps_uid, step), timeout=30)
         except StepRefused as err:
             return status(err.status, str(err)), None
         except procedure_steps.StepExists:
@@ -54,12 +54,12 @@ class MppsService:
         return status(st.SUCCESS), None
 
     def on_n_set(self, event: evt.Event) -> tuple[Dataset, Dataset | None]:
-        allowed = self.handlers.allowed(event, "mpps")
+        allowed = self.ctx.gate.allowed(event, "mpps")
         if isinstance(allowed, Dataset):
             return allowed, None
         association, tenant = allowed
         mpps_uid = str(cast(N_SET, event.request).RequestedSOPInstanceUID or "")
-        pool, loop = self.handlers.ingest.pool, self.handlers.loop
+        pool, loop = self.ctx.pool, self.ctx.loop
         stored = loop.run(procedure_steps.load(pool, tenant, mpps_uid), timeout=30)
         if stored is None:
             return status(st.NO_SUCH_OBJECT_INSTANCE, "no such performed procedure step"), None
@@ -72,15 +72,15 @@ class MppsService:
         return status(st.SUCCESS), None
 
     def _after(self, caller: Caller, tenant: str, mpps_uid: str, step: PerformedStep) -> None:
-        self.handlers.audit(caller, AuditAction.PROCEDURE_STEP, AuditOutcome.SUCCESS, tenant, step.study_uid,
+        self.ctx.gate.audit(caller, AuditAction.PROCEDURE_STEP, AuditOutcome.SUCCESS, tenant, step.study_uid,
                             mpps=mpps_uid, status=step.status)
         if step.study_uid:
-            self.handlers.loop.submit(self._tell_study(tenant, step.study_uid, step.status))
+            self.ctx.loop.submit(self._tell_study(tenant, step.study_uid, step.status))
 
     async def _tell_study(self, tenant: str, study_uid: str, status: str) -> None:
         """The running study workflow shows the step; a study not (or no longer) running has no one to tell."""
         try:
-            client = await self.handlers.ingest.temporal_client()
+            client = await self.ctx.temporal_client()
             await client.get_workflow_handle(names.study_workflow_id(tenant, study_uid)).signal(names.PROCEDURE_STEP_SIGNAL,
                                                                                                 status)
         except Exception as err:  # noqa: BLE001 - the index holds the status either way

@@ -21,13 +21,13 @@ from actors.dimse_handlers import DimseHandlers
 from actors.dimse_move import MOVE_MODELS
 from actors.dimse_mpps import MPPS
 from actors.loop_thread import LoopThread
+from archive.config.settings import Settings
+from archive.config.tls import ssl_server_context
 from archive.identity.tokens import verifier_for
 from archive.priority import normal_priority
 from archive.query.mwl import WORKLIST_FIND
-from archive.receipt_timing import ReceiptHistogram, publish
 from archive.resources import Resources
-from archive.settings import Settings
-from archive.tls import ssl_server_context
+from archive.services.receipt_timing import ReceiptHistogram, publish
 from dimse.server import serve_in_thread
 from receiving.ingest import Ingest
 
@@ -38,7 +38,7 @@ UNCOUNTED = 1 << 20  # pynetdicom's association limit, out of the way; dimse_max
 def build_ae(settings: Settings) -> AE:
     ae = AE(ae_title=settings.ae_title)
     ae.maximum_pdu_size = settings.dimse_max_pdu
-    # dicomflow counts associations itself, from their A-ASSOCIATE-RQ on (DimseHandlers._hold):
+    # dicomflow counts associations itself, from their A-ASSOCIATE-RQ on (DimseGate._hold):
     # pynetdicom's count includes connections that never sent one, so idle sockets would use it up
     ae.maximum_associations = UNCOUNTED
     ae.acse_timeout = settings.dimse_acse_timeout_seconds  # a silent new connection is dropped after this
@@ -83,7 +83,7 @@ class DimseScp:
                                self.settings.dimse_max_connections_per_peer)
 
     async def _publish_timings(self, histogram: ReceiptHistogram) -> None:
-        """Every few seconds, for `/metrics` on the Serve replicas (archive/receipt_timing.py)."""
+        """Every few seconds, for `/metrics` on the Serve replicas (archive/services/receipt_timing.py)."""
         name = f"{self.settings.bind_host}:{self.settings.dimse_port}/{os.getpid()}"
         while True:
             try:

@@ -19,10 +19,10 @@ from activities.context import ActivityContext
 from activities.retrieve_steps import RetrieveActivities
 from activities.study_steps import StudyActivities
 from actors.loop_thread import LoopThread
-from actors.reconciler import reconcile_forever
+from archive.config.settings import Settings
 from archive.priority import normal_priority
-from archive.settings import Settings
-from archive.sweeper import sweep_forever
+from archive.services.sweeper import sweep_forever
+from receiving.reconciler import reconcile_forever
 from workflows.commitment import StorageCommitmentWorkflow
 from workflows.retrieve import RetrieveWorkflow
 from workflows.study import StudyWorkflow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from archive.tenants import check_tenant
+from archive.identity.tenants import check_tenant
 
 
 class Cache:

@@ -11,8 +11,8 @@ from psycopg_pool import AsyncConnectionPool
 from archive.audit import AuditLog
 from archive.blobstore import BlobStore, open_blob_store
 from archive.cache import Cache
+from archive.config.settings import Settings
 from archive.index.pool import open_index_pool
-from archive.settings import Settings
 
 
 @dataclass

@@ -7,8 +7,8 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from archive.config.settings import Settings
 from archive.index.backlog import index_backlog
-from archive.settings import Settings
 from contract.names import STUDY_WORKFLOW
 
 

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from archive.tls import CertError, ssl_client_context, ssl_server_context
+from archive.config.tls import CertError, ssl_client_context, ssl_server_context
 
 __all__ = ["CertError", "init_ca", "issue", "ssl_client_context", "ssl_server_context", "certs_dir_for"]
 

@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from archive.settings import TEMPORAL_UI_PATH, Settings, SettingsError, load_settings
+from archive.config.settings import TEMPORAL_UI_PATH, Settings, SettingsError, load_settings
 from cluster import certs, cli_audit, cli_cluster, cli_metadata, cli_send, cli_sweep, cli_worklist, viewer_install
 from cluster.cli_cluster import print_cluster
 from cluster.ray_env import join_as_client

@@ -8,8 +8,8 @@ import json
 from datetime import datetime
 
 from archive.audit import AuditQuery, as_json, search_audit
+from archive.config.settings import Settings
 from archive.index.pool import open_index_pool
-from archive.settings import Settings
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from archive.settings import Settings
+from archive.config.settings import Settings
 from cluster.placement import ROLES, role_resources
 from cluster.serve_ingress import REPLICA_ENVIRONMENT
 from cluster.services.process import ephemeral_port, installed_program, read_pid

@@ -1,5 +1,5 @@
 """`dicomflow metadata regenerate`: have the study workflows rewrite series documents that an older
-archive wrote in another JSON format (archive.dicom_json.DOCUMENT_FORMAT).
+archive wrote in another JSON format (archive.dicom.dicom_json.DOCUMENT_FORMAT).
 
 WADO-RS already answers such series correctly, by building their metadata from the stored files
 on each uncached read; regenerating makes them fast again. Each study's own workflow writes its
@@ -16,10 +16,10 @@ import psycopg
 from psycopg_pool import PoolTimeout
 from temporalio.client import Client
 
-from archive.dicom_json import DOCUMENT_FORMAT
+from archive.config.settings import Settings
+from archive.dicom.dicom_json import DOCUMENT_FORMAT
 from archive.index import lifecycle
 from archive.index.pool import open_index_pool
-from archive.settings import Settings
 from contract import names
 from receiving.signaller import signal_study
 

@@ -9,8 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from archive.settings import Settings
-from archive.tls import ssl_client_context
+from archive.config.settings import Settings
+from archive.config.tls import ssl_client_context
 from cluster.sender.dimse import DimseTarget, send_dimse
 from cluster.sender.journal import default_journal, remember, sent_before
 from cluster.sender.outcome import Tally

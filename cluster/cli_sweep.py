@@ -1,4 +1,4 @@
-"""`dicomflow sweep`: remove blobs no index row names (archive/sweeper.py), with progress."""
+"""`dicomflow sweep`: remove blobs no index row names (archive/services/sweeper.py), with progress."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import asyncio
 import sys
 
 from archive.blobstore import open_blob_store
+from archive.config.settings import Settings
 from archive.index.pool import open_index_pool
-from archive.settings import Settings
-from archive.sweeper import SweepReport, sweep_once
+from archive.services.sweeper import SweepReport, sweep_once
 
 
 def _seconds(text: str) -> float:

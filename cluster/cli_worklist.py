@@ -14,10 +14,10 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from archive.config.settings import Settings
 from archive.index import worklist
 from archive.index.pool import open_index_pool
-from archive.settings import Settings
-from archive.worklist import MAX_ITEM_BYTES, ItemRejected, WorklistRow, parse_items, worklist_row
+from archive.services.worklist import MAX_ITEM_BYTES, ItemRejected, WorklistRow, parse_items, worklist_row
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

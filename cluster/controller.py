@@ -21,7 +21,7 @@ import ray
 from ray.actor import ActorClass, ActorHandle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from archive.settings import Settings
+from archive.config.settings import Settings
 from cluster.placement import RESOURCE_PREFIX, Node, alive_nodes, node_settings, placement_problem
 
 log = logging.getLogger("dicomflow.controller")

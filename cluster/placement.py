@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from archive.settings import ALL_NODE_ROLES, NODE_ROLE_RESOURCE_PREFIX, Settings
+from archive.config.settings import ALL_NODE_ROLES, NODE_ROLE_RESOURCE_PREFIX, Settings
 
 ROLES = ALL_NODE_ROLES
 RESOURCE_PREFIX = NODE_ROLE_RESOURCE_PREFIX

@@ -15,7 +15,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from archive.settings import Settings
+from archive.config.settings import Settings
 
 
 def pin_ray_to_loopback(settings: Settings) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import ray
 from ray import serve
 
-from archive.settings import Settings
+from archive.config.settings import Settings
 from cluster.placement import role_resources
 from cluster.ray_env import protect_ray_token
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-from archive.settings import Settings
+from archive.config.settings import Settings
 from cluster.services.process import ServiceError, ephemeral_port, stop_pid
 
 # HAProxy's unix socket paths are at most 97 characters, and Ray puts its metrics socket at

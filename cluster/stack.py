@@ -12,10 +12,10 @@ from typing import TypeVar
 from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict
 
-from archive.embedded_secrets import OIDC_CACHE, ensure_secret
+from archive.config.embedded_secrets import OIDC_CACHE, ensure_secret
+from archive.config.settings import Settings
 from archive.index.grants import grant_application_role
 from archive.index.schema import migrate
-from archive.settings import Settings
 from cluster.services.postgres import lock_owner, start_postgres
 from cluster.services.process import ManagedProcess, require_free_port
 from cluster.services.redis import start_redis

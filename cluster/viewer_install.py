@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from archive.settings import Settings
+from archive.config.settings import Settings
 from serve.viewer import VIEWER_HOME, VIEWER_PATH
 
 OHIF_PACKAGE = "@ohif/app"

@@ -11,7 +11,7 @@ from typing import Any
 
 from ray import serve
 
-from archive.settings import Settings
+from archive.config.settings import Settings
 from rayfence import replicas
 
 APP_NAME = "dicomweb"

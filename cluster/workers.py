@@ -7,7 +7,7 @@ from typing import cast
 import ray
 from ray.actor import ActorClass, ActorHandle
 
-from archive.settings import Settings
+from archive.config.settings import Settings
 from cluster.controller import CONTROLLER_NAME, NAMESPACE, ClusterController, scale_file
 
 HEAD_NODE_RESOURCE = "node:__internal_head__"

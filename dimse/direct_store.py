@@ -21,7 +21,7 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_CANCEL
 from pynetdicom.dsutils import split_dataset
 
-from archive.part10_meta import HEAD_BYTES, Part10Layout, read_layout
+from archive.dicom.part10_meta import HEAD_BYTES, Part10Layout, read_layout
 
 C_STORE_RQ, C_STORE_RSP, C_CANCEL_RQ = 0x0001, 0x8001, 0x0FFF
 NO_DATASET = 0x0101

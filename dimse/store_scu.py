@@ -12,9 +12,9 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.association import Association
 
-from archive.outbound import FALLBACK_SYNTAXES
-from archive.settings import AEEntry, Settings
-from archive.tls import ssl_client_context
+from archive.config.settings import AEEntry, Settings
+from archive.config.tls import ssl_client_context
+from archive.services.outbound import FALLBACK_SYNTAXES
 
 MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: odd context ids 1..255
 

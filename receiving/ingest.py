@@ -10,11 +10,11 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 
 from archive.blobstore import BlobStore, StagedBlob
-from archive.decode_pool import shared_pool
+from archive.config.settings import Settings
 from archive.index.instances import mark_signalled
-from archive.receipt import Prepared, Receipt, Receiver
+from archive.pixels.decode_pool import shared_pool
 from archive.resources import Resources
-from archive.settings import Settings
+from archive.services.receipt import Prepared, Receipt, Receiver
 from receiving.signaller import StudySignaller
 
 log = logging.getLogger("dicomflow.ingest")
@@ -71,8 +71,13 @@ class Ingest:
     async def receive(self, tenant: str, staged: StagedBlob, source: str, **expect: str | None) -> Receipt:
         return self._signal(await self.receiver.receive(tenant, staged, source, **expect))
 
-    async def store(self, prepared: Prepared, source: str) -> Receipt:
-        """Receipt of an object its caller's thread parsed and checked (`Receiver.prepare`)."""
+    def prepare(self, tenant: str, staged: StagedBlob, **expect: str | None) -> Prepared | Receipt:
+        """Parse and check on the caller's thread (a DIMSE association's own): the object ready for
+        `commit`, or the refusal's Receipt (its staged bytes then discarded)."""
+        return self.receiver.prepare(tenant, staged, **expect)
+
+    async def commit(self, prepared: Prepared, source: str) -> Receipt:
+        """Store what `prepare` accepted: bytes fsync'd, row committed, its study's workflow signalled."""
         return self._signal(await self.receiver.store(prepared, source))
 
     def _signal(self, receipt: Receipt) -> Receipt:

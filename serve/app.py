@@ -9,8 +9,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
+from archive.config.settings import Settings
 from archive.identity import Role
-from archive.settings import Settings
 from serve.admin import router as admin_router
 from serve.audit_middleware import AuditMiddleware
 from serve.capabilities import router as capabilities_router

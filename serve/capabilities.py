@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from archive.frames import FRAME_MEDIA_TYPES
+from archive.pixels.frames import FRAME_MEDIA_TYPES
 from archive.query.attributes import ATTRIBUTES, WORKITEM_BY_KEYWORD
 from archive.query.qido import DEFAULT_LIMIT, MAX_LIMIT
 from serve.deps import SettingsDep, authenticate

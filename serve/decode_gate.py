@@ -1,6 +1,6 @@
 """Waiting for the decode pool, on threads of its own, a few per tenant.
 
-A call into archive/decode_pool.py blocks its thread until a worker is free and has decoded (up to
+A call into archive/pixels/decode_pool.py blocks its thread until a worker is free and has decoded (up to
 decode_timeout_seconds). Run on the event loop's default executor, as asyncio.to_thread does,
 those waits took every thread a replica has (Ray gives a num_cpus=0 replica 5) and everything
 else that needs a thread (blob reads, metadata, STOW parsing) queued behind them: seen, an

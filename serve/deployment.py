@@ -8,10 +8,10 @@ import ray
 from ray import serve
 from ray.serve import Application, Deployment
 
-from archive.decode_pool import shared_pool
+from archive.config.settings import NODE_ROLE_RESOURCE_PREFIX, Settings
+from archive.pixels.decode_pool import shared_pool
+from archive.pixels.render import warm_up
 from archive.priority import normal_priority
-from archive.render import warm_up
-from archive.settings import NODE_ROLE_RESOURCE_PREFIX, Settings
 from rayfence.replica_grpc import pin_inter_deployment_grpc
 from serve.app import build_app
 

@@ -14,11 +14,11 @@ from psycopg_pool import AsyncConnectionPool
 from archive.audit import AuditAction
 from archive.blobstore import BlobStore
 from archive.cache import Cache
+from archive.config.settings import Settings
 from archive.identity import ANONYMOUS, Principal, Role, TenantRefused
+from archive.identity.tenants import BadTenant
 from archive.identity.tokens import InvalidToken, TokenVerifier, verifier_for
 from archive.resources import Resources
-from archive.settings import Settings
-from archive.tenants import BadTenant
 from receiving.ingest import Ingest
 from serve.decode_gate import DecodeGate, Waits
 

@@ -1,5 +1,5 @@
 """WADO-RS frames sent as they are made: a multipart answer that holds one batch of frames at a
-time (archive/frames.py's BATCH_BYTES), not the whole list joined in memory (seen: 300 MiB of
+time (archive/pixels/frames.py's BATCH_BYTES), not the whole list joined in memory (seen: 300 MiB of
 body and +600 MiB of replica peak for one request)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from fastapi.responses import Response, StreamingResponse
 
 from archive.blobstore import BlobStore
-from archive.frames import FrameReader, batches, decoded_frame_bytes
+from archive.pixels.frames import FrameReader, batches, decoded_frame_bytes
 from serve.media import Multipart
 
 log = logging.getLogger("dicomflow.pixels")

@@ -14,8 +14,8 @@ import psycopg
 from redis.asyncio import Redis
 
 from archive.blobstore import open_blob_store
-from archive.settings import Settings
-from archive.tls import ssl_client_context
+from archive.config.settings import Settings
+from archive.config.tls import ssl_client_context
 
 Check = dict[str, Any]
 

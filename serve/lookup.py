@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import HTTPException
 from psycopg_pool import AsyncConnectionPool
 
+from archive.dicom.uids import is_safe_uid
 from archive.index.reads import StoredObject, find_objects
-from archive.uids import is_safe_uid
 
 
 def check_uids(**uids: str | None) -> None:

@@ -1,4 +1,4 @@
-"""GET /metrics (Prometheus text format): the index's counts (archive/metrics.py) and this
+"""GET /metrics (Prometheus text format): the index's counts (archive/index/metrics.py) and this
 replica's own request latencies. Operators' data: an admin token when auth is on."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from archive.identity import Role
-from archive.metrics import FAMILIES, Sample, index_samples
-from archive.receipt_timing import Published, read_published
+from archive.index.metrics import FAMILIES, Sample, index_samples
+from archive.services.receipt_timing import Published, read_published
 from serve.deps import CacheDep, Caller, Pool, ResourcesDep
 
 router = APIRouter(tags=["Metrics"])
@@ -46,7 +46,7 @@ async def _operator(caller: Caller) -> None:
 
 
 class _ScpReceipts:
-    """The receipt-time histograms every SCP actor published (archive/receipt_timing.py)."""
+    """The receipt-time histograms every SCP actor published (archive/services/receipt_timing.py)."""
 
     def __init__(self, published: list[Published]) -> None:
         self.published = published

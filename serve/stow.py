@@ -7,13 +7,13 @@ import asyncio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from archive.attributes import InstanceAttributes
 from archive.audit import AuditAction
-from archive.dicom_status import CANNOT_UNDERSTAND, failure_status, is_transient
+from archive.config.settings import Settings
+from archive.dicom.attributes import InstanceAttributes
+from archive.dicom.dicom_status import CANNOT_UNDERSTAND, failure_status, is_transient
+from archive.dicom.uids import is_safe_uid
 from archive.identity import Role
-from archive.receipt import Receipt
-from archive.settings import Settings
-from archive.uids import is_safe_uid
+from archive.services.receipt import Receipt
 from receiving.ingest import Ingest
 from serve.deps import IngestDep, SettingsDep, Tenant, access, audit_note, base_url
 from serve.errors import problem, warning

@@ -23,9 +23,9 @@ from fastapi import APIRouter, Form, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from archive.audit import AuditAction
+from archive.config.settings import TEMPORAL_UI_PATH
 from archive.identity import Principal, Role
 from archive.identity.tokens import InvalidToken
-from archive.settings import TEMPORAL_UI_PATH
 from serve.deps import audit_note, authenticate, get_settings, get_verifier
 
 PUBLIC_PATH = TEMPORAL_UI_PATH

@@ -17,7 +17,7 @@ from archive.index import workitems
 from archive.query.attributes import WORKITEM_BY_KEYWORD, Attribute
 from archive.query.builder import BadQuery, MatchKey, QuerySpec, build
 from archive.query.qido import DEFAULT_LIMIT, MAX_LIMIT
-from archive.ups import WorkitemRefused, changed_state, new_workitem, worklist_row_of
+from archive.services.ups import WorkitemRefused, changed_state, new_workitem, worklist_row_of
 from serve.deps import Pool, Tenant, access, audit_note, base_url
 from serve.errors import problem
 

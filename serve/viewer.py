@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from archive.settings import Settings
+from archive.config.settings import Settings
 
 VIEWER_PATH = "/viewer"
 # code, not data: one copy per checkout, whatever var_dir a stack runs with (test stacks use temporary ones)

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from archive.audit import AuditAction
 from archive.blobstore import BlobNotFound
 from archive.cache import Cache
-from archive.dicom_json import DICOMWEB_ROOT, file_json, instance_base
+from archive.dicom.dicom_json import DICOMWEB_ROOT, file_json, instance_base
 from archive.identity import Role
 from archive.index.reads import SeriesMetadata, find_objects, series_of_study
 from archive.resources import Resources

@@ -16,13 +16,13 @@ from pydicom import dcmread
 
 from archive.audit import AuditAction
 from archive.blobstore import BlobStore
-from archive.decode_pool import DecodePool, DecodeRefused, shared_pool
-from archive.frame_list import BadFrameList, parse_frame_list
-from archive.frames import FRAME_MEDIA_TYPES, FrameNotFound, NoPixelData, decode_frames
 from archive.identity import Role
 from archive.index.reads import StoredObject
-from archive.render import RenderOptions, render
-from archive.transcode import uncompressed_copy
+from archive.pixels.decode_pool import DecodePool, DecodeRefused, shared_pool
+from archive.pixels.frame_list import BadFrameList, parse_frame_list
+from archive.pixels.frames import FRAME_MEDIA_TYPES, FrameNotFound, NoPixelData, decode_frames
+from archive.pixels.render import RenderOptions, render
+from archive.pixels.transcode import uncompressed_copy
 from serve.decode_gate import DecodeBusy, Waits
 from serve.deps import Blobs, DecodeWaits, Pool, SettingsDep, Tenant, access
 from serve.frame_stream import OpenedFrames, frame_response
@@ -40,7 +40,7 @@ async def _decoder(settings: SettingsDep) -> DecodePool:
     return shared_pool(settings.decode_limits)
 
 
-# this replica's decode workers (archive/decode_pool.py), started on first use
+# this replica's decode workers (archive/pixels/decode_pool.py), started on first use
 Decoder = Annotated[DecodePool, Depends(_decoder)]
 
 

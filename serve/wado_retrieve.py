@@ -10,11 +10,11 @@ from fastapi.responses import Response, StreamingResponse
 
 from archive.audit import AuditAction
 from archive.blobstore import BlobStore
-from archive.decode_pool import DecodePool, DecodeRefused
 from archive.identity import Role
 from archive.index.reads import StoredObject, find_object_anywhere
-from archive.render import RenderOptions, render
-from archive.transcode import TARGET_SYNTAX
+from archive.pixels.decode_pool import DecodePool, DecodeRefused
+from archive.pixels.render import RenderOptions, render
+from archive.pixels.transcode import TARGET_SYNTAX
 from serve.decode_gate import DecodeBusy, Waits
 from serve.deps import Blobs, DecodeWaits, Pool, Tenant, access
 from serve.lookup import check_uids, objects_for

@@ -6,8 +6,8 @@ import time
 
 import psycopg
 
-from archive.dicom_json import DOCUMENT_FORMAT
-from archive.settings import Settings
+from archive.config.settings import Settings
+from archive.dicom.dicom_json import DOCUMENT_FORMAT
 
 _SETTLED = """SELECT se.metadata_version = se.version AND se.metadata_format = %s
                      AND se.metadata_instances = (SELECT count(*) FROM instance i WHERE i.tenant = se.tenant

@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from archive.settings import Settings
+from archive.config.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 DICOMFLOW = str(Path(sys.executable).parent / "dicomflow")

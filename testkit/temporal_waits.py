@@ -9,7 +9,7 @@ import time
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from archive.settings import Settings
+from archive.config.settings import Settings
 
 
 async def client_for(settings: Settings) -> Client:

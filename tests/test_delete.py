@@ -17,7 +17,7 @@ from temporalio.client import WorkflowExecutionStatus
 from archive.blobstore import LocalBlobStore
 from archive.index.deletion import delete_objects
 from archive.index.pool import open_index_pool
-from archive.receipt import Outcome, Receiver
+from archive.services.receipt import Outcome, Receiver
 from testkit.metadata_waits import wait_metadata_settled
 from testkit.temporal_waits import client_for, wait_completed
 from tests.auth import auth_headers, bearer

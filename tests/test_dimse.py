@@ -16,7 +16,7 @@ from pydicom.filewriter import dcmwrite
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 
-from archive.uids import is_safe_uid
+from archive.dicom.uids import is_safe_uid
 from contract.names import STUDY_STEPS
 from testkit.temporal_waits import activity_types, wait_completed
 from tests.conftest import STORE_AE, TENANT_B_AE, run

@@ -15,11 +15,11 @@ from pydicom.filewriter import dcmwrite
 from pydicom.uid import generate_uid
 from temporalio.client import WorkflowExecutionStatus
 
-from actors.reconciler import redrive_stalled_once
 from archive.blobstore import LocalBlobStore
 from archive.index.instances import stalled_studies
 from archive.index.pool import open_index_pool
-from archive.receipt import Receiver
+from archive.services.receipt import Receiver
+from receiving.reconciler import redrive_stalled_once
 from testkit.temporal_waits import client_for, wait_completed
 from tests.auth import auth_headers
 from tests.conftest import run

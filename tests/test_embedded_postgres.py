@@ -11,7 +11,7 @@ import psycopg
 import psycopg.conninfo
 import pytest
 
-from archive.settings import load_settings
+from archive.config.settings import load_settings
 from cluster.services import postgres
 from testkit.running_stack import free_port
 

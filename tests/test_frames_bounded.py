@@ -17,7 +17,7 @@ from pydicom import dcmread
 from pydicom.encaps import get_frame
 from pydicom.pixels import pixel_array
 
-from archive.frame_list import MAX_FRAME_LIST_CHARS
+from archive.pixels.frame_list import MAX_FRAME_LIST_CHARS
 from tests.auth import auth_headers
 
 TENANT = "framelists"

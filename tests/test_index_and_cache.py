@@ -10,13 +10,13 @@ import psycopg.conninfo
 import psycopg.sql
 import pytest
 
-from archive.attributes import extract
 from archive.cache import Cache
-from archive.header import read_header
+from archive.dicom.attributes import extract
+from archive.dicom.header import read_header
+from archive.identity.tenants import BadTenant
 from archive.index.instances import find_instance, insert_instance
 from archive.index.pool import open_index_pool
 from archive.index.schema import MIGRATIONS, migrate, schema_version
-from archive.tenants import BadTenant
 from tests.conftest import run
 
 # what the schema is made of, as text: relations with their columns and privileges, indexes,
@@ -53,7 +53,7 @@ def _dsn_for(dsn: str, dbname: str) -> str:
 def scratch_owner(tmp_path_factory):
     """The owner's DSN of a PostgreSQL of its own, started as `up` starts the index: the stack's
     owner has no password once `up` has migrated (cluster/services/postgres.py)."""
-    from archive.settings import load_settings
+    from archive.config.settings import load_settings
     from cluster.services import postgres
     from testkit.running_stack import free_port
 

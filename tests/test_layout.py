@@ -1,8 +1,8 @@
 import pytest
 
-from archive.layout import instance_key, series_metadata_key, uid_hash
-from archive.tenants import BadTenant
-from archive.uids import is_valid_uid, uid_problem
+from archive.blobstore.layout import instance_key, series_metadata_key, uid_hash
+from archive.dicom.uids import is_valid_uid, uid_problem
+from archive.identity.tenants import BadTenant
 
 
 def test_layout_follows_architecture():

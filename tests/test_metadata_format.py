@@ -16,7 +16,7 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 
-from archive.dicom_json import DOCUMENT_FORMAT
+from archive.dicom.dicom_json import DOCUMENT_FORMAT
 from testkit.metadata_waits import wait_metadata_settled
 from tests.auth import auth_headers
 

@@ -31,7 +31,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from archive.part10_meta import HEAD_BYTES, read_layout
+from archive.dicom.part10_meta import HEAD_BYTES, read_layout
 from testkit.temporal_waits import list_ids
 from tests.conftest import MODALITY_AE, QR_AE, QR_OTHER_AE, STORESCP_AE, STORESCP_B_AE, run
 

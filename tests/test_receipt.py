@@ -12,7 +12,7 @@ from pydicom.filewriter import dcmwrite
 
 from archive.blobstore import LocalBlobStore
 from archive.index.pool import open_index_pool
-from archive.receipt import Outcome, Receiver
+from archive.services.receipt import Outcome, Receiver
 from tests.conftest import run
 
 _tenants = itertools.count()

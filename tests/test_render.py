@@ -15,7 +15,7 @@ from pydicom import dcmread
 from pydicom.encaps import get_frame
 from pydicom.pixels import apply_modality_lut, pixel_array
 
-from archive.render import _grey_levels, _to_8bit
+from archive.pixels.render import _grey_levels, _to_8bit
 from tests.auth import auth_headers
 from tests.pixel_bombs import J2K_SOURCE, j2k_declaring
 
@@ -97,7 +97,7 @@ def test_a_real_compressed_file_renders_and_decodes_through_the_pool(stack, obje
     ("", DECOMPRESSED),
 ])
 def test_a_codestream_larger_than_its_header_is_refused_and_the_replica_serves_on(stack, objects, path, accept):
-    """Refused by its SIZ marker before any codec runs (archive/codestream.py): the object is broken."""
+    """Refused by its SIZ marker before any codec runs (archive/pixels/codestream.py): the object is broken."""
     response = _get(_instance_url(stack, objects["bomb"]) + path, accept)
     assert response.status_code == 422, response.text
     assert "SIZ marker describes 60000 x 60000 pixels" in response.json()["error"]

@@ -27,11 +27,11 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 
 from archive.blobstore import LocalBlobStore
-from archive.decode_pool import INTERPRETER_BYTES, DecodeLimits, DecodePool
 from archive.index.locks import STUDY_LOCKS
 from archive.index.pool import open_index_pool
-from archive.receipt import Outcome, Receiver
-from archive.transcode import uncompressed_copy
+from archive.pixels.decode_pool import INTERPRETER_BYTES, DecodeLimits, DecodePool
+from archive.pixels.transcode import uncompressed_copy
+from archive.services.receipt import Outcome, Receiver
 from tests.auth import auth_headers
 from tests.conftest import STORE_AE, run
 

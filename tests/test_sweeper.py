@@ -16,7 +16,7 @@ from minio import Minio
 from archive.blobstore import LocalBlobStore, S3BlobStore
 from archive.index.orphans import sweeper_turn
 from archive.index.pool import open_index_pool
-from archive.sweeper import sweep, sweep_forever, sweep_once
+from archive.services.sweeper import sweep, sweep_forever, sweep_once
 from testkit.metadata_waits import wait_metadata_settled
 from tests.auth import auth_headers
 from tests.conftest import run

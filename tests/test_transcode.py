@@ -14,7 +14,7 @@ from activities.context import ActivityContext
 from activities.study_steps import StudyActivities
 from archive.blobstore import LocalBlobStore
 from archive.index.pool import open_index_pool
-from archive.receipt import Receiver
+from archive.services.receipt import Receiver
 from contract.payloads import StudyRef
 from tests.conftest import run
 from tests.pixel_bombs import J2K_SOURCE, j2k_declaring

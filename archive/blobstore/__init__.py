@@ -7,7 +7,7 @@ from minio import Minio
 from archive.blobstore.base import BlobInfo, BlobNotFound, BlobStore, StagedBlob
 from archive.blobstore.local import LocalBlobStore
 from archive.blobstore.s3 import S3BlobStore
-from archive.settings import Settings
+from archive.config.settings import Settings
 
 __all__ = ["BlobInfo", "BlobNotFound", "BlobStore", "StagedBlob", "LocalBlobStore", "S3BlobStore", "open_blob_store"]
 

@@ -43,7 +43,7 @@ class LocalBlobStore(BlobStore):
     def _path(self, key: str) -> Path:
         """The key's file under the root, checked lexically: `..` or an absolute key cannot leave the
         store. Not Path.resolve(), whose lstat of every component was a tenth of a workflow
-        worker's CPU; the keys are ours (archive/layout.py), and only someone who can already write
+        worker's CPU; the keys are ours (archive/blobstore/layout.py), and only someone who can already write
         inside the blob directory could plant a symlink there."""
         path = os.path.normpath(os.path.join(self._root_text, key))
         if not path.startswith(self._root_prefix):

@@ -9,8 +9,8 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from archive.config.settings import MODALITY_SERVICES, AEEntry, Settings
 from archive.identity.principal import ANONYMOUS, Principal, Role, TenantRefused
-from archive.settings import MODALITY_SERVICES, AEEntry, Settings
 
 # the Role a DIMSE service needs when the caller presented a token (user identity negotiation)
 SERVICE_ROLE = {"store": Role.WRITER, "commit": Role.WRITER, "find": Role.READER, "move": Role.READER, "get": Role.READER,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from archive.tenants import check_tenant
+from archive.identity.tenants import check_tenant
 
 
 class Role(str, Enum):

@@ -11,13 +11,13 @@ import jwt
 
 from archive.identity.jwks import Jwks, JwksCache, KeysUnavailable
 from archive.identity.principal import Principal, Role
+from archive.identity.tenants import BadTenant, check_tenant
 from archive.identity.verified_tokens import VerifiedTokens
-from archive.tenants import BadTenant, check_tenant
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from archive.settings import Settings
+    from archive.config.settings import Settings
 
 MAX_TOKEN_BYTES = 16 * 1024
 

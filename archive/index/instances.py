@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from archive.attributes import InstanceAttributes
+from archive.dicom.attributes import InstanceAttributes
 
 
 @dataclass(frozen=True)

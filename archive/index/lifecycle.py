@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from psycopg_pool import AsyncConnectionPool
 
-from archive.dicom_json import DOCUMENT_FORMAT
+from archive.dicom.dicom_json import DOCUMENT_FORMAT
 from archive.index.instance_state import InstanceState
 
 

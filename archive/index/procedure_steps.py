@@ -5,7 +5,7 @@ from __future__ import annotations
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from archive.mpps import WORKLIST_STATUS, PerformedStep
+from archive.services.mpps import WORKLIST_STATUS, PerformedStep
 
 
 class StepExists(ValueError):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from psycopg_pool import AsyncConnectionPool
 
-from archive.dicom_json import DOCUMENT_FORMAT
+from archive.dicom.dicom_json import DOCUMENT_FORMAT
 from archive.index.scope import instance_scope
 
 
@@ -31,7 +31,7 @@ class SeriesMetadata:
     version: int  # moved by every replace, repair and delete in the series; a store moves live_count
     metadata_version: int | None  # the version the generated document shows
     metadata_instances: int | None  # and its number of instances
-    metadata_format: int | None  # archive.dicom_json.DOCUMENT_FORMAT when it was written; None: before formats
+    metadata_format: int | None  # archive.dicom.dicom_json.DOCUMENT_FORMAT when it was written; None: before formats
     live_count: int
 
     @property

@@ -287,7 +287,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX study_not_ready_idx ON study (tenant) WHERE state <> 'ready';
     CREATE INDEX instance_failed_idx ON instance (tenant) WHERE state = 'failed';
     """,
-    # 14: the format a series document was written in (archive.dicom_json.DOCUMENT_FORMAT): the
+    # 14: the format a series document was written in (archive.dicom.dicom_json.DOCUMENT_FORMAT): the
     # documents already written predate formats, so they stay NULL and are stale until regenerated
     """
     ALTER TABLE series ADD COLUMN metadata_format smallint;

@@ -7,8 +7,8 @@ from dataclasses import astuple
 from psycopg_pool import AsyncConnectionPool
 
 from archive.index import worklist
-from archive.ups import WorkitemRow
-from archive.worklist import WorklistRow
+from archive.services.ups import WorkitemRow
+from archive.services.worklist import WorklistRow
 
 _COLUMNS = "uid, state, label, worklist_label, priority, start_datetime, patient_name, patient_id, transaction_uid, item"
 

@@ -6,7 +6,7 @@ from dataclasses import astuple
 
 from psycopg_pool import AsyncConnectionPool
 
-from archive.worklist import WorklistRow
+from archive.services.worklist import WorklistRow
 
 _COLUMNS = ("accession_number, sps_id, patient_id, patient_name, patient_birth_date, patient_sex, study_uid,"
             " requested_procedure_id, modality, station_aes, start_date, start_time, performing_physician,"

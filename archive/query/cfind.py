@@ -26,7 +26,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 from pydicom.valuerep import ALLOW_BACKSLASH, CUSTOMIZABLE_CHARSET_VR
 
-from archive.completeness import LONG_VRS
+from archive.dicom.completeness import LONG_VRS
 from archive.query.attributes import BY_KEYWORD, BY_TAG
 from archive.query.builder import BadQuery, MatchKey, Query, QuerySpec, build
 

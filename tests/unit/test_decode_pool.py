@@ -19,11 +19,11 @@ import pytest
 from pydicom import dcmread
 from pydicom.pixels import pixel_array
 
-from archive.decode_pool import INTERPRETER_BYTES, DecodeLimits, DecodePool, DecodeRefused, progress, worker_memory
-from archive.frames import FrameNotFound, decoded_frames
-from archive.render import RenderOptions, render, render_file
-from archive.settings import DECODE_FRAME_FACTOR, Settings
-from archive.transcode import uncompressed_copy
+from archive.config.settings import DECODE_FRAME_FACTOR, Settings
+from archive.pixels.decode_pool import INTERPRETER_BYTES, DecodeLimits, DecodePool, DecodeRefused, progress, worker_memory
+from archive.pixels.frames import FrameNotFound, decoded_frames
+from archive.pixels.render import RenderOptions, render, render_file
+from archive.pixels.transcode import uncompressed_copy
 from tests.pixel_bombs import J2K_SOURCE, forged_frame, frames_of, j2k_declaring, native_image, with_frames
 
 GiB = 2**30
@@ -85,7 +85,7 @@ def test_decompressed_copy_matches_pydicoms_and_keeps_the_identity(pool, data_di
 
 
 def test_a_codestream_declaring_60000_squared_is_refused_before_decoding(pool, data_dir, tmp_path):
-    """Refused by its SIZ marker (archive/codestream.py) before openjpeg sizes anything."""
+    """Refused by its SIZ marker (archive/pixels/codestream.py) before openjpeg sizes anything."""
     bomb = tmp_path / "bomb.dcm"
     bomb.write_bytes(j2k_declaring(real(data_dir, J2K_SOURCE[-1]), 60000))
     assert dcmread(bomb).Rows == 1024  # what receipt sees
@@ -193,14 +193,14 @@ def test_a_ceiling_below_the_interpreter_is_reported_not_hung():
 
 def test_a_warm_worker_fits_the_interpreter_margin(pool):
     sizes = pool.run(worker_memory)
-    # the margin in archive/decode_pool.py was chosen from this: ~160 MB measured
+    # the margin in archive/pixels/decode_pool.py was chosen from this: ~160 MB measured
     assert sizes["VmSize"] < INTERPRETER_BYTES / 2, sizes
 
 
 def test_workers_exit_when_their_caller_is_killed():
     script = textwrap.dedent("""
         import os, signal
-        from archive.decode_pool import DecodeLimits, DecodePool
+        from archive.pixels.decode_pool import DecodeLimits, DecodePool
         pool = DecodePool(DecodeLimits(2**30, 30.0, 1))
         print(pool.run(os.getpid), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)

@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
-from archive.dicom_json import json_elements
+from archive.dicom.dicom_json import json_elements
 
 
 def test_an_unwritable_value_is_left_out_and_the_reading_mode_is_untouched():

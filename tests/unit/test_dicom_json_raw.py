@@ -16,8 +16,8 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
-from archive.dicom_json import json_elements
-from archive.dicom_json_raw import raw_json
+from archive.dicom.dicom_json import json_elements
+from archive.dicom.dicom_json_raw import raw_json
 
 THRESHOLD = 1024
 
@@ -102,8 +102,8 @@ def test_implicit_private_and_big_endian_are_left_to_pydicom():
 def test_metadata_names_pixel_data_as_the_file_holds_it(data_dir, tmp_path):
     """Present or not, and its VR, read from each real file the archive accepts (before: guessed from
     Rows and BitsAllocated, wrong on 34 test files: 8-bit OW, implicit VR, big endian 16-bit OB)."""
-    from archive.dicom_json import file_json
-    from archive.header import InvalidObject, read_header
+    from archive.dicom.dicom_json import file_json
+    from archive.dicom.header import InvalidObject, read_header
 
     checked = with_pixels = 0
     for path in _real_files(data_dir):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from archive.settings import Settings
+from archive.config.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,8 +17,8 @@ import pydicom
 import pytest
 from pynetdicom.dsutils import split_dataset
 
-from archive.header import InvalidObject, read_header
-from archive.part10_meta import HEAD_BYTES, read_layout
+from archive.dicom.header import InvalidObject, read_header
+from archive.dicom.part10_meta import HEAD_BYTES, read_layout
 
 EXPLICIT, IMPLICIT = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
 DEFLATED, JPEG_LOSSLESS = "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.70"

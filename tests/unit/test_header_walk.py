@@ -12,8 +12,8 @@ import pydicom.data
 import pytest
 from pydicom.dataset import Dataset
 
-from archive.attributes import INDEXED_KEYWORDS, extract
-from archive.header import HEADER_TAGS, InvalidObject, read_header
+from archive.dicom.attributes import INDEXED_KEYWORDS, extract
+from archive.dicom.header import HEADER_TAGS, InvalidObject, read_header
 from tests.fuzz.mutations import cases
 
 BUNDLED = Path(pydicom.data.__file__).parent / "test_files"  # not get_testdata_files: it tries the network

@@ -3,7 +3,7 @@ own proxy given the certificate. The running HTTPS stack is tested in tests/test
 
 from __future__ import annotations
 
-from archive.settings import Settings
+from archive.config.settings import Settings
 from rayfence.haproxy_shim import rewrite
 
 RAY_TEMPLATE = """frontend prometheus

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from archive.config.settings import SettingsError, load_settings
 from archive.identity import ANONYMOUS, Principal, Role, TenantRefused
 from archive.identity.ae_rules import PeerCertificate, Refusal, admit, certificate_matches, tenant_of
 from archive.identity.tokens import claim
-from archive.settings import SettingsError, load_settings
 from rayfence.haproxy_shim import pin_binds
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from archive.settings import Settings
+from archive.config.settings import Settings
 from cluster.cli_cluster import parse_counts
 from cluster.placement import Node, alive_nodes, blob_problem, node_settings, role_resources
 

@@ -8,8 +8,8 @@ import threading
 from pathlib import Path
 
 from activities.context import ActivityContext
+from archive.config.settings import Settings
 from archive.priority import BACKGROUND_STEP
-from archive.settings import Settings
 
 
 def _own_niceness() -> int:

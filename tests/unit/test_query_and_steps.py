@@ -9,16 +9,16 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from archive.decode_pool import DecodePool
-from archive.mpps import StepRefused, changed, started
-from archive.outbound import NoCommonSyntax, dataset_to_send
+from archive.config.settings import Settings
+from archive.dicom.uids import is_safe_uid, lenient_uid_problem
+from archive.pixels.decode_pool import DecodePool
 from archive.query.builder import BadQuery
 from archive.query.cfind import character_set, parse_identifier
 from archive.query.qido import build_qido
 from archive.query.retrieve import retrieve_keys
-from archive.settings import Settings
-from archive.uids import is_safe_uid, lenient_uid_problem
-from archive.ups import WorkitemRefused, changed_state, new_workitem
+from archive.services.mpps import StepRefused, changed, started
+from archive.services.outbound import NoCommonSyntax, dataset_to_send
+from archive.services.ups import WorkitemRefused, changed_state, new_workitem
 
 DATA = Path("/work/shared/data") if Path("/work/shared/data").exists() else Path(__file__).resolve().parents[3] / "shared" / "data"
 TS = DATA / "dcm_qa_ts" / "In"

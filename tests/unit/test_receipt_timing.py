@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def test_receipt_histogram_buckets_are_cumulative_when_read() -> None:
-    from archive.receipt_timing import BUCKETS, ReceiptHistogram
+    from archive.services.receipt_timing import BUCKETS, ReceiptHistogram
 
     histogram = ReceiptHistogram()
     for seconds in (0.001, 0.004, 0.02, 0.3):

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from archive.decode_pool import INTERPRETER_BYTES, DecodeLimits, DecodePool, DecodeRefused
-from archive.sameness import Comparison, same_object
-from archive.transcode import uncompressed_copy
+from archive.pixels.decode_pool import INTERPRETER_BYTES, DecodeLimits, DecodePool, DecodeRefused
+from archive.pixels.sameness import Comparison, same_object
+from archive.pixels.transcode import uncompressed_copy
 from tests.pixel_bombs import forged_frame, frames_of, with_frames
 
 DATA = ("pydicom-data", "data_store", "data")

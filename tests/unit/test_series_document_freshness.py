@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from archive.dicom_json import DOCUMENT_FORMAT
+from archive.dicom.dicom_json import DOCUMENT_FORMAT
 from archive.index.reads import SeriesMetadata
 
 FRESH = SeriesMetadata(series_uid="1.2.3", study_date="20240101", metadata_key="t/x/series-metadata.json.gz",

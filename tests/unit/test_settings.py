@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from archive import settings as settings_module
-from archive.settings import Settings, SettingsError, load_settings
+from archive.config import settings as settings_module
+from archive.config.settings import Settings, SettingsError, load_settings
 
 
 def test_defaults_are_local_and_embedded(monkeypatch, tmp_path):

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from archive import dicom_status as st
+from archive.dicom import dicom_status as st
 from archive.query.builder import BadQuery
 from archive.query.qido import build_qido
-from archive.receipt import Outcome
+from archive.services.receipt import Outcome
 from serve.errors import warning
 from serve.stow import RETRY_AFTER_SECONDS, response_status
 

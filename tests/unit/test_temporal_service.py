@@ -1,7 +1,7 @@
 """The embedded Temporal dev server's command line: whatever bind_host is, its frontend and Web UI
 listen on loopback only (issue 27 item 1), the UI under the path DICOMweb's origin proxies."""
 
-from archive.settings import TEMPORAL_UI_PATH, Settings
+from archive.config.settings import TEMPORAL_UI_PATH, Settings
 from cluster.services.temporal import embedded_temporal_service
 
 

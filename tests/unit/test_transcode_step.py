@@ -19,9 +19,9 @@ from activities import study_steps
 from activities.context import ActivityContext
 from activities.study_steps import TIMEOUT_ATTEMPTS, StudyActivities
 from archive.blobstore import LocalBlobStore
-from archive.decode_pool import INTERPRETER_BYTES, DecodeLimits, DecodePool
+from archive.config.settings import Settings
 from archive.index.lifecycle import InstanceFile
-from archive.settings import Settings
+from archive.pixels.decode_pool import INTERPRETER_BYTES, DecodeLimits, DecodePool
 from contract.payloads import StudyRef
 from tests.pixel_bombs import J2K_SOURCE, j2k_declaring
 

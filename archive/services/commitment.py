@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from psycopg_pool import AsyncConnectionPool
 from pydicom.dataset import Dataset
 
-from archive.dicom_status import CLASS_INSTANCE_CONFLICT, PROCESSING_FAILURE
-from archive.dicom_status import NO_SUCH_OBJECT_INSTANCE as NO_SUCH_OBJECT
+from archive.dicom.dicom_status import CLASS_INSTANCE_CONFLICT, PROCESSING_FAILURE
+from archive.dicom.dicom_status import NO_SUCH_OBJECT_INSTANCE as NO_SUCH_OBJECT
 from archive.index import commitments
 from archive.index.instance_state import InstanceState
 

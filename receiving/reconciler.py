@@ -11,10 +11,10 @@ import logging
 from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 
+from archive.config.settings import Settings
 from archive.index import retrieves
 from archive.index.deletion import deletion_signalled, unsignalled_deletions
 from archive.index.instances import mark_signalled, stalled_studies, unsignalled_studies
-from archive.settings import Settings
 from contract.names import study_workflow_id as workflow_id
 from receiving.signaller import signal_study
 

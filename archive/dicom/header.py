@@ -20,11 +20,11 @@ from pydicom.filereader import read_file_meta_info
 from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
-from archive.attributes import INDEXED_KEYWORDS
-from archive.completeness import LONG_VRS, Buffer, Incomplete, Walk, looks_implicit, names_no_vr, walk, walk_deflated
-from archive.limits import Limits
-from archive.part10_meta import HEAD_BYTES, read_layout
-from archive.uids import lenient_uid_problem, uid_problem
+from archive.dicom.attributes import INDEXED_KEYWORDS
+from archive.dicom.completeness import LONG_VRS, Buffer, Incomplete, Walk, looks_implicit, names_no_vr, walk, walk_deflated
+from archive.dicom.part10_meta import HEAD_BYTES, read_layout
+from archive.dicom.uids import lenient_uid_problem, uid_problem
+from archive.pixels.limits import Limits
 
 
 class InvalidObject(ValueError):

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from archive.receipt import Outcome
+from archive.services.receipt import Outcome
 
 SUCCESS = 0x0000
 CANCEL = 0xFE00

@@ -5,7 +5,7 @@ and a write id -> blob committed (fsync'd) -> index rows committed -> Stored. On
 caller answer Success; the instance is then visible to queries at once. Stored bytes are never
 written over: a replacement or repair gets its own key and the superseded blob goes after the commit.
 Receipt never decodes pixels itself: other bytes under a stored SOP Instance UID are compared with
-the stored object by a decode pool worker, between two transactions (archive/sameness.py), so an
+the stored object by a decode pool worker, between two transactions (archive/pixels/sameness.py), so an
 untrusted codestream costs neither this process's memory nor a lock held while it is decoded.
 """
 
@@ -21,10 +21,13 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from archive.attributes import InstanceAttributes, extract
 from archive.blobstore import BlobNotFound, BlobStore, StagedBlob
-from archive.decode_pool import INTERPRETER_BYTES, DecodeLimits, DecodePool, DecodeRefused, shared_pool
-from archive.header import Header, InvalidObject, read_header
+from archive.blobstore.layout import instance_key, new_write_id
+from archive.config.settings import DECODE_FRAME_FACTOR
+from archive.dicom.attributes import InstanceAttributes, extract
+from archive.dicom.header import Header, InvalidObject, read_header
+from archive.dicom.part10 import add_missing_meta
+from archive.identity.tenants import check_tenant
 from archive.index.instances import (
     StoredInstance,
     bump_series,
@@ -36,12 +39,9 @@ from archive.index.instances import (
     reset_failed,
 )
 from archive.index.locks import lock_study
-from archive.layout import instance_key, new_write_id
-from archive.limits import Limits
-from archive.part10 import add_missing_meta
-from archive.sameness import same_object
-from archive.settings import DECODE_FRAME_FACTOR
-from archive.tenants import check_tenant
+from archive.pixels.decode_pool import INTERPRETER_BYTES, DecodeLimits, DecodePool, DecodeRefused, shared_pool
+from archive.pixels.limits import Limits
+from archive.pixels.sameness import same_object
 
 log = logging.getLogger("dicomflow.receipt")
 # a receipt whose UID is taken by other bytes compares outside the transaction, then confirms
@@ -140,7 +140,7 @@ class Receiver:
     async def _store(self, tenant: str, staged: StagedBlob, header: Header, a: InstanceAttributes, source: str) -> Receipt:
         if header.nonconformance:
             log.warning("stored %s in %s although not conformant: %s", a.sop_uid, tenant, header.nonconformance)
-        # a fresh key for every write: stored bytes are never written over (archive/layout.py)
+        # a fresh key for every write: stored bytes are never written over (archive/blobstore/layout.py)
         key = instance_key(tenant, a.study_date, a.study_uid, a.series_uid, a.sop_uid, new_write_id())
         write = _Write(tenant, staged, header, a,
                        dict(transfer_syntax=header.transfer_syntax, blob_key=key, size=staged.size, sha256=staged.sha256,

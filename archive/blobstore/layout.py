@@ -14,7 +14,7 @@ import hashlib
 import re
 import secrets
 
-from archive.tenants import check_tenant
+from archive.identity.tenants import check_tenant
 
 _DATE = re.compile(r"^\d{8}$")
 

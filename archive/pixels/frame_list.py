@@ -6,7 +6,7 @@ no more frames than the object has, and its text has a length cap so the check i
 
 from __future__ import annotations
 
-from archive.decode_pool import CallerError
+from archive.pixels.decode_pool import CallerError
 
 # about 1,800 four-digit numbers; the HTTP front ends refuse request lines past ~16 KiB anyway
 MAX_FRAME_LIST_CHARS = 8192

@@ -12,8 +12,8 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
-from archive.decode_pool import DecodePool, DecodeRefused
-from archive.frames import FrameNotFound, NoPixelData, frame_array, open_pixels
+from archive.pixels.decode_pool import DecodePool, DecodeRefused
+from archive.pixels.frames import FrameNotFound, NoPixelData, frame_array, open_pixels
 
 log = logging.getLogger("dicomflow.render")
 
@@ -103,33 +103,13 @@ def render_file(path: str | io.BytesIO, frame: int, options: RenderOptions) -> b
     return out.getvalue()
 
 
-def warm_up(pool: DecodePool | None = None) -> None:
-    """Start the pool's first worker (it warms itself with warm_up()), so the first viewer does not
-    wait for a process start; without a pool, render a tiny image here, so pydicom's pixel handlers
-    and Pillow's JPEG encoder are loaded (~60 ms) before anyone waits for them."""
-    if pool is not None:
-        try:
-            pool.warm()
-        except DecodeRefused as err:  # the requests that need decoding will say why; the rest are served
-            log.warning("decode pool not warmed: %s", err)
-        return
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
-
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = UID("1.2.3.4")
-    ds.Rows = ds.Columns = 8
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = np.arange(64, dtype=np.uint16).tobytes()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    buffer.seek(0)
-    render_file(buffer, 1, RenderOptions())
+def warm_up(pool: DecodePool) -> None:
+    """Start the pool's first worker (it loads the codecs as it starts), so the first viewer does
+    not wait for a process start."""
+    try:
+        pool.warm()
+    except DecodeRefused as err:  # the requests that need decoding will say why; the rest are served
+        log.warning("decode pool not warmed: %s", err)
 
 
 def _scale_colour(array: np.ndarray) -> np.ndarray:

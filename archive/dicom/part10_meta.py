@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from archive.completeness import KNOWN_VRS, LONG_VRS
+from archive.dicom.completeness import KNOWN_VRS, LONG_VRS
 
 PREAMBLE = 132  # 128 bytes + "DICM"
 HEAD_BYTES = 4096  # a File Meta group longer than this is read by pydicom instead

@@ -15,8 +15,8 @@ from pydicom.pixels import as_pixel_options, get_decoder
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pydicom.valuerep import VR
 
-from archive.decode_pool import DecodePool, progress
-from archive.frames import NoPixelData, open_pixels
+from archive.pixels.decode_pool import DecodePool, progress
+from archive.pixels.frames import NoPixelData, open_pixels
 
 TARGET_SYNTAX = str(ExplicitVRLittleEndian)
 PIXEL_DATA = (0x7FE0, 0x0010)

@@ -18,7 +18,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from archive.audit_throttle import UnauthenticatedThrottle
+from archive.audit.throttle import UnauthenticatedThrottle
 
 log = logging.getLogger("dicomflow.audit")
 

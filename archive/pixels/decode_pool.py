@@ -2,11 +2,11 @@
 
 A codec trusts the stream it is given: a JPEG 2000 codestream whose header declares 60000x60000
 inside a DICOM object that says 1024x1024 makes openjpeg allocate gigabytes before anything can
-compare the two. Receipt checks only what the DICOM header declares (archive/limits.py), so every
+compare the two. Receipt checks only what the DICOM header declares (archive/pixels/limits.py), so every
 decode runs here, where such a stream costs one worker process (replaced on the next call) and the
 caller gets DecodeRefused with a reason instead of its own process being killed. A worker also
 refuses, before any codec sees it, a frame whose codestream header describes another image than
-Rows and Columns (archive/codestream.py): the ceiling is then left for what the header admits.
+Rows and Columns (archive/pixels/codestream.py): the ceiling is then left for what the header admits.
 
 Workers are started with fork+exec (subprocess), not multiprocessing's spawn or forkserver: both
 of those re-import the parent's `__main__` in every child, and in a Ray process that is Ray's
@@ -34,7 +34,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from archive.codestream import CodestreamMismatch, guard_pydicom_decoding
+from archive.pixels.codestream import CodestreamMismatch, guard_pydicom_decoding
 
 T = TypeVar("T")
 MiB = 2**20
@@ -43,7 +43,7 @@ MiB = 2**20
 # and Pillow, one BLAS thread and one malloc arena: a worker ready to serve has VmSize 148 MB (RSS
 # 58 MB); after decoding with every codec, VmSize 164 MB, VmPeak 186 MB (RSS 76 MB). The margin covers
 # that, the header, a compressed frame and the codecs' tables; each frame's own decoding is
-# budgeted on top (DECODE_FRAME_FACTOR in archive/settings.py).
+# budgeted on top (DECODE_FRAME_FACTOR in archive/config/settings.py).
 INTERPRETER_BYTES = 512 * MiB
 START_SECONDS = 60.0  # a cold interpreter on a loaded 2-core machine takes ~1 s
 ORPHAN_CHECK_SECONDS = 1.0
@@ -201,7 +201,7 @@ class _NotDelivered(Exception):
     pass
 
 
-_ENTRY = "from archive.decode_pool import serve; serve()"
+_ENTRY = "from archive.pixels.decode_pool import serve; serve()"
 
 
 class _Worker:
@@ -266,13 +266,34 @@ class _Worker:
 def _worker_env() -> dict[str, str]:
     """One BLAS thread and one malloc arena: a worker decodes one thing at a time, and each extra
     thread or arena reserves address space that RLIMIT_AS counts."""
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONPATH": path, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "1"}
 
 
 # the worker's side ---------------------------------------------------------------------------
+
+
+def _load_codecs() -> None:
+    """Decode a tiny image and encode it as JPEG, so pydicom's pixel handlers and Pillow's encoder
+    are loaded (~60 ms) before a caller waits for them."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.Rows = ds.Columns = 8
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = np.arange(64, dtype=np.uint16).tobytes()
+    pixels = (ds.pixel_array >> 4).astype(np.uint8)
+    Image.fromarray(pixels).save(io.BytesIO(), format="JPEG")
 
 _channel: Connection | None = None
 
@@ -338,11 +359,9 @@ def _warm() -> _MemoryShortage:
     global _TOO_LARGE
     from PIL import Image
 
-    from archive.render import warm_up
-
     _TOO_LARGE = (MemoryError, Image.DecompressionBombError)
-    guard_pydicom_decoding()  # before anything is decoded here, warm_up's own image included
-    warm_up()
+    guard_pydicom_decoding()  # before anything is decoded here, the warm-up's own image included
+    _load_codecs()
     shortage = _MemoryShortage()
     logging.getLogger("pydicom").addHandler(shortage)
     return shortage

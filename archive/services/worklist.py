@@ -10,7 +10,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from archive.attributes import text
+from archive.dicom.attributes import text
 
 MAX_ITEM_BYTES = 64 * 1024  # a worklist item is a few KB; more is not a worklist item
 

@@ -16,10 +16,10 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 from pydantic_settings import SettingsError as PydanticSettingsError
 
-from archive.decode_pool import INTERPRETER_BYTES, DecodeLimits
-from archive.embedded_secrets import OIDC_CACHE, POSTGRES_APP, REDIS, read_secret
-from archive.limits import Limits
-from archive.settings_env import EnvSettingError, LenientEnvSource
+from archive.config.embedded_secrets import OIDC_CACHE, POSTGRES_APP, REDIS, read_secret
+from archive.config.settings_env import EnvSettingError, LenientEnvSource
+from archive.pixels.decode_pool import INTERPRETER_BYTES, DecodeLimits
+from archive.pixels.limits import Limits
 
 ENV_PREFIX = "DICOMFLOW_"
 EMBEDDED_OWNER_ROLE = "dicomflow"
@@ -27,7 +27,7 @@ NODE_ROLE_RESOURCE_PREFIX = "dicomflow_"  # a node role is the Ray custom resour
 EMBEDDED_APP_ROLE = "dicomflow_app"
 EMBEDDED_TEMPORAL_HOST = "127.0.0.1"  # the dev server has no authentication: never beyond loopback
 TEMPORAL_UI_PATH = "/temporal"  # the UI's public path, the same on loopback and through DICOMweb's origin
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 # decoding one frame holds the codec's working buffer (openjpeg keeps 32-bit samples: twice a
 # 16-bit frame) and the decoded frame, and rendering adds its 8-bit image: measured 3x the decoded
 # bytes at peak for a 16-bit J2K frame
@@ -174,12 +174,12 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(86400.0, ge=0)
     # lenient: keep objects whose UIDs break PS3.5 harmlessly (marked on the row); strict: refuse them
     uid_policy: Literal["lenient", "strict"] = "lenient"
-    # what one object may make the archive decode or inflate (see archive/limits.py)
+    # what one object may make the archive decode or inflate (see archive/pixels/limits.py)
     max_frame_bytes: int = Field(Limits.max_frame_bytes, ge=1)
     max_pixel_bytes: int = Field(Limits.max_pixel_bytes, ge=1)
     max_inflated_bytes: int = Field(Limits.max_inflated_bytes, ge=1)
     # every pixel decode (rendered, thumbnails, decoded frames, decompression, transcoding) runs in
-    # a pool of worker processes per process that asks (archive/decode_pool.py), each under
+    # a pool of worker processes per process that asks (archive/pixels/decode_pool.py), each under
     # RLIMIT_AS = decode_memory_bytes; None = the interpreter's margin + DECODE_FRAME_FACTOR x max_frame_bytes
     decode_memory_bytes: int | None = Field(None, ge=256 * 2**20)
     # per call, or per frame where a call decodes many; lossless JPEG 2000 decodes at ~20-27 MB/s

@@ -4,7 +4,7 @@ Orphans are what a crash leaves between a blob's write and its row's commit (a r
 answered Success), the superseded blobs a replace, repair or DELETE committed away but could not
 remove, and the documents of series deleted meanwhile. A receipt writes its blob before its row
 commits, so only blobs older than the grace period are judged. A key is written once and never
-again (archive/layout.py), so an old key no row names will never be named later: removing it is
+again (archive/blobstore/layout.py), so an old key no row names will never be named later: removing it is
 safe. Each blob is looked at again just before it goes, in case it was rewritten meanwhile.
 """
 
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from psycopg_pool import AsyncConnectionPool
 
 from archive.blobstore import BlobInfo, BlobNotFound, BlobStore
+from archive.config.settings import Settings
 from archive.index.orphans import sweeper_turn, unreferenced
-from archive.settings import Settings
 
 log = logging.getLogger("dicomflow.sweeper")
 BATCH = 1000  # keys asked of the index at once

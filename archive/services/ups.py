@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
-from archive.attributes import text
-from archive.uids import is_valid_uid
-from archive.worklist import WorklistRow, worklist_row
+from archive.dicom.attributes import text
+from archive.dicom.uids import is_valid_uid
+from archive.services.worklist import WorklistRow, worklist_row
 
 SCHEDULED, IN_PROGRESS, COMPLETED, CANCELED = "SCHEDULED", "IN PROGRESS", "COMPLETED", "CANCELED"
 PRIORITIES = {"HIGH", "MEDIUM", "LOW"}

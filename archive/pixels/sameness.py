@@ -3,8 +3,8 @@ after a failure may negotiate a different syntax; PS3.5 10 says the object keeps
 the archive should call it a duplicate, not a conflict.
 
 Answering means decoding both objects' pixels, and the re-sent one is untrusted: the comparison
-runs in a decode pool worker (archive/decode_pool.py), frame by frame, where a hostile codestream
-is refused before decoding (archive/codestream.py) or costs one worker process, never the
+runs in a decode pool worker (archive/pixels/decode_pool.py), frame by frame, where a hostile codestream
+is refused before decoding (archive/pixels/codestream.py) or costs one worker process, never the
 receiving one."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
-from archive.codestream import CodestreamMismatch
-from archive.decode_pool import DecodePool, progress
-from archive.dicom_json import json_elements
-from archive.frames import frame_array, open_pixels
+from archive.dicom.dicom_json import json_elements
+from archive.pixels.codestream import CodestreamMismatch
+from archive.pixels.decode_pool import DecodePool, progress
+from archive.pixels.frames import frame_array, open_pixels
 
 MAX_COMPARED_PIXEL_BYTES = 256 * 2**20  # larger objects are not decoded twice to be compared: a conflict
 

@@ -12,7 +12,7 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from archive.blobstore.base import CHUNK, BlobStore, StagedBlob
-from archive.header import InvalidObject, has_part10_preamble
+from archive.dicom.header import InvalidObject, has_part10_preamble
 
 
 def _guess_syntax(path: Path) -> UID:

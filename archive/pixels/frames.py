@@ -15,8 +15,8 @@ from pydicom.filereader import read_file_meta_info
 from pydicom.pixels import pixel_array
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
-from archive.decode_pool import CallerError, DecodePool, progress
-from archive.frame_list import check_against
+from archive.pixels.decode_pool import CallerError, DecodePool, progress
+from archive.pixels.frame_list import check_against
 
 # PS3.18 Table 8.7.3-5: the media type a compressed frame is sent as
 FRAME_MEDIA_TYPES = {

@@ -17,8 +17,8 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from archive.dicom_json_raw import raw_json
-from archive.header import InvalidObject, pixel_data_vr
+from archive.dicom.dicom_json_raw import raw_json
+from archive.dicom.header import InvalidObject, pixel_data_vr
 
 log = logging.getLogger("dicomflow.json")
 BULK_THRESHOLD = 1024  # binary values above this many bytes are served by reference

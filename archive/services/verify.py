@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from archive.blobstore import BlobNotFound, BlobStore
 from archive.blobstore.base import hash_file
-from archive.header import InvalidObject, read_header
+from archive.dicom.header import InvalidObject, read_header
 
 
 def verify_blob(blobs: BlobStore, key: str, size: int, sha256: str) -> str | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
-from archive.attributes import text
+from archive.dicom.attributes import text
 
 IN_PROGRESS, COMPLETED, DISCONTINUED = "IN PROGRESS", "COMPLETED", "DISCONTINUED"
 FINAL = {COMPLETED, DISCONTINUED}

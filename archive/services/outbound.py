@@ -11,8 +11,8 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from archive.decode_pool import DecodePool
-from archive.transcode import uncompressed_copy
+from archive.pixels.decode_pool import DecodePool
+from archive.pixels.transcode import uncompressed_copy
 
 # what every storage SCP must accept (PS3.5 10.1), and what the archive can always produce
 FALLBACK_SYNTAXES = [str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)]

@@ -1,7 +1,7 @@
 """What a compressed frame says about itself, read from its first bytes without decoding it.
 
 A codec sizes its buffers from the codestream's own header (JPEG 2000 SIZ, JPEG SOF, JPEG-LS
-SOF55), not from the DICOM header that receipt's limits checked (archive/limits.py): a 974-byte
+SOF55), not from the DICOM header that receipt's limits checked (archive/pixels/limits.py): a 974-byte
 JPEG 2000 frame whose SIZ says 20000 x 20000 inside an object that says 64 x 64 makes openjpeg
 reserve gigabytes. So a frame is decoded only when its codestream describes the image Rows,
 Columns and Samples per Pixel describe; anything else is refused with a reason, before any codec

@@ -1,0 +1,1 @@
+"""Settings (one typed object, from a file and DICOMFLOW_* variables), the embedded servers' secrets, TLS contexts."""
