@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from archive.identity import Role
@@ -26,7 +27,7 @@ REQUEST_SECONDS = Histogram("dicomflow_http_request_seconds", "DICOMweb request 
                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
 
-class _Snapshot:
+class _Snapshot(Collector):
     """A collector over samples already read (prometheus_client collectors are synchronous)."""
 
     def __init__(self, samples: list[Sample]) -> None:
@@ -45,7 +46,7 @@ async def _operator(caller: Caller) -> None:
         raise HTTPException(403, f"metrics cover every tenant and need the 'operator' role, which {caller.subject} does not have")
 
 
-class _ScpReceipts:
+class _ScpReceipts(Collector):
     """The receipt-time histograms every SCP actor published (archive/services/receipt_timing.py)."""
 
     def __init__(self, published: list[Published]) -> None:
@@ -64,7 +65,7 @@ class _ScpReceipts:
         return [times, outcomes]
 
 
-class _AuditLosses:
+class _AuditLosses(Collector):
     """Audit events this replica could not keep (a full queue while the index was unreachable):
     a number to alert on, besides the Security Alert the trail gets once it can be written."""
 
@@ -80,9 +81,9 @@ class _AuditLosses:
 @router.get("/metrics", summary="Prometheus metrics", dependencies=[Depends(_operator)])
 async def metrics(pool: Pool, cache: CacheDep, resources: ResourcesDep) -> Response:
     registry = CollectorRegistry()
-    registry.register(_AuditLosses(resources.audit.dropped))  # type: ignore[arg-type]
-    registry.register(_Snapshot(await index_samples(pool)))  # type: ignore[arg-type]
-    registry.register(_ScpReceipts(await read_published(cache.client)))  # type: ignore[arg-type]
+    registry.register(_AuditLosses(resources.audit.dropped))
+    registry.register(_Snapshot(await index_samples(pool)))
+    registry.register(_ScpReceipts(await read_published(cache.client)))
     body = generate_latest(registry) + generate_latest(REPLICA)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 

@@ -182,9 +182,25 @@ def test_scale_web_changes_dicomweb_replicas_live(cluster):
 
 
 def test_status_shows_the_backlog(cluster):
+    """Once the cluster is quiet, `status` reports the index's own counts: the same numbers a direct
+    query gives, and an empty outbox (the earlier tests' instances all signalled)."""
+    from archive.index.backlog import BACKLOG_KEYS, BACKLOG_SQL
+
+    def index_counts() -> dict[str, int]:
+        with psycopg.connect(cluster.settings.effective_postgres_dsn()) as conn:
+            return dict(zip(BACKLOG_KEYS, conn.execute(BACKLOG_SQL).fetchone()))
+
+    deadline = time.monotonic() + 120
+    while (quiet := index_counts())["outbox_unsignalled"] or quiet["instances_unprocessed"]:
+        assert time.monotonic() < deadline, f"the cluster never went quiet: {quiet}"
+        time.sleep(1)
     report = json.loads(cluster.cli("status", "--json", timeout=120).stdout)["backlog"]
     assert not [k for k in report if k.endswith("_error")], report
-    assert report["study_workflows_failed"] == 0 and report["outbox_unsignalled"] >= 0
+    assert report["study_workflows_failed"] == 0
+    settled = ("outbox_unsignalled", "instances_unprocessed", "instances_failed")  # what cannot change once quiet
+    assert {k: report[k] for k in settled} == {k: index_counts()[k] for k in settled}
+    assert report["outbox_unsignalled"] == 0 and report["instances_unprocessed"] == 0
+    assert set(BACKLOG_KEYS) <= set(report), f"status leaves out {set(BACKLOG_KEYS) - set(report)}"
     assert "storage commitment" in cluster.cli("status", timeout=120).stdout
 
 

@@ -68,7 +68,7 @@ class AuditEvent:
     detail: dict[str, Any] = field(default_factory=dict)
     occurred_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
-    def row(self) -> tuple:
+    def row(self) -> tuple[Any, ...]:
         code, name, action = self.action.value
         return (self.occurred_at, code, name, action, int(self.outcome), self.subject[:256], self.method, self.source,
                 self.peer, self.tenant, self.study_uid, self.series_uid, self.sop_uid, json.dumps(self.detail, default=str))

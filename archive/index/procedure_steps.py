@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -24,7 +26,7 @@ async def create(pool: AsyncConnectionPool, tenant: str, mpps_uid: str, step: Pe
         await _mark_worklist(conn, tenant, step)
 
 
-async def load(pool: AsyncConnectionPool, tenant: str, mpps_uid: str) -> dict | None:
+async def load(pool: AsyncConnectionPool, tenant: str, mpps_uid: str) -> dict[str, Any] | None:
     """The stored step (DICOM JSON), or None."""
     async with pool.connection() as conn:
         row = await (await conn.execute("SELECT item FROM performed_step WHERE tenant = %s AND mpps_uid = %s",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -83,7 +84,7 @@ async def series_of_study(pool: AsyncConnectionPool, tenant: str, study_uid: str
     return [SeriesMetadata(*r) for r in rows]
 
 
-async def objects_named_by(pool: AsyncConnectionPool, tenant: str, sop_sql: str, params: list) -> list[StoredObject]:
+async def objects_named_by(pool: AsyncConnectionPool, tenant: str, sop_sql: str, params: list[Any]) -> list[StoredObject]:
     """The stored objects whose SOP Instance UIDs `sop_sql` (a SELECT of one column) lists, in its order."""
     async with pool.connection() as conn:
         rows = await (await conn.execute(

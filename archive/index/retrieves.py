@@ -7,6 +7,7 @@ retrieve resumed after a crash sends only what the destination has not yet ackno
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from psycopg import Connection
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -40,7 +41,7 @@ class ItemToSend:
 
 
 async def create(pool: AsyncConnectionPool, retrieve_id: str, tenant: str, requested_by: str, destination: str,
-                 instances_sql: str, params: list, max_instances: int) -> int:
+                 instances_sql: str, params: list[Any], max_instances: int) -> int:
     """Record the retrieve and its instances (from `instances_sql`, a SELECT of SOP Instance UIDs); their number."""
     async with pool.connection() as conn, conn.transaction():
         await conn.execute(

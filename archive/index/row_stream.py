@@ -13,7 +13,7 @@ STATEMENT_TIMEOUT_MS = 120_000  # one search may not hold a connection longer th
 
 
 class RowStream:
-    def __init__(self, pool: AsyncConnectionPool, sql: str, params: list, batch_size: int = 200) -> None:
+    def __init__(self, pool: AsyncConnectionPool, sql: str, params: list[Any], batch_size: int = 200) -> None:
         self.pool, self.sql, self.params, self.batch_size = pool, sql, params, batch_size
         self._stack = AsyncExitStack()
         self._cursor: AsyncServerCursor[tuple[Any, ...]] | None = None
@@ -25,7 +25,7 @@ class RowStream:
         self._cursor = conn.cursor(name="dicomflow_stream")
         await self._cursor.execute(self.sql, self.params)
 
-    async def next_batch(self) -> list[tuple]:
+    async def next_batch(self) -> list[tuple[Any, ...]]:
         assert self._cursor is not None, "open() first"
         return await self._cursor.fetchmany(self.batch_size)
 

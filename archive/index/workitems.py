@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import astuple
+from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -29,7 +30,7 @@ async def create(pool: AsyncConnectionPool, tenant: str, row: WorkitemRow, mwl: 
         await worklist.upsert(pool, tenant, [mwl], workitem_uid=row.uid)
 
 
-async def load(pool: AsyncConnectionPool, tenant: str, uid: str) -> tuple[dict, str | None] | None:
+async def load(pool: AsyncConnectionPool, tenant: str, uid: str) -> tuple[dict[str, Any], str | None] | None:
     """The stored workitem (DICOM JSON) and the Transaction UID that holds it, or None."""
     async with pool.connection() as conn:
         row = await (await conn.execute("SELECT item, transaction_uid FROM workitem WHERE tenant = %s AND uid = %s",

@@ -61,7 +61,7 @@ class DecodeRefused(Exception):
         super().__init__(detail)
         self.reason = reason
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         return DecodeRefused, (self.reason, str(self))  # Ray pickles exceptions that cross actors
 
     @property
@@ -122,7 +122,7 @@ class DecodePool:
         for worker in idle:
             worker.kill()
 
-    def _run_once(self, fn: Callable[..., T], args: tuple, deadline: float | None = None) -> T:
+    def _run_once(self, fn: Callable[..., T], args: tuple[Any, ...], deadline: float | None = None) -> T:
         worker = self._take()
         try:
             answer = worker.call(fn, args, self.limits.timeout_seconds, deadline)
@@ -133,9 +133,10 @@ class DecodePool:
         except BaseException:
             worker.kill()
             raise
-        return self._settle(worker, answer)
+        settled: T = self._settle(worker, answer)
+        return settled
 
-    def _settle(self, worker: _Worker, answer: tuple) -> Any:
+    def _settle(self, worker: _Worker, answer: tuple[Any, ...]) -> Any:
         kind = answer[0]
         if kind == "refused" and answer[1] == "too_large":
             worker.kill()  # a MemoryError may have left a C library half done
@@ -228,7 +229,7 @@ class _Worker:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def call(self, fn: Callable, args: tuple, timeout: float, deadline: float | None = None) -> tuple:
+    def call(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float, deadline: float | None = None) -> tuple[Any, ...]:
         try:
             self.channel.send((fn, args))
         except OSError:
@@ -238,7 +239,7 @@ class _Worker:
                 self.kill()
                 raise DecodeRefused("timeout", f"decoding took longer than decode_timeout_seconds={timeout:g}")
             try:
-                answer = self.channel.recv()
+                answer: tuple[Any, ...] = self.channel.recv()
             except (EOFError, OSError):
                 raise DecodeRefused("crashed", f"the decode worker died ({self._death()}) decoding this object") from None
             if answer[0] != "progress":
@@ -367,7 +368,7 @@ def _warm() -> _MemoryShortage:
     return shortage
 
 
-def _answer(request: bytes, shortage: _MemoryShortage) -> tuple:
+def _answer(request: bytes, shortage: _MemoryShortage) -> tuple[Any, ...]:
     shortage.seen = False
     try:
         fn, args = pickle.loads(request)
@@ -392,7 +393,7 @@ def _said(err: BaseException) -> str:
     return " ".join(f"{type(err).__name__}: {err}".split())[:MESSAGE_CHARS]
 
 
-def _encoded(answer: tuple) -> bytes:
+def _encoded(answer: tuple[Any, ...]) -> bytes:
     try:
         return pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
     except MemoryError as err:  # the answer itself does not fit

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from archive.pixels.decode_pool import DecodePool, DecodeRefused
 from archive.pixels.frames import FrameNotFound, NoPixelData, frame_array, open_pixels

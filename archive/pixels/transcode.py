@@ -11,7 +11,8 @@ from typing import IO, Any, BinaryIO
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.pixels import as_pixel_options, get_decoder
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pydicom.valuerep import VR
 

@@ -5,6 +5,7 @@ only translate their requests into a `QuerySpec` and the rows into their answers
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from archive.query.attributes import BY_KEYWORD, LEVELS, Attribute, UnknownAttribute
 from archive.query.matching import BadQueryValue, Condition, condition
@@ -73,7 +74,7 @@ class QuerySpec:
 class Query:
     level: str
     sql: str
-    params: list
+    params: list[Any]
     returned: list[Attribute]
     limit: int | None
     offset: int

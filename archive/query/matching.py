@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from archive.dicom.uids import is_safe_uid
 from archive.query.attributes import Attribute
@@ -16,7 +17,7 @@ class BadQueryValue(ValueError):
 @dataclass
 class Condition:
     sql: str
-    params: list = field(default_factory=list)
+    params: list[Any] = field(default_factory=list)
     per_name_group: bool = False  # one comparison per PN component group: what the study name indexes answer
 
 
@@ -79,7 +80,7 @@ def _any_group(column: str, op: str, value: str) -> Condition:
     return Condition("(" + " OR ".join(arms) + ")", [value] * PN_GROUPS, per_name_group=True)
 
 
-def _range(attr: Attribute, value: str, pattern: re.Pattern, what: str) -> Condition:
+def _range(attr: Attribute, value: str, pattern: re.Pattern[str], what: str) -> Condition:
     if "-" not in value:
         if not pattern.match(value):
             raise BadQueryValue(f"{attr.keyword}: {value!r} is not a {what}")

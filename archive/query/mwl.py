@@ -75,7 +75,7 @@ def _cut(requested: Dataset, stored: Dataset, texts: list[str]) -> Dataset:
     return out
 
 
-def answer_worklist(request: WorklistRequest, row: tuple) -> Dataset:
+def answer_worklist(request: WorklistRequest, row: tuple[Any, ...]) -> Dataset:
     stored = Dataset.from_json(row[[a.keyword for a in request.query.returned].index(_ITEM.keyword)])
     texts: list[str] = []
     ds = _cut(request.requested, stored, texts)

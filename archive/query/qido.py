@@ -113,7 +113,7 @@ def _element(attribute: Attribute, value: Any) -> dict[str, Any]:
     return {"vr": attribute.vr, "Value": [value]}
 
 
-def to_json(query: Query, rows: list[tuple]) -> tuple[list[dict[str, Any]], bool]:
+def to_json(query: Query, rows: list[tuple[Any, ...]]) -> tuple[list[dict[str, Any]], bool]:
     """DICOM JSON objects for the rows, and whether there were more than `limit`."""
     limit = query.limit if query.limit is not None else len(rows)
     more = len(rows) > limit

@@ -3,6 +3,8 @@ levels above name what to send; the same query builder finds the instances."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydicom.dataset import Dataset
 
 from archive.query.attributes import BY_KEYWORD
@@ -38,7 +40,7 @@ def retrieve_keys(identifier: Dataset, model: str) -> list[MatchKey]:
     return keys
 
 
-def instances_query(identifier: Dataset, tenant: str, model: str) -> tuple[str, list]:
+def instances_query(identifier: Dataset, tenant: str, model: str) -> tuple[str, list[Any]]:
     """A SELECT of the SOP Instance UIDs the identifier names (stable order, MAX_INSTANCES + 1 at most)
     and its parameters. BadQuery when it names nothing definite."""
     query = build(QuerySpec("instance", tenant, retrieve_keys(identifier, model), [BY_KEYWORD["SOPInstanceUID"]],
