@@ -59,8 +59,10 @@ test: $(VENV)/.installed-dev system-test-deps lint typecheck
 fuzz: $(VENV)/.installed-dev system-test-deps
 	FUZZ_CASES=$${FUZZ_CASES:-2000} $(BIN)/python -m pytest tests/fuzz
 
+## style: the linter, and the formatter in check mode (`ruff format .` applies it)
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 ## mypy over the packages (disallow_untyped_defs); `make test` runs it right after lint
 typecheck: $(VENV)/.installed-dev

@@ -55,8 +55,9 @@ class CommitmentActivities:
         pool, settings = self.ctx.pool, self.ctx.settings
         peer = settings.ae_table.get(found.row.calling_ae)
         if peer is None or not peer.reachable:
-            await commitments.record_outcome(pool, request.tenant, request.transaction_uid, "undeliverable",
-                                             found.committed, found.failed)
+            await commitments.record_outcome(
+                pool, request.tenant, request.transaction_uid, "undeliverable", found.committed, found.failed
+            )
             raise ApplicationError(
                 f"calling AE {found.row.calling_ae!r} has no address in the AE table: add its host and port to 'ae_table'",
                 non_retryable=True,
@@ -66,8 +67,15 @@ class CommitmentActivities:
         event_type = 2 if found.failed else 1
         ds = report_dataset(request.transaction_uid, found.committed, found.failed)
         try:
-            await asyncio.to_thread(send_event_report, settings.ae_title, found.row.calling_ae, peer, ds, event_type,
-                                    _tls(settings, found.row.calling_ae, peer))
+            await asyncio.to_thread(
+                send_event_report,
+                settings.ae_title,
+                found.row.calling_ae,
+                peer,
+                ds,
+                event_type,
+                _tls(settings, found.row.calling_ae, peer),
+            )
         except BaseException:
             await commitments.release_claim(pool, request.tenant, request.transaction_uid)
             raise

@@ -28,8 +28,11 @@ class ActivityContext:
     pool: AsyncConnectionPool
     blobs: BlobStore
     acknowledgements: ConnectionPool  # for the retrieve's sending thread (archive.index.retrieves.Acknowledgements)
-    background: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
-        BACKGROUND_THREADS, thread_name_prefix="dicomflow-background", initializer=background_priority))
+    background: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(
+            BACKGROUND_THREADS, thread_name_prefix="dicomflow-background", initializer=background_priority
+        )
+    )
 
     async def in_background(self, work: Callable[..., T], *args: Any) -> T:
         """`asyncio.to_thread`, on a thread that yields the CPU to receipt."""

@@ -18,8 +18,9 @@ class ReportNotDelivered(RuntimeError):
     pass
 
 
-def send_event_report(own_ae: str, peer_ae: str, peer: AEEntry, ds: Dataset, event_type: int,
-                      tls: ssl.SSLContext | None = None) -> None:
+def send_event_report(
+    own_ae: str, peer_ae: str, peer: AEEntry, ds: Dataset, event_type: int, tls: ssl.SSLContext | None = None
+) -> None:
     """`tls`: DICOM TLS when the requester's AE table entry says so (dimse.store_scu.outbound_tls)."""
     ae = AE(ae_title=own_ae)
     ae.add_requested_context(StorageCommitmentPushModel)

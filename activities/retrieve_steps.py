@@ -92,9 +92,17 @@ class RetrieveActivities:
         peer = await self._checked_destination(request)
         kinds = await retrieves.pending_kinds(pool, request.retrieve_id)
         opened = await asyncio.gather(
-            asyncio.to_thread(open_store_association, settings.ae_title, request.destination_ae, peer, kinds,
-                              tls=_tls(settings, request.destination_ae, peer)),
-            asyncio.to_thread(Acknowledgements.borrow, self.ctx.acknowledgements), return_exceptions=True)
+            asyncio.to_thread(
+                open_store_association,
+                settings.ae_title,
+                request.destination_ae,
+                peer,
+                kinds,
+                tls=_tls(settings, request.destination_ae, peer),
+            ),
+            asyncio.to_thread(Acknowledgements.borrow, self.ctx.acknowledgements),
+            return_exceptions=True,
+        )
         assoc, acks = opened
         failure = next((o for o in opened if isinstance(o, BaseException)), None)
         if failure is not None:
@@ -113,15 +121,20 @@ class RetrieveActivities:
         workflow started by anyone who reached Temporal must not send one tenant's objects elsewhere."""
         recorded = await retrieves.recorded_as(self.ctx.pool, request.retrieve_id)
         if recorded != (request.tenant, request.destination_ae):
-            raise ApplicationError(f"retrieve {request.retrieve_id} was not recorded for tenant {request.tenant!r} and destination "
-                                   f"{request.destination_ae!r}; nothing is sent", non_retryable=True)
+            raise ApplicationError(
+                f"retrieve {request.retrieve_id} was not recorded for tenant {request.tenant!r} and destination "
+                f"{request.destination_ae!r}; nothing is sent",
+                non_retryable=True,
+            )
         peer = self.ctx.settings.ae_table.get(request.destination_ae)
         if peer is None or not peer.reachable:
-            raise ApplicationError(f"move destination {request.destination_ae!r} has no address in the AE table",
-                                   non_retryable=True)
+            raise ApplicationError(
+                f"move destination {request.destination_ae!r} has no address in the AE table", non_retryable=True
+            )
         if peer.tenant not in (None, request.tenant):
-            raise ApplicationError(f"move destination {request.destination_ae!r} serves another tenant than {request.tenant!r}",
-                                   non_retryable=True)
+            raise ApplicationError(
+                f"move destination {request.destination_ae!r} serves another tenant than {request.tenant!r}", non_retryable=True
+            )
         return peer
 
     @staticmethod
@@ -154,8 +167,16 @@ class RetrieveActivities:
             await asyncio.wait([batch])
             raise
 
-    def _send_batch(self, request: RetrieveRequest, assoc: Association, items: list[ItemToSend], acks: Acknowledgements,
-                    sent: int, beat: Callable[[int], None], stop: threading.Event) -> int:
+    def _send_batch(
+        self,
+        request: RetrieveRequest,
+        assoc: Association,
+        items: list[ItemToSend],
+        acks: Acknowledgements,
+        sent: int,
+        beat: Callable[[int], None],
+        stop: threading.Event,
+    ) -> int:
         """How many this attempt has sent after `items`; each answer is recorded before the next goes."""
         for item in items:
             if stop.is_set():
@@ -180,8 +201,9 @@ class RetrieveActivities:
             with self.ctx.blobs.local_copy(item.blob_key) as path:
                 if item.transfer_syntax in accepted:
                     return self._send_file(request, assoc, path, message_id)
-                outgoing = dataset_to_send(path, item.transfer_syntax, accepted, shared_pool(self.ctx.settings.decode_limits),
-                                           self.ctx.blobs.spool_dir)
+                outgoing = dataset_to_send(
+                    path, item.transfer_syntax, accepted, shared_pool(self.ctx.settings.decode_limits), self.ctx.blobs.spool_dir
+                )
                 return store(assoc, outgoing, message_id, request.move_originator_ae, request.move_originator_message_id)
         except NoCommonSyntax as err:
             log.warning("retrieve %s: %s not sent: %s", request.retrieve_id, item.sop_uid, err)

@@ -75,7 +75,9 @@ class StudyActivities:
         client = activity.client()
         for transaction_uid in await commitments.pending_transactions(self.ctx.pool, tenant):
             try:
-                await client.get_workflow_handle(names.commitment_workflow_id(tenant, transaction_uid)).signal(names.COMMITMENT_WAKE)
+                await client.get_workflow_handle(names.commitment_workflow_id(tenant, transaction_uid)).signal(
+                    names.COMMITMENT_WAKE
+                )
             except Exception:  # noqa: BLE001 - the commitment workflow also polls
                 log.info("could not wake %s", transaction_uid)
 
@@ -107,8 +109,9 @@ class StudyActivities:
             await lifecycle.record_transcoded(self.ctx.pool, ref.tenant, item.sop_uid, key, TARGET_SYNTAX)
             result.processed += 1
         if passing:
-            raise ApplicationError(f"{len(passing)} object(s) not decoded this attempt: " + "; ".join(passing)[:1000],
-                                   type="DecodeRefused")
+            raise ApplicationError(
+                f"{len(passing)} object(s) not decoded this attempt: " + "; ".join(passing)[:1000], type="DecodeRefused"
+            )
         return result
 
     def _write_uncompressed(self, decoder: DecodePool, source_key: str, target_key: str) -> None:

@@ -80,10 +80,20 @@ class CommitmentService:
         except Exception as err:  # noqa: BLE001 - the requester must learn we could not take it
             log.exception("storage commitment %s not accepted", transaction_uid)
             return status(st.PROCESSING_FAILURE, f"cannot accept the request: {type(err).__name__}"), None
-        ctx.gate.audit(association.caller, AuditAction.COMMIT, AuditOutcome.SUCCESS, tenant,
-                       transaction_uid=transaction_uid, references=len(refs))
-        threading.Thread(target=self._report_while_open, args=(event.assoc, tenant, transaction_uid),
-                         name=f"commitment-{transaction_uid[-12:]}", daemon=True).start()
+        ctx.gate.audit(
+            association.caller,
+            AuditAction.COMMIT,
+            AuditOutcome.SUCCESS,
+            tenant,
+            transaction_uid=transaction_uid,
+            references=len(refs),
+        )
+        threading.Thread(
+            target=self._report_while_open,
+            args=(event.assoc, tenant, transaction_uid),
+            name=f"commitment-{transaction_uid[-12:]}",
+            daemon=True,
+        ).start()
         return status(st.SUCCESS), None
 
     async def _start(self, tenant: str, calling: str, called: str, transaction_uid: str, refs: Refs) -> None:
@@ -123,8 +133,9 @@ class CommitmentService:
         event_type = 2 if found.failed else 1
         try:
             # pynetdicom pauses the association's own reader while a send_* waits for its answer
-            answer, _ = assoc.send_n_event_report(report_dataset(uid, found.committed, found.failed), event_type,
-                                                  StorageCommitmentPushModel, COMMITMENT_INSTANCE)
+            answer, _ = assoc.send_n_event_report(
+                report_dataset(uid, found.committed, found.failed), event_type, StorageCommitmentPushModel, COMMITMENT_INSTANCE
+            )
             delivered = answer is not None and answer.get("Status") == 0
         except Exception:  # noqa: BLE001 - any failure here leaves the report to the workflow
             log.warning("commitment %s: report on the open association failed", uid, exc_info=True)

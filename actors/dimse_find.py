@@ -33,6 +33,7 @@ QUERY_MODELS = {
     "1.2.840.10008.5.1.4.1.2.2.1": "study",  # Study Root Q/R Information Model - FIND
 }
 
+
 def identified_instances(event: evt.Event, tenant: str, models: dict[str, str]) -> tuple[str, list] | Dataset:
     """C-MOVE / C-GET: the SQL listing the instances the identifier names, or the failure status."""
     model = models.get(str(event.request.AffectedSOPClassUID))
@@ -79,9 +80,14 @@ class FindService:
         except BadQuery as err:
             yield failure(st.IDENTIFIER_DOES_NOT_MATCH, str(err))
             return
-        self.ctx.gate.audit(association.caller, AuditAction.QUERY, AuditOutcome.SUCCESS, tenant,
-                            level="WORKLIST" if worklist else getattr(request, "level", None),
-                            keys=_match_values(identifier))
+        self.ctx.gate.audit(
+            association.caller,
+            AuditAction.QUERY,
+            AuditOutcome.SUCCESS,
+            tenant,
+            level="WORKLIST" if worklist else getattr(request, "level", None),
+            keys=_match_values(identifier),
+        )
         yield from self._stream(event, request)
 
     def _stream(self, event: evt.Event, request: FindRequest | WorklistRequest) -> Iterator[Response]:

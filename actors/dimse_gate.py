@@ -63,12 +63,28 @@ class DimseGate:
 
     # -- who is asking --------------------------------------------------------------------------
 
-    def audit(self, caller: Caller, action: AuditAction, outcome: AuditOutcome, tenant: str | None = None,
-               study_uid: str | None = None, **detail: Any) -> None:
-        self.audit_log.record(AuditEvent(
-            action=action, outcome=outcome, subject=caller.subject(), method=caller.principal.method if
-            caller.principal.method == "oidc" else "ae", source="dimse", peer=caller.peer, tenant=tenant,
-            study_uid=study_uid, detail={"calling_ae": caller.calling_ae, **detail}))
+    def audit(
+        self,
+        caller: Caller,
+        action: AuditAction,
+        outcome: AuditOutcome,
+        tenant: str | None = None,
+        study_uid: str | None = None,
+        **detail: Any,
+    ) -> None:
+        self.audit_log.record(
+            AuditEvent(
+                action=action,
+                outcome=outcome,
+                subject=caller.subject(),
+                method=caller.principal.method if caller.principal.method == "oidc" else "ae",
+                source="dimse",
+                peer=caller.peer,
+                tenant=tenant,
+                study_uid=study_uid,
+                detail={"calling_ae": caller.calling_ae, **detail},
+            )
+        )
 
     def on_requested(self, event: evt.Event) -> None:
         """A-ASSOCIATE-RQ: the AE table decides before any negotiation (rejected: calling AE not recognized)."""
@@ -76,11 +92,13 @@ class DimseGate:
         calling = rq.calling_ae_title
         peer = assoc.requestor.address
         proposed = {str(c.abstract_syntax) for c in rq.presentation_context_definition_list}
-        decision = admit(self.settings, calling, peer, verification_only=proposed <= {VERIFICATION},
-                         certificate=peer_certificate(assoc))
+        decision = admit(
+            self.settings, calling, peer, verification_only=proposed <= {VERIFICATION}, certificate=peer_certificate(assoc)
+        )
         if isinstance(decision, Refusal):
-            self._reject(assoc, Caller(calling.strip(), peer, None, frozenset()), decision.reason,
-                         (0x01, 0x01, decision.diagnostic))
+            self._reject(
+                assoc, Caller(calling.strip(), peer, None, frozenset()), decision.reason, (0x01, 0x01, decision.diagnostic)
+            )
             return
         full = self._hold(assoc, decision, str(assoc.requestor.address))
         if full is not None:

@@ -80,9 +80,16 @@ class GetService:
         if len(objects) > MAX_INSTANCES:
             return failure(st.OUT_OF_RESOURCES_MATCHES, f"more than {MAX_INSTANCES} instances match; ask for less")
         studies = sorted({o.study_uid for o in objects})
-        self.ctx.gate.audit(association.caller, AuditAction.RETRIEVE, AuditOutcome.SUCCESS, tenant,
-                            studies[0] if len(studies) == 1 else None, service="C-GET", instances=len(objects),
-                            studies=studies[:100])
+        self.ctx.gate.audit(
+            association.caller,
+            AuditAction.RETRIEVE,
+            AuditOutcome.SUCCESS,
+            tenant,
+            studies[0] if len(studies) == 1 else None,
+            service="C-GET",
+            instances=len(objects),
+            studies=studies[:100],
+        )
         return objects
 
     @staticmethod
@@ -100,8 +107,9 @@ class GetService:
         try:
             blobs = self.ctx.blobs
             with blobs.local_copy(obj.blob_key) as path:
-                return dataset_to_send(path, obj.transfer_syntax, accepted,
-                                       shared_pool(self.ctx.settings.decode_limits), blobs.spool_dir)
+                return dataset_to_send(
+                    path, obj.transfer_syntax, accepted, shared_pool(self.ctx.settings.decode_limits), blobs.spool_dir
+                )
         except (NoCommonSyntax, DecodeRefused) as err:
             log.warning("C-GET: %s not sent: %s", obj.sop_uid, err)
         except BlobNotFound:

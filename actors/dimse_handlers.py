@@ -102,10 +102,10 @@ class DimseHandlers:
         calling = association.caller.calling_ae
         request = cast(C_STORE, event.request)  # the request of an EVT_C_STORE
         # parsed here, on the association's thread; only the index and the commit go to the loop
-        prepared = self.ingest.prepare(tenant, staged, expect_sop_uid=str(request.AffectedSOPInstanceUID),
-                                       expect_sop_class=str(request.AffectedSOPClassUID))
-        receipt = prepared if isinstance(prepared, Receipt) else self.loop.run(
-            self.ingest.commit(prepared, f"dimse:{calling}"))
+        prepared = self.ingest.prepare(
+            tenant, staged, expect_sop_uid=str(request.AffectedSOPInstanceUID), expect_sop_class=str(request.AffectedSOPClassUID)
+        )
+        receipt = prepared if isinstance(prepared, Receipt) else self.loop.run(self.ingest.commit(prepared, f"dimse:{calling}"))
         if receipt.outcome is not Outcome.STORED:
             log.info("C-STORE from %s: %s %s", calling, receipt.outcome.value, receipt.reason or "")
         if receipt.outcome.ok and receipt.attributes is not None:
@@ -121,10 +121,16 @@ class DimseHandlers:
         if association is None:
             return
         for study_uid, count in association.stored.items():  # one audit event per study, as PS3.15 A.5.3.4 lists them
-            self.gate.audit(association.caller, AuditAction.STORE, AuditOutcome.SUCCESS, association.tenant, study_uid,
-                        instances=count)
+            self.gate.audit(
+                association.caller, AuditAction.STORE, AuditOutcome.SUCCESS, association.tenant, study_uid, instances=count
+            )
         if association.refused:
-            self.gate.audit(association.caller, AuditAction.STORE, AuditOutcome.MINOR_FAILURE, association.tenant,
-                        refused_instances=association.refused)
+            self.gate.audit(
+                association.caller,
+                AuditAction.STORE,
+                AuditOutcome.MINOR_FAILURE,
+                association.tenant,
+                refused_instances=association.refused,
+            )
         if association.studies:
             self.loop.submit(self.ingest.flush(association.studies))  # signal now, don't hold the peer

@@ -96,12 +96,22 @@ class MoveService:
         calling = association.caller.calling_ae
         retrieve = RetrieveRequest(tenant, uuid.uuid4().hex, destination, calling, event.message_id)
         try:
-            total = ctx.loop.run(retrieves.create(ctx.pool, retrieve.retrieve_id, tenant, calling,
-                                                       destination, sql, params, MAX_INSTANCES), timeout=120)
+            total = ctx.loop.run(
+                retrieves.create(ctx.pool, retrieve.retrieve_id, tenant, calling, destination, sql, params, MAX_INSTANCES),
+                timeout=120,
+            )
         except retrieves.TooManyInstances as err:
             return failure(st.OUT_OF_RESOURCES_MATCHES, str(err))
-        ctx.gate.audit(association.caller, AuditAction.RETRIEVE, AuditOutcome.SUCCESS, tenant, service="C-MOVE",
-                       destination=destination, instances=total, retrieve=retrieve.retrieve_id)
+        ctx.gate.audit(
+            association.caller,
+            AuditAction.RETRIEVE,
+            AuditOutcome.SUCCESS,
+            tenant,
+            service="C-MOVE",
+            destination=destination,
+            instances=total,
+            retrieve=retrieve.retrieve_id,
+        )
         if total == 0:
             return final_response(Progress(retrieves.DONE, finished=True), cancelled=False)
         return dataclasses.replace(retrieve, instances=total)
@@ -109,8 +119,12 @@ class MoveService:
     async def _start(self, retrieve: RetrieveRequest) -> Any:
         client = await self.ctx.temporal_client()
         return await client.start_workflow(
-            names.RETRIEVE_WORKFLOW, retrieve, id=names.retrieve_workflow_id(retrieve.tenant, retrieve.retrieve_id),
-            task_queue=self.ctx.settings.temporal_task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+            names.RETRIEVE_WORKFLOW,
+            retrieve,
+            id=names.retrieve_workflow_id(retrieve.tenant, retrieve.retrieve_id),
+            task_queue=self.ctx.settings.temporal_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
 
     def _relay(self, event: evt.Event, retrieve: RetrieveRequest) -> Iterator[Response]:
         """Pending responses while the workflow sends (when the counts moved), then the final one."""

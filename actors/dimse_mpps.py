@@ -72,8 +72,9 @@ class MppsService:
         return status(st.SUCCESS), None
 
     def _after(self, caller: Caller, tenant: str, mpps_uid: str, step: PerformedStep) -> None:
-        self.ctx.gate.audit(caller, AuditAction.PROCEDURE_STEP, AuditOutcome.SUCCESS, tenant, step.study_uid,
-                            mpps=mpps_uid, status=step.status)
+        self.ctx.gate.audit(
+            caller, AuditAction.PROCEDURE_STEP, AuditOutcome.SUCCESS, tenant, step.study_uid, mpps=mpps_uid, status=step.status
+        )
         if step.study_uid:
             self.ctx.loop.submit(self._tell_study(tenant, step.study_uid, step.status))
 
@@ -81,7 +82,8 @@ class MppsService:
         """The running study workflow shows the step; a study not (or no longer) running has no one to tell."""
         try:
             client = await self.ctx.temporal_client()
-            await client.get_workflow_handle(names.study_workflow_id(tenant, study_uid)).signal(names.PROCEDURE_STEP_SIGNAL,
-                                                                                                status)
+            await client.get_workflow_handle(names.study_workflow_id(tenant, study_uid)).signal(
+                names.PROCEDURE_STEP_SIGNAL, status
+            )
         except Exception as err:  # noqa: BLE001 - the index holds the status either way
             log.debug("study %s not told of its procedure step: %s", study_uid, err)

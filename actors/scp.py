@@ -74,13 +74,15 @@ class DimseScp:
         self.servers = [self._serve(settings.dimse_port, handlers, None)]
         if settings.dimse_tls:
             assert settings.tls_cert_file and settings.tls_key_file
-            context = ssl_server_context(settings.tls_cert_file, settings.tls_key_file, settings.tls_ca_file,
-                                         settings.tls_require_client_cert)
+            context = ssl_server_context(
+                settings.tls_cert_file, settings.tls_key_file, settings.tls_ca_file, settings.tls_require_client_cert
+            )
             self.servers.append(self._serve(settings.dimse_tls_port, handlers, context))
 
     def _serve(self, port: int, handlers: DimseHandlers, context: ssl.SSLContext | None) -> ThreadedAssociationServer:
-        return serve_in_thread(self.ae, (self.settings.bind_host, port), handlers.handlers(), context,
-                               self.settings.dimse_max_connections_per_peer)
+        return serve_in_thread(
+            self.ae, (self.settings.bind_host, port), handlers.handlers(), context, self.settings.dimse_max_connections_per_peer
+        )
 
     async def _publish_timings(self, histogram: ReceiptHistogram) -> None:
         """Every few seconds, for `/metrics` on the Serve replicas (archive/services/receipt_timing.py)."""

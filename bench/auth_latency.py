@@ -99,8 +99,10 @@ BOOTSTRAP = 2000
 CPU_BLOCKS = int(os.environ.get("AUTH_BENCH_CPU_BLOCKS", "8"))  # blocks per workload and mode in the replica CPU part
 CPU_BLOCK_REQUESTS = int(os.environ.get("AUTH_BENCH_CPU_BLOCK_REQUESTS", "60"))
 IDLE_SECONDS = 5.0  # the replicas' idle CPU is measured over this long
-SHARED_MACHINE = ("numbers taken on a shared 2-core machine: other engineers' test stacks ran at the same time, so "
-                  "absolute values are noisy; the modes were interleaved request by request, so each saw the same noise")
+SHARED_MACHINE = (
+    "numbers taken on a shared 2-core machine: other engineers' test stacks ran at the same time, so "
+    "absolute values are noisy; the modes were interleaved request by request, so each saw the same noise"
+)
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,11 @@ def read_workloads(files: list[Path]) -> list[Workload]:
         Workload(FLOOR, "/health/live", "application/json"),
         Workload("QIDO studies (3 studies)", "/dicomweb/studies", JSON),
         Workload("QIDO series of a study (4 series)", f"/dicomweb/studies/{mr.StudyInstanceUID}/series", JSON),
-        Workload("WADO-RS series metadata (2 instances)",
-                 f"/dicomweb/studies/{mr.StudyInstanceUID}/series/{mr.SeriesInstanceUID}/metadata", JSON),
+        Workload(
+            "WADO-RS series metadata (2 instances)",
+            f"/dicomweb/studies/{mr.StudyInstanceUID}/series/{mr.SeriesInstanceUID}/metadata",
+            JSON,
+        ),
         Workload("WADO-RS frame 1, CT 512x512 uncompressed", instance(ct) + "/frames/1", FRAME_ACCEPT),
         Workload("WADO-RS frame 1, CT 512x512 JPEG 2000", instance(j2k) + "/frames/1", FRAME_ACCEPT),
         Workload("WADO-RS frame 5 of a 10-frame MR", instance(multiframe) + "/frames/5", FRAME_ACCEPT),
@@ -187,15 +192,24 @@ def answer_shape(workload: Workload, response: requests.Response) -> object:
 
 
 def summarize(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "p90": percentile(values, 0.90), "p99": percentile(values, 0.99),
-            "mean": statistics.fmean(values), "min": min(values), "max": max(values), "n": len(values)}
+    return {
+        "median": statistics.median(values),
+        "p90": percentile(values, 0.90),
+        "p99": percentile(values, 0.99),
+        "mean": statistics.fmean(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
 
 
 def median_difference_interval(base: list[float], other: list[float], seed: int = 5) -> tuple[float, float]:
     """Bootstrap 95% interval of median(other) - median(base)."""
     rng = random.Random(seed)
-    diffs = sorted(statistics.median(rng.choices(other, k=len(other))) - statistics.median(rng.choices(base, k=len(base)))
-                   for _ in range(BOOTSTRAP))
+    diffs = sorted(
+        statistics.median(rng.choices(other, k=len(other))) - statistics.median(rng.choices(base, k=len(base)))
+        for _ in range(BOOTSTRAP)
+    )
     return diffs[int(0.025 * BOOTSTRAP)], diffs[int(0.975 * BOOTSTRAP) - 1]
 
 
@@ -207,14 +221,20 @@ class AuthLatency:
         self.issuer = OidcIssuer().start()
         common: dict[str, Any] = {"cors_allow_origins": [VIEWER_ORIGIN]}
         self.plain = RunningStack(stack_overrides(workdir / "none" / "var", auth="none", **common), workdir / "none.log")
-        self.secured = RunningStack(stack_overrides(workdir / "oidc" / "var", auth="oidc", oidc_issuer=[self.issuer.issuer],
-                                                    oidc_audience=AUDIENCE, **common), workdir / "oidc.log")
+        self.secured = RunningStack(
+            stack_overrides(
+                workdir / "oidc" / "var", auth="oidc", oidc_issuer=[self.issuer.issuer], oidc_audience=AUDIENCE, **common
+            ),
+            workdir / "oidc.log",
+        )
         tenant = {"x-tenant": TENANT}
         rs256, es256 = self.token("RS256"), self.token("ES256")
-        self.modes = [Mode(BASELINE, self.plain, dict(tenant)),
-                      Mode(HEADER_ONLY, self.plain, {**tenant, "Authorization": f"Bearer {rs256}"}),
-                      Mode(RS256, self.secured, {**tenant, "Authorization": f"Bearer {rs256}"}),
-                      Mode(ES256, self.secured, {**tenant, "Authorization": f"Bearer {es256}"})]
+        self.modes = [
+            Mode(BASELINE, self.plain, dict(tenant)),
+            Mode(HEADER_ONLY, self.plain, {**tenant, "Authorization": f"Bearer {rs256}"}),
+            Mode(RS256, self.secured, {**tenant, "Authorization": f"Bearer {rs256}"}),
+            Mode(ES256, self.secured, {**tenant, "Authorization": f"Bearer {es256}"}),
+        ]
         for mode in self.modes:
             mode.session.headers.update(mode.headers)
         self.samples: dict[str, dict[str, list[float]]] = {}
@@ -227,8 +247,9 @@ class AuthLatency:
         self.checks["bearer token length (RS256 / ES256) bytes"] = [len(rs256), len(es256)]
 
     def token(self, alg: Alg) -> str:
-        return self.issuer.token("bench-viewer", tenants=(TENANT,), roles=("reader", "writer"), audience=AUDIENCE,
-                                 expires_in=4 * 3600, alg=alg)
+        return self.issuer.token(
+            "bench-viewer", tenants=(TENANT,), roles=("reader", "writer"), audience=AUDIENCE, expires_in=4 * 3600, alg=alg
+        )
 
     def note_hits(self, phase: str) -> None:
         self.hits[phase] = self.issuer.hits
@@ -239,8 +260,10 @@ class AuthLatency:
         for stack in (self.plain, self.secured):
             started = time.monotonic()
             stack.start()
-            print(f"  stack {stack.settings.auth} up in {time.monotonic() - started:.0f} s on HTTP port "
-                  f"{stack.settings.http_port}", flush=True)
+            print(
+                f"  stack {stack.settings.auth} up in {time.monotonic() - started:.0f} s on HTTP port {stack.settings.http_port}",
+                flush=True,
+            )
         self.note_hits("after both stacks started")
         empty = Workload("QIDO studies (empty archive)", "/dicomweb/studies", JSON)
         first = {}
@@ -289,7 +312,8 @@ class AuthLatency:
                     if record:
                         self.samples.setdefault(workload.name, {}).setdefault(mode.name, []).append(1000 * seconds)
                         self.after_same_stack.setdefault(workload.name, {}).setdefault(mode.name, []).append(
-                            previous is mode.stack)
+                            previous is mode.stack
+                        )
                     previous = mode.stack
             if record and (rnd + 1) % 50 == 0:
                 print(f"  round {rnd + 1}/{count}", flush=True)
@@ -346,10 +370,20 @@ class AuthLatency:
             from redis.asyncio import Redis
 
             client = Redis.from_url(settings.effective_redis_url())
-            keys = JwksCache(client, settings.oidc_jwks_ttl_seconds, settings.oidc_refetch_seconds,
-                             mac_key=(settings.effective_oidc_cache_key() or "").encode(), fetch=no_fetch)
-            verifier = TokenVerifier(settings.oidc_issuer, settings.oidc_audience or "", keys,
-                                     algorithms=list(settings.oidc_algorithms), leeway=settings.oidc_clock_skew_seconds)
+            keys = JwksCache(
+                client,
+                settings.oidc_jwks_ttl_seconds,
+                settings.oidc_refetch_seconds,
+                mac_key=(settings.effective_oidc_cache_key() or "").encode(),
+                fetch=no_fetch,
+            )
+            verifier = TokenVerifier(
+                settings.oidc_issuer,
+                settings.oidc_audience or "",
+                keys,
+                algorithms=list(settings.oidc_algorithms),
+                leeway=settings.oidc_clock_skew_seconds,
+            )
             jwks = await keys.keys(issuer)
             try:
                 algs: tuple[Alg, ...] = ("RS256", "ES256")
@@ -359,14 +393,20 @@ class AuthLatency:
                     public = tokens._match(jwks, kid, alg)
                     parts: dict[str, Callable[[], object]] = {
                         "parse header + unverified claims": lambda token=token: (
-                            jwt.get_unverified_header(token), jwt.decode(token, options={"verify_signature": False})),
+                            jwt.get_unverified_header(token),
+                            jwt.decode(token, options={"verify_signature": False}),
+                        ),
                         "JWK -> public key (tokens._match)": lambda kid=kid, alg=alg: tokens._match(jwks, kid, alg),
                         "signature + claims (jwt.decode with key)": lambda token=token, alg=alg, public=public: jwt.decode(
-                            token, key=public, algorithms=[alg], audience=AUDIENCE, issuer=issuer, leeway=30),
+                            token, key=public, algorithms=[alg], audience=AUDIENCE, issuer=issuer, leeway=30
+                        ),
                     }
-                    result = {"TokenVerifier.verify (whole)": await _time_async(lambda token=token: verifier.verify(token)),
-                              "TokenVerifier.verify, other work between calls": await _time_async(
-                                  lambda token=token: verifier.verify(token), between=other_work, calls=VERIFY_CALLS // 4)}
+                    result = {
+                        "TokenVerifier.verify (whole)": await _time_async(lambda token=token: verifier.verify(token)),
+                        "TokenVerifier.verify, other work between calls": await _time_async(
+                            lambda token=token: verifier.verify(token), between=other_work, calls=VERIFY_CALLS // 4
+                        ),
+                    }
                     result.update({name: _time_sync(call) for name, call in parts.items()})
                     self.verify_us[alg] = result
                     print(f"  in-process {alg}: " + ", ".join(f"{k} {v:.0f} us" for k, v in result.items()), flush=True)
@@ -464,9 +504,12 @@ def results_of(bench: AuthLatency) -> dict[str, dict[str, Any]]:
             low, high = median_difference_interval(base, values)
             paired = [o - b for o, b in zip(values, base, strict=True)]  # same round, adjacent in time
             median_delta = stats[name]["median"] - stats[BASELINE]["median"]
-            differences[name] = {"median_ms": median_delta, "median_ci95_ms": [low, high],
-                                 "p90_ms": stats[name]["p90"] - stats[BASELINE]["p90"],
-                                 "median_of_paired_differences_ms": statistics.median(paired)}
+            differences[name] = {
+                "median_ms": median_delta,
+                "median_ci95_ms": [low, high],
+                "p90_ms": stats[name]["p90"] - stats[BASELINE]["p90"],
+                "median_of_paired_differences_ms": statistics.median(paired),
+            }
             if name in (RS256, ES256) and workload != FLOOR:
                 differences[name]["target"] = verdict(median_delta)
         out[workload] = {"modes": stats, "minus_none": differences}
@@ -484,8 +527,12 @@ def overall(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         deltas = {w: r["minus_none"][name]["median_ms"] for w, r in results.items() if w != FLOOR and name in r["minus_none"]}
         if deltas:
             worst = max(deltas, key=lambda w: deltas[w])
-            out[name] = {"largest_median_delta_ms": deltas[worst], "in": worst,
-                         "median_of_median_deltas_ms": statistics.median(deltas.values()), "target": verdict(deltas[worst])}
+            out[name] = {
+                "largest_median_delta_ms": deltas[worst],
+                "in": worst,
+                "median_of_median_deltas_ms": statistics.median(deltas.values()),
+                "target": verdict(deltas[worst]),
+            }
     return out
 
 
@@ -503,9 +550,12 @@ def carryover(bench: AuthLatency) -> dict[str, float]:
                 (same if flag else other).append(value - middle)
     if not same or not other:
         return {}
-    return {"after a request to the same stack, ms from the median": statistics.median(same),
-            "after a request to the other stack, ms from the median": statistics.median(other),
-            "samples after the same stack": len(same), "samples after the other stack": len(other)}
+    return {
+        "after a request to the same stack, ms from the median": statistics.median(same),
+        "after a request to the other stack, ms from the median": statistics.median(other),
+        "samples after the same stack": len(same),
+        "samples after the other stack": len(other),
+    }
 
 
 def _signed(value: float) -> str:
@@ -513,15 +563,22 @@ def _signed(value: float) -> str:
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
-    rows = ["| workload | mode | median ms | p90 ms | - none, median ms (95% CI) | - none, p90 ms | n | target |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| workload | mode | median ms | p90 ms | - none, median ms (95% CI) | - none, p90 ms | n | target |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for workload, result in results.items():
         for name, st in result["modes"].items():
             diff = result["minus_none"].get(name)
-            delta = f"{_signed(diff['median_ms'])} ({_signed(diff['median_ci95_ms'][0])}..{_signed(diff['median_ci95_ms'][1])})" \
-                if diff else ""
-            rows.append(f"| {workload} | {name} | {_number(st['median'])} | {_number(st['p90'])} | {delta} | "
-                        f"{_signed(diff['p90_ms']) if diff else ''} | {st['n']} | {diff.get('target', '') if diff else ''} |")
+            delta = (
+                f"{_signed(diff['median_ms'])} ({_signed(diff['median_ci95_ms'][0])}..{_signed(diff['median_ci95_ms'][1])})"
+                if diff
+                else ""
+            )
+            rows.append(
+                f"| {workload} | {name} | {_number(st['median'])} | {_number(st['p90'])} | {delta} | "
+                f"{_signed(diff['p90_ms']) if diff else ''} | {st['n']} | {diff.get('target', '') if diff else ''} |"
+            )
     return "\n".join(rows)
 
 
@@ -530,18 +587,28 @@ def cpu_results(bench: AuthLatency) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for workload, modes in bench.cpu_ms.items():
         medians = {mode.name: statistics.median(modes[mode.name]) for mode in bench.modes if mode.name in modes}
-        out[workload] = {"median_ms": medians, "blocks_ms": modes,
-                         "minus_none_ms": {name: value - medians[BASELINE] for name, value in medians.items() if name != BASELINE}}
+        out[workload] = {
+            "median_ms": medians,
+            "blocks_ms": modes,
+            "minus_none_ms": {name: value - medians[BASELINE] for name, value in medians.items() if name != BASELINE},
+        }
     return out
 
 
 def cpu_table(cpu: dict[str, dict[str, Any]], modes: list[str]) -> str:
     others = [m for m in modes if m != BASELINE]
-    rows = ["| workload | " + " | ".join(modes) + " | " + " | ".join(f"{m} - none" for m in others) + " |",
-            "|---" * (1 + len(modes) + len(others)) + "|"]
+    rows = [
+        "| workload | " + " | ".join(modes) + " | " + " | ".join(f"{m} - none" for m in others) + " |",
+        "|---" * (1 + len(modes) + len(others)) + "|",
+    ]
     for workload, result in cpu.items():
-        rows.append(f"| {workload} | " + " | ".join(f"{result['median_ms'][m]:.2f}" for m in modes) + " | "
-                    + " | ".join(f"{result['minus_none_ms'][m]:+.2f}" for m in others) + " |")
+        rows.append(
+            f"| {workload} | "
+            + " | ".join(f"{result['median_ms'][m]:.2f}" for m in modes)
+            + " | "
+            + " | ".join(f"{result['minus_none_ms'][m]:+.2f}" for m in others)
+            + " |"
+        )
     return "\n".join(rows)
 
 
@@ -565,46 +632,79 @@ def report(bench: AuthLatency, failed: list[str], minutes: float) -> Path:
     if bench.samples:
         bench.checks["order effect (why the order is random)"] = carryover(bench)
     during = measured_hits(bench.hits)
-    overall_md = "; ".join(f"{name}: largest median delta {_signed(o['largest_median_delta_ms'])} ms ({o['in']}), "
-                           f"{o['target']}" for name, o in summary.items())
-    header = (f"Token checks on the read path (issue 9), {stamp[:10]} on {machine()}; {SHARED_MACHINE}. Two dicomflow "
-              f"stacks side by side on loopback (plain HTTP, one Serve replica each, HAProxy ingress), the same settings "
-              f"except auth: 'none', and 'oidc' trusting a real OIDC issuer on loopback (testkit.oidc_issuer: discovery + "
-              f"JWKS over HTTP). Same data in both by STOW-RS (dcm_qa_nih's 8-instance MR study, the 512x512 CT "
-              f"uncompressed and JPEG 2000, a 10-frame MR), study workflows finished first. Modes: '{BASELINE}' (auth off, "
-              f"no token), '{HEADER_ONLY}' (auth off, the RS256 token sent and ignored: what the header alone costs), "
-              f"'{RS256}' and '{ES256}' (auth on). One keep-alive requests.Session per mode; every request sends x-tenant; "
-              f"frames asked as stored (transfer-syntax=*); '{FLOOR}' is the control: no token check in any mode, so it "
-              f"shows how far the two stacks differ by themselves. {WARMUP} warm-up rounds, then {SAMPLES} rounds; each "
-              f"round one request per workload and mode, the modes in a fresh random order each time. Milliseconds, client-observed, body "
-              f"read. '- none' = this mode's median (or p90) minus none's; 95% interval by bootstrap. Target: oidc - none "
-              f"<= +{TARGET_MS:g} ms at the median on every DICOMweb workload. Overall: {overall_md}. Issuer hits "
-              f"(discovery/JWKS) after warm-up, through the latency rounds and the CPU blocks: {during.get('discovery', '?')}/{during.get('jwks', '?')}. "
-              f"dicomflow code: {code_version()}. Whole run {minutes:.0f} min.")
-    document = {"date": stamp[:10], "machine": machine(), "code": code_version(), "note": SHARED_MACHINE,
-                "samples_per_workload_and_mode": SAMPLES, "warmup_rounds": WARMUP, "target_ms": TARGET_MS,
-                "minutes": round(minutes, 1), "description": header, "issuer_hits": bench.hits,
-                "issuer_hits_during_measured_rounds": during, "verify_in_process_us_median": bench.verify_us,
-                "checks": bench.checks, "failed": failed, "overall": summary, "results": results,
-                "replica_cpu_blocks": CPU_BLOCKS, "replica_cpu_block_requests": CPU_BLOCK_REQUESTS,
-                "replica_cpu_ms_per_request": cpu}
+    overall_md = "; ".join(
+        f"{name}: largest median delta {_signed(o['largest_median_delta_ms'])} ms ({o['in']}), {o['target']}"
+        for name, o in summary.items()
+    )
+    header = (
+        f"Token checks on the read path (issue 9), {stamp[:10]} on {machine()}; {SHARED_MACHINE}. Two dicomflow "
+        f"stacks side by side on loopback (plain HTTP, one Serve replica each, HAProxy ingress), the same settings "
+        f"except auth: 'none', and 'oidc' trusting a real OIDC issuer on loopback (testkit.oidc_issuer: discovery + "
+        f"JWKS over HTTP). Same data in both by STOW-RS (dcm_qa_nih's 8-instance MR study, the 512x512 CT "
+        f"uncompressed and JPEG 2000, a 10-frame MR), study workflows finished first. Modes: '{BASELINE}' (auth off, "
+        f"no token), '{HEADER_ONLY}' (auth off, the RS256 token sent and ignored: what the header alone costs), "
+        f"'{RS256}' and '{ES256}' (auth on). One keep-alive requests.Session per mode; every request sends x-tenant; "
+        f"frames asked as stored (transfer-syntax=*); '{FLOOR}' is the control: no token check in any mode, so it "
+        f"shows how far the two stacks differ by themselves. {WARMUP} warm-up rounds, then {SAMPLES} rounds; each "
+        f"round one request per workload and mode, the modes in a fresh random order each time. Milliseconds, client-observed, body "
+        f"read. '- none' = this mode's median (or p90) minus none's; 95% interval by bootstrap. Target: oidc - none "
+        f"<= +{TARGET_MS:g} ms at the median on every DICOMweb workload. Overall: {overall_md}. Issuer hits "
+        f"(discovery/JWKS) after warm-up, through the latency rounds and the CPU blocks: {during.get('discovery', '?')}/{during.get('jwks', '?')}. "
+        f"dicomflow code: {code_version()}. Whole run {minutes:.0f} min."
+    )
+    document = {
+        "date": stamp[:10],
+        "machine": machine(),
+        "code": code_version(),
+        "note": SHARED_MACHINE,
+        "samples_per_workload_and_mode": SAMPLES,
+        "warmup_rounds": WARMUP,
+        "target_ms": TARGET_MS,
+        "minutes": round(minutes, 1),
+        "description": header,
+        "issuer_hits": bench.hits,
+        "issuer_hits_during_measured_rounds": during,
+        "verify_in_process_us_median": bench.verify_us,
+        "checks": bench.checks,
+        "failed": failed,
+        "overall": summary,
+        "results": results,
+        "replica_cpu_blocks": CPU_BLOCKS,
+        "replica_cpu_block_requests": CPU_BLOCK_REQUESTS,
+        "replica_cpu_ms_per_request": cpu,
+    }
     out = RESULTS / f"{stamp}.json"
     out.write_text(json.dumps(document, indent=2))
     body = table(results) if results else "(no samples)"
     verify_rows = ["| token | " + " | ".join(next(iter(bench.verify_us.values()), {})) + " |"] if bench.verify_us else []
     if verify_rows:
         verify_rows.append("|---" * (1 + len(next(iter(bench.verify_us.values())))) + "|")
-        verify_rows += [f"| {alg} | " + " | ".join(f"{v:.0f}" for v in parts.values()) + " |" for alg, parts in bench.verify_us.items()]
-    verify_md = ("\n\nIn-process token check, the archive's own code, keys from the stack's Redis (median microseconds "
-                 f"of {VERIFY_CALLS} calls, {VERIFY_CALLS // 4} with other work between):\n\n" + "\n".join(verify_rows)) if verify_rows else ""
-    cpu_md = (f"\n\nServe replica CPU per request (ms; all its threads, idle CPU subtracted; median of {CPU_BLOCKS} blocks of "
-              f"{CPU_BLOCK_REQUESTS} requests per workload and mode, modes in random order):\n\n"
-              + cpu_table(cpu, [m.name for m in bench.modes])) if cpu else ""
+        verify_rows += [
+            f"| {alg} | " + " | ".join(f"{v:.0f}" for v in parts.values()) + " |" for alg, parts in bench.verify_us.items()
+        ]
+    verify_md = (
+        (
+            "\n\nIn-process token check, the archive's own code, keys from the stack's Redis (median microseconds "
+            f"of {VERIFY_CALLS} calls, {VERIFY_CALLS // 4} with other work between):\n\n" + "\n".join(verify_rows)
+        )
+        if verify_rows
+        else ""
+    )
+    cpu_md = (
+        (
+            f"\n\nServe replica CPU per request (ms; all its threads, idle CPU subtracted; median of {CPU_BLOCKS} blocks of "
+            f"{CPU_BLOCK_REQUESTS} requests per workload and mode, modes in random order):\n\n"
+            + cpu_table(cpu, [m.name for m in bench.modes])
+        )
+        if cpu
+        else ""
+    )
     hits_md = "\n".join(f"- {phase}: {json.dumps(hits)}" for phase, hits in bench.hits.items())
     checks_md = "\n".join(f"- {key}: {json.dumps(value)}" for key, value in bench.checks.items())
     failed_md = f"\n\nFailed parts (see the run's output): {', '.join(failed)}" if failed else ""
-    (RESULTS / f"{stamp}.md").write_text(f"{header}\n\n{body}{cpu_md}{verify_md}\n\nIssuer hits (cumulative):\n{hits_md}\n\n"
-                                         f"Checks:\n{checks_md}{failed_md}\n")
+    (RESULTS / f"{stamp}.md").write_text(
+        f"{header}\n\n{body}{cpu_md}{verify_md}\n\nIssuer hits (cumulative):\n{hits_md}\n\nChecks:\n{checks_md}{failed_md}\n"
+    )
     print(body + cpu_md)
     print(f"issuer hits after warm-up (latency rounds and CPU blocks): {during}")
     return out
@@ -621,8 +721,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="dicomflow-bench-auth-") as tmp:
         bench = AuthLatency(Path(tmp))
         try:
-            for name, step in (("start", bench.start), ("load", bench.load), ("measure", bench.measure),
-                               ("replica-cpu", bench.replica_cpu), ("verify-in-process", bench.verify_in_process)):
+            for name, step in (
+                ("start", bench.start),
+                ("load", bench.load),
+                ("measure", bench.measure),
+                ("replica-cpu", bench.replica_cpu),
+                ("verify-in-process", bench.verify_in_process),
+            ):
                 try:
                     step()
                 except Exception:

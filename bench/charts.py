@@ -40,15 +40,30 @@ class Family:
 
 
 FAMILIES = (
-    Family(r"^at \+(?P<x>[\d,]+) studies: (?P<metric>.+)$", "QIDO-RS as synthetic studies are added",
-           "synthetic studies added to the shared data", "+", "data only"),
-    Family(r"^synthetic load to \+(?P<x>[\d,]+) studies[,:] (?P<metric>.+)$", "Loading the synthetic studies",
-           "synthetic studies added", "+"),
-    Family(r"^QIDO at (?P<x>[\d,]+) bulk-loaded studies: (?P<metric>.+)$",
-           "QIDO-RS with studies bulk-loaded into the index", "studies in the index"),
+    Family(
+        r"^at \+(?P<x>[\d,]+) studies: (?P<metric>.+)$",
+        "QIDO-RS as synthetic studies are added",
+        "synthetic studies added to the shared data",
+        "+",
+        "data only",
+    ),
+    Family(
+        r"^synthetic load to \+(?P<x>[\d,]+) studies[,:] (?P<metric>.+)$",
+        "Loading the synthetic studies",
+        "synthetic studies added",
+        "+",
+    ),
+    Family(
+        r"^QIDO at (?P<x>[\d,]+) bulk-loaded studies: (?P<metric>.+)$",
+        "QIDO-RS with studies bulk-loaded into the index",
+        "studies in the index",
+    ),
     Family(r"^(?P<metric>.+), (?P<x>\d+) SCP process\(es\)$", "C-STORE with more SCP processes", "SCP processes"),
-    Family(r"^C-FIND study at (?P<x>[\d,]+) studies: (?P<metric>.+)$", "C-FIND (study level) as the archive grows",
-           "studies in the archive"),
+    Family(
+        r"^C-FIND study at (?P<x>[\d,]+) studies: (?P<metric>.+)$",
+        "C-FIND (study level) as the archive grows",
+        "studies in the archive",
+    ),
 )
 
 
@@ -93,8 +108,11 @@ def ratio_figure(results: dict[str, Any]) -> Any:
     from matplotlib.patches import Patch
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-    rows = [(w, e["ratio_dicomflow_over_orthanc"], _target(w, e)) for w, e in results["results"].items()
-            if e.get("ratio_dicomflow_over_orthanc")]
+    rows = [
+        (w, e["ratio_dicomflow_over_orthanc"], _target(w, e))
+        for w, e in results["results"].items()
+        if e.get("ratio_dicomflow_over_orthanc")
+    ]
     if not rows:
         return None
     values = [r for _, r, _ in rows] + [t[1] for _, _, t in rows if t] + [1.0]
@@ -113,15 +131,22 @@ def ratio_figure(results: dict[str, Any]) -> Any:
             op, bound = target
             # a triangle over the bar: visible where the target is 1.0 and coincides with the line
             ax.plot([bound], [y - 0.36], marker="v", markersize=7, color="black", linestyle="none", zorder=3)
-            ax.text(1.01, y, f"target {'≥' if op == '>=' else '≤'} {bound:g}: {'met' if _met(op, bound, ratio) else 'missed'}",
-                    transform=ax.get_yaxis_transform(), ha="left", va="center", fontsize=8,
-                    color="black" if _met(op, bound, ratio) else "#b30000")
+            ax.text(
+                1.01,
+                y,
+                f"target {'≥' if op == '>=' else '≤'} {bound:g}: {'met' if _met(op, bound, ratio) else 'missed'}",
+                transform=ax.get_yaxis_transform(),
+                ha="left",
+                va="center",
+                fontsize=8,
+                color="black" if _met(op, bound, ratio) else "#b30000",
+            )
         if y and _section(workload) != _section(rows[y - 1][0]):
             ax.axhline(y - 0.5, color="0.75", linewidth=0.8)
     ax.axvline(1.0, color="black", linewidth=1.2)
     ax.set_xscale("log")
     ax.set_xlim(low, high)
-    decades = [10.0 ** k for k in range(-6, 4)]
+    decades = [10.0**k for k in range(-6, 4)]
     ax.xaxis.set_major_locator(FixedLocator([d for d in decades if low <= d <= high]))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}×"))
     ax.xaxis.set_minor_formatter(NullFormatter())
@@ -129,14 +154,30 @@ def ratio_figure(results: dict[str, Any]) -> Any:
     ax.set_axisbelow(True)
     ax.set_yticks(range(len(rows)), [w for w, _, _ in rows], fontsize=9)
     ax.set_ylim(len(rows) - 0.5, -0.7)
-    ax.set_xlabel("dicomflow median / Orthanc median (log scale). For rates (/s) more than 1× is better, "
-                  "for times (ms, s) less than 1×.", fontsize=9)
+    ax.set_xlabel(
+        "dicomflow median / Orthanc median (log scale). For rates (/s) more than 1× is better, for times (ms, s) less than 1×.",
+        fontsize=9,
+    )
     ax.set_title(f"dicomflow relative to Orthanc\n{_title(results)}", fontsize=11)
-    fig.legend(handles=[Patch(color=BETTER, label="dicomflow better than Orthanc"),
-                        Patch(color=WORSE, label="dicomflow worse than Orthanc"),
-                        Line2D([], [], color="black", marker="v", markersize=7, linestyle="none",
-                               label="target on the ratio (met / missed at the right)")],
-               loc="outside lower center", ncol=3, fontsize=9, frameon=False)
+    fig.legend(
+        handles=[
+            Patch(color=BETTER, label="dicomflow better than Orthanc"),
+            Patch(color=WORSE, label="dicomflow worse than Orthanc"),
+            Line2D(
+                [],
+                [],
+                color="black",
+                marker="v",
+                markersize=7,
+                linestyle="none",
+                label="target on the ratio (met / missed at the right)",
+            ),
+        ],
+        loc="outside lower center",
+        ncol=3,
+        fontsize=9,
+        frameon=False,
+    )
     return fig
 
 
@@ -226,7 +267,8 @@ def scaling_figure(results: dict[str, Any]) -> Any:
     family_values: dict[tuple[str, str], list[float]] = {}
     for panel in panels:
         family_values.setdefault((panel.title.split(":")[0], panel.unit), []).extend(
-            [v for points in panel.lines.values() for v in points.values()] + [t[2] for t in panel.targets])
+            [v for points in panel.lines.values() for v in points.values()] + [t[2] for t in panel.targets]
+        )
     for ax, panel in zip(axes, panels):
         family_key = (panel.title.split(":")[0], panel.unit)
         if family_key in shared:
@@ -241,11 +283,26 @@ def scaling_figure(results: dict[str, Any]) -> Any:
             label = _legend_label(metric, panel.unit)
             if len(systems) > 1:
                 label += f" ({SYSTEM_NAME.get(system, system)})"
-            ax.plot(xs, [points[x] for x in xs], linestyle=style, marker=marker, markersize=5,
-                    color=palette[metrics.index(metric) % len(palette)], label=label)
+            ax.plot(
+                xs,
+                [points[x] for x in xs],
+                linestyle=style,
+                marker=marker,
+                markersize=5,
+                color=palette[metrics.index(metric) % len(palette)],
+                label=label,
+            )
         for x, op, bound, metric in panel.targets:
-            ax.plot([x], [bound], marker="_", markersize=22, markeredgewidth=2.5, color="#b30000", linestyle="none",
-                    label=f"target: {_legend_label(metric, panel.unit)} {'≥' if op == '>=' else '≤'} {bound:g} {panel.unit}")
+            ax.plot(
+                [x],
+                [bound],
+                marker="_",
+                markersize=22,
+                markeredgewidth=2.5,
+                color="#b30000",
+                linestyle="none",
+                label=f"target: {_legend_label(metric, panel.unit)} {'≥' if op == '>=' else '≤'} {bound:g} {panel.unit}",
+            )
         values = family_values[family_key]
         if min(values) > 0 and max(values) / min(values) > 8:
             ax.set_yscale("log")
@@ -261,9 +318,10 @@ def scaling_figure(results: dict[str, Any]) -> Any:
         ax.set_ylabel(UNIT_LABEL.get(panel.unit, panel.unit), fontsize=9)
         ax.set_title(panel.title, fontsize=10)
         ax.grid(color="0.9")
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1 if len(panel.lines) < 6 else 2,
-                  fontsize=7.5, frameon=False)
-    for ax in axes[len(panels):]:
+        ax.legend(
+            loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1 if len(panel.lines) < 6 else 2, fontsize=7.5, frameon=False
+        )
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     return fig
 

@@ -58,9 +58,18 @@ def main() -> None:
     ca = init_ca(pki)
     cert, key = issue(pki, "archive", "server")
     client, client_key = issue(pki, "modality", "client")
-    stack = RunningStack(stack_overrides(folder / "var", scp_processes=1, dimse_max_associations=2, dimse_idle_seconds=6,
-                                         tls_cert_file=str(cert), tls_key_file=str(key), tls_ca_file=str(ca)),
-                         folder / "up.log")
+    stack = RunningStack(
+        stack_overrides(
+            folder / "var",
+            scp_processes=1,
+            dimse_max_associations=2,
+            dimse_idle_seconds=6,
+            tls_cert_file=str(cert),
+            tls_key_file=str(key),
+            tls_ca_file=str(ca),
+        ),
+        folder / "up.log",
+    )
     stack.start()
     try:
         context = ssl.create_default_context(cafile=str(ca))

@@ -69,11 +69,22 @@ SMALL_MOVE_ROUNDS = 10  # one-instance C-MOVEs per system and repetition
 TOSHIBA = DATA / "dcm_qa_toshiba"
 CLIENT_ENV = {**os.environ, "TCP_NODELAY": "1"}  # as bench.workloads gives dcmsend
 # what a worklist screen asks for; ModalitiesInStudy and the count are computed by both systems
-STUDY_RETURN_KEYS = ("StudyInstanceUID", "PatientName", "PatientID", "StudyDate", "StudyTime", "AccessionNumber",
-                     "StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedInstances")
+STUDY_RETURN_KEYS = (
+    "StudyInstanceUID",
+    "PatientName",
+    "PatientID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyDescription",
+    "ModalitiesInStudy",
+    "NumberOfStudyRelatedInstances",
+)
 IMAGE_RETURN_KEYS = ("SOPInstanceUID", "SOPClassUID", "InstanceNumber")
-SHARED_MACHINE = ("a 2-core machine: other work running at the same time shows in the load averages under Checks; "
-                  "both systems saw the same noise, interleaved")
+SHARED_MACHINE = (
+    "a 2-core machine: other work running at the same time shows in the load averages under Checks; "
+    "both systems saw the same noise, interleaved"
+)
 
 Record = Callable[[str, str, float], None]
 
@@ -126,8 +137,9 @@ def keys_args(level: str, match: dict[str, str], returned: tuple[str, ...]) -> l
 
 def findscu(peer: Peer, level: str, match: dict[str, str], returned: tuple[str, ...]) -> ClientRun:
     # -q: findscu otherwise prints every answer (~0.1 ms each), which would be the client's time, not the server's
-    return timed_client(["findscu", "-S", "-q", "-aet", QR_AE, "-aec", peer.ae, *keys_args(level, match, returned),
-                       "127.0.0.1", str(peer.port)])
+    return timed_client(
+        ["findscu", "-S", "-q", "-aet", QR_AE, "-aec", peer.ae, *keys_args(level, match, returned), "127.0.0.1", str(peer.port)]
+    )
 
 
 def count_answers(peer: Peer, level: str, match: dict[str, str], returned: tuple[str, ...]) -> int:
@@ -145,8 +157,11 @@ def count_answers(peer: Peer, level: str, match: dict[str, str], returned: tuple
     if not assoc.is_established:
         raise RuntimeError(f"{peer.name} refused the association")
     try:
-        statuses = [status.Status for status, _ in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind)
-                    if status is not None and "Status" in status]
+        statuses = [
+            status.Status
+            for status, _ in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind)
+            if status is not None and "Status" in status
+        ]
     finally:
         assoc.release()
     if not statuses or statuses[-1] != 0:
@@ -176,8 +191,12 @@ class Storescp:
 
     def start(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(["storescp", "-aet", DEST_AE, "-od", str(self.out), str(self.port)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=CLIENT_ENV)
+        self.process = subprocess.Popen(
+            ["storescp", "-aet", DEST_AE, "-od", str(self.out), str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=CLIENT_ENV,
+        )
         time.sleep(0.5)
 
     def clear(self) -> None:
@@ -204,8 +223,9 @@ class QR:
         self.checks: dict[str, object] = {}
         workdir.mkdir(parents=True, exist_ok=True)
         self.storescp = Storescp(workdir, free_port())
-        overrides = stack_overrides(workdir / "dicomflow" / "var", ae_table=ae_table(self.storescp.port),
-                                    stable_seconds=1.0, scp_processes=SCP_PROCESSES)
+        overrides = stack_overrides(
+            workdir / "dicomflow" / "var", ae_table=ae_table(self.storescp.port), stable_seconds=1.0, scp_processes=SCP_PROCESSES
+        )
         self.dicomflow = RunningStack(overrides, workdir / "dicomflow.log")
         modalities = {QR_AE: (QR_AE, "127.0.0.1", free_port()), DEST_AE: (DEST_AE, "127.0.0.1", self.storescp.port)}
         self.orthanc = Orthanc(workdir / "orthanc", free_port(), free_port(), modalities=modalities)
@@ -233,8 +253,7 @@ class QR:
         self.orthanc.start(fresh=True)
         self.storescp.start()
         for peer in self.peers:  # the toshiba study, stored by the workstation's AE into each
-            run_client(["dcmsend", "-nh", "-aet", QR_AE, "-aec", peer.ae, "127.0.0.1", str(peer.port),
-                        *map(str, self.toshiba)])
+            run_client(["dcmsend", "-nh", "-aet", QR_AE, "-aec", peer.ae, "127.0.0.1", str(peer.port), *map(str, self.toshiba)])
         wait_ready(self.dsn, TENANT, 1, timeout=900)  # its workflow done: no transcode running under the numbers
         self.checks["studies before growth"] = self.study_counts()
 
@@ -262,13 +281,29 @@ class QR:
         self.checks["C-FIND image answers"] = {p.name: count_answers(p, "IMAGE", match, IMAGE_RETURN_KEYS) for p in self.peers}
         for rep in range(IMAGE_ROUNDS):
             for peer in self.ordered(rep):
-                self.record("C-FIND image level, 520-instance series ms", peer.name,
-                            1000 * findscu(peer, "IMAGE", match, IMAGE_RETURN_KEYS).seconds)
+                self.record(
+                    "C-FIND image level, 520-instance series ms",
+                    peer.name,
+                    1000 * findscu(peer, "IMAGE", match, IMAGE_RETURN_KEYS).seconds,
+                )
 
     def _move(self, peer: Peer) -> float:
         self.storescp.clear()
-        seconds = run_client(["movescu", "-S", "-aet", QR_AE, "-aec", peer.ae, "-aem", DEST_AE,
-                              *keys_args("STUDY", {"StudyInstanceUID": self.study_uid}, ()), "127.0.0.1", str(peer.port)])
+        seconds = run_client(
+            [
+                "movescu",
+                "-S",
+                "-aet",
+                QR_AE,
+                "-aec",
+                peer.ae,
+                "-aem",
+                DEST_AE,
+                *keys_args("STUDY", {"StudyInstanceUID": self.study_uid}, ()),
+                "127.0.0.1",
+                str(peer.port),
+            ]
+        )
         got = self.storescp.received()
         if got != len(self.toshiba):
             raise RuntimeError(f"C-MOVE from {peer.name}: storescp got {got} of {len(self.toshiba)} instances")
@@ -276,11 +311,27 @@ class QR:
 
     def _move_one(self, peer: Peer) -> float:
         first = dcmread(self.toshiba[0], stop_before_pixels=True)
-        keys = {"StudyInstanceUID": self.study_uid, "SeriesInstanceUID": self.series_uid,
-                "SOPInstanceUID": str(first.SOPInstanceUID)}
+        keys = {
+            "StudyInstanceUID": self.study_uid,
+            "SeriesInstanceUID": self.series_uid,
+            "SOPInstanceUID": str(first.SOPInstanceUID),
+        }
         self.storescp.clear()
-        seconds = run_client(["movescu", "-S", "-aet", QR_AE, "-aec", peer.ae, "-aem", DEST_AE,
-                              *keys_args("IMAGE", keys, ()), "127.0.0.1", str(peer.port)])
+        seconds = run_client(
+            [
+                "movescu",
+                "-S",
+                "-aet",
+                QR_AE,
+                "-aec",
+                peer.ae,
+                "-aem",
+                DEST_AE,
+                *keys_args("IMAGE", keys, ()),
+                "127.0.0.1",
+                str(peer.port),
+            ]
+        )
         if self.storescp.received() != 1:
             raise RuntimeError(f"C-MOVE of one instance from {peer.name}: storescp got {self.storescp.received()}")
         return seconds
@@ -288,8 +339,21 @@ class QR:
     def _get(self, peer: Peer) -> float:
         out = Path(tempfile.mkdtemp(dir=self.workdir, prefix="getscu-"))
         try:
-            seconds = run_client(["getscu", "-S", "-aet", QR_AE, "-aec", peer.ae, "-od", str(out),
-                                  *keys_args("STUDY", {"StudyInstanceUID": self.study_uid}, ()), "127.0.0.1", str(peer.port)])
+            seconds = run_client(
+                [
+                    "getscu",
+                    "-S",
+                    "-aet",
+                    QR_AE,
+                    "-aec",
+                    peer.ae,
+                    "-od",
+                    str(out),
+                    *keys_args("STUDY", {"StudyInstanceUID": self.study_uid}, ()),
+                    "127.0.0.1",
+                    str(peer.port),
+                ]
+            )
             got = sum(1 for _ in out.iterdir())
             if got != len(self.toshiba):
                 raise RuntimeError(f"C-GET from {peer.name}: getscu got {got} of {len(self.toshiba)} instances")
@@ -306,8 +370,9 @@ class QR:
                 self.record("C-MOVE one instance to storescp ms", peer.name, 1000 * self._move_one(peer))
         for rep in range(self.reps * RETRIEVE_ROUNDS):
             for peer in self.ordered(rep):
-                self.record("C-MOVE study (45 MB, 520 inst) to storescp MB/s", peer.name,
-                            self.toshiba_bytes / self._move(peer) / 1e6)
+                self.record(
+                    "C-MOVE study (45 MB, 520 inst) to storescp MB/s", peer.name, self.toshiba_bytes / self._move(peer) / 1e6
+                )
                 self.record("C-GET study (45 MB, 520 inst) MB/s", peer.name, self.toshiba_bytes / self._get(peer) / 1e6)
         self.storescp.clear()
 
@@ -396,30 +461,54 @@ def report(samples: Samples, checks: dict[str, object], failed: list[str], minut
         stamp += "-partial"
     results, rows = {}, []
     for workload, systems in samples.values.items():
-        stats = {s: {"median": statistics.median(v), "p99": percentile(v, 0.99), "min": min(v), "max": max(v), "n": len(v)}
-                 for s, v in systems.items()}
+        stats = {
+            s: {"median": statistics.median(v), "p99": percentile(v, 0.99), "min": min(v), "max": max(v), "n": len(v)}
+            for s, v in systems.items()
+        }
         ratio = stats["dicomflow"]["median"] / stats["orthanc"]["median"] if {"dicomflow", "orthanc"} <= set(stats) else None
         verdict = _verdict(workload, ratio, stats.get("dicomflow", {}).get("median", 0.0))  # targets: bench.summary
         results[workload] = {"systems": stats, "ratio_dicomflow_over_orthanc": ratio, "target": verdict}
         ms = workload.endswith(" ms")
         cell = {s: (_number(st["median"]) + (f" / {_number(st['p99'])}" if ms else "")) for s, st in stats.items()}
         n = "/".join(str(st["n"]) for st in stats.values())
-        rows.append(f"| {workload} | {cell.get('dicomflow', '')} | {cell.get('orthanc', '')} | {_number(ratio)} | {n} | {verdict} |")
-    header = (f"DIMSE query/retrieve, {stamp[:10]} on {machine()}; {SHARED_MACHINE}. dcmtk clients (findscu, movescu, "
-              f"getscu, echoscu), one client run per sample (process start + association + operation + release); systems "
-              f"interleaved. C-FIND study level: {ROUNDS} rounds of the selective queries (random existing values), "
-              f"{ALL_ROUNDS} of 'all studies'; C-FIND image level {IMAGE_ROUNDS} runs; C-MOVE/C-GET of the study {REPS * RETRIEVE_ROUNDS} "
-              f"repetitions after one warm-up, C-MOVE of one instance {REPS * SMALL_MOVE_ROUNDS}. dicomflow scp_processes={SCP_PROCESSES}, its studies bulk-loaded into the "
-              f"index (COPY); Orthanc {orthanc_version()} (default settings, SQLite index) got the same identities as 27 KB MR "
-              f"instances by dcmsend. Ratio = dicomflow median / Orthanc median. dicomflow code: {code_version()}. "
-              f"Whole run {minutes:.0f} min.")
-    document = {"date": stamp[:10], "machine": machine(), "code": code_version(), "note": SHARED_MACHINE, "reps": REPS, "rounds": ROUNDS,
-                "all_rounds": ALL_ROUNDS, "image_rounds": IMAGE_ROUNDS, "steps": list(STEPS), "minutes": round(minutes, 1),
-                "description": header, "checks": checks, "failed": failed, "results": results}
+        rows.append(
+            f"| {workload} | {cell.get('dicomflow', '')} | {cell.get('orthanc', '')} | {_number(ratio)} | {n} | {verdict} |"
+        )
+    header = (
+        f"DIMSE query/retrieve, {stamp[:10]} on {machine()}; {SHARED_MACHINE}. dcmtk clients (findscu, movescu, "
+        f"getscu, echoscu), one client run per sample (process start + association + operation + release); systems "
+        f"interleaved. C-FIND study level: {ROUNDS} rounds of the selective queries (random existing values), "
+        f"{ALL_ROUNDS} of 'all studies'; C-FIND image level {IMAGE_ROUNDS} runs; C-MOVE/C-GET of the study {REPS * RETRIEVE_ROUNDS} "
+        f"repetitions after one warm-up, C-MOVE of one instance {REPS * SMALL_MOVE_ROUNDS}. dicomflow scp_processes={SCP_PROCESSES}, its studies bulk-loaded into the "
+        f"index (COPY); Orthanc {orthanc_version()} (default settings, SQLite index) got the same identities as 27 KB MR "
+        f"instances by dcmsend. Ratio = dicomflow median / Orthanc median. dicomflow code: {code_version()}. "
+        f"Whole run {minutes:.0f} min."
+    )
+    document = {
+        "date": stamp[:10],
+        "machine": machine(),
+        "code": code_version(),
+        "note": SHARED_MACHINE,
+        "reps": REPS,
+        "rounds": ROUNDS,
+        "all_rounds": ALL_ROUNDS,
+        "image_rounds": IMAGE_ROUNDS,
+        "steps": list(STEPS),
+        "minutes": round(minutes, 1),
+        "description": header,
+        "checks": checks,
+        "failed": failed,
+        "results": results,
+    }
     out = RESULTS / f"{stamp}.json"
     out.write_text(json.dumps(document, indent=2))
-    table = "\n".join(["| workload | dicomflow median / p99 | Orthanc median / p99 | dicomflow/Orthanc | n | target |",
-                       "|---|---|---|---|---|---|", *rows])
+    table = "\n".join(
+        [
+            "| workload | dicomflow median / p99 | Orthanc median / p99 | dicomflow/Orthanc | n | target |",
+            "|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
     checks_md = "\n".join(f"- {key}: {json.dumps(value)}" for key, value in checks.items())
     failed_md = f"\n\nFailed parts (see the run's output): {', '.join(failed)}" if failed else ""
     (RESULTS / f"{stamp}.md").write_text(f"{header}\n\n{table}\n\nChecks:\n{checks_md}{failed_md}\n")
@@ -433,10 +522,12 @@ def code_version() -> str:
         return os.environ["BENCH_CODE"]
     repo = Path(__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", ".", ":!bench"], capture_output=True,
-                               text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--", ".", ":!bench"], capture_output=True, text=True
+        ).stdout.strip()
         return commit + (" with uncommitted changes outside bench/" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -44,10 +44,17 @@ def _vm(proc: psutil.Process, key: str) -> int:
 
 def _stow(stack: RunningStack, path: Path) -> str:
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + path.read_bytes()
-            + f"\r\n--{boundary}--\r\n".encode())
-    answer = requests.post(stack.url("/dicomweb/studies"), data=body, timeout=120, headers={
-        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
+    body = (
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + path.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    answer = requests.post(
+        stack.url("/dicomweb/studies"),
+        data=body,
+        timeout=120,
+        headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'},
+    )
     answer.raise_for_status()
     h = dcmread(path, stop_before_pixels=True)
     return stack.url(f"/dicomweb/studies/{h.StudyInstanceUID}/series/{h.SeriesInstanceUID}/instances/{h.SOPInstanceUID}")
@@ -58,8 +65,13 @@ def _measure(replica: psutil.Process, url: str, accept: str) -> dict[str, object
     before = _vm(replica, "VmRSS")
     answer = requests.get(url, headers={"Accept": accept}, timeout=300, stream=True)
     received = sum(len(chunk) for chunk in answer.iter_content(1 << 20))
-    return {"status": answer.status_code, "path_chars": len(url.rsplit("/frames/", 1)[-1]), "body_MiB": round(received / MiB, 1),
-            "rss_before_MiB": round(before / MiB), "peak_above_MiB": round((_vm(replica, "VmHWM") - before) / MiB)}
+    return {
+        "status": answer.status_code,
+        "path_chars": len(url.rsplit("/frames/", 1)[-1]),
+        "body_MiB": round(received / MiB, 1),
+        "rss_before_MiB": round(before / MiB),
+        "peak_above_MiB": round((_vm(replica, "VmHWM") - before) / MiB),
+    }
 
 
 def main() -> None:

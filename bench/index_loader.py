@@ -44,9 +44,24 @@ def _load_batch(conn: psycopg.Connection, tenant: str, start: int, count: int) -
                          accession_number, study_description, modalities, sop_classes, num_series, num_instances,
                          state) FROM STDIN""") as copy:
             for who, study, _, _ in rows:
-                copy.write_row((tenant, study, who["PatientID"], who["PatientName"], "O", who["StudyDate"],
-                                who["StudyTime"], who["AccessionNumber"], "BULK QIDO SCALE", ["MR"], [MR_STORAGE],
-                                1, 1, "ready"))
+                copy.write_row(
+                    (
+                        tenant,
+                        study,
+                        who["PatientID"],
+                        who["PatientName"],
+                        "O",
+                        who["StudyDate"],
+                        who["StudyTime"],
+                        who["AccessionNumber"],
+                        "BULK QIDO SCALE",
+                        ["MR"],
+                        [MR_STORAGE],
+                        1,
+                        1,
+                        "ready",
+                    )
+                )
         with cur.copy("""COPY series (tenant, series_uid, study_uid, modality, series_number, num_instances,
                          metadata_state) FROM STDIN""") as copy:
             for _, study, series, _ in rows:
@@ -55,5 +70,23 @@ def _load_batch(conn: psycopg.Connection, tenant: str, start: int, count: int) -
                          transfer_syntax, rows, columns, bits_allocated, blob_key, size, sha256, source, state,
                          signalled) FROM STDIN""") as copy:
             for _, study, series, sop in rows:
-                copy.write_row((tenant, sop, series, study, MR_STORAGE, 1, EXPLICIT_LE, 64, 64, 16,
-                                f"bulk/{sop}", 0, "", "bulk", "committed", True))
+                copy.write_row(
+                    (
+                        tenant,
+                        sop,
+                        series,
+                        study,
+                        MR_STORAGE,
+                        1,
+                        EXPLICIT_LE,
+                        64,
+                        64,
+                        16,
+                        f"bulk/{sop}",
+                        0,
+                        "",
+                        "bulk",
+                        "committed",
+                        True,
+                    )
+                )

@@ -59,16 +59,17 @@ def write_studies(folder: Path, studies: int = STUDIES, per_study: int = PER_STU
 
 
 def echo_answers(ae: str, host: str, port: int) -> bool:
-    return subprocess.run(["echoscu", "-aet", ae, "-aec", "DICOMFLOW", host, str(port)],
-                          capture_output=True, timeout=30).returncode == 0
+    return (
+        subprocess.run(["echoscu", "-aet", ae, "-aec", "DICOMFLOW", host, str(port)], capture_output=True, timeout=30).returncode
+        == 0
+    )
 
 
 def process_label(proc: psutil.Process, node: str) -> str:
     """What a process is, for the CPU split: the service, or the Ray actor/daemon it runs."""
     name = proc.name()
     cmdline = " ".join(proc.cmdline()[:3])
-    for marker, label in (("postgres", "PostgreSQL"), ("temporal", "Temporal"), ("redis", "Redis"),
-                          ("haproxy", "HAProxy")):
+    for marker, label in (("postgres", "PostgreSQL"), ("temporal", "Temporal"), ("redis", "Redis"), ("haproxy", "HAProxy")):
         if marker in name or marker in cmdline:
             return label
     if name.startswith("ray::"):
@@ -118,8 +119,9 @@ class NodesBench:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         ae_table = {f"NODES{i}": {"tenant": f"nodes{i}", "services": ["store"]} for i in range(1, 20)}
-        overrides = stack_overrides(workdir / "var", ae_table=ae_table, blob_dir_shared=True, stable_seconds=1.0,
-                                    scp_processes=1, workflow_workers=1)
+        overrides = stack_overrides(
+            workdir / "var", ae_table=ae_table, blob_dir_shared=True, stable_seconds=1.0, scp_processes=1, workflow_workers=1
+        )
         self.stack = RunningStack(overrides, workdir / "up.log")
         self.orthanc = Orthanc(workdir / "orthanc", free_port(), free_port())
         self.joined: list[tuple[subprocess.Popen, IO[bytes]]] = []
@@ -131,8 +133,12 @@ class NodesBench:
         address = (self.stack.settings.var_path / "run" / "ray_address").read_text().strip()
         log = open(self.workdir / f"join-{ip}.log", "ab")  # noqa: SIM115 - open while the node runs
         started = time.monotonic()
-        node = subprocess.Popen([DICOMFLOW, "join", address, "--node-ip", ip, "--roles", "dimse,worker", "--num-cpus", "1"],
-                                env=self.stack.env, stdout=log, stderr=subprocess.STDOUT)
+        node = subprocess.Popen(
+            [DICOMFLOW, "join", address, "--node-ip", ip, "--roles", "dimse,worker", "--num-cpus", "1"],
+            env=self.stack.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         self.joined.append((node, log))
         while not echo_answers("NODES1", ip, self.stack.settings.dimse_port):
             if node.poll() is not None or time.monotonic() - started > 300:
@@ -159,15 +165,21 @@ class NodesBench:
         split.start()
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(nodes) as pool:
-            senders = [pool.submit(dcmsend_rate, ae, self.stack.settings.dimse_port, files[i::nodes], ASSOCIATIONS_PER_NODE, ip)
-                       for i, ip in enumerate(NODE_IPS[:nodes])]
+            senders = [
+                pool.submit(dcmsend_rate, ae, self.stack.settings.dimse_port, files[i::nodes], ASSOCIATIONS_PER_NODE, ip)
+                for i, ip in enumerate(NODE_IPS[:nodes])
+            ]
             for sender in senders:
                 sender.result()
         sent = time.monotonic() - started
         wait_ready(self.stack.settings.effective_postgres_dsn(), tenant, STUDIES)
         done = time.monotonic() - started
-        return {"instances_per_s": len(files) / sent, "workflows_per_s": STUDIES / done, "cpu_seconds": split.stop(),
-                "seconds_to_all_ready": done}
+        return {
+            "instances_per_s": len(files) / sent,
+            "workflows_per_s": STUDIES / done,
+            "cpu_seconds": split.stop(),
+            "seconds_to_all_ready": done,
+        }
 
     def orthanc_rate(self, files: list[Path], associations: int) -> float:
         self.orthanc.stop()
@@ -181,8 +193,10 @@ class NodesBench:
                 joined = self.join(NODE_IPS[count - 1]) if count > 1 else None
                 self.scale_workers(count)
                 runs = [self.send(count, write_studies(self.workdir / f"n{count}-r{rep}")) for rep in range(REPS)]
-                orthanc = [self.orthanc_rate(write_studies(self.workdir / f"o{count}-r{rep}"), ASSOCIATIONS_PER_NODE * count)
-                           for rep in range(REPS)]
+                orthanc = [
+                    self.orthanc_rate(write_studies(self.workdir / f"o{count}-r{rep}"), ASSOCIATIONS_PER_NODE * count)
+                    for rep in range(REPS)
+                ]
                 step = summarize_step(count, joined, runs, orthanc)
                 print(json.dumps(step, indent=2), flush=True)
                 self.results["steps"].append(step)
@@ -218,14 +232,19 @@ def summarize_step(nodes: int, join_seconds: float | None, runs: list[dict[str, 
 
 
 def markdown(results: dict[str, Any]) -> str:
-    rows = ["| Ray nodes | associations | C-STORE inst/s | Orthanc inst/s (1 process) | ratio | study workflows/s | "
-            "join to first association (s) | CPU ms per instance, top 5 |", "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| Ray nodes | associations | C-STORE inst/s | Orthanc inst/s (1 process) | ratio | study workflows/s | "
+        "join to first association (s) | CPU ms per instance, top 5 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for step in results["steps"]:
         top = ", ".join(f"{label} {ms}" for label, ms in list(step["cpu_ms_per_instance"].items())[:5])
         joined = "-" if step["join_to_first_association_s"] is None else f"{step['join_to_first_association_s']:.1f}"
-        rows.append(f"| {step['nodes']} | {step['associations']} | {step['cstore_instances_per_s']:.1f} | "
-                    f"{step['orthanc_instances_per_s']:.1f} | {step['cstore_instances_per_s'] / step['orthanc_instances_per_s']:.2f} | "
-                    f"{step['workflows_per_s']:.2f} | {joined} | {top} |")
+        rows.append(
+            f"| {step['nodes']} | {step['associations']} | {step['cstore_instances_per_s']:.1f} | "
+            f"{step['orthanc_instances_per_s']:.1f} | {step['cstore_instances_per_s'] / step['orthanc_instances_per_s']:.2f} | "
+            f"{step['workflows_per_s']:.2f} | {joined} | {top} |"
+        )
     return "\n".join(rows) + "\n"
 
 

@@ -14,8 +14,9 @@ PLUGIN_DIRS = [Path("/usr/share/orthanc/plugins"), Path("/usr/lib/orthanc/plugin
 
 
 class Orthanc:
-    def __init__(self, workdir: Path, http_port: int, dicom_port: int,
-                 modalities: dict[str, tuple[str, str, int]] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, http_port: int, dicom_port: int, modalities: dict[str, tuple[str, str, int]] | None = None
+    ) -> None:
         self.workdir = workdir
         self.http_port = http_port
         self.dicom_port = dicom_port
@@ -35,12 +36,22 @@ class Orthanc:
     def _config(self, storage: Path) -> Path:
         plugins = [str(p) for d in PLUGIN_DIRS if d.exists() for p in d.glob("libOrthancDicomWeb*.so")]
         config = {
-            "Name": "bench", "StorageDirectory": str(storage), "IndexDirectory": str(storage),
-            "HttpPort": self.http_port, "DicomPort": self.dicom_port, "DicomAet": "ORTHANC",
-            "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "HttpServerEnabled": True,
-            "DicomServerEnabled": True, "StorageCompression": False, "Plugins": plugins,
+            "Name": "bench",
+            "StorageDirectory": str(storage),
+            "IndexDirectory": str(storage),
+            "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port,
+            "DicomAet": "ORTHANC",
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "HttpServerEnabled": True,
+            "DicomServerEnabled": True,
+            "StorageCompression": False,
+            "Plugins": plugins,
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True, "Host": "127.0.0.1"},
-            "UnknownSopClassAccepted": True, "ConcurrentJobs": 2, "HttpThreadsCount": 50,
+            "UnknownSopClassAccepted": True,
+            "ConcurrentJobs": 2,
+            "HttpThreadsCount": 50,
         }
         if self.modalities:
             config["DicomModalities"] = {name: list(entry) for name, entry in self.modalities.items()}
@@ -55,8 +66,9 @@ class Orthanc:
         storage.mkdir(parents=True, exist_ok=True)
         log = open(self.workdir / "orthanc.log", "ab")
         # dcmtk inside Orthanc reads TCP_NODELAY like dcmsend and storescp do: same treatment for all
-        self.process = subprocess.Popen(["Orthanc", str(self._config(storage))], stdout=log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, "TCP_NODELAY": "1"})
+        self.process = subprocess.Popen(
+            ["Orthanc", str(self._config(storage))], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TCP_NODELAY": "1"}
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:

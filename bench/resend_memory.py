@@ -87,10 +87,16 @@ def c_store(stack: RunningStack, payload: bytes) -> str:
 
 def stow(stack: RunningStack, payload: bytes) -> str:
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + payload
-            + f"\r\n--{boundary}--\r\n".encode())
-    answer = requests.post(stack.url("/dicomweb/studies"), data=body, timeout=600, headers={
-        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}', "Accept": "application/dicom+json"})
+    body = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + payload + f"\r\n--{boundary}--\r\n".encode()
+    answer = requests.post(
+        stack.url("/dicomweb/studies"),
+        data=body,
+        timeout=600,
+        headers={
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Accept": "application/dicom+json",
+        },
+    )
     return f"{answer.status_code} ...{answer.text[-200:]}"  # the failure's reason comes last
 
 
@@ -100,8 +106,13 @@ def measure(proc: psutil.Process, send: object, payload: bytes) -> dict[str, obj
     started = time.monotonic()
     answer = send(payload)  # type: ignore[operator]
     seconds = time.monotonic() - started
-    return {"answer": answer, "seconds": round(seconds, 2), "rss_before_MiB": round(before / MiB),
-            "peak_above_MiB": round((_vm(proc, "VmHWM") - before) / MiB), "rss_after_MiB": round(_vm(proc, "VmRSS") / MiB)}
+    return {
+        "answer": answer,
+        "seconds": round(seconds, 2),
+        "rss_before_MiB": round(before / MiB),
+        "peak_above_MiB": round((_vm(proc, "VmHWM") - before) / MiB),
+        "rss_after_MiB": round(_vm(proc, "VmRSS") / MiB),
+    }
 
 
 def main() -> None:
@@ -109,8 +120,10 @@ def main() -> None:
     stack = RunningStack(stack_overrides(var), var.parent / "up.log")
     stack.start()
     try:
-        for name, send, marker in (("C-STORE", lambda p: c_store(stack, p), "DimseScpActor"),
-                                   ("STOW-RS", lambda p: stow(stack, p), "ServeReplica:")):
+        for name, send, marker in (
+            ("C-STORE", lambda p: c_store(stack, p), "DimseScpActor"),
+            ("STOW-RS", lambda p: stow(stack, p), "ServeReplica:"),
+        ):
             original, forged = small_and_forged()
             proc = _process(stack, marker)
             print(name, "store", json.dumps(measure(proc, send, original)), flush=True)

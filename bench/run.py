@@ -46,8 +46,9 @@ class Bench:
         self.workdir = workdir
         tenants = {f"BENCH{i}": {"host": "127.0.0.1", "port": 1, "tenant": f"bench{i}"} for i in range(40)}
         self.tenants = tenants
-        overrides = stack_overrides(workdir / "dicomflow" / "var", ae_table=tenants, stable_seconds=1.0,
-                                    scp_processes=SCP_PROCESSES)
+        overrides = stack_overrides(
+            workdir / "dicomflow" / "var", ae_table=tenants, stable_seconds=1.0, scp_processes=SCP_PROCESSES
+        )
         overrides.update(http_port=18000, dimse_port=11113)
         self.dicomflow = RunningStack(overrides, workdir / "dicomflow.log")
         self.reps = REPS
@@ -84,7 +85,9 @@ class Bench:
             order = ["dicomflow", "orthanc", "storescp"] if rep % 2 == 0 else ["storescp", "orthanc", "dicomflow"]
             for associations in (1, 4):
                 for system in order:
-                    self.record(f"C-STORE instances/s, {associations} assoc", system, self._one_ingest(system, files, associations))
+                    self.record(
+                        f"C-STORE instances/s, {associations} assoc", system, self._one_ingest(system, files, associations)
+                    )
             for threads in (1, 4):
                 for system in order[:2] if rep % 2 == 0 else order[1:]:
                     if system == "storescp":
@@ -93,14 +96,21 @@ class Bench:
                     if system == "orthanc":
                         self.orthanc.stop()
                         self.orthanc.start(fresh=True)
-                    self.record(f"STOW-RS instances/s, {threads} thread(s)", system,
-                                stow_rate(self.targets(ae, tenant)[system], files, threads))
+                    self.record(
+                        f"STOW-RS instances/s, {threads} thread(s)",
+                        system,
+                        stow_rate(self.targets(ae, tenant)[system], files, threads),
+                    )
 
     def _one_ingest(self, system: str, files: list[Path], associations: int) -> float:
         if system == "storescp":
             out = Path(tempfile.mkdtemp(dir=self.workdir))
-            server = subprocess.Popen(["storescp", "-od", str(out), "-aet", "STORESCP", "14343"],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TCP_NODELAY": "1"})
+            server = subprocess.Popen(
+                ["storescp", "-od", str(out), "-aet", "STORESCP", "14343"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, "TCP_NODELAY": "1"},
+            )
             time.sleep(0.5)
             try:
                 return dcmsend_rate("STORESCP", 14343, files, associations)
@@ -130,8 +140,15 @@ class Bench:
             dcmsend_rate(target.ae, target.dimse_port, files, 2)
         import asyncio
 
-        studies = [s["0020000D"]["Value"][0] for s in requests.get(
-            targets["dicomflow"].dicomweb + "/studies", params={"limit": 1000}, headers=targets["dicomflow"].headers, timeout=60).json()]
+        studies = [
+            s["0020000D"]["Value"][0]
+            for s in requests.get(
+                targets["dicomflow"].dicomweb + "/studies",
+                params={"limit": 1000},
+                headers=targets["dicomflow"].headers,
+                timeout=60,
+            ).json()
+        ]
 
         asyncio.run(wait_completed(self.dicomflow.settings, [f"study:{tenant}:{s}" for s in studies], timeout=600))
         return targets, files
@@ -149,9 +166,13 @@ class Bench:
         toshiba = dcmread(next((DATA / "dcm_qa_toshiba").rglob("*.dcm")), stop_before_pixels=True)
         path = f"/studies/{toshiba.StudyInstanceUID}/series/{toshiba.SeriesInstanceUID}/metadata"
         for system, target in targets.items():
-            self.record("series metadata (520 inst) cold ms", system, 1000 * timed_get(target, path, {}, "application/dicom+json"))
+            self.record(
+                "series metadata (520 inst) cold ms", system, 1000 * timed_get(target, path, {}, "application/dicom+json")
+            )
             for _ in range(5):
-                self.record("series metadata (520 inst) warm ms", system, 1000 * timed_get(target, path, {}, "application/dicom+json"))
+                self.record(
+                    "series metadata (520 inst) warm ms", system, 1000 * timed_get(target, path, {}, "application/dicom+json")
+                )
         study_path = f"/studies/{toshiba.StudyInstanceUID}"
         size = sum(p.stat().st_size for p in (DATA / "dcm_qa_toshiba").rglob("*.dcm"))
         for _rep in range(REPS):
@@ -180,20 +201,40 @@ class Bench:
         rows, summary = [], {}
         for workload, systems in self.samples.items():
             stats = {s: {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)} for s, v in systems.items()}
-            ratio = (stats["dicomflow"]["median"] / stats["orthanc"]["median"]) if "orthanc" in stats and stats["orthanc"]["median"] else None
+            ratio = (
+                (stats["dicomflow"]["median"] / stats["orthanc"]["median"])
+                if "orthanc" in stats and stats["orthanc"]["median"]
+                else None
+            )
             summary[workload] = {"systems": stats, "ratio_dicomflow_over_orthanc": ratio}
             for system, st in stats.items():
-                rows.append(f"| {workload} | {system} | {st['median']:.2f} | {st['min']:.2f} | {st['max']:.2f} | "
-                            + (f"{ratio:.3f}" if ratio is not None and system == "dicomflow" else "") + " |")
+                rows.append(
+                    f"| {workload} | {system} | {st['median']:.2f} | {st['min']:.2f} | {st['max']:.2f} | "
+                    + (f"{ratio:.3f}" if ratio is not None and system == "dicomflow" else "")
+                    + " |"
+                )
         out = RESULTS / f"{stamp}.json"
-        out.write_text(json.dumps({"date": stamp, "machine": machine(), "reps": REPS, "synthetic_steps": list(SYNTHETIC_STEPS),
-                                   "index_steps": list(INDEX_STEPS), "results": summary}, indent=2))
+        out.write_text(
+            json.dumps(
+                {
+                    "date": stamp,
+                    "machine": machine(),
+                    "reps": REPS,
+                    "synthetic_steps": list(SYNTHETIC_STEPS),
+                    "index_steps": list(INDEX_STEPS),
+                    "results": summary,
+                },
+                indent=2,
+            )
+        )
         table = "\n".join(["| workload | system | median | min | max | dicomflow/Orthanc |", "|---|---|---|---|---|---|", *rows])
         steps = f"synthetic growth to {', '.join(f'+{n:,}' for n in SYNTHETIC_STEPS)} studies, " if "synthetic" in parts else ""
         steps += f"index bulk-loaded to {', '.join(f'{n:,}' for n in INDEX_STEPS)} studies" if "qido-scale" in parts else ""
-        (RESULTS / f"{stamp}.md").write_text(f"Run {stamp} on {machine()}, {REPS} repetitions, parts: "
-                                             f"{', '.join(p for p in PARTS if p in parts)}"
-                                             f"{'; ' + steps.rstrip(', ') if steps else ''}.\n\n{table}\n")
+        (RESULTS / f"{stamp}.md").write_text(
+            f"Run {stamp} on {machine()}, {REPS} repetitions, parts: "
+            f"{', '.join(p for p in PARTS if p in parts)}"
+            f"{'; ' + steps.rstrip(', ') if steps else ''}.\n\n{table}\n"
+        )
         print(table)
         return out
 

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from bench.run import Bench
 
 SYNTHETIC_SOURCE = Path("dcm_qa_ge/In/SliceTiming/2_Ax_fMRI_HB8_72sl_int_asc/0032.dcm")  # 27 KB MR
+
+
 def _steps(variable: str, default: str) -> tuple[int, ...]:
     """Sizes, overridable for a quick trial run (e.g. BENCH_SYNTHETIC_STEPS=200,500)."""
     return tuple(int(v) for v in os.environ.get(variable, default).split(","))
@@ -34,8 +36,9 @@ def wait_ready(dsn: str, tenant: str, expected: int, timeout: float = 7200) -> f
     polls = 0
     with psycopg.connect(dsn, autocommit=True) as conn:
         while True:
-            ready, total = conn.execute("SELECT count(*) FILTER (WHERE state = 'ready'), count(*) FROM study"
-                                        " WHERE tenant = %s", (tenant,)).fetchone()
+            ready, total = conn.execute(
+                "SELECT count(*) FILTER (WHERE state = 'ready'), count(*) FROM study WHERE tenant = %s", (tenant,)
+            ).fetchone()
             if ready >= expected:
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
@@ -91,7 +94,10 @@ def scp_curve(bench: Bench, data: Path, processes: tuple[int, ...] = (1, 2, 4)) 
         try:
             for _ in range(bench.reps):
                 ae, _tenant = bench.fresh_tenant()
-                bench.record(f"C-STORE instances/s, 4 assoc, {count} SCP process(es)", "dicomflow",
-                             dcmsend_rate(ae, stack.settings.dimse_port, files, 4))
+                bench.record(
+                    f"C-STORE instances/s, 4 assoc, {count} SCP process(es)",
+                    "dicomflow",
+                    dcmsend_rate(ae, stack.settings.dimse_port, files, 4),
+                )
         finally:
             stack.stop()

@@ -49,7 +49,15 @@ def higher_is_better(workload: str) -> bool:
 def _number(value: float | None) -> str:
     if value is None:
         return ""
-    return f"{value:.4f}" if abs(value) < 0.01 else f"{value:.3f}" if abs(value) < 1 else f"{value:.1f}" if abs(value) < 100 else f"{value:.0f}"
+    return (
+        f"{value:.4f}"
+        if abs(value) < 0.01
+        else f"{value:.3f}"
+        if abs(value) < 1
+        else f"{value:.1f}"
+        if abs(value) < 100
+        else f"{value:.0f}"
+    )
 
 
 def _verdict(workload: str, ratio: float | None, own: float) -> str:
@@ -66,17 +74,25 @@ def table(results: dict) -> str:
     for workload, entry in results["results"].items():
         systems, ratio = entry["systems"], entry["ratio_dicomflow_over_orthanc"]
         median = {name: stats["median"] for name, stats in systems.items()}
-        rows.append(f"| {workload} | {_number(median.get('dicomflow'))} | {_number(median.get('orthanc'))} | "
-                    f"{_number(median.get('storescp'))} | {_number(ratio)} | "
-                    f"{_verdict(workload, ratio, median.get('dicomflow', 0.0))} |")
+        rows.append(
+            f"| {workload} | {_number(median.get('dicomflow'))} | {_number(median.get('orthanc'))} | "
+            f"{_number(median.get('storescp'))} | {_number(ratio)} | "
+            f"{_verdict(workload, ratio, median.get('dicomflow', 0.0))} |"
+        )
     return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.summary", description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="?", type=Path, help="a results JSON (default: the newest in bench/results)")
-    parser.add_argument("--charts", metavar="DIR", type=Path, action="append", default=[],
-                        help="also copy the charts into DIR (repeatable), e.g. docs/bench for the README")
+    parser.add_argument(
+        "--charts",
+        metavar="DIR",
+        type=Path,
+        action="append",
+        default=[],
+        help="also copy the charts into DIR (repeatable), e.g. docs/bench for the README",
+    )
     parser.add_argument("--no-charts", action="store_true", help="print the table only")
     args = parser.parse_args(argv)
     path = args.results or max(Path(__file__).parent.joinpath("results").glob("*.json"))

@@ -10,8 +10,28 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-SURNAMES = ["SMITH", "MUELLER", "GARCIA", "TANAKA", "DUBOIS", "ROSSI", "NOVAK", "SILVA", "KIM", "OKAFOR",
-            "JENSEN", "IVANOV", "COHEN", "NGUYEN", "BROWN", "SCHMIDT", "LOPEZ", "SATO", "MARTIN", "WILSON"]
+SURNAMES = [
+    "SMITH",
+    "MUELLER",
+    "GARCIA",
+    "TANAKA",
+    "DUBOIS",
+    "ROSSI",
+    "NOVAK",
+    "SILVA",
+    "KIM",
+    "OKAFOR",
+    "JENSEN",
+    "IVANOV",
+    "COHEN",
+    "NGUYEN",
+    "BROWN",
+    "SCHMIDT",
+    "LOPEZ",
+    "SATO",
+    "MARTIN",
+    "WILSON",
+]
 GIVEN = ["ANNA", "JOHN", "MARIA", "PETER", "LINA", "OMAR", "SARA", "LUCA", "EVA", "IGOR"]
 
 

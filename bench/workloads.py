@@ -53,8 +53,15 @@ def dcmsend_rate(called_ae: str, port: int, files: list[Path], associations: int
     chunks = [files[i::associations] for i in range(associations)]
     env = {**os.environ, "TCP_NODELAY": "1"}
     started = time.perf_counter()
-    procs = [subprocess.Popen(["dcmsend", "-dn", "-nh", "-aec", called_ae, host, str(port), *map(str, chunk)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env) for chunk in chunks]
+    procs = [
+        subprocess.Popen(
+            ["dcmsend", "-dn", "-nh", "-aec", called_ae, host, str(port), *map(str, chunk)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        for chunk in chunks
+    ]
     failures = [proc.communicate()[1] for proc in procs if proc.wait() not in (0, 1)]  # 1: some files refused
     elapsed = time.perf_counter() - started
     if failures:
@@ -68,10 +75,13 @@ def _multipart(paths: list[Path], boundary: str) -> bytes:
 
 
 def stow_rate(target: Target, files: list[Path], threads: int, per_request: int = 50) -> float:
-    batches = [files[i:i + per_request] for i in range(0, len(files), per_request)]
+    batches = [files[i : i + per_request] for i in range(0, len(files), per_request)]
     bodies = [_multipart(b, "benchboundary") for b in batches]  # built before the clock starts
-    headers = {**target.headers, "Content-Type": 'multipart/related; type="application/dicom"; boundary=benchboundary',
-               "Accept": "application/dicom+json"}
+    headers = {
+        **target.headers,
+        "Content-Type": 'multipart/related; type="application/dicom"; boundary=benchboundary',
+        "Accept": "application/dicom+json",
+    }
     session = requests.Session()
 
     def post(body: bytes) -> None:
@@ -110,14 +120,24 @@ def qido_cases(files: list[Path]) -> list[tuple[str, str, dict, str]]:
         ("QIDO PatientID", "/studies", {"PatientID": str(named.PatientID)}, json_type),
         ("QIDO StudyDate range", "/studies", {"StudyDate": "20100101-20201231"}, json_type),
         ("QIDO series of a study", f"/studies/{toshiba.StudyInstanceUID}/series", {}, json_type),
-        ("QIDO instances of 520-instance series",
-         f"/studies/{toshiba.StudyInstanceUID}/series/{toshiba.SeriesInstanceUID}/instances", {"limit": 1000}, json_type),
+        (
+            "QIDO instances of 520-instance series",
+            f"/studies/{toshiba.StudyInstanceUID}/series/{toshiba.SeriesInstanceUID}/instances",
+            {"limit": 1000},
+            json_type,
+        ),
     ]
     for label, path in (("frames/1 CT 512x512 uncompressed", ct), ("frames/1 CT 512x512 JPEG 2000", ct_j2k)):
         h = dcmread(path, stop_before_pixels=True)
         base = f"/studies/{h.StudyInstanceUID}/series/{h.SeriesInstanceUID}/instances/{h.SOPInstanceUID}"
         cases.append((label, base + "/frames/1", {}, "multipart/related; type=application/octet-stream; transfer-syntax=*"))
     h = dcmread(ct, stop_before_pixels=True)
-    cases.append(("rendered JPEG CT 512x512",
-                  f"/studies/{h.StudyInstanceUID}/series/{h.SeriesInstanceUID}/instances/{h.SOPInstanceUID}/rendered", {}, "image/jpeg"))
+    cases.append(
+        (
+            "rendered JPEG CT 512x512",
+            f"/studies/{h.StudyInstanceUID}/series/{h.SeriesInstanceUID}/instances/{h.SOPInstanceUID}/rendered",
+            {},
+            "image/jpeg",
+        )
+    )
     return cases

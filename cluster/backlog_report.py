@@ -40,12 +40,19 @@ async def backlog(settings: Settings) -> dict[str, Any]:
 
 def backlog_lines(report: dict[str, Any]) -> list[str]:
     """The workflow backlog, then what waits in the index's queues; a count not reachable shows as ?."""
+
     def n(key: str) -> Any:
         return report.get(key, "?")
 
-    lines = [f"  backlog: {n('studies_not_ready')} studies not ready, {n('study_workflows_running')} study workflows running, "
-             f"{n('study_workflows_failed')} failed",
-             f"  queues:  outbox {n('outbox_unsignalled')} instances not yet signalled, {n('instances_unprocessed')} unprocessed, "
-             f"{n('instances_failed')} failed; storage commitment {n('commitments_pending')} pending; "
-             f"C-MOVE/C-GET {n('retrieves_running')} running"]
-    return lines + [f"  backlog: {key.removesuffix('_error')} not reachable ({error})" for key, error in report.items() if key.endswith("_error")]
+    lines = [
+        f"  backlog: {n('studies_not_ready')} studies not ready, {n('study_workflows_running')} study workflows running, "
+        f"{n('study_workflows_failed')} failed",
+        f"  queues:  outbox {n('outbox_unsignalled')} instances not yet signalled, {n('instances_unprocessed')} unprocessed, "
+        f"{n('instances_failed')} failed; storage commitment {n('commitments_pending')} pending; "
+        f"C-MOVE/C-GET {n('retrieves_running')} running",
+    ]
+    return lines + [
+        f"  backlog: {key.removesuffix('_error')} not reachable ({error})"
+        for key, error in report.items()
+        if key.endswith("_error")
+    ]

@@ -38,15 +38,43 @@ def banner(settings: Settings) -> str:
         ("DICOMweb", f"{settings.dicomweb_origin}/dicomweb   (STOW also at /stow-rs/v1/studies)"),
         ("Health", f"{settings.dicomweb_origin}/health"),
         ("API docs", f"{settings.dicomweb_origin}/docs"),
-        ("Viewer", f"{settings.dicomweb_origin}/viewer/" + ("" if viewer_install.installed_version() else "   (not installed: make viewer)")),
-        *([("HAProxy", f"stats http://{h}:{settings.haproxy_stats_port}/stats, metrics :{settings.haproxy_metrics_port}/metrics")]
-          if settings.ingress == "haproxy" else []),
-        ("DIMSE", f"AE title {settings.ae_title} on {h}:{settings.dimse_port}"
-                  + (f", DICOM TLS on {h}:{settings.dimse_tls_port}" if settings.dimse_tls else ", no DICOM TLS (see `dicomflow certs`)")),
-        ("Temporal UI", f"{settings.dicomweb_origin}{TEMPORAL_UI_PATH}/   (operator role; log in at /temporal-login)"
-         if not settings.temporal_address else "(external Temporal: its own UI)"),
+        (
+            "Viewer",
+            f"{settings.dicomweb_origin}/viewer/"
+            + ("" if viewer_install.installed_version() else "   (not installed: make viewer)"),
+        ),
+        *(
+            [
+                (
+                    "HAProxy",
+                    f"stats http://{h}:{settings.haproxy_stats_port}/stats, metrics :{settings.haproxy_metrics_port}/metrics",
+                )
+            ]
+            if settings.ingress == "haproxy"
+            else []
+        ),
+        (
+            "DIMSE",
+            f"AE title {settings.ae_title} on {h}:{settings.dimse_port}"
+            + (
+                f", DICOM TLS on {h}:{settings.dimse_tls_port}"
+                if settings.dimse_tls
+                else ", no DICOM TLS (see `dicomflow certs`)"
+            ),
+        ),
+        (
+            "Temporal UI",
+            f"{settings.dicomweb_origin}{TEMPORAL_UI_PATH}/   (operator role; log in at /temporal-login)"
+            if not settings.temporal_address
+            else "(external Temporal: its own UI)",
+        ),
         ("Temporal", settings.effective_temporal_address()),
-        ("Ray dashboard", f"http://{h}:{settings.ray_dashboard_port}   (token: ~/.ray/auth_token)" if not settings.ray_address else settings.ray_address),
+        (
+            "Ray dashboard",
+            f"http://{h}:{settings.ray_dashboard_port}   (token: ~/.ray/auth_token)"
+            if not settings.ray_address
+            else settings.ray_address,
+        ),
         ("Ray cluster", f"{_ray_address(settings)}   (`dicomflow join` it from another node; `dicomflow scale workers=N`)"),
         ("PostgreSQL", redacted(settings.effective_postgres_dsn())),
         ("Redis", redacted(settings.effective_redis_url())),
@@ -59,8 +87,14 @@ def banner(settings: Settings) -> str:
     if settings.ingress != settings.serve_ingress:
         rows.insert(1, ("Ingress", "Serve's own proxy: Ray's HAProxy ingress only works with a loopback bind_host"))
     if not settings.https and not settings.bind_is_loopback:
-        rows.insert(1, ("HTTPS", "OFF on a network address: tokens and images cross the network in clear; "
-                                 "set https = true or put a TLS proxy in front"))
+        rows.insert(
+            1,
+            (
+                "HTTPS",
+                "OFF on a network address: tokens and images cross the network in clear; "
+                "set https = true or put a TLS proxy in front",
+            ),
+        )
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
 
@@ -99,8 +133,11 @@ def cmd_up(settings: Settings) -> int:
         stack.start()
         for sig in (signal.SIGINT, signal.SIGTERM):  # ray.init replaced ours with sys.exit
             signal.signal(sig, on_signal)
-        print(f"\ndicomflow is ready in {time.monotonic() - started:.1f} s:\n{banner(settings)}\n"
-              "Press Ctrl-C or run `dicomflow down` to stop.", flush=True)
+        print(
+            f"\ndicomflow is ready in {time.monotonic() - started:.1f} s:\n{banner(settings)}\n"
+            "Press Ctrl-C or run `dicomflow down` to stop.",
+            flush=True,
+        )
         (settings.var_path / "run" / "ready").write_text(f"{time.time()}\n")
         while not stop_requested.wait(1.0):
             pass
@@ -128,13 +165,21 @@ def cmd_up_detached(settings: Settings) -> int:
     ready = settings.var_path / "run" / "ready"
     ready.unlink(missing_ok=True)
     with open(log_path, "ab") as log:
-        daemon = subprocess.Popen([sys.executable, "-m", "cluster.cli", "up"], stdin=subprocess.DEVNULL, stdout=log,  # noqa: S603
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "cluster.cli", "up"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,  # noqa: S603
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     print(f"dicomflow: starting in the background (pid {daemon.pid}); its output goes to {log_path}", flush=True)
     while not ready.exists():
         if daemon.poll() is not None:
-            print(f"dicomflow: could not start (exit {daemon.returncode}); the end of {log_path}:\n"
-                  + "\n".join(log_path.read_text(errors="replace").splitlines()[-15:]), file=sys.stderr)
+            print(
+                f"dicomflow: could not start (exit {daemon.returncode}); the end of {log_path}:\n"
+                + "\n".join(log_path.read_text(errors="replace").splitlines()[-15:]),
+                file=sys.stderr,
+            )
             return daemon.returncode or 1
         time.sleep(0.5)
     print(f"dicomflow is ready:\n{banner(settings)}\nIt keeps running after this shell closes; `dicomflow down` stops it.")
@@ -190,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dicomflow", description="DICOM archive: DIMSE, DICOMweb, durable workflows.")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start every service and stay in the foreground (Ctrl-C stops)")
-    up.add_argument("--detach", action="store_true", help="run in the background, outliving this shell; `dicomflow down` stops it")
+    up.add_argument(
+        "--detach", action="store_true", help="run in the background, outliving this shell; `dicomflow down` stops it"
+    )
     down = sub.add_parser("down", help="stop what `up` started")
     down.add_argument("--timeout", type=float, default=60.0)
     status = sub.add_parser("status", help="check every service; exit 1 if one is down")
@@ -228,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "viewer":
         return viewer_install.cmd_viewer(settings, args)
     if args.command in ("join", "leave", "scale"):
-        return {"join": cli_cluster.cmd_join, "leave": cli_cluster.cmd_leave, "scale": cli_cluster.cmd_scale}[args.command](settings, args)
+        return {"join": cli_cluster.cmd_join, "leave": cli_cluster.cmd_leave, "scale": cli_cluster.cmd_scale}[args.command](
+            settings, args
+        )
     if args.command == "certs":
         return certs.run_certs_command(args, settings.var_path)
     return cmd_status(settings, args.json)

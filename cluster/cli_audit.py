@@ -39,6 +39,8 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
             continue
         where = " ".join(filter(None, [event["tenant"], event["study_uid"]]))
         outcome = "ok" if event["outcome"] == 0 else f"outcome {event['outcome']}"
-        print(f"{event['occurred_at']}  {event['event_name']} ({event['event_code']}, {event['action']})  "
-              f"{event['subject']} from {event['peer'] or '?'} via {event['source']}  {where}  {outcome}")
+        print(
+            f"{event['occurred_at']}  {event['event_name']} ({event['event_code']}, {event['action']})  "
+            f"{event['subject']} from {event['peer'] or '?'} via {event['source']}  {where}  {outcome}"
+        )
     return 0

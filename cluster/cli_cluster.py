@@ -28,8 +28,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     leave = sub.add_parser("leave", help="drain this node (no new associations or activities) and stop it")
     leave.add_argument("--node-ip", required=True)
     scale = sub.add_parser("scale", help="change counts live, e.g. `dicomflow scale workers=4 web=2..8`")
-    scale.add_argument("counts", nargs="+", help="workers=N (workflow workers), web=N or web=MIN..MAX (DICOMweb replicas, "
-                                                 "autoscaled between the bounds), scp=per-node")
+    scale.add_argument(
+        "counts",
+        nargs="+",
+        help="workers=N (workflow workers), web=N or web=MIN..MAX (DICOMweb replicas, "
+        "autoscaled between the bounds), scp=per-node",
+    )
 
 
 def _join_pidfile(settings: Settings, node_ip: str) -> Path:
@@ -75,16 +79,24 @@ def print_cluster(report: dict[str, Any]) -> None:
         print(f"  cluster: not reachable ({report['error']})")
         return
     web = report["web"]
-    bounds = f"{web['min']}..{web['max']} autoscaled (target {web['target_ongoing_requests']} ongoing requests)" if web["max"] else f"{web['min']}"
+    bounds = (
+        f"{web['min']}..{web['max']} autoscaled (target {web['target_ongoing_requests']} ongoing requests)"
+        if web["max"]
+        else f"{web['min']}"
+    )
     running = ", ".join(f"{count} {state.lower()}" for state, count in web["replicas"].items()) or "none"
-    print(f"  cluster: {len(report['nodes'])} node(s), {report['workers_wanted']} workflow worker(s) wanted, "
-          f"DICOMweb replicas {bounds}: {running} ({web['status'].lower()})")
+    print(
+        f"  cluster: {len(report['nodes'])} node(s), {report['workers_wanted']} workflow worker(s) wanted, "
+        f"DICOMweb replicas {bounds}: {running} ({web['status'].lower()})"
+    )
     for node in report["nodes"]:
         state = "draining" if node["draining"] else ("REFUSED: " + node["refused"] if node["refused"] else "active")
         replicas = "?" if node["web_replicas"] is None else node["web_replicas"]
-        print(f"    {node['address']:<15} {'head ' if node['head'] else 'node '} roles={','.join(node['roles']) or '-':<17} "
-              f"scp={node['scp_ready']}/{node['scp_actors']} workers={node['workers_ready']}/{node['worker_actors']} (ready/placed) "
-              f"web={replicas}  {state}")
+        print(
+            f"    {node['address']:<15} {'head ' if node['head'] else 'node '} roles={','.join(node['roles']) or '-':<17} "
+            f"scp={node['scp_ready']}/{node['scp_actors']} workers={node['workers_ready']}/{node['worker_actors']} (ready/placed) "
+            f"web={replicas}  {state}"
+        )
 
 
 def _admission(settings: Settings, roles: list[str], node_ip: str) -> str | None:
@@ -105,14 +117,29 @@ def cmd_join(settings: Settings, args: argparse.Namespace) -> int:
     if problem:
         print(f"dicomflow: will not join: {problem}", file=sys.stderr)
         return 2
-    argv = [installed_program("ray") or "ray", "start", "--address", gcs_address_for_node(args.address), "--node-ip-address", args.node_ip,
-            "--resources", json.dumps(resources), "--dashboard-agent-listen-port", str(ephemeral_port(args.node_ip)),  # the head may hold Ray's default
-            "--disable-usage-stats", "--block", *(["--num-cpus", str(args.num_cpus)] if args.num_cpus is not None else [])]
+    argv = [
+        installed_program("ray") or "ray",
+        "start",
+        "--address",
+        gcs_address_for_node(args.address),
+        "--node-ip-address",
+        args.node_ip,
+        "--resources",
+        json.dumps(resources),
+        "--dashboard-agent-listen-port",
+        str(ephemeral_port(args.node_ip)),  # the head may hold Ray's default
+        "--disable-usage-stats",
+        "--block",
+        *(["--num-cpus", str(args.num_cpus)] if args.num_cpus is not None else []),
+    ]
     pidfile = _join_pidfile(settings, args.node_ip)
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     pidfile.write_text(f"{os.getpid()}\n")
-    print(f"dicomflow: joining {args.address} as {args.node_ip} with roles {', '.join(roles)}; Ctrl-C or "
-          f"`dicomflow leave --node-ip {args.node_ip}` drains and stops this node", flush=True)
+    print(
+        f"dicomflow: joining {args.address} as {args.node_ip} with roles {', '.join(roles)}; Ctrl-C or "
+        f"`dicomflow leave --node-ip {args.node_ip}` drains and stops this node",
+        flush=True,
+    )
     # `ray start --block` stops its node on SIGINT; started from a background job (nohup, `&`) SIGINT
     # would be ignored and stay ignored across exec, and the node would outlive `leave`
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -139,7 +166,12 @@ def _node_environment() -> dict[str, str]:
     """`ray start` for a worker node: the cluster's token, and Ray's multi-node switch on (the
     loopback pin that keeps a one-machine head and its drivers on 127.0.0.1 would refuse a worker
     node; this node's address is given explicitly instead). Replicas placed here run as the head's do."""
-    return {**os.environ, **REPLICA_ENVIRONMENT, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+    return {
+        **os.environ,
+        **REPLICA_ENVIRONMENT,
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"),
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
+    }
 
 
 def cmd_leave(settings: Settings, args: argparse.Namespace) -> int:
@@ -150,13 +182,17 @@ def cmd_leave(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         ray.shutdown()
     if not drained:
-        print(f"dicomflow: no worker node at {args.node_ip} in the cluster (the head leaves with `dicomflow down`)", file=sys.stderr)
+        print(
+            f"dicomflow: no worker node at {args.node_ip} in the cluster (the head leaves with `dicomflow down`)", file=sys.stderr
+        )
         return 1
     pid = read_pid(_join_pidfile(settings, args.node_ip))
     if pid:
         os.kill(pid, signal.SIGTERM)
-    print(f"dicomflow: {args.node_ip} drained: its actors finished their work and moved; "
-          + ("its node is stopping" if pid else "stop its `dicomflow join` (Ctrl-C) on that machine"))
+    print(
+        f"dicomflow: {args.node_ip} drained: its actors finished their work and moved; "
+        + ("its node is stopping" if pid else "stop its `dicomflow join` (Ctrl-C) on that machine")
+    )
     return 0
 
 
@@ -174,8 +210,10 @@ def parse_counts(counts: list[str]) -> dict[str, Any]:
         elif key == "scp" and value == "per-node":
             continue
         else:
-            raise ValueError(f"{item!r}: write workers=N, web=N or web=MIN..MAX, scp=per-node "
-                             "(one SCP set, scp_processes actors, on every node with the dimse role)")
+            raise ValueError(
+                f"{item!r}: write workers=N, web=N or web=MIN..MAX, scp=per-node "
+                "(one SCP set, scp_processes actors, on every node with the dimse role)"
+            )
     return parsed
 
 

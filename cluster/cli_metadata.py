@@ -56,7 +56,10 @@ def cmd_metadata(settings: Settings, args: argparse.Namespace) -> int:
         print(f"dicomflow metadata: cannot reach the index ({err}); is the archive up (`dicomflow status`)?", file=sys.stderr)
         return 1
     scope = f"tenant {args.tenant!r}" if args.tenant else "every tenant"
-    print(f"metadata: {len(studies)} studies of {scope} hold documents in another format than the current {DOCUMENT_FORMAT}", flush=True)
+    print(
+        f"metadata: {len(studies)} studies of {scope} hold documents in another format than the current {DOCUMENT_FORMAT}",
+        flush=True,
+    )
     if args.dry_run:
         for tenant, study_uid in studies:
             print(f"  {tenant} {study_uid}")
@@ -67,6 +70,8 @@ def cmd_metadata(settings: Settings, args: argparse.Namespace) -> int:
         print(f"dicomflow metadata: cannot reach Temporal ({err}); is the archive up (`dicomflow status`)?", file=sys.stderr)
         return 1
     if studies:
-        print(f"metadata: their workflows rewrite the documents now; follow them in the Temporal UI "
-              f"(WorkflowType = '{names.STUDY_WORKFLOW}')")
+        print(
+            f"metadata: their workflows rewrite the documents now; follow them in the Temporal UI "
+            f"(WorkflowType = '{names.STUDY_WORKFLOW}')"
+        )
     return 0

@@ -59,8 +59,10 @@ def _target_name(dimse: DimseTarget | None, stow: StowTarget | None, tenant: str
 
 
 def _summary(tally: Tally, skipped: list[tuple[str, str]], already: int) -> None:
-    print(f"dicomflow send: {tally.stored} stored ({tally.warned} with warnings), {len(tally.refused)} refused, "
-          f"{already} sent before (journal), {len(skipped)} not DICOM")
+    print(
+        f"dicomflow send: {tally.stored} stored ({tally.warned} with warnings), {len(tally.refused)} refused, "
+        f"{already} sent before (journal), {len(skipped)} not DICOM"
+    )
     for reason, count in tally.reasons():
         print(f"  refused {count}x: {reason}")
     for path, reason in tally.refused[:20]:
@@ -82,8 +84,9 @@ def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
         found = find_dicom(args.paths, Path(unpack))
         before = set() if args.resend else sent_before(journal)
         files = [f for f in found.files if f.sop_instance_uid not in before]
-        print(f"dicomflow send: {len(files)} DICOM files to {name} ({len(found.files) - len(files)} sent before)",
-              file=sys.stderr)
+        print(
+            f"dicomflow send: {len(files)} DICOM files to {name} ({len(found.files) - len(files)} sent before)", file=sys.stderr
+        )
         tally = Tally()
         progress = Progress(len(files), sum(f.size for f in files))
         if dimse:

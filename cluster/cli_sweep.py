@@ -22,8 +22,9 @@ def _seconds(text: str) -> float:
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     sweep = sub.add_parser("sweep", help="remove orphan blobs (no index row names them) older than the grace period")
     sweep.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
-    sweep.add_argument("--grace", type=_seconds, metavar="SECONDS",
-                       help="only blobs older than this are judged (default: orphan_grace_seconds)")
+    sweep.add_argument(
+        "--grace", type=_seconds, metavar="SECONDS", help="only blobs older than this are judged (default: orphan_grace_seconds)"
+    )
 
 
 class _Progress:
@@ -34,7 +35,7 @@ class _Progress:
 
     def __call__(self, report: SweepReport) -> None:
         verb = "would remove" if report.dry_run else "removed"
-        for key in report.removed_keys[self.shown:]:
+        for key in report.removed_keys[self.shown :]:
             print(f"  {verb} {key}", flush=True)
         self.shown = len(report.removed_keys)
         print(f"sweep: {report.scanned} scanned, {report.removed} orphans ({report.removed_bytes} bytes)", flush=True)
@@ -51,8 +52,11 @@ async def _sweep(settings: Settings, grace: float, dry_run: bool) -> SweepReport
 
 def cmd_sweep(settings: Settings, args: argparse.Namespace) -> int:
     grace = settings.orphan_grace_seconds if args.grace is None else args.grace
-    print(f"sweep: {'dry run over' if args.dry_run else 'sweeping'} {settings.s3_endpoint or settings.var_path / 'blobs'}, "
-          f"grace {grace:g} s", flush=True)
+    print(
+        f"sweep: {'dry run over' if args.dry_run else 'sweeping'} {settings.s3_endpoint or settings.var_path / 'blobs'}, "
+        f"grace {grace:g} s",
+        flush=True,
+    )
     report = asyncio.run(_sweep(settings, grace, args.dry_run))
     if report is None:
         print("sweep: another sweep is running; try again later", file=sys.stderr)

@@ -90,8 +90,9 @@ class ClusterController:
             if "dimse" in node.roles and not self._on_node("scp", node):
                 for index in range(self.settings.scp_processes):
                     self._place_scp(node, index)
-        await self._balance_workers([n for n in nodes if "worker" in n.roles and n.node_id not in self.draining
-                                     and n.node_id not in self.refused])
+        await self._balance_workers(
+            [n for n in nodes if "worker" in n.roles and n.node_id not in self.draining and n.node_id not in self.refused]
+        )
 
     def _on_node(self, kind: str, node: Node) -> list[Placed]:
         return [p for p in self.placed if p.kind == kind and p.node.node_id == node.node_id]
@@ -100,9 +101,16 @@ class ClusterController:
         from actors.scp import DimseScpActor
 
         data = node_settings(self.settings, node).model_dump(mode="json")
-        handle = cast(ActorHandle, cast(ActorClass, DimseScpActor).options(
-            name=f"dicomflow-scp-{node.node_id[:12]}-{index}", scheduling_strategy=_on(node),
-            resources={RESOURCE_PREFIX + "dimse": 0.001}).remote(data, index))
+        handle = cast(
+            ActorHandle,
+            cast(ActorClass, DimseScpActor)
+            .options(
+                name=f"dicomflow-scp-{node.node_id[:12]}-{index}",
+                scheduling_strategy=_on(node),
+                resources={RESOURCE_PREFIX + "dimse": 0.001},
+            )
+            .remote(data, index),
+        )
         self.placed.append(Placed("scp", node, handle, asyncio.ensure_future(handle.ready.remote())))
 
     async def _balance_workers(self, nodes: list[Node]) -> None:
@@ -110,15 +118,19 @@ class ClusterController:
         while len(workers) < self.workers_wanted and nodes:
             fewest = min(nodes, key=lambda n: len(self._on_node("worker", n)))
             workers.append(self._place_worker(fewest))
-        for extra in workers[self.workers_wanted:]:
+        for extra in workers[self.workers_wanted :]:
             await self._retire(extra)
 
     def _place_worker(self, node: Node) -> Placed:
         from actors.worker import WorkflowWorkerActor
 
         data = node_settings(self.settings, node).model_dump(mode="json")
-        handle = cast(ActorHandle, cast(ActorClass, WorkflowWorkerActor).options(
-            scheduling_strategy=_on(node), resources={RESOURCE_PREFIX + "worker": 0.001}).remote(data))
+        handle = cast(
+            ActorHandle,
+            cast(ActorClass, WorkflowWorkerActor)
+            .options(scheduling_strategy=_on(node), resources={RESOURCE_PREFIX + "worker": 0.001})
+            .remote(data),
+        )
         placed = Placed("worker", node, handle, asyncio.ensure_future(handle.ready.remote()))
         self.placed.append(placed)
         return placed
@@ -176,14 +188,22 @@ class ClusterController:
         return {
             "workers_wanted": self.workers_wanted,
             "web": await asyncio.to_thread(web_report, self.settings),
-            "nodes": [{
-                "node_id": n.node_id, "address": n.address, "roles": sorted(n.roles), "head": n.is_head,
-                "draining": n.node_id in self.draining, "refused": self.refused.get(n.node_id),
-                "scp_actors": len(self._on_node("scp", n)), "worker_actors": len(self._on_node("worker", n)),
-                "scp_ready": sum(_answered(p) for p in self._on_node("scp", n)),
-                "workers_ready": sum(_answered(p) for p in self._on_node("worker", n)),
-                "web_replicas": None if replicas is None else replicas.get(n.node_id, 0),
-            } for n in nodes],
+            "nodes": [
+                {
+                    "node_id": n.node_id,
+                    "address": n.address,
+                    "roles": sorted(n.roles),
+                    "head": n.is_head,
+                    "draining": n.node_id in self.draining,
+                    "refused": self.refused.get(n.node_id),
+                    "scp_actors": len(self._on_node("scp", n)),
+                    "worker_actors": len(self._on_node("worker", n)),
+                    "scp_ready": sum(_answered(p) for p in self._on_node("scp", n)),
+                    "workers_ready": sum(_answered(p) for p in self._on_node("worker", n)),
+                    "web_replicas": None if replicas is None else replicas.get(n.node_id, 0),
+                }
+                for n in nodes
+            ],
         }
 
 
@@ -192,7 +212,11 @@ def scale_file(settings: Settings) -> Path:
 
 
 def _remember_scale(settings: Settings, workers: int) -> None:
-    choice = {"workflow_workers": workers, "serve_replicas": settings.serve_replicas, "serve_max_replicas": settings.serve_max_replicas}
+    choice = {
+        "workflow_workers": workers,
+        "serve_replicas": settings.serve_replicas,
+        "serve_max_replicas": settings.serve_max_replicas,
+    }
     scale_file(settings).write_text(json.dumps(choice) + "\n")
 
 

@@ -49,13 +49,15 @@ def node_settings(settings: Settings, node: Node) -> Settings:
     at the endpoints the head resolved, the embedded ones included."""
     if node.is_head:
         return settings
-    return settings.model_copy(update={
-        "bind_host": node.address,
-        "postgres_dsn": settings.effective_postgres_dsn(),
-        "redis_url": settings.effective_redis_url(),
-        "temporal_address": settings.effective_temporal_address(),
-        "oidc_cache_key": settings.effective_oidc_cache_key(),
-    })
+    return settings.model_copy(
+        update={
+            "bind_host": node.address,
+            "postgres_dsn": settings.effective_postgres_dsn(),
+            "redis_url": settings.effective_redis_url(),
+            "temporal_address": settings.effective_temporal_address(),
+            "oidc_cache_key": settings.effective_oidc_cache_key(),
+        }
+    )
 
 
 def temporal_problem(settings: Settings, node: Node) -> str | None:
@@ -64,8 +66,10 @@ def temporal_problem(settings: Settings, node: Node) -> str | None:
     safely (a Temporal cluster or Temporal Cloud with mTLS, named by temporal_address)."""
     if node.is_head or settings.temporal_address or _is_loopback(node.address):
         return None
-    return (f"node {node.address} cannot reach Temporal: the embedded Temporal dev server listens on the head's loopback only "
-            "(it has no authentication). Set temporal_address to a Temporal cluster or Temporal Cloud with mTLS")
+    return (
+        f"node {node.address} cannot reach Temporal: the embedded Temporal dev server listens on the head's loopback only "
+        "(it has no authentication). Set temporal_address to a Temporal cluster or Temporal Cloud with mTLS"
+    )
 
 
 def _is_loopback(address: str) -> bool:
@@ -88,5 +92,7 @@ def blob_problem(settings: Settings, node: Node) -> str | None:
     """Why `node` may not receive objects: blobs on local disk are invisible to every other node."""
     if node.is_head or settings.blob_backend == "s3" or settings.blob_dir_shared:
         return None
-    return (f"node {node.address} cannot store objects: blobs are on the head's local disk ({settings.var_path / 'blobs'}). "
-            "Set s3_endpoint (S3/MinIO), or blob_dir_shared = true when var_dir is on storage every node mounts")
+    return (
+        f"node {node.address} cannot store objects: blobs are on the head's local disk ({settings.var_path / 'blobs'}). "
+        "Set s3_endpoint (S3/MinIO), or blob_dir_shared = true when var_dir is on storage every node mounts"
+    )

@@ -62,8 +62,10 @@ def _shim(settings: Settings, folder: str) -> str:
 
     tls = f"{settings.http_port}={_tls_pem(settings, folder)}" if settings.https else "-"
     script = Path(folder) / "haproxy"
-    script.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m rayfence.haproxy_shim "
-                      f"{shlex.quote(get_haproxy_binary())} {shlex.quote(settings.bind_host)} {shlex.quote(tls)} \"$@\"\n")
+    script.write_text(
+        f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m rayfence.haproxy_shim "
+        f'{shlex.quote(get_haproxy_binary())} {shlex.quote(settings.bind_host)} {shlex.quote(tls)} "$@"\n'
+    )
     script.chmod(0o700)
     return str(script)
 

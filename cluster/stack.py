@@ -96,8 +96,10 @@ class Stack:
         self._timed("Ray", lambda: start_ray(self.settings))
         self.ray_started = True
         self._timed("Ray Serve (DICOMweb)", lambda: start_serve(self.settings))
-        self._timed("Ray actors (cluster controller, DIMSE SCPs, workflow workers)",
-                    lambda: self.actors.append(start_controller(self.settings)))
+        self._timed(
+            "Ray actors (cluster controller, DIMSE SCPs, workflow workers)",
+            lambda: self.actors.append(start_controller(self.settings)),
+        )
 
     def _start_service(self, starter: Callable[[Settings], ManagedProcess]) -> None:
         self.services.append(starter(self.settings))

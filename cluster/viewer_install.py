@@ -82,8 +82,14 @@ def install(version: str = OHIF_VERSION, home: Path = VIEWER_HOME, force: bool =
         tarball.unlink()
         say(f"viewer: unpacked {count} files; relocating to {VIEWER_PATH}/")
         edits = relocate(staging / "dist", VIEWER_PATH + "/")
-        manifest = {"package": OHIF_PACKAGE, "version": version, "integrity": integrity, "base": VIEWER_PATH + "/",
-                    "relocated": edits, "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        manifest = {
+            "package": OHIF_PACKAGE,
+            "version": version,
+            "integrity": integrity,
+            "base": VIEWER_PATH + "/",
+            "relocated": edits,
+            "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _swap(staging, home)
         say(f"viewer: {OHIF_PACKAGE}@{version} installed in {home} ({time.monotonic() - started:.1f} s)")
@@ -96,8 +102,13 @@ def _npm_pack(npm: str, version: str, into: Path, say: Say) -> tuple[Path, str]:
     spec = f"{OHIF_PACKAGE}@{version}"
     say(f"viewer: downloading {spec} from the npm registry (about 50 MB) ...")
     try:
-        done = subprocess.run([npm, "pack", spec, "--json", "--pack-destination", str(into)],
-                              capture_output=True, text=True, timeout=900, check=False)
+        done = subprocess.run(
+            [npm, "pack", spec, "--json", "--pack-destination", str(into)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         raise ViewerInstallError(f"`npm pack {spec}` took more than 15 minutes; is the npm registry reachable?")
     if done.returncode != 0:
@@ -163,8 +174,10 @@ def relocate(dist: Path, base: str) -> dict[str, int]:
                 edits[path.name] = edits.get(path.name, 0) + n
                 found += n
         if required and not found:
-            raise ViewerInstallError(f"no {regex.pattern.decode()!r} in {pattern}: this OHIF build is laid out differently, "
-                                     f"so it cannot be moved to {base}; install version {OHIF_VERSION}")
+            raise ViewerInstallError(
+                f"no {regex.pattern.decode()!r} in {pattern}: this OHIF build is laid out differently, "
+                f"so it cannot be moved to {base}; install version {OHIF_VERSION}"
+            )
     return edits
 
 

@@ -49,7 +49,9 @@ def web_report(settings: Settings) -> dict[str, Any]:
     deployment = app.deployments.get(DEPLOYMENT_NAME) if app else None
     return {
         "status": str(getattr(deployment.status, "value", deployment.status)) if deployment else "NOT DEPLOYED",
-        "replicas": {str(getattr(state, "value", state)): count for state, count in deployment.replica_states.items()} if deployment else {},
+        "replicas": {str(getattr(state, "value", state)): count for state, count in deployment.replica_states.items()}
+        if deployment
+        else {},
         "min": settings.serve_replicas,
         "max": settings.serve_max_replicas,
         "target_ongoing_requests": settings.serve_target_ongoing_requests if settings.serve_max_replicas else None,

@@ -17,10 +17,16 @@ def start_controller(settings: Settings) -> ActorHandle:
     """The detached controller places the SCPs and workers and waits for them to answer."""
     scale_file(settings).unlink(missing_ok=True)  # a new `up` starts from the settings again
     controller_class = cast(ActorClass, ClusterController)  # mypy does not apply @ray.remote
-    controller = cast(ActorHandle, controller_class.options(
-        name=CONTROLLER_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-        resources={HEAD_NODE_RESOURCE: 0.001},  # restarted there too: var/run on the head holds what `scale` chose
-    ).remote(settings.model_dump(mode="json")))
+    controller = cast(
+        ActorHandle,
+        controller_class.options(
+            name=CONTROLLER_NAME,
+            namespace=NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
+            resources={HEAD_NODE_RESOURCE: 0.001},  # restarted there too: var/run on the head holds what `scale` chose
+        ).remote(settings.model_dump(mode="json")),
+    )
     ray.get(controller.start.remote(), timeout=120)
     ray.get(controller.ready.remote(), timeout=180)
     return controller

@@ -30,6 +30,7 @@ def study_workflow_id(tenant: str, study_uid: str) -> str:
 def commitment_workflow_id(tenant: str, transaction_uid: str) -> str:
     return f"commit:{tenant}:{transaction_uid}"
 
+
 RETRIEVE_SEND = "send_retrieve"
 RETRIEVE_FINISH = "finish_retrieve"
 RETRIEVE_WORKFLOW = "RetrieveWorkflow"

@@ -38,7 +38,8 @@ def check_version(installed: str | None = None) -> None:
         raise UnsupportedPynetdicom(
             f"pynetdicom {version} is installed, but dicomflow's DIMSE layer (dimse/) patches pynetdicom's internals and "
             f"was written for pynetdicom {', '.join(SUPPORTED_PYNETDICOM)} only: install that version "
-            "(pip install -c constraints.txt -e .), or adapt dimse/ and run tests/unit/test_dimse_contract.py")
+            "(pip install -c constraints.txt -e .), or adapt dimse/ and run tests/unit/test_dimse_contract.py"
+        )
 
 
 def install(*, receiving: bool = False) -> None:

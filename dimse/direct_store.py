@@ -49,6 +49,7 @@ class PeerMisbehaved(ConnectionError):
 @dataclass(frozen=True)
 class StoreOrigin:
     """Move Originator (C-MOVE sub-operations); empty for C-GET."""
+
     ae_title: str = ""
     message_id: int | None = None
 
@@ -57,8 +58,9 @@ def lends_socket(assoc: Association) -> bool:
     return callable(getattr(assoc.dul, "lend_socket", None))
 
 
-def send_file(assoc: Association, path: Path, message_id: int, origin: StoreOrigin = StoreOrigin(),
-              priority: int = 0) -> int | None:
+def send_file(
+    assoc: Association, path: Path, message_id: int, origin: StoreOrigin = StoreOrigin(), priority: int = 0
+) -> int | None:
     """The peer's C-STORE status for the stored file at `path`, sent as it is on a context with
     its own transfer syntax; None when the association failed on the way (it is then aborted)."""
     peer_pdu = _peer_max_pdu(assoc)
@@ -78,8 +80,16 @@ def send_file(assoc: Association, path: Path, message_id: int, origin: StoreOrig
             return None
 
 
-def _exchange(assoc: Association, sock: object, fh: BinaryIO, layout: Part10Layout, context_id: int, command: bytes,
-              message_id: int, peer_pdu: int) -> int:
+def _exchange(
+    assoc: Association,
+    sock: object,
+    fh: BinaryIO,
+    layout: Part10Layout,
+    context_id: int,
+    command: bytes,
+    message_id: int,
+    peer_pdu: int,
+) -> int:
     timeout = assoc.dimse_timeout or 30
     previous = sock.gettimeout()  # type: ignore[attr-defined]
     sock.settimeout(timeout)  # type: ignore[attr-defined]  # each sendall of a block: a stalled reader fails it
@@ -98,8 +108,9 @@ def _layout(fh: BinaryIO, path: Path) -> Part10Layout:
     if layout is None:  # no group length, or an unusual File Meta: pydicom reads it
         meta, offset = split_dataset(path)
         try:
-            layout = Part10Layout(offset, str(meta.MediaStorageSOPClassUID), str(meta.MediaStorageSOPInstanceUID),
-                                  str(meta.TransferSyntaxUID))
+            layout = Part10Layout(
+                offset, str(meta.MediaStorageSOPClassUID), str(meta.MediaStorageSOPInstanceUID), str(meta.TransferSyntaxUID)
+            )
         except AttributeError as err:
             raise DirectStoreUnavailable(f"{path.name}: incomplete File Meta ({err})") from None
     return layout
@@ -133,9 +144,14 @@ def _us(value: int) -> bytes:
 
 def c_store_command(sop_class: str, sop_instance: str, message_id: int, priority: int, origin: StoreOrigin) -> bytes:
     """The C-STORE-RQ command set (PS3.7 9.3.1.1), implicit VR little endian as PS3.7 6.3.1 says."""
-    body = (_element(0x0002, _uid(sop_class)) + _element(0x0100, _us(C_STORE_RQ)) + _element(0x0110, _us(message_id))
-            + _element(0x0700, _us(priority)) + _element(0x0800, _us(DATASET_PRESENT))
-            + _element(0x1000, _uid(sop_instance)))
+    body = (
+        _element(0x0002, _uid(sop_class))
+        + _element(0x0100, _us(C_STORE_RQ))
+        + _element(0x0110, _us(message_id))
+        + _element(0x0700, _us(priority))
+        + _element(0x0800, _us(DATASET_PRESENT))
+        + _element(0x1000, _uid(sop_instance))
+    )
     if origin.ae_title:
         ae = origin.ae_title.encode("ascii")
         body += _element(0x1030, ae + b" " if len(ae) % 2 else ae)
@@ -146,8 +162,14 @@ def c_store_command(sop_class: str, sop_instance: str, message_id: int, priority
 
 def c_store_response_command(sop_class: str, sop_instance: str, message_id: int, status: int) -> bytes:
     """A plain C-STORE-RSP command set (PS3.7 9.3.1.2): no comment, no offending element."""
-    body = (_element(0x0002, _uid(sop_class)) + _element(0x0100, _us(C_STORE_RSP)) + _element(0x0120, _us(message_id))
-            + _element(0x0800, _us(NO_DATASET)) + _element(0x0900, _us(status)) + _element(0x1000, _uid(sop_instance)))
+    body = (
+        _element(0x0002, _uid(sop_class))
+        + _element(0x0100, _us(C_STORE_RSP))
+        + _element(0x0120, _us(message_id))
+        + _element(0x0800, _us(NO_DATASET))
+        + _element(0x0900, _us(status))
+        + _element(0x1000, _uid(sop_instance))
+    )
     return _element(0x0000, struct.pack("<I", len(body))) + body
 
 
@@ -166,7 +188,7 @@ def _send_dataset(sock: object, fh: BinaryIO, offset: int, context_id: int, frag
         if len(data) == 0 and sent < size:
             raise OSError("the stored file shrank while it was sent")
         for start in range(0, max(len(data), 1), fragment):
-            piece = data[start:start + fragment]
+            piece = data[start : start + fragment]
             last = sent + start + len(piece) >= size
             out += pdata_pdu(context_id, _PDV_LAST if last else 0x00, piece)
         sent += len(data)
@@ -222,7 +244,7 @@ def _read_command(sock: object, deadline: float) -> dict[int, int]:
             control = body[pos + 5] if item_length >= 2 else 0
             if not control & _PDV_COMMAND or pos + 4 + item_length > length:
                 raise PeerMisbehaved("a data fragment where only a command set may come")
-            fragments += body[pos + 6:pos + 4 + item_length]
+            fragments += body[pos + 6 : pos + 4 + item_length]
             pos += 4 + item_length
             if control & _PDV_LAST:
                 return _us_elements(bytes(fragments))

@@ -42,9 +42,13 @@ class FindResponseCache(DIMSEServiceProvider):
         self._command: tuple[tuple, bytes] | None = None  # the current search's, one at a time
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
-        if not (isinstance(primitive, C_FIND) and primitive.MessageIDBeingRespondedTo is not None
-                and primitive.Status in PENDING and primitive.Identifier is not None
-                and not self.assoc.get_handlers(evt.EVT_DIMSE_SENT)):
+        if not (
+            isinstance(primitive, C_FIND)
+            and primitive.MessageIDBeingRespondedTo is not None
+            and primitive.Status in PENDING
+            and primitive.Identifier is not None
+            and not self.assoc.get_handlers(evt.EVT_DIMSE_SENT)
+        ):
             super().send_msg(primitive, context_id)
             return
         command, identifier = self._command_for(primitive, context_id), primitive.Identifier.getvalue()
@@ -92,7 +96,7 @@ def _pieces(data: bytes, max_pdu: int, more: bytes, last: bytes) -> Iterator[tup
     size = max_pdu - 6 if max_pdu else max(len(data), 1)
     starts = range(0, max(len(data), 1), size)
     for n, start in enumerate(starts):
-        yield (last if n == len(starts) - 1 else more), data[start:start + size]
+        yield (last if n == len(starts) - 1 else more), data[start : start + size]
 
 
 def _encode_answer(ds: Dataset, is_implicit_vr: bool, is_little_endian: bool, deflated: bool = False) -> bytes | None:

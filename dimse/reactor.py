@@ -207,6 +207,7 @@ class BusyAwareDUL(DULServiceProvider):
         def act(event: str) -> None:
             with self._socket_lock:  # actions send PDUs and close the socket: never while it is lent
                 action(event)
+
         return act
 
     def _busy(self, moved: bool) -> bool:

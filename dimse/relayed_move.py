@@ -33,8 +33,9 @@ class RelayedMoveService(QueryRetrieveServiceClass):
     def _move_scp(self, req: C_MOVE, context: Any) -> None:
         cx_id, syntax = context.context_id, context.transfer_syntax[0]
         try:
-            responses = evt.trigger(self.assoc, evt.EVT_C_MOVE,
-                                    {"request": req, "context": context.as_tuple, "_is_cancelled": self.is_cancelled})
+            responses = evt.trigger(
+                self.assoc, evt.EVT_C_MOVE, {"request": req, "context": context.as_tuple, "_is_cancelled": self.is_cancelled}
+            )
             assert responses is not None  # MoveService.on_move is bound: it answers with a generator
             for status, identifier in responses:
                 if not self.assoc.is_established:

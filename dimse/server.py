@@ -141,13 +141,24 @@ class FastAssociationServer(ThreadedAssociationServer):
         return wrapped
 
 
-def serve_in_thread(ae: AE, address: tuple[str, int], handlers: list[evt.EventHandlerType],
-                    ssl_context: ssl.SSLContext | None, connections_per_peer: int) -> ThreadedAssociationServer:
+def serve_in_thread(
+    ae: AE,
+    address: tuple[str, int],
+    handlers: list[evt.EventHandlerType],
+    ssl_context: ssl.SSLContext | None,
+    connections_per_peer: int,
+) -> ThreadedAssociationServer:
     """`ae.start_server(block=False)` with FastAssociationServer; registered with the AE as
     start_server registers its own, so `ae.shutdown()` stops it too. The TLS handshake is bounded
     by the AE's ACSE timeout, like the wait for the A-ASSOCIATE-RQ that follows it."""
-    server = ae.make_server(address, evt_handlers=handlers, server_class=FastAssociationServer, ssl_context=ssl_context,
-                            connections_per_peer=connections_per_peer, handshake_timeout=ae.acse_timeout or 30)
+    server = ae.make_server(
+        address,
+        evt_handlers=handlers,
+        server_class=FastAssociationServer,
+        ssl_context=ssl_context,
+        connections_per_peer=connections_per_peer,
+        handshake_timeout=ae.acse_timeout or 30,
+    )
     ae._servers.append(server)  # noqa: SLF001 - pynetdicom's start_server does the same with its own server
     threading.Thread(target=server.serve_forever, name=f"dicomflow-scp-{address[1]}", daemon=True).start()
     return server

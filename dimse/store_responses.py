@@ -29,13 +29,21 @@ class StoreResponses(GetPendingThrottle):
             super().send_msg(primitive, context_id)
 
     def _response_written(self, primitive: Any, context_id: int) -> bool:
-        if not (isinstance(primitive, C_STORE) and primitive.MessageIDBeingRespondedTo is not None
-                and primitive.Status is not None and not any(getattr(primitive, k, None) for k in _OPTIONAL)
-                and not self.assoc.get_handlers(evt.EVT_DIMSE_SENT)):
+        if not (
+            isinstance(primitive, C_STORE)
+            and primitive.MessageIDBeingRespondedTo is not None
+            and primitive.Status is not None
+            and not any(getattr(primitive, k, None) for k in _OPTIONAL)
+            and not self.assoc.get_handlers(evt.EVT_DIMSE_SENT)
+        ):
             return False
         try:
-            command = c_store_response_command(str(primitive.AffectedSOPClassUID), str(primitive.AffectedSOPInstanceUID),
-                                               primitive.MessageIDBeingRespondedTo, primitive.Status)
+            command = c_store_response_command(
+                str(primitive.AffectedSOPClassUID),
+                str(primitive.AffectedSOPInstanceUID),
+                primitive.MessageIDBeingRespondedTo,
+                primitive.Status,
+            )
         except UnicodeEncodeError:
             return False  # a sender's UID that is not ASCII: pynetdicom answers it as it always did
         if self.maximum_pdu_size and len(command) + 6 > self.maximum_pdu_size:

@@ -30,8 +30,9 @@ def outbound_tls(settings: Settings, peer_ae: str, peer: AEEntry) -> ssl.SSLCont
     if not peer.tls:
         return None
     if settings.tls_ca_file is None:
-        raise DestinationUnavailable(f"{peer_ae} wants DICOM TLS (tls = true) but tls_ca_file is not set: "
-                                     "name the CA its certificate chains to")
+        raise DestinationUnavailable(
+            f"{peer_ae} wants DICOM TLS (tls = true) but tls_ca_file is not set: name the CA its certificate chains to"
+        )
     return ssl_client_context(settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)
 
 
@@ -40,8 +41,14 @@ def tls_args(peer: AEEntry, context: ssl.SSLContext | None) -> tuple[ssl.SSLCont
     return (context, str(peer.host)) if context is not None else None
 
 
-def open_store_association(own_ae: str, peer_ae: str, peer: AEEntry, objects: Iterable[tuple[str, str]],
-                           timeout: float = 30, tls: ssl.SSLContext | None = None) -> Association:
+def open_store_association(
+    own_ae: str,
+    peer_ae: str,
+    peer: AEEntry,
+    objects: Iterable[tuple[str, str]],
+    timeout: float = 30,
+    tls: ssl.SSLContext | None = None,
+) -> Association:
     """`objects` are (SOP Class UID, stored transfer syntax) pairs; `tls` from `outbound_tls`."""
     ae = AE(ae_title=own_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
@@ -53,7 +60,9 @@ def open_store_association(own_ae: str, peer_ae: str, peer: AEEntry, objects: It
     assert peer.host and peer.port, "the caller checks that the AE table has an address"
     assoc = ae.associate(peer.host, peer.port, ae_title=peer_ae, tls_args=tls_args(peer, tls))
     if not assoc.is_established:
-        raise DestinationUnavailable(f"{peer_ae} at {peer.host}:{peer.port}{' (TLS)' if tls else ''} did not accept an association")
+        raise DestinationUnavailable(
+            f"{peer_ae} at {peer.host}:{peer.port}{' (TLS)' if tls else ''} did not accept an association"
+        )
     no_delay(assoc)
     return assoc
 
@@ -82,8 +91,7 @@ def accepted_syntaxes(assoc: Association, sop_class: str) -> set[str]:
     return {str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts if cx.abstract_syntax == sop_class}
 
 
-def store(assoc: Association, ds: Dataset | Path, message_id: int, originator_ae: str,
-          originator_message_id: int) -> int | None:
+def store(assoc: Association, ds: Dataset | Path, message_id: int, originator_ae: str, originator_message_id: int) -> int | None:
     """The destination's C-STORE status; None when no valid response came. A Path is sent as stored."""
     response = assoc.send_c_store(ds, msg_id=message_id, originator_aet=originator_ae, originator_id=originator_message_id)
     return int(response.Status) if response is not None and "Status" in response else None

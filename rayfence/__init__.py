@@ -34,4 +34,5 @@ def check_version(installed: str | None = None) -> None:
         raise UnsupportedRay(
             f"Ray {version} is installed, but dicomflow's rayfence/ relies on Ray's internals and was written for Ray "
             f"{', '.join(SUPPORTED_RAY)} only: install that version (pip install -c constraints.txt -e .), "
-            "or adapt rayfence/ and run tests/unit/test_rayfence_contract.py")
+            "or adapt rayfence/ and run tests/unit/test_rayfence_contract.py"
+        )

@@ -32,8 +32,13 @@ def add_tls(config: str, port: int, pem: str) -> str:
     bind = re.compile(rf"^(\s*bind\s+\S*:{port})(\s|$)(?!.*\bssl\b)", re.MULTILINE)
     # the replicas behind it see plain HTTP; the header makes the URLs they hand out (BulkDataURI,
     # RetrieveURL) https, and replaces whatever a client sent in it
-    return bind.sub(lambda m: f"{m.group(1)} ssl crt {pem} ssl-min-ver TLSv1.2 alpn http/1.1{m.group(2)}"
-                              "    http-request set-header X-Forwarded-Proto https\n", config)
+    return bind.sub(
+        lambda m: (
+            f"{m.group(1)} ssl crt {pem} ssl-min-ver TLSv1.2 alpn http/1.1{m.group(2)}"
+            "    http-request set-header X-Forwarded-Proto https\n"
+        ),
+        config,
+    )
 
 
 _DICOMWEB_FRONTEND = re.compile(r"^(frontend\s+http_frontend\s*\n)", re.MULTILINE)

@@ -15,6 +15,9 @@ def replicas_by_node(app: str, deployment: str) -> Counter[str]:
     import ray
     from ray.util.state import list_actors
 
-    alive = list_actors(address=ray.get_runtime_context().gcs_address, timeout=10,
-                        filters=[("class_name", "=", replica_actor_class(app, deployment)), ("state", "=", "ALIVE")])
+    alive = list_actors(
+        address=ray.get_runtime_context().gcs_address,
+        timeout=10,
+        filters=[("class_name", "=", replica_actor_class(app, deployment)), ("state", "=", "ALIVE")],
+    )
     return Counter(actor.node_id for actor in alive if actor.node_id)

@@ -25,8 +25,14 @@ class Ingest:
         self.resources = resources
         self.settings: Settings = resources.settings
         # a re-sent object's pixels are compared in this process's decode pool, the one WADO uses
-        self.receiver = Receiver(resources.blobs, resources.pool, self.settings.duplicate_policy, self.settings.limits,
-                                 self.settings.uid_policy, shared_pool(self.settings.decode_limits))
+        self.receiver = Receiver(
+            resources.blobs,
+            resources.pool,
+            self.settings.duplicate_policy,
+            self.settings.limits,
+            self.settings.uid_policy,
+            shared_pool(self.settings.decode_limits),
+        )
         self.signaller: StudySignaller | None = None
         self._periodic: asyncio.Task[None] | None = None
         self._connect_lock = asyncio.Lock()
@@ -50,13 +56,15 @@ class Ingest:
         async with self._connect_lock:
             if self.signaller is None:
                 try:
-                    client = await Client.connect(self.settings.effective_temporal_address(),
-                                                  namespace=self.settings.temporal_namespace)
+                    client = await Client.connect(
+                        self.settings.effective_temporal_address(), namespace=self.settings.temporal_namespace
+                    )
                 except Exception as err:  # noqa: BLE001
                     log.warning("Temporal unreachable (%s); instances wait in the outbox", err)
                     return None
-                self.signaller = StudySignaller(client, self.settings.temporal_task_queue,
-                                                self.settings.stable_seconds, self._delivered)
+                self.signaller = StudySignaller(
+                    client, self.settings.temporal_task_queue, self.settings.stable_seconds, self._delivered
+                )
             return self.signaller
 
     async def temporal_client(self) -> Client:

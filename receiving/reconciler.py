@@ -25,11 +25,15 @@ PRUNE_EVERY_ROUNDS = 720  # about an hour of 5-second rounds
 async def reconcile_once(client: Client, pool: AsyncConnectionPool, settings: Settings, older_than_seconds: float = 10.0) -> int:
     studies = await unsignalled_studies(pool, older_than_seconds)
     for tenant, study_uid, modality, sop_uids in studies:
-        await signal_study(client, settings.temporal_task_queue, tenant, study_uid, len(sop_uids), modality, settings.stable_seconds)
+        await signal_study(
+            client, settings.temporal_task_queue, tenant, study_uid, len(sop_uids), modality, settings.stable_seconds
+        )
         await mark_signalled(pool, tenant, sop_uids)
     deletions = await unsignalled_deletions(pool, older_than_seconds)
     for tenant, study_uid, count in deletions:
-        await signal_study(client, settings.temporal_task_queue, tenant, study_uid, 0, None, settings.stable_seconds, deleted=count)
+        await signal_study(
+            client, settings.temporal_task_queue, tenant, study_uid, 0, None, settings.stable_seconds, deleted=count
+        )
         await deletion_signalled(pool, tenant, study_uid, count)
     if studies or deletions:
         log.info("reconciler signalled %d studies with arrivals, %d with deletions", len(studies), len(deletions))
@@ -45,8 +49,9 @@ async def _running(client: Client, workflow_ids: list[str]) -> set[str]:
     return {w.id async for w in client.list_workflows(query)}
 
 
-async def redrive_stalled_once(client: Client, pool: AsyncConnectionPool, settings: Settings,
-                               older_than_seconds: float | None = None) -> int:
+async def redrive_stalled_once(
+    client: Client, pool: AsyncConnectionPool, settings: Settings, older_than_seconds: float | None = None
+) -> int:
     """Signal-with-start every stalled study whose workflow is not running; the steps are idempotent."""
     older = settings.stalled_study_seconds if older_than_seconds is None else older_than_seconds
     stalled = await stalled_studies(pool, older)
@@ -62,8 +67,7 @@ async def redrive_stalled_once(client: Client, pool: AsyncConnectionPool, settin
     return redriven
 
 
-async def reconcile_forever(client: Client, pool: AsyncConnectionPool, settings
-: Settings, interval: float = 5.0) -> None:
+async def reconcile_forever(client: Client, pool: AsyncConnectionPool, settings: Settings, interval: float = 5.0) -> None:
     rounds = 0
     while True:
         try:

@@ -30,8 +30,16 @@ class _Batch:
     sop_uids: list[str] = field(default_factory=list)
 
 
-async def signal_study(client: Client, task_queue: str, tenant: str, study_uid: str, count: int,
-                       modality: str | None, stable_seconds: float, deleted: int = 0) -> None:
+async def signal_study(
+    client: Client,
+    task_queue: str,
+    tenant: str,
+    study_uid: str,
+    count: int,
+    modality: str | None,
+    stable_seconds: float,
+    deleted: int = 0,
+) -> None:
     await client.start_workflow(
         names.STUDY_WORKFLOW,
         StudyParams(tenant, study_uid, stable_seconds),
@@ -40,11 +48,14 @@ async def signal_study(client: Client, task_queue: str, tenant: str, study_uid: 
         start_signal=names.STUDY_SIGNAL,
         start_signal_args=[InstancesArrived(count, modality, deleted)],
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        search_attributes=TypedSearchAttributes([
-            SearchAttributePair(sa.TENANT, tenant), SearchAttributePair(sa.STATE, "receiving"),
-            SearchAttributePair(sa.INSTANCE_COUNT, count),
-            *([SearchAttributePair(sa.MODALITY, modality)] if modality else []),
-        ]),
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(sa.TENANT, tenant),
+                SearchAttributePair(sa.STATE, "receiving"),
+                SearchAttributePair(sa.INSTANCE_COUNT, count),
+                *([SearchAttributePair(sa.MODALITY, modality)] if modality else []),
+            ]
+        ),
     )
 
 
@@ -67,9 +78,11 @@ class StudySignaller:
             taken = {k: self._pending.pop(k) for k in keys}
             for (tenant, study_uid), batch in taken.items():
                 try:
-                    await signal_study(self.client, self.task_queue, tenant, study_uid, len(batch.sop_uids),
-                                       batch.modality, self.stable_seconds)
+                    await signal_study(
+                        self.client, self.task_queue, tenant, study_uid, len(batch.sop_uids), batch.modality, self.stable_seconds
+                    )
                     await self.on_delivered(tenant, batch.sop_uids)
                 except Exception:  # noqa: BLE001 - the rows stay unsignalled; the reconciler retries
-                    log.warning("could not signal %s; the reconciler will", names.study_workflow_id(tenant, study_uid),
-                                exc_info=True)
+                    log.warning(
+                        "could not signal %s; the reconciler will", names.study_workflow_id(tenant, study_uid), exc_info=True
+                    )

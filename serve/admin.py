@@ -28,8 +28,9 @@ async def audit_events(
 ) -> list[dict[str, Any]]:
     within = caller.visible_tenants()
     if tenant is not None and within is not None and tenant not in within:
-        raise HTTPException(403, f"{caller.subject} may read the audit trail of its own tenants only; "
-                                 f"another tenant's needs the 'operator' role")
+        raise HTTPException(
+            403, f"{caller.subject} may read the audit trail of its own tenants only; another tenant's needs the 'operator' role"
+        )
     query = AuditQuery(since, until, tenant, subject, study, limit, within)
     audit_note(request)["query"] = {k: str(v) for k, v in vars(query).items() if v is not None}
     return [as_json(row) for row in await search_audit(pool, query)]

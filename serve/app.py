@@ -32,8 +32,16 @@ from serve.wado_pixels import router as wado_pixels_router
 from serve.wado_retrieve import router as wado_retrieve_router
 
 # wado_retrieve last: its /studies/{study} must not shadow the others
-DICOMWEB_ROUTERS: list[APIRouter] = [stow_router, qido_router, wado_metadata_router, wado_pixels_router, delete_router,
-                                     capabilities_router, wado_retrieve_router, ups_router]
+DICOMWEB_ROUTERS: list[APIRouter] = [
+    stow_router,
+    qido_router,
+    wado_metadata_router,
+    wado_pixels_router,
+    delete_router,
+    capabilities_router,
+    wado_retrieve_router,
+    ups_router,
+]
 TENANT_ROOT = "/tenants/{tenant}"
 
 
@@ -54,7 +62,7 @@ def build_app(settings: Settings) -> FastAPI:
         title="dicomflow DICOMweb",
         version=dicomflow_version().split()[-1],
         description="STOW-RS, QIDO-RS, WADO-RS and WADO-URI over a durable, workflow-driven archive. Every route is "
-                    "also under /tenants/{tenant}/dicomweb/... for viewers that cannot send an x-tenant header.",
+        "also under /tenants/{tenant}/dicomweb/... for viewers that cannot send an x-tenant header.",
     )
     app.state.settings = settings
     install_error_handlers(app)

@@ -11,8 +11,14 @@ from archive.audit import AuditAction, AuditEvent, Outcome
 from archive.identity import Principal
 from serve.deps import AUDIT_SCOPE_KEY
 
-_UID_PARAMS = {"study": "study_uid", "series": "series_uid", "instance": "sop_uid",
-               "studyUID": "study_uid", "seriesUID": "series_uid", "objectUID": "sop_uid"}
+_UID_PARAMS = {
+    "study": "study_uid",
+    "series": "series_uid",
+    "instance": "sop_uid",
+    "studyUID": "study_uid",
+    "seriesUID": "series_uid",
+    "objectUID": "sop_uid",
+}
 
 
 def _outcome(status: int) -> Outcome:
@@ -78,9 +84,18 @@ class AuditMiddleware:
                 detail[key] = note[key]
         uids = _uids(scope)
         record = resources.audit.record_unauthenticated if status == 401 else resources.audit.record
-        record(AuditEvent(
-            action=action, outcome=_outcome(status),
-            subject=principal.subject if principal else "unauthenticated",
-            method=principal.method if principal else "oidc", source="dicomweb",
-            peer=client[0] if client else None, tenant=note.get("tenant"), detail=detail,
-            study_uid=uids.get("study_uid"), series_uid=uids.get("series_uid"), sop_uid=uids.get("sop_uid")))
+        record(
+            AuditEvent(
+                action=action,
+                outcome=_outcome(status),
+                subject=principal.subject if principal else "unauthenticated",
+                method=principal.method if principal else "oidc",
+                source="dicomweb",
+                peer=client[0] if client else None,
+                tenant=note.get("tenant"),
+                detail=detail,
+                study_uid=uids.get("study_uid"),
+                series_uid=uids.get("series_uid"),
+                sop_uid=uids.get("sop_uid"),
+            )
+        )

@@ -66,8 +66,11 @@ class DecodeGate:
         return held
 
     def _why(self, tenant: str, held: list[asyncio.Semaphore]) -> str:
-        full = f"tenant {tenant!r} has its {self.per_tenant} decodes under way" if not held else \
-            f"all {self.threads} decode threads of this replica are busy"
+        full = (
+            f"tenant {tenant!r} has its {self.per_tenant} decodes under way"
+            if not held
+            else f"all {self.threads} decode threads of this replica are busy"
+        )
         return f"{full} and none ended within {self.wait_seconds:g} s; try again"
 
     @staticmethod

@@ -35,8 +35,9 @@ async def delete(ingest: IngestDep, tenant: str, study: str, series: str | None 
     settings = ingest.settings
     try:
         client = await ingest.temporal_client()
-        await signal_study(client, settings.temporal_task_queue, tenant, study, 0, None, settings.stable_seconds,
-                           deleted=deleted.instances)
+        await signal_study(
+            client, settings.temporal_task_queue, tenant, study, 0, None, settings.stable_seconds, deleted=deleted.instances
+        )
         await deletion_signalled(ingest.pool, tenant, study, deleted.instances)
     except Exception:  # noqa: BLE001 - the outbox row stays; the reconciler tells the workflow later
         log.warning("deletion in %s not signalled yet; the reconciler will", study, exc_info=True)

@@ -20,9 +20,15 @@ def replica_options(settings: Settings) -> dict[str, Any]:
     """A fixed replica count, or Ray Serve autoscaling between serve_replicas and serve_max_replicas."""
     if settings.serve_max_replicas is None:
         return {"num_replicas": settings.serve_replicas}
-    return {"num_replicas": "auto", "autoscaling_config": {
-        "min_replicas": settings.serve_replicas, "initial_replicas": settings.serve_replicas,
-        "max_replicas": settings.serve_max_replicas, "target_ongoing_requests": settings.serve_target_ongoing_requests}}
+    return {
+        "num_replicas": "auto",
+        "autoscaling_config": {
+            "min_replicas": settings.serve_replicas,
+            "initial_replicas": settings.serve_replicas,
+            "max_replicas": settings.serve_max_replicas,
+            "target_ongoing_requests": settings.serve_target_ongoing_requests,
+        },
+    }
 
 
 def dicomweb_application(settings: Settings) -> Application:

@@ -78,8 +78,9 @@ def audit_note(request: Request) -> dict[str, Any]:
 
 def _unauthorized(reason: str) -> HTTPException:
     error = 'Bearer realm="dicomflow"' + (f', error="invalid_token", error_description="{reason}"' if reason else "")
-    return HTTPException(401, reason or "a bearer token is required (Authorization: Bearer ...)",
-                         headers={"WWW-Authenticate": error})
+    return HTTPException(
+        401, reason or "a bearer token is required (Authorization: Bearer ...)", headers={"WWW-Authenticate": error}
+    )
 
 
 async def authenticate(request: Request) -> Principal:

@@ -49,8 +49,9 @@ class OpenedFrames:
         self._closer()
 
 
-def frame_response(first: list[bytes], opened: OpenedFrames, produce: Produce, part_type: str,
-                   media_type: Callable[[Multipart], str]) -> Response:
+def frame_response(
+    first: list[bytes], opened: OpenedFrames, produce: Produce, part_type: str, media_type: Callable[[Multipart], str]
+) -> Response:
     """The answer: `first` (the first batch, made before the status was chosen, so that its
     refusal still had its own status), then each later batch made by `produce` as it is sent.
     An answer of one batch goes whole, as before: it is at most BATCH_BYTES, and frames/1 (most

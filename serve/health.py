@@ -88,8 +88,12 @@ def ray_auth_headers() -> dict[str, str]:
         return {}
 
 
-async def _http_probe(url: str, version_of: Callable[[httpx.Response], str], headers: dict[str, str] | None = None,
-                      verify: ssl.SSLContext | bool = True) -> str:
+async def _http_probe(
+    url: str,
+    version_of: Callable[[httpx.Response], str],
+    headers: dict[str, str] | None = None,
+    verify: ssl.SSLContext | bool = True,
+) -> str:
     async with httpx.AsyncClient(timeout=4, verify=verify) as client:
         response = await client.get(url, headers=headers)
         response.raise_for_status()
@@ -104,7 +108,8 @@ async def check_temporal_ui(settings: Settings) -> Check:
 async def check_ray_dashboard(settings: Settings) -> Check:
     url = f"http://{settings.bind_host}:{settings.ray_dashboard_port}"
     return await _timed(
-        "ray_dashboard", url,
+        "ray_dashboard",
+        url,
         lambda: _http_probe(url + "/api/version", lambda r: f"Ray {r.json().get('ray_version', '?')}", ray_auth_headers()),
     )
 

@@ -15,8 +15,9 @@ def check_uids(**uids: str | None) -> None:
             raise HTTPException(400, f"{name} {value!r} is not a valid UID")
 
 
-async def objects_for(pool: AsyncConnectionPool, tenant: str, study: str, series: str | None = None,
-                      instance: str | None = None) -> list[StoredObject]:
+async def objects_for(
+    pool: AsyncConnectionPool, tenant: str, study: str, series: str | None = None, instance: str | None = None
+) -> list[StoredObject]:
     check_uids(study=study, series=series, instance=instance)
     found = await find_objects(pool, tenant, study, series, instance)
     if not found:

@@ -20,11 +20,19 @@ from serve.deps import CacheDep, Caller, Pool, ResourcesDep
 
 router = APIRouter(tags=["Metrics"])
 REPLICA = CollectorRegistry()
-STOW_RECEIPTS = Counter("dicomflow_stow_receipts", "STOW-RS instances in this replica by outcome "
-                        "(stored, duplicate, invalid, conflict, mismatch, failed)", ["outcome"], registry=REPLICA)
-REQUEST_SECONDS = Histogram("dicomflow_http_request_seconds", "DICOMweb request time in this replica, by route",
-                            ["method", "route", "status"], registry=REPLICA,
-                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+STOW_RECEIPTS = Counter(
+    "dicomflow_stow_receipts",
+    "STOW-RS instances in this replica by outcome (stored, duplicate, invalid, conflict, mismatch, failed)",
+    ["outcome"],
+    registry=REPLICA,
+)
+REQUEST_SECONDS = Histogram(
+    "dicomflow_http_request_seconds",
+    "DICOMweb request time in this replica, by route",
+    ["method", "route", "status"],
+    registry=REPLICA,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 
 
 class _Snapshot(Collector):
@@ -53,11 +61,17 @@ class _ScpReceipts(Collector):
         self.published = published
 
     def collect(self) -> list[HistogramMetricFamily | CounterMetricFamily]:
-        times = HistogramMetricFamily("dicomflow_dimse_receipt_seconds",
-                                      "C-STORE receipt time in each DIMSE SCP, dataset in to durable answer", labels=["scp"])
-        outcomes = CounterMetricFamily("dicomflow_dimse_receipts", "C-STORE receipts in each DIMSE SCP by outcome "
-                                       "(stored, duplicate, invalid, conflict, mismatch, failed, not_authorized)",
-                                       labels=["scp", "outcome"])
+        times = HistogramMetricFamily(
+            "dicomflow_dimse_receipt_seconds",
+            "C-STORE receipt time in each DIMSE SCP, dataset in to durable answer",
+            labels=["scp"],
+        )
+        outcomes = CounterMetricFamily(
+            "dicomflow_dimse_receipts",
+            "C-STORE receipts in each DIMSE SCP by outcome "
+            "(stored, duplicate, invalid, conflict, mismatch, failed, not_authorized)",
+            labels=["scp", "outcome"],
+        )
         for p in self.published:
             times.add_metric([p.scp], buckets=p.cumulative, sum_value=p.total)
             for outcome, count in sorted(p.outcomes.items()):

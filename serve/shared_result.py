@@ -16,8 +16,9 @@ T = TypeVar("T")
 
 
 class SharedResult(Generic[T]):
-    def __init__(self, compute: Callable[[], Awaitable[T]], fresh_for: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, compute: Callable[[], Awaitable[T]], fresh_for: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._compute = compute
         self._fresh_for = fresh_for
         self._clock = clock

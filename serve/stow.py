@@ -35,10 +35,10 @@ def _check_request(request: Request, max_bytes: int) -> str | JSONResponse:
     """The boundary, or the 4xx answer a malformed request gets before any byte is stored."""
     media = parse_media_type(request.headers.get("content-type", ""))
     if media.essence != "multipart/related":
-        return problem(415, f"STOW-RS takes multipart/related; type=\"application/dicom\", not {media.essence or 'nothing'}")
+        return problem(415, f'STOW-RS takes multipart/related; type="application/dicom", not {media.essence or "nothing"}')
     part_type = media.params.get("type", "application/dicom").lower()
     if part_type != "application/dicom":
-        return problem(415, f"only type=\"application/dicom\" parts are accepted, not {part_type!r}")
+        return problem(415, f'only type="application/dicom" parts are accepted, not {part_type!r}')
     boundary = media.params.get("boundary")
     if not boundary:
         return problem(400, "the Content-Type has no boundary parameter")
@@ -121,8 +121,11 @@ async def _store_parts(request: Request, ingest: Ingest, tenant: str, parts: lis
         else:
             failed.append(_failed(receipt, failure_status(receipt.outcome), receipt.reason or receipt.outcome.value))
     await ingest.flush(studies)
-    audit_note(request)["detail"] = {"stored": len(referenced), "failed": len(failed),
-                                     "studies": sorted(s for _, s in studies)[:100]}
+    audit_note(request)["detail"] = {
+        "stored": len(referenced),
+        "failed": len(failed),
+        "studies": sorted(s for _, s in studies)[:100],
+    }
     return _response(base, referenced, failed, {s for _, s in studies})
 
 
@@ -137,8 +140,11 @@ def _response(base: str, referenced: list[dict], failed: list[dict], studies: se
     status, headers = response_status(len(referenced), [item["00081197"]["Value"][0] for item in failed])
     if failed:
         first = failed[0][REASON_TAG]["Value"][0]
-        headers["Warning"] = warning(base, f"{len(failed)} of {len(failed) + len(referenced)} instances not stored "
-                                           f"(Failed SOP Sequence has each FailureReason); first: {first}")
+        headers["Warning"] = warning(
+            base,
+            f"{len(failed)} of {len(failed) + len(referenced)} instances not stored "
+            f"(Failed SOP Sequence has each FailureReason); first: {first}",
+        )
     return JSONResponse(body, status_code=status, media_type=DICOM_JSON, headers=headers)
 
 

@@ -34,8 +34,18 @@ COOKIE = "dicomflow_operator"
 MAX_BODY_BYTES = 1 << 20  # the UI posts small JSON (a terminate reason, a signal's input)
 UPSTREAM_TIMEOUT_SECONDS = 30.0
 # hop-by-hop headers, and our credentials, never travel to the UI
-_NOT_FORWARDED = {"host", "authorization", "connection", "keep-alive", "transfer-encoding", "te", "upgrade",
-                  "proxy-authorization", "content-length", "accept-encoding"}
+_NOT_FORWARDED = {
+    "host",
+    "authorization",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "proxy-authorization",
+    "content-length",
+    "accept-encoding",
+}
 _NOT_RETURNED = {"connection", "keep-alive", "transfer-encoding", "content-encoding", "content-length"}
 
 router = APIRouter(tags=["Operations"], include_in_schema=False)
@@ -53,8 +63,11 @@ async def _operator(request: Request) -> Principal:
     else:
         caller = await authenticate(request)
     if not caller.has(Role.OPERATOR):
-        raise HTTPException(403, f"the Temporal Web UI shows every tenant's workflows and needs the 'operator' role, "
-                                 f"which {caller.subject} does not have")
+        raise HTTPException(
+            403,
+            f"the Temporal Web UI shows every tenant's workflows and needs the 'operator' role, "
+            f"which {caller.subject} does not have",
+        )
     return caller
 
 
@@ -74,8 +87,11 @@ async def _forward(request: Request, url: str) -> Response:
         async with httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT_SECONDS) as client:
             answer = await client.request(request.method, url, params=request.query_params, content=body, headers=headers)
     except httpx.HTTPError as err:
-        raise HTTPException(502, f"the Temporal Web UI on this node's loopback did not answer ({type(err).__name__}); "
-                                 "it runs on the head node: check `dicomflow status`") from None
+        raise HTTPException(
+            502,
+            f"the Temporal Web UI on this node's loopback did not answer ({type(err).__name__}); "
+            "it runs on the head node: check `dicomflow status`",
+        ) from None
     kept = [(k, v) for k, v in answer.headers.multi_items() if k.lower() not in _NOT_RETURNED]
     response = Response(answer.content, status_code=answer.status_code)
     response.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in kept]
@@ -119,6 +135,13 @@ async def login(request: Request, token: Annotated[str, Form(max_length=16384)])
         raise HTTPException(403, f"{caller.subject} does not have the 'operator' role the Temporal Web UI needs")
     response = RedirectResponse(PUBLIC_PATH + "/", status_code=303)
     lifetime = max(1, int(_expiry(token) - time.time()))
-    response.set_cookie(COOKIE, token.strip(), max_age=lifetime, path=PUBLIC_PATH, httponly=True,
-                        secure=get_settings(request).https, samesite="strict")
+    response.set_cookie(
+        COOKIE,
+        token.strip(),
+        max_age=lifetime,
+        path=PUBLIC_PATH,
+        httponly=True,
+        secure=get_settings(request).https,
+        samesite="strict",
+    )
     return response

@@ -103,7 +103,8 @@ def _search_keys(params: dict[str, str]) -> list[MatchKey]:
         if name in ("limit", "offset", "includefield", "fuzzymatching"):
             continue
         attribute = WORKITEM_BY_KEYWORD.get(name) or next(
-            (a for a in WORKITEM_BY_KEYWORD.values() if a.tag == name.upper()), None)
+            (a for a in WORKITEM_BY_KEYWORD.values() if a.tag == name.upper()), None
+        )
         if attribute is None:
             raise BadQuery(f"{name} is not a workitem search key; supported: {', '.join(sorted(WORKITEM_BY_KEYWORD))}")
         keys.append(MatchKey(attribute, value))

@@ -43,8 +43,12 @@ VIEWER_DIST = VIEWER_HOME / "dist"
 LOGIN_PAGE = "login.html"
 STORAGE_KEY = "dicomflow.viewer"  # sessionStorage: .token and .tenant
 _HASHED = re.compile(r"\.[0-9a-f]{16,}\.|^[0-9a-f]{16,}\.")  # content-hashed names never change: cache them for good
-_PAGE_HEADERS = {"Cache-Control": "no-cache", "X-Frame-Options": "SAMEORIGIN", "Referrer-Policy": "no-referrer",
-                 "X-Content-Type-Options": "nosniff"}
+_PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Frame-Options": "SAMEORIGIN",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
 
 router = APIRouter(include_in_schema=False)
 
@@ -75,8 +79,9 @@ async def login_page(request: Request) -> HTMLResponse:
 
 def _constants(settings: Settings) -> str:
     """What the browser-side code needs to know about this archive, as a JavaScript object literal."""
-    return json.dumps({"base": VIEWER_PATH, "login": f"{VIEWER_PATH}/{LOGIN_PAGE}", "key": STORAGE_KEY,
-                       "authRequired": settings.auth != "none"})
+    return json.dumps(
+        {"base": VIEWER_PATH, "login": f"{VIEWER_PATH}/{LOGIN_PAGE}", "key": STORAGE_KEY, "authRequired": settings.auth != "none"}
+    )
 
 
 def _page(template: str, settings: Settings) -> str:
@@ -106,8 +111,9 @@ class ViewerFiles(StaticFiles):
                 raise
         return await super().get_response("index.html", scope)
 
-    def file_response(self, full_path: str | os.PathLike[str], stat_result: os.stat_result, scope: Scope,
-                      status_code: int = 200) -> Response:
+    def file_response(
+        self, full_path: str | os.PathLike[str], stat_result: os.stat_result, scope: Scope, status_code: int = 200
+    ) -> Response:
         response = super().file_response(full_path, stat_result, scope, status_code)
         hashed = _HASHED.search(os.path.basename(full_path))
         response.headers.update({"Cache-Control": "public, max-age=31536000, immutable"} if hashed else _PAGE_HEADERS)

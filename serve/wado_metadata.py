@@ -52,14 +52,17 @@ def _merge(arrays: list[bytes]) -> bytes:
     return b"[" + b",".join(inner) + b"]"
 
 
-async def metadata_response(request: Request, resources: Resources, tenant: str, study: str, series: str | None,
-                            instance: str | None) -> Response:
+async def metadata_response(
+    request: Request, resources: Resources, tenant: str, study: str, series: str | None, instance: str | None
+) -> Response:
     check_uids(study=study, series=series, instance=instance)
     metas = await series_of_study(resources.pool, tenant, study, series)
     if not metas or all(m.live_count == 0 for m in metas):
         raise HTTPException(404, "no such study or series for this tenant")
     base = base_url(request)
-    version = ",".join(f"{m.series_uid}:{m.version}:{m.live_count}:{m.metadata_state if m.document_fresh else 'live'}" for m in metas)
+    version = ",".join(
+        f"{m.series_uid}:{m.version}:{m.live_count}:{m.metadata_state if m.document_fresh else 'live'}" for m in metas
+    )
     etag = '"' + hashlib.sha1(f"{base}|{study}|{series}|{instance}|{version}".encode()).hexdigest() + '"'
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})
@@ -102,6 +105,7 @@ async def series_metadata(request: Request, resources: ResourcesDep, tenant: Ten
 
 
 @router.get("/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata", summary="Instance metadata")
-async def instance_metadata(request: Request, resources: ResourcesDep, tenant: Tenant, study: str, series: str, instance: str) -> Response:
+async def instance_metadata(
+    request: Request, resources: ResourcesDep, tenant: Tenant, study: str, series: str, instance: str
+) -> Response:
     return await metadata_response(request, resources, tenant, study, series, instance)
-

@@ -101,6 +101,7 @@ async def decompressed_path(blobs: BlobStore, obj: StoredObject, decoder: Decode
 
 async def decompressed_bytes(blobs: BlobStore, obj: StoredObject, decoder: DecodePool, waits: Waits) -> bytes:
     """The whole object decompressed, or the HTTP error that says why not."""
+
     def run() -> bytes:
         copy = decompressed_file(blobs, obj, decoder)
         try:
@@ -128,13 +129,25 @@ def _frame_plan(request: Request, stored_syntax: str) -> tuple[bool, str]:
                 return False, f"application/octet-stream; transfer-syntax={NATIVE}"
         elif stored_type and part == stored_type and syntax in (None, "*", stored_syntax):
             return True, f"{stored_type}; transfer-syntax={stored_syntax}"
-    raise HTTPException(406, f"frames of this instance are available as application/octet-stream"
-                             f"{' or ' + stored_type if stored_type else ''}")
+    raise HTTPException(
+        406, f"frames of this instance are available as application/octet-stream{' or ' + stored_type if stored_type else ''}"
+    )
 
 
 @router.get(INSTANCE + "/frames/{frames}", summary="Retrieve frames")
-async def retrieve_frames(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, settings: SettingsDep,
-                          tenant: Tenant, study: str, series: str, instance: str, frames: str) -> Response:
+async def retrieve_frames(
+    request: Request,
+    pool: Pool,
+    blobs: Blobs,
+    decoder: Decoder,
+    waits: DecodeWaits,
+    settings: SettingsDep,
+    tenant: Tenant,
+    study: str,
+    series: str,
+    instance: str,
+    frames: str,
+) -> Response:
     try:
         numbers = parse_frame_list(frames)
     except BadFrameList as err:
@@ -151,8 +164,9 @@ async def retrieve_frames(request: Request, pool: Pool, blobs: Blobs, decoder: D
     return frame_response(first, opened, produce, part_type, lambda m: m.content_type(part_type.split(";")[0], syntax))
 
 
-def _frame_maker(opened: OpenedFrames, as_stored: bool, decoder: DecodePool, waits: Waits,
-                 budget: float) -> tuple[Callable[[list[int]], Awaitable[list[bytes]]], str]:
+def _frame_maker(
+    opened: OpenedFrames, as_stored: bool, decoder: DecodePool, waits: Waits, budget: float
+) -> tuple[Callable[[list[int]], Awaitable[list[bytes]]], str]:
     """(what makes a batch of frames, the transfer syntax they are in). As stored, and native
     frames, are read here; only compressed frames to be sent decoded go to the decode pool, all
     within one time budget for the whole request."""
@@ -203,37 +217,74 @@ def _render_options(request: Request, default_viewport: tuple[int, int] | None =
     return RenderOptions(media or "image/jpeg", window, viewport, max(1, min(quality, 100)))
 
 
-async def _rendered(blobs: BlobStore, decoder: DecodePool, obj: StoredObject, frame: int, options: RenderOptions, waits: Waits) -> Response:
+async def _rendered(
+    blobs: BlobStore, decoder: DecodePool, obj: StoredObject, frame: int, options: RenderOptions, waits: Waits
+) -> Response:
     image = await _on_disk(blobs, obj, lambda path: render(decoder, path, frame, options), waits)
     return Response(image, media_type=options.media_type)
 
 
 @router.get(INSTANCE + "/rendered", summary="Rendered instance")
-async def rendered_instance(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, tenant: Tenant, study: str, series: str, instance: str) -> Response:
+async def rendered_instance(
+    request: Request,
+    pool: Pool,
+    blobs: Blobs,
+    decoder: Decoder,
+    waits: DecodeWaits,
+    tenant: Tenant,
+    study: str,
+    series: str,
+    instance: str,
+) -> Response:
     obj = (await objects_for(pool, tenant, study, series, instance))[0]
     return await _rendered(blobs, decoder, obj, 1, _render_options(request), waits)
 
 
 @router.get(INSTANCE + "/frames/{frame}/rendered", summary="Rendered frame")
-async def rendered_frame(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, tenant: Tenant, study: str, series: str, instance: str, frame: int) -> Response:
+async def rendered_frame(
+    request: Request,
+    pool: Pool,
+    blobs: Blobs,
+    decoder: Decoder,
+    waits: DecodeWaits,
+    tenant: Tenant,
+    study: str,
+    series: str,
+    instance: str,
+    frame: int,
+) -> Response:
     obj = (await objects_for(pool, tenant, study, series, instance))[0]
     return await _rendered(blobs, decoder, obj, frame, _render_options(request), waits)
 
 
 @router.get(INSTANCE + "/thumbnail", summary="Instance thumbnail")
-async def thumbnail_instance(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, tenant: Tenant, study: str, series: str, instance: str) -> Response:
+async def thumbnail_instance(
+    request: Request,
+    pool: Pool,
+    blobs: Blobs,
+    decoder: Decoder,
+    waits: DecodeWaits,
+    tenant: Tenant,
+    study: str,
+    series: str,
+    instance: str,
+) -> Response:
     obj = (await objects_for(pool, tenant, study, series, instance))[0]
     return await _rendered(blobs, decoder, obj, 1, _render_options(request, (128, 128)), waits)
 
 
 @router.get("/dicomweb/studies/{study}/series/{series}/thumbnail", summary="Series thumbnail")
-async def thumbnail_series(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, tenant: Tenant, study: str, series: str) -> Response:
+async def thumbnail_series(
+    request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, tenant: Tenant, study: str, series: str
+) -> Response:
     objects = await objects_for(pool, tenant, study, series)
     return await _rendered(blobs, decoder, objects[len(objects) // 2], 1, _render_options(request, (128, 128)), waits)
 
 
 @router.get("/dicomweb/studies/{study}/thumbnail", summary="Study thumbnail")
-async def thumbnail_study(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, tenant: Tenant, study: str) -> Response:
+async def thumbnail_study(
+    request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, tenant: Tenant, study: str
+) -> Response:
     objects = await objects_for(pool, tenant, study)
     return await _rendered(blobs, decoder, objects[len(objects) // 2], 1, _render_options(request, (128, 128)), waits)
 
@@ -251,7 +302,7 @@ def _element_bytes(path: Path, place: list[str]) -> bytes:
         sequence, index = int(place[depth], 16), int(place[depth + 1])
         items = ds[sequence].value if sequence in ds and ds[sequence].VR == "SQ" else []
         if index >= len(items):
-            raise NoPixelData(f"the instance has no item {index} in {'/'.join(place[:depth + 1])}")
+            raise NoPixelData(f"the instance has no item {index} in {'/'.join(place[: depth + 1])}")
         ds = items[index]
     tag = int(place[-1], 16)
     if tag not in ds:
@@ -261,9 +312,13 @@ def _element_bytes(path: Path, place: list[str]) -> bytes:
 
 
 @router.get(INSTANCE + "/bulkdata/{element:path}", summary="Bulk data of an element (BulkDataURI)")
-async def bulkdata(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str, series: str, instance: str, element: str) -> Response:
+async def bulkdata(
+    request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, study: str, series: str, instance: str, element: str
+) -> Response:
     if not _ELEMENT_PATH.fullmatch(element):
-        raise HTTPException(400, "the bulk data path is an 8-digit hex tag, after sequence tag / item index pairs for an element in a sequence")
+        raise HTTPException(
+            400, "the bulk data path is an 8-digit hex tag, after sequence tag / item index pairs for an element in a sequence"
+        )
     obj = (await objects_for(pool, tenant, study, series, instance))[0]
     data = await _on_disk(blobs, obj, lambda path: _element_bytes(path, element.split("/")), Waits())
     accept = parse_accept(request.headers.get("accept"))
@@ -271,8 +326,9 @@ async def bulkdata(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, s
     match = _RANGE.match(request.headers.get("range", ""))
     if not single_part:  # PS3.18 8.7.3: multipart/related; type="application/octet-stream" by default
         multipart = Multipart()
-        return Response(multipart.whole([("application/octet-stream", data)]),
-                        media_type=multipart.content_type("application/octet-stream"))
+        return Response(
+            multipart.whole([("application/octet-stream", data)]), media_type=multipart.content_type("application/octet-stream")
+        )
     if not match:
         return Response(data, media_type="application/octet-stream", headers={"Accept-Ranges": "bytes"})
     start_text, end_text = match.groups()
@@ -282,5 +338,9 @@ async def bulkdata(request: Request, pool: Pool, blobs: Blobs, tenant: Tenant, s
     end = min(int(end_text), len(data) - 1) if start_text and end_text else len(data) - 1
     if start >= len(data) or start > end:
         return Response(status_code=416, headers={"Content-Range": f"bytes */{len(data)}"})
-    return Response(data[start:end + 1], status_code=206, media_type="application/octet-stream",
-                    headers={"Content-Range": f"bytes {start}-{end}/{len(data)}", "Accept-Ranges": "bytes"})
+    return Response(
+        data[start : end + 1],
+        status_code=206,
+        media_type="application/octet-stream",
+        headers={"Content-Range": f"bytes {start}-{end}/{len(data)}", "Accept-Ranges": "bytes"},
+    )

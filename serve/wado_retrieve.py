@@ -36,11 +36,14 @@ def choose_syntax(request: Request, objects: list[StoredObject]) -> str | None:
             return None
         if syntax == TARGET_SYNTAX:
             return TARGET_SYNTAX
-    raise NotAcceptable("acceptable: application/dicom as stored (transfer-syntax=* or none) or decompressed "
-                        f"(transfer-syntax={TARGET_SYNTAX})")
+    raise NotAcceptable(
+        f"acceptable: application/dicom as stored (transfer-syntax=* or none) or decompressed (transfer-syntax={TARGET_SYNTAX})"
+    )
 
 
-async def object_bytes(blobs: BlobStore, obj: StoredObject, syntax: str | None, decoder: DecodePool, waits: Waits) -> AsyncIterator[bytes]:
+async def object_bytes(
+    blobs: BlobStore, obj: StoredObject, syntax: str | None, decoder: DecodePool, waits: Waits
+) -> AsyncIterator[bytes]:
     if syntax is None or obj.transfer_syntax == syntax:
         iterator = blobs.iter_chunks(obj.blob_key)
         while chunk := await asyncio.to_thread(next, iterator, b""):
@@ -64,7 +67,9 @@ def _decoded_alone(objects: list[StoredObject], syntax: str | None) -> bool:
     return len(objects) == 1 and syntax not in (None, objects[0].transfer_syntax) and not objects[0].transcoded_key
 
 
-async def multipart_objects(request: Request, blobs: BlobStore, decoder: DecodePool, waits: Waits, objects: list[StoredObject]) -> Response:
+async def multipart_objects(
+    request: Request, blobs: BlobStore, decoder: DecodePool, waits: Waits, objects: list[StoredObject]
+) -> Response:
     try:
         syntax = choose_syntax(request, objects)
     except NotAcceptable as err:
@@ -111,25 +116,49 @@ async def multipart_objects(request: Request, blobs: BlobStore, decoder: DecodeP
 
 
 @router.get("/dicomweb/studies/{study}", summary="Retrieve a study")
-async def retrieve_study(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, tenant: Tenant, study: str) -> Response:
+async def retrieve_study(
+    request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, tenant: Tenant, study: str
+) -> Response:
     return await multipart_objects(request, blobs, decoder, waits, await objects_for(pool, tenant, study))
 
 
 @router.get("/dicomweb/studies/{study}/series/{series}", summary="Retrieve a series")
-async def retrieve_series(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, tenant: Tenant, study: str,
-                          series: str) -> Response:
+async def retrieve_series(
+    request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, tenant: Tenant, study: str, series: str
+) -> Response:
     return await multipart_objects(request, blobs, decoder, waits, await objects_for(pool, tenant, study, series))
 
 
 @router.get("/dicomweb/studies/{study}/series/{series}/instances/{instance}", summary="Retrieve an instance")
-async def retrieve_instance(request: Request, pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, tenant: Tenant, study: str,
-                            series: str, instance: str) -> Response:
+async def retrieve_instance(
+    request: Request,
+    pool: Pool,
+    blobs: Blobs,
+    decoder: Decoder,
+    waits: DecodeWaits,
+    tenant: Tenant,
+    study: str,
+    series: str,
+    instance: str,
+) -> Response:
     return await multipart_objects(request, blobs, decoder, waits, await objects_for(pool, tenant, study, series, instance))
 
 
 @router.get("/dicomweb/wado", tags=["WADO-URI"], summary="WADO-URI (PS3.18 chapter 9)")
-async def wado_uri(pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWaits, tenant: Tenant, requestType: str, studyUID: str, seriesUID: str, objectUID: str,  # noqa: N803
-                   contentType: str = "application/dicom", frameNumber: int = 1) -> Response:  # noqa: N803
+async def wado_uri(
+    pool: Pool,
+    blobs: Blobs,
+    decoder: Decoder,
+    waits: DecodeWaits,
+    tenant: Tenant,
+    # WADO-URI's own parameter names (PS3.18 9), which FastAPI reads from the query string
+    requestType: str,  # noqa: N803
+    studyUID: str,  # noqa: N803
+    seriesUID: str,  # noqa: N803
+    objectUID: str,  # noqa: N803
+    contentType: str = "application/dicom",  # noqa: N803
+    frameNumber: int = 1,  # noqa: N803
+) -> Response:
     if requestType != "WADO":
         raise HTTPException(400, "requestType must be WADO")
     check_uids(studyUID=studyUID, seriesUID=seriesUID, objectUID=objectUID)
@@ -141,9 +170,11 @@ async def wado_uri(pool: Pool, blobs: Blobs, decoder: Decoder, waits: DecodeWait
         data = await asyncio.to_thread(blobs.read_bytes, obj.blob_key)
         return Response(data, media_type="application/dicom")
     if content in ("image/jpeg", "image/png"):
+
         def draw() -> bytes:
             with blobs.local_copy(obj.blob_key) as path:
                 return render(decoder, path, frameNumber, RenderOptions(media_type=content))
+
         try:
             return Response(await waits.run(draw), media_type=content)
         except DecodeRefused as err:

@@ -110,8 +110,9 @@ class OidcIssuer:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.issuer_app = self
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name=f"oidc-issuer-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=f"oidc-issuer-{self.port}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -254,10 +255,21 @@ class OidcIssuer:
 
     # tokens
 
-    def token(self, subject: str = "alice", *, tenants: Iterable[str] = ("default",), roles: Iterable[str] = ("reader",),
-              audience: str | list[str] | None = "dicomflow", expires_in: int | None = 300, not_before: int | None = None,
-              alg: Alg = "RS256", kid: str | None = None, extra_claims: Mapping[str, Any] | None = None,
-              issuer: str | None = None, key: SigningKey | None = None) -> str:
+    def token(
+        self,
+        subject: str = "alice",
+        *,
+        tenants: Iterable[str] = ("default",),
+        roles: Iterable[str] = ("reader",),
+        audience: str | list[str] | None = "dicomflow",
+        expires_in: int | None = 300,
+        not_before: int | None = None,
+        alg: Alg = "RS256",
+        kid: str | None = None,
+        extra_claims: Mapping[str, Any] | None = None,
+        issuer: str | None = None,
+        key: SigningKey | None = None,
+    ) -> str:
         """A signed JWT access token carrying the archive's tenant and role claims (options keyword-only,
         so a call reads as the scenario it builds).
 

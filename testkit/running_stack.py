@@ -19,8 +19,18 @@ from archive.config.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 DICOMFLOW = str(Path(sys.executable).parent / "dicomflow")
-PORT_KEYS = ("postgres_port", "redis_port", "temporal_port", "temporal_ui_port", "ray_dashboard_port", "http_port", "dimse_port",
-             "haproxy_stats_port", "haproxy_metrics_port", "dimse_tls_port")
+PORT_KEYS = (
+    "postgres_port",
+    "redis_port",
+    "temporal_port",
+    "temporal_ui_port",
+    "ray_dashboard_port",
+    "http_port",
+    "dimse_port",
+    "haproxy_stats_port",
+    "haproxy_metrics_port",
+    "dimse_tls_port",
+)
 
 
 _HANDED_OUT: set[int] = set()

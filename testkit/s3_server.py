@@ -22,8 +22,11 @@ REGION = "us-east-1"
 def moto_s3() -> Iterator[str]:
     """host:port of a fresh S3 endpoint on loopback, stopped on exit."""
     port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -41,5 +44,11 @@ def moto_s3() -> Iterator[str]:
 
 
 def stack_s3_settings(endpoint: str, bucket: str = "dicomflow") -> dict[str, object]:
-    return {"s3_endpoint": endpoint, "s3_bucket": bucket, "s3_access_key": ACCESS_KEY, "s3_secret_key": SECRET_KEY,
-            "s3_region": REGION, "s3_secure": False}
+    return {
+        "s3_endpoint": endpoint,
+        "s3_bucket": bucket,
+        "s3_access_key": ACCESS_KEY,
+        "s3_secret_key": SECRET_KEY,
+        "s3_region": REGION,
+        "s3_secure": False,
+    }

@@ -29,7 +29,9 @@ async def wait_completed(settings: Settings, workflow_ids: list[str], timeout: f
                 statuses[wid] = (await client.get_workflow_handle(wid).describe()).status
             except Exception:  # noqa: BLE001 - not started yet
                 statuses[wid] = None
-        if all(s not in (None, WorkflowExecutionStatus.RUNNING) for s in statuses.values()) and len(statuses) == len(workflow_ids):
+        if all(s not in (None, WorkflowExecutionStatus.RUNNING) for s in statuses.values()) and len(statuses) == len(
+            workflow_ids
+        ):
             return statuses
         await asyncio.sleep(1)
     return statuses
@@ -47,7 +49,10 @@ async def activity_types(settings: Settings, workflow_id: str) -> list[str]:
     for e in history.events:
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             types.append(e.activity_task_scheduled_event_attributes.activity_type.name)
-        elif e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED and e.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER:
+        elif (
+            e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+            and e.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER
+        ):
             data = e.marker_recorded_event_attributes.details["data"].payloads[0].data
             types.append(json.loads(data)["activity_type"])
     return types

@@ -143,7 +143,9 @@ def test_restart_keeps_everything_and_down_leaves_nothing(tmp_path, data_dir):
     try:
         assert detached.returncode == 0 and "`dicomflow down` stops it" in detached.stdout, detached.stdout + detached.stderr
         daemon = read_pid(var / "run" / "dicomflow.pid")
-        assert daemon and os.getsid(daemon) != os.getsid(0), "up --detach runs in a session of its own (no SIGHUP from this shell)"
+        assert daemon and os.getsid(daemon) != os.getsid(0), (
+            "up --detach runs in a session of its own (no SIGHUP from this shell)"
+        )
         with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
             rows = conn.execute("SELECT sop_uid, state FROM instance").fetchall()
         assert rows == [(str(ds.SOPInstanceUID), "committed")]
@@ -180,8 +182,10 @@ def test_metrics_for_operators_without_patient_data(stack, data_dir):
     assert 'dicomflow_http_request_seconds_count{method="GET",route="/dicomweb/studies",status="2xx"}' in text
     # the SCP actors' receipt times, published through Redis (the SCP that took the C-STORE above)
     deadline = time.monotonic() + 30
-    published = (r'^dicomflow_dimse_receipt_seconds_count\{scp="127\.0\.0\.1:\d+/\d+"\} [1-9]',
-                 r'^dicomflow_dimse_receipts_total\{outcome="stored",scp="127\.0\.0\.1:\d+/\d+"\} [1-9]')
+    published = (
+        r'^dicomflow_dimse_receipt_seconds_count\{scp="127\.0\.0\.1:\d+/\d+"\} [1-9]',
+        r'^dicomflow_dimse_receipts_total\{outcome="stored",scp="127\.0\.0\.1:\d+/\d+"\} [1-9]',
+    )
     while not all(re.search(pattern, text, re.M) for pattern in published):
         assert time.monotonic() < deadline, f"no SCP published its receipt times and outcomes: {text[-3000:]}"
         time.sleep(1)

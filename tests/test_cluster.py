@@ -45,7 +45,9 @@ def cluster(tmp_path_factory) -> Iterator[RunningStack]:
     var = tmp_path_factory.mktemp("cluster") / "var"
     with moto_s3() as endpoint:
         overrides = stack_overrides(
-            var, **stack_auth_settings(), **stack_s3_settings(endpoint),
+            var,
+            **stack_auth_settings(),
+            **stack_s3_settings(endpoint),
             ae_table={MODALITY: {"tenant": "cluster", "services": ["store"]}},
         )
         running = RunningStack(overrides, var.parent / "up.log")
@@ -57,8 +59,12 @@ def cluster(tmp_path_factory) -> Iterator[RunningStack]:
 def _join(stack: RunningStack, folder: Path) -> tuple[subprocess.Popen, IO[bytes]]:
     address = (stack.settings.var_path / "run" / "ray_address").read_text().strip()
     log = open(folder / "join.log", "ab")  # noqa: SIM115 - open while the node runs
-    joined = subprocess.Popen([DICOMFLOW, "join", address, "--node-ip", NODE_IP, "--roles", "dimse,worker", "--num-cpus", "1"],
-                              env=stack.env, stdout=log, stderr=subprocess.STDOUT)
+    joined = subprocess.Popen(
+        [DICOMFLOW, "join", address, "--node-ip", NODE_IP, "--roles", "dimse,worker", "--num-cpus", "1"],
+        env=stack.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     return joined, log
 
 
@@ -82,8 +88,12 @@ def _node(report: dict, address: str) -> dict | None:
 
 
 def _storescu(stack: RunningStack, host: str, files: list[Path]) -> subprocess.CompletedProcess:
-    return subprocess.run(["storescu", "-aet", MODALITY, "-aec", stack.settings.ae_title, host,
-                           str(stack.settings.dimse_port), *map(str, files)], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        ["storescu", "-aet", MODALITY, "-aec", stack.settings.ae_title, host, str(stack.settings.dimse_port), *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _stored_in(stack: RunningStack, tenant: str) -> int:
@@ -137,8 +147,9 @@ def _web(report: dict) -> tuple[int, int | None, int]:
 
 def _serve_deployment(stack: RunningStack) -> dict:
     """The DICOMweb deployment as Ray Serve's REST API (on the head's dashboard) describes it."""
-    answer = httpx.get(f"http://127.0.0.1:{stack.settings.ray_dashboard_port}/api/serve/applications/",
-                       headers=ray_auth_headers(), timeout=30)
+    answer = httpx.get(
+        f"http://127.0.0.1:{stack.settings.ray_dashboard_port}/api/serve/applications/", headers=ray_auth_headers(), timeout=30
+    )
     answer.raise_for_status()
     return answer.json()["applications"]["dicomweb"]["deployments"]["dicomweb"]
 
@@ -204,8 +215,9 @@ def test_status_shows_the_backlog(cluster):
     assert "storage commitment" in cluster.cli("status", timeout=120).stdout
 
 
-def _send_until_stopped(stack: RunningStack, template, studies: dict[str, str], acked: list[tuple[str, str]], total: int,
-                        ended: list[str]) -> None:
+def _send_until_stopped(
+    stack: RunningStack, template, studies: dict[str, str], acked: list[tuple[str, str]], total: int, ended: list[str]
+) -> None:
     """One association to the joined node's SCP; every Success is an acknowledged instance."""
     ae = AE(ae_title=MODALITY)
     ae.add_requested_context(template.SOPClassUID, ExplicitVRLittleEndian)
@@ -263,14 +275,20 @@ def test_a_node_killed_mid_ingest_loses_no_acknowledged_instance(cluster, data_d
         joined.wait(timeout=60)
         log.close()
     with psycopg.connect(cluster.settings.effective_postgres_dsn()) as conn:
-        rows = dict(conn.execute("SELECT sop_uid, blob_key || ' ' || sha256 FROM instance WHERE tenant = 'cluster' AND sop_uid = ANY(%s)",
-                                 ([sop for _, sop in acked],)).fetchall())
+        rows = dict(
+            conn.execute(
+                "SELECT sop_uid, blob_key || ' ' || sha256 FROM instance WHERE tenant = 'cluster' AND sop_uid = ANY(%s)",
+                ([sop for _, sop in acked],),
+            ).fetchall()
+        )
     assert len(rows) == len(acked), f"{len(acked) - len(rows)} acknowledged instances are not in the index"
     blobs = open_blob_store(cluster.settings)
     assert not list((cluster.settings.var_path / "blobs").rglob("*.dcm")), "a cluster keeps its blobs in S3"
     for sop, entry in rows.items():
         key, digest = entry.split(" ")
-        assert hashlib.sha256(b"".join(blobs.iter_chunks(key))).hexdigest() == digest, f"{sop}: bytes differ from what was acknowledged"
+        assert hashlib.sha256(b"".join(blobs.iter_chunks(key))).hexdigest() == digest, (
+            f"{sop}: bytes differ from what was acknowledged"
+        )
     ids = [f"study:cluster:{study}" for study in sorted({study for study, _ in acked})]
     finished = run(wait_completed(cluster.settings, ids, timeout=420))
     assert all(status == WorkflowExecutionStatus.COMPLETED for status in finished.values()), finished

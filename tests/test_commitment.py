@@ -147,8 +147,12 @@ def test_report_comes_on_the_still_open_association(stack, data_dir):
     ae = AE(ae_title=TENANT_B_AE)
     ae.add_requested_context(StorageCommitmentPushModel)
     ae.add_requested_context(datasets[0].SOPClassUID, datasets[0].file_meta.TransferSyntaxUID)
-    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title,
-                         evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+    assoc = ae.associate(
+        "127.0.0.1",
+        stack.settings.dimse_port,
+        ae_title=stack.settings.ae_title,
+        evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],
+    )
     assert assoc.is_established
     try:
         for ds in datasets:

@@ -29,10 +29,13 @@ DATA = ("pydicom-data", "data_store", "data")
 
 def _stow(stack, tenant: str, payload: bytes) -> str:
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + payload
-            + f"\r\n--{boundary}--\r\n".encode())
-    response = requests.post(stack.url("/dicomweb/studies"), data=body, timeout=120, headers={
-        **auth_headers(tenant), "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
+    body = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + payload + f"\r\n--{boundary}--\r\n".encode()
+    response = requests.post(
+        stack.url("/dicomweb/studies"),
+        data=body,
+        timeout=120,
+        headers={**auth_headers(tenant), "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'},
+    )
     assert response.status_code == 200, response.text
     h = dcmread(io.BytesIO(payload), stop_before_pixels=True)
     return f"/dicomweb/studies/{h.StudyInstanceUID}/series/{h.SeriesInstanceUID}/instances/{h.SOPInstanceUID}"
@@ -75,7 +78,7 @@ class Finishes:
 
     def rank(self, name: str) -> int:
         """How many slow renders were answered before `name`."""
-        return sum(1 for n in self.order[:self.order.index(name)] if n.startswith("render-"))
+        return sum(1 for n in self.order[: self.order.index(name)] if n.startswith("render-"))
 
 
 def _get(stack, tenant: str, path: str, **headers: str) -> Callable[[], requests.Response]:

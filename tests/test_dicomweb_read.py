@@ -26,8 +26,15 @@ from tests.conftest import OHIF_ORIGIN, run
 TENANT = "readside"
 CHARSETS = Path(pydicom.__file__).parent / "data" / "charset_files"
 PYDICOM_DATA = ("pydicom-data", "data_store", "data")
-EXTRA = ["SC_rgb.dcm", "color-pl.dcm", "emri_small.dcm", "OBXXXX1A_rle_2frame.dcm", "RG1_UNCR.dcm", "US1_J2KR.dcm",
-         "color3d_jpeg_baseline.dcm"]
+EXTRA = [
+    "SC_rgb.dcm",
+    "color-pl.dcm",
+    "emri_small.dcm",
+    "OBXXXX1A_rle_2frame.dcm",
+    "RG1_UNCR.dcm",
+    "US1_J2KR.dcm",
+    "color3d_jpeg_baseline.dcm",
+]
 JAPANESE = ["chrH31.dcm", "chrX1.dcm", "chrRuss.dcm", "chrGreek.dcm"]
 
 
@@ -67,6 +74,7 @@ def values(results: list[dict], tag: str) -> list:
 
 # QIDO-RS ---------------------------------------------------------------------------------------
 
+
 def test_every_study_is_found(client, stored):
     expected = {str(header(p).StudyInstanceUID) for p in stored.values()}
     assert set(values(client.search_for_studies(), "0020000D")) == expected
@@ -100,14 +108,17 @@ def test_date_ranges_and_uid_lists(client, stored, stack):
     assert set(values(client.search_for_studies(search_filters={"StudyDate": f"-{low}"}), "00080020")) == {low}
     uids = values(studies, "0020000D")[:2]
     for joined in (",".join(uids), "\\".join(uids)):  # the comma form and the backslash form OHIF sends
-        response = requests.get(stack.url("/dicomweb/studies"), params={"StudyInstanceUID": joined},
-                                headers=auth_headers(TENANT), timeout=30)
+        response = requests.get(
+            stack.url("/dicomweb/studies"), params={"StudyInstanceUID": joined}, headers=auth_headers(TENANT), timeout=30
+        )
         assert set(values(response.json(), "0020000D")) == set(uids)
 
 
 def test_limit_offset_and_warning(client, stored, stack):
     everything = values(client.search_for_studies(), "0020000D")
-    response = requests.get(stack.url("/dicomweb/studies"), params={"limit": 2, "offset": 1}, headers=auth_headers(TENANT), timeout=30)
+    response = requests.get(
+        stack.url("/dicomweb/studies"), params={"limit": 2, "offset": 1}, headers=auth_headers(TENANT), timeout=30
+    )
     assert values(response.json(), "0020000D") == everything[1:3]
     assert "299" in response.headers["Warning"] and "offset=3" in response.headers["Warning"]
 
@@ -115,16 +126,21 @@ def test_limit_offset_and_warning(client, stored, stack):
 def test_includefield_by_keyword_tag_and_all(client, stored, stack):
     by_keyword = client.search_for_studies(fields=["SOPClassesInStudy"])
     assert all("00080062" in r for r in by_keyword)
-    everything = requests.get(stack.url("/dicomweb/series"), params={"includefield": "all"}, headers=auth_headers(TENANT), timeout=30).json()
+    everything = requests.get(
+        stack.url("/dicomweb/series"), params={"includefield": "all"}, headers=auth_headers(TENANT), timeout=30
+    ).json()
     assert all("00100010" in r and "00201209" in r for r in everything)
 
 
-@pytest.mark.parametrize("params, words", [
-    ({"StudyDate": "2020-01-01"}, "not a date"),
-    ({"StudyInstanceUID": "1.2/abc"}, "not a valid UID"),
-    ({"limit": "many"}, "integers"),
-    ({"0020000G": "x"}, "not a tag"),
-])
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        ({"StudyDate": "2020-01-01"}, "not a date"),
+        ({"StudyInstanceUID": "1.2/abc"}, "not a valid UID"),
+        ({"limit": "many"}, "integers"),
+        ({"0020000G": "x"}, "not a tag"),
+    ],
+)
 def test_bad_queries_are_400(stack, params, words):
     response = requests.get(stack.url("/dicomweb/studies"), params=params, headers=auth_headers(TENANT), timeout=30)
     assert response.status_code == 400 and words in response.text
@@ -137,8 +153,11 @@ def test_unsupported_query_keys_are_ignored_with_a_warning(client, stored, stack
     response = requests.get(stack.url("/dicomweb/studies"), params=params, headers=auth_headers(TENANT), timeout=30)
     assert response.status_code == 200, response.text
     assert values(response.json(), "0020000D") == values(plain.json(), "0020000D")
-    assert re.fullmatch(r'299 127\.0\.0\.1:\d+ "The following query keys were ignored \(not supported\): '
-                        r'NoSuchKeyword, 00091001, _, includefield=00091001"', response.headers["Warning"])
+    assert re.fullmatch(
+        r'299 127\.0\.0\.1:\d+ "The following query keys were ignored \(not supported\): '
+        r'NoSuchKeyword, 00091001, _, includefield=00091001"',
+        response.headers["Warning"],
+    )
 
 
 def test_tenants_are_walls(stack, stored):
@@ -165,6 +184,7 @@ def test_series_and_instances_of_a_study(client, stored, data_dir):
 
 # WADO-RS -----------------------------------------------------------------------------------------
 
+
 def test_retrieve_study_series_instance(client, stored, data_dir):
     nih = [header(p) for p in sorted((data_dir / "dcm_qa_nih").rglob("*.dcm"))]
     study, series = str(nih[0].StudyInstanceUID), str(nih[0].SeriesInstanceUID)
@@ -176,12 +196,18 @@ def test_retrieve_study_series_instance(client, stored, data_dir):
 
 
 def test_retrieve_decompressed_when_asked(client, stored, data_dir):
-    path = next(p for p in (data_dir / "dcm_qa_ts").rglob("*.dcm") if header(p).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.80")
+    path = next(
+        p for p in (data_dir / "dcm_qa_ts").rglob("*.dcm") if header(p).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.80"
+    )
     h = header(path)
     if str(h.SOPInstanceUID) not in stored or stored[str(h.SOPInstanceUID)] != path:
         pytest.skip("the JPEG-LS file shares its SOP Instance UID with another syntax")
-    ds = client.retrieve_instance(str(h.StudyInstanceUID), str(h.SeriesInstanceUID), str(h.SOPInstanceUID),
-                                  media_types=(("application/dicom", "1.2.840.10008.1.2.1"),))
+    ds = client.retrieve_instance(
+        str(h.StudyInstanceUID),
+        str(h.SeriesInstanceUID),
+        str(h.SOPInstanceUID),
+        media_types=(("application/dicom", "1.2.840.10008.1.2.1"),),
+    )
     assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
     assert ds.SOPInstanceUID == h.SOPInstanceUID  # the same object, only re-encoded
     assert np.array_equal(ds.pixel_array, dcmread(path).pixel_array)
@@ -205,14 +231,21 @@ def test_series_metadata_is_ps318_json(stack, client, stored, data_dir):
 
 def test_bulkdata_ranges(stack, stored, data_dir):
     nih = header(next((data_dir / "dcm_qa_nih").rglob("*.dcm")))
-    url = stack.url(f"/dicomweb/studies/{nih.StudyInstanceUID}/series/{nih.SeriesInstanceUID}/instances/"
-                    f"{nih.SOPInstanceUID}/bulkdata/7FE00010")
+    url = stack.url(
+        f"/dicomweb/studies/{nih.StudyInstanceUID}/series/{nih.SeriesInstanceUID}/instances/"
+        f"{nih.SOPInstanceUID}/bulkdata/7FE00010"
+    )
     pixels = dcmread(stored[str(nih.SOPInstanceUID)]).PixelData
-    part = requests.get(url, headers={**auth_headers(TENANT), "Accept": "application/octet-stream", "Range": "bytes=10-19"}, timeout=30)
+    part = requests.get(
+        url, headers={**auth_headers(TENANT), "Accept": "application/octet-stream", "Range": "bytes=10-19"}, timeout=30
+    )
     assert part.status_code == 206 and part.content == pixels[10:20]
     assert part.headers["Content-Range"] == f"bytes 10-19/{len(pixels)}"
-    beyond = requests.get(url, headers={**auth_headers(TENANT), "Accept": "application/octet-stream",
-                                        "Range": f"bytes={len(pixels) + 5}-"}, timeout=30)
+    beyond = requests.get(
+        url,
+        headers={**auth_headers(TENANT), "Accept": "application/octet-stream", "Range": f"bytes={len(pixels) + 5}-"},
+        timeout=30,
+    )
     assert beyond.status_code == 416
 
 
@@ -241,8 +274,9 @@ def test_character_sets_decoded(client, stored):
     for name in JAPANESE:
         original = dcmread(CHARSETS / name, stop_before_pixels=True)
         assert str(original.SOPInstanceUID) in stored, f"{name} was not stored"
-        item = client.retrieve_instance_metadata(str(original.StudyInstanceUID), str(original.SeriesInstanceUID),
-                                                 str(original.SOPInstanceUID))
+        item = client.retrieve_instance_metadata(
+            str(original.StudyInstanceUID), str(original.SeriesInstanceUID), str(original.SOPInstanceUID)
+        )
         name_json = item["00100010"]["Value"][0]
         expected = original.PatientName
         groups = {"Alphabetic": expected.alphabetic, "Ideographic": expected.ideographic, "Phonetic": expected.phonetic}
@@ -297,8 +331,11 @@ def test_frames_as_stored_with_transfer_syntax_star(stack, stored):
     sop, path = next((s, p) for s, p in stored.items() if p.name == "OBXXXX1A_rle_2frame.dcm")
     h = header(path)
     url = stack.url(f"/dicomweb/studies/{h.StudyInstanceUID}/series/{h.SeriesInstanceUID}/instances/{sop}/frames/2")
-    response = requests.get(url, headers={**auth_headers(TENANT),
-                                          "Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"}, timeout=30)
+    response = requests.get(
+        url,
+        headers={**auth_headers(TENANT), "Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"},
+        timeout=30,
+    )
     assert response.status_code == 200 and "1.2.840.10008.1.2.5" in response.headers["content-type"]
     assert get_frame(dcmread(path).PixelData, 1, number_of_frames=2) in response.content
 
@@ -312,8 +349,13 @@ def test_missing_frame_is_404(stack, stored):
 
 def _rendered(client, path: Path, **params) -> Image.Image:
     h = header(path)
-    data = client.retrieve_instance_rendered(str(h.StudyInstanceUID), str(h.SeriesInstanceUID), str(h.SOPInstanceUID),
-                                             media_types=("image/png",), params=params or None)
+    data = client.retrieve_instance_rendered(
+        str(h.StudyInstanceUID),
+        str(h.SeriesInstanceUID),
+        str(h.SOPInstanceUID),
+        media_types=("image/png",),
+        params=params or None,
+    )
     return Image.open(io.BytesIO(data))
 
 
@@ -332,14 +374,17 @@ def test_rendered_window_matches_a_reference(client, stored, data_dir):
     assert np.abs(got - reference).max() <= 1
 
 
-@pytest.mark.parametrize(("params", "reason"), [
-    ({"viewport": "100"}, "viewport needs a width and a height"),
-    ({"viewport": "0,0"}, "viewport needs a width and a height"),
-    ({"viewport": "-5,20"}, "viewport needs a width and a height"),
-    ({"viewport": "100000,100000"}, "viewport needs a width and a height"),
-    ({"window": "40"}, "window needs a center and a positive width"),
-    ({"quality": "high"}, "are numbers"),
-])
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ({"viewport": "100"}, "viewport needs a width and a height"),
+        ({"viewport": "0,0"}, "viewport needs a width and a height"),
+        ({"viewport": "-5,20"}, "viewport needs a width and a height"),
+        ({"viewport": "100000,100000"}, "viewport needs a width and a height"),
+        ({"window": "40"}, "window needs a center and a positive width"),
+        ({"quality": "high"}, "are numbers"),
+    ],
+)
 def test_bad_rendering_parameters_are_400(stack, stored, params, reason):
     sop, path = next((s, p) for s, p in stored.items() if p.name == "SC_rgb.dcm")
     h = header(path)
@@ -367,7 +412,9 @@ def test_wado_uri(stack, stored):
     params = {"requestType": "WADO", "studyUID": str(h.StudyInstanceUID), "seriesUID": str(h.SeriesInstanceUID), "objectUID": sop}
     dicom = requests.get(stack.url("/dicomweb/wado"), params=params, headers=auth_headers(TENANT), timeout=30)
     assert dicom.status_code == 200 and dcmread(io.BytesIO(dicom.content)).SOPInstanceUID == sop
-    jpeg = requests.get(stack.url("/dicomweb/wado"), params={**params, "contentType": "image/jpeg"}, headers=auth_headers(TENANT), timeout=30)
+    jpeg = requests.get(
+        stack.url("/dicomweb/wado"), params={**params, "contentType": "image/jpeg"}, headers=auth_headers(TENANT), timeout=30
+    )
     assert jpeg.headers["content-type"] == "image/jpeg" and jpeg.content[:2] == b"\xff\xd8"
 
 
@@ -376,12 +423,19 @@ def test_ohif_study_list_and_viewer_requests(stack, stored, data_dir):
     `Authorization` and `Accept`, the tenant in the data source's root URL."""
     origin = {"Origin": OHIF_ORIGIN}
     root = f"/tenants/{TENANT}/dicomweb"
-    preflight = requests.options(stack.url(root + "/studies"), headers={
-        **origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "accept,authorization"}, timeout=30)
+    preflight = requests.options(
+        stack.url(root + "/studies"),
+        headers={**origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "accept,authorization"},
+        timeout=30,
+    )
     assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == OHIF_ORIGIN
     h = {**origin, **bearer(TENANT), "Accept": "application/dicom+json"}
-    listing = requests.get(stack.url(root + "/studies"), params={"limit": 101, "offset": 0, "fuzzymatching": "false",
-                                                                  "includefield": "00081030,00080060"}, headers=h, timeout=30)
+    listing = requests.get(
+        stack.url(root + "/studies"),
+        params={"limit": 101, "offset": 0, "fuzzymatching": "false", "includefield": "00081030,00080060"},
+        headers=h,
+        timeout=30,
+    )
     assert listing.status_code == 200 and listing.headers["access-control-allow-origin"]
     nih = header(next((data_dir / "dcm_qa_nih").rglob("*.dcm")))
     assert nih.StudyInstanceUID in {s["0020000D"]["Value"][0] for s in listing.json()}
@@ -389,10 +443,15 @@ def test_ohif_study_list_and_viewer_requests(stack, stored, data_dir):
     assert series
     for s in series:
         uid = s["0020000E"]["Value"][0]
-        metadata = requests.get(stack.url(f"{root}/studies/{nih.StudyInstanceUID}/series/{uid}/metadata"), headers=h, timeout=30).json()
+        metadata = requests.get(
+            stack.url(f"{root}/studies/{nih.StudyInstanceUID}/series/{uid}/metadata"), headers=h, timeout=30
+        ).json()
         bulk = [v["BulkDataURI"] for item in metadata for v in item.values() if "BulkDataURI" in v]
         assert all(f"{root}/studies/" in uri for uri in bulk), bulk[:2]  # OHIF follows these with the same token
         sop = metadata[0]["00080018"]["Value"][0]
-        frame = requests.get(stack.url(f"{root}/studies/{nih.StudyInstanceUID}/series/{uid}/instances/{sop}/frames/1"),
-                             headers={**h, "Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"}, timeout=30)
+        frame = requests.get(
+            stack.url(f"{root}/studies/{nih.StudyInstanceUID}/series/{uid}/instances/{sop}/frames/1"),
+            headers={**h, "Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"},
+            timeout=30,
+        )
         assert frame.status_code == 200

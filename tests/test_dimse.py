@@ -39,7 +39,9 @@ def index_rows(settings, sql: str, *params):
 
 def test_echoscu(stack):
     s = stack.settings
-    result = subprocess.run(["echoscu", "-aec", s.ae_title, "127.0.0.1", str(s.dimse_port)], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        ["echoscu", "-aec", s.ae_title, "127.0.0.1", str(s.dimse_port)], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -49,9 +51,26 @@ def sent_all(stack, data_dir, tmp_path_factory):
     report = tmp_path_factory.mktemp("dcmsend") / "report.txt"
     s = stack.settings
     result = subprocess.run(
-        ["dcmsend", "-dn", "-nh", "--create-report-file", str(report), "-aet", "MODALITY", "-aec", s.ae_title,
-         "127.0.0.1", str(s.dimse_port), "--scan-directories", "--recurse", str(data_dir)],
-        capture_output=True, text=True, env=NODELAY, timeout=900,
+        [
+            "dcmsend",
+            "-dn",
+            "-nh",
+            "--create-report-file",
+            str(report),
+            "-aet",
+            "MODALITY",
+            "-aec",
+            s.ae_title,
+            "127.0.0.1",
+            str(s.dimse_port),
+            "--scan-directories",
+            "--recurse",
+            str(data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        env=NODELAY,
+        timeout=900,
     )
     unsendable = set(re.findall(r"cannot send SOP instance from file: (.+?): ", result.stderr))
     entries = re.findall(r"Filename\s+: (.+?)\n.*?DIMSE Status\s+: (0x[0-9a-f]{4}|<[^>]+>)", report.read_text(), re.S)
@@ -97,7 +116,9 @@ def test_every_sendable_file_is_stored(stack, sent_all, data_dir):
 
 
 def test_every_compressed_syntax_is_accepted_as_sent(stack, sent_all):
-    syntaxes = {r[0] for r in index_rows(stack.settings, "SELECT DISTINCT transfer_syntax FROM instance WHERE tenant = 'default'")}
+    syntaxes = {
+        r[0] for r in index_rows(stack.settings, "SELECT DISTINCT transfer_syntax FROM instance WHERE tenant = 'default'")
+    }
     missing = {name for uid, name in COMPRESSED.items() if uid not in syntaxes}
     assert not missing, f"not stored in their own syntax: {missing}"
 
@@ -113,7 +134,10 @@ def test_every_study_workflow_completes_with_all_steps(stack, sent_all):
         assert set(STUDY_STEPS) <= set(run(activity_types(stack.settings, wid))), wid
     rows = index_rows(stack.settings, "SELECT state, count(*) FROM instance WHERE tenant = 'default' GROUP BY state")
     assert dict(rows) == {"committed": sum(n for _, n in rows)}
-    toshiba = index_rows(stack.settings, "SELECT num_instances, metadata_state FROM series WHERE tenant = 'default' ORDER BY num_instances DESC LIMIT 1")
+    toshiba = index_rows(
+        stack.settings,
+        "SELECT num_instances, metadata_state FROM series WHERE tenant = 'default' ORDER BY num_instances DESC LIMIT 1",
+    )
     assert toshiba == [(520, "ready")]
 
 
@@ -125,7 +149,9 @@ def test_study_histories_replay_in_the_sandbox(stack, sent_all):
     from testkit.temporal_waits import client_for
     from workflows.study import StudyWorkflow
 
-    studies = [r[0] for r in index_rows(stack.settings, "SELECT study_uid FROM study WHERE tenant = 'default' ORDER BY study_uid")]
+    studies = [
+        r[0] for r in index_rows(stack.settings, "SELECT study_uid FROM study WHERE tenant = 'default' ORDER BY study_uid")
+    ]
     ids = [f"study:default:{uid}" for uid in studies][:10]
     run(wait_completed(stack.settings, ids, timeout=300))
 
@@ -216,6 +242,7 @@ def test_scp_processes_share_the_port(stack):
     assert len(listeners) == stack.settings.scp_processes == 2
     assert listeners <= {p.pid for p in stack.descendants()}
     for _ in range(6):  # the kernel spreads new associations over both; each must answer
-        result = subprocess.run(["echoscu", "-aec", stack.settings.ae_title, "127.0.0.1", str(port)],
-                                capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            ["echoscu", "-aec", stack.settings.ae_title, "127.0.0.1", str(port)], capture_output=True, text=True, timeout=30
+        )
         assert result.returncode == 0, result.stderr

@@ -41,7 +41,7 @@ MOVER, TLS_DEST, TLS_COMMIT = "MOVER", "TLS_DEST", "TLS_COMMIT"
 
 def fingerprint(pem: Path) -> str:
     digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem.read_text())).hexdigest().upper()
-    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))  # the form `openssl x509 -fingerprint` prints
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))  # the form `openssl x509 -fingerprint` prints
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +53,15 @@ def ports() -> dict[str, int]:
 def guarded(tmp_path_factory, pki, ports) -> Iterator[RunningStack]:
     var = tmp_path_factory.mktemp("guarded") / "var"
     overrides = stack_overrides(
-        var, auth="none", scp_processes=1, dimse_max_associations=MAX_ASSOCIATIONS,
-        dimse_max_connections_per_peer=CONNECTIONS_PER_PEER, dimse_acse_timeout_seconds=ACSE_TIMEOUT,
-        tls_cert_file=str(pki["server"]), tls_key_file=str(pki["server_key"]), tls_ca_file=str(pki["ca"]),
+        var,
+        auth="none",
+        scp_processes=1,
+        dimse_max_associations=MAX_ASSOCIATIONS,
+        dimse_max_connections_per_peer=CONNECTIONS_PER_PEER,
+        dimse_acse_timeout_seconds=ACSE_TIMEOUT,
+        tls_cert_file=str(pki["server"]),
+        tls_key_file=str(pki["server_key"]),
+        tls_ca_file=str(pki["ca"]),
         ae_table={
             BOUND_CN: {"allowed_hosts": LOOPBACK, "tls_certificate": "modality"},  # the client certificate's CN
             BOUND_FP: {"allowed_hosts": LOOPBACK, "tls_certificate": fingerprint(pki["client"])},
@@ -110,8 +116,12 @@ def closed_by_server(sock: socket.socket) -> bool:
         return False
 
 
-def associate(stack: RunningStack, calling: str = "MONITOR", contexts: tuple[str, ...] = (VERIFICATION,),
-              tls: tuple[ssl.SSLContext, str] | None = None):
+def associate(
+    stack: RunningStack,
+    calling: str = "MONITOR",
+    contexts: tuple[str, ...] = (VERIFICATION,),
+    tls: tuple[ssl.SSLContext, str] | None = None,
+):
     ae = AE(ae_title=calling)
     ae.connection_timeout = ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = CLIENT_WAIT
     for context in contexts:
@@ -171,8 +181,26 @@ def test_idle_sockets_take_no_association_slot(guarded):
     fix); now only associations count, and the limit still holds for them."""
     with idle(guarded.settings.dimse_port, MAX_ASSOCIATIONS):
         s = guarded.settings
-        result = subprocess.run(["echoscu", "-to", "25", "-ta", "25", "-td", "25", "-aet", "MONITOR", "-aec", s.ae_title,
-                                 "127.0.0.1", str(s.dimse_port)], capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [
+                "echoscu",
+                "-to",
+                "25",
+                "-ta",
+                "25",
+                "-td",
+                "25",
+                "-aet",
+                "MONITOR",
+                "-aec",
+                s.ae_title,
+                "127.0.0.1",
+                str(s.dimse_port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         opened = [associate(guarded) for _ in range(MAX_ASSOCIATIONS + 1)]
         try:
@@ -232,8 +260,9 @@ def test_an_unknown_ae_may_store_and_commit_but_not_query(guarded, data_dir):
         identifier = Dataset()
         identifier.QueryRetrieveLevel = "STUDY"
         identifier.StudyInstanceUID = ""
-        answers = [(int(status.Status), str(status.get("ErrorComment", ""))) for status, _ in
-                   assoc.send_c_find(identifier, STUDY_FIND)]
+        answers = [
+            (int(status.Status), str(status.get("ErrorComment", ""))) for status, _ in assoc.send_c_find(identifier, STUDY_FIND)
+        ]
     finally:
         assoc.release()
     assert answers == [(0x0124, "STRANGER may not use find")]
@@ -250,14 +279,49 @@ def test_c_move_to_a_tls_destination_goes_over_tls(guarded, pki, ports, data_dir
     log = tmp_path / "storescp.log"
     with open(log, "w") as sink:
         # dcmtk's storescp with DICOM TLS only, requiring a client certificate from the archive's CA
-        scp = subprocess.Popen(["storescp", "-v", "+tls", str(pki["server_key"]), str(pki["server"]), "+cf", str(pki["ca"]),
-                                "-aet", TLS_DEST, "-od", str(out), str(ports["dest"])], stdout=sink, stderr=subprocess.STDOUT)
+        scp = subprocess.Popen(
+            [
+                "storescp",
+                "-v",
+                "+tls",
+                str(pki["server_key"]),
+                str(pki["server"]),
+                "+cf",
+                str(pki["ca"]),
+                "-aet",
+                TLS_DEST,
+                "-od",
+                str(out),
+                str(ports["dest"]),
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     try:
         time.sleep(0.5)
         s = guarded.settings
-        move = subprocess.run(["movescu", "-v", "-S", "-aet", MOVER, "-aec", s.ae_title, "-aem", TLS_DEST,
-                               "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={ds.StudyInstanceUID}",
-                               "127.0.0.1", str(s.dimse_port)], capture_output=True, text=True, timeout=120)
+        move = subprocess.run(
+            [
+                "movescu",
+                "-v",
+                "-S",
+                "-aet",
+                MOVER,
+                "-aec",
+                s.ae_title,
+                "-aem",
+                TLS_DEST,
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                f"StudyInstanceUID={ds.StudyInstanceUID}",
+                "127.0.0.1",
+                str(s.dimse_port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         scp.terminate()
         scp.wait(timeout=10)
@@ -276,8 +340,12 @@ def test_n_event_report_to_a_tls_requester_goes_over_tls(guarded, pki, ports, da
     ae = AE(ae_title=TLS_COMMIT)
     ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
     ae.add_requested_context(StorageCommitmentPushModel)
-    server = ae.start_server(("127.0.0.1", ports["commit"]), block=False, ssl_context=server_tls(pki),
-                             evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+    server = ae.start_server(
+        ("127.0.0.1", ports["commit"]),
+        block=False,
+        ssl_context=server_tls(pki),
+        evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],
+    )
     try:
         ds = restamped(data_dir)
         assert store(guarded, TLS_COMMIT, ds) == 0
@@ -285,4 +353,3 @@ def test_n_event_report_to_a_tls_requester_goes_over_tls(guarded, pki, ports, da
         assert reports.get(timeout=90) == transaction
     finally:
         server.shutdown()
-

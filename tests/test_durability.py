@@ -159,8 +159,12 @@ def test_corrupted_blob_ends_in_a_visible_failed_state(stack, data_dir):
 
 def _wado_uri(stack, tenant: str, payload: bytes) -> requests.Response:
     ds = dcmread(io.BytesIO(payload), stop_before_pixels=True)
-    params = {"requestType": "WADO", "studyUID": str(ds.StudyInstanceUID), "seriesUID": str(ds.SeriesInstanceUID),
-              "objectUID": str(ds.SOPInstanceUID)}
+    params = {
+        "requestType": "WADO",
+        "studyUID": str(ds.StudyInstanceUID),
+        "seriesUID": str(ds.SeriesInstanceUID),
+        "objectUID": str(ds.SOPInstanceUID),
+    }
     return requests.get(stack.url("/dicomweb/wado"), params=params, headers=auth_headers(tenant), timeout=30)
 
 
@@ -202,8 +206,12 @@ def test_resend_repairs_an_instance_that_failed_verification(stack, data_dir):
     assert run(wait_completed(stack.settings, [wid], timeout=120))[wid] == WorkflowExecutionStatus.COMPLETED
     assert _wado_uri(stack, "refailed", payloads[0]).status_code == 404  # failed: not served
     sop = receipts[0].attributes.sop_uid
-    stow = requests.post(stack.url("/dicomweb/studies"), data=_multipart(payloads[0]), timeout=60, headers={
-        **auth_headers("refailed"), "Content-Type": 'multipart/related; type="application/dicom"; boundary=r'})
+    stow = requests.post(
+        stack.url("/dicomweb/studies"),
+        data=_multipart(payloads[0]),
+        timeout=60,
+        headers={**auth_headers("refailed"), "Content-Type": 'multipart/related; type="application/dicom"; boundary=r'},
+    )
     assert stow.status_code == 200, stow.text
     _wait_committed(stack, "refailed", sop)  # verified and committed again by its workflow
     read = _wado_uri(stack, "refailed", payloads[0])

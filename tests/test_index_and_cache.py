@@ -57,7 +57,9 @@ def scratch_owner(tmp_path_factory):
     from cluster.services import postgres
     from testkit.running_stack import free_port
 
-    settings = load_settings(var_dir=str(tmp_path_factory.mktemp("scratch") / "var"), postgres_port=free_port(), bind_host="127.0.0.1")
+    settings = load_settings(
+        var_dir=str(tmp_path_factory.mktemp("scratch") / "var"), postgres_port=free_port(), bind_host="127.0.0.1"
+    )
     service, owner = postgres.start_postgres(settings)
     try:
         yield owner
@@ -72,7 +74,9 @@ def test_migrations_build_an_empty_database_once(scratch_owner):
     owner = scratch_owner
     scratch = f"migrate_{uuid.uuid4().hex[:12]}"
     created_tables = {m.lower() for sql in MIGRATIONS for m in re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", sql)}
-    added_columns = {(t.lower(), c.lower()) for sql in MIGRATIONS for t, c in re.findall(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", sql)}
+    added_columns = {
+        (t.lower(), c.lower()) for sql in MIGRATIONS for t, c in re.findall(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", sql)
+    }
     assert len(created_tables) >= 10 and added_columns, "the migrations' text no longer reads as expected"
 
     async def go():
@@ -83,21 +87,32 @@ def test_migrations_build_an_empty_database_once(scratch_owner):
                 assert await schema_version(conn) == 0
                 await migrate(conn)
                 first = await _snapshot(conn)
-                tables = {r[0] for r in await (await conn.execute(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).fetchall()}
-                columns = set(await (await conn.execute(
-                    "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public'")).fetchall())
+                tables = {
+                    r[0]
+                    for r in await (await conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).fetchall()
+                }
+                columns = set(
+                    await (
+                        await conn.execute(
+                            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public'"
+                        )
+                    ).fetchall()
+                )
                 await migrate(conn)
                 second = await _snapshot(conn)
-                await conn.execute("INSERT INTO audit_event (occurred_at, event_code, event_name, action, outcome, subject, method,"
-                                   " source) VALUES (now(), 110114, 'User Authentication', 'E', 0, 'owner', 'none', 'test')")
+                await conn.execute(
+                    "INSERT INTO audit_event (occurred_at, event_code, event_name, action, outcome, subject, method,"
+                    " source) VALUES (now(), 110114, 'User Authentication', 'E', 0, 'owner', 'none', 'test')"
+                )
                 for statement in ("UPDATE audit_event SET subject = 'x'", "DELETE FROM audit_event", "TRUNCATE audit_event"):
                     with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
                         await conn.execute(statement)
             return first, second, tables, columns
         finally:
             async with await psycopg.AsyncConnection.connect(_dsn_for(owner, "postgres"), autocommit=True) as admin:
-                await admin.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg.sql.Identifier(scratch)))
+                await admin.execute(
+                    psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg.sql.Identifier(scratch))
+                )
 
     first, second, tables, columns = run(go())
     rows, catalog = first
@@ -133,16 +148,35 @@ def test_instance_row_round_trip(settings, data_dir):
         pool = await open_index_pool(settings.effective_postgres_dsn())
         try:
             async with pool.connection() as conn, conn.transaction():
-                inserted = await insert_instance(conn, "roundtrip", attributes, transfer_syntax="1.2.840.10008.1.2.1",
-                                                 blob_key="k", size=10, sha256="ab", source="test")
-                again = await insert_instance(conn, "roundtrip", attributes, transfer_syntax="1.2.840.10008.1.2.1",
-                                              blob_key="k", size=10, sha256="ab", source="test")
+                inserted = await insert_instance(
+                    conn,
+                    "roundtrip",
+                    attributes,
+                    transfer_syntax="1.2.840.10008.1.2.1",
+                    blob_key="k",
+                    size=10,
+                    sha256="ab",
+                    source="test",
+                )
+                again = await insert_instance(
+                    conn,
+                    "roundtrip",
+                    attributes,
+                    transfer_syntax="1.2.840.10008.1.2.1",
+                    blob_key="k",
+                    size=10,
+                    sha256="ab",
+                    source="test",
+                )
             async with pool.connection() as conn:
                 found = await find_instance(conn, "roundtrip", attributes.sop_uid)
                 other_tenant = await find_instance(conn, "someoneelse", attributes.sop_uid)
-                study = await (await conn.execute(
-                    "SELECT patient_name, study_date, modalities FROM study WHERE tenant='roundtrip' AND study_uid=%s",
-                    (attributes.study_uid,))).fetchone()
+                study = await (
+                    await conn.execute(
+                        "SELECT patient_name, study_date, modalities FROM study WHERE tenant='roundtrip' AND study_uid=%s",
+                        (attributes.study_uid,),
+                    )
+                ).fetchone()
             return inserted, again, found, other_tenant, study
         finally:
             await pool.close()
@@ -186,8 +220,11 @@ def test_finished_retrieves_are_forgotten_after_their_retention(settings):
     old, fresh, running = "prune-old", "prune-fresh", "prune-running"
     with psycopg.connect(settings.effective_postgres_dsn(), autocommit=True) as conn:
         for rid, finished in ((old, "now() - interval '8 days'"), (fresh, "now()"), (running, "NULL")):
-            conn.execute(f"INSERT INTO retrieve (id, tenant, requested_by, destination, total, finished_at)"
-                         f" VALUES (%s, 'default', 'T', 'D', 1, {finished})", (rid,))
+            conn.execute(
+                f"INSERT INTO retrieve (id, tenant, requested_by, destination, total, finished_at)"
+                f" VALUES (%s, 'default', 'T', 'D', 1, {finished})",
+                (rid,),
+            )
             conn.execute("INSERT INTO retrieve_item (retrieve_id, position, sop_uid) VALUES (%s, 1, '1.2.3')", (rid,))
 
     async def go():

@@ -29,10 +29,20 @@ def test_bad_tenants_refused(tenant):
         instance_key(tenant, None, "1.2", "1.3", "1.4")
 
 
-@pytest.mark.parametrize("uid, ok", [
-    ("1.2.840.10008.1.2", True), ("1.2.3.0", True), ("1.02.3", False), ("1..2", False), ("1.2.", False),
-    ("abc", False), ("1." + "1" * 70, False), ("", False), ("1.2.3 ", False),
-])
+@pytest.mark.parametrize(
+    "uid, ok",
+    [
+        ("1.2.840.10008.1.2", True),
+        ("1.2.3.0", True),
+        ("1.02.3", False),
+        ("1..2", False),
+        ("1.2.", False),
+        ("abc", False),
+        ("1." + "1" * 70, False),
+        ("", False),
+        ("1.2.3 ", False),
+    ],
+)
 def test_uid_rules(uid, ok):
     assert is_valid_uid(uid) is ok
     assert (uid_problem("X", uid) is None) is ok

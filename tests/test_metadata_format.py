@@ -31,8 +31,9 @@ def _icon_uri(response: requests.Response) -> str:
 
 
 def _document(conn: psycopg.Connection, series: str) -> tuple[str, int | None]:
-    return conn.execute("SELECT metadata_key, metadata_format FROM series WHERE tenant = %s AND series_uid = %s",
-                        (TENANT, series)).fetchone()
+    return conn.execute(
+        "SELECT metadata_key, metadata_format FROM series WHERE tenant = %s AND series_uid = %s", (TENANT, series)
+    ).fetchone()
 
 
 def test_a_document_in_an_older_format_is_rebuilt_not_served(stack, data_dir):
@@ -62,8 +63,9 @@ def test_a_document_in_an_older_format_is_rebuilt_not_served(stack, data_dir):
         assert listed.returncode == 0 and f"{TENANT} {study}" in listed.stdout, listed.stdout + listed.stderr
         assert _document(conn, series)[1] is None, "a dry run changed nothing"
         regenerated = stack.cli("metadata", "regenerate", "--tenant", TENANT)
-        assert regenerated.returncode == 0 and "1/1 study workflows signalled" in regenerated.stdout, \
+        assert regenerated.returncode == 0 and "1/1 study workflows signalled" in regenerated.stdout, (
             regenerated.stdout + regenerated.stderr
+        )
         wait_metadata_settled(stack.settings, TENANT, series)
         rewritten = json.loads(gzip.decompress(blob.read_bytes()))
         assert rewritten[0]["00880200"]["Value"][0]["7FE00010"]["BulkDataURI"].endswith(ICON_PATH)

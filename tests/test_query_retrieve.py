@@ -101,8 +101,16 @@ def query(level: str, charset: str | None = None, **keys: str) -> Dataset:
 
 
 def test_findscu_patient_root_lists_patients_with_their_counts(stack, qr_data, tmp_path):
-    answers = findscu(stack, tmp_path, "QueryRetrieveLevel=PATIENT", "PatientID", "PatientName",
-                      "NumberOfPatientRelatedStudies", "NumberOfPatientRelatedInstances", model="-P")
+    answers = findscu(
+        stack,
+        tmp_path,
+        "QueryRetrieveLevel=PATIENT",
+        "PatientID",
+        "PatientName",
+        "NumberOfPatientRelatedStudies",
+        "NumberOfPatientRelatedInstances",
+        model="-P",
+    )
     by_id = {str(a.PatientID): a for a in answers}
     assert {"DEV", "crlab", "FA191122", "H31EXAMPLE", "SCSRUSS", "SCSGREEK"} <= set(by_id)
     assert str(by_id["DEV"].PatientName) == "Test^Regression"
@@ -112,25 +120,47 @@ def test_findscu_patient_root_lists_patients_with_their_counts(stack, qr_data, t
 
 
 def test_findscu_study_root_wildcard_and_date_range(stack, qr_data, tmp_path):
-    answers = findscu(stack, tmp_path, "QueryRetrieveLevel=STUDY", "PatientName=test*", "StudyDate=20180101-20191231",
-                      "StudyInstanceUID", "ModalitiesInStudy", "NumberOfStudyRelatedSeries")
+    answers = findscu(
+        stack,
+        tmp_path,
+        "QueryRetrieveLevel=STUDY",
+        "PatientName=test*",
+        "StudyDate=20180101-20191231",
+        "StudyInstanceUID",
+        "ModalitiesInStudy",
+        "NumberOfStudyRelatedSeries",
+    )
     assert [str(a.PatientName) for a in answers] == ["Test^Regression"]  # case-insensitive; stc_test is 2014
     assert int(answers[0].NumberOfStudyRelatedSeries) == NIH_STUDY_SERIES
     assert list(answers[0].ModalitiesInStudy) == ["MR"] or answers[0].ModalitiesInStudy == "MR"
     # a key the index does not hold comes back zero-length, as asked
-    answers = findscu(stack, tmp_path / "b", "QueryRetrieveLevel=STUDY", "PatientID=crlab", "StudyInstanceUID",
-                      "InstitutionName")
+    answers = findscu(stack, tmp_path / "b", "QueryRetrieveLevel=STUDY", "PatientID=crlab", "StudyInstanceUID", "InstitutionName")
     assert len(answers) == 1 and "InstitutionName" in answers[0] and not answers[0].InstitutionName
 
 
 def test_findscu_series_and_image_levels(stack, qr_data, tmp_path):
     study = str(dcmread(qr_data["nih"][0], stop_before_pixels=True).StudyInstanceUID)
-    series = findscu(stack, tmp_path, "QueryRetrieveLevel=SERIES", f"StudyInstanceUID={study}", "SeriesInstanceUID",
-                     "SeriesNumber", "Modality", "NumberOfSeriesRelatedInstances")
+    series = findscu(
+        stack,
+        tmp_path,
+        "QueryRetrieveLevel=SERIES",
+        f"StudyInstanceUID={study}",
+        "SeriesInstanceUID",
+        "SeriesNumber",
+        "Modality",
+        "NumberOfSeriesRelatedInstances",
+    )
     assert sorted(int(s.SeriesNumber) for s in series) == [3, 4, 5, 6]
     assert all(int(s.NumberOfSeriesRelatedInstances) == 2 and s.StudyInstanceUID == study for s in series)
-    images = findscu(stack, tmp_path / "i", "QueryRetrieveLevel=IMAGE", f"StudyInstanceUID={study}",
-                     f"SeriesInstanceUID={series[0].SeriesInstanceUID}", "SOPInstanceUID", "InstanceNumber")
+    images = findscu(
+        stack,
+        tmp_path / "i",
+        "QueryRetrieveLevel=IMAGE",
+        f"StudyInstanceUID={study}",
+        f"SeriesInstanceUID={series[0].SeriesInstanceUID}",
+        "SOPInstanceUID",
+        "InstanceNumber",
+    )
     expected = {str(d.SOPInstanceUID) for d in map(dcmread, qr_data["nih"]) if d.SeriesInstanceUID == series[0].SeriesInstanceUID}
     assert {str(i.SOPInstanceUID) for i in images} == expected
 
@@ -172,12 +202,21 @@ def test_answers_are_the_same_in_every_transfer_syntax(stack, qr_data):
     images = query("IMAGE", SeriesInstanceUID=series, SOPInstanceUID="", InstanceNumber="")
     for keyword in ("Rows", "Columns", "BitsAllocated"):  # US: binary numbers in the answer
         setattr(images, keyword, None)
-    japanese = query("STUDY", "\\ISO 2022 IR 87", PatientName="山田*", StudyInstanceUID="", ModalitiesInStudy="",
-                     NumberOfStudyRelatedInstances="", StudyDate="", InstitutionName="")
+    japanese = query(
+        "STUDY",
+        "\\ISO 2022 IR 87",
+        PatientName="山田*",
+        StudyInstanceUID="",
+        ModalitiesInStudy="",
+        NumberOfStudyRelatedInstances="",
+        StudyDate="",
+        InstitutionName="",
+    )
     for identifier in (images, japanese):
-        by_syntax = {syntax: sorted(([(e.tag, e.VR, e.value) for e in ds] for ds in _find_in(stack, identifier, syntax)), key=repr)
-                     for syntax in (ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
-                                    ExplicitVRBigEndian)}
+        by_syntax = {
+            syntax: sorted(([(e.tag, e.VR, e.value) for e in ds] for ds in _find_in(stack, identifier, syntax)), key=repr)
+            for syntax in (ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian)
+        }
         first = by_syntax[ImplicitVRLittleEndian]
         assert first and all(answers == first for answers in by_syntax.values()), by_syntax
     answers = _find_in(stack, images, ExplicitVRLittleEndian)
@@ -193,8 +232,9 @@ def _find_then_cancel(stack, series: str) -> list[int]:
     assert assoc.is_established
     statuses = []
     try:
-        responses = assoc.send_c_find(query("IMAGE", SeriesInstanceUID=series, SOPInstanceUID=""),
-                                      StudyRootQueryRetrieveInformationModelFind, msg_id=7)
+        responses = assoc.send_c_find(
+            query("IMAGE", SeriesInstanceUID=series, SOPInstanceUID=""), StudyRootQueryRetrieveInformationModelFind, msg_id=7
+        )
         for status, _ in responses:
             statuses.append(status.Status)
             if len(statuses) == 1:
@@ -227,12 +267,15 @@ def test_tenants_are_walls_for_find(stack, qr_data):
     assert [s for s, _, _ in _find(stack, identifier, aet=QR_OTHER_AE)] == [0x0000], "tenantb sees none of qr's"
 
 
-@pytest.mark.parametrize(("identifier", "reason"), [
-    (query("STUDY", Modality="MR"), "series-level"),
-    (query("PATIENT", PatientID="DEV"), "no PATIENT level"),
-    (query("STUDY", StudyDate="2019-01-01"), "not a date"),
-    (query("WARD", PatientID="DEV"), "not one of"),
-])
+@pytest.mark.parametrize(
+    ("identifier", "reason"),
+    [
+        (query("STUDY", Modality="MR"), "series-level"),
+        (query("PATIENT", PatientID="DEV"), "no PATIENT level"),
+        (query("STUDY", StudyDate="2019-01-01"), "not a date"),
+        (query("WARD", PatientID="DEV"), "not one of"),
+    ],
+)
 def test_bad_identifiers_are_refused_with_a_reason(stack, qr_data, identifier, reason):
     ((status, _, comment),) = _find(stack, identifier)
     assert status == 0xA900 and reason in comment, comment
@@ -251,8 +294,11 @@ def test_audit_trail_records_the_query(stack, qr_data):
     deadline = time.time() + 10
     while time.time() < deadline:
         with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
-            rows = conn.execute("SELECT subject, tenant, detail FROM audit_event WHERE event_code = 110112"
-                                " AND detail->'keys'->>'AccessionNumber' = %s", (marker,)).fetchall()
+            rows = conn.execute(
+                "SELECT subject, tenant, detail FROM audit_event WHERE event_code = 110112"
+                " AND detail->'keys'->>'AccessionNumber' = %s",
+                (marker,),
+            ).fetchall()
         if rows:
             break
         time.sleep(0.5)
@@ -299,7 +345,10 @@ def test_movescu_to_storescp_decompresses_what_it_does_not_accept(stack, qr_data
     got = received(tmp_path / "in")
     assert set(got) == sop_uids(qr_data["ts"]), result.stdout + result.stderr
     assert {str(ds.file_meta.TransferSyntaxUID) for ds in got.values()} <= {
-        "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+        "1.2.840.10008.1.2",
+        "1.2.840.10008.1.2.1",
+        "1.2.840.10008.1.2.2",
+    }
     original = dcmread(qr_data["ts"][0])  # the same pixels after decompression (lossless syntaxes only)
     for ds in got.values():
         assert (ds.pixel_array == original.pixel_array).all()
@@ -319,7 +368,7 @@ def dataset_bytes(path: Path) -> tuple[str, bytes]:
     data = path.read_bytes()
     layout = read_layout(data[:HEAD_BYTES])
     assert layout is not None, path
-    return layout.sop_instance_uid, data[layout.dataset_offset:]
+    return layout.sop_instance_uid, data[layout.dataset_offset :]
 
 
 def test_move_to_a_destination_that_accepts_everything_keeps_the_stored_syntax(stack, qr_data, storescp_port, tmp_path):
@@ -395,9 +444,25 @@ def test_killed_worker_during_move_still_delivers_every_instance_once(stack, qr_
     study = str(dcmread(qr_data["toshiba"][0], stop_before_pixels=True).StudyInstanceUID)
     with storescp(storescp_port, tmp_path / "in") as log:
         s = stack.settings
-        args = ["movescu", "-v", "-S", "-aet", QR_AE, "-aec", s.ae_title, "-aem", STORESCP_AE,
-                "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={study}", "-k", f"SeriesInstanceUID={series}",
-                "127.0.0.1", str(s.dimse_port)]
+        args = [
+            "movescu",
+            "-v",
+            "-S",
+            "-aet",
+            QR_AE,
+            "-aec",
+            s.ae_title,
+            "-aem",
+            STORESCP_AE,
+            "-k",
+            "QueryRetrieveLevel=SERIES",
+            "-k",
+            f"StudyInstanceUID={study}",
+            "-k",
+            f"SeriesInstanceUID={series}",
+            "127.0.0.1",
+            str(s.dimse_port),
+        ]
         mover = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 120
         while len(list((tmp_path / "in").iterdir())) < 50 and time.time() < deadline:
@@ -422,9 +487,26 @@ def test_getscu_retrieves_a_series_on_its_own_association(stack, qr_data, tmp_pa
     s = stack.settings
     out = tmp_path / "got"
     out.mkdir()
-    result = dcmtk("getscu", "-v", "-S", "+B", "-aet", QR_AE, "-aec", s.ae_title, "-od", str(out),  # +B: written as received
-                   "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={first.StudyInstanceUID}",
-                   "-k", f"SeriesInstanceUID={first.SeriesInstanceUID}", "127.0.0.1", str(s.dimse_port))
+    result = dcmtk(
+        "getscu",
+        "-v",
+        "-S",
+        "+B",
+        "-aet",
+        QR_AE,
+        "-aec",
+        s.ae_title,
+        "-od",
+        str(out),  # +B: written as received
+        "-k",
+        "QueryRetrieveLevel=SERIES",
+        "-k",
+        f"StudyInstanceUID={first.StudyInstanceUID}",
+        "-k",
+        f"SeriesInstanceUID={first.SeriesInstanceUID}",
+        "127.0.0.1",
+        str(s.dimse_port),
+    )
     assert result.returncode == 0, result.stderr
     expected = {str(d.SOPInstanceUID) for d in map(dcmread, qr_data["nih"]) if d.SeriesInstanceUID == first.SeriesInstanceUID}
     assert set(received(out)) == expected
@@ -443,12 +525,19 @@ def test_c_cancel_stops_a_c_get_between_sub_operations(stack, qr_data):
     def on_store(event) -> int:
         stored.append(str(event.request.AffectedSOPInstanceUID))
         if len(stored) == 20:
-            get_cx = next(cx for cx in event.assoc.accepted_contexts if cx.abstract_syntax == StudyRootQueryRetrieveInformationModelGet)
+            get_cx = next(
+                cx for cx in event.assoc.accepted_contexts if cx.abstract_syntax == StudyRootQueryRetrieveInformationModelGet
+            )
             event.assoc.send_c_cancel(1, get_cx.context_id)
         return 0
 
-    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title,
-                         ext_neg=[build_role(first.SOPClassUID, scp_role=True)], evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assoc = ae.associate(
+        "127.0.0.1",
+        stack.settings.dimse_port,
+        ae_title=stack.settings.ae_title,
+        ext_neg=[build_role(first.SOPClassUID, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
     assert assoc.is_established
     try:
         identifier = query("SERIES", StudyInstanceUID=str(first.StudyInstanceUID), SeriesInstanceUID=str(first.SeriesInstanceUID))
@@ -457,15 +546,18 @@ def test_c_cancel_stops_a_c_get_between_sub_operations(stack, qr_data):
         assoc.release()
     final, pending = responses[-1], [r for r in responses[:-1] if r.Status == 0xFF00]
     assert final.Status == 0xFE00, final
-    assert pending and all(r.NumberOfRemainingSuboperations + r.NumberOfCompletedSuboperations == len(qr_data["toshiba"])
-                           for r in pending)
+    assert pending and all(
+        r.NumberOfRemainingSuboperations + r.NumberOfCompletedSuboperations == len(qr_data["toshiba"]) for r in pending
+    )
     assert 20 <= len(stored) < len(qr_data["toshiba"]) / 2, len(stored)
     assert final.NumberOfCompletedSuboperations == len(stored)
     assert final.NumberOfRemainingSuboperations == len(qr_data["toshiba"]) - len(stored)
 
 
 def test_patient_root_find_model_is_offered(stack, qr_data):
-    answers = _find(stack, query("PATIENT", PatientID="crlab", PatientName=""), model=PatientRootQueryRetrieveInformationModelFind)
+    answers = _find(
+        stack, query("PATIENT", PatientID="crlab", PatientName=""), model=PatientRootQueryRetrieveInformationModelFind
+    )
     assert [str(ds.PatientName) for s, ds, _ in answers if s == 0xFF00] == ["stc_test"]
 
 
@@ -475,8 +567,23 @@ def test_getscu_of_compressed_objects_gets_them_decompressed(stack, qr_data, tmp
     s = stack.settings
     out = tmp_path / "got"
     out.mkdir()
-    result = dcmtk("getscu", "-v", "-S", "-aet", QR_AE, "-aec", s.ae_title, "-od", str(out), "-k", "QueryRetrieveLevel=STUDY",
-                   "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(s.dimse_port))
+    result = dcmtk(
+        "getscu",
+        "-v",
+        "-S",
+        "-aet",
+        QR_AE,
+        "-aec",
+        s.ae_title,
+        "-od",
+        str(out),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"StudyInstanceUID={study}",
+        "127.0.0.1",
+        str(s.dimse_port),
+    )
     assert result.returncode == 0, result.stderr
     got = received(out)
     assert set(got) == sop_uids(qr_data["ts"]), result.stdout + result.stderr
@@ -524,8 +631,12 @@ def test_a_retrieve_workflow_started_from_outside_sends_nothing(stack, qr_data):
 
     async def start_and_read() -> str:
         client = await client_for(stack.settings)
-        handle = await client.start_workflow(names.RETRIEVE_WORKFLOW, forged, id=names.retrieve_workflow_id("qr", forged.retrieve_id),
-                                             task_queue=stack.settings.temporal_task_queue)
+        handle = await client.start_workflow(
+            names.RETRIEVE_WORKFLOW,
+            forged,
+            id=names.retrieve_workflow_id("qr", forged.retrieve_id),
+            task_queue=stack.settings.temporal_task_queue,
+        )
         with contextlib.suppress(WorkflowFailureError):
             await handle.result()
         return str([e for e in (await handle.fetch_history()).events])

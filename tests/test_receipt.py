@@ -35,6 +35,7 @@ def receive(settings, tmp_path):
                 return await receiver.receive(tenant, blobs.stage_bytes(data), "test", expect)
             finally:
                 await pool.close()
+
         return run(inner())
 
     go.blobs = blobs
@@ -64,8 +65,14 @@ def test_every_transfer_syntax_of_the_shared_data_is_accepted(receive, tenant, d
         receipt = receive(tenant, path.read_bytes())
         assert receipt.outcome.ok, (path, receipt.reason)
         seen.add(receipt.transfer_syntax)
-    assert {"1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.70",
-            "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90"} <= seen
+    assert {
+        "1.2.840.10008.1.2",
+        "1.2.840.10008.1.2.2",
+        "1.2.840.10008.1.2.5",
+        "1.2.840.10008.1.2.4.70",
+        "1.2.840.10008.1.2.4.80",
+        "1.2.840.10008.1.2.4.90",
+    } <= seen
 
 
 def test_same_bytes_again_changes_nothing(receive, tenant, data_dir):
@@ -98,7 +105,9 @@ def test_a_resent_or_refused_instance_does_not_reopen_its_finished_study(receive
     assert receive(tenant, first).outcome is Outcome.DUPLICATE
     assert receive(tenant, _altered(first)).outcome is Outcome.CONFLICT
     assert _study_state(settings, tenant) == "ready"
-    same_study = dcmread(files[1], stop_before_pixels=True).StudyInstanceUID == dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
+    same_study = (
+        dcmread(files[1], stop_before_pixels=True).StudyInstanceUID == dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
+    )
     assert same_study
     assert receive(tenant, second).outcome is Outcome.STORED  # a new instance: its workflow will close the study
     assert _study_state(settings, tenant) == "receiving"
@@ -197,11 +206,14 @@ def _with_uid(data_dir, keyword: str, value: str | None) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("keyword, value, message", [
-    ("StudyInstanceUID", None, "StudyInstanceUID is missing"),
-    ("SeriesInstanceUID", "1.2.abc", "not a valid UID"),
-    ("SOPInstanceUID", "1.02.3", "not a valid UID"),
-])
+@pytest.mark.parametrize(
+    "keyword, value, message",
+    [
+        ("StudyInstanceUID", None, "StudyInstanceUID is missing"),
+        ("SeriesInstanceUID", "1.2.abc", "not a valid UID"),
+        ("SOPInstanceUID", "1.02.3", "not a valid UID"),
+    ],
+)
 def test_bad_identity_is_refused_when_strict(receive, tenant, data_dir, keyword, value, message):
     receipt = receive(tenant, _with_uid(data_dir, keyword, value), uid_policy="strict")
     assert receipt.outcome is Outcome.INVALID and message in receipt.reason
@@ -214,8 +226,9 @@ def test_harmless_nonconformant_uid_is_kept_and_marked_when_lenient(receive, ten
     receipt = receive(tenant, _with_uid(data_dir, "StudyInstanceUID", study), uid_policy="lenient")
     assert receipt.outcome is Outcome.STORED and "StudyInstanceUID" in receipt.nonconformance
     with psycopg.connect(settings.effective_postgres_dsn()) as conn:
-        (note,) = conn.execute("SELECT nonconformance FROM instance WHERE tenant = %s AND study_uid = %s",
-                               (tenant, study)).fetchone()
+        (note,) = conn.execute(
+            "SELECT nonconformance FROM instance WHERE tenant = %s AND study_uid = %s", (tenant, study)
+        ).fetchone()
     assert "not a valid UID" in note
 
 
@@ -252,9 +265,11 @@ def _series_version(settings, tenant: str) -> int:
 def _series_state(settings, tenant: str) -> tuple[int, int]:
     """What metadata freshness compares: the series version and its number of instances served."""
     with psycopg.connect(settings.effective_postgres_dsn()) as conn:
-        return conn.execute("SELECT se.version, (SELECT count(*) FROM instance i WHERE i.tenant = se.tenant"
-                            " AND i.series_uid = se.series_uid AND i.state <> 'failed') FROM series se WHERE se.tenant = %s",
-                            (tenant,)).fetchone()
+        return conn.execute(
+            "SELECT se.version, (SELECT count(*) FROM instance i WHERE i.tenant = se.tenant"
+            " AND i.series_uid = se.series_uid AND i.state <> 'failed') FROM series se WHERE se.tenant = %s",
+            (tenant,),
+        ).fetchone()
 
 
 class PowerCut(LocalBlobStore):
@@ -327,8 +342,10 @@ def test_resend_of_a_failed_instance_repairs_and_reprocesses_it(receive, tenant,
     path = receive.blobs.root / first.blob_key
     path.write_bytes(data[:-100] + b"\xff" * 100)  # bit rot, then the workflow's verify marked it failed
     with psycopg.connect(settings.effective_postgres_dsn()) as conn:
-        conn.execute("UPDATE instance SET state = 'failed', failure_reason = 'SHA-256 differs', signalled = true"
-                     " WHERE tenant = %s", (tenant,))
+        conn.execute(
+            "UPDATE instance SET state = 'failed', failure_reason = 'SHA-256 differs', signalled = true WHERE tenant = %s",
+            (tenant,),
+        )
     before = _series_version(settings, tenant)
     again = receive(tenant, data)
     assert again.outcome is Outcome.DUPLICATE and again.needs_workflow, again.reason

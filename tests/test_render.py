@@ -21,8 +21,17 @@ from tests.pixel_bombs import J2K_SOURCE, j2k_declaring
 
 # CT with rescale slope/intercept and MR (two encodings each), CR (MONOCHROME1), big-endian MR,
 # and the LUT-sequence files that must take the direct path
-FILES = ["693_UNCR.dcm", "693_UNCI.dcm", "MR2_UNCR.dcm", "RG1_UNCR.dcm", "RG3_UNCR.dcm", "emri_small_big_endian.dcm",
-         "MR2_UNCI.dcm", "mlut_18.dcm", "vlut_04.dcm"]
+FILES = [
+    "693_UNCR.dcm",
+    "693_UNCI.dcm",
+    "MR2_UNCR.dcm",
+    "RG1_UNCR.dcm",
+    "RG3_UNCR.dcm",
+    "emri_small_big_endian.dcm",
+    "MR2_UNCI.dcm",
+    "mlut_18.dcm",
+    "vlut_04.dcm",
+]
 
 
 @pytest.mark.parametrize("name", FILES)
@@ -49,8 +58,12 @@ DECOMPRESSED = f'multipart/related; type="application/dicom"; transfer-syntax={N
 def _stow(stack, payloads: list[bytes]) -> None:
     boundary = uuid.uuid4().hex
     body = b"".join(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n" for p in payloads)
-    response = requests.post(stack.url("/dicomweb/studies"), data=body + f"--{boundary}--\r\n".encode(), timeout=120, headers={
-        **auth_headers(TENANT), "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
+    response = requests.post(
+        stack.url("/dicomweb/studies"),
+        data=body + f"--{boundary}--\r\n".encode(),
+        timeout=120,
+        headers={**auth_headers(TENANT), "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'},
+    )
     assert response.status_code == 200, response.text
 
 
@@ -85,17 +98,20 @@ def test_a_real_compressed_file_renders_and_decodes_through_the_pool(stack, obje
     whole = _get(url, DECOMPRESSED)
     assert whole.status_code == 200
     part = whole.content.split(b"\r\n\r\n", 1)[1]
-    copy = dcmread(io.BytesIO(part[:part.rindex(b"\r\n--")]))
+    copy = dcmread(io.BytesIO(part[: part.rindex(b"\r\n--")]))
     assert copy.file_meta.TransferSyntaxUID == NATIVE and np.array_equal(copy.pixel_array, original.pixel_array)
 
 
-@pytest.mark.parametrize("path, accept", [
-    ("/rendered", "image/jpeg"),
-    ("/thumbnail", "image/jpeg"),
-    ("/frames/1/rendered", "image/png"),
-    ("/frames/1", DECODED_FRAME),
-    ("", DECOMPRESSED),
-])
+@pytest.mark.parametrize(
+    "path, accept",
+    [
+        ("/rendered", "image/jpeg"),
+        ("/thumbnail", "image/jpeg"),
+        ("/frames/1/rendered", "image/png"),
+        ("/frames/1", DECODED_FRAME),
+        ("", DECOMPRESSED),
+    ],
+)
 def test_a_codestream_larger_than_its_header_is_refused_and_the_replica_serves_on(stack, objects, path, accept):
     """Refused by its SIZ marker before any codec runs (archive/pixels/codestream.py): the object is broken."""
     response = _get(_instance_url(stack, objects["bomb"]) + path, accept)
@@ -107,9 +123,18 @@ def test_a_codestream_larger_than_its_header_is_refused_and_the_replica_serves_o
 
 def test_wado_uri_refuses_the_bomb_too(stack, objects):
     h = dcmread(io.BytesIO(objects["bomb"]), stop_before_pixels=True)
-    response = requests.get(stack.url("/dicomweb/wado"), headers=auth_headers(TENANT), timeout=120, params={
-        "requestType": "WADO", "studyUID": str(h.StudyInstanceUID), "seriesUID": str(h.SeriesInstanceUID),
-        "objectUID": str(h.SOPInstanceUID), "contentType": "image/jpeg"})
+    response = requests.get(
+        stack.url("/dicomweb/wado"),
+        headers=auth_headers(TENANT),
+        timeout=120,
+        params={
+            "requestType": "WADO",
+            "studyUID": str(h.StudyInstanceUID),
+            "seriesUID": str(h.SeriesInstanceUID),
+            "objectUID": str(h.SOPInstanceUID),
+            "contentType": "image/jpeg",
+        },
+    )
     assert response.status_code == 422 and "SIZ marker describes 60000 x 60000" in response.json()["error"]
 
 

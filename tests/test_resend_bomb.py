@@ -80,11 +80,17 @@ def c_store(stack, payload: bytes) -> tuple[int, str]:
 
 def stow(stack, payload: bytes) -> tuple[int, str]:
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + payload
-            + f"\r\n--{boundary}--\r\n".encode())
-    answer = requests.post(stack.url("/dicomweb/studies"), data=body, timeout=120, headers={
-        **auth_headers(STOW_TENANT), "Accept": "application/dicom+json",
-        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
+    body = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + payload + f"\r\n--{boundary}--\r\n".encode()
+    answer = requests.post(
+        stack.url("/dicomweb/studies"),
+        data=body,
+        timeout=120,
+        headers={
+            **auth_headers(STOW_TENANT),
+            "Accept": "application/dicom+json",
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        },
+    )
     return answer.status_code, answer.text
 
 
@@ -117,8 +123,9 @@ def peak_growth(processes: list[psutil.Process], send: Callable[[], tuple[int, s
     answer = send()
     seconds = time.monotonic() - started
     growth = {pid: _vm(psutil.Process(pid), "VmHWM") - rss for pid, rss in resting.items()}
-    report = f"{seconds:.2f} s; " + ", ".join(f"pid {pid}: RSS {resting[pid] // MiB} MiB, peak +{growth[pid] // MiB} MiB"
-                                                for pid in resting)
+    report = f"{seconds:.2f} s; " + ", ".join(
+        f"pid {pid}: RSS {resting[pid] // MiB} MiB, peak +{growth[pid] // MiB} MiB" for pid in resting
+    )
     return answer, max(growth.values()), report
 
 
@@ -161,7 +168,9 @@ class LockWatchingPool(DecodePool):
         with psycopg.connect(self.dsn) as conn:
             [(held,)] = conn.execute(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid::bigint = %s"
-                " AND objid::bigint = (hashtext(%s)::bigint & 4294967295)", (STUDY_LOCKS, self.key)).fetchall()
+                " AND objid::bigint = (hashtext(%s)::bigint & 4294967295)",
+                (STUDY_LOCKS, self.key),
+            ).fetchall()
         self.locks_seen.append(held)
         return super().run(fn, *args, **kwargs)
 

@@ -53,9 +53,19 @@ def stored(stack, data_dir) -> dict[str, str]:
 
 def _read_paths(u: dict[str, str]) -> list[str]:
     inst = f"/studies/{u['study']}/series/{u['series']}/instances/{u['instance']}"
-    return ["/studies", f"/studies/{u['study']}/series", f"/studies/{u['study']}/metadata", f"/studies/{u['study']}",
-            inst, inst + "/metadata", inst + "/frames/1", inst + "/rendered", inst + "/thumbnail", inst + "/bulkdata/7FE00010",
-            f"/wado?requestType=WADO&studyUID={u['study']}&seriesUID={u['series']}&objectUID={u['instance']}"]
+    return [
+        "/studies",
+        f"/studies/{u['study']}/series",
+        f"/studies/{u['study']}/metadata",
+        f"/studies/{u['study']}",
+        inst,
+        inst + "/metadata",
+        inst + "/frames/1",
+        inst + "/rendered",
+        inst + "/thumbnail",
+        inst + "/bulkdata/7FE00010",
+        f"/wado?requestType=WADO&studyUID={u['study']}&seriesUID={u['series']}&objectUID={u['instance']}",
+    ]
 
 
 ROOTS = ["/dicomweb", f"/tenants/{TENANT}/dicomweb"]
@@ -72,14 +82,20 @@ def test_no_token_is_401_with_a_bearer_challenge(stack, stored, root):
     assert requests.delete(stack.url(root + f"/studies/{stored['study']}"), timeout=30).status_code == 401
 
 
-@pytest.mark.parametrize("make, reason", [
-    (lambda: issuer().token("t", tenants=[TENANT], roles=["reader"], audience=AUDIENCE, expires_in=-120), "expired"),
-    (lambda: issuer().token("t", tenants=[TENANT], roles=["reader"], audience="someone-else"), "audience"),
-    (lambda: issuer().token("t", tenants=[TENANT], roles=["reader"], audience=AUDIENCE, issuer="http://evil.example"), "issuer"),
-    (lambda: issuer().foreign_token(subject="t", tenants=[TENANT], roles=["reader"], audience=AUDIENCE), "key"),
-    (lambda: issuer().token("t", tenants=[TENANT], roles=["reader"], audience=AUDIENCE, not_before=600), "not valid yet"),
-    (lambda: "not.a.jwt", "JWT"),
-])
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda: issuer().token("t", tenants=[TENANT], roles=["reader"], audience=AUDIENCE, expires_in=-120), "expired"),
+        (lambda: issuer().token("t", tenants=[TENANT], roles=["reader"], audience="someone-else"), "audience"),
+        (
+            lambda: issuer().token("t", tenants=[TENANT], roles=["reader"], audience=AUDIENCE, issuer="http://evil.example"),
+            "issuer",
+        ),
+        (lambda: issuer().foreign_token(subject="t", tenants=[TENANT], roles=["reader"], audience=AUDIENCE), "key"),
+        (lambda: issuer().token("t", tenants=[TENANT], roles=["reader"], audience=AUDIENCE, not_before=600), "not valid yet"),
+        (lambda: "not.a.jwt", "JWT"),
+    ],
+)
 def test_bad_tokens_are_401_with_the_reason(stack, stored, make, reason):
     response = requests.get(stack.url("/dicomweb/studies"), headers={"Authorization": f"Bearer {make()}"}, timeout=30)
     assert response.status_code == 401
@@ -135,7 +151,9 @@ def test_missing_role_is_403(stack, stored, data_dir):
     stow_type = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'}
     reader = bearer(TENANT, ["reader"])
     writer = bearer(TENANT, ["writer"])
-    assert requests.post(stack.url("/dicomweb/studies"), data=body, headers={**reader, **stow_type}, timeout=30).status_code == 403
+    assert (
+        requests.post(stack.url("/dicomweb/studies"), data=body, headers={**reader, **stow_type}, timeout=30).status_code == 403
+    )
     assert requests.get(stack.url("/dicomweb/studies"), headers=writer, timeout=30).status_code == 403
     assert requests.delete(stack.url(f"/dicomweb/studies/{stored['study']}"), headers=reader, timeout=30).status_code == 403
     assert requests.get(stack.url("/admin/audit"), headers=reader, timeout=30).status_code == 403
@@ -144,8 +162,11 @@ def test_missing_role_is_403(stack, stored, data_dir):
 
 
 def test_cors_allows_only_the_configured_origin(stack):
-    preflight = requests.options(stack.url("/dicomweb/studies"), headers={
-        "Origin": "http://evil.example", "Access-Control-Request-Method": "DELETE"}, timeout=30)
+    preflight = requests.options(
+        stack.url("/dicomweb/studies"),
+        headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "DELETE"},
+        timeout=30,
+    )
     assert "access-control-allow-origin" not in {k.lower() for k in preflight.headers}
 
 
@@ -166,19 +187,27 @@ def test_keys_come_from_redis_and_a_rotated_key_is_picked_up(stack, stored):
     time.sleep(REFETCH_SECONDS + 0.5)  # earlier tests' unknown key ids may have used this window's refetch
     issuer().rotate()
     rotated = issuer().token("rotated", tenants=[TENANT], roles=["reader"], audience=AUDIENCE)
-    assert requests.get(stack.url("/dicomweb/studies"), headers={"Authorization": f"Bearer {rotated}"}, timeout=30).status_code == 200
+    assert (
+        requests.get(stack.url("/dicomweb/studies"), headers={"Authorization": f"Bearer {rotated}"}, timeout=30).status_code
+        == 200
+    )
     assert issuer().jwks_hits == 1, "the new key was not fetched exactly once"
     fetched = time.monotonic()
     for _ in range(25):  # a flood of made-up key ids may reach the issuer at most once per refetch window
         bogus = issuer().unknown_kid_token(subject="x", tenants=[TENANT], roles=["reader"], audience=AUDIENCE)
-        assert requests.get(stack.url("/dicomweb/studies"), headers={"Authorization": f"Bearer {bogus}"}, timeout=30).status_code == 401
+        assert (
+            requests.get(stack.url("/dicomweb/studies"), headers={"Authorization": f"Bearer {bogus}"}, timeout=30).status_code
+            == 401
+        )
     windows = int((time.monotonic() - fetched) // REFETCH_SECONDS) + 1
     # per window: one refetch for an unknown key id, and the two refreshes that keep keys fresh
     assert issuer().jwks_hits <= 1 + 3 * windows, f"{issuer().jwks_hits} fetches for 25 bogus tokens in {windows} windows"
 
 
 def _status_with(stack, bearer_token: str) -> int:
-    return requests.get(stack.url("/dicomweb/studies"), headers={"Authorization": f"Bearer {bearer_token}"}, timeout=30).status_code
+    return requests.get(
+        stack.url("/dicomweb/studies"), headers={"Authorization": f"Bearer {bearer_token}"}, timeout=30
+    ).status_code
 
 
 def test_a_withdrawn_signing_key_stops_working_within_the_refetch_time(stack, stored):
@@ -219,6 +248,7 @@ def test_keys_planted_in_redis_do_not_verify_tokens(stack, stored):
 
 # -- DIMSE -----------------------------------------------------------------------------------------
 
+
 def _associate(stack, calling_ae: str, contexts: list, identity: str | None = None):
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.network_timeout = 15
@@ -255,15 +285,31 @@ def test_unknown_calling_ae_is_rejected_with_calling_ae_not_recognized(stack, da
     assert assoc.is_rejected
     assert (assoc.acceptor.primitive.result_source, assoc.acceptor.primitive.diagnostic) == (1, 3)
     assert _tenant_of(stack.settings, uids["instance"]) == []
-    result = subprocess.run(["storescu", "-aet", "STRANGER", "-aec", stack.settings.ae_title, "127.0.0.1",
-                             str(stack.settings.dimse_port), str(next((data_dir / "dcm_qa_nih").rglob("*.dcm")))],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            "storescu",
+            "-aet",
+            "STRANGER",
+            "-aec",
+            stack.settings.ae_title,
+            "127.0.0.1",
+            str(stack.settings.dimse_port),
+            str(next((data_dir / "dcm_qa_nih").rglob("*.dcm"))),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0 and "Calling AE Title Not Recognized" in result.stdout + result.stderr
 
 
 def test_echo_from_an_unknown_ae_is_answered(stack):
-    result = subprocess.run(["echoscu", "-aet", "MONITOR", "-aec", stack.settings.ae_title, "127.0.0.1",
-                             str(stack.settings.dimse_port)], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        ["echoscu", "-aet", "MONITOR", "-aec", stack.settings.ae_title, "127.0.0.1", str(stack.settings.dimse_port)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -291,8 +337,12 @@ def test_one_host_cannot_hold_every_association(stack):
     again = ae.associate("127.0.0.1", settings.dimse_port, ae_title=settings.ae_title)
     assert again.is_established
     again.release()
-    result = subprocess.run(["echoscu", "-aet", "MONITOR", "-aec", settings.ae_title, "127.0.0.1", str(settings.dimse_port)],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        ["echoscu", "-aet", "MONITOR", "-aec", settings.ae_title, "127.0.0.1", str(settings.dimse_port)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -329,6 +379,7 @@ def test_an_invalid_jwt_user_identity_is_rejected(stack, data_dir):
 
 # -- audit -----------------------------------------------------------------------------------------
 
+
 def _audit(stack, **params) -> list[dict]:
     response = requests.get(stack.url("/admin/audit"), params={"limit": 5000, **params}, headers=operator_headers(), timeout=30)
     assert response.status_code == 200, response.text
@@ -359,10 +410,12 @@ def test_every_access_kind_leaves_an_audit_event(stack, stored, data_dir):
     wanted = {110112, 110103, 110104, 110105, 110114, 110113}
 
     def written(events: list[dict]) -> bool:  # this test's own events, not earlier tests' (the writer runs every 0.5 s)
-        return (wanted <= {e["event_code"] for e in events}
-                and any(e["event_code"] == 110105 and e["study_uid"] == uids["study"] for e in events)
-                and any(e["event_code"] == 110104 and e["source"] == "dimse" and e["study_uid"] == uids["study"] for e in events)
-                and any(e["detail"].get("query", {}).get("PatientID") == "X*" for e in events))
+        return (
+            wanted <= {e["event_code"] for e in events}
+            and any(e["event_code"] == 110105 and e["study_uid"] == uids["study"] for e in events)
+            and any(e["event_code"] == 110104 and e["source"] == "dimse" and e["study_uid"] == uids["study"] for e in events)
+            and any(e["detail"].get("query", {}).get("PatientID") == "X*" for e in events)
+        )
 
     events = _wait_for(stack, written)
     codes = {e["event_code"] for e in events}
@@ -371,7 +424,9 @@ def test_every_access_kind_leaves_an_audit_event(stack, stored, data_dir):
     assert query["subject"] == "tester" and query["tenant"] == TENANT and query["peer"] == "127.0.0.1" and query["outcome"] == 0
     read = next(e for e in events if e["event_code"] == 110103 and e["study_uid"] == stored["study"])
     assert read["action"] == "R" and read["source"] == "dicomweb"
-    dimse_store = next(e for e in events if e["event_code"] == 110104 and e["source"] == "dimse" and e["study_uid"] == uids["study"])
+    dimse_store = next(
+        e for e in events if e["event_code"] == 110104 and e["source"] == "dimse" and e["study_uid"] == uids["study"]
+    )
     assert dimse_store["subject"] == "audited-modality" and dimse_store["detail"]["instances"] == 1
     assert any(e["event_code"] == 110105 and e["study_uid"] == uids["study"] and e["action"] == "D" for e in events)
     assert any(e["event_code"] == 110114 and e["outcome"] != 0 and e["subject"] == "unauthenticated" for e in events)
@@ -386,7 +441,9 @@ def test_a_client_cannot_choose_its_audited_address(stack, stored):
     127.0.0.1, so the audit trail recorded a peer of the client's choosing."""
     marker = f"XFF{time.monotonic_ns()}*"
     spoofed = {**bearer(TENANT, ["reader"]), "X-Forwarded-For": "203.0.113.9"}
-    assert requests.get(stack.url("/dicomweb/studies"), params={"PatientID": marker}, headers=spoofed, timeout=30).status_code == 200
+    assert (
+        requests.get(stack.url("/dicomweb/studies"), params={"PatientID": marker}, headers=spoofed, timeout=30).status_code == 200
+    )
     events = _wait_for(stack, lambda ev: any(e["detail"].get("query", {}).get("PatientID") == marker for e in ev), tenant=TENANT)
     query = next(e for e in events if e["detail"].get("query", {}).get("PatientID") == marker)
     assert query["peer"] == "127.0.0.1"
@@ -405,7 +462,9 @@ def test_a_flood_of_unauthenticated_requests_is_counted_not_written_one_by_one(s
     def summarised(events: list[dict]) -> bool:
         return sum(e["detail"].get("suppressed", 0) for e in events) >= 200 - 20
 
-    events = [e for e in _wait_for(stack, summarised, since=since) if e["event_code"] == 110114 and e["subject"] == "unauthenticated"]
+    events = [
+        e for e in _wait_for(stack, summarised, since=since) if e["event_code"] == 110114 and e["subject"] == "unauthenticated"
+    ]
     assert summarised(events), events[-3:]
     assert len(events) < 50, f"{len(events)} failed-login rows for 200 requests"
 
@@ -453,6 +512,7 @@ def test_audit_cli_and_append_only_table(stack, stored):
 
 
 # -- closed by default -----------------------------------------------------------------------------
+
 
 def test_auth_none_refuses_a_non_loopback_bind_host(tmp_path):
     idle = RunningStack(stack_overrides(tmp_path / "var", bind_host="0.0.0.0", auth="none"), tmp_path / "up.log")
@@ -506,8 +566,12 @@ def test_a_network_bind_host_serves_dicomweb_and_dimse_there(tmp_path):
         answer = requests.get(f"http://{host}:{port}/dicomweb/studies", headers=bearer(TENANT, roles=["reader"]), timeout=30)
         assert answer.status_code in (200, 204), answer.text
         assert requests.get(f"http://{host}:{port}/dicomweb/studies", timeout=30).status_code == 401
-        echo = subprocess.run(["echoscu", "-aec", running.settings.ae_title, host, str(running.settings.dimse_port)],
-                              capture_output=True, text=True, timeout=60)
+        echo = subprocess.run(
+            ["echoscu", "-aec", running.settings.ae_title, host, str(running.settings.dimse_port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert echo.returncode == 0, echo.stdout + echo.stderr
         banner = running.log.read_text()
         assert re.search(r"Ingress +Serve's own proxy", banner) and re.search(r"HTTPS +OFF on a network address", banner), banner
@@ -587,6 +651,7 @@ def _associate_at(host: str, port: int, called: str, calling: str, contexts: lis
 
 # -- HTTPS -----------------------------------------------------------------------------------------
 
+
 def test_dicomweb_is_https_with_the_archive_certificate(stack, pki):
     """The session stack runs https = true: a client that trusts the archive's CA and checks the host
     name gets answers; plain HTTP and TLS older than 1.2 get no DICOMweb at all."""
@@ -617,6 +682,7 @@ def test_dicomweb_is_https_with_the_archive_certificate(stack, pki):
 
 # -- DICOM TLS -------------------------------------------------------------------------------------
 
+
 def _tls_args(pki, with_client_cert: bool = True) -> list[str]:
     if with_client_cert:
         return ["+tls", str(pki["client_key"]), str(pki["client"]), "+cf", str(pki["ca"])]
@@ -625,25 +691,41 @@ def _tls_args(pki, with_client_cert: bool = True) -> list[str]:
 
 def test_dcmtk_echo_and_store_over_dicom_tls(stack, pki, data_dir):
     s = stack.settings
-    echo = subprocess.run(["echoscu", *_tls_args(pki), "-aec", s.ae_title, "127.0.0.1", str(s.dimse_tls_port)],
-                          capture_output=True, text=True, timeout=60)
+    echo = subprocess.run(
+        ["echoscu", *_tls_args(pki), "-aec", s.ae_title, "127.0.0.1", str(s.dimse_tls_port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert echo.returncode == 0, echo.stdout + echo.stderr
     payload, uids = _restamped(data_dir)
     sent = Path(stack.settings.var_path.parent / "tls-object.dcm")
     sent.write_bytes(payload)
-    store = subprocess.run(["storescu", *_tls_args(pki), "-aet", "MODALITY", "-aec", s.ae_title, "127.0.0.1",
-                            str(s.dimse_tls_port), str(sent)], capture_output=True, text=True, timeout=60)
+    store = subprocess.run(
+        ["storescu", *_tls_args(pki), "-aet", "MODALITY", "-aec", s.ae_title, "127.0.0.1", str(s.dimse_tls_port), str(sent)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert store.returncode == 0, store.stdout + store.stderr
     assert _tenant_of(stack.settings, uids["instance"]) == [("default",)]
 
 
 def test_dicom_tls_without_a_client_certificate_is_refused(stack, pki):
     s = stack.settings
-    echo = subprocess.run(["echoscu", *_tls_args(pki, with_client_cert=False), "-aec", s.ae_title, "127.0.0.1",
-                           str(s.dimse_tls_port)], capture_output=True, text=True, timeout=60)
+    echo = subprocess.run(
+        ["echoscu", *_tls_args(pki, with_client_cert=False), "-aec", s.ae_title, "127.0.0.1", str(s.dimse_tls_port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert echo.returncode != 0
-    plain = subprocess.run(["echoscu", "-to", "10", "-aec", s.ae_title, "127.0.0.1", str(s.dimse_tls_port)],
-                           capture_output=True, text=True, timeout=60)
+    plain = subprocess.run(
+        ["echoscu", "-to", "10", "-aec", s.ae_title, "127.0.0.1", str(s.dimse_tls_port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert plain.returncode != 0  # plain DICOM on the TLS port gets nowhere
 
 

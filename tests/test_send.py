@@ -50,8 +50,21 @@ def test_send_over_dimse_reports_and_resumes(stack, folder, tmp_path):
 
 def test_send_over_stow_with_a_token(stack, data_dir, tmp_path):
     folder = data_dir / "dcm_qa_nih"
-    result = stack.cli("send", str(folder), "--to", "stow", "--tenant", "sendstow", "--token", token(["sendstow"], ["writer"]),
-                       "--url", stack.url("/dicomweb"), "--journal", str(tmp_path / "j.txt"), timeout=300)
+    result = stack.cli(
+        "send",
+        str(folder),
+        "--to",
+        "stow",
+        "--tenant",
+        "sendstow",
+        "--token",
+        token(["sendstow"], ["writer"]),
+        "--url",
+        stack.url("/dicomweb"),
+        "--journal",
+        str(tmp_path / "j.txt"),
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert counts(result.stdout)["stored"] == 8
     study = str(dcmread(next(p for p in folder.rglob("*") if p.is_file()), stop_before_pixels=True).StudyInstanceUID)
@@ -60,6 +73,15 @@ def test_send_over_stow_with_a_token(stack, data_dir, tmp_path):
 
 
 def test_send_without_a_token_is_refused_with_the_reason(stack, data_dir, tmp_path):
-    result = stack.cli("send", str(data_dir / "dcm_qa_nih"), "--to", "stow", "--url", stack.url("/dicomweb"),
-                       "--journal", str(tmp_path / "j.txt"), timeout=300)
+    result = stack.cli(
+        "send",
+        str(data_dir / "dcm_qa_nih"),
+        "--to",
+        "stow",
+        "--url",
+        stack.url("/dicomweb"),
+        "--journal",
+        str(tmp_path / "j.txt"),
+        timeout=300,
+    )
     assert result.returncode == 1 and "HTTP 401" in result.stdout

@@ -62,8 +62,13 @@ def test_dicomweb_client_stores_a_real_series(stack, tenant, data_dir):
 
 def test_seed_path_with_tenant_header(stack, tenant, data_dir):
     data = next((data_dir / "dcm_qa_ts").rglob("*.dcm")).read_bytes()
-    response = post(stack, tenant, multipart([data], "b1"), 'multipart/related; type="application/dicom"; boundary=b1',
-                    path="/stow-rs/v1/studies")
+    response = post(
+        stack,
+        tenant,
+        multipart([data], "b1"),
+        'multipart/related; type="application/dicom"; boundary=b1',
+        path="/stow-rs/v1/studies",
+    )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/dicom+json")
     assert count(stack.settings, tenant) == 1
@@ -172,8 +177,9 @@ def test_nonconformant_but_harmless_study_uid_is_kept_and_found(stack, tenant, d
     dcmwrite(out, ds, enforce_file_format=True)
     response = post(stack, tenant, multipart([out.getvalue()], "q"), 'multipart/related; type="application/dicom"; boundary=q')
     assert response.status_code == 200, response.text
-    found = requests.get(stack.url("/dicomweb/studies"), params={"StudyInstanceUID": study},
-                         headers=auth_headers(tenant), timeout=30)
+    found = requests.get(
+        stack.url("/dicomweb/studies"), params={"StudyInstanceUID": study}, headers=auth_headers(tenant), timeout=30
+    )
     assert [s["0020000D"]["Value"][0] for s in found.json()] == [study]
     back = requests.get(stack.url(f"/dicomweb/studies/{study}/metadata"), headers=auth_headers(tenant), timeout=30)
     assert back.status_code == 200, back.text
@@ -183,18 +189,26 @@ def test_nonconformant_but_harmless_study_uid_is_kept_and_found(stack, tenant, d
 def test_instance_of_another_study_than_the_path(stack, tenant, data_dir):
     data = _nih(data_dir, 1)[0]
     other_study = generate_uid()
-    response = post(stack, tenant, multipart([data], "q"), 'multipart/related; type="application/dicom"; boundary=q',
-                    path=f"/dicomweb/studies/{other_study}")
+    response = post(
+        stack,
+        tenant,
+        multipart([data], "q"),
+        'multipart/related; type="application/dicom"; boundary=q',
+        path=f"/dicomweb/studies/{other_study}",
+    )
     assert response.status_code == 409
     assert response.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA900]
     assert count(stack.settings, tenant) == 0
 
 
-@pytest.mark.parametrize("content_type, status, words", [
-    ("application/json", 415, "multipart/related"),
-    ('multipart/related; type="application/dicom+json"; boundary=q', 415, "application/dicom+json"),
-    ('multipart/related; type="application/dicom"', 400, "boundary"),
-])
+@pytest.mark.parametrize(
+    "content_type, status, words",
+    [
+        ("application/json", 415, "multipart/related"),
+        ('multipart/related; type="application/dicom+json"; boundary=q', 415, "application/dicom+json"),
+        ('multipart/related; type="application/dicom"', 400, "boundary"),
+    ],
+)
 def test_wrong_media_type_or_no_boundary(stack, tenant, data_dir, content_type, status, words):
     response = post(stack, tenant, multipart(_nih(data_dir, 1), "q"), content_type)
     assert response.status_code == status and words in response.text
@@ -209,13 +223,22 @@ def test_body_without_closing_boundary_is_400(stack, tenant, data_dir):
 
 
 def test_bad_tenant_header_is_400(stack, data_dir):
-    response = post(stack, "../../etc", multipart(_nih(data_dir, 1), "q"), 'multipart/related; type="application/dicom"; boundary=q')
+    response = post(
+        stack, "../../etc", multipart(_nih(data_dir, 1), "q"), 'multipart/related; type="application/dicom"; boundary=q'
+    )
     assert response.status_code == 400 and "tenant" in response.text
 
 
 def test_oversized_body_is_413(stack, tenant):
     size = stack.settings.stow_max_bytes + 1
-    response = requests.post(stack.url("/dicomweb/studies"), data=b"",
-                             headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=q',
-                                      "Content-Length": str(size), **auth_headers(tenant)}, timeout=30)
+    response = requests.post(
+        stack.url("/dicomweb/studies"),
+        data=b"",
+        headers={
+            "Content-Type": 'multipart/related; type="application/dicom"; boundary=q',
+            "Content-Length": str(size),
+            **auth_headers(tenant),
+        },
+        timeout=30,
+    )
     assert response.status_code == 413 and "stow_max_bytes" in response.text

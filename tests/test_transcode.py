@@ -56,8 +56,13 @@ def test_compressed_objects_get_a_lossless_uncompressed_copy(stack, data_dir):
     [failure] = [f for r in results for f in r.failures]
     assert failure.startswith(receipts[-1].attributes.sop_uid) and "undecodable" in failure
     with psycopg.connect(dsn) as conn:
-        rows = dict((sop, (key, syntax, state, reason)) for sop, key, syntax, state, reason in conn.execute(
-            "SELECT sop_uid, transcoded_key, transcoded_syntax, state, failure_reason FROM instance WHERE tenant = %s", (TENANT,)))
+        rows = dict(
+            (sop, (key, syntax, state, reason))
+            for sop, key, syntax, state, reason in conn.execute(
+                "SELECT sop_uid, transcoded_key, transcoded_syntax, state, failure_reason FROM instance WHERE tenant = %s",
+                (TENANT,),
+            )
+        )
     key, syntax, state, reason = rows[receipts[-1].attributes.sop_uid]
     assert key is None and state == "committed"  # still served as received
     assert reason.startswith("transcode refused (undecodable)") and "SIZ marker describes 60000 x 60000" in reason

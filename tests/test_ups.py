@@ -41,25 +41,55 @@ def workitem(accession: str, label: str = "CT chest", start: str = "202611230930
 
 def post(stack, ds: Dataset | bytes, roles=("writer",), uid: str | None = None, tenant: str = TENANT):
     body = ds if isinstance(ds, bytes) else json.dumps([ds.to_json_dict()]).encode()
-    return requests.post(stack.url("/dicomweb/workitems"), params={"workitem": uid} if uid else None, data=body,
-                         headers={**bearer(tenant, list(roles)), "Content-Type": JSON}, timeout=30)
+    return requests.post(
+        stack.url("/dicomweb/workitems"),
+        params={"workitem": uid} if uid else None,
+        data=body,
+        headers={**bearer(tenant, list(roles)), "Content-Type": JSON},
+        timeout=30,
+    )
 
 
 def state(stack, uid: str, wanted: str, transaction: str):
     change = Dataset()
     change.ProcedureStepState, change.TransactionUID = wanted, transaction
-    return requests.put(stack.url(f"/dicomweb/workitems/{uid}/state"), data=json.dumps([change.to_json_dict()]),
-                        headers={**bearer(TENANT, ["writer"]), "Content-Type": JSON}, timeout=30)
+    return requests.put(
+        stack.url(f"/dicomweb/workitems/{uid}/state"),
+        data=json.dumps([change.to_json_dict()]),
+        headers={**bearer(TENANT, ["writer"]), "Content-Type": JSON},
+        timeout=30,
+    )
 
 
 def mwl_status(stack, tmp: Path, accession: str) -> list[str]:
     tmp.mkdir(exist_ok=True)
     s = stack.settings
-    result = subprocess.run(["findscu", "-W", "-aet", UPS_AE, "-aec", s.ae_title, "-X", "-od", str(tmp),
-                             "-k", f"AccessionNumber={accession}", "-k", "(0040,0100)[0].Modality=CT",
-                             "-k", "(0040,0100)[0].ScheduledStationAETitle=CTROOM1",
-                             "-k", "(0040,0100)[0].ScheduledProcedureStepStatus", "127.0.0.1", str(s.dimse_port)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            "findscu",
+            "-W",
+            "-aet",
+            UPS_AE,
+            "-aec",
+            s.ae_title,
+            "-X",
+            "-od",
+            str(tmp),
+            "-k",
+            f"AccessionNumber={accession}",
+            "-k",
+            "(0040,0100)[0].Modality=CT",
+            "-k",
+            "(0040,0100)[0].ScheduledStationAETitle=CTROOM1",
+            "-k",
+            "(0040,0100)[0].ScheduledProcedureStepStatus",
+            "127.0.0.1",
+            str(s.dimse_port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     answers = [dcmread(p) for p in sorted(tmp.glob("rsp*.dcm"))]
     for p in tmp.glob("rsp*.dcm"):
@@ -88,27 +118,39 @@ def test_search_by_patient_and_start_range(stack):
     first, second = generate_uid(), generate_uid()
     assert post(stack, workitem("UPS0002", start="20261124080000"), uid=first).status_code == 201
     assert post(stack, workitem("UPS0003", start="20261125080000"), uid=second).status_code == 201
-    found = requests.get(stack.url("/dicomweb/workitems"), headers=bearer(TENANT, ["reader"]), timeout=30,
-                         params={"ScheduledProcedureStepStartDateTime": "20261124-20261124235959"})
+    found = requests.get(
+        stack.url("/dicomweb/workitems"),
+        headers=bearer(TENANT, ["reader"]),
+        timeout=30,
+        params={"ScheduledProcedureStepStartDateTime": "20261124-20261124235959"},
+    )
     assert found.status_code == 200
     uids = {item["00080018"]["Value"][0] for item in found.json()}
     assert first in uids and second not in uids
-    by_patient = requests.get(stack.url("/dicomweb/workitems"), headers=bearer(TENANT, ["reader"]), timeout=30,
-                              params={"PatientID": "PID-UPS0003"})
+    by_patient = requests.get(
+        stack.url("/dicomweb/workitems"), headers=bearer(TENANT, ["reader"]), timeout=30, params={"PatientID": "PID-UPS0003"}
+    )
     assert [item["00080018"]["Value"][0] for item in by_patient.json()] == [second]
     # another tenant sees none of them
     other = requests.get(stack.url(f"/dicomweb/workitems/{first}"), headers=bearer("tenantb", ["reader"]), timeout=30)
     assert other.status_code == 404
 
 
-@pytest.mark.parametrize(("body", "content_type", "status", "reason"), [
-    (b"{not json", JSON, 400, "not a DICOM JSON workitem"),
-    (b"[]", JSON, 400, "exactly one"),
-    (b"<xml/>", "application/xml", 415, "application/dicom+json"),
-])
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "reason"),
+    [
+        (b"{not json", JSON, 400, "not a DICOM JSON workitem"),
+        (b"[]", JSON, 400, "exactly one"),
+        (b"<xml/>", "application/xml", 415, "application/dicom+json"),
+    ],
+)
 def test_malformed_workitems_are_refused(stack, body, content_type, status, reason):
-    response = requests.post(stack.url("/dicomweb/workitems"), data=body, timeout=30,
-                             headers={**bearer(TENANT, ["writer"]), "Content-Type": content_type})
+    response = requests.post(
+        stack.url("/dicomweb/workitems"),
+        data=body,
+        timeout=30,
+        headers={**bearer(TENANT, ["writer"]), "Content-Type": content_type},
+    )
     assert response.status_code == status and reason in response.json()["error"]
 
 

@@ -59,8 +59,11 @@ def browser() -> Iterator[playwright_api.Browser]:
     assert (VIEWER_DIST / "index.html").is_file(), f"the viewer is not installed in {VIEWER_DIST}: run `make viewer`"
     with playwright_api.sync_playwright() as p:
         # WebGL in a headless browser without a GPU: SwiftShader, which Chromium no longer picks by itself
-        launched = p.chromium.launch(executable_path=chromium, headless=True,
-                                     args=["--enable-unsafe-swiftshader", "--use-angle=swiftshader", "--no-sandbox"])
+        launched = p.chromium.launch(
+            executable_path=chromium,
+            headless=True,
+            args=["--enable-unsafe-swiftshader", "--use-angle=swiftshader", "--no-sandbox"],
+        )
         yield launched
         launched.close()
 
@@ -144,7 +147,9 @@ def test_a_study_opens_with_its_image_drawn(stack, page, studies, modality):
     spread = _wait_for_pixels(canvas)
     _dismiss_overlays(viewer)
     viewer.screenshot(path=str(SCREENSHOTS / f"viewer-{modality.lower()}.png"))
-    assert spread > MIN_STDDEV, f"the {modality} viewport stayed blank (grey-level spread {spread:.1f}); failed: {traffic.failed[:10]}"
+    assert spread > MIN_STDDEV, (
+        f"the {modality} viewport stayed blank (grey-level spread {spread:.1f}); failed: {traffic.failed[:10]}"
+    )
 
 
 def test_every_dicomweb_request_carried_the_token_on_the_tenant_root(stack, page, studies):

@@ -75,8 +75,14 @@ def test_dcmtk_example_query_returns_every_item_with_the_keys_it_asked(stack, wo
 
 
 def test_sequence_matching_on_modality_and_station(stack, worklist, tmp_path):
-    answers = findscu_w(stack, tmp_path / "ct", "AccessionNumber", "PatientName",
-                        "(0040,0100)[0].Modality=CT", "(0040,0100)[0].ScheduledStationAETitle")
+    answers = findscu_w(
+        stack,
+        tmp_path / "ct",
+        "AccessionNumber",
+        "PatientName",
+        "(0040,0100)[0].Modality=CT",
+        "(0040,0100)[0].ScheduledStationAETitle",
+    )
     assert accessions(answers) == expected(worklist, lambda i, s: s.Modality == "CT")
     assert all(a.ScheduledProcedureStepSequence[0].Modality == "CT" for a in answers)
     # a station among several scheduled ones
@@ -86,10 +92,17 @@ def test_sequence_matching_on_modality_and_station(stack, worklist, tmp_path):
 
 
 def test_date_range_and_patient_name_wildcard(stack, worklist, tmp_path):
-    answers = findscu_w(stack, tmp_path / "d", "AccessionNumber", "PatientName=vivaldi*",
-                        "(0040,0100)[0].ScheduledProcedureStepStartDate=19960101-19961231")
-    assert accessions(answers) == expected(worklist, lambda i, s: str(i.PatientName).startswith("VIVALDI")
-                                           and "19960101" <= s.ScheduledProcedureStepStartDate <= "19961231")
+    answers = findscu_w(
+        stack,
+        tmp_path / "d",
+        "AccessionNumber",
+        "PatientName=vivaldi*",
+        "(0040,0100)[0].ScheduledProcedureStepStartDate=19960101-19961231",
+    )
+    assert accessions(answers) == expected(
+        worklist,
+        lambda i, s: str(i.PatientName).startswith("VIVALDI") and "19960101" <= s.ScheduledProcedureStepStartDate <= "19961231",
+    )
     assert answers
 
 
@@ -185,8 +198,12 @@ def test_mpps_in_progress_then_completed_shows_on_worklist_and_study(stack, work
         assert late.Status == 0x0110 and "COMPLETED" in late.ErrorComment
     finally:
         assoc.release()
-    response = requests.get(stack.url("/dicomweb/studies"), timeout=30, headers=bearer(TENANT, ["reader"]),
-                            params={"StudyInstanceUID": study_uid, "includefield": "PerformedProcedureStepStatus"})
+    response = requests.get(
+        stack.url("/dicomweb/studies"),
+        timeout=30,
+        headers=bearer(TENANT, ["reader"]),
+        params={"StudyInstanceUID": study_uid, "includefield": "PerformedProcedureStepStatus"},
+    )
     assert response.json()[0]["00400252"]["Value"] == ["COMPLETED"]
 
 

@@ -37,7 +37,9 @@ class StorageCommitmentWorkflow:
         polls = 0
         while True:
             status: CommitmentStatus = await workflow.execute_activity(
-                names.COMMITMENT_CHECK, request, result_type=CommitmentStatus,
+                names.COMMITMENT_CHECK,
+                request,
+                result_type=CommitmentStatus,
                 start_to_close_timeout=timedelta(minutes=1),
             )
             if status.pending == 0 or workflow.now() >= deadline:
@@ -51,8 +53,11 @@ class StorageCommitmentWorkflow:
             except TimeoutError:
                 pass
         return await workflow.execute_activity(
-            names.COMMITMENT_REPORT, request, result_type=CommitmentReport,
+            names.COMMITMENT_REPORT,
+            request,
+            result_type=CommitmentReport,
             start_to_close_timeout=timedelta(minutes=2),
-            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
-                                     maximum_interval=timedelta(minutes=5)),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=2), backoff_coefficient=2.0, maximum_interval=timedelta(minutes=5)
+            ),
         )

@@ -29,8 +29,12 @@ LOCAL_SEND_PATCH = "local-send"
 LOCAL_SEND_MAX = 64
 SEND_ATTEMPTS = 5  # about 30 s of retrying an unreachable destination before giving up
 HEARTBEAT = timedelta(seconds=10)  # a killed worker's attempt is retried elsewhere after this
-SEND_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-                         maximum_interval=timedelta(seconds=15), maximum_attempts=SEND_ATTEMPTS)
+SEND_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=15),
+    maximum_attempts=SEND_ATTEMPTS,
+)
 
 
 @workflow.defn(name=names.RETRIEVE_WORKFLOW)
@@ -47,17 +51,28 @@ class RetrieveWorkflow:
             # two SQL statements: a marker in the history, not a task-queue round trip, while the
             # requester waits for its final C-MOVE response (1-instance move: ~15 ms)
             return await workflow.execute_local_activity(
-                names.RETRIEVE_FINISH, end, result_type=RetrieveOutcome, start_to_close_timeout=timedelta(minutes=1))
+                names.RETRIEVE_FINISH, end, result_type=RetrieveOutcome, start_to_close_timeout=timedelta(minutes=1)
+            )
         return await workflow.execute_activity(
-            names.RETRIEVE_FINISH, end, result_type=RetrieveOutcome, start_to_close_timeout=timedelta(minutes=1))
+            names.RETRIEVE_FINISH, end, result_type=RetrieveOutcome, start_to_close_timeout=timedelta(minutes=1)
+        )
 
     @staticmethod
     async def _send(request: RetrieveRequest) -> None:
         if 0 < request.instances <= LOCAL_SEND_MAX and workflow.patched(LOCAL_SEND_PATCH):
             await workflow.execute_local_activity(
-                names.RETRIEVE_SEND, request, result_type=int, start_to_close_timeout=timedelta(minutes=10),
-                retry_policy=SEND_RETRY)
+                names.RETRIEVE_SEND,
+                request,
+                result_type=int,
+                start_to_close_timeout=timedelta(minutes=10),
+                retry_policy=SEND_RETRY,
+            )
             return
         await workflow.execute_activity(
-            names.RETRIEVE_SEND, request, result_type=int,
-            start_to_close_timeout=timedelta(hours=6), heartbeat_timeout=HEARTBEAT, retry_policy=SEND_RETRY)
+            names.RETRIEVE_SEND,
+            request,
+            result_type=int,
+            start_to_close_timeout=timedelta(hours=6),
+            heartbeat_timeout=HEARTBEAT,
+            retry_policy=SEND_RETRY,
+        )

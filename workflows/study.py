@@ -61,8 +61,7 @@ class StudyWorkflow:
 
     @workflow.query(name="state")
     def current_state(self) -> dict:
-        return {"state": self.state, "pending": self.pending, "total": self.total, "failed": self.failed,
-                "deleted": self.deleted}
+        return {"state": self.state, "pending": self.pending, "total": self.total, "failed": self.failed, "deleted": self.deleted}
 
     @workflow.run
     async def run(self, params: StudyParams) -> StudyOutcome:
@@ -109,8 +108,16 @@ class StudyWorkflow:
 
     def _continue_as_new(self, params: StudyParams) -> NoReturn:
         workflow.continue_as_new(
-            StudyParams(params.tenant, params.study_uid, params.stable_seconds, self.pending, self.total,
-                        self.modality, self.failed, self.deleted)
+            StudyParams(
+                params.tenant,
+                params.study_uid,
+                params.stable_seconds,
+                self.pending,
+                self.total,
+                self.modality,
+                self.failed,
+                self.deleted,
+            )
         )
 
     async def _process(self, ref: StudyRef) -> list[StepResult]:
@@ -129,8 +136,11 @@ class StudyWorkflow:
     @staticmethod
     async def _step(step: str, ref: StudyRef) -> StepResult:
         return await workflow.execute_activity(
-            step, ref, result_type=StepResult,
-            start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(seconds=30),
+            step,
+            ref,
+            result_type=StepResult,
+            start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=timedelta(seconds=30),
             retry_policy=STEP_RETRY,
         )
 
@@ -139,7 +149,11 @@ class StudyWorkflow:
         """A step of one or two SQL statements runs as a local activity: a marker in the history
         (the UI lists it as a local activity), not three events and a task-queue round trip."""
         return await workflow.execute_local_activity(
-            step, ref, result_type=StepResult, start_to_close_timeout=timedelta(minutes=5), retry_policy=STEP_RETRY,
+            step,
+            ref,
+            result_type=StepResult,
+            start_to_close_timeout=timedelta(minutes=5),
+            retry_policy=STEP_RETRY,
         )
 
     def _publish(self) -> None:
@@ -148,8 +162,10 @@ class StudyWorkflow:
         if current == self._published:
             return
         self._published = current
-        workflow.upsert_search_attributes([
-            sa.STATE.value_set(self.state),
-            sa.INSTANCE_COUNT.value_set(self.total + self.pending),
-            *([sa.MODALITY.value_set(self.modality)] if self.modality else []),
-        ])
+        workflow.upsert_search_attributes(
+            [
+                sa.STATE.value_set(self.state),
+                sa.INSTANCE_COUNT.value_set(self.total + self.pending),
+                *([sa.MODALITY.value_set(self.modality)] if self.modality else []),
+            ]
+        )

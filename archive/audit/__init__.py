@@ -70,12 +70,40 @@ class AuditEvent:
 
     def row(self) -> tuple[Any, ...]:
         code, name, action = self.action.value
-        return (self.occurred_at, code, name, action, int(self.outcome), self.subject[:256], self.method, self.source,
-                self.peer, self.tenant, self.study_uid, self.series_uid, self.sop_uid, json.dumps(self.detail, default=str))
+        return (
+            self.occurred_at,
+            code,
+            name,
+            action,
+            int(self.outcome),
+            self.subject[:256],
+            self.method,
+            self.source,
+            self.peer,
+            self.tenant,
+            self.study_uid,
+            self.series_uid,
+            self.sop_uid,
+            json.dumps(self.detail, default=str),
+        )
 
 
-_COLUMNS = ("occurred_at", "event_code", "event_name", "action", "outcome", "subject", "method", "source", "peer",
-            "tenant", "study_uid", "series_uid", "sop_uid", "detail")
+_COLUMNS = (
+    "occurred_at",
+    "event_code",
+    "event_name",
+    "action",
+    "outcome",
+    "subject",
+    "method",
+    "source",
+    "peer",
+    "tenant",
+    "study_uid",
+    "series_uid",
+    "sop_uid",
+    "detail",
+)
 
 
 class AuditLog:
@@ -97,7 +125,9 @@ class AuditLog:
             self.dropped += 1
             self._dropped_unreported += 1
             if self.dropped == 1 or self.dropped % 10_000 == 0:
-                log.error("audit queue full (%d events): the index is unreachable; %d events lost so far", MAX_QUEUED, self.dropped)
+                log.error(
+                    "audit queue full (%d events): the index is unreachable; %d events lost so far", MAX_QUEUED, self.dropped
+                )
             return
         self._queue.append(event)
 
@@ -108,13 +138,30 @@ class AuditLog:
 
     def _summaries(self) -> list[AuditEvent]:
         """What was counted instead of written: suppressed failed logins per peer, lost events."""
-        events = [AuditEvent(AuditAction.LOGIN, Outcome.MINOR_FAILURE, "unauthenticated", "oidc", "dicomweb", peer=peer,
-                             detail={"suppressed": count, "window_seconds": self.unauthenticated.window})
-                  for peer, count in self.unauthenticated.summaries().items()]
+        events = [
+            AuditEvent(
+                AuditAction.LOGIN,
+                Outcome.MINOR_FAILURE,
+                "unauthenticated",
+                "oidc",
+                "dicomweb",
+                peer=peer,
+                detail={"suppressed": count, "window_seconds": self.unauthenticated.window},
+            )
+            for peer, count in self.unauthenticated.summaries().items()
+        ]
         if self._dropped_unreported and len(self._queue) < MAX_QUEUED // 2:
             lost, self._dropped_unreported = self._dropped_unreported, 0
-            events.append(AuditEvent(AuditAction.SECURITY_ALERT, Outcome.SERIOUS_FAILURE, "dicomflow", "none", "audit",
-                                     detail={"lost_events": lost, "reason": "audit queue full while the index was unreachable"}))
+            events.append(
+                AuditEvent(
+                    AuditAction.SECURITY_ALERT,
+                    Outcome.SERIOUS_FAILURE,
+                    "dicomflow",
+                    "none",
+                    "audit",
+                    detail={"lost_events": lost, "reason": "audit queue full while the index was unreachable"},
+                )
+            )
         return events
 
     def start(self) -> None:
@@ -169,16 +216,23 @@ class AuditQuery:
 
 async def search_audit(pool: AsyncConnectionPool, query: AuditQuery) -> list[dict[str, Any]]:
     where, params = ["true"], []
-    for column, op, value in (("occurred_at", ">=", query.since), ("occurred_at", "<", query.until),
-                              ("tenant", "=", query.tenant), ("subject", "=", query.subject), ("study_uid", "=", query.study_uid),
-                              ("tenant", "= ANY", None if query.within is None else sorted(query.within))):
+    for column, op, value in (
+        ("occurred_at", ">=", query.since),
+        ("occurred_at", "<", query.until),
+        ("tenant", "=", query.tenant),
+        ("subject", "=", query.subject),
+        ("study_uid", "=", query.study_uid),
+        ("tenant", "= ANY", None if query.within is None else sorted(query.within)),
+    ):
         if value is not None:
             where.append(f"{column} {op}(%s)" if op == "= ANY" else f"{column} {op} %s")
             params.append(value)
     async with pool.connection() as conn:
         cursor = await conn.execute(
             f"SELECT id, {', '.join(_COLUMNS)} FROM audit_event WHERE {' AND '.join(where)}"
-            " ORDER BY occurred_at DESC, id DESC LIMIT %s", [*params, query.limit])
+            " ORDER BY occurred_at DESC, id DESC LIMIT %s",
+            [*params, query.limit],
+        )
         names = [d.name for d in cursor.description or []]
         return [dict(zip(names, row)) for row in await cursor.fetchall()]
 

@@ -28,8 +28,9 @@ def series_prefix(tenant: str, study_date: str | None, study_uid: str, series_ui
     return f"{check_tenant(tenant)}/{day}/{uid_hash(study_uid)}/{uid_hash(series_uid)}"
 
 
-def instance_key(tenant: str, study_date: str | None, study_uid: str, series_uid: str, sop_uid: str,
-                 write_id: str | None = None) -> str:
+def instance_key(
+    tenant: str, study_date: str | None, study_uid: str, series_uid: str, sop_uid: str, write_id: str | None = None
+) -> str:
     leaf = uid_hash(sop_uid) + (f".{write_id}" if write_id else "")
     return f"{series_prefix(tenant, study_date, study_uid, series_uid)}/{leaf}.dcm"
 

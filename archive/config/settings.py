@@ -260,8 +260,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _replica_bounds_in_order(self) -> "Settings":
         if self.serve_max_replicas is not None and self.serve_max_replicas < self.serve_replicas:
-            raise ValueError(f"serve_max_replicas ({self.serve_max_replicas}) is below serve_replicas ({self.serve_replicas}), "
-                             "the autoscaling minimum")
+            raise ValueError(
+                f"serve_max_replicas ({self.serve_max_replicas}) is below serve_replicas ({self.serve_replicas}), "
+                "the autoscaling minimum"
+            )
         return self
 
     @model_validator(mode="after")
@@ -383,9 +385,11 @@ class Settings(BaseSettings):
         """Why these settings must not start: an archive without identity reachable off this host."""
         if self.auth != "none" or self.bind_is_loopback:
             return None
-        return (f"auth = 'none' trusts every caller, so it only listens on loopback, but bind_host is {self.bind_host!r}. "
-                "Set auth = 'oidc' with oidc_issuer and oidc_audience (DICOMFLOW_AUTH, DICOMFLOW_OIDC_ISSUER, "
-                "DICOMFLOW_OIDC_AUDIENCE), or bind_host = '127.0.0.1'.")
+        return (
+            f"auth = 'none' trusts every caller, so it only listens on loopback, but bind_host is {self.bind_host!r}. "
+            "Set auth = 'oidc' with oidc_issuer and oidc_audience (DICOMFLOW_AUTH, DICOMFLOW_OIDC_ISSUER, "
+            "DICOMFLOW_OIDC_AUDIENCE), or bind_host = '127.0.0.1'."
+        )
 
 
 def load_settings(**overrides: Any) -> Settings:

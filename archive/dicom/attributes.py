@@ -64,10 +64,32 @@ class InstanceAttributes:
 
 # every top-level attribute `extract` reads: receipt's header walk keeps these (archive/header)
 INDEXED_KEYWORDS = (
-    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID", "IssuerOfPatientID",
-    "PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "AccessionNumber", "StudyID",
-    "ReferringPhysicianName", "StudyDescription", "Modality", "SeriesNumber", "SeriesDescription", "BodyPartExamined",
-    "SeriesDate", "SeriesTime", "InstanceNumber", "NumberOfFrames", "Rows", "Columns", "BitsAllocated",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+    "ReferringPhysicianName",
+    "StudyDescription",
+    "Modality",
+    "SeriesNumber",
+    "SeriesDescription",
+    "BodyPartExamined",
+    "SeriesDate",
+    "SeriesTime",
+    "InstanceNumber",
+    "NumberOfFrames",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
 )
 
 

@@ -29,8 +29,10 @@ class Incomplete(ValueError):
 
 
 # PS3.5 6.2; pydicom reads another VR (or bytes that are none) its own way: such a file is parsed by it
-KNOWN_VRS = frozenset(vr.encode() for vr in (
-    "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV".split()))
+KNOWN_VRS = frozenset(
+    vr.encode()
+    for vr in ("AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV".split())
+)
 PIXEL_DATA = 0x7FE00010
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 
@@ -144,8 +146,10 @@ class _Walker:
                 self._note(tag, vr, pos, length)
             if length != UNDEFINED:
                 if pos + length > end:
-                    raise Incomplete(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) at byte {pos} claims {length} "
-                                     f"bytes but only {end - pos} remain")
+                    raise Incomplete(
+                        f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) at byte {pos} claims {length} "
+                        f"bytes but only {end - pos} remain"
+                    )
                 pos += length
             else:
                 pos = self.undefined(tag, vr, pos, depth, implicit)

@@ -42,8 +42,10 @@ def bulk_uris(base_uri: str) -> Callable[[str], BulkHandler]:
     """BulkDataURIs that name the element's place: `{base}/bulkdata/{tag}` at the top level, and
     `{base}/bulkdata/{sequence tag}/{item index}/.../{tag}` inside items (an icon's pixels are not
     the image's; serve/wado_pixels resolves the path)."""
+
     def at(prefix: str) -> BulkHandler:
         return lambda element: f"{base_uri}/bulkdata/{prefix}{element.tag:08X}"
+
     return at
 
 
@@ -55,8 +57,9 @@ def dataset_json(ds: Dataset, base_uri: str) -> dict[str, Any]:
     return out
 
 
-def json_elements(ds: Dataset, bulk_data_threshold: int,
-                  bulk_data_uris: Callable[[str], BulkHandler] | None = None) -> dict[str, Any]:
+def json_elements(
+    ds: Dataset, bulk_data_threshold: int, bulk_data_uris: Callable[[str], BulkHandler] | None = None
+) -> dict[str, Any]:
     """`ds` as DICOM JSON; an element whose value cannot be written (say a DS of 'P1:') is left out
     rather than losing the whole instance's. Not pydicom's `suppress_invalid_tags=True`: that
     switches the process-wide reading mode to RAISE while it runs (`config.strict_reading`), so
@@ -72,8 +75,9 @@ def json_elements(ds: Dataset, bulk_data_threshold: int,
     return out
 
 
-def _element_json(ds: Dataset, tag: BaseTag, threshold: int, uris: Callable[[str], BulkHandler] | None,
-                  path: str, bulk: BulkHandler | None) -> dict[str, Any]:
+def _element_json(
+    ds: Dataset, tag: BaseTag, threshold: int, uris: Callable[[str], BulkHandler] | None, path: str, bulk: BulkHandler | None
+) -> dict[str, Any]:
     """One element as pydicom's to_json_dict writes it; raw plain values, small binaries and the
     items of sequences without pydicom's DataElement (pydicom converts each nested element of a
     sequence through it: a third of a header's time). An item's element that cannot be written
@@ -86,8 +90,12 @@ def _element_json(ds: Dataset, tag: BaseTag, threshold: int, uris: Callable[[str
             return _finite(plain)
     converted = ds[tag]
     if converted.VR == "SQ":
-        return {"vr": "SQ", "Value": [_item_json(item, threshold, uris, f"{path}{tag:08X}/{index}/")
-                                      for index, item in enumerate(converted.value)]}
+        return {
+            "vr": "SQ",
+            "Value": [
+                _item_json(item, threshold, uris, f"{path}{tag:08X}/{index}/") for index, item in enumerate(converted.value)
+            ],
+        }
     return _finite(converted.to_json_dict(bulk, threshold))
 
 
@@ -123,8 +131,12 @@ def _binary_json(ds: Dataset, raw: RawDataElement, threshold: int, bulk: BulkHan
     return {"vr": raw.VR, "InlineBinary": base64.b64encode(data).decode("ascii")}
 
 
-_IDENTITY = {"SOPClassUID": "00080016", "SOPInstanceUID": "00080018", "StudyInstanceUID": "0020000D",
-             "SeriesInstanceUID": "0020000E"}
+_IDENTITY = {
+    "SOPClassUID": "00080016",
+    "SOPInstanceUID": "00080018",
+    "StudyInstanceUID": "0020000D",
+    "SeriesInstanceUID": "0020000E",
+}
 
 
 def _pixel_vr(ds: Dataset) -> str:

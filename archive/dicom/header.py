@@ -50,8 +50,18 @@ class Header:
 
 
 # what archive/attributes indexes and the checks below read; pydicom converts their values
-HEADER_TAGS = frozenset(int(tag_for_keyword(keyword) or 0) for keyword in (
-    *INDEXED_KEYWORDS, "SpecificCharacterSet", "SamplesPerPixel", "BitsAllocated", "NumberOfFrames", "Rows", "Columns"))
+HEADER_TAGS = frozenset(
+    int(tag_for_keyword(keyword) or 0)
+    for keyword in (
+        *INDEXED_KEYWORDS,
+        "SpecificCharacterSet",
+        "SamplesPerPixel",
+        "BitsAllocated",
+        "NumberOfFrames",
+        "Rows",
+        "Columns",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -123,7 +133,7 @@ def raw_dataset(buf: Buffer, found: Walk, transfer_syntax: str) -> Dataset:
     for tag, (vr_bytes, pos, length) in sorted(found.elements.items()):
         vr = None if vr_bytes is None else vr_bytes.decode("ascii")
         # an empty value as pydicom's reader gives it (b"" for most VRs)
-        value = buf[pos:pos + length] if length else cast(bytes | None, empty_value_for_VR(vr, raw=True))
+        value = buf[pos : pos + length] if length else cast(bytes | None, empty_value_for_VR(vr, raw=True))
         raw = elements[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr, length, value, pos, implicit, little)
         if tag == 0x00080005:
             charset = raw
@@ -136,8 +146,20 @@ def raw_dataset(buf: Buffer, found: Walk, transfer_syntax: str) -> Dataset:
 def _parsed_by_pydicom(path: Path) -> Dataset:
     try:
         return dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, struct.error, ValueError, OSError, KeyError, IndexError, TypeError,
-            RecursionError, OverflowError, AttributeError, zlib.error) as err:
+    except (
+        InvalidDicomError,
+        EOFError,
+        struct.error,
+        ValueError,
+        OSError,
+        KeyError,
+        IndexError,
+        TypeError,
+        RecursionError,
+        OverflowError,
+        AttributeError,
+        zlib.error,
+    ) as err:
         raise InvalidObject(f"cannot parse the DICOM header: {type(err).__name__}: {str(err)[:200]}") from None
 
 
@@ -149,8 +171,12 @@ def _read_meta(buf: Buffer, path: Path) -> _Meta:
     else:
         try:
             file_meta = read_file_meta_info(path)
-            meta = _Meta(_meta_end(buf), str(file_meta.get("TransferSyntaxUID", "") or ""),
-                         str(file_meta.get("MediaStorageSOPInstanceUID", "") or "") or None, False)
+            meta = _Meta(
+                _meta_end(buf),
+                str(file_meta.get("TransferSyntaxUID", "") or ""),
+                str(file_meta.get("MediaStorageSOPInstanceUID", "") or "") or None,
+                False,
+            )
         except (InvalidDicomError, EOFError, struct.error, ValueError, OSError, KeyError, TypeError) as err:
             raise InvalidObject(f"cannot parse the File Meta Information: {err}") from None
     if uid_problem("TransferSyntaxUID", meta.transfer_syntax):
@@ -192,11 +218,15 @@ def _require_decodable_size(ds: Dataset, limits: Limits) -> None:
         raise InvalidObject("Rows, Columns, SamplesPerPixel, BitsAllocated or NumberOfFrames is not a number") from None
     frame = rows * columns * samples * bits // 8
     if frame > limits.max_frame_bytes:
-        raise InvalidObject(f"exceeds max_frame_bytes: one {rows}x{columns}x{samples} frame at {bits} bits is {frame} "
-                            f"bytes decoded; this archive takes at most {limits.max_frame_bytes}")
+        raise InvalidObject(
+            f"exceeds max_frame_bytes: one {rows}x{columns}x{samples} frame at {bits} bits is {frame} "
+            f"bytes decoded; this archive takes at most {limits.max_frame_bytes}"
+        )
     if frame * max(frames, 1) > limits.max_pixel_bytes:
-        raise InvalidObject(f"exceeds max_pixel_bytes: {frames} frames are {frame * frames} bytes decoded; "
-                            f"this archive takes at most {limits.max_pixel_bytes}")
+        raise InvalidObject(
+            f"exceeds max_pixel_bytes: {frames} frames are {frame * frames} bytes decoded; "
+            f"this archive takes at most {limits.max_pixel_bytes}"
+        )
 
 
 def _require_identity(ds: Dataset, lenient: bool) -> list[str]:

@@ -33,7 +33,7 @@ def read_layout(head: bytes) -> Part10Layout | None:
         return None
     (group_length,) = struct.unpack_from("<I", head, PREAMBLE + 8)
     end = PREAMBLE + 12 + group_length
-    if end + 2 > len(head) or head[end:end + 2] == b"\x02\x00":
+    if end + 2 > len(head) or head[end : end + 2] == b"\x02\x00":
         return None  # the group may go on past its stated length (or past the head): pydicom's reader decides
     found = _meta_values(head, PREAMBLE + 12, end)
     if found is None or len(found) != len(_WANTED):
@@ -47,7 +47,7 @@ def _meta_values(head: bytes, pos: int, end: int) -> dict[str, str] | None:
         if pos + 8 > end:
             return None
         group, element = struct.unpack_from("<HH", head, pos)
-        vr = head[pos + 4:pos + 6]
+        vr = head[pos + 4 : pos + 6]
         if group != 0x0002 or vr not in KNOWN_VRS:  # pydicom reads bytes that are no VR as implicit VR
             return None
         if vr in LONG_VRS:
@@ -61,6 +61,6 @@ def _meta_values(head: bytes, pos: int, end: int) -> dict[str, str] | None:
         if pos + length > end:
             return None
         if element in _WANTED:
-            found[_WANTED[element]] = head[pos:pos + length].rstrip(b"\x00 ").decode("ascii", "replace")
+            found[_WANTED[element]] = head[pos : pos + length].rstrip(b"\x00 ").decode("ascii", "replace")
         pos += length
     return found

@@ -24,8 +24,14 @@ def uid_problem(name: str, value: object) -> str | None:
 def is_safe_uid(value: object) -> bool:
     """Not a conformant UID perhaps, but harmless to store, index and put in a URL: 1-64 printable
     ASCII characters, no slash, backslash or '..' (a real scanner's 64-hex-digit Study UID is one)."""
-    return (isinstance(value, str) and 0 < len(value) <= 64 and all(0x21 <= ord(c) <= 0x7E for c in value)
-            and "/" not in value and "\\" not in value and ".." not in value)
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= 64
+        and all(0x21 <= ord(c) <= 0x7E for c in value)
+        and "/" not in value
+        and "\\" not in value
+        and ".." not in value
+    )
 
 
 def lenient_uid_problem(name: str, value: object) -> tuple[str | None, str | None]:

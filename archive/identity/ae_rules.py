@@ -13,8 +13,15 @@ from archive.config.settings import MODALITY_SERVICES, AEEntry, Settings
 from archive.identity.principal import ANONYMOUS, Principal, Role, TenantRefused
 
 # the Role a DIMSE service needs when the caller presented a token (user identity negotiation)
-SERVICE_ROLE = {"store": Role.WRITER, "commit": Role.WRITER, "find": Role.READER, "move": Role.READER, "get": Role.READER,
-                "worklist": Role.READER, "mpps": Role.WRITER}
+SERVICE_ROLE = {
+    "store": Role.WRITER,
+    "commit": Role.WRITER,
+    "find": Role.READER,
+    "move": Role.READER,
+    "get": Role.READER,
+    "worklist": Role.READER,
+    "mpps": Role.WRITER,
+}
 
 
 @dataclass(frozen=True)
@@ -79,8 +86,9 @@ def _host_allowed(entry: AEEntry, peer: str) -> bool:
     return any(address in ipaddress.ip_network(net, strict=False) for net in entry.allowed_hosts)
 
 
-def admit(settings: Settings, calling_ae: str, peer: str, *, verification_only: bool = False,
-          certificate: PeerCertificate | None = None) -> Caller | Refusal:
+def admit(
+    settings: Settings, calling_ae: str, peer: str, *, verification_only: bool = False, certificate: PeerCertificate | None = None
+) -> Caller | Refusal:
     """The caller of a new association, or why it is refused (A-ASSOCIATE-RJ). An association
     that proposes nothing but Verification (C-ECHO: monitoring, connection tests) reveals no data
     and is answered for anyone. An unknown AE admitted by dimse_accept_unknown_ae may only do what

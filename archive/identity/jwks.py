@@ -72,8 +72,9 @@ class JwksCache:
     verifying within `refetch_seconds`. While the issuer cannot be reached, the last good set serves
     for up to `ttl_seconds`."""
 
-    def __init__(self, redis: Redis, ttl_seconds: int, refetch_seconds: float, *, mac_key: bytes,
-                 fetch: Fetcher = fetch_from_issuer) -> None:
+    def __init__(
+        self, redis: Redis, ttl_seconds: int, refetch_seconds: float, *, mac_key: bytes, fetch: Fetcher = fetch_from_issuer
+    ) -> None:
         if len(mac_key) < 16:
             raise ValueError("the JWKS cache key must hold at least 16 bytes")
         self.redis = redis
@@ -103,7 +104,9 @@ class JwksCache:
                 return await self._refresh(issuer)
             except KeysUnavailable:
                 if entry is not None and time.time() - entry[0] < self.ttl_seconds:
-                    log.warning("the keys of %s could not be refreshed; using the set fetched %.0f s ago", issuer, time.time() - entry[0])
+                    log.warning(
+                        "the keys of %s could not be refreshed; using the set fetched %.0f s ago", issuer, time.time() - entry[0]
+                    )
                     return self._remember(issuer, entry[1])
                 raise
 

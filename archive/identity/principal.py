@@ -59,8 +59,10 @@ class Principal:
             return next(iter(self.tenants))
         if not self.tenants:
             raise TenantRefused(f"{self.subject} has no tenant: the token lists none")
-        raise TenantRefused(f"{self.subject} may use several tenants: name one with the x-tenant header "
-                            "or the /tenants/{tenant}/dicomweb root", ambiguous=True)
+        raise TenantRefused(
+            f"{self.subject} may use several tenants: name one with the x-tenant header or the /tenants/{{tenant}}/dicomweb root",
+            ambiguous=True,
+        )
 
 
 ANONYMOUS = Principal("anonymous", frozenset(), frozenset(Role), method="none", all_tenants=True)

@@ -62,8 +62,17 @@ def _tenants(names: Iterable[str]) -> frozenset[str]:
 
 
 class TokenVerifier:
-    def __init__(self, issuers: list[str], audience: str, keys: JwksCache, *, algorithms: list[str],
-                 tenant_claim: str = "dicomflow_tenants", role_claim: str = "dicomflow_roles", leeway: int = 30) -> None:
+    def __init__(
+        self,
+        issuers: list[str],
+        audience: str,
+        keys: JwksCache,
+        *,
+        algorithms: list[str],
+        tenant_claim: str = "dicomflow_tenants",
+        role_claim: str = "dicomflow_roles",
+        leeway: int = 30,
+    ) -> None:
         self.issuers = {i.rstrip("/"): i for i in issuers}
         self.audience = audience
         self.keys = keys
@@ -80,8 +89,12 @@ class TokenVerifier:
             return known
         claims = await self.claims(token)
         subject = str(claims.get("sub") or claims.get("client_id") or "?")[:128]
-        principal = Principal(subject, _tenants(_names(claim(claims, self.tenant_claim))),
-                              _roles(_names(claim(claims, self.role_claim))), method="oidc")
+        principal = Principal(
+            subject,
+            _tenants(_names(claim(claims, self.tenant_claim))),
+            _roles(_names(claim(claims, self.role_claim))),
+            method="oidc",
+        )
         self.verified.put(token, principal, float(claims["exp"]))
         return principal
 
@@ -100,8 +113,15 @@ class TokenVerifier:
             raise InvalidToken(f"the token's algorithm {header.get('alg')!r} is not accepted")
         key = await self._key(issuer, header.get("kid"), header["alg"])
         try:
-            return jwt.decode(token, key=key, algorithms=[header["alg"]], audience=self.audience, issuer=issuer,
-                              leeway=self.leeway, options={"require": ["exp", "iss", "aud", "sub"]})
+            return jwt.decode(
+                token,
+                key=key,
+                algorithms=[header["alg"]],
+                audience=self.audience,
+                issuer=issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
         except jwt.ExpiredSignatureError:
             raise InvalidToken("the token has expired") from None
         except jwt.ImmatureSignatureError:
@@ -142,9 +162,17 @@ def verifier_for(settings: "Settings", redis: "Redis") -> TokenVerifier | None:
         return None
     mac_key = settings.effective_oidc_cache_key()
     if not mac_key:
-        raise RuntimeError("the key that protects cached OIDC keys is missing (var/secrets/oidc_cache_key): "
-                           "start the archive with `dicomflow up`, or set oidc_cache_key")
+        raise RuntimeError(
+            "the key that protects cached OIDC keys is missing (var/secrets/oidc_cache_key): "
+            "start the archive with `dicomflow up`, or set oidc_cache_key"
+        )
     keys = JwksCache(redis, settings.oidc_jwks_ttl_seconds, settings.oidc_refetch_seconds, mac_key=mac_key.encode())
-    return TokenVerifier(settings.oidc_issuer, settings.oidc_audience or "", keys, algorithms=list(settings.oidc_algorithms),
-                         tenant_claim=settings.oidc_tenant_claim, role_claim=settings.oidc_role_claim,
-                         leeway=settings.oidc_clock_skew_seconds)
+    return TokenVerifier(
+        settings.oidc_issuer,
+        settings.oidc_audience or "",
+        keys,
+        algorithms=list(settings.oidc_algorithms),
+        tenant_claim=settings.oidc_tenant_claim,
+        role_claim=settings.oidc_role_claim,
+        leeway=settings.oidc_clock_skew_seconds,
+    )

@@ -14,8 +14,14 @@ SELECT (SELECT count(*) FROM study WHERE state <> 'ready'),
        (SELECT count(*) FROM storage_commitment WHERE state IN ('pending', 'reporting')),
        (SELECT count(*) FROM retrieve WHERE state = 'running')
 """
-BACKLOG_KEYS = ("studies_not_ready", "outbox_unsignalled", "instances_unprocessed", "instances_failed",
-                "commitments_pending", "retrieves_running")
+BACKLOG_KEYS = (
+    "studies_not_ready",
+    "outbox_unsignalled",
+    "instances_unprocessed",
+    "instances_failed",
+    "commitments_pending",
+    "retrieves_running",
+)
 
 
 async def index_backlog(conn: AsyncConnection) -> dict[str, int]:

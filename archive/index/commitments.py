@@ -17,8 +17,9 @@ class CommitmentRow:
     state: str
 
 
-async def record_request(pool: AsyncConnectionPool, tenant: str, transaction_uid: str, calling_ae: str,
-                         called_ae: str, refs: list[tuple[str, str]]) -> bool:
+async def record_request(
+    pool: AsyncConnectionPool, tenant: str, transaction_uid: str, calling_ae: str, called_ae: str, refs: list[tuple[str, str]]
+) -> bool:
     """False when this Transaction UID was already requested (a resend changes nothing)."""
     async with pool.connection() as conn:
         await conn.execute("INSERT INTO tenant (name) VALUES (%s) ON CONFLICT DO NOTHING", (tenant,))
@@ -32,10 +33,12 @@ async def record_request(pool: AsyncConnectionPool, tenant: str, transaction_uid
 
 async def load_request(pool: AsyncConnectionPool, tenant: str, transaction_uid: str) -> CommitmentRow | None:
     async with pool.connection() as conn:
-        row = await (await conn.execute(
-            "SELECT tenant, transaction_uid, calling_ae, refs, state FROM storage_commitment WHERE tenant = %s AND transaction_uid = %s",
-            (tenant, transaction_uid),
-        )).fetchone()
+        row = await (
+            await conn.execute(
+                "SELECT tenant, transaction_uid, calling_ae, refs, state FROM storage_commitment WHERE tenant = %s AND transaction_uid = %s",
+                (tenant, transaction_uid),
+            )
+        ).fetchone()
     if row is None:
         return None
     return CommitmentRow(row[0], row[1], row[2], [tuple(r) for r in row[3]], row[4])
@@ -44,15 +47,23 @@ async def load_request(pool: AsyncConnectionPool, tenant: str, transaction_uid: 
 async def instance_states(pool: AsyncConnectionPool, tenant: str, sop_uids: list[str]) -> dict[str, tuple[str, str]]:
     """sop uid -> (state, sop class) for those that exist."""
     async with pool.connection() as conn:
-        rows = await (await conn.execute(
-            "SELECT sop_uid, state, sop_class_uid FROM instance WHERE tenant = %s AND sop_uid = ANY(%s)",
-            (tenant, sop_uids),
-        )).fetchall()
+        rows = await (
+            await conn.execute(
+                "SELECT sop_uid, state, sop_class_uid FROM instance WHERE tenant = %s AND sop_uid = ANY(%s)",
+                (tenant, sop_uids),
+            )
+        ).fetchall()
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
-async def record_outcome(pool: AsyncConnectionPool, tenant: str, transaction_uid: str, state: str,
-                         committed: list[tuple[str, str]], failed: list[tuple[str, str, int]]) -> None:
+async def record_outcome(
+    pool: AsyncConnectionPool,
+    tenant: str,
+    transaction_uid: str,
+    state: str,
+    committed: list[tuple[str, str]],
+    failed: list[tuple[str, str, int]],
+) -> None:
     async with pool.connection() as conn:
         await conn.execute(
             """UPDATE storage_commitment SET state = %s, committed = %s, failed = %s, reported_at = now()
@@ -63,9 +74,11 @@ async def record_outcome(pool: AsyncConnectionPool, tenant: str, transaction_uid
 
 async def pending_transactions(pool: AsyncConnectionPool, tenant: str) -> list[str]:
     async with pool.connection() as conn:
-        rows = await (await conn.execute(
-            "SELECT transaction_uid FROM storage_commitment WHERE tenant = %s AND state = 'pending'", (tenant,)
-        )).fetchall()
+        rows = await (
+            await conn.execute(
+                "SELECT transaction_uid FROM storage_commitment WHERE tenant = %s AND state = 'pending'", (tenant,)
+            )
+        ).fetchall()
     return [r[0] for r in rows]
 
 
@@ -79,19 +92,25 @@ async def claim_report(pool: AsyncConnectionPool, tenant: str, transaction_uid: 
         cur = await conn.execute(
             "UPDATE storage_commitment SET state = 'reporting', claimed_at = now() WHERE tenant = %s AND transaction_uid = %s"
             " AND (state = 'pending' OR (state = 'reporting' AND claimed_at < now() - make_interval(secs => %s)))",
-            (tenant, transaction_uid, CLAIM_SECONDS))
+            (tenant, transaction_uid, CLAIM_SECONDS),
+        )
         return cur.rowcount == 1
 
 
 async def release_claim(pool: AsyncConnectionPool, tenant: str, transaction_uid: str) -> None:
     """The claimer could not deliver: another reporter may try."""
     async with pool.connection() as conn:
-        await conn.execute("UPDATE storage_commitment SET state = 'pending', claimed_at = NULL WHERE tenant = %s"
-                           " AND transaction_uid = %s AND state = 'reporting'", (tenant, transaction_uid))
+        await conn.execute(
+            "UPDATE storage_commitment SET state = 'pending', claimed_at = NULL WHERE tenant = %s"
+            " AND transaction_uid = %s AND state = 'reporting'",
+            (tenant, transaction_uid),
+        )
 
 
 async def refresh_claim(pool: AsyncConnectionPool, tenant: str, transaction_uid: str) -> None:
     """The claimer is alive (it waits for the instances, on the requester's open association)."""
     async with pool.connection() as conn:
-        await conn.execute("UPDATE storage_commitment SET claimed_at = now() WHERE tenant = %s AND transaction_uid = %s"
-                           " AND state = 'reporting'", (tenant, transaction_uid))
+        await conn.execute(
+            "UPDATE storage_commitment SET claimed_at = now() WHERE tenant = %s AND transaction_uid = %s AND state = 'reporting'",
+            (tenant, transaction_uid),
+        )

@@ -19,8 +19,9 @@ class Deleted:
     blob_keys: list[str] = field(default_factory=list)
 
 
-async def delete_objects(pool: AsyncConnectionPool, tenant: str, study_uid: str, series_uid: str | None = None,
-                         sop_uid: str | None = None) -> Deleted:
+async def delete_objects(
+    pool: AsyncConnectionPool, tenant: str, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+) -> Deleted:
     """Rows go first and in one transaction: a crash after it leaves orphan blobs, never rows without blobs.
     The study's lock waits for receipts in flight, so every instance acknowledged before is seen here."""
     where, params = instance_scope(tenant, study_uid, series_uid, sop_uid)
@@ -29,9 +30,9 @@ async def delete_objects(pool: AsyncConnectionPool, tenant: str, study_uid: str,
         await lock_study(conn, tenant, study_uid, exclusive=True)
         # study row before series rows, the order refresh_aggregates takes them in
         await conn.execute("SELECT 1 FROM study WHERE tenant = %s AND study_uid = %s FOR UPDATE", (tenant, study_uid))
-        rows = await (await conn.execute(
-            f"DELETE FROM instance WHERE {where} RETURNING blob_key, transcoded_key, series_uid", params
-        )).fetchall()
+        rows = await (
+            await conn.execute(f"DELETE FROM instance WHERE {where} RETURNING blob_key, transcoded_key, series_uid", params)
+        ).fetchall()
         out.instances = len(rows)
         out.blob_keys = [k for row in rows for k in row[:2] if k]
         await bump_series(conn, tenant, sorted({row[2] for row in rows}))
@@ -54,20 +55,26 @@ async def _uncount(conn: AsyncConnection, tenant: str, study_uid: str, per_serie
     await conn.execute(
         """UPDATE series se SET num_instances = greatest(se.num_instances - d.n, 0)
            FROM unnest(%s::text[], %s::int[]) AS d(uid, n) WHERE se.tenant = %s AND se.series_uid = d.uid""",
-        (list(per_series), list(per_series.values()), tenant))
+        (list(per_series), list(per_series.values()), tenant),
+    )
     await conn.execute(
         """UPDATE study st SET num_instances = greatest(st.num_instances - %s, 0),
                num_series = (SELECT count(*) FROM series se WHERE se.tenant = st.tenant AND se.study_uid = st.study_uid)
-           WHERE st.tenant = %s AND st.study_uid = %s""", (sum(per_series.values()), tenant, study_uid))
+           WHERE st.tenant = %s AND st.study_uid = %s""",
+        (sum(per_series.values()), tenant, study_uid),
+    )
 
 
 async def _drop_empty_parents(conn: AsyncConnection, tenant: str, study_uid: str) -> list[str]:
     """Series left without instances, and the study if no series is left; their metadata blobs."""
-    emptied = await (await conn.execute(
-        """DELETE FROM series se WHERE se.tenant = %s AND se.study_uid = %s
+    emptied = await (
+        await conn.execute(
+            """DELETE FROM series se WHERE se.tenant = %s AND se.study_uid = %s
              AND NOT EXISTS (SELECT 1 FROM instance i WHERE i.tenant = se.tenant AND i.series_uid = se.series_uid)
-           RETURNING metadata_key""", (tenant, study_uid),
-    )).fetchall()
+           RETURNING metadata_key""",
+            (tenant, study_uid),
+        )
+    ).fetchall()
     await conn.execute(
         """DELETE FROM study st WHERE st.tenant = %s AND st.study_uid = %s
              AND NOT EXISTS (SELECT 1 FROM series se WHERE se.tenant = st.tenant AND se.study_uid = st.study_uid)""",
@@ -76,21 +83,28 @@ async def _drop_empty_parents(conn: AsyncConnection, tenant: str, study_uid: str
     return [r[0] for r in emptied if r[0]]
 
 
-async def unsignalled_deletions(pool: AsyncConnectionPool, older_than_seconds: float = 0.0,
-                                limit: int = 500) -> list[tuple[str, str, int]]:
+async def unsignalled_deletions(
+    pool: AsyncConnectionPool, older_than_seconds: float = 0.0, limit: int = 500
+) -> list[tuple[str, str, int]]:
     """(tenant, study, instances deleted) whose study workflow has not been told yet."""
     async with pool.connection() as conn:
-        rows = await (await conn.execute(
-            "SELECT tenant, study_uid, instances FROM deletion_outbox WHERE deleted_at < now() - make_interval(secs => %s)"
-            " ORDER BY deleted_at LIMIT %s", (older_than_seconds, limit),
-        )).fetchall()
+        rows = await (
+            await conn.execute(
+                "SELECT tenant, study_uid, instances FROM deletion_outbox WHERE deleted_at < now() - make_interval(secs => %s)"
+                " ORDER BY deleted_at LIMIT %s",
+                (older_than_seconds, limit),
+            )
+        ).fetchall()
     return [(r[0], r[1], r[2]) for r in rows]
 
 
 async def deletion_signalled(pool: AsyncConnectionPool, tenant: str, study_uid: str, instances: int) -> None:
     """The workflow has `instances` of the study's deletions; later ones stay in the outbox."""
     async with pool.connection() as conn, conn.transaction():
-        await conn.execute("UPDATE deletion_outbox SET instances = instances - %s WHERE tenant = %s AND study_uid = %s",
-                           (instances, tenant, study_uid))
-        await conn.execute("DELETE FROM deletion_outbox WHERE tenant = %s AND study_uid = %s AND instances <= 0",
-                           (tenant, study_uid))
+        await conn.execute(
+            "UPDATE deletion_outbox SET instances = instances - %s WHERE tenant = %s AND study_uid = %s",
+            (instances, tenant, study_uid),
+        )
+        await conn.execute(
+            "DELETE FROM deletion_outbox WHERE tenant = %s AND study_uid = %s AND instances <= 0", (tenant, study_uid)
+        )

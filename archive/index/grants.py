@@ -28,11 +28,15 @@ async def grant_application_role(conn: AsyncConnection, role: str) -> bool:
         ):
             await conn.execute(sql.SQL(statement).format(who=who))
         for table in APPEND_ONLY_TABLES:
-            await conn.execute(sql.SQL("REVOKE UPDATE, DELETE, TRUNCATE ON {table} FROM {who}").format(
-                table=sql.Identifier(table), who=who))
+            await conn.execute(
+                sql.SQL("REVOKE UPDATE, DELETE, TRUNCATE ON {table} FROM {who}").format(table=sql.Identifier(table), who=who)
+            )
         for table in READ_ONLY_TABLES:
-            await conn.execute(sql.SQL("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {table} FROM {who}").format(
-                table=sql.Identifier(table), who=who))
+            await conn.execute(
+                sql.SQL("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {table} FROM {who}").format(
+                    table=sql.Identifier(table), who=who
+                )
+            )
         await _grant_maintain(conn, who)
     return True
 

@@ -23,8 +23,10 @@ class StoredInstance:
 
 
 async def find_instance(conn: AsyncConnection, tenant: str, sop_uid: str, *, lock: bool = False) -> StoredInstance | None:
-    sql = ("SELECT sop_uid, blob_key, sha256, size, state, study_uid, series_uid, transcoded_key FROM instance"
-           " WHERE tenant = %s AND sop_uid = %s")
+    sql = (
+        "SELECT sop_uid, blob_key, sha256, size, state, study_uid, series_uid, transcoded_key FROM instance"
+        " WHERE tenant = %s AND sop_uid = %s"
+    )
     row = await (await conn.execute(sql + (" FOR UPDATE" if lock else ""), (tenant, sop_uid))).fetchone()
     return StoredInstance(*row) if row else None
 
@@ -34,8 +36,10 @@ async def bump_series(conn: AsyncConnection, tenant: str, series_uids: list[str]
     Called last in a receipt's transaction, so the row lock is held for its commit, not its fsync."""
     if not series_uids:
         return
-    await conn.execute("UPDATE series SET version = nextval('series_version_seq') WHERE tenant = %s AND series_uid = ANY(%s)",
-                       (tenant, series_uids))
+    await conn.execute(
+        "UPDATE series SET version = nextval('series_version_seq') WHERE tenant = %s AND series_uid = ANY(%s)",
+        (tenant, series_uids),
+    )
 
 
 async def point_at_blob(conn: AsyncConnection, tenant: str, sop_uid: str, blob_key: str) -> None:
@@ -44,12 +48,18 @@ async def point_at_blob(conn: AsyncConnection, tenant: str, sop_uid: str, blob_k
 
 async def reset_failed(conn: AsyncConnection, tenant: str, study_uid: str, sop_uid: str) -> bool:
     """A failed instance whose bytes were sent again goes through its workflow again."""
-    reset = await (await conn.execute(
-        """UPDATE instance SET state = 'received', failure_reason = NULL, signalled = false, committed_at = NULL
-           WHERE tenant = %s AND sop_uid = %s AND state = 'failed' RETURNING 1""", (tenant, sop_uid))).fetchone()
+    reset = await (
+        await conn.execute(
+            """UPDATE instance SET state = 'received', failure_reason = NULL, signalled = false, committed_at = NULL
+           WHERE tenant = %s AND sop_uid = %s AND state = 'failed' RETURNING 1""",
+            (tenant, sop_uid),
+        )
+    ).fetchone()
     if reset:
-        await conn.execute("UPDATE study SET state = 'receiving' WHERE tenant = %s AND study_uid = %s AND state <> 'receiving'",
-                           (tenant, study_uid))
+        await conn.execute(
+            "UPDATE study SET state = 'receiving' WHERE tenant = %s AND study_uid = %s AND state <> 'receiving'",
+            (tenant, study_uid),
+        )
     return reset is not None
 
 
@@ -77,16 +87,27 @@ _REOPEN = """UPDATE study SET state = 'receiving'
 # study and series attributes). A study that was ready flips back to 'receiving', so queries count
 # it live until its workflow is done again; only for a row that went in: a resent duplicate starts
 # no workflow, so it must not reopen a study nothing would close again.
-_INSERT = "WITH" + _PARENTS + """,
+_INSERT = (
+    "WITH"
+    + _PARENTS
+    + """,
     i AS (INSERT INTO instance (tenant, sop_uid, series_uid, study_uid, sop_class_uid, instance_number,
             transfer_syntax, number_of_frames, rows, columns, bits_allocated, blob_key, size, sha256, source)
           VALUES (%(tenant)s, %(sop_uid)s, %(series_uid)s, %(study_uid)s, %(sop_class_uid)s, %(instance_number)s,
             %(transfer_syntax)s, %(number_of_frames)s, %(rows)s, %(columns)s, %(bits_allocated)s, %(blob_key)s,
             %(size)s, %(sha256)s, %(source)s)
           ON CONFLICT DO NOTHING RETURNING 1),
-    r AS (""" + _REOPEN + """ AND EXISTS (SELECT 1 FROM i))
+    r AS ("""
+    + _REOPEN
+    + """ AND EXISTS (SELECT 1 FROM i))
     SELECT 1 FROM i"""
-_REPLACE = "WITH" + _PARENTS + ", r AS (" + _REOPEN + """)
+)
+_REPLACE = (
+    "WITH"
+    + _PARENTS
+    + ", r AS ("
+    + _REOPEN
+    + """)
     UPDATE instance SET series_uid = %(series_uid)s, study_uid = %(study_uid)s, sop_class_uid = %(sop_class_uid)s,
         instance_number = %(instance_number)s, transfer_syntax = %(transfer_syntax)s,
         number_of_frames = %(number_of_frames)s, rows = %(rows)s, columns = %(columns)s,
@@ -94,6 +115,7 @@ _REPLACE = "WITH" + _PARENTS + ", r AS (" + _REOPEN + """)
         source = %(source)s, state = 'received', failure_reason = NULL, signalled = false, received_at = now(),
         committed_at = NULL, transcoded_key = NULL, transcoded_syntax = NULL, nonconformance = NULL
     WHERE tenant = %(tenant)s AND sop_uid = %(sop_uid)s"""
+)
 
 
 def _values(tenant: str, a: InstanceAttributes, **fields: object) -> dict[str, object]:
@@ -101,22 +123,38 @@ def _values(tenant: str, a: InstanceAttributes, **fields: object) -> dict[str, o
 
 
 async def insert_instance(
-    conn: AsyncConnection, tenant: str, a: InstanceAttributes, *, transfer_syntax: str,
-    blob_key: str, size: int, sha256: str, source: str,
+    conn: AsyncConnection,
+    tenant: str,
+    a: InstanceAttributes,
+    *,
+    transfer_syntax: str,
+    blob_key: str,
+    size: int,
+    sha256: str,
+    source: str,
 ) -> bool:
     """Insert the row; False when another receipt inserted the same SOP Instance UID first. The answer
     is fetched (not a row count), so this works in a pipeline too."""
-    cursor = await conn.execute(_INSERT, _values(tenant, a, transfer_syntax=transfer_syntax, blob_key=blob_key,
-                                                 size=size, sha256=sha256, source=source))
+    cursor = await conn.execute(
+        _INSERT, _values(tenant, a, transfer_syntax=transfer_syntax, blob_key=blob_key, size=size, sha256=sha256, source=source)
+    )
     return await cursor.fetchone() is not None
 
 
 async def replace_instance(
-    conn: AsyncConnection, tenant: str, a: InstanceAttributes, *, transfer_syntax: str,
-    blob_key: str, size: int, sha256: str, source: str,
+    conn: AsyncConnection,
+    tenant: str,
+    a: InstanceAttributes,
+    *,
+    transfer_syntax: str,
+    blob_key: str,
+    size: int,
+    sha256: str,
+    source: str,
 ) -> None:
-    await conn.execute(_REPLACE, _values(tenant, a, transfer_syntax=transfer_syntax, blob_key=blob_key,
-                                         size=size, sha256=sha256, source=source))
+    await conn.execute(
+        _REPLACE, _values(tenant, a, transfer_syntax=transfer_syntax, blob_key=blob_key, size=size, sha256=sha256, source=source)
+    )
 
 
 async def mark_signalled(pool: AsyncConnectionPool, tenant: str, sop_uids: list[str]) -> None:
@@ -127,30 +165,38 @@ async def mark_signalled(pool: AsyncConnectionPool, tenant: str, sop_uids: list[
         )
 
 
-async def unsignalled_studies(pool: AsyncConnectionPool, older_than_seconds: float, limit: int = 500) -> list[tuple[str, str, str | None, list[str]]]:
+async def unsignalled_studies(
+    pool: AsyncConnectionPool, older_than_seconds: float, limit: int = 500
+) -> list[tuple[str, str, str | None, list[str]]]:
     """Studies with instances whose workflow never acknowledged them: (tenant, study, modality, sop uids)."""
     async with pool.connection() as conn:
-        rows = await (await conn.execute(
-            """SELECT i.tenant, i.study_uid, min(s.modality), array_agg(i.sop_uid)
+        rows = await (
+            await conn.execute(
+                """SELECT i.tenant, i.study_uid, min(s.modality), array_agg(i.sop_uid)
                FROM instance i JOIN series s ON s.tenant = i.tenant AND s.series_uid = i.series_uid
                WHERE NOT i.signalled AND i.received_at < now() - make_interval(secs => %s)
                GROUP BY i.tenant, i.study_uid LIMIT %s""",
-            (older_than_seconds, limit),
-        )).fetchall()
+                (older_than_seconds, limit),
+            )
+        ).fetchall()
     return [(r[0], r[1], r[2], list(r[3])) for r in rows]
 
 
-async def stalled_studies(pool: AsyncConnectionPool, older_than_seconds: float, limit: int = 100) -> list[tuple[str, str, str | None, int]]:
+async def stalled_studies(
+    pool: AsyncConnectionPool, older_than_seconds: float, limit: int = 100
+) -> list[tuple[str, str, str | None, int]]:
     """Studies with instances signalled long ago yet still unprocessed: (tenant, study, modality, count),
     oldest first. Their workflow may simply be busy; the caller asks Temporal before re-driving them."""
     async with pool.connection() as conn:
-        rows = await (await conn.execute(
-            """SELECT i.tenant, i.study_uid, min(s.modality), count(*)
+        rows = await (
+            await conn.execute(
+                """SELECT i.tenant, i.study_uid, min(s.modality), count(*)
                FROM instance i JOIN series s ON s.tenant = i.tenant AND s.series_uid = i.series_uid
                WHERE i.state = 'received' AND i.signalled AND i.received_at < now() - make_interval(secs => %s)
                GROUP BY i.tenant, i.study_uid ORDER BY min(i.received_at) LIMIT %s""",
-            (older_than_seconds, limit),
-        )).fetchall()
+                (older_than_seconds, limit),
+            )
+        ).fetchall()
     return [(r[0], r[1], r[2], r[3]) for r in rows]
 
 

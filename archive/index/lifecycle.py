@@ -32,15 +32,19 @@ async def claim_received(pool: AsyncConnectionPool, tenant: str, study_uid: str)
 
 async def instances_in_state(pool: AsyncConnectionPool, tenant: str, study_uid: str, state: InstanceState) -> list[InstanceFile]:
     async with pool.connection() as conn:
-        rows = await (await conn.execute(
-            """SELECT sop_uid, series_uid, blob_key, size, sha256, transfer_syntax FROM instance
+        rows = await (
+            await conn.execute(
+                """SELECT sop_uid, series_uid, blob_key, size, sha256, transfer_syntax FROM instance
                WHERE tenant = %s AND study_uid = %s AND state = %s ORDER BY series_uid, instance_number, sop_uid""",
-            (tenant, study_uid, state),
-        )).fetchall()
+                (tenant, study_uid, state),
+            )
+        ).fetchall()
     return [InstanceFile(*r) for r in rows]
 
 
-async def set_state(pool: AsyncConnectionPool, tenant: str, sop_uid: str, state: InstanceState, reason: str | None = None) -> None:
+async def set_state(
+    pool: AsyncConnectionPool, tenant: str, sop_uid: str, state: InstanceState, reason: str | None = None
+) -> None:
     async with pool.connection() as conn:
         # a failed instance is no longer served: its series' metadata changes, in the same statement
         await conn.execute(
@@ -59,7 +63,8 @@ async def mark_verified(pool: AsyncConnectionPool, tenant: str, sop_uids: list[s
     async with pool.connection() as conn:
         cursor = await conn.execute(
             "UPDATE instance SET state = 'verified', failure_reason = NULL WHERE tenant = %s AND sop_uid = ANY(%s) AND state = 'stored'",
-            (tenant, sop_uids))
+            (tenant, sop_uids),
+        )
         return cursor.rowcount
 
 
@@ -92,8 +97,9 @@ async def refresh_aggregates(pool: AsyncConnectionPool, tenant: str, study_uid: 
                WHERE s.tenant = %s AND s.study_uid = %s""",
             (tenant, study_uid),
         )
-        row = await (await conn.execute(
-            """UPDATE study st SET
+        row = await (
+            await conn.execute(
+                """UPDATE study st SET
                    num_series = agg.series, num_instances = agg.instances,
                    modalities = agg.modalities, sop_classes = agg.sop_classes, updated_at = now()
                FROM (SELECT count(DISTINCT i.series_uid) AS series, count(*) AS instances,
@@ -103,8 +109,9 @@ async def refresh_aggregates(pool: AsyncConnectionPool, tenant: str, study_uid: 
                      WHERE i.tenant = %s AND i.study_uid = %s AND i.state <> 'failed') agg
                WHERE st.tenant = %s AND st.study_uid = %s
                RETURNING num_series, num_instances""",
-            (tenant, study_uid, tenant, study_uid),
-        )).fetchone()
+                (tenant, study_uid, tenant, study_uid),
+            )
+        ).fetchone()
     return (row[0], row[1]) if row else (0, 0)
 
 
@@ -116,12 +123,14 @@ async def set_study_state(pool: AsyncConnectionPool, tenant: str, study_uid: str
 async def series_for_metadata(pool: AsyncConnectionPool, tenant: str, study_uid: str) -> list[tuple[str, str | None]]:
     """(series uid, study date) of every series of the study with committed instances."""
     async with pool.connection() as conn:
-        rows = await (await conn.execute(
-            """SELECT DISTINCT i.series_uid, st.study_date FROM instance i
+        rows = await (
+            await conn.execute(
+                """SELECT DISTINCT i.series_uid, st.study_date FROM instance i
                JOIN study st ON st.tenant = i.tenant AND st.study_uid = i.study_uid
                WHERE i.tenant = %s AND i.study_uid = %s AND i.state = 'committed'""",
-            (tenant, study_uid),
-        )).fetchall()
+                (tenant, study_uid),
+            )
+        ).fetchall()
     return [(r[0], r[1]) for r in rows]
 
 
@@ -143,20 +152,31 @@ class SeriesSnapshot:
 
 async def series_snapshot(pool: AsyncConnectionPool, tenant: str, series_uid: str) -> SeriesSnapshot:
     async with pool.connection() as conn:
-        rows = await (await conn.execute(
-            """SELECT se.version, i.state, i.sop_uid, i.series_uid, i.blob_key, i.size, i.sha256, i.transfer_syntax
+        rows = await (
+            await conn.execute(
+                """SELECT se.version, i.state, i.sop_uid, i.series_uid, i.blob_key, i.size, i.sha256, i.transfer_syntax
                FROM series se LEFT JOIN instance i
                  ON i.tenant = se.tenant AND i.series_uid = se.series_uid AND i.state <> 'failed'
                WHERE se.tenant = %s AND se.series_uid = %s ORDER BY i.instance_number, i.sop_uid""",
-            (tenant, series_uid),
-        )).fetchall()
+                (tenant, series_uid),
+            )
+        ).fetchall()
     present = [r for r in rows if r[1] is not None]
-    return SeriesSnapshot(rows[0][0] if rows else None, [InstanceFile(*r[2:]) for r in present if r[1] == InstanceState.COMMITTED],
-                          all(r[1] == InstanceState.COMMITTED for r in present))
+    return SeriesSnapshot(
+        rows[0][0] if rows else None,
+        [InstanceFile(*r[2:]) for r in present if r[1] == InstanceState.COMMITTED],
+        all(r[1] == InstanceState.COMMITTED for r in present),
+    )
 
 
-async def record_metadata(pool: AsyncConnectionPool, tenant: str, series_uid: str, key: str | None, error: str | None,
-                          version: tuple[int, int] | None = None) -> None:
+async def record_metadata(
+    pool: AsyncConnectionPool,
+    tenant: str,
+    series_uid: str,
+    key: str | None,
+    error: str | None,
+    version: tuple[int, int] | None = None,
+) -> None:
     """`version`: the series version and instance count the document shows
     (SeriesSnapshot.document_version); WADO-RS serves the document only while the series is still at both."""
     shown, instances = version if version is not None else (None, None)
@@ -166,8 +186,16 @@ async def record_metadata(pool: AsyncConnectionPool, tenant: str, series_uid: st
                    metadata_error = %s, metadata_attempts = metadata_attempts + 1, metadata_version = %s,
                    metadata_instances = %s, metadata_format = coalesce(%s, metadata_format)
                WHERE tenant = %s AND series_uid = %s""",
-            (key, "ready" if error is None else "partial" if key else "failed", error, shown, instances,
-             DOCUMENT_FORMAT if key else None, tenant, series_uid),
+            (
+                key,
+                "ready" if error is None else "partial" if key else "failed",
+                error,
+                shown,
+                instances,
+                DOCUMENT_FORMAT if key else None,
+                tenant,
+                series_uid,
+            ),
         )
 
 
@@ -175,10 +203,12 @@ async def studies_with_stale_documents(pool: AsyncConnectionPool, tenant: str | 
     """(tenant, study uid) of the studies holding a series document written in another format than
     DOCUMENT_FORMAT (an older archive's): WADO-RS builds their metadata afresh until regenerated."""
     async with pool.connection() as conn:
-        rows = await (await conn.execute(
-            """SELECT DISTINCT tenant, study_uid FROM series
+        rows = await (
+            await conn.execute(
+                """SELECT DISTINCT tenant, study_uid FROM series
                WHERE metadata_key IS NOT NULL AND metadata_format IS DISTINCT FROM %s
                  AND (%s::text IS NULL OR tenant = %s) ORDER BY tenant, study_uid""",
-            (DOCUMENT_FORMAT, tenant, tenant),
-        )).fetchall()
+                (DOCUMENT_FORMAT, tenant, tenant),
+            )
+        ).fetchall()
     return [(r[0], r[1]) for r in rows]

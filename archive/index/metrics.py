@@ -18,19 +18,38 @@ class Sample:
 
 
 _QUERIES: list[tuple[str, str, list[str], str]] = [
-    ("dicomflow_instances", "Instances in the index by tenant, receiving protocol and state", ["tenant", "protocol", "state"],
-     "SELECT tenant, split_part(source, ':', 1), state, count(*) FROM instance GROUP BY 1, 2, 3"),
-    ("dicomflow_studies", "Studies by tenant and state (receiving, ready, ...)", ["tenant", "state"],
-     "SELECT tenant, state, count(*) FROM study GROUP BY 1, 2"),
-    ("dicomflow_outbox_unsignalled_instances", "Instances whose workflow has not been signalled yet", [],
-     "SELECT count(*) FROM instance WHERE NOT signalled"),
-    ("dicomflow_commitments", "Storage commitment requests by state", ["state"],
-     "SELECT state, count(*) FROM storage_commitment GROUP BY 1"),
-    ("dicomflow_retrieves", "C-MOVE retrieves by state", ["state"],
-     "SELECT state, count(*) FROM retrieve GROUP BY 1"),
-    ("dicomflow_refused_instances_total", "Instances refused at receipt (audit trail), by channel", ["source"],
-     "SELECT source, coalesce(sum(coalesce((detail->>'refused_instances')::int, (detail->'detail'->>'failed')::int, 0)), 0)"
-     " FROM audit_event WHERE event_code = 110104 AND action = 'C' GROUP BY 1"),
+    (
+        "dicomflow_instances",
+        "Instances in the index by tenant, receiving protocol and state",
+        ["tenant", "protocol", "state"],
+        "SELECT tenant, split_part(source, ':', 1), state, count(*) FROM instance GROUP BY 1, 2, 3",
+    ),
+    (
+        "dicomflow_studies",
+        "Studies by tenant and state (receiving, ready, ...)",
+        ["tenant", "state"],
+        "SELECT tenant, state, count(*) FROM study GROUP BY 1, 2",
+    ),
+    (
+        "dicomflow_outbox_unsignalled_instances",
+        "Instances whose workflow has not been signalled yet",
+        [],
+        "SELECT count(*) FROM instance WHERE NOT signalled",
+    ),
+    (
+        "dicomflow_commitments",
+        "Storage commitment requests by state",
+        ["state"],
+        "SELECT state, count(*) FROM storage_commitment GROUP BY 1",
+    ),
+    ("dicomflow_retrieves", "C-MOVE retrieves by state", ["state"], "SELECT state, count(*) FROM retrieve GROUP BY 1"),
+    (
+        "dicomflow_refused_instances_total",
+        "Instances refused at receipt (audit trail), by channel",
+        ["source"],
+        "SELECT source, coalesce(sum(coalesce((detail->>'refused_instances')::int, (detail->'detail'->>'failed')::int, 0)), 0)"
+        " FROM audit_event WHERE event_code = 110104 AND action = 'C' GROUP BY 1",
+    ),
 ]
 
 

@@ -16,14 +16,16 @@ async def unreferenced(pool: AsyncConnectionPool, keys: list[str]) -> set[str]:
     if not keys:
         return set()
     async with pool.connection() as conn:
-        rows = await (await conn.execute(
-            """SELECT k FROM unnest(%s::text[]) AS k
+        rows = await (
+            await conn.execute(
+                """SELECT k FROM unnest(%s::text[]) AS k
                WHERE EXISTS (SELECT 1 FROM tenant t WHERE t.name = split_part(k, '/', 1))
                  AND NOT EXISTS (SELECT 1 FROM instance i WHERE i.blob_key = k)
                  AND NOT EXISTS (SELECT 1 FROM instance i WHERE i.transcoded_key = k)
                  AND NOT EXISTS (SELECT 1 FROM series se WHERE se.metadata_key = k)""",
-            (keys,),
-        )).fetchall()
+                (keys,),
+            )
+        ).fetchall()
     return {r[0] for r in rows}
 
 

@@ -19,8 +19,18 @@ async def create(pool: AsyncConnectionPool, tenant: str, mpps_uid: str, step: Pe
         cursor = await conn.execute(
             "INSERT INTO performed_step (tenant, mpps_uid, status, study_uid, accession_number, sps_id, modality,"
             " station_ae, item) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT DO NOTHING",
-            (tenant, mpps_uid, step.status, step.study_uid, step.accession_number, step.sps_id, step.modality,
-             step.station_ae, step.item))
+            (
+                tenant,
+                mpps_uid,
+                step.status,
+                step.study_uid,
+                step.accession_number,
+                step.sps_id,
+                step.modality,
+                step.station_ae,
+                step.item,
+            ),
+        )
         if cursor.rowcount == 0:
             raise StepExists(mpps_uid)
         await _mark_worklist(conn, tenant, step)
@@ -29,8 +39,9 @@ async def create(pool: AsyncConnectionPool, tenant: str, mpps_uid: str, step: Pe
 async def load(pool: AsyncConnectionPool, tenant: str, mpps_uid: str) -> dict[str, Any] | None:
     """The stored step (DICOM JSON), or None."""
     async with pool.connection() as conn:
-        row = await (await conn.execute("SELECT item FROM performed_step WHERE tenant = %s AND mpps_uid = %s",
-                                        (tenant, mpps_uid))).fetchone()
+        row = await (
+            await conn.execute("SELECT item FROM performed_step WHERE tenant = %s AND mpps_uid = %s", (tenant, mpps_uid))
+        ).fetchone()
     return row[0] if row else None
 
 
@@ -39,8 +50,18 @@ async def update(pool: AsyncConnectionPool, tenant: str, mpps_uid: str, step: Pe
         await conn.execute(
             "UPDATE performed_step SET status = %s, study_uid = %s, accession_number = %s, sps_id = %s, modality = %s,"
             " station_ae = %s, item = %s::jsonb, updated_at = now() WHERE tenant = %s AND mpps_uid = %s",
-            (step.status, step.study_uid, step.accession_number, step.sps_id, step.modality, step.station_ae,
-             step.item, tenant, mpps_uid))
+            (
+                step.status,
+                step.study_uid,
+                step.accession_number,
+                step.sps_id,
+                step.modality,
+                step.station_ae,
+                step.item,
+                tenant,
+                mpps_uid,
+            ),
+        )
         await _mark_worklist(conn, tenant, step)
 
 
@@ -52,4 +73,5 @@ async def _mark_worklist(conn: AsyncConnection, tenant: str, step: PerformedStep
             "UPDATE worklist_item SET sps_status = %s, updated_at = now(), item = jsonb_set(item,"
             " '{00400100,Value,0,00400020}', jsonb_build_object('vr', 'CS', 'Value', jsonb_build_array(%s::text)))"
             " WHERE tenant = %s AND accession_number = %s AND sps_id = %s",
-            (status, status, tenant, step.accession_number, step.sps_id))
+            (status, status, tenant, step.accession_number, step.sps_id),
+        )

@@ -40,16 +40,27 @@ class ItemToSend:
     blob_key: str | None
 
 
-async def create(pool: AsyncConnectionPool, retrieve_id: str, tenant: str, requested_by: str, destination: str,
-                 instances_sql: str, params: list[Any], max_instances: int) -> int:
+async def create(
+    pool: AsyncConnectionPool,
+    retrieve_id: str,
+    tenant: str,
+    requested_by: str,
+    destination: str,
+    instances_sql: str,
+    params: list[Any],
+    max_instances: int,
+) -> int:
     """Record the retrieve and its instances (from `instances_sql`, a SELECT of SOP Instance UIDs); their number."""
     async with pool.connection() as conn, conn.transaction():
         await conn.execute(
             "INSERT INTO retrieve (id, tenant, requested_by, destination, total) VALUES (%s, %s, %s, %s, 0)",
-            (retrieve_id, tenant, requested_by, destination))
+            (retrieve_id, tenant, requested_by, destination),
+        )
         cursor = await conn.execute(
             "INSERT INTO retrieve_item (retrieve_id, position, sop_uid)"
-            f" SELECT %s, row_number() OVER (), m.sop_uid FROM ({instances_sql}) AS m", [retrieve_id, *params])
+            f" SELECT %s, row_number() OVER (), m.sop_uid FROM ({instances_sql}) AS m",
+            [retrieve_id, *params],
+        )
         total = cursor.rowcount
         if total > max_instances:
             raise TooManyInstances(f"{total} instances match; one retrieve can send at most {max_instances}")
@@ -66,32 +77,53 @@ async def recorded_as(pool: AsyncConnectionPool, retrieve_id: str) -> tuple[str,
 
 async def progress(pool: AsyncConnectionPool, retrieve_id: str, with_failed_uids: bool = False) -> Progress:
     async with pool.connection() as conn:
-        row = await (await conn.execute("SELECT state, finished_at IS NOT NULL FROM retrieve WHERE id = %s",
-                                        (retrieve_id,))).fetchone()
+        row = await (
+            await conn.execute("SELECT state, finished_at IS NOT NULL FROM retrieve WHERE id = %s", (retrieve_id,))
+        ).fetchone()
         if row is None:
             raise KeyError(retrieve_id)
-        counts: dict[str, int] = dict(await
- (await conn.execute(
-            "SELECT state, count(*) FROM retrieve_item WHERE retrieve_id = %s GROUP BY state", (retrieve_id,))).fetchall())
+        counts: dict[str, int] = dict(
+            await (
+                await conn.execute(
+                    "SELECT state, count(*) FROM retrieve_item WHERE retrieve_id = %s GROUP BY state", (retrieve_id,)
+                )
+            ).fetchall()
+        )
         failed_uids = []
         if with_failed_uids and counts.get(FAILED):
-            failed_uids = [r[0] for r in await (await conn.execute(
-                "SELECT sop_uid FROM retrieve_item WHERE retrieve_id = %s AND state = 'failed' ORDER BY position",
-                (retrieve_id,))).fetchall()]
-    return Progress(row[0], row[1], counts.get(PENDING, 0), counts.get(COMPLETED, 0), counts.get(WARNING, 0),
-                    counts.get(FAILED, 0), failed_uids)
+            failed_uids = [
+                r[0]
+                for r in await (
+                    await conn.execute(
+                        "SELECT sop_uid FROM retrieve_item WHERE retrieve_id = %s AND state = 'failed' ORDER BY position",
+                        (retrieve_id,),
+                    )
+                ).fetchall()
+            ]
+    return Progress(
+        row[0],
+        row[1],
+        counts.get(PENDING, 0),
+        counts.get(COMPLETED, 0),
+        counts.get(WARNING, 0),
+        counts.get(FAILED, 0),
+        failed_uids,
+    )
 
 
 async def pending(pool: AsyncConnectionPool, retrieve_id: str, limit: int) -> list[ItemToSend]:
     """The next instances still owed, with what is needed to send them; none once the retrieve is
     not running any more (the requester cancelled it)."""
     async with pool.connection() as conn:
-        rows = await (await conn.execute(
-            "SELECT ri.position, ri.sop_uid, i.sop_class_uid, i.transfer_syntax, i.blob_key"
-            " FROM retrieve_item ri JOIN retrieve r ON r.id = ri.retrieve_id"
-            " LEFT JOIN instance i ON i.tenant = r.tenant AND i.sop_uid = ri.sop_uid AND i.state <> 'failed'"
-            " WHERE ri.retrieve_id = %s AND ri.state = 'pending' AND r.state = 'running' ORDER BY ri.position LIMIT %s",
-            (retrieve_id, limit))).fetchall()
+        rows = await (
+            await conn.execute(
+                "SELECT ri.position, ri.sop_uid, i.sop_class_uid, i.transfer_syntax, i.blob_key"
+                " FROM retrieve_item ri JOIN retrieve r ON r.id = ri.retrieve_id"
+                " LEFT JOIN instance i ON i.tenant = r.tenant AND i.sop_uid = ri.sop_uid AND i.state <> 'failed'"
+                " WHERE ri.retrieve_id = %s AND ri.state = 'pending' AND r.state = 'running' ORDER BY ri.position LIMIT %s",
+                (retrieve_id, limit),
+            )
+        ).fetchall()
     return [ItemToSend(*row) for row in rows]
 
 
@@ -103,8 +135,15 @@ def _acknowledging(conn: Connection) -> None:
 def open_acknowledgement_pool(dsn: str, max_size: int = 8) -> ConnectionPool:
     """Synchronous connections for Acknowledgements, kept open between retrieves: a new connection
     (authentication included) took ~7 ms at the start of every move. Each is checked before use."""
-    pool = ConnectionPool(dsn, min_size=1, max_size=max_size, configure=_acknowledging, open=False,
-                          check=ConnectionPool.check_connection, kwargs={"connect_timeout": 30})
+    pool = ConnectionPool(
+        dsn,
+        min_size=1,
+        max_size=max_size,
+        configure=_acknowledging,
+        open=False,
+        check=ConnectionPool.check_connection,
+        kwargs={"connect_timeout": 30},
+    )
     pool.open(wait=True, timeout=30)
     return pool
 
@@ -131,15 +170,19 @@ class Acknowledgements:
         self.pool.putconn(self.conn)
 
     def record(self, retrieve_id: str, position: int, state: str, status: int | None) -> None:
-        self.conn.execute("UPDATE retrieve_item SET state = %s, status = %s WHERE retrieve_id = %s AND position = %s",
-                          (state, status, retrieve_id, position))
+        self.conn.execute(
+            "UPDATE retrieve_item SET state = %s, status = %s WHERE retrieve_id = %s AND position = %s",
+            (state, status, retrieve_id, position),
+        )
 
 
 async def fail_pending(pool: AsyncConnectionPool, retrieve_id: str, status: int) -> None:
     """Give up on what is still owed (the destination stays unreachable)."""
     async with pool.connection() as conn:
-        await conn.execute("UPDATE retrieve_item SET state = 'failed', status = %s"
-                           " WHERE retrieve_id = %s AND state = 'pending'", (status, retrieve_id))
+        await conn.execute(
+            "UPDATE retrieve_item SET state = 'failed', status = %s WHERE retrieve_id = %s AND state = 'pending'",
+            (status, retrieve_id),
+        )
 
 
 async def cancel(pool: AsyncConnectionPool, retrieve_id: str) -> None:
@@ -151,23 +194,31 @@ async def cancel(pool: AsyncConnectionPool, retrieve_id: str) -> None:
 async def finish(pool: AsyncConnectionPool, retrieve_id: str) -> None:
     """The sender is done (or was cancelled): the counts are final."""
     async with pool.connection() as conn:
-        await conn.execute("UPDATE retrieve SET state = CASE WHEN state = 'running' THEN 'done' ELSE state END,"
-                           " finished_at = now() WHERE id = %s AND finished_at IS NULL", (retrieve_id,))
+        await conn.execute(
+            "UPDATE retrieve SET state = CASE WHEN state = 'running' THEN 'done' ELSE state END,"
+            " finished_at = now() WHERE id = %s AND finished_at IS NULL",
+            (retrieve_id,),
+        )
 
 
 async def pending_kinds(pool: AsyncConnectionPool, retrieve_id: str) -> list[tuple[str, str]]:
     """The (SOP Class UID, stored transfer syntax) pairs among what is still owed: the contexts to propose."""
     async with pool.connection() as conn:
-        rows = await (await conn.execute(
-            "SELECT DISTINCT i.sop_class_uid, i.transfer_syntax FROM retrieve_item ri JOIN retrieve r ON r.id = ri.retrieve_id"
-            " JOIN instance i ON i.tenant = r.tenant AND i.sop_uid = ri.sop_uid"
-            " WHERE ri.retrieve_id = %s AND ri.state = 'pending'", (retrieve_id,))).fetchall()
+        rows = await (
+            await conn.execute(
+                "SELECT DISTINCT i.sop_class_uid, i.transfer_syntax FROM retrieve_item ri JOIN retrieve r ON r.id = ri.retrieve_id"
+                " JOIN instance i ON i.tenant = r.tenant AND i.sop_uid = ri.sop_uid"
+                " WHERE ri.retrieve_id = %s AND ri.state = 'pending'",
+                (retrieve_id,),
+            )
+        ).fetchall()
     return [(r[0], r[1]) for r in rows]
 
 
 async def prune(pool: AsyncConnectionPool, older_than_days: float) -> int:
     """Forget retrieves finished longer ago than this (their per-instance rows go with them)."""
     async with pool.connection() as conn:
-        cursor = await conn.execute("DELETE FROM retrieve WHERE finished_at < now() - make_interval(secs => %s)",
-                                    (older_than_days * 86400,))
+        cursor = await conn.execute(
+            "DELETE FROM retrieve WHERE finished_at < now() - make_interval(secs => %s)", (older_than_days * 86400,)
+        )
         return cursor.rowcount

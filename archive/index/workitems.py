@@ -23,7 +23,9 @@ async def create(pool: AsyncConnectionPool, tenant: str, row: WorkitemRow, mwl: 
         await conn.execute("INSERT INTO tenant (name) VALUES (%s) ON CONFLICT DO NOTHING", (tenant,))
         cursor = await conn.execute(
             f"INSERT INTO workitem (tenant, {_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
-            " ON CONFLICT DO NOTHING", (tenant, *astuple(row)))
+            " ON CONFLICT DO NOTHING",
+            (tenant, *astuple(row)),
+        )
     if cursor.rowcount == 0:
         raise WorkitemExists(row.uid)
     if mwl is not None:
@@ -33,8 +35,9 @@ async def create(pool: AsyncConnectionPool, tenant: str, row: WorkitemRow, mwl: 
 async def load(pool: AsyncConnectionPool, tenant: str, uid: str) -> tuple[dict[str, Any], str | None] | None:
     """The stored workitem (DICOM JSON) and the Transaction UID that holds it, or None."""
     async with pool.connection() as conn:
-        row = await (await conn.execute("SELECT item, transaction_uid FROM workitem WHERE tenant = %s AND uid = %s",
-                                        (tenant, uid))).fetchone()
+        row = await (
+            await conn.execute("SELECT item, transaction_uid FROM workitem WHERE tenant = %s AND uid = %s", (tenant, uid))
+        ).fetchone()
     return (row[0], row[1]) if row else None
 
 
@@ -42,6 +45,8 @@ async def update(pool: AsyncConnectionPool, tenant: str, row: WorkitemRow, mwl: 
     async with pool.connection() as conn:
         await conn.execute(
             "UPDATE workitem SET state = %s, transaction_uid = %s, item = %s::jsonb, updated_at = now()"
-            " WHERE tenant = %s AND uid = %s", (row.state, row.transaction_uid, row.item, tenant, row.uid))
+            " WHERE tenant = %s AND uid = %s",
+            (row.state, row.transaction_uid, row.item, tenant, row.uid),
+        )
     if mwl is not None:
         await worklist.upsert(pool, tenant, [mwl], workitem_uid=row.uid)

@@ -16,11 +16,27 @@ from dataclasses import dataclass
 
 # transfer syntaxes by header family, as pydicom.uid lists them (not imported: the decode pool's
 # parent side uses this module and has no other need for pydicom)
-J2K_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.92",
-                          "1.2.840.10008.1.2.4.93", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
-                          "1.2.840.10008.1.2.4.203"})
-JPEG_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
-                           "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"})
+J2K_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2.4.90",
+        "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.4.92",
+        "1.2.840.10008.1.2.4.93",
+        "1.2.840.10008.1.2.4.201",
+        "1.2.840.10008.1.2.4.202",
+        "1.2.840.10008.1.2.4.203",
+    }
+)
+JPEG_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.51",
+        "1.2.840.10008.1.2.4.57",
+        "1.2.840.10008.1.2.4.70",
+        "1.2.840.10008.1.2.4.80",
+        "1.2.840.10008.1.2.4.81",
+    }
+)
 # no more tiles can be numbered (Isot is 16 bits, ISO 15444-1 A.4.2); tiny tiles over a large
 # canvas would otherwise cost the codec per-tile bookkeeping however small the image
 MAX_J2K_TILES = 65535
@@ -61,7 +77,8 @@ def check_frame(syntax: str, frame: bytes, rows: int, columns: int, samples: int
         if (g.columns, g.rows, g.samples) != (columns, rows, samples):
             raise CodestreamMismatch(
                 f"the {g.source} describes {g.columns} x {g.rows} pixels with {g.samples} sample(s) per pixel, "
-                f"but Columns x Rows is {columns} x {rows} with {samples}: refused before decoding")
+                f"but Columns x Rows is {columns} x {rows} with {samples}: refused before decoding"
+            )
 
 
 def _family(syntax: str) -> str:
@@ -128,7 +145,7 @@ def _boxes(data: memoryview) -> list[tuple[bytes, memoryview]]:
             length = len(data) - at
         if length < header:
             break
-        found.append((kind, data[at + header: at + length]))
+        found.append((kind, data[at + header : at + length]))
         at += length
     return found
 
@@ -155,7 +172,7 @@ def _jpeg(data: memoryview) -> list[Geometry]:
             break
         length = struct.unpack_from(">H", data, at + 2)[0]
         if marker in JPEG_SOF:
-            return [_sof(data[at + 4: at + 2 + length], marker)]
+            return [_sof(data[at + 4 : at + 2 + length], marker)]
         at += 2 + length
     raise CodestreamMismatch("the JPEG frame has no frame header (SOF) before its scan")
 

@@ -97,7 +97,9 @@ class DecodePool:
         one request share one budget, where progress() would give each step a new one."""
         wait = _left(self.limits.timeout_seconds, deadline)
         if wait <= 0:
-            raise DecodeRefused("timeout", f"this request's decoding took longer than decode_timeout_seconds={self.limits.timeout_seconds:g}")
+            raise DecodeRefused(
+                "timeout", f"this request's decoding took longer than decode_timeout_seconds={self.limits.timeout_seconds:g}"
+            )
         if not self._slots.acquire(timeout=wait):
             raise DecodeRefused("busy", f"all {self.limits.workers} decode workers stayed busy for {wait:.3g} s; try again")
         try:
@@ -211,7 +213,9 @@ class _Worker:
         with ours, theirs:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", _ENTRY, "dicomflow-decode-worker", str(theirs.fileno()), str(memory_bytes)],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=_worker_env(),
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env=_worker_env(),
             )
             self.channel = Connection(ours.detach())
         self._await_ready(memory_bytes)
@@ -223,13 +227,18 @@ class _Worker:
         except (EOFError, OSError):
             pass
         self.kill()
-        raise DecodeRefused("unavailable", f"a decode worker did not start within decode_memory_bytes={memory_bytes} "
-                                           f"({self._death()}); the setting may be below the interpreter's own needs")
+        raise DecodeRefused(
+            "unavailable",
+            f"a decode worker did not start within decode_memory_bytes={memory_bytes} "
+            f"({self._death()}); the setting may be below the interpreter's own needs",
+        )
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def call(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float, deadline: float | None = None) -> tuple[Any, ...]:
+    def call(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float, deadline: float | None = None
+    ) -> tuple[Any, ...]:
         try:
             self.channel.send((fn, args))
         except OSError:
@@ -269,8 +278,14 @@ def _worker_env() -> dict[str, str]:
     thread or arena reserves address space that RLIMIT_AS counts."""
     root = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "1"}
+    return {
+        **os.environ,
+        "PYTHONPATH": path,
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "MALLOC_ARENA_MAX": "1",
+    }
 
 
 # the worker's side ---------------------------------------------------------------------------
@@ -295,6 +310,7 @@ def _load_codecs() -> None:
     ds.PixelData = np.arange(64, dtype=np.uint16).tobytes()
     pixels = (ds.pixel_array >> 4).astype(np.uint8)
     Image.fromarray(pixels).save(io.BytesIO(), format="JPEG")
+
 
 _channel: Connection | None = None
 

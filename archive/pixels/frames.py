@@ -94,7 +94,7 @@ def batches(numbers: list[int], frame_bytes: int) -> list[list[int]]:
     """`numbers` in runs of at most BATCH_BYTES of frames (one frame at least): what one pool call
     returns, and so what an answer in flight holds."""
     size = max(1, BATCH_BYTES // max(1, frame_bytes))
-    return [numbers[i:i + size] for i in range(0, len(numbers), size)]
+    return [numbers[i : i + size] for i in range(0, len(numbers), size)]
 
 
 BATCH_BYTES = 8 * 2**20
@@ -156,7 +156,6 @@ class FrameReader:
         length = _native_frame_length(self.ds)
         self._file.seek(self._value_at + (number - 1) * length)
         return _little_endian(self._file.read(length), self.ds, self.syntax)
-
 
     def _encapsulated(self, value_at: int, number: int) -> bytes:
         starts = self._fragment_starts(value_at)
@@ -226,7 +225,7 @@ def _native_frame(ds: Dataset, number: int, syntax: UID) -> bytes:
         # 1-bit frames need not start on a byte boundary; unpack the one asked for
         return pixel_array(ds, index=number - 1).astype(np.uint8).tobytes()
     length = _native_frame_length(ds)
-    return _little_endian(ds.PixelData[(number - 1) * length: number * length], ds, syntax)
+    return _little_endian(ds.PixelData[(number - 1) * length : number * length], ds, syntax)
 
 
 def decoded_frames(pool: DecodePool, path: Path, numbers: list[int], deadline: float | None = None) -> Frames:

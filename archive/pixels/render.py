@@ -65,7 +65,7 @@ def _looked_up(table: np.ndarray, array: np.ndarray, low: int) -> np.ndarray:
     out = np.empty(array.shape, dtype=table.dtype)
     rows = max(1, LOOKUP_BLOCK // max(1, array[0].size))
     for start in range(0, len(array), rows):
-        out[start:start + rows] = table[np.subtract(array[start:start + rows], low, dtype=np.intp)]
+        out[start : start + rows] = table[np.subtract(array[start : start + rows], low, dtype=np.intp)]
     return out
 
 

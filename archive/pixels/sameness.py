@@ -63,9 +63,11 @@ def compare_files(stored: str, received: str) -> Comparison:
 def _attributes(ds: Dataset) -> dict[str, Any]:
     """The attributes as values (DICOM JSON), whatever the encoding, pixels and file meta aside. The
     VR is left out: an implicit VR copy gets private elements' VRs from a dictionary guess."""
-    return {tag: {k: v for k, v in value.items() if k != "vr"}
-            for tag, value in json_elements(ds, bulk_data_threshold=2**31).items()
-            if not tag.startswith("0002") and tag != "7FE00010"}
+    return {
+        tag: {k: v for k, v in value.items() if k != "vr"}
+        for tag, value in json_elements(ds, bulk_data_threshold=2**31).items()
+        if not tag.startswith("0002") and tag != "7FE00010"
+    }
 
 
 def _frames(ds: Dataset) -> int:

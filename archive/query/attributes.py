@@ -25,10 +25,13 @@ def _a(keyword: str, vr: str, level: str, column: str, kind: str, within: str | 
 # live counts over the patient's studies (patient ID and issuer, within the tenant)
 _OF_PATIENT = "c.tenant = st.tenant AND c.patient_id = st.patient_id AND c.issuer = st.issuer"
 _PATIENT_STUDIES = f"(SELECT count(*) FROM study c WHERE {_OF_PATIENT})"
-_PATIENT_SERIES = f"(SELECT count(*) FROM study c JOIN series cs ON cs.tenant = c.tenant AND cs.study_uid = c.study_uid" \
-                  f" WHERE {_OF_PATIENT})"
-_PATIENT_INSTANCES = f"(SELECT count(*) FROM study c JOIN instance ci ON ci.tenant = c.tenant AND ci.study_uid = c.study_uid" \
-                     f" WHERE {_OF_PATIENT} AND ci.state <> 'failed')"
+_PATIENT_SERIES = (
+    f"(SELECT count(*) FROM study c JOIN series cs ON cs.tenant = c.tenant AND cs.study_uid = c.study_uid WHERE {_OF_PATIENT})"
+)
+_PATIENT_INSTANCES = (
+    f"(SELECT count(*) FROM study c JOIN instance ci ON ci.tenant = c.tenant AND ci.study_uid = c.study_uid"
+    f" WHERE {_OF_PATIENT} AND ci.state <> 'failed')"
+)
 
 ATTRIBUTES: list[Attribute] = [
     # patient (the study table's copy of them, alias st: a patient is known by its studies)
@@ -53,8 +56,14 @@ ATTRIBUTES: list[Attribute] = [
     _a("NumberOfStudyRelatedInstances", "IS", "study", "st.num_instances", "int"),
     _a("SOPClassesInStudy", "UI", "study", "st.sop_classes", "code_list"),
     # the newest MPPS the modality reported for the study
-    _a("PerformedProcedureStepStatus", "CS", "study", "(SELECT p.status FROM performed_step p WHERE p.tenant = st.tenant"
-       " AND p.study_uid = st.study_uid ORDER BY p.updated_at DESC LIMIT 1)", "text"),
+    _a(
+        "PerformedProcedureStepStatus",
+        "CS",
+        "study",
+        "(SELECT p.status FROM performed_step p WHERE p.tenant = st.tenant"
+        " AND p.study_uid = st.study_uid ORDER BY p.updated_at DESC LIMIT 1)",
+        "text",
+    ),
     # series (alias se)
     _a("SeriesInstanceUID", "UI", "series", "se.series_uid", "uid"),
     _a("Modality", "CS", "series", "se.modality", "text"),
@@ -81,13 +90,33 @@ LEVELS = ("patient", "study", "series", "instance")
 # PS3.18 Table 6.7.1-2: what each level returns by default
 DEFAULT_RETURN = {
     "patient": ["PatientName", "PatientID", "PatientBirthDate", "PatientSex"],
-    "study": ["StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy", "ReferringPhysicianName",
-              "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyID",
-              "StudyDescription", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"],
-    "series": ["Modality", "SeriesDescription", "SeriesInstanceUID", "SeriesNumber", "BodyPartExamined",
-               "SeriesDate", "SeriesTime", "NumberOfSeriesRelatedInstances"],
-    "instance": ["SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns", "BitsAllocated",
-                 "NumberOfFrames"],
+    "study": [
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "ModalitiesInStudy",
+        "ReferringPhysicianName",
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyInstanceUID",
+        "StudyID",
+        "StudyDescription",
+        "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances",
+    ],
+    "series": [
+        "Modality",
+        "SeriesDescription",
+        "SeriesInstanceUID",
+        "SeriesNumber",
+        "BodyPartExamined",
+        "SeriesDate",
+        "SeriesTime",
+        "NumberOfSeriesRelatedInstances",
+    ],
+    "instance": ["SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns", "BitsAllocated", "NumberOfFrames"],
 }
 
 
@@ -104,8 +133,9 @@ def resolve(name: str) -> Attribute:
         return BY_KEYWORD[name.strip()]
     known = keyword_for_tag(int(cleaned, 16)) if len(cleaned) == 8 and all(c in "0123456789ABCDEF" for c in cleaned) else None
     what = f"{name} ({known})" if known else name
-    raise UnknownAttribute(f"attribute {what} is not supported for matching or return; supported: "
-                           + ", ".join(sorted(BY_KEYWORD)))
+    raise UnknownAttribute(
+        f"attribute {what} is not supported for matching or return; supported: " + ", ".join(sorted(BY_KEYWORD))
+    )
 
 
 SPS = "ScheduledProcedureStepSequence"

@@ -10,15 +10,19 @@ from typing import Any
 from archive.query.attributes import BY_KEYWORD, LEVELS, Attribute, UnknownAttribute
 from archive.query.matching import BadQueryValue, Condition, condition
 
-_STUDY_PATIENT = ("(SELECT DISTINCT ON (tenant, patient_id, issuer) tenant, patient_id, issuer, patient_name,"
-                  " patient_birth_date, patient_sex FROM study ORDER BY tenant, patient_id, issuer, updated_at DESC) st")
+_STUDY_PATIENT = (
+    "(SELECT DISTINCT ON (tenant, patient_id, issuer) tenant, patient_id, issuer, patient_name,"
+    " patient_birth_date, patient_sex FROM study ORDER BY tenant, patient_id, issuer, updated_at DESC) st"
+)
 _FROM = {
     # a patient is known by its studies; its demographics are those of its newest study
     "patient": _STUDY_PATIENT,
     "study": "study st",
     "series": "series se JOIN study st ON st.tenant = se.tenant AND st.study_uid = se.study_uid",
-    "instance": ("instance i JOIN series se ON se.tenant = i.tenant AND se.series_uid = i.series_uid"
-                 " JOIN study st ON st.tenant = i.tenant AND st.study_uid = i.study_uid"),
+    "instance": (
+        "instance i JOIN series se ON se.tenant = i.tenant AND se.series_uid = i.series_uid"
+        " JOIN study st ON st.tenant = i.tenant AND st.study_uid = i.study_uid"
+    ),
     "worklist": "worklist_item w",  # Modality Worklist: scheduled procedure steps
     "workitem": "workitem u",  # UPS-RS
 }
@@ -34,18 +38,18 @@ _ORDER = {
 # counts and modalities come live for a study still arriving, from the aggregates once it is ready
 _LIVE = {
     "NumberOfStudyRelatedSeries": "CASE WHEN st.state = 'ready' THEN st.num_series ELSE (SELECT count(*) FROM series c"
-                                  " WHERE c.tenant = st.tenant AND c.study_uid = st.study_uid) END",
+    " WHERE c.tenant = st.tenant AND c.study_uid = st.study_uid) END",
     "NumberOfStudyRelatedInstances": "CASE WHEN st.state = 'ready' THEN st.num_instances ELSE (SELECT count(*) FROM"
-                                     " instance c WHERE c.tenant = st.tenant AND c.study_uid = st.study_uid"
-                                     " AND c.state <> 'failed') END",
+    " instance c WHERE c.tenant = st.tenant AND c.study_uid = st.study_uid"
+    " AND c.state <> 'failed') END",
     "ModalitiesInStudy": "CASE WHEN st.state = 'ready' THEN st.modalities ELSE ARRAY(SELECT DISTINCT c.modality FROM"
-                         " series c WHERE c.tenant = st.tenant AND c.study_uid = st.study_uid AND c.modality IS NOT NULL) END",
+    " series c WHERE c.tenant = st.tenant AND c.study_uid = st.study_uid AND c.modality IS NOT NULL) END",
     "SOPClassesInStudy": "CASE WHEN st.state = 'ready' THEN st.sop_classes ELSE ARRAY(SELECT DISTINCT c.sop_class_uid"
-                         " FROM instance c WHERE c.tenant = st.tenant AND c.study_uid = st.study_uid) END",
+    " FROM instance c WHERE c.tenant = st.tenant AND c.study_uid = st.study_uid) END",
     # counting a 520-instance series' rows at every series query was most of its time
     "NumberOfSeriesRelatedInstances": "CASE WHEN st.state = 'ready' THEN se.num_instances ELSE (SELECT count(*) FROM"
-                                      " instance c WHERE c.tenant = se.tenant AND c.series_uid = se.series_uid"
-                                      " AND c.state <> 'failed') END",
+    " instance c WHERE c.tenant = se.tenant AND c.series_uid = se.series_uid"
+    " AND c.state <> 'failed') END",
 }
 
 
@@ -129,8 +133,9 @@ def _name_first(spec: QuerySpec, key: MatchKey) -> Condition | None:
     own = condition(replace(key.attribute, column="p.patient_name"), key.value, spec.fuzzy)
     if own is None or not own.per_name_group:
         return None
-    return Condition(f"st.ctid = ANY(ARRAY(SELECT p.ctid FROM study p WHERE p.tenant = %s AND {own.sql}))",
-                     [spec.tenant, *own.params])
+    return Condition(
+        f"st.ctid = ANY(ARRAY(SELECT p.ctid FROM study p WHERE p.tenant = %s AND {own.sql}))", [spec.tenant, *own.params]
+    )
 
 
 def build(spec: QuerySpec) -> Query:

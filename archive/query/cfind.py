@@ -35,8 +35,13 @@ LEVELS = {"PATIENT": "patient", "STUDY": "study", "SERIES": "series", "IMAGE": "
 UNIQUE_KEY = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID"}
 UTF8 = "ISO_IR 192"
 # answered by the archive itself, not matched against the index
-_ARCHIVE_KEYS = {Tag("QueryRetrieveLevel"), Tag("SpecificCharacterSet"), Tag("RetrieveAETitle"),
-                 Tag("InstanceAvailability"), Tag("TimezoneOffsetFromUTC")}
+_ARCHIVE_KEYS = {
+    Tag("QueryRetrieveLevel"),
+    Tag("SpecificCharacterSet"),
+    Tag("RetrieveAETitle"),
+    Tag("InstanceAvailability"),
+    Tag("TimezoneOffsetFromUTC"),
+}
 
 
 @dataclass
@@ -159,12 +164,17 @@ def _plan(request: FindRequest) -> AnswerPlan:
             slots[element.tag] = AnswerSlot(element.tag, element.VR if i is None else returned[i].vr, i)
     for i, attribute in enumerate(returned):
         slots.setdefault(int(attribute.tag, 16), AnswerSlot(BaseTag(int(attribute.tag, 16)), attribute.vr, i))
-    return AnswerPlan(tuple(slots.values()), "RetrieveAETitle" in request.requested,
-                      "InstanceAvailability" in request.requested, all(len(s.vr) == 2 for s in slots.values()))
+    return AnswerPlan(
+        tuple(slots.values()),
+        "RetrieveAETitle" in request.requested,
+        "InstanceAvailability" in request.requested,
+        all(len(s.vr) == 2 for s in slots.values()),
+    )
 
 
-def answer(request: FindRequest, row: Sequence[Any], ae_title: str, *,
-           implicit_vr: bool | None = None, little_endian: bool = True) -> Dataset:
+def answer(
+    request: FindRequest, row: Sequence[Any], ae_title: str, *, implicit_vr: bool | None = None, little_endian: bool = True
+) -> Dataset:
     """The response identifier for one row: every key the request asked for.
 
     `implicit_vr` and `little_endian` are the transfer syntax it will be written in; given them, the
@@ -253,8 +263,9 @@ def _element_bytes(tag: BaseTag, vr: str, value: bytes, implicit_vr: bool) -> by
     return struct.pack("<HH2sH", tag.group, tag.element, vr.encode(), len(value)) + value
 
 
-def _raw_answer(plan: AnswerPlan, row: Sequence[Any], level: str, ae_title: str, charset: list[str] | None,
-                implicit_vr: bool) -> Dataset:
+def _raw_answer(
+    plan: AnswerPlan, row: Sequence[Any], level: str, ae_title: str, charset: list[str] | None, implicit_vr: bool
+) -> Dataset:
     codec = _codec(tuple(charset or ()))
     values: dict[BaseTag, tuple[str, bytes]] = {}
     for slot in plan.slots:
@@ -264,7 +275,8 @@ def _raw_answer(plan: AnswerPlan, row: Sequence[Any], level: str, ae_title: str,
     ordered = sorted(values.items())
     encoded = b"".join(_element_bytes(tag, vr, value, implicit_vr) for tag, (vr, value) in ordered)
     elements: dict[BaseTag, DataElement | RawDataElement] = {
-        tag: RawDataElement(tag, vr, len(value), value, 0, implicit_vr, True) for tag, (vr, value) in ordered}
+        tag: RawDataElement(tag, vr, len(value), value, 0, implicit_vr, True) for tag, (vr, value) in ordered
+    }
     ds = EncodedAnswer(elements, implicit_vr, encoded)
     # the writer copies raw values only when the dataset says it was encoded as it is being written
     ds.set_original_encoding(implicit_vr, True, codec.written_as)

@@ -118,7 +118,9 @@ def _code_list(attr: Attribute, value: str) -> Condition:
         # live, so a study still arriving matches before its aggregates are refreshed
         return Condition(
             "EXISTS (SELECT 1 FROM series ms WHERE ms.tenant = st.tenant AND ms.study_uid = st.study_uid"
-            " AND ms.modality = ANY(%s))", [codes])
+            " AND ms.modality = ANY(%s))",
+            [codes],
+        )
     return Condition(f"{attr.column} && %s", [codes])
 
 

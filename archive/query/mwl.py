@@ -66,8 +66,7 @@ def _cut(requested: Dataset, stored: Dataset, texts: list[str]) -> Dataset:
         have = stored[element.tag]
         if have.VR == "SQ" and element.VR == "SQ":
             template = element.value[0] if len(element.value) and len(element.value[0]) else None
-            out.add_new(element.tag, "SQ", [_cut(template, item, texts) if template is not None else item
-                                             for item in have.value])
+            out.add_new(element.tag, "SQ", [_cut(template, item, texts) if template is not None else item for item in have.value])
         else:
             out.add(have)
             if isinstance(have.value, str) or have.VR == "PN":

@@ -41,8 +41,7 @@ def _attribute(name: str) -> Attribute | None:
 
 def _malformed_tag(name: str) -> bool:
     """Keywords start with a letter, so a part of a (dotted) key that starts with a digit or '(' is meant as a tag."""
-    return any(part[:1].isdigit() or part[:1] == "(" for part in name.strip().split(".")
-               if not _TAG.fullmatch(part))
+    return any(part[:1].isdigit() or part[:1] == "(" for part in name.strip().split(".") if not _TAG.fullmatch(part))
 
 
 def _included(level: str, params: dict[str, list[str]], ignored: list[str]) -> list[Attribute]:
@@ -76,8 +75,11 @@ def _match_keys(params: dict[str, list[str]], scope: dict[str, str], ignored: li
 
 
 def _options_not_performed(params: dict[str, list[str]]) -> list[str]:
-    return [f"The {name} parameter is not supported. {what} has not been performed."
-            for name, what in _NOT_PERFORMED.items() if params.get(name, ["false"])[-1].lower() == "true"]
+    return [
+        f"The {name} parameter is not supported. {what} has not been performed."
+        for name, what in _NOT_PERFORMED.items()
+        if params.get(name, ["false"])[-1].lower() == "true"
+    ]
 
 
 def build_qido(level: str, tenant: str, params: dict[str, list[str]], scope: dict[str, str] | None = None) -> Query:

@@ -11,8 +11,12 @@ from archive.query.attributes import BY_KEYWORD
 from archive.query.builder import BadQuery, MatchKey, QuerySpec, build
 from archive.query.cfind import LEVELS, UNIQUE_KEY
 
-_UPPER_KEYS = {"PATIENT": (), "STUDY": ("PatientID",), "SERIES": ("PatientID", "StudyInstanceUID"),
-               "IMAGE": ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")}
+_UPPER_KEYS = {
+    "PATIENT": (),
+    "STUDY": ("PatientID",),
+    "SERIES": ("PatientID", "StudyInstanceUID"),
+    "IMAGE": ("PatientID", "StudyInstanceUID", "SeriesInstanceUID"),
+}
 MAX_INSTANCES = 65535  # the sub-operation counts are US (PS3.4 C.4.2.1.2)
 
 
@@ -43,6 +47,7 @@ def retrieve_keys(identifier: Dataset, model: str) -> list[MatchKey]:
 def instances_query(identifier: Dataset, tenant: str, model: str) -> tuple[str, list[Any]]:
     """A SELECT of the SOP Instance UIDs the identifier names (stable order, MAX_INSTANCES + 1 at most)
     and its parameters. BadQuery when it names nothing definite."""
-    query = build(QuerySpec("instance", tenant, retrieve_keys(identifier, model), [BY_KEYWORD["SOPInstanceUID"]],
-                            limit=MAX_INSTANCES))
+    query = build(
+        QuerySpec("instance", tenant, retrieve_keys(identifier, model), [BY_KEYWORD["SOPInstanceUID"]], limit=MAX_INSTANCES)
+    )
     return f"SELECT q.sop_uid FROM ({query.sql}) AS q", query.params

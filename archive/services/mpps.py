@@ -43,9 +43,15 @@ def _described(ds: Dataset) -> PerformedStep:
     item = json.dumps(ds.to_json_dict())
     if len(item) > MAX_STEP_BYTES:
         raise StepRefused(0xA700, f"the step is {len(item)} bytes; at most {MAX_STEP_BYTES}")
-    return PerformedStep(text(ds, "PerformedProcedureStepStatus", 16) or "", text(scheduled[0], "StudyInstanceUID", 64),
-                         text(scheduled[0], "AccessionNumber", 16), text(scheduled[0], "ScheduledProcedureStepID", 16),
-                         text(ds, "Modality", 16), text(ds, "PerformedStationAETitle", 16), item)
+    return PerformedStep(
+        text(ds, "PerformedProcedureStepStatus", 16) or "",
+        text(scheduled[0], "StudyInstanceUID", 64),
+        text(scheduled[0], "AccessionNumber", 16),
+        text(scheduled[0], "ScheduledProcedureStepID", 16),
+        text(ds, "Modality", 16),
+        text(ds, "PerformedStationAETitle", 16),
+        item,
+    )
 
 
 def started(attributes: Dataset) -> PerformedStep:

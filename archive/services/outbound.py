@@ -32,14 +32,14 @@ def sendable(stored_syntax: str, accepted: Collection[str]) -> bool:
     return stored_syntax in accepted or any(_uncompressed(s) for s in accepted)
 
 
-def dataset_to_send(path: Path, stored_syntax: str, accepted: Collection[str], pool: DecodePool,
-                    scratch_dir: Path) -> Dataset:
+def dataset_to_send(path: Path, stored_syntax: str, accepted: Collection[str], pool: DecodePool, scratch_dir: Path) -> Dataset:
     """The object as a Dataset the association can carry. pynetdicom converts between uncompressed
     syntaxes itself; a compressed object the receiver cannot take is decompressed first, by a
     memory-bounded worker of `pool` into `scratch_dir` (DecodeRefused when it cannot be)."""
     if not sendable(stored_syntax, accepted):
-        raise NoCommonSyntax(f"stored as {UID(stored_syntax).name}; the receiver accepted only "
-                             + ", ".join(UID(s).name for s in sorted(accepted)))
+        raise NoCommonSyntax(
+            f"stored as {UID(stored_syntax).name}; the receiver accepted only " + ", ".join(UID(s).name for s in sorted(accepted))
+        )
     if stored_syntax not in accepted and not _uncompressed(stored_syntax):
         return _decompressed(path, pool, scratch_dir)
     ds = dcmread(path)

@@ -83,8 +83,15 @@ class Receipt:
 
 
 class Receiver:
-    def __init__(self, blobs: BlobStore, pool: AsyncConnectionPool, duplicate_policy: str = "reject",
-                 limits: Limits = Limits(), uid_policy: str = "lenient", decoder: DecodePool | None = None) -> None:
+    def __init__(
+        self,
+        blobs: BlobStore,
+        pool: AsyncConnectionPool,
+        duplicate_policy: str = "reject",
+        limits: Limits = Limits(),
+        uid_policy: str = "lenient",
+        decoder: DecodePool | None = None,
+    ) -> None:
         self.blobs = blobs
         self.pool = pool
         self.duplicate_policy = duplicate_policy
@@ -93,16 +100,29 @@ class Receiver:
         # compares a re-sent object's pixels with the stored one's (workers start on first use)
         self.decoder = decoder or shared_pool(_default_decode_limits(limits))
 
-    async def receive(self, tenant: str, staged: StagedBlob, source: str, expect_sop_uid: str | None = None,
-                      expect_sop_class: str | None = None, expect_study_uid: str | None = None) -> Receipt:
+    async def receive(
+        self,
+        tenant: str,
+        staged: StagedBlob,
+        source: str,
+        expect_sop_uid: str | None = None,
+        expect_sop_class: str | None = None,
+        expect_study_uid: str | None = None,
+    ) -> Receipt:
         """Take ownership of `staged`: it is committed under its key or discarded, never left behind."""
         prepared = await asyncio.to_thread(self.prepare, tenant, staged, expect_sop_uid, expect_sop_class, expect_study_uid)
         if isinstance(prepared, Receipt):
             return prepared
         return await self.store(prepared, source)
 
-    def prepare(self, tenant: str, staged: StagedBlob, expect_sop_uid: str | None = None,
-                expect_sop_class: str | None = None, expect_study_uid: str | None = None) -> Prepared | Receipt:
+    def prepare(
+        self,
+        tenant: str,
+        staged: StagedBlob,
+        expect_sop_uid: str | None = None,
+        expect_sop_class: str | None = None,
+        expect_study_uid: str | None = None,
+    ) -> Prepared | Receipt:
         """Parse and check on the calling thread (a DIMSE association's own, or a worker thread); a
         refusal's Receipt when the object is not acceptable, its staged bytes then discarded."""
         try:
@@ -120,8 +140,9 @@ class Receiver:
             log.warning("object refused while parsing: %s: %s", type(err).__name__, err)
             self.blobs.discard(staged)
             return Receipt(Outcome.INVALID, f"cannot parse the object: {type(err).__name__}", tenant)
-        mismatch = _request_mismatch(attributes, expect_sop_uid or header.meta_sop_instance_uid, expect_sop_class,
-                                     expect_study_uid)
+        mismatch = _request_mismatch(
+            attributes, expect_sop_uid or header.meta_sop_instance_uid, expect_sop_class, expect_study_uid
+        )
         if mismatch:
             self.blobs.discard(staged)
             return Receipt(Outcome.MISMATCH, mismatch, tenant)
@@ -135,16 +156,22 @@ class Receiver:
         except Exception as err:  # noqa: BLE001 - anything here means "not durable": say so, never Success
             log.exception("receipt of %s failed", attributes.sop_uid)
             self.blobs.discard(staged)
-            return Receipt(Outcome.FAILED, f"the archive could not store the object: {type(err).__name__}: {err}", tenant, attributes)
+            return Receipt(
+                Outcome.FAILED, f"the archive could not store the object: {type(err).__name__}: {err}", tenant, attributes
+            )
 
     async def _store(self, tenant: str, staged: StagedBlob, header: Header, a: InstanceAttributes, source: str) -> Receipt:
         if header.nonconformance:
             log.warning("stored %s in %s although not conformant: %s", a.sop_uid, tenant, header.nonconformance)
         # a fresh key for every write: stored bytes are never written over (archive/blobstore/layout.py)
         key = instance_key(tenant, a.study_date, a.study_uid, a.series_uid, a.sop_uid, new_write_id())
-        write = _Write(tenant, staged, header, a,
-                       dict(transfer_syntax=header.transfer_syntax, blob_key=key, size=staged.size, sha256=staged.sha256,
-                            source=source))
+        write = _Write(
+            tenant,
+            staged,
+            header,
+            a,
+            dict(transfer_syntax=header.transfer_syntax, blob_key=key, size=staged.size, sha256=staged.sha256, source=source),
+        )
         verdict: _Verdict | None = None
         for _ in range(MAX_PASSES):
             settled = await self._attempt(write, verdict)
@@ -197,8 +224,19 @@ class Receiver:
         damage = await asyncio.to_thread(self._damage, existing)
         if damage is None:
             self.blobs.discard(w.staged)
-            return (Receipt(Outcome.DUPLICATE, "already stored with identical content", w.tenant, w.a, w.header.transfer_syntax,
-                            existing.blob_key, existing.size, existing.sha256), [])
+            return (
+                Receipt(
+                    Outcome.DUPLICATE,
+                    "already stored with identical content",
+                    w.tenant,
+                    w.a,
+                    w.header.transfer_syntax,
+                    existing.blob_key,
+                    existing.size,
+                    existing.sha256,
+                ),
+                [],
+            )
         await asyncio.to_thread(self.blobs.commit, w.staged, w.key)
         await point_at_blob(conn, w.tenant, w.a.sop_uid, w.key)
         reprocess = await reset_failed(conn, w.tenant, existing.study_uid, w.a.sop_uid)
@@ -236,8 +274,7 @@ class Receiver:
                 compared = same_object(self.decoder, stored, w.staged.path)
         except DecodeRefused as err:
             if err.reason in ("busy", "unavailable"):
-                return Receipt(Outcome.FAILED, f"could not compare with the stored object now ({err}); send again",
-                               w.tenant, w.a)
+                return Receipt(Outcome.FAILED, f"could not compare with the stored object now ({err}); send again", w.tenant, w.a)
             return _Verdict(existing.blob_key, False, f"its pixels could not be compared with the stored object's: {err}")
         except Exception:  # noqa: BLE001 - whatever cannot be compared is a conflict, as before
             log.info("could not compare a resent object with the stored one", exc_info=True)
@@ -249,8 +286,16 @@ class Receiver:
     def _refuse_or_match(self, w: _Write, existing: StoredInstance, verdict: _Verdict) -> Receipt:
         self.blobs.discard(w.staged)
         if verdict.same:
-            return Receipt(Outcome.DUPLICATE, "already stored (sent before in another transfer syntax)", w.tenant, w.a,
-                           w.header.transfer_syntax, existing.blob_key, existing.size, existing.sha256)
+            return Receipt(
+                Outcome.DUPLICATE,
+                "already stored (sent before in another transfer syntax)",
+                w.tenant,
+                w.a,
+                w.header.transfer_syntax,
+                existing.blob_key,
+                existing.size,
+                existing.sha256,
+            )
         why = f" ({verdict.reason})" if verdict.reason else ""
         return Receipt(Outcome.CONFLICT, f"already stored with different content: {w.a.sop_uid}{why}", w.tenant, w.a)
 
@@ -296,8 +341,17 @@ class _Write:
         return str(self.fields["blob_key"])
 
     def receipt(self, outcome: Outcome, reason: str | None = None) -> Receipt:
-        return Receipt(outcome, reason, self.tenant, self.a, self.header.transfer_syntax, self.key, self.staged.size,
-                       self.staged.sha256, self.header.nonconformance)
+        return Receipt(
+            outcome,
+            reason,
+            self.tenant,
+            self.a,
+            self.header.transfer_syntax,
+            self.key,
+            self.staged.size,
+            self.staged.sha256,
+            self.header.nonconformance,
+        )
 
 
 def _keys(*keys: str | None) -> list[str]:

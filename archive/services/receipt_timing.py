@@ -33,8 +33,11 @@ class ReceiptHistogram:
 
     def fields(self) -> dict[str, str]:
         with self._lock:
-            return {**{f"b{i}": str(n) for i, n in enumerate(self.counts)}, "sum": repr(self.total),
-                    **{f"o:{name}": str(n) for name, n in self.outcomes.items()}}
+            return {
+                **{f"b{i}": str(n) for i, n in enumerate(self.counts)},
+                "sum": repr(self.total),
+                **{f"o:{name}": str(n) for name, n in self.outcomes.items()},
+            }
 
 
 @dataclass(frozen=True)

@@ -39,12 +39,20 @@ class SweepReport:
 
     def summary(self) -> str:
         verb = "would remove" if self.dry_run else "removed"
-        return (f"{self.scanned} blobs scanned, {self.young} within the grace period; {verb} {self.removed} orphans "
-                f"({self.removed_bytes} bytes)" + (f"; {self.failed} could not be removed" if self.failed else ""))
+        return (
+            f"{self.scanned} blobs scanned, {self.young} within the grace period; {verb} {self.removed} orphans "
+            f"({self.removed_bytes} bytes)" + (f"; {self.failed} could not be removed" if self.failed else "")
+        )
 
 
-async def sweep(blobs: BlobStore, pool: AsyncConnectionPool, grace_seconds: float, *, dry_run: bool = False,
-                progress: Callable[[SweepReport], None] | None = None) -> SweepReport:
+async def sweep(
+    blobs: BlobStore,
+    pool: AsyncConnectionPool,
+    grace_seconds: float,
+    *,
+    dry_run: bool = False,
+    progress: Callable[[SweepReport], None] | None = None,
+) -> SweepReport:
     report = SweepReport(dry_run)
     cutoff = time.time() - grace_seconds
     listing = blobs.list_blobs()
@@ -87,8 +95,14 @@ def _remove(blobs: BlobStore, blob: BlobInfo, cutoff: float, report: SweepReport
     log.info("%s orphan blob %s (%d bytes)", "would remove" if report.dry_run else "removed", blob.key, now.size)
 
 
-async def sweep_once(blobs: BlobStore, pool: AsyncConnectionPool, grace_seconds: float, *, dry_run: bool = False,
-                     progress: Callable[[SweepReport], None] | None = None) -> SweepReport | None:
+async def sweep_once(
+    blobs: BlobStore,
+    pool: AsyncConnectionPool,
+    grace_seconds: float,
+    *,
+    dry_run: bool = False,
+    progress: Callable[[SweepReport], None] | None = None,
+) -> SweepReport | None:
     """A sweep, unless another process is sweeping right now (None then)."""
     async with sweeper_turn(pool) as mine:
         if not mine:

@@ -49,10 +49,18 @@ def row_of(uid: str, ds: Dataset, transaction_uid: str | None = None) -> Workite
     item = json.dumps(ds.to_json_dict())
     if len(item) > MAX_WORKITEM_BYTES:
         raise WorkitemRefused(413, f"the workitem is {len(item)} bytes; at most {MAX_WORKITEM_BYTES}")
-    return WorkitemRow(uid, text(ds, "ProcedureStepState", 16) or SCHEDULED, text(ds, "ProcedureStepLabel", 64),
-                       text(ds, "WorklistLabel", 64), text(ds, "ScheduledProcedureStepPriority", 16),
-                       text(ds, "ScheduledProcedureStepStartDateTime", 26), text(ds, "PatientName", 324),
-                       text(ds, "PatientID", 64), transaction_uid, item)
+    return WorkitemRow(
+        uid,
+        text(ds, "ProcedureStepState", 16) or SCHEDULED,
+        text(ds, "ProcedureStepLabel", 64),
+        text(ds, "WorklistLabel", 64),
+        text(ds, "ScheduledProcedureStepPriority", 16),
+        text(ds, "ScheduledProcedureStepStartDateTime", 26),
+        text(ds, "PatientName", 324),
+        text(ds, "PatientID", 64),
+        transaction_uid,
+        item,
+    )
 
 
 def new_workitem(ds: Dataset, uid: str) -> WorkitemRow:
@@ -74,8 +82,7 @@ def new_workitem(ds: Dataset, uid: str) -> WorkitemRow:
     return row_of(uid, ds)
 
 
-def changed_state(stored: Dataset, uid: str, wanted: str, transaction_uid: str | None,
-                  held_by: str | None) -> WorkitemRow:
+def changed_state(stored: Dataset, uid: str, wanted: str, transaction_uid: str | None, held_by: str | None) -> WorkitemRow:
     """PS3.4 CC.2.1.1: claim with a new Transaction UID, then complete or cancel with the same one."""
     current = text(stored, "ProcedureStepState", 16) or SCHEDULED
     if wanted not in _NEXT.get(current, set()):

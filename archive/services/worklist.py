@@ -55,12 +55,23 @@ def worklist_row(ds: Dataset) -> WorklistRow:
         raise ItemRejected(f"item {accession}/{sps_id}: {len(item)} bytes is more than {MAX_ITEM_BYTES}")
     stations = step.get("ScheduledStationAETitle") or []
     return WorklistRow(
-        accession, sps_id, text(ds, "PatientID", 64), text(ds, "PatientName", 324), text(ds, "PatientBirthDate", 8),
-        text(ds, "PatientSex", 16), text(ds, "StudyInstanceUID", 64), text(ds, "RequestedProcedureID", 16),
-        text(step, "Modality", 16), [str(s).strip() for s in ([stations] if isinstance(stations, str) else stations)],
-        text(step, "ScheduledProcedureStepStartDate", 8), text(step, "ScheduledProcedureStepStartTime", 16),
-        text(step, "ScheduledPerformingPhysicianName", 324), text(step, "ScheduledProcedureStepDescription", 64),
-        text(step, "ScheduledProcedureStepStatus", 16) or "SCHEDULED", item)
+        accession,
+        sps_id,
+        text(ds, "PatientID", 64),
+        text(ds, "PatientName", 324),
+        text(ds, "PatientBirthDate", 8),
+        text(ds, "PatientSex", 16),
+        text(ds, "StudyInstanceUID", 64),
+        text(ds, "RequestedProcedureID", 16),
+        text(step, "Modality", 16),
+        [str(s).strip() for s in ([stations] if isinstance(stations, str) else stations)],
+        text(step, "ScheduledProcedureStepStartDate", 8),
+        text(step, "ScheduledProcedureStepStartTime", 16),
+        text(step, "ScheduledPerformingPhysicianName", 324),
+        text(step, "ScheduledProcedureStepDescription", 64),
+        text(step, "ScheduledProcedureStepStatus", 16) or "SCHEDULED",
+        item,
+    )
 
 
 def parse_items(document: Any) -> list[Dataset]:

@@ -102,7 +102,8 @@ def send_dimse(target: DimseTarget, files: list[DicomFile], jobs: int, tally: Ta
     for index, item in enumerate(files):
         shares[index % len(shares)].append(item)
     with ThreadPoolExecutor(max_workers=len(shares)) as pool:
-        futures = [pool.submit(_send_group, target, group, tally, advance)
-                   for share in shares if share for group in _groups(share)]
+        futures = [
+            pool.submit(_send_group, target, group, tally, advance) for share in shares if share for group in _groups(share)
+        ]
         for future in futures:
             future.result()

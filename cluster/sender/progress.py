@@ -30,8 +30,10 @@ class Progress:
         elapsed = max(now - self.started, 1e-6)
         rate = self.done_files / elapsed
         left = (self.files - self.done_files) / rate if rate else 0.0
-        line = (f"  {self.done_files}/{self.files} files  {self.done_bytes / 1e6:.1f}/{self.size / 1e6:.1f} MB  "
-                f"{rate:.0f} instances/s  ETA {int(left // 60)}:{int(left % 60):02d}")
+        line = (
+            f"  {self.done_files}/{self.files} files  {self.done_bytes / 1e6:.1f}/{self.size / 1e6:.1f} MB  "
+            f"{rate:.0f} instances/s  ETA {int(left // 60)}:{int(left % 60):02d}"
+        )
         self.out.write(("\r" + line) if self._tty else line + "\n")
         if self._tty and self.done_files == self.files:
             self.out.write("\n")

@@ -45,18 +45,22 @@ def _body(batch: list[DicomFile], boundary: str) -> Iterator[bytes]:
 
 def _post(target: StowTarget, batch: list[DicomFile]) -> requests.Response:
     boundary = uuid.uuid4().hex
-    headers = {**target.headers, "Accept": "application/dicom+json",
-               "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'}
+    headers = {
+        **target.headers,
+        "Accept": "application/dicom+json",
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+    }
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            response = requests.post(f"{target.url.rstrip('/')}/studies", data=b"".join(_body(batch, boundary)),
-                                     headers=headers, timeout=300)
+            response = requests.post(
+                f"{target.url.rstrip('/')}/studies", data=b"".join(_body(batch, boundary)), headers=headers, timeout=300
+            )
             if response.status_code < 500 or attempt == ATTEMPTS:
                 return response
         except requests.ConnectionError:
             if attempt == ATTEMPTS:
                 raise
-        time.sleep(2 ** attempt)
+        time.sleep(2**attempt)
     raise AssertionError("unreachable")
 
 

@@ -53,8 +53,10 @@ def _as_root_prefix() -> list[str]:
     if os.geteuid() != 0:
         return []
     if not _userns_available():
-        raise ServiceError("postgres: PostgreSQL cannot run as root and this kernel refuses user namespaces "
-                           "(`unshare --user`); run dicomflow as a non-root user, or set postgres_dsn to an external server")
+        raise ServiceError(
+            "postgres: PostgreSQL cannot run as root and this kernel refuses user namespaces "
+            "(`unshare --user`); run dicomflow as a non-root user, or set postgres_dsn to an external server"
+        )
     return USERNS
 
 
@@ -70,12 +72,24 @@ def embedded_postgres_service(settings: Settings) -> ManagedProcess:
     return ManagedProcess(
         name="postgres",
         argv=[
-            *_as_root_prefix(), str(PG_BIN / "postgres"), "-D", str(data),
-            "-h", settings.bind_host, "-p", str(settings.postgres_port),
-            "-c", "unix_socket_directories=",
-            "-c", "max_connections=200",
-            "-c", "shared_buffers=128MB",
-            "-c", "fsync=on", "-c", "synchronous_commit=on",
+            *_as_root_prefix(),
+            str(PG_BIN / "postgres"),
+            "-D",
+            str(data),
+            "-h",
+            settings.bind_host,
+            "-p",
+            str(settings.postgres_port),
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=128MB",
+            "-c",
+            "fsync=on",
+            "-c",
+            "synchronous_commit=on",
         ],
         run_dir=settings.var_path / "run",
         log_dir=settings.var_path / "log",
@@ -94,9 +108,20 @@ def init_data_dir(settings: Settings) -> None:
     pwfile.write_text(secrets.token_urlsafe(32))  # replaced at every start (owner_for_this_start)
     try:
         result = subprocess.run(
-            [*_as_root_prefix(), str(PG_BIN / "initdb"), "-D", str(data), "-U", DB_USER, "--auth=scram-sha-256",
-             f"--pwfile={pwfile}", "--encoding=UTF8", "--no-instructions"],
-            capture_output=True, text=True,
+            [
+                *_as_root_prefix(),
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                DB_USER,
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--encoding=UTF8",
+                "--no-instructions",
+            ],
+            capture_output=True,
+            text=True,
         )
     finally:
         pwfile.unlink(missing_ok=True)
@@ -115,9 +140,23 @@ def owner_for_this_start(settings: Settings) -> str:
     password = secrets.token_urlsafe(32)  # URL-safe characters: no quote can end the literal below
     statement = f"ALTER ROLE \"{DB_USER}\" PASSWORD '{password}';\n"
     result = subprocess.run(
-        [*_as_root_prefix(), str(PG_BIN / "postgres"), "--single", "-D", str(settings.var_path / "postgres"),
-         "-c", "unix_socket_directories=", "-c", "listen_addresses=", "postgres"],
-        input=statement, capture_output=True, text=True, timeout=120)
+        [
+            *_as_root_prefix(),
+            str(PG_BIN / "postgres"),
+            "--single",
+            "-D",
+            str(settings.var_path / "postgres"),
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "listen_addresses=",
+            "postgres",
+        ],
+        input=statement,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if result.returncode != 0:
         raise ServiceError(f"postgres: could not set the owner's password in single-user mode:\n{result.stderr[-2000:]}")
     secret_path(settings.var_path, POSTGRES).unlink(missing_ok=True)
@@ -176,8 +215,11 @@ def ensure_application_role(settings: Settings, password: str) -> None:
     with psycopg.connect(owner_dsn(settings, password, "postgres"), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (EMBEDDED_APP_ROLE,)).fetchone()
         verb = "ALTER" if exists else "CREATE"
-        conn.execute(sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {}")
-                     .format(role, app_password))
+        conn.execute(
+            sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {}").format(
+                role, app_password
+            )
+        )
         conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(sql.Identifier(DB_NAME), role))
 
 

@@ -155,7 +155,9 @@ class ManagedProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise ServiceError(f"{self.name} exited with code {self.process.returncode}; see {self.logfile}:\n{self.log_tail()}")
+                raise ServiceError(
+                    f"{self.name} exited with code {self.process.returncode}; see {self.logfile}:\n{self.log_tail()}"
+                )
             try:
                 if probe():
                     return

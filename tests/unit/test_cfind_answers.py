@@ -24,10 +24,28 @@ pytestmark = pytest.mark.filterwarnings("ignore:Failed to encode value")
 
 CHARSETS = Path(pydicom.__file__).parent / "data" / "charset_files"
 AE_TITLE = "DICOMFLOW"
-STUDY_KEYS = ["PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
-              "StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy", "ReferringPhysicianName", "StudyID",
-              "StudyDescription", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances", "SOPClassesInStudy",
-              "PerformedProcedureStepStatus", "InstitutionName", "RetrieveAETitle", "InstanceAvailability"]
+STUDY_KEYS = [
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ModalitiesInStudy",
+    "ReferringPhysicianName",
+    "StudyID",
+    "StudyDescription",
+    "NumberOfStudyRelatedSeries",
+    "NumberOfStudyRelatedInstances",
+    "SOPClassesInStudy",
+    "PerformedProcedureStepStatus",
+    "InstitutionName",
+    "RetrieveAETitle",
+    "InstanceAvailability",
+]
 
 
 def _original_set(ds: Dataset, attribute: Attribute, value: Any) -> None:
@@ -79,15 +97,36 @@ def request_for(level: str, keys: list[str], charset: list[str] | None = None) -
 
 
 def row_for(request: FindRequest, **values: Any) -> tuple:
-    defaults = {"PatientName": "Doe^John", "PatientID": "PID0001", "IssuerOfPatientID": "HOSP", "PatientBirthDate": "19700101",
-                "PatientSex": "F", "StudyInstanceUID": "1.2.826.0.1.3680043.8.498.1", "StudyDate": "20190230",
-                "StudyTime": "093015.123", "AccessionNumber": "ACC1", "ModalitiesInStudy": ["MR", "CT"],
-                "ReferringPhysicianName": "Smith^Jane", "StudyID": "7", "StudyDescription": "Brain",
-                "NumberOfStudyRelatedSeries": 4, "NumberOfStudyRelatedInstances": 123,
-                "SOPClassesInStudy": ["1.2.840.10008.5.1.4.1.1.4"], "PerformedProcedureStepStatus": None,
-                "SeriesInstanceUID": "1.2.3.4", "Modality": "MR", "SeriesNumber": 3, "NumberOfSeriesRelatedInstances": 2,
-                "SOPInstanceUID": "1.2.3.4.5", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.4", "InstanceNumber": 1,
-                "Rows": 512, "Columns": 256, "BitsAllocated": 16, "NumberOfFrames": None}
+    defaults = {
+        "PatientName": "Doe^John",
+        "PatientID": "PID0001",
+        "IssuerOfPatientID": "HOSP",
+        "PatientBirthDate": "19700101",
+        "PatientSex": "F",
+        "StudyInstanceUID": "1.2.826.0.1.3680043.8.498.1",
+        "StudyDate": "20190230",
+        "StudyTime": "093015.123",
+        "AccessionNumber": "ACC1",
+        "ModalitiesInStudy": ["MR", "CT"],
+        "ReferringPhysicianName": "Smith^Jane",
+        "StudyID": "7",
+        "StudyDescription": "Brain",
+        "NumberOfStudyRelatedSeries": 4,
+        "NumberOfStudyRelatedInstances": 123,
+        "SOPClassesInStudy": ["1.2.840.10008.5.1.4.1.1.4"],
+        "PerformedProcedureStepStatus": None,
+        "SeriesInstanceUID": "1.2.3.4",
+        "Modality": "MR",
+        "SeriesNumber": 3,
+        "NumberOfSeriesRelatedInstances": 2,
+        "SOPInstanceUID": "1.2.3.4.5",
+        "SOPClassUID": "1.2.840.10008.5.1.4.1.1.4",
+        "InstanceNumber": 1,
+        "Rows": 512,
+        "Columns": 256,
+        "BitsAllocated": 16,
+        "NumberOfFrames": None,
+    }
     defaults.update(values)
     return tuple(defaults[a.keyword] for a in request.query.returned)
 
@@ -102,12 +141,32 @@ STUDY_ROWS = {
     "greek, asked in Cyrillic: UTF-8": (["ISO_IR 144"], {"PatientName": name_in("chrGreek")}),
     "ascii, asked in Latin-1": (["ISO_IR 100"], {}),
     "chinese, UTF-8": (["ISO_IR 192"], {"PatientName": name_in("chrX1"), "ReferringPhysicianName": "Müller^Jürgen"}),
-    "empty values": (None, {"PatientName": "", "PatientBirthDate": None, "ModalitiesInStudy": [], "StudyTime": None,
-                            "NumberOfStudyRelatedSeries": None, "SOPClassesInStudy": [None], "StudyDescription": ""}),
-    "multi-valued and odd lengths": (None, {"ModalitiesInStudy": ["SR", "MR", "CT", "PR"], "AccessionNumber": "A1\\B22",
-                                            "StudyInstanceUID": "1.2.3", "SOPClassesInStudy": ["1.2.3", "1.2.34"],
-                                            "PatientName": "Doe^John==", "ReferringPhysicianName": "A^B\\C^D",
-                                            "NumberOfStudyRelatedInstances": 7, "StudyID": " 9 ", "PatientSex": "O"}),
+    "empty values": (
+        None,
+        {
+            "PatientName": "",
+            "PatientBirthDate": None,
+            "ModalitiesInStudy": [],
+            "StudyTime": None,
+            "NumberOfStudyRelatedSeries": None,
+            "SOPClassesInStudy": [None],
+            "StudyDescription": "",
+        },
+    ),
+    "multi-valued and odd lengths": (
+        None,
+        {
+            "ModalitiesInStudy": ["SR", "MR", "CT", "PR"],
+            "AccessionNumber": "A1\\B22",
+            "StudyInstanceUID": "1.2.3",
+            "SOPClassesInStudy": ["1.2.3", "1.2.34"],
+            "PatientName": "Doe^John==",
+            "ReferringPhysicianName": "A^B\\C^D",
+            "NumberOfStudyRelatedInstances": 7,
+            "StudyID": " 9 ",
+            "PatientSex": "O",
+        },
+    ),
 }
 
 
@@ -178,8 +237,19 @@ CHARACTERS = "AZaz09 .-^=\\" + "ЖлюДя" + "ΔιονΣ" + "山田太郎やま
 TEXT_KEYS = ["PatientName", "PatientID", "ReferringPhysicianName", "StudyDescription", "AccessionNumber", "StudyID"]
 
 
-@pytest.mark.parametrize("charset", [None, ["ISO_IR 100"], ["ISO_IR 144"], ["ISO_IR 126"], ["", "ISO 2022 IR 87"],
-                                     ["ISO 2022 IR 13", "ISO 2022 IR 87"], ["ISO_IR 192"], ["", "ISO 2022 IR 149"]])
+@pytest.mark.parametrize(
+    "charset",
+    [
+        None,
+        ["ISO_IR 100"],
+        ["ISO_IR 144"],
+        ["ISO_IR 126"],
+        ["", "ISO 2022 IR 87"],
+        ["ISO 2022 IR 13", "ISO 2022 IR 87"],
+        ["ISO_IR 192"],
+        ["", "ISO 2022 IR 149"],
+    ],
+)
 def test_random_texts_are_the_same_bytes(charset):
     rng = random.Random(str(charset))
     request = request_for("STUDY", STUDY_KEYS, charset)

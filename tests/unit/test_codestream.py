@@ -117,14 +117,17 @@ def test_a_height_left_to_a_dnl_marker_is_refused(data_dir):
         check_frame(syntax, forged_frame(frame, columns, 0), rows, columns, samples)
 
 
-@pytest.mark.parametrize("syntax, frame, says", [
-    ("1.2.840.10008.1.2.4.90", b"", "does not start with a JPEG 2000"),
-    ("1.2.840.10008.1.2.4.90", b"\xff\x4f\xff\x51\x00\x29" + bytes(10), "does not start with a JPEG 2000"),  # truncated SIZ
-    ("1.2.840.10008.1.2.4.91", b"\x00\x00\x00\x0cjP  \r\n\x87\n", "no codestream box"),
-    ("1.2.840.10008.1.2.4.50", b"\x00\xff\xd8", "start-of-image"),
-    ("1.2.840.10008.1.2.4.70", b"\xff\xd8\xff\xc4\x00\x04\x00\x00\xff\xda\x00\x02", "no frame header"),  # DHT, then a scan
-    ("1.2.840.10008.1.2.4.80", b"\xff\xd8\xff\xf7\x00\x05\x08", "truncated"),
-])
+@pytest.mark.parametrize(
+    "syntax, frame, says",
+    [
+        ("1.2.840.10008.1.2.4.90", b"", "does not start with a JPEG 2000"),
+        ("1.2.840.10008.1.2.4.90", b"\xff\x4f\xff\x51\x00\x29" + bytes(10), "does not start with a JPEG 2000"),  # truncated SIZ
+        ("1.2.840.10008.1.2.4.91", b"\x00\x00\x00\x0cjP  \r\n\x87\n", "no codestream box"),
+        ("1.2.840.10008.1.2.4.50", b"\x00\xff\xd8", "start-of-image"),
+        ("1.2.840.10008.1.2.4.70", b"\xff\xd8\xff\xc4\x00\x04\x00\x00\xff\xda\x00\x02", "no frame header"),  # DHT, then a scan
+        ("1.2.840.10008.1.2.4.80", b"\xff\xd8\xff\xf7\x00\x05\x08", "truncated"),
+    ],
+)
 def test_a_missing_or_broken_header_is_refused(syntax, frame, says):
     with pytest.raises(CodestreamMismatch, match=says):
         check_frame(syntax, frame, 64, 64, 1)
@@ -162,7 +165,8 @@ def test_the_guard_sees_every_frame_pydicom_decodes(data_dir):
     of its own, so this session's pydicom stays as it was)."""
     path = find(data_dir, "MR2_J2KR.dcm")
     root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(GUARDED), str(path)], cwd=root, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(GUARDED), str(path)], cwd=root, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "refused: the JPEG 2000 SIZ marker describes 20000 x 20000" in done.stdout

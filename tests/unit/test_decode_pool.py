@@ -29,8 +29,15 @@ from tests.pixel_bombs import J2K_SOURCE, forged_frame, frames_of, j2k_declaring
 GiB = 2**30
 DATA = ("pydicom-data", "data_store", "data")
 # one of each codec: JPEG 2000, JPEG lossless, RLE, JPEG-LS, JPEG baseline (YBR, 120 frames), palette RLE
-COMPRESSED = ["MR2_J2KR.dcm", "JPEG-LL.dcm", "emri_small_RLE.dcm", "emri_small_jpeg_ls_lossless.dcm",
-              "color3d_jpeg_baseline.dcm", "OBXXXX1A_rle_2frame.dcm", "US1_J2KR.dcm"]
+COMPRESSED = [
+    "MR2_J2KR.dcm",
+    "JPEG-LL.dcm",
+    "emri_small_RLE.dcm",
+    "emri_small_jpeg_ls_lossless.dcm",
+    "color3d_jpeg_baseline.dcm",
+    "OBXXXX1A_rle_2frame.dcm",
+    "US1_J2KR.dcm",
+]
 
 
 def real(data_dir: Path, name: str) -> Path:
@@ -69,8 +76,9 @@ def test_real_compressed_files_decode_in_the_pool_as_in_process(pool, data_dir, 
     assert frame == np.ascontiguousarray(pixel_array(dcmread(path), index=0, raw=True)).tobytes()
 
 
-@pytest.mark.parametrize("name", ["color3d_jpeg_baseline.dcm", "emri_small_jpeg_ls_lossless.dcm", "OBXXXX1A_rle_2frame.dcm",
-                                  "US1_J2KR.dcm"])
+@pytest.mark.parametrize(
+    "name", ["color3d_jpeg_baseline.dcm", "emri_small_jpeg_ls_lossless.dcm", "OBXXXX1A_rle_2frame.dcm", "US1_J2KR.dcm"]
+)
 def test_decompressed_copy_matches_pydicoms_and_keeps_the_identity(pool, data_dir, tmp_path, name):
     path, target = real(data_dir, name), tmp_path / "copy.dcm"
     uncompressed_copy(pool, path, target)
@@ -89,8 +97,11 @@ def test_a_codestream_declaring_60000_squared_is_refused_before_decoding(pool, d
     bomb = tmp_path / "bomb.dcm"
     bomb.write_bytes(j2k_declaring(real(data_dir, J2K_SOURCE[-1]), 60000))
     assert dcmread(bomb).Rows == 1024  # what receipt sees
-    for attempt in (lambda: render(pool, bomb, 1, RenderOptions()), lambda: decoded_frames(pool, bomb, [1]),
-                    lambda: uncompressed_copy(pool, bomb, tmp_path / "copy.dcm")):
+    for attempt in (
+        lambda: render(pool, bomb, 1, RenderOptions()),
+        lambda: decoded_frames(pool, bomb, [1]),
+        lambda: uncompressed_copy(pool, bomb, tmp_path / "copy.dcm"),
+    ):
         with pytest.raises(DecodeRefused) as refused:
             attempt()
         assert refused.value.reason == "undecodable" and refused.value.deterministic
@@ -106,8 +117,11 @@ def test_a_forged_frame_deep_in_a_multiframe_object_is_refused(pool, data_dir, t
     forged = tmp_path / "forged.dcm"
     forged.write_bytes(with_frames(source, [*frames[:-1], forged_frame(frames[-1], 20000, 20000)]))
     assert len(decoded_frames(pool, forged, [1, 119]).frames) == 2
-    for attempt in (lambda: decoded_frames(pool, forged, [120]), lambda: render(pool, forged, 120, RenderOptions()),
-                    lambda: uncompressed_copy(pool, forged, tmp_path / "copy.dcm")):
+    for attempt in (
+        lambda: decoded_frames(pool, forged, [120]),
+        lambda: render(pool, forged, 120, RenderOptions()),
+        lambda: uncompressed_copy(pool, forged, tmp_path / "copy.dcm"),
+    ):
         with pytest.raises(DecodeRefused, match="SOF0 marker describes 20000 x 20000") as refused:
             attempt()
         assert refused.value.reason == "undecodable"
@@ -205,8 +219,9 @@ def test_workers_exit_when_their_caller_is_killed():
         print(pool.run(os.getpid), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                          cwd=Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2]
+    )
     worker = int(done.stdout.split()[0])
     assert pid_gone(worker), "an orphaned decode worker outlived its caller"
 

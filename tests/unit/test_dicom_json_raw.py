@@ -38,7 +38,13 @@ def _by_pydicom(ds: Dataset) -> dict[str, Any]:
 
 
 def _real_files(data_dir: Path) -> list[Path]:
-    shared = [p for p in sorted(data_dir.rglob("*")) if p.is_file() and p.suffix.lower() not in (".md", ".txt", ".json", ".nii", ".gz", ".bval", ".bvec", ".png", ".jpg", ".py", ".csv", ".tsv", ".zip")]
+    shared = [
+        p
+        for p in sorted(data_dir.rglob("*"))
+        if p.is_file()
+        and p.suffix.lower()
+        not in (".md", ".txt", ".json", ".nii", ".gz", ".bval", ".bvec", ".png", ".jpg", ".py", ".csv", ".tsv", ".zip")
+    ]
     bundled = Path(pydicom.data.__file__).parent / "test_files"  # not get_testdata_files: it tries the network
     return shared + sorted(p for p in bundled.rglob("*") if p.is_file())
 
@@ -58,7 +64,9 @@ def test_fast_path_equals_pydicom_on_every_real_file(data_dir):
             continue
         files += 1
         plain += sum(isinstance(ds.get_item(t), RawDataElement) and raw_json(ds.get_item(t)) is not None for t in ds.keys())
-        ours = json.dumps(json_elements(ds, THRESHOLD, lambda item_path: _bulk), sort_keys=True)  # URIs by tag alone, as pydicom's
+        ours = json.dumps(
+            json_elements(ds, THRESHOLD, lambda item_path: _bulk), sort_keys=True
+        )  # URIs by tag alone, as pydicom's
         reference = json.dumps(_by_pydicom(_read(path)), sort_keys=True)
         assert ours == reference, f"{path}: DICOM JSON differs from pydicom's"
         compared += len(ds)
@@ -66,26 +74,29 @@ def test_fast_path_equals_pydicom_on_every_real_file(data_dir):
     assert files > 300 and plain > compared * 0.6, f"{files} files, {plain} of {compared} elements on the fast path"
 
 
-@pytest.mark.parametrize(("vr", "value", "expected"), [
-    ("DS", b" 1.50\\-2e3 ", {"vr": "DS", "Value": [1.5, -2000.0]}),
-    ("IS", b"+12 ", {"vr": "IS", "Value": [12]}),
-    ("CS", b"ORIGINAL\\PRIMARY\\ ", {"vr": "CS", "Value": ["ORIGINAL", "PRIMARY", ""]}),  # as pydicom splits it
-    ("LO", b"a \\b\x00", {"vr": "LO", "Value": ["a", "b"]}),
-    ("LT", b"one\\line ", {"vr": "LT", "Value": ["one\\line"]}),
-    ("US", b"\x01\x00\x02\x00", {"vr": "US", "Value": [1, 2]}),
-    ("SH", b"  ", {"vr": "SH"}),
-    ("DS", b"P1: ", None),  # not a plain number: pydicom decides (and may leave it out)
-    ("DS", b"1\\\\2", None),  # an empty value among numbers
-    ("DS", b"1e999", None),  # overflows to infinity, which JSON cannot carry
-    ("IS", b"9" * 5000, None),  # beyond IS's 12 characters (and Python's int-from-text limit)
-    ("US", b"\x01\x00\x02", None),  # not a whole number of values
-    ("LO", "Müller".encode("latin-1"), None),  # not ASCII: the character set decides
-    ("PN", b"DOE^JOHN\\ROE^JANE ", {"vr": "PN", "Value": [{"Alphabetic": "DOE^JOHN"}, {"Alphabetic": "ROE^JANE"}]}),
-    ("PN", b"Yamada^Tarou=\x1b$B;3ED\x1b(B", None),  # component groups in ISO 2022: the character set decides
-    ("PN", b"Yamada^Tarou=Ya^Ta", None),  # component groups
-    ("PN", b"DOE\\", None),  # an empty name among names
-    ("UN", b"\x00\x01", None),
-])
+@pytest.mark.parametrize(
+    ("vr", "value", "expected"),
+    [
+        ("DS", b" 1.50\\-2e3 ", {"vr": "DS", "Value": [1.5, -2000.0]}),
+        ("IS", b"+12 ", {"vr": "IS", "Value": [12]}),
+        ("CS", b"ORIGINAL\\PRIMARY\\ ", {"vr": "CS", "Value": ["ORIGINAL", "PRIMARY", ""]}),  # as pydicom splits it
+        ("LO", b"a \\b\x00", {"vr": "LO", "Value": ["a", "b"]}),
+        ("LT", b"one\\line ", {"vr": "LT", "Value": ["one\\line"]}),
+        ("US", b"\x01\x00\x02\x00", {"vr": "US", "Value": [1, 2]}),
+        ("SH", b"  ", {"vr": "SH"}),
+        ("DS", b"P1: ", None),  # not a plain number: pydicom decides (and may leave it out)
+        ("DS", b"1\\\\2", None),  # an empty value among numbers
+        ("DS", b"1e999", None),  # overflows to infinity, which JSON cannot carry
+        ("IS", b"9" * 5000, None),  # beyond IS's 12 characters (and Python's int-from-text limit)
+        ("US", b"\x01\x00\x02", None),  # not a whole number of values
+        ("LO", "Müller".encode("latin-1"), None),  # not ASCII: the character set decides
+        ("PN", b"DOE^JOHN\\ROE^JANE ", {"vr": "PN", "Value": [{"Alphabetic": "DOE^JOHN"}, {"Alphabetic": "ROE^JANE"}]}),
+        ("PN", b"Yamada^Tarou=\x1b$B;3ED\x1b(B", None),  # component groups in ISO 2022: the character set decides
+        ("PN", b"Yamada^Tarou=Ya^Ta", None),  # component groups
+        ("PN", b"DOE\\", None),  # an empty name among names
+        ("UN", b"\x00\x01", None),
+    ],
+)
 def test_each_case_is_plain_or_left_to_pydicom(vr, value, expected):
     raw = RawDataElement(Tag(0x00091001 if vr == "UN" else 0x00181050), vr, len(value), value, 0, False, True)
     assert raw_json(raw) == expected

@@ -39,8 +39,11 @@ SIGNATURES: list[tuple[str, Callable[..., Any], list[str]]] = [
     ("DULServiceProvider._is_transport_event", DULServiceProvider._is_transport_event, ["self"]),
     ("DIMSEServiceProvider.__init__ (find_responses.FindResponseCache)", DIMSEServiceProvider.__init__, ["self", "assoc"]),
     ("DIMSEServiceProvider.send_msg", DIMSEServiceProvider.send_msg, ["self", "primitive", "context_id"]),
-    ("Association.send_c_store (stored_send.send_as_stored)", Association.send_c_store,
-     ["self", "dataset", "msg_id", "priority", "originator_aet", "originator_id"]),
+    (
+        "Association.send_c_store (stored_send.send_as_stored)",
+        Association.send_c_store,
+        ["self", "dataset", "msg_id", "priority", "originator_aet", "originator_id"],
+    ),
     ("Association.kill", Association.kill, ["self"]),
     ("Association.abort", Association.abort, ["self", "block"]),
     ("Association.release", Association.release, ["self"]),
@@ -49,25 +52,43 @@ SIGNATURES: list[tuple[str, Callable[..., Any], list[str]]] = [
     ("ServiceClass.validate_status", ServiceClass.validate_status, ["self", "status", "rsp"]),
     ("evt.trigger", evt.trigger, ["assoc", "event", "attrs"]),
     ("association.uid_to_service_class", pynetdicom.association.uid_to_service_class, ["uid"]),
-    ("service_class.encode (find_responses._encode_answer)", pynetdicom.service_class.encode,
-     ["ds", "is_implicit_vr", "is_little_endian", "deflated"]),
+    (
+        "service_class.encode (find_responses._encode_answer)",
+        pynetdicom.service_class.encode,
+        ["ds", "is_implicit_vr", "is_little_endian", "deflated"],
+    ),
     ("dsutils.encode", dsutils.encode, ["ds", "is_implicit_vr", "is_little_endian", "deflated"]),
     ("dsutils.split_dataset", dsutils.split_dataset, ["path"]),
-    ("ApplicationEntity.make_server (server.serve_in_thread)", ApplicationEntity.make_server,
-     ["self", "address", "ae_title", "contexts", "ssl_context", "evt_handlers", "server_class", "kwargs"]),
+    (
+        "ApplicationEntity.make_server (server.serve_in_thread)",
+        ApplicationEntity.make_server,
+        ["self", "address", "ae_title", "contexts", "ssl_context", "evt_handlers", "server_class", "kwargs"],
+    ),
     ("AssociationServer.get_request (server.FastAssociationServer)", transport.AssociationServer.get_request, ["self"]),
     ("AssociationServer.server_bind", transport.AssociationServer.server_bind, ["self"]),
     ("AssociationServer.process_request", transport.AssociationServer.process_request, ["self", "request", "client_address"]),
-    ("ThreadedAssociationServer.process_request_thread", transport.ThreadedAssociationServer.process_request_thread,
-     ["self", "request", "client_address"]),
+    (
+        "ThreadedAssociationServer.process_request_thread",
+        transport.ThreadedAssociationServer.process_request_thread,
+        ["self", "request", "client_address"],
+    ),
     ("C_FIND_RSP.primitive_to_message", dimse_messages.C_FIND_RSP.primitive_to_message, ["self", "primitive"]),
     # server.FastAssociationServer: per-peer limit at accept, TLS handshake on the connection's thread
-    ("ThreadedAssociationServer.verify_request", transport.ThreadedAssociationServer.verify_request,
-     ["self", "request", "client_address"]),
-    ("ThreadedAssociationServer.finish_request", transport.ThreadedAssociationServer.finish_request,
-     ["self", "request", "client_address"]),
-    ("AssociationServer.__init__ (FastAssociationServer passes it on)", transport.AssociationServer.__init__,
-     ["self", "ae", "address", "ae_title", "contexts", "ssl_context", "evt_handlers"]),
+    (
+        "ThreadedAssociationServer.verify_request",
+        transport.ThreadedAssociationServer.verify_request,
+        ["self", "request", "client_address"],
+    ),
+    (
+        "ThreadedAssociationServer.finish_request",
+        transport.ThreadedAssociationServer.finish_request,
+        ["self", "request", "client_address"],
+    ),
+    (
+        "AssociationServer.__init__ (FastAssociationServer passes it on)",
+        transport.AssociationServer.__init__,
+        ["self", "ae", "address", "ae_title", "contexts", "ssl_context", "evt_handlers"],
+    ),
 ]
 
 # (owner, attribute) that the fence assigns, subclasses or reads
@@ -107,7 +128,7 @@ ATTRIBUTES: list[tuple[object, str]] = [
 
 @pytest.mark.parametrize(("what", "func", "expected"), SIGNATURES, ids=[s[0] for s in SIGNATURES])
 def test_every_patched_or_called_name_keeps_its_parameters(what: str, func: Callable[..., Any], expected: list[str]) -> None:
-    assert _params(func)[:len(expected)] == expected, f"{what}: pynetdicom changed its parameters; adapt dimse/"
+    assert _params(func)[: len(expected)] == expected, f"{what}: pynetdicom changed its parameters; adapt dimse/"
 
 
 @pytest.mark.parametrize(("owner", "name"), ATTRIBUTES, ids=[f"{getattr(o, '__name__', o)}.{n}" for o, n in ATTRIBUTES])
@@ -118,7 +139,9 @@ def test_every_patched_or_read_name_exists(owner: object, name: str) -> None:
 def _dul_instance_attributes() -> set[str]:
     """What DULServiceProvider.__init__ assigns on self (read from its source, so no association is needed)."""
     source = inspect.getsource(DULServiceProvider.__init__)
-    return {line.split("self.", 1)[1].split(" ")[0].split(":")[0] for line in source.splitlines() if "self." in line and "=" in line}
+    return {
+        line.split("self.", 1)[1].split(" ")[0].split(":")[0] for line in source.splitlines() if "self." in line and "=" in line
+    }
 
 
 def test_the_dul_still_has_what_the_reactor_reads_and_replaces() -> None:

@@ -14,7 +14,9 @@ import dimse
 def test_supported_contexts_copy_whole_and_apart() -> None:
     dimse.install()
     ae = AE()
-    ae.add_supported_context("1.2.840.10008.5.1.4.1.1.4", [ExplicitVRLittleEndian, JPEG2000Lossless], scu_role=True, scp_role=False)
+    ae.add_supported_context(
+        "1.2.840.10008.5.1.4.1.1.4", [ExplicitVRLittleEndian, JPEG2000Lossless], scu_role=True, scp_role=False
+    )
     ae.add_supported_context("1.2.840.10008.1.1")
     contexts = ae.supported_contexts
     copies = copy.deepcopy(contexts)

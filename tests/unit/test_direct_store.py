@@ -57,11 +57,14 @@ def _objects() -> list[Path]:
 # -- what goes on the wire --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sop_instance, origin", [
-    ("1.2.3.4", StoreOrigin()),
-    ("1.2.3.45", StoreOrigin("QR_WORKSTATION", 7)),
-    ("1.2.840.113619.2.55.3.604688119.969.1268071029.320", StoreOrigin("ODD", 65535)),
-])
+@pytest.mark.parametrize(
+    "sop_instance, origin",
+    [
+        ("1.2.3.4", StoreOrigin()),
+        ("1.2.3.45", StoreOrigin("QR_WORKSTATION", 7)),
+        ("1.2.840.113619.2.55.3.604688119.969.1268071029.320", StoreOrigin("ODD", 65535)),
+    ],
+)
 def test_the_command_set_is_the_one_pynetdicom_encodes(sop_instance: str, origin: StoreOrigin) -> None:
     req = C_STORE()
     req.MessageID, req.Priority = 513, 2
@@ -76,7 +79,9 @@ def test_the_command_set_is_the_one_pynetdicom_encodes(sop_instance: str, origin
     assert ours == theirs
 
 
-@pytest.mark.parametrize("sop_instance, status", [("1.2.3.4", 0x0000), ("1.2.840.113619.2.55.3.604688119.969.1268071029.320", 0xB007)])
+@pytest.mark.parametrize(
+    "sop_instance, status", [("1.2.3.4", 0x0000), ("1.2.840.113619.2.55.3.604688119.969.1268071029.320", 0xB007)]
+)
 def test_the_response_command_set_is_the_one_pynetdicom_encodes(sop_instance: str, status: int) -> None:
     rsp = C_STORE()
     rsp.MessageIDBeingRespondedTo, rsp.Status = 65535, status
@@ -105,7 +110,11 @@ def test_the_file_meta_read_by_hand_agrees_with_pydicom() -> None:
             continue  # no group length or no Part-10 header: pydicom's reader takes over
         meta, offset = split_dataset(path)
         assert (layout.dataset_offset, layout.transfer_syntax, layout.sop_instance_uid, layout.sop_class_uid) == (
-            offset, meta.TransferSyntaxUID, meta.MediaStorageSOPInstanceUID, meta.MediaStorageSOPClassUID), path
+            offset,
+            meta.TransferSyntaxUID,
+            meta.MediaStorageSOPInstanceUID,
+            meta.MediaStorageSOPClassUID,
+        ), path
         read += 1
     assert read > 800, f"only {read} files had a File Meta group to read"
 
@@ -114,25 +123,50 @@ def _meta_element(element: int, value: bytes) -> bytes:
     return struct.pack("<HH2sH", 2, element, b"UI", len(value)) + value
 
 
-_UIDS = _meta_element(0x0002, b"1.2.3.4\x00") + _meta_element(0x0003, b"1.2.3.5\x00") + _meta_element(0x0010, b"1.2.840.10008.1.2.1\x00")
+_UIDS = (
+    _meta_element(0x0002, b"1.2.3.4\x00")
+    + _meta_element(0x0003, b"1.2.3.5\x00")
+    + _meta_element(0x0010, b"1.2.840.10008.1.2.1\x00")
+)
 
 
-@pytest.mark.parametrize("head", [
-    b"", b"\x00" * 200,
-    b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + struct.pack("<I", 10**9),
-    # a group length that stops one element short: the rest of the group would go out as data
-    b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + struct.pack("<I", len(_UIDS)) + _UIDS
-    + _meta_element(0x0012, b"1.2.3.6\x00") + b"\x08\x00\x16\x00UI\x02\x001\x00",
-    # bytes that are no VR: pydicom reads that element as implicit VR (a 4-byte length), not as here
-    b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + struct.pack("<I", len(_UIDS) + 8) + _UIDS
-    + struct.pack("<HH2sH", 2, 0xFFEA, b"\xff\xff", 0) + b"\x08\x00\x16\x00UI\x02\x001\x00",
-])
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"",
+        b"\x00" * 200,
+        b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + struct.pack("<I", 10**9),
+        # a group length that stops one element short: the rest of the group would go out as data
+        b"\x00" * 128
+        + b"DICM"
+        + b"\x02\x00\x00\x00UL\x04\x00"
+        + struct.pack("<I", len(_UIDS))
+        + _UIDS
+        + _meta_element(0x0012, b"1.2.3.6\x00")
+        + b"\x08\x00\x16\x00UI\x02\x001\x00",
+        # bytes that are no VR: pydicom reads that element as implicit VR (a 4-byte length), not as here
+        b"\x00" * 128
+        + b"DICM"
+        + b"\x02\x00\x00\x00UL\x04\x00"
+        + struct.pack("<I", len(_UIDS) + 8)
+        + _UIDS
+        + struct.pack("<HH2sH", 2, 0xFFEA, b"\xff\xff", 0)
+        + b"\x08\x00\x16\x00UI\x02\x001\x00",
+    ],
+)
 def test_short_or_lying_file_meta_is_left_to_pydicom(head: bytes) -> None:
     assert read_layout(head) is None
 
 
 def test_a_file_meta_read_by_hand() -> None:
-    head = b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + struct.pack("<I", len(_UIDS)) + _UIDS + b"\x08\x00\x16\x00UI\x02\x001\x00"
+    head = (
+        b"\x00" * 128
+        + b"DICM"
+        + b"\x02\x00\x00\x00UL\x04\x00"
+        + struct.pack("<I", len(_UIDS))
+        + _UIDS
+        + b"\x08\x00\x16\x00UI\x02\x001\x00"
+    )
     layout = read_layout(head)
     assert layout is not None and layout.transfer_syntax == "1.2.840.10008.1.2.1" and layout.dataset_offset == 144 + len(_UIDS)
 
@@ -144,8 +178,12 @@ def test_a_file_meta_read_by_hand() -> None:
 def storescp(out: Path, *args: str) -> Iterator[int]:
     port = free_port()
     out.mkdir()
-    proc = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(out), *args, str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"})
+    proc = subprocess.Popen(
+        ["storescp", "-aet", "STORESCP", "-od", str(out), *args, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
+    )
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -159,15 +197,17 @@ def storescp(out: Path, *args: str) -> Iterator[int]:
 
 
 def _kinds(files: list[Path]) -> set[tuple[str, str]]:
-    return {(str(d.file_meta.MediaStorageSOPClassUID), str(d.file_meta.TransferSyntaxUID))
-            for d in (dcmread(f, stop_before_pixels=True) for f in files)}
+    return {
+        (str(d.file_meta.MediaStorageSOPClassUID), str(d.file_meta.TransferSyntaxUID))
+        for d in (dcmread(f, stop_before_pixels=True) for f in files)
+    }
 
 
 def _dataset_bytes(path: Path) -> tuple[str, bytes]:
     data = path.read_bytes()
     layout = read_layout(data[:HEAD_BYTES])
     assert layout is not None
-    return layout.sop_instance_uid, data[layout.dataset_offset:]
+    return layout.sop_instance_uid, data[layout.dataset_offset :]
 
 
 @pytest.mark.parametrize("max_pdu", ["16384", "4096"])
@@ -195,7 +235,10 @@ def test_objects_arrive_at_storescp_byte_for_byte(tmp_path: Path, max_pdu: str) 
     got = dict(map(_dataset_bytes, (tmp_path / "in").iterdir()))
     assert got == sent
     compressed = {str(dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID) for p in files} - {
-        "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+        "1.2.840.10008.1.2",
+        "1.2.840.10008.1.2.1",
+        "1.2.840.10008.1.2.2",
+    }
     assert len(sent) >= len(compressed) + 8, f"only {len(sent)} objects went as stored"
 
 
@@ -252,8 +295,12 @@ def _answer(*pdus: bytes) -> PeerMisbehaved | int:
 
 
 def _command(**elements: int) -> bytes:
-    body = b"".join(struct.pack("<HHIH", 0, tag, 2, value) for tag, value in sorted(
-        {0x0100: 0x8001, 0x0120: 7, 0x0800: 0x0101, 0x0900: 0, **{int(k[1:], 16): v for k, v in elements.items()}}.items()))
+    body = b"".join(
+        struct.pack("<HHIH", 0, tag, 2, value)
+        for tag, value in sorted(
+            {0x0100: 0x8001, 0x0120: 7, 0x0800: 0x0101, 0x0900: 0, **{int(k[1:], 16): v for k, v in elements.items()}}.items()
+        )
+    )
     return struct.pack("<HHII", 0, 0, 4, len(body)) + body
 
 
@@ -276,15 +323,18 @@ def test_a_c_cancel_on_the_way_is_recorded_for_the_c_get_handler() -> None:
     assert list(assoc.dimse.cancel_req) == [5]
 
 
-@pytest.mark.parametrize("pdus, reason", [
-    ((struct.pack(">BBIBBBB", 0x07, 0, 4, 0, 0, 2, 0),), "PDU type 0x07"),  # A-ABORT
-    ((pdata_pdu(1, 0x03, _command(x0120=8)),), "message 7"),  # an answer to another message
-    ((pdata_pdu(1, 0x02, b"\x00" * 8),), "data fragment"),  # a data set where a command must come
-    ((pdata_pdu(1, 0x03, _command(x0800=0x0000)),), "announces a data set"),
-    ((struct.pack(">BBI", 0x04, 0, 1 << 30),), "answer to a C-STORE"),  # a 1 GB PDU is not read
-    ((pdata_pdu(1, 0x03, b"\x00\x00\x00\x00\xff\xff\xff\x7f"),), "malformed command set"),
-    ((pdata_pdu(1, 0x01, _command()[:6]),), "closed the connection"),  # half a command, then nothing
-])
+@pytest.mark.parametrize(
+    "pdus, reason",
+    [
+        ((struct.pack(">BBIBBBB", 0x07, 0, 4, 0, 0, 2, 0),), "PDU type 0x07"),  # A-ABORT
+        ((pdata_pdu(1, 0x03, _command(x0120=8)),), "message 7"),  # an answer to another message
+        ((pdata_pdu(1, 0x02, b"\x00" * 8),), "data fragment"),  # a data set where a command must come
+        ((pdata_pdu(1, 0x03, _command(x0800=0x0000)),), "announces a data set"),
+        ((struct.pack(">BBI", 0x04, 0, 1 << 30),), "answer to a C-STORE"),  # a 1 GB PDU is not read
+        ((pdata_pdu(1, 0x03, b"\x00\x00\x00\x00\xff\xff\xff\x7f"),), "malformed command set"),
+        ((pdata_pdu(1, 0x01, _command()[:6]),), "closed the connection"),  # half a command, then nothing
+    ],
+)
 def test_answers_outside_the_protocol_are_refused(pdus: tuple[bytes, ...], reason: str) -> None:
     outcome = _answer(*pdus)
     assert isinstance(outcome, PeerMisbehaved) and reason in str(outcome), outcome

@@ -31,22 +31,36 @@ from serve.frame_stream import OpenedFrames
 DATA = ("pydicom-data", "data_store", "data")
 # native (little, big endian, 1-bit, planar RGB, 16- and 32-bit), and compressed (RLE, JPEG 2000,
 # JPEG-LS, JPEG baseline with 120 frames), single- and multi-frame
-FILES = ["emri_small.dcm", "emri_small_big_endian.dcm", "liver.dcm", "SC_rgb_expb_32bit_2frame.dcm", "OBXXXX1A_2frame.dcm",
-         "SC_rgb_16bit_2frame.dcm", "US1_UNCR.dcm", "emri_small_RLE.dcm", "emri_small_jpeg_2k_lossless.dcm",
-         "emri_small_jpeg_ls_lossless.dcm", "color3d_jpeg_baseline.dcm", "MR2_J2KR.dcm"]
+FILES = [
+    "emri_small.dcm",
+    "emri_small_big_endian.dcm",
+    "liver.dcm",
+    "SC_rgb_expb_32bit_2frame.dcm",
+    "OBXXXX1A_2frame.dcm",
+    "SC_rgb_16bit_2frame.dcm",
+    "US1_UNCR.dcm",
+    "emri_small_RLE.dcm",
+    "emri_small_jpeg_2k_lossless.dcm",
+    "emri_small_jpeg_ls_lossless.dcm",
+    "color3d_jpeg_baseline.dcm",
+    "MR2_J2KR.dcm",
+]
 
 
 def real(data_dir: Path, name: str) -> Path:
     return data_dir.joinpath(*DATA, name)
 
 
-@pytest.mark.parametrize("text, words", [
-    ("1,2,1", "frame 1 is listed more than once"),
-    (",".join(["1"] * 300), "frame 1 is listed more than once"),
-    ("1,x", "must be numbers"),
-    (",", "no frame numbers"),
-    ("1," * (MAX_FRAME_LIST_CHARS // 2 + 1), f"at most {MAX_FRAME_LIST_CHARS}"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("1,2,1", "frame 1 is listed more than once"),
+        (",".join(["1"] * 300), "frame 1 is listed more than once"),
+        ("1,x", "must be numbers"),
+        (",", "no frame numbers"),
+        ("1," * (MAX_FRAME_LIST_CHARS // 2 + 1), f"at most {MAX_FRAME_LIST_CHARS}"),
+    ],
+)
 def test_a_bad_frame_list_is_refused_with_a_reason(text, words):
     with pytest.raises(BadFrameList, match=words):
         parse_frame_list(text)

@@ -49,8 +49,13 @@ def im(group: int, element: int, value: bytes, vr: str = "LO") -> bytes:
 
 
 def meta(ts: str, sop: bytes = b"1.2.3.4.5") -> bytes:
-    body = (ex(2, 1, "OB", b"\x00\x01") + ex(2, 2, "UI", CT) + ex(2, 3, "UI", sop) + ex(2, 0x10, "UI", ts.encode())
-            + ex(2, 0x12, "UI", b"1.2.3.9"))
+    body = (
+        ex(2, 1, "OB", b"\x00\x01")
+        + ex(2, 2, "UI", CT)
+        + ex(2, 3, "UI", sop)
+        + ex(2, 0x10, "UI", ts.encode())
+        + ex(2, 0x12, "UI", b"1.2.3.9")
+    )
     return b"\x00" * 128 + b"DICM" + ex(2, 0, "UL", struct.pack("<I", len(body))) + body
 
 
@@ -127,8 +132,12 @@ def test_a_dataset_readable_as_implicit_and_as_explicit_is_indexed_as_pydicom_re
     first = ex(8, 5, "CS", b"")
     skip = struct.unpack("<I", first[4:8])[0]
     explicit_part = ident() + ex(0x10, 0x10, "PN", b"REAL^NAME") + ex(0x10, 0x20, "LO", b"REAL-ID")
-    implicit_part = (im(8, 5, b"ISO_IR 100", "CS") + ident(b"6.6.6.1", b"6.6.6.2", implicit=True)
-                     + im(0x10, 0x10, b"EVIL^NAME", "PN") + im(0x10, 0x20, b"EVIL-ID"))
+    implicit_part = (
+        im(8, 5, b"ISO_IR 100", "CS")
+        + ident(b"6.6.6.1", b"6.6.6.2", implicit=True)
+        + im(0x10, 0x10, b"EVIL^NAME", "PN")
+        + im(0x10, 0x20, b"EVIL-ID")
+    )
     gap = b"\x00" * (skip - len(explicit_part) - 12)
     path = write(tmp_path, meta(IMPLICIT) + first + explicit_part + ex(9, 0x1010, "OB", gap + implicit_part, pad=False))
     assert archive_view(path) == pydicom_view(path)
@@ -144,8 +153,10 @@ def _relabelled(source: Path, ts: str, tmp_path: Path, name: str) -> Path:
 
 
 def test_real_files_whose_file_meta_names_the_wrong_vr_encoding_are_read_as_pydicom_reads_them(data_dir, tmp_path):
-    by_syntax = {str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID): p
-                 for p in sorted((data_dir / "dcm_qa_ts").rglob("*.dcm"))}
+    by_syntax = {
+        str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID): p
+        for p in sorted((data_dir / "dcm_qa_ts").rglob("*.dcm"))
+    }
     for source, label in ((by_syntax[EXPLICIT], IMPLICIT), (by_syntax[IMPLICIT], EXPLICIT)):
         path = _relabelled(source, label, tmp_path, f"relabelled-{label}.dcm")
         assert archive_view(path) == pydicom_view(path), source
@@ -174,8 +185,13 @@ def test_a_private_un_sequence_of_undefined_length_in_a_real_file_is_read(data_d
 
 def _meta_ending_at(end_at: int) -> bytes:
     """A File Meta group whose stated length ends at `end_at`, and one more (0002,0010) after it."""
-    body = (ex(2, 1, "OB", b"\x00\x01") + ex(2, 2, "UI", CT) + ex(2, 3, "UI", b"1.2.3.4.5")
-            + ex(2, 0x10, "UI", EXPLICIT.encode()) + ex(2, 0x12, "UI", b"1.2.3.9"))
+    body = (
+        ex(2, 1, "OB", b"\x00\x01")
+        + ex(2, 2, "UI", CT)
+        + ex(2, 3, "UI", b"1.2.3.4.5")
+        + ex(2, 0x10, "UI", EXPLICIT.encode())
+        + ex(2, 0x12, "UI", b"1.2.3.9")
+    )
     fill = end_at - (144 + len(body)) - 12
     body += struct.pack("<HH2sHI", 2, 0x0102, b"OB", 0, fill) + b"\x00" * fill
     head = b"\x00" * 128 + b"DICM" + ex(2, 0, "UL", struct.pack("<I", len(body))) + body
@@ -185,18 +201,33 @@ def _meta_ending_at(end_at: int) -> bytes:
 @pytest.mark.parametrize("end_at", [HEAD_BYTES, HEAD_BYTES - 1])
 def test_a_file_meta_group_going_on_past_the_read_head_is_read_by_pydicom(tmp_path, end_at):
     fragment = b"\xff\xd8" + b"\x00" * 100 + b"\xff\xd9"
-    pixels = (struct.pack("<HH2sHI", 0x7FE0, 0x10, b"OB", 0, 0xFFFFFFFF) + struct.pack("<HHI", 0xFFFE, 0xE000, 0)
-              + struct.pack("<HHI", 0xFFFE, 0xE000, len(fragment)) + fragment + SEQUENCE_END)
+    pixels = (
+        struct.pack("<HH2sHI", 0x7FE0, 0x10, b"OB", 0, 0xFFFFFFFF)
+        + struct.pack("<HHI", 0xFFFE, 0xE000, 0)
+        + struct.pack("<HHI", 0xFFFE, 0xE000, len(fragment))
+        + fragment
+        + SEQUENCE_END
+    )
     path = write(tmp_path, _meta_ending_at(end_at) + REAL + pixels)
     assert read_layout(path.read_bytes()[:HEAD_BYTES]) is None
     file_meta, offset = split_dataset(path)
     header = read_header(path)
-    assert (header.transfer_syntax, header.dataset_offset) == (str(file_meta.TransferSyntaxUID), offset) == (JPEG_LOSSLESS, end_at + 30)
+    assert (
+        (header.transfer_syntax, header.dataset_offset)
+        == (str(file_meta.TransferSyntaxUID), offset)
+        == (JPEG_LOSSLESS, end_at + 30)
+    )
 
 
 def test_a_file_meta_element_without_a_vr_is_read_with_a_four_byte_length_as_pydicom_does(tmp_path):
     no_vr = struct.pack("<HHI", 2, 0x0100, 4) + b"\x08\x00\x05\x00"  # (0002,0100) whose VR bytes are 04 00
-    body = ex(2, 1, "OB", b"\x00\x01") + ex(2, 2, "UI", CT) + ex(2, 3, "UI", b"1.2.3.4.5") + ex(2, 0x10, "UI", EXPLICIT.encode()) + no_vr
+    body = (
+        ex(2, 1, "OB", b"\x00\x01")
+        + ex(2, 2, "UI", CT)
+        + ex(2, 3, "UI", b"1.2.3.4.5")
+        + ex(2, 0x10, "UI", EXPLICIT.encode())
+        + no_vr
+    )
     path = write(tmp_path, b"\x00" * 128 + b"DICM" + ex(2, 0, "UL", struct.pack("<I", len(body))) + body + REAL)
     assert read_header(path).dataset_offset == split_dataset(path)[1]
     assert archive_view(path) == pydicom_view(path)
@@ -210,8 +241,12 @@ def test_a_group_length_element_of_another_size_is_refused(tmp_path, length):
     assert "no valid TransferSyntaxUID" in refused(write(tmp_path, bytes(head) + REAL))
 
 
-IMAGE = (ex(0x28, 2, "US", struct.pack("<H", 1)) + ex(0x28, 0x10, "US", struct.pack("<H", 128))
-         + ex(0x28, 0x11, "US", struct.pack("<H", 128)) + ex(0x28, 0x100, "US", struct.pack("<H", 16)))
+IMAGE = (
+    ex(0x28, 2, "US", struct.pack("<H", 1))
+    + ex(0x28, 0x10, "US", struct.pack("<H", 128))
+    + ex(0x28, 0x11, "US", struct.pack("<H", 128))
+    + ex(0x28, 0x100, "US", struct.pack("<H", 16))
+)
 NATIVE_PIXELS = struct.pack("<HH2sHI", 0x7FE0, 0x10, b"OW", 0, 128 * 128 * 2)
 
 
@@ -224,7 +259,7 @@ def test_a_deflated_object_whose_inflated_pixels_are_cut_is_refused(tmp_path):
 
 def test_a_cut_deflate_stream_is_refused_with_a_reason(tmp_path):
     stream = deflate(REAL + IMAGE + NATIVE_PIXELS + b"\x01\x02" * 128 * 128 + b"\x00" * 4096)
-    path = write(tmp_path, meta(DEFLATED) + stream[:len(stream) // 2])
+    path = write(tmp_path, meta(DEFLATED) + stream[: len(stream) // 2])
     assert "ends before its deflate stream does" in refused(path)
     assert list(tmp_path.iterdir()) == [path]  # the inflated copy is gone
 
@@ -232,9 +267,13 @@ def test_a_cut_deflate_stream_is_refused_with_a_reason(tmp_path):
 def test_attributes_after_the_pixel_data_are_not_indexed_whichever_path_reads_the_header(tmp_path):
     """dcmread(stop_before_pixels) stops at Pixel Data; the walk noted what followed, so the same
     bytes were indexed one way or the other depending on an unrelated element elsewhere."""
-    pixels = (ex(0x28, 2, "US", struct.pack("<H", 1)) + ex(0x28, 0x10, "US", struct.pack("<H", 2))
-              + ex(0x28, 0x11, "US", struct.pack("<H", 2)) + ex(0x28, 0x100, "US", struct.pack("<H", 8))
-              + ex(0x7FE0, 0x10, "OB", b"\x00" * 4))
+    pixels = (
+        ex(0x28, 2, "US", struct.pack("<H", 1))
+        + ex(0x28, 0x10, "US", struct.pack("<H", 2))
+        + ex(0x28, 0x11, "US", struct.pack("<H", 2))
+        + ex(0x28, 0x100, "US", struct.pack("<H", 8))
+        + ex(0x7FE0, 0x10, "OB", b"\x00" * 4)
+    )
     unknown_vr = struct.pack("<HH2sH", 9, 0x1001, b"XX", 2) + b"ab"  # sends the header to pydicom's parse
     for name, body in (("walked.dcm", REAL + pixels + EVIL), ("parsed.dcm", REAL + unknown_vr + pixels + EVIL)):
         path = write(tmp_path, meta(EXPLICIT) + body, name)

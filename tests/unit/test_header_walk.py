@@ -33,8 +33,15 @@ def _verdict(path: Path, whole: bool) -> tuple[Any, ...]:
         return ("refused", str(err))
     except Exception as err:  # noqa: BLE001 - receipt refuses these too ("cannot parse the object")
         return ("refused", type(err).__name__)
-    return ("taken", attributes, header.transfer_syntax, header.dataset_offset, header.nonconformance,
-            header.meta_sop_instance_uid, len(header.dataset) <= len(HEADER_TAGS))
+    return (
+        "taken",
+        attributes,
+        header.transfer_syntax,
+        header.dataset_offset,
+        header.nonconformance,
+        header.meta_sop_instance_uid,
+        len(header.dataset) <= len(HEADER_TAGS),
+    )
 
 
 def _same(path: Path) -> bool:

@@ -40,7 +40,7 @@ def test_haproxy_replaces_the_clients_forwarded_for_with_its_address() -> None:
     for tls in ("-", "8000=/var/run/h/dicomweb.pem"):
         lines = [line.strip() for line in rewrite(RAY_TEMPLATE, "127.0.0.1", tls).splitlines()]
         start = lines.index("frontend http_frontend")
-        section = lines[start:lines.index("frontend grpc_frontend")]
+        section = lines[start : lines.index("frontend grpc_frontend")]
         assert "http-request set-header X-Forwarded-For %[src]" in section
         assert sum("X-Forwarded-For" in line for line in lines) == 1
 

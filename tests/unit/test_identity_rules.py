@@ -58,16 +58,26 @@ def test_an_unknown_ae_admitted_by_the_setting_may_only_store_and_commit():
     for s in (_settings(), _settings(dimse_accept_unknown_ae=True)):
         caller = admit(s, "STRANGER", "10.0.0.5")
         assert not isinstance(caller, Refusal)
-        assert {svc for svc in ("store", "commit", "find", "move", "get", "worklist", "mpps") if caller.may(svc)} == {"store", "commit"}
+        assert {svc for svc in ("store", "commit", "find", "move", "get", "worklist", "mpps") if caller.may(svc)} == {
+            "store",
+            "commit",
+        }
 
 
 CERT = PeerCertificate.from_der(b"a certificate's DER bytes", "modality")
 
 
-@pytest.mark.parametrize(("expected", "matches"), [
-    ("modality", True), ("other", False), (CERT.sha256, True), (CERT.sha256.upper(), True),
-    ("sha256:" + ":".join(CERT.sha256[i:i + 2] for i in range(0, 64, 2)), True), ("0" * 64, False),
-])
+@pytest.mark.parametrize(
+    ("expected", "matches"),
+    [
+        ("modality", True),
+        ("other", False),
+        (CERT.sha256, True),
+        (CERT.sha256.upper(), True),
+        ("sha256:" + ":".join(CERT.sha256[i : i + 2] for i in range(0, 64, 2)), True),
+        ("0" * 64, False),
+    ],
+)
 def test_a_certificate_is_named_by_its_cn_or_its_sha256_fingerprint(expected: str, matches: bool):
     assert certificate_matches(expected, CERT) is matches
     assert certificate_matches(expected, None) is False
@@ -83,10 +93,15 @@ def test_an_ae_that_names_a_certificate_must_present_it():
 
 
 def test_ae_hosts_services_and_tenant_binding():
-    s = _settings(auth="oidc", oidc_issuer="https://idp.example", oidc_audience="d", ae_table={
-        "CT1": {"tenant": "radiology", "allowed_hosts": ["10.1.0.0/16"]},
-        "ALIAS": {"tenant": "cardio"},
-    })
+    s = _settings(
+        auth="oidc",
+        oidc_issuer="https://idp.example",
+        oidc_audience="d",
+        ae_table={
+            "CT1": {"tenant": "radiology", "allowed_hosts": ["10.1.0.0/16"]},
+            "ALIAS": {"tenant": "cardio"},
+        },
+    )
     assert isinstance(admit(s, "CT1", "10.2.0.1"), Refusal)
     caller = admit(s, "CT1", "10.1.2.3")
     assert not isinstance(caller, Refusal)

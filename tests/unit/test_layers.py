@@ -9,7 +9,21 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-OURS = {"archive", "contract", "dimse", "rayfence", "activities", "workflows", "receiving", "serve", "actors", "cluster", "tests", "testkit", "bench"}
+OURS = {
+    "archive",
+    "contract",
+    "dimse",
+    "rayfence",
+    "activities",
+    "workflows",
+    "receiving",
+    "serve",
+    "actors",
+    "cluster",
+    "tests",
+    "testkit",
+    "bench",
+}
 
 # folder -> (our folders it may import, third-party packages it must not import)
 RULES: dict[str, tuple[set[str], set[str]]] = {

@@ -9,10 +9,24 @@ from cluster.cli_cluster import parse_counts
 from cluster.placement import Node, alive_nodes, blob_problem, node_settings, role_resources
 
 RAY_NODES = [
-    {"NodeID": "b" * 56, "Alive": True, "NodeManagerAddress": "10.0.0.7",
-     "Resources": {"CPU": 2.0, "dicomflow_dimse": 1.0, "dicomflow_worker": 1.0}},
-    {"NodeID": "a" * 56, "Alive": True, "NodeManagerAddress": "10.0.0.5",
-     "Resources": {"CPU": 2.0, "node:__internal_head__": 1.0, "dicomflow_dimse": 1.0, "dicomflow_web": 1.0, "dicomflow_worker": 1.0}},
+    {
+        "NodeID": "b" * 56,
+        "Alive": True,
+        "NodeManagerAddress": "10.0.0.7",
+        "Resources": {"CPU": 2.0, "dicomflow_dimse": 1.0, "dicomflow_worker": 1.0},
+    },
+    {
+        "NodeID": "a" * 56,
+        "Alive": True,
+        "NodeManagerAddress": "10.0.0.5",
+        "Resources": {
+            "CPU": 2.0,
+            "node:__internal_head__": 1.0,
+            "dicomflow_dimse": 1.0,
+            "dicomflow_web": 1.0,
+            "dicomflow_worker": 1.0,
+        },
+    },
     {"NodeID": "c" * 56, "Alive": False, "NodeManagerAddress": "10.0.0.9", "Resources": {"dicomflow_dimse": 1.0}},
 ]
 
@@ -47,7 +61,9 @@ def test_an_actor_on_another_node_listens_there_and_reaches_the_heads_services(t
     assert there.postgres_dsn is not None and "@10.0.0.5:15000/" in there.postgres_dsn
     assert there.effective_temporal_address() == head.effective_temporal_address()  # (a loopback node; see below)
     on_head = node_settings(head, Node("h", "10.0.0.5", frozenset({"dimse"}), True))
-    assert on_head.postgres_dsn is None, "the head's actors read the embedded passwords from var/secrets, not from their arguments"
+    assert on_head.postgres_dsn is None, (
+        "the head's actors read the embedded passwords from var/secrets, not from their arguments"
+    )
 
 
 def test_scale_counts() -> None:
@@ -67,7 +83,12 @@ def test_web_bounds_become_serve_replica_options() -> None:
     assert replica_options(fixed) == {"num_replicas": 3}
     auto = replica_options(with_web_bounds(Settings(serve_target_ongoing_requests=2), 2, 8))
     assert auto["num_replicas"] == "auto"
-    assert auto["autoscaling_config"] == {"min_replicas": 2, "initial_replicas": 2, "max_replicas": 8, "target_ongoing_requests": 2}
+    assert auto["autoscaling_config"] == {
+        "min_replicas": 2,
+        "initial_replicas": 2,
+        "max_replicas": 8,
+        "target_ongoing_requests": 2,
+    }
     with pytest.raises(ValueError, match="serve_max_replicas"):
         Settings(serve_replicas=4, serve_max_replicas=2)
 
@@ -77,7 +98,6 @@ def test_a_node_joins_a_loopback_head_by_the_address_ray_does_not_rewrite() -> N
 
     assert gcs_address_for_node("127.0.0.1:41234") == "[::ffff:127.0.0.1]:41234"
     assert gcs_address_for_node("10.0.0.5:6379") == "10.0.0.5:6379"
-
 
 
 def test_a_node_on_another_host_cannot_use_the_embedded_temporal(tmp_path) -> None:

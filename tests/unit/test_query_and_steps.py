@@ -20,7 +20,9 @@ from archive.services.mpps import StepRefused, changed, started
 from archive.services.outbound import NoCommonSyntax, dataset_to_send
 from archive.services.ups import WorkitemRefused, changed_state, new_workitem
 
-DATA = Path("/work/shared/data") if Path("/work/shared/data").exists() else Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = (
+    Path("/work/shared/data") if Path("/work/shared/data").exists() else Path(__file__).resolve().parents[3] / "shared" / "data"
+)
 TS = DATA / "dcm_qa_ts" / "In"
 
 
@@ -39,12 +41,15 @@ def test_answers_keep_the_askers_character_set_only_when_it_can_carry_them():
     assert character_set([], ["Smith"]) is None
 
 
-@pytest.mark.parametrize(("ds", "model", "words"), [
-    (identifier("STUDY", Modality="MR"), "study", "series-level"),
-    (identifier("PATIENT"), "study", "no PATIENT level"),
-    (identifier("IMAGE", StudyDate="20200101-20190101x"), "study", "not a date"),
-    (Dataset(), "study", "missing"),
-])
+@pytest.mark.parametrize(
+    ("ds", "model", "words"),
+    [
+        (identifier("STUDY", Modality="MR"), "study", "series-level"),
+        (identifier("PATIENT"), "study", "no PATIENT level"),
+        (identifier("IMAGE", StudyDate="20200101-20190101x"), "study", "not a date"),
+        (Dataset(), "study", "missing"),
+    ],
+)
 def test_identifiers_that_cannot_be_answered(ds, model, words):
     with pytest.raises(BadQuery, match=words):
         parse_identifier(ds, "t", model)
@@ -107,10 +112,19 @@ def test_performed_procedure_step_states():
         started(wrong)
 
 
-@pytest.mark.parametrize(("value", "stored"), [
-    ("1.2.840.10008.1.2", True), ("a3f1" * 16, True), ("1.02.3", True),
-    ("../x", False), ("1.2/3", False), ("1" * 65, False), ("1.2 3", False), ("", False),
-])
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        ("1.2.840.10008.1.2", True),
+        ("a3f1" * 16, True),
+        ("1.02.3", True),
+        ("../x", False),
+        ("1.2/3", False),
+        ("1" * 65, False),
+        ("1.2 3", False),
+        ("", False),
+    ],
+)
 def test_lenient_uids(value, stored):
     refusal, _ = lenient_uid_problem("StudyInstanceUID", value)
     assert (refusal is None) is stored and is_safe_uid(value) is (stored and bool(value))
@@ -119,6 +133,7 @@ def test_lenient_uids(value, stored):
 def test_only_a_name_the_name_indexes_answer_is_looked_up_first():
     """Per-group PN matches go through the indexes by row address; a fuzzy name or one naming its
     own component groups has no index to use and stays a plain filter; other levels are untouched."""
+
     def sql(level: str, **params: str) -> str:
         return build_qido(level, "t", {k: [v] for k, v in params.items()}).sql
 

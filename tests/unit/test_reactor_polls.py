@@ -25,10 +25,12 @@ from dimse.reactor import (
 )
 
 
-def _dul(quiet: float, requestor: bool = False, hurried: bool = False, lent: bool = False,
-         moved: int = EAGER_MOVES) -> SimpleNamespace:
-    return SimpleNamespace(last_busy=time.monotonic() - quiet, hurried=hurried, lent=lent, moved=moved,
-                           assoc=SimpleNamespace(is_requestor=requestor))
+def _dul(
+    quiet: float, requestor: bool = False, hurried: bool = False, lent: bool = False, moved: int = EAGER_MOVES
+) -> SimpleNamespace:
+    return SimpleNamespace(
+        last_busy=time.monotonic() - quiet, hurried=hurried, lent=lent, moved=moved, assoc=SimpleNamespace(is_requestor=requestor)
+    )
 
 
 def test_a_sending_association_polls_fast_while_busy() -> None:
@@ -75,8 +77,14 @@ def _waiting_dul(ours: socket.socket) -> SimpleNamespace:
     """What BusyAwareDUL.wait_for_peer and .wake use of a DUL, with real sockets."""
     reader, writer = socket.socketpair()
     reader.setblocking(False)
-    return SimpleNamespace(socket=SimpleNamespace(socket=ours), lent=False, _wake_reader=reader, _wake_writer=writer,
-                           _wake_lock=threading.Lock(), _woken_closed=False)
+    return SimpleNamespace(
+        socket=SimpleNamespace(socket=ours),
+        lent=False,
+        _wake_reader=reader,
+        _wake_writer=writer,
+        _wake_lock=threading.Lock(),
+        _woken_closed=False,
+    )
 
 
 def _waits_until(dul: SimpleNamespace, wake: Callable[[], None]) -> bool:

@@ -18,7 +18,9 @@ def test_defaults_are_local_and_embedded(monkeypatch, tmp_path):
 
 def test_file_then_environment_then_arguments(monkeypatch, tmp_path):
     config = tmp_path / "site.toml"
-    config.write_text('http_port = 9100\ndimse_port = 11200\nae_title = "FROMFILE"\n[ae_table.CT1]\nhost = "10.1.1.1"\nport = 104\ntenant = "radiology"\n')
+    config.write_text(
+        'http_port = 9100\ndimse_port = 11200\nae_title = "FROMFILE"\n[ae_table.CT1]\nhost = "10.1.1.1"\nport = 104\ntenant = "radiology"\n'
+    )
     monkeypatch.setenv("DICOMFLOW_CONFIG", str(config))
     monkeypatch.setenv("DICOMFLOW_DIMSE_PORT", "11300")
     s = load_settings(ae_title="FROMARGS")
@@ -113,7 +115,12 @@ def test_broken_toml_says_which_file(monkeypatch, tmp_path):
     "variable, value, field, expected",
     [
         ("DICOMFLOW_OIDC_ISSUER", "https://idp.example", "oidc_issuer", ["https://idp.example"]),  # the README's form
-        ("DICOMFLOW_OIDC_ISSUER", "https://a.example, https://b.example", "oidc_issuer", ["https://a.example", "https://b.example"]),
+        (
+            "DICOMFLOW_OIDC_ISSUER",
+            "https://a.example, https://b.example",
+            "oidc_issuer",
+            ["https://a.example", "https://b.example"],
+        ),
         ("DICOMFLOW_OIDC_ISSUER", '["https://c.example"]', "oidc_issuer", ["https://c.example"]),
         ("DICOMFLOW_NODE_ROLES", "web,dimse", "node_roles", ["web", "dimse"]),
         ("DICOMFLOW_CORS_ALLOW_ORIGINS", "http://localhost:3000", "cors_allow_origins", ["http://localhost:3000"]),

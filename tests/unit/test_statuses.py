@@ -35,15 +35,18 @@ def test_only_out_of_resources_is_worth_a_retry():
     assert not any(st.is_transient(st.receipt_status(o)) for o in Outcome if o is not Outcome.FAILED)
 
 
-@pytest.mark.parametrize("stored, reasons, status", [
-    (3, [], 200),
-    (1, [0xA901, 0xC000], 202),
-    (1, [0xA700], 202),  # something stored: the client reads the reasons per instance
-    (0, [0xA901], 409),
-    (0, [0xC000, 0xA900], 409),
-    (0, [0xA700], 503),
-    (0, [0xA700, 0xC000], 503),  # sent again later, the good parts can store
-])
+@pytest.mark.parametrize(
+    "stored, reasons, status",
+    [
+        (3, [], 200),
+        (1, [0xA901, 0xC000], 202),
+        (1, [0xA700], 202),  # something stored: the client reads the reasons per instance
+        (0, [0xA901], 409),
+        (0, [0xC000, 0xA900], 409),
+        (0, [0xA700], 503),
+        (0, [0xA700, 0xC000], 503),  # sent again later, the good parts can store
+    ],
+)
 def test_stow_http_status(stored, reasons, status):
     got, headers = response_status(stored, reasons)
     assert got == status
@@ -52,8 +55,7 @@ def test_stow_http_status(stored, reasons, status):
 
 def test_warning_text_is_a_quoted_string():
     value = warning("https://pacs.example.org:8443/dicomweb", 'a "quoted" \\ name', "caf\u00e9\r\nX-Injected: 1")
-    assert value == ('299 pacs.example.org:8443 "a \\"quoted\\" \\\\ name", '
-                     '299 pacs.example.org:8443 "caf???X-Injected: 1"')
+    assert value == ('299 pacs.example.org:8443 "a \\"quoted\\" \\\\ name", 299 pacs.example.org:8443 "caf???X-Injected: 1"')
     assert warning("http://bad host/", "x") == '299 dicomflow "x"'
     assert len(warning("http://h", "y" * 5000)) < 600
 
@@ -62,8 +64,9 @@ def _warnings(**params: str) -> list[str]:
     return build_qido("study", "t", {k: [v] for k, v in params.items()}).warnings
 
 
-@pytest.mark.parametrize("key", ["NoSuchKeyword", "00091001", "_", "ReferencedStudySequence.StudyInstanceUID",
-                                 "00400275.00321060"])
+@pytest.mark.parametrize(
+    "key", ["NoSuchKeyword", "00091001", "_", "ReferencedStudySequence.StudyInstanceUID", "00400275.00321060"]
+)
 def test_unsupported_query_keys_are_ignored_and_named(key):
     assert _warnings(**{key: "x", "PatientID": "P1"}) == [f"The following query keys were ignored (not supported): {key}"]
 
@@ -76,16 +79,20 @@ def test_unsupported_includefield_is_ignored_and_named():
 
 def test_matching_options_not_performed_say_so():
     assert _warnings(multiplevaluematching="true", emptyvaluematching="false") == [
-        "The multiplevaluematching parameter is not supported. Multiple Value Matching has not been performed."]
+        "The multiplevaluematching parameter is not supported. Multiple Value Matching has not been performed."
+    ]
 
 
-@pytest.mark.parametrize("params, words", [
-    ({"0020000G": "x"}, "not a tag"),
-    ({"00100": "x"}, "not a tag"),
-    ({"includefield": "0010001"}, "not a tag"),
-    ({"StudyDate": "2020-01-01"}, "not a date"),
-    ({"StudyInstanceUID": "1.2/abc"}, "not a valid UID"),
-])
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        ({"0020000G": "x"}, "not a tag"),
+        ({"00100": "x"}, "not a tag"),
+        ({"includefield": "0010001"}, "not a tag"),
+        ({"StudyDate": "2020-01-01"}, "not a date"),
+        ({"StudyInstanceUID": "1.2/abc"}, "not a valid UID"),
+    ],
+)
 def test_malformed_keys_and_values_are_still_refused(params, words):
     with pytest.raises(BadQuery, match=words):
         build_qido("study", "t", {k: [v] for k, v in params.items()})

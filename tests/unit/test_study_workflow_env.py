@@ -150,8 +150,11 @@ async def run_chain(client: Client, workflow_id: str) -> list[tuple[str, Workflo
         history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
         chain.append((run_id, history))
         last = history.events[-1]
-        run_id = (last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
-                  if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW else None)
+        run_id = (
+            last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+            if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+            else None
+        )
     assert chain[-1][0] == latest.run_id
     return chain
 
@@ -205,8 +208,7 @@ async def scenario(batches: list[tuple[int, int]], delete_during_first_pass: boo
             state = await handle.query("state")
         chain = await run_chain(client, workflow_id)
         cuts = [await carried(client, history) for _, history in chain[:-1]]
-        return {"outcome": outcome, "description": description, "state": state, "chain": chain, "cuts": cuts,
-                "archive": archive}
+        return {"outcome": outcome, "description": description, "state": state, "chain": chain, "cuts": cuts, "archive": archive}
 
 
 @pytest.mark.parametrize(

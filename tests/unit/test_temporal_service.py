@@ -10,7 +10,9 @@ def _flag(argv: list[str], name: str) -> str:
 
 
 def test_frontend_and_ui_stay_on_loopback_on_a_network_bind_host(tmp_path) -> None:
-    settings = Settings(var_dir=tmp_path, bind_host="10.1.2.3", auth="oidc", oidc_issuer=["https://idp.example"], oidc_audience="a")
+    settings = Settings(
+        var_dir=tmp_path, bind_host="10.1.2.3", auth="oidc", oidc_issuer=["https://idp.example"], oidc_audience="a"
+    )
     argv = embedded_temporal_service(settings).argv
     assert _flag(argv, "--ip") == "127.0.0.1"
     assert _flag(argv, "--ui-ip") == "127.0.0.1"

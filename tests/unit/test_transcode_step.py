@@ -65,7 +65,9 @@ def stored(blobs: LocalBlobStore, name: str, data: bytes) -> InstanceFile:
     return InstanceFile(name, "series", key, len(data), "", J2K)
 
 
-def transcode(tmp_path: Path, monkeypatch: Any, pool: DecodePool, items: list[InstanceFile], attempt: int = 1) -> tuple[Any, Index]:
+def transcode(
+    tmp_path: Path, monkeypatch: Any, pool: DecodePool, items: list[InstanceFile], attempt: int = 1
+) -> tuple[Any, Index]:
     index = Index(items)
     for name in ("instances_in_state", "record_transcoded", "set_state"):
         monkeypatch.setattr(study_steps.lifecycle, name, getattr(index, name))
