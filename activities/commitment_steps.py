@@ -36,7 +36,7 @@ class CommitmentActivities:
 
     async def _classify(self, request: CommitmentRequest, final: bool) -> Classified:
         try:
-            return await classify(self.ctx.pool, request.tenant, request.transaction_uid, final)
+            return await classify(self.ctx.pool, request.tenant, request.transaction_uid, final, request.unknown_grace_seconds)
         except UnknownTransaction:
             raise ApplicationError(f"no commitment request {request.transaction_uid}", non_retryable=True) from None
 
@@ -45,7 +45,7 @@ class CommitmentActivities:
         found = await self._classify(request, final=False)
         if found.row.state == "reported":  # the SCP reported on the open association: nothing is pending
             return CommitmentStatus(len(found.committed), len(found.failed), 0)
-        return CommitmentStatus(len(found.committed), len(found.failed), len(found.pending))
+        return CommitmentStatus(len(found.committed), len(found.failed), len(found.pending), found.unknown_wait)
 
     @activity.defn(name=names.COMMITMENT_REPORT)
     async def report(self, request: CommitmentRequest) -> CommitmentReport:

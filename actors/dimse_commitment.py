@@ -102,7 +102,9 @@ class CommitmentService:
         client = await self.ctx.temporal_client()
         await client.start_workflow(
             names.COMMITMENT_WORKFLOW,
-            CommitmentRequest(tenant, transaction_uid, calling, settings.commitment_timeout_seconds),
+            CommitmentRequest(
+                tenant, transaction_uid, calling, settings.commitment_timeout_seconds, settings.commitment_unknown_grace_seconds
+            ),
             id=names.commitment_workflow_id(tenant, transaction_uid),
             task_queue=settings.temporal_task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -119,7 +121,8 @@ class CommitmentService:
         time.sleep(0.2)  # the N-ACTION response leaves first
         while assoc.is_established and time.monotonic() < until:
             loop.run(commitments.refresh_claim(pool, tenant, transaction_uid), timeout=30)
-            found = loop.run(classify(pool, tenant, transaction_uid, final=False), timeout=30)
+            grace = self.ctx.settings.commitment_unknown_grace_seconds
+            found = loop.run(classify(pool, tenant, transaction_uid, final=False, unknown_grace=grace), timeout=30)
             if not found.pending and self._deliver(assoc, tenant, found):
                 return
             if not found.pending:

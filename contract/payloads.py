@@ -59,6 +59,7 @@ class CommitmentRequest:
     transaction_uid: str
     calling_ae: str
     timeout_seconds: float
+    unknown_grace_seconds: float = 10.0  # a reference never received is failed this long after the N-ACTION
 
 
 @dataclass
@@ -66,6 +67,7 @@ class CommitmentStatus:
     committed: int
     failed: int
     pending: int
+    unknown_wait_seconds: float = 0.0  # when to look again for references never received (0: no such wait)
 
 
 @dataclass

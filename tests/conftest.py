@@ -101,7 +101,9 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
         tls_key_file=str(pki["server_key"]),
         tls_ca_file=str(pki["ca"]),
         https=True,
-        commitment_timeout_seconds=20,
+        # as long as a real one, so a report within the tests' waits comes from what the archive
+        # holds and the 10 s grace for never-received references (issue 31), not from the timeout
+        commitment_timeout_seconds=600,
         oidc_refetch_seconds=REFETCH_SECONDS,
         scp_processes=2,  # two SCP actors share the DIMSE port (SO_REUSEPORT)
     )

@@ -1,7 +1,8 @@
 """StorageCommitmentWorkflow, id `commit:{tenant}:{TransactionUID}`.
 
-Waits until every referenced instance is committed (or the timeout passes), then has the
-N-EVENT-REPORT delivered to the requesting AE, retried with backoff until it is.
+Waits until every referenced instance is committed (or the timeout passes; a reference the archive
+never received only for the short grace the request carries), then has the N-EVENT-REPORT
+delivered to the requesting AE, retried with backoff until it is.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class StorageCommitmentWorkflow:
                 break
             remaining = (deadline - workflow.now()).total_seconds()
             wait = min(POLL_SECONDS[min(polls, len(POLL_SECONDS) - 1)], max(remaining, 0.1))
+            if status.unknown_wait_seconds > 0:  # look again as the grace for never-received references ends
+                wait = min(wait, status.unknown_wait_seconds + 0.2)
             polls += 1
             seen = self.wakes
             try:

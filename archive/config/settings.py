@@ -194,6 +194,8 @@ class Settings(BaseSettings):
     decode_tenant_threads: int = Field(4, ge=1, le=256)
     decode_queue_seconds: float = Field(10.0, ge=0)
     commitment_timeout_seconds: float = Field(3600.0, gt=0)
+    # a reference the archive has no record of is reported failed (0112) this long after the N-ACTION
+    commitment_unknown_grace_seconds: float = Field(10.0, ge=0)
     # keep: store as received; uncompressed: also keep an Explicit VR Little Endian copy of
     # compressed objects (the original is always kept)
     transcode_policy: Literal["keep", "uncompressed"] = "keep"

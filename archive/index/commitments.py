@@ -15,6 +15,7 @@ class CommitmentRow:
     calling_ae: str
     refs: list[tuple[str, str]]  # (SOP Class UID, SOP Instance UID)
     state: str
+    age_seconds: float = 0.0  # since the N-ACTION was recorded, by the index's clock
 
 
 async def record_request(
@@ -35,13 +36,14 @@ async def load_request(pool: AsyncConnectionPool, tenant: str, transaction_uid: 
     async with pool.connection() as conn:
         row = await (
             await conn.execute(
-                "SELECT tenant, transaction_uid, calling_ae, refs, state FROM storage_commitment WHERE tenant = %s AND transaction_uid = %s",
+                "SELECT tenant, transaction_uid, calling_ae, refs, state, extract(epoch FROM now() - requested_at)::float8"
+                " FROM storage_commitment WHERE tenant = %s AND transaction_uid = %s",
                 (tenant, transaction_uid),
             )
         ).fetchone()
     if row is None:
         return None
-    return CommitmentRow(row[0], row[1], row[2], [tuple(r) for r in row[3]], row[4])
+    return CommitmentRow(row[0], row[1], row[2], [tuple(r) for r in row[3]], row[4], float(row[5]))
 
 
 async def instance_states(pool: AsyncConnectionPool, tenant: str, sop_uids: list[str]) -> dict[str, tuple[str, str]]:
