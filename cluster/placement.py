@@ -8,10 +8,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from archive.config.settings import ALL_NODE_ROLES, NODE_ROLE_RESOURCE_PREFIX, Settings
+from archive.config.settings import ALL_NODE_ROLES, Settings
+from rayfence.resources import RESOURCE_PREFIX
 
 ROLES = ALL_NODE_ROLES
-RESOURCE_PREFIX = NODE_ROLE_RESOURCE_PREFIX
 
 
 def role_resources(roles: Iterable[str]) -> dict[str, float]:

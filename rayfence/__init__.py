@@ -6,6 +6,7 @@ configuration file its HAProxy template writes), lives in this package and nowhe
   node's address (`ray.serve._private.replica.add_port_to_grpc_server`).
 - `haproxy_shim`: rewrites the HAProxy configuration Ray generates (wildcard binds, TLS on the
   DICOMweb bind, X-Forwarded-For) before it becomes the real HAProxy.
+- `resources`: the Ray custom resources dicomflow names its node roles by.
 - `replicas`: counts live DICOMweb replicas by node through Ray's state API and the replica
   actor's class name, which Serve derives from the application and deployment names.
 

@@ -8,11 +8,12 @@ import ray
 from ray import serve
 from ray.serve import Application, Deployment
 
-from archive.config.settings import NODE_ROLE_RESOURCE_PREFIX, Settings
+from archive.config.settings import Settings
 from archive.pixels.decode_pool import shared_pool
 from archive.pixels.render import warm_up
 from archive.priority import normal_priority
 from rayfence.replica_grpc import pin_inter_deployment_grpc
+from rayfence.resources import role_resource
 from serve.app import build_app
 
 
@@ -40,7 +41,7 @@ def dicomweb_application(settings: Settings) -> Application:
         max_ongoing_requests=settings.serve_max_ongoing_requests,
         # each request is in the audit trail already; Ray's access-log line cost ~0.1 ms of replica CPU a request
         logging_config={"log_level": "WARNING", "enable_access_log": False},
-        ray_actor_options={"num_cpus": 0, "resources": {NODE_ROLE_RESOURCE_PREFIX + "web": 0.001}},  # replicas on web nodes
+        ray_actor_options={"num_cpus": 0, "resources": {role_resource("web"): 0.001}},  # replicas on web nodes
     )
     @serve.ingress(app)
     class DicomWeb:

@@ -29,7 +29,8 @@ from pynetdicom import AE
 from archive.blobstore import LocalBlobStore
 from archive.index.locks import STUDY_LOCKS
 from archive.index.pool import open_index_pool
-from archive.pixels.decode_pool import INTERPRETER_BYTES, DecodeLimits, DecodePool
+from archive.pixels.decode_pool import DecodePool
+from archive.pixels.limits import INTERPRETER_BYTES, DecodeLimits
 from archive.pixels.transcode import uncompressed_copy
 from archive.services.receipt import Outcome, Receiver
 from tests.auth import auth_headers

@@ -18,12 +18,10 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 
 from archive.config.embedded_secrets import OIDC_CACHE, POSTGRES_APP, REDIS, read_secret
 from archive.config.settings_env import EnvSettingError, LenientEnvSource
-from archive.pixels.decode_pool import INTERPRETER_BYTES, DecodeLimits
-from archive.pixels.limits import Limits
+from archive.pixels.limits import INTERPRETER_BYTES, DecodeLimits, Limits
 
 ENV_PREFIX = "DICOMFLOW_"
 EMBEDDED_OWNER_ROLE = "dicomflow"
-NODE_ROLE_RESOURCE_PREFIX = "dicomflow_"  # a node role is the Ray custom resource dicomflow_<role>
 EMBEDDED_APP_ROLE = "dicomflow_app"
 EMBEDDED_TEMPORAL_HOST = "127.0.0.1"  # the dev server has no authentication: never beyond loopback
 TEMPORAL_UI_PATH = "/temporal"  # the UI's public path, the same on loopback and through DICOMweb's origin

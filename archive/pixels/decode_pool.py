@@ -29,12 +29,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from archive.pixels.codestream import CodestreamMismatch, guard_pydicom_decoding
+from archive.pixels.limits import DecodeLimits
 
 T = TypeVar("T")
 MiB = 2**20
@@ -44,7 +44,6 @@ MiB = 2**20
 # 58 MB); after decoding with every codec, VmSize 164 MB, VmPeak 186 MB (RSS 76 MB). The margin covers
 # that, the header, a compressed frame and the codecs' tables; each frame's own decoding is
 # budgeted on top (DECODE_FRAME_FACTOR in archive/config/settings.py).
-INTERPRETER_BYTES = 512 * MiB
 START_SECONDS = 60.0  # a cold interpreter on a loaded 2-core machine takes ~1 s
 ORPHAN_CHECK_SECONDS = 1.0
 MESSAGE_CHARS = 400
@@ -71,13 +70,6 @@ class DecodeRefused(Exception):
 
 class CallerError(Exception):
     """A problem with the request (no such frame), not with decoding: re-raised in the caller as is."""
-
-
-@dataclass(frozen=True)
-class DecodeLimits:
-    memory_bytes: int  # RLIMIT_AS of each worker: its whole address space, interpreter included
-    timeout_seconds: float  # per call; a long decode that reports progress() gets this much per step
-    workers: int  # per calling process
 
 
 class DecodePool:

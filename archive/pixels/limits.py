@@ -16,3 +16,16 @@ class Limits:
     max_pixel_bytes: int = 32 * GiB
     # a Deflated Explicit VR object is inflated whole to be parsed
     max_inflated_bytes: int = 256 * MiB
+
+
+# a decode worker's interpreter with numpy, pydicom and the codecs loaded, before any image
+INTERPRETER_BYTES = 512 * MiB
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What one decode worker may use (archive/pixels/decode_pool.py)."""
+
+    memory_bytes: int  # RLIMIT_AS of each worker: its whole address space, interpreter included
+    timeout_seconds: float  # per call; a long decode that reports progress() gets this much per step
+    workers: int  # per calling process

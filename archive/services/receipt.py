@@ -39,8 +39,8 @@ from archive.index.instances import (
     reset_failed,
 )
 from archive.index.locks import lock_study
-from archive.pixels.decode_pool import INTERPRETER_BYTES, DecodeLimits, DecodePool, DecodeRefused, shared_pool
-from archive.pixels.limits import Limits
+from archive.pixels.decode_pool import DecodePool, DecodeRefused, shared_pool
+from archive.pixels.limits import INTERPRETER_BYTES, DecodeLimits, Limits
 from archive.pixels.sameness import same_object
 
 log = logging.getLogger("dicomflow.receipt")

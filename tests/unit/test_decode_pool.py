@@ -20,8 +20,9 @@ from pydicom import dcmread
 from pydicom.pixels import pixel_array
 
 from archive.config.settings import DECODE_FRAME_FACTOR, Settings
-from archive.pixels.decode_pool import INTERPRETER_BYTES, DecodeLimits, DecodePool, DecodeRefused, progress, worker_memory
+from archive.pixels.decode_pool import DecodePool, DecodeRefused, progress, worker_memory
 from archive.pixels.frames import FrameNotFound, decoded_frames
+from archive.pixels.limits import INTERPRETER_BYTES, DecodeLimits
 from archive.pixels.render import RenderOptions, render, render_file
 from archive.pixels.transcode import uncompressed_copy
 from tests.pixel_bombs import J2K_SOURCE, forged_frame, frames_of, j2k_declaring, native_image, with_frames
@@ -214,7 +215,8 @@ def test_a_warm_worker_fits_the_interpreter_margin(pool):
 def test_workers_exit_when_their_caller_is_killed():
     script = textwrap.dedent("""
         import os, signal
-        from archive.pixels.decode_pool import DecodeLimits, DecodePool
+        from archive.pixels.limits import DecodeLimits
+        from archive.pixels.decode_pool import DecodePool
         pool = DecodePool(DecodeLimits(2**30, 30.0, 1))
         print(pool.run(os.getpid), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)

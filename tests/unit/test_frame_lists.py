@@ -22,9 +22,10 @@ from pydicom.encaps import get_frame
 from pydicom.pixels import pixel_array
 
 from archive.blobstore.local import LocalBlobStore
-from archive.pixels.decode_pool import INTERPRETER_BYTES, DecodeLimits, DecodePool, DecodeRefused
+from archive.pixels.decode_pool import DecodePool, DecodeRefused
 from archive.pixels.frame_list import MAX_FRAME_LIST_CHARS, BadFrameList, parse_frame_list
 from archive.pixels.frames import FrameNotFound, FrameReader
+from archive.pixels.limits import INTERPRETER_BYTES, DecodeLimits
 from serve.decode_gate import DecodeBusy, DecodeGate
 from serve.frame_stream import OpenedFrames
 

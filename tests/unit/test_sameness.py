@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from archive.pixels.decode_pool import INTERPRETER_BYTES, DecodeLimits, DecodePool, DecodeRefused
+from archive.pixels.decode_pool import DecodePool, DecodeRefused
+from archive.pixels.limits import INTERPRETER_BYTES, DecodeLimits
 from archive.pixels.sameness import Comparison, same_object
 from archive.pixels.transcode import uncompressed_copy
 from tests.pixel_bombs import forged_frame, frames_of, with_frames

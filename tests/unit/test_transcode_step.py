@@ -21,7 +21,8 @@ from activities.study_steps import TIMEOUT_ATTEMPTS, StudyActivities
 from archive.blobstore import LocalBlobStore
 from archive.config.settings import Settings
 from archive.index.lifecycle import InstanceFile
-from archive.pixels.decode_pool import INTERPRETER_BYTES, DecodeLimits, DecodePool
+from archive.pixels.decode_pool import DecodePool
+from archive.pixels.limits import INTERPRETER_BYTES, DecodeLimits
 from contract.payloads import StudyRef
 from tests.pixel_bombs import J2K_SOURCE, j2k_declaring
 
