@@ -144,34 +144,11 @@ def test_report_comes_on_the_still_open_association(stack, data_dir):
 
     datasets = [dcmread(io.BytesIO(p)) for p in new_study(data_dir, 3)]
     on_this_association: queue.Queue = queue.Queue()
-
-    def on_report(event):
-        on_this_association.put((event.event_type, event.event_information))
-        return 0x0000, None
-
-    ae = AE(ae_title=TENANT_B_AE)
-    ae.add_requested_context(StorageCommitmentPushModel)
-    ae.add_requested_context(datasets[0].SOPClassUID, datasets[0].file_meta.TransferSyntaxUID)
-    assoc = ae.associate(
-        "127.0.0.1",
-        stack.settings.dimse_port,
-        ae_title=stack.settings.ae_title,
-        evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],
-    )
-    assert assoc.is_established
+    assoc = _open_association(stack, datasets, on_this_association)
     try:
         for ds in datasets:
             assert assoc.send_c_store(ds).Status == 0
-        transaction = generate_uid()
-        info = Dataset()
-        info.TransactionUID = transaction
-        info.ReferencedSOPSequence = []
-        for ds in datasets:
-            item = Dataset()
-            item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-            info.ReferencedSOPSequence.append(item)
-        status, _ = assoc.send_n_action(info, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
-        assert status.Status == 0
+        transaction = _n_action(assoc, [(str(d.SOPClassUID), str(d.SOPInstanceUID)) for d in datasets])
         event_type, report = on_this_association.get(timeout=90)
     finally:
         assoc.release()
