@@ -4,6 +4,7 @@ all talking to the controller actor (cluster/controller.py) through Ray's own cl
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import signal
@@ -14,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from archive.config.settings import Settings
+from cluster.node_link import LOOPBACK, embedded_ports, links_configured, node_link_service
 from cluster.placement import ROLES, role_resources
 from cluster.serve_ingress import REPLICA_ENVIRONMENT
-from cluster.services.process import ephemeral_port, installed_program, read_pid
+from cluster.services.process import ManagedProcess, ephemeral_port, installed_program, port_is_free, read_pid
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -117,6 +119,7 @@ def cmd_join(settings: Settings, args: argparse.Namespace) -> int:
     if problem:
         print(f"dicomflow: will not join: {problem}", file=sys.stderr)
         return 2
+    link = _node_link(settings, args.address, args.node_ip)
     argv = [
         installed_program("ray") or "ray",
         "start",
@@ -152,6 +155,30 @@ def cmd_join(settings: Settings, args: argparse.Namespace) -> int:
         return node.wait(timeout=60)
     finally:
         pidfile.unlink(missing_ok=True)
+        if link is not None:
+            link.stop()
+
+
+def _node_link(settings: Settings, head_address: str, node_ip: str) -> ManagedProcess | None:
+    """On a node on another host: the head's embedded PostgreSQL, Redis and Temporal at their usual
+    ports on this node's loopback, relayed to the head over mutual TLS with this node's certificate
+    (the same settings file as the head's, with tls_cert_file/tls_key_file this node's client pair)."""
+    if _is_loopback(node_ip) or not embedded_ports(settings) or not links_configured(settings):
+        return None
+    head = head_address.rsplit(":", 1)[0].strip("[]")
+    link = node_link_service(settings, "connect", head)
+    link.stop_leftover()
+    link.start()
+    link.wait_ready(lambda: not port_is_free(LOOPBACK, embedded_ports(settings)[0]), timeout=30)
+    print(f"dicomflow: node link to {head} on 127.0.0.1 ports {', '.join(map(str, embedded_ports(settings)))}", flush=True)
+    return link
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
 
 
 def gcs_address_for_node(address: str) -> str:

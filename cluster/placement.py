@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from archive.config.settings import ALL_NODE_ROLES, Settings
+from cluster.node_link import embedded_ports, links_configured
 from rayfence.resources import RESOURCE_PREFIX
 
 ROLES = ALL_NODE_ROLES
@@ -60,15 +61,18 @@ def node_settings(settings: Settings, node: Node) -> Settings:
     )
 
 
-def temporal_problem(settings: Settings, node: Node) -> str | None:
-    """Why `node` cannot reach Temporal: the embedded dev server has no authentication, so it
-    listens on the head's loopback only; a node on another host needs a Temporal it can reach
-    safely (a Temporal cluster or Temporal Cloud with mTLS, named by temporal_address)."""
-    if node.is_head or settings.temporal_address or _is_loopback(node.address):
+def link_problem(settings: Settings, node: Node) -> str | None:
+    """Why `node` cannot reach the head's embedded PostgreSQL, Redis or Temporal: they listen on the
+    head's loopback only, so a node on another host needs node links (mutual TLS with certificates
+    from `dicomflow certs`), or external services (postgres_dsn, redis_url, temporal_address)."""
+    if node.is_head or _is_loopback(node.address) or not embedded_ports(settings):
+        return None
+    if links_configured(settings) and not settings.bind_is_loopback:
         return None
     return (
-        f"node {node.address} cannot reach Temporal: the embedded Temporal dev server listens on the head's loopback only "
-        "(it has no authentication). Set temporal_address to a Temporal cluster or Temporal Cloud with mTLS"
+        f"node {node.address} cannot reach the head's embedded PostgreSQL, Redis and Temporal, which listen on loopback only. "
+        "Give the head a network bind_host and tls_cert_file, tls_key_file and tls_ca_file (dicomflow certs) so nodes reach them "
+        "over mutual TLS (node links), or set postgres_dsn, redis_url and temporal_address to servers every node can reach"
     )
 
 
@@ -85,7 +89,7 @@ def placement_problem(settings: Settings, node: Node) -> str | None:
         problem = blob_problem(settings, node)
         if problem:
             return problem
-    return temporal_problem(settings, node)
+    return link_problem(settings, node)
 
 
 def blob_problem(settings: Settings, node: Node) -> str | None:

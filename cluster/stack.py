@@ -16,8 +16,9 @@ from archive.config.embedded_secrets import OIDC_CACHE, ensure_secret
 from archive.config.settings import Settings
 from archive.index.grants import grant_application_role
 from archive.index.schema import migrate
+from cluster.node_link import embedded_ports, links_configured, node_link_service
 from cluster.services.postgres import lock_owner, start_postgres
-from cluster.services.process import ManagedProcess, require_free_port
+from cluster.services.process import ManagedProcess, port_is_free, require_free_port
 from cluster.services.redis import start_redis
 from cluster.services.temporal import start_temporal
 from rayfence import check_version as check_ray_version
@@ -71,12 +72,24 @@ class Stack:
         for label, wanted, starter in embedded:
             if wanted:
                 self._timed(label, partial(self._start_service, starter))
+        if links_configured(s) and not s.bind_is_loopback and embedded_ports(s):
+            self._timed("node links (mutual TLS to the embedded services)", self._start_node_links)
         if s.auth == "oidc" and not s.oidc_cache_key:
             ensure_secret(s.var_path, OIDC_CACHE)  # before any replica or SCP verifies a token
         self._timed("index schema", lambda: asyncio.run(_migrate(s, owner_dsn)))
         if s.postgres_dsn is None:
             lock_owner(s, str(conninfo_to_dict(owner_dsn)["password"]))
         self._start_ray()
+
+    def _start_node_links(self) -> None:
+        s = self.settings
+        for port in embedded_ports(s):
+            require_free_port("node link", s.bind_host, port, "the embedded services' ports")
+        link = node_link_service(s, "serve", s.bind_host)
+        link.stop_leftover()
+        link.start()
+        link.wait_ready(lambda: not all(port_is_free(s.bind_host, port) for port in embedded_ports(s)), timeout=30)
+        self.services.append(link)
 
     def _start_postgres(self) -> str:
         service, owner_dsn = start_postgres(self.settings)

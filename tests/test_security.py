@@ -555,11 +555,14 @@ def _network_address() -> str:
     pytest.fail("this machine has no non-loopback IPv4 address to bind to")
 
 
-def test_a_network_bind_host_serves_dicomweb_and_dimse_there(tmp_path):
+def test_a_network_bind_host_serves_dicomweb_and_dimse_there(tmp_path, pki):
     """A hospital binds the archive to the server's own address (auth on): DICOMweb and the SCP answer
     there. Ray's HAProxy ingress cannot (it health-checks replicas on loopback), so Serve's proxy serves."""
     host = _network_address()
-    running = RunningStack(stack_overrides(tmp_path / "var", bind_host=host, **stack_auth_settings()), tmp_path / "up.log")
+    # with the archive's certificate, as a cluster runs it: node links listen at the embedded servers' ports
+    certificates = {"tls_cert_file": str(pki["server"]), "tls_key_file": str(pki["server_key"]), "tls_ca_file": str(pki["ca"])}
+    overrides = stack_overrides(tmp_path / "var", bind_host=host, **stack_auth_settings(), **certificates)
+    running = RunningStack(overrides, tmp_path / "up.log")
     running.start()
     try:
         port = running.settings.http_port
@@ -599,22 +602,23 @@ def _listening_on(running, host: str) -> dict[int, list[str]]:
 
 def _nothing_open_on(running, host: str) -> None:
     """Issue 27's "done when": on a network address, every port asks who is calling. DICOMweb (401
-    above), the SCP (C-ECHO only for a stranger), PostgreSQL and Redis (passwords) and Ray's own
-    ports (its token) may listen there; Temporal, its UI and nothing else."""
-    import psycopg
-    import redis
+    above), the SCP (C-ECHO only for a stranger) and Ray's own ports (its token) may listen there;
+    not Temporal, its UI, PostgreSQL or Redis (reached by other hosts' nodes only through mutual-TLS
+    node links, tests/test_node_link.py), nor anything else."""
 
     s = running.settings
     exposed = _listening_on(running, host)
-    for port in (s.temporal_port, s.temporal_ui_port):
-        assert port not in exposed, f"Temporal listens on {host}:{port}"
+    assert s.temporal_ui_port not in exposed, f"the Temporal UI listens on {host} (it is reached through /temporal)"
     unknown_ae = _associate_at(host, s.dimse_port, s.ae_title, "STRANGER", [(CTImageStorage,)])
     assert unknown_ae.is_rejected, "an unknown AE may store on a network address with auth on"
-    with pytest.raises(psycopg.OperationalError, match="password"):
-        psycopg.connect(f"postgresql://dicomflow_app@{host}:{s.postgres_port}/dicomflow", connect_timeout=5)
-    with pytest.raises(redis.exceptions.RedisError, match="(?i)auth"):
-        redis.Redis(host=host, port=s.redis_port, socket_timeout=5).ping()
-    ours = {s.http_port, s.dimse_port, s.postgres_port, s.redis_port}
+    # the embedded servers themselves stay on loopback; what listens at their ports is the node link
+    # (mutual TLS, cluster/node_link.py), which answers nobody without a certificate from our CA
+    linked = {s.postgres_port, s.redis_port, s.temporal_port}
+    for port in linked & set(exposed):
+        assert all("cluster.node_link" in c for c in exposed[port]), (port, exposed[port])
+        assert _answer_without_a_certificate(host, port) == b"", f"the node link on {port} answered a stranger"
+    assert (s.postgres_port in exposed) == (s.tls_ca_file is not None), "node links run exactly when certificates are set"
+    ours = {s.http_port, s.dimse_port, s.dimse_tls_port} | linked
     for port, commands in exposed.items():
         if port in ours:
             continue
@@ -636,6 +640,21 @@ def _ray_port_holds_nothing_open(host: str, port: int) -> None:
         assert answer.status_code in (401, 403, 404), (port, answer.status_code, answer.text[:200])
         return
     assert answer.text.startswith(("# HELP", "<!doctype html>")), (port, answer.text[:200])
+
+
+def _answer_without_a_certificate(host: str, port: int) -> bytes:
+    """What a TLS client with no certificate gets back for its first bytes: b'' when refused."""
+    import socket
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=10) as raw, context.wrap_socket(raw) as tls:
+            tls.sendall(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")
+            return tls.recv(1)
+    except (ssl.SSLError, ConnectionError, OSError):
+        return b""
 
 
 def _associate_at(host: str, port: int, called: str, calling: str, contexts: list):

@@ -23,7 +23,11 @@ from archive.pixels.limits import INTERPRETER_BYTES, DecodeLimits, Limits
 ENV_PREFIX = "DICOMFLOW_"
 EMBEDDED_OWNER_ROLE = "dicomflow"
 EMBEDDED_APP_ROLE = "dicomflow_app"
-EMBEDDED_TEMPORAL_HOST = "127.0.0.1"  # the dev server has no authentication: never beyond loopback
+# the embedded servers listen on loopback whatever bind_host is (PostgreSQL and Redis from the
+# wheels have no TLS, the Temporal dev server no authentication); other hosts' nodes reach them
+# through mutual-TLS node links (cluster/node_link.py)
+EMBEDDED_HOST = "127.0.0.1"
+EMBEDDED_TEMPORAL_HOST = EMBEDDED_HOST
 TEMPORAL_UI_PATH = "/temporal"  # the UI's public path, the same on loopback and through DICOMweb's origin
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 # decoding one frame holds the codec's working buffer (openjpeg keeps 32-bit samples: twice a
@@ -99,7 +103,8 @@ class Settings(BaseSettings):
     # the role that owns the schema and runs migrations; when it differs from postgres_dsn's role,
     # that role is granted what it needs and no UPDATE/DELETE/TRUNCATE on the audit trail
     postgres_owner_dsn: str | None = None
-    # networks (CIDR) besides bind_host whose hosts may log in to the embedded PostgreSQL (other nodes)
+    # unused since the embedded PostgreSQL listens on loopback only (other hosts' nodes come through
+    # node links, cluster/node_link.py); kept so a settings file that names it still loads
     postgres_client_networks: list[str] = Field(default_factory=list)
     redis_url: str | None = None
     temporal_address: str | None = None
@@ -338,13 +343,13 @@ class Settings(BaseSettings):
     def _embedded_dsn(self, role: str, secret: str | None) -> str:
         password = read_secret(self.var_path, secret) if secret else None
         user = f"{role}:{password}" if password else role
-        return f"postgresql://{user}@{self.bind_host}:{self.postgres_port}/dicomflow"
+        return f"postgresql://{user}@{EMBEDDED_HOST}:{self.postgres_port}/dicomflow"
 
     def effective_redis_url(self) -> str:
         if self.redis_url:
             return self.redis_url
         password = read_secret(self.var_path, REDIS)
-        return f"redis://{':' + password + '@' if password else ''}{self.bind_host}:{self.redis_port}/0"
+        return f"redis://{':' + password + '@' if password else ''}{EMBEDDED_HOST}:{self.redis_port}/0"
 
     @property
     def embedded_temporal_ui_url(self) -> str:

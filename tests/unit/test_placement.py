@@ -58,8 +58,10 @@ def test_an_actor_on_another_node_listens_there_and_reaches_the_heads_services(t
     head = Settings(var_dir=tmp_path, bind_host="10.0.0.5", postgres_port=15000)
     there = node_settings(head, Node("o", "10.0.0.7", frozenset({"dimse"}), False))
     assert there.bind_host == "10.0.0.7"
-    assert there.postgres_dsn is not None and "@10.0.0.5:15000/" in there.postgres_dsn
-    assert there.effective_temporal_address() == head.effective_temporal_address()  # (a loopback node; see below)
+    # the embedded services at the addresses the head's own processes use: on another host, this
+    # node's end of the node link (cluster/node_link.py) listens there
+    assert there.postgres_dsn is not None and "@127.0.0.1:15000/" in there.postgres_dsn
+    assert there.effective_temporal_address() == head.effective_temporal_address()
     on_head = node_settings(head, Node("h", "10.0.0.5", frozenset({"dimse"}), True))
     assert on_head.postgres_dsn is None, (
         "the head's actors read the embedded passwords from var/secrets, not from their arguments"
@@ -100,17 +102,26 @@ def test_a_node_joins_a_loopback_head_by_the_address_ray_does_not_rewrite() -> N
     assert gcs_address_for_node("10.0.0.5:6379") == "10.0.0.5:6379"
 
 
-def test_a_node_on_another_host_cannot_use_the_embedded_temporal(tmp_path) -> None:
-    """Issue 27 item 1: the embedded Temporal listens on the head's loopback only (no authentication)."""
+def test_a_node_on_another_host_reaches_the_embedded_services_only_by_node_links(tmp_path) -> None:
+    """Issue 27 items 1 and 8: the embedded PostgreSQL, Redis and Temporal listen on the head's loopback
+    only (no TLS in the wheels, no authentication in the dev server); another host's node needs the
+    mutual-TLS node links, or external services."""
     from cluster.placement import placement_problem
 
     head = Settings(var_dir=tmp_path, bind_host="10.0.0.5", s3_endpoint="s3.example:9000")
     assert head.effective_temporal_address().startswith("127.0.0.1:"), "not on bind_host: it would be an open door"
+    assert "@127.0.0.1:" in head.effective_postgres_dsn() and "//127.0.0.1:" in head.effective_redis_url()
     remote = Node("o", "10.0.0.7", frozenset({"web"}), False)
-    assert "temporal_address" in (placement_problem(head, remote) or "")
+    assert "tls_ca_file" in (placement_problem(head, remote) or "")
     same_host = Node("l", "127.0.0.1", frozenset({"worker", "dimse"}), False)
     assert placement_problem(head, same_host) is None
-    external = head.model_copy(update={"temporal_address": "temporal.example:7233"})
+    linked = head.model_copy(
+        update={"tls_cert_file": tmp_path / "a.pem", "tls_key_file": tmp_path / "a.key", "tls_ca_file": tmp_path / "ca.pem"}
+    )
+    assert placement_problem(linked, remote) is None
+    external = head.model_copy(
+        update={"temporal_address": "temporal.example:7233", "postgres_dsn": "host=db", "redis_url": "rediss://cache:6380/0"}
+    )
     assert placement_problem(external, remote) is None
 
 
