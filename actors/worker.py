@@ -17,6 +17,7 @@ import dimse
 from activities.commitment_steps import CommitmentActivities
 from activities.context import ActivityContext
 from activities.retrieve_steps import RetrieveActivities
+from activities.routing_steps import RoutingActivities
 from activities.study_steps import StudyActivities
 from actors.loop_thread import LoopThread
 from archive.config.settings import Settings
@@ -36,7 +37,12 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     # the client is made here, inside the process: it cannot be pickled into an actor
     client = await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal_namespace)
     ctx = await ActivityContext.open(settings)
-    activities = [*StudyActivities(ctx).all(), *CommitmentActivities(ctx).all(), *RetrieveActivities(ctx).all()]
+    activities = [
+        *StudyActivities(ctx).all(),
+        *CommitmentActivities(ctx).all(),
+        *RetrieveActivities(ctx).all(),
+        *RoutingActivities(ctx).all(),
+    ]
     reconciler = asyncio.create_task(reconcile_forever(client, ctx.pool, settings))
     sweeper = asyncio.create_task(sweep_forever(ctx.blobs, ctx.pool, settings))
     try:

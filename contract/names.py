@@ -31,6 +31,13 @@ def commitment_workflow_id(tenant: str, transaction_uid: str) -> str:
     return f"commit:{tenant}:{transaction_uid}"
 
 
+ROUTE_STUDY = "route_study"  # the study workflow's last step: start the forwards its rules ask for
+
+
+def forward_workflow_id(tenant: str, rule: str, study_uid: str) -> str:
+    return f"forward:{tenant}:{rule}:{study_uid}"
+
+
 RETRIEVE_SEND = "send_retrieve"
 RETRIEVE_FINISH = "finish_retrieve"
 RETRIEVE_WORKFLOW = "RetrieveWorkflow"

@@ -93,5 +93,8 @@ def accepted_syntaxes(assoc: Association, sop_class: str) -> set[str]:
 
 def store(assoc: Association, ds: Dataset | Path, message_id: int, originator_ae: str, originator_message_id: int) -> int | None:
     """The destination's C-STORE status; None when no valid response came. A Path is sent as stored."""
-    response = assoc.send_c_store(ds, msg_id=message_id, originator_aet=originator_ae, originator_id=originator_message_id)
+    # a forward has no C-MOVE behind it: no Move Originator attributes at all, rather than empty ones
+    response = assoc.send_c_store(
+        ds, msg_id=message_id, originator_aet=originator_ae or None, originator_id=originator_message_id or None
+    )
     return int(response.Status) if response is not None and "Status" in response else None

@@ -33,6 +33,7 @@ STORESCP_B_AE = "STORESCP_B"  # a C-MOVE destination that belongs to tenant "ten
 QR_SERVICES = ["find", "move", "get"]
 UPS_AE = "UPSSCU"  # a modality of tenant "ups", whose worklist UPS-RS fills
 SENDER_AE = "SENDER"  # `dicomflow send` into tenant "send"
+ROUTE_AE = "ROUTER_MOD"  # a modality of tenant "route", whose MR studies a forwarding rule sends onward
 LOOPBACK = ["127.0.0.0/8"]
 REFETCH_SECONDS = 5  # an unknown key id refetches the issuer's keys at most this often
 OHIF_ORIGIN = "http://localhost:3000"  # a viewer served from elsewhere, allowed by CORS
@@ -93,9 +94,14 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
             QR_OTHER_AE: {"allowed_hosts": LOOPBACK, "tenant": "tenantb", "services": QR_SERVICES},
             UPS_AE: {"allowed_hosts": LOOPBACK, "tenant": "ups", "services": ["worklist", "mpps"]},
             SENDER_AE: {"allowed_hosts": LOOPBACK, "tenant": "send", "services": ["store"]},
+            ROUTE_AE: {"allowed_hosts": LOOPBACK, "tenant": "route", "services": ["store"]},
             STORESCP_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
             STORESCP_B_AE: {"host": "127.0.0.1", "port": storescp_port, "tenant": "tenantb", "services": []},
         },
+        forward_rules=[  # tests/test_forwarding.py
+            {"name": "mr-to-pacs", "tenant": "route", "match": {"ModalitiesInStudy": "MR"}, "to": {"ae": STORESCP_AE}},
+            {"name": "ct-to-pacs", "tenant": "route", "match": {"ModalitiesInStudy": "CT"}, "to": {"ae": STORESCP_AE}},
+        ],
         cors_allow_origins=[OHIF_ORIGIN],
         tls_cert_file=str(pki["server"]),
         tls_key_file=str(pki["server_key"]),

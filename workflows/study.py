@@ -23,6 +23,8 @@ with workflow.unsafe.imports_passed_through():
 SIGNAL = names.STUDY_SIGNAL
 # workflows started before local steps replay with every step as an activity
 LOCAL_STEPS_PATCH = "local-sql-steps"
+# ... and those started before forwarding replay without the routing step
+ROUTING_PATCH = "route-after-processing"
 HISTORY_LIMIT = 3000  # events; the SDK suggests continue-as-new near 4,096 and refuses at 50k/10k signals
 
 STEP_RETRY = RetryPolicy(
@@ -84,6 +86,8 @@ class StudyWorkflow:
                 break
             if self._cut_due():
                 self._continue_as_new(params)
+        if workflow.patched(ROUTING_PATCH):
+            await self._route(ref)
         self.state = "failed" if self.failed else "complete"
         self._publish()
         return StudyOutcome(params.tenant, params.study_uid, self.total, self.failed, self.state, steps, self.deleted)
@@ -132,6 +136,14 @@ class StudyWorkflow:
                 self.failed += result.failed
             results.append(result)
         return results
+
+    @staticmethod
+    async def _route(ref: StudyRef) -> list[str]:
+        """Start the forwards the rules ask for (each its own workflow); a study no rule names costs
+        one local activity marker."""
+        return await workflow.execute_local_activity(
+            names.ROUTE_STUDY, ref, result_type=list[str], start_to_close_timeout=timedelta(minutes=2), retry_policy=STEP_RETRY
+        )
 
     @staticmethod
     async def _step(step: str, ref: StudyRef) -> StepResult:

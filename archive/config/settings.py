@@ -19,6 +19,7 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 from archive.config.embedded_secrets import OIDC_CACHE, POSTGRES_APP, REDIS, read_secret
 from archive.config.settings_env import EnvSettingError, LenientEnvSource
 from archive.pixels.limits import INTERPRETER_BYTES, DecodeLimits, Limits
+from archive.routing.rules import ForwardRule
 
 ENV_PREFIX = "DICOMFLOW_"
 EMBEDDED_OWNER_ROLE = "dicomflow"
@@ -145,6 +146,9 @@ class Settings(BaseSettings):
     # DICOMweb over HTTPS on http_port, with the same certificate and key (BCP 195 profiles: TLS 1.2+)
     https: bool = False
     ae_table: dict[str, AEEntry] = Field(default_factory=dict)
+    # forwarding rules (archive/routing/rules.py): each matching study is sent to an AE-table entry by a
+    # workflow `forward:{tenant}:{rule}:{StudyInstanceUID}`; in the environment as a JSON list
+    forward_rules: list[ForwardRule] = Field(default_factory=list)
     scp_processes: int = Field(1, ge=1, le=64)  # per node with the dimse role
 
     # the cluster: roles of the node `up` starts (Ray custom resources), workflow worker actors
@@ -269,6 +273,17 @@ class Settings(BaseSettings):
                 f"serve_max_replicas ({self.serve_max_replicas}) is below serve_replicas ({self.serve_replicas}), "
                 "the autoscaling minimum"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _forwarding_needs_reachable_destinations(self) -> "Settings":
+        names = [rule.name for rule in self.forward_rules]
+        if len(set(names)) != len(names):
+            raise ValueError("forward_rules: two rules have the same name")
+        for rule in self.forward_rules:
+            entry = self.ae_table.get(rule.to.ae)
+            if entry is None or not entry.reachable:
+                raise ValueError(f"forward rule {rule.name!r} sends to {rule.to.ae!r}, which has no host and port in ae_table")
         return self
 
     @model_validator(mode="after")

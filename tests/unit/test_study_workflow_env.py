@@ -76,7 +76,14 @@ class FakeArchive:
         del self.instances[sop]
 
     def all(self) -> list:
-        return [self.store, self.verify, self.commit, self.transcode, self.index, self.generate_json]
+        return [self.store, self.verify, self.commit, self.transcode, self.index, self.generate_json, self.route]
+
+    @activity.defn(name=names.ROUTE_STUDY)
+    async def route(self, ref: StudyRef) -> list[str]:
+        """Forwarding starts once, after the study's last pass (the rules live in the real activity)."""
+        assert ref == self.ref
+        self.calls.append((names.ROUTE_STUDY, self.passes))
+        return []
 
     def _in(self, state: str) -> list[FakeInstance]:
         return [item for item in self.instances.values() if item.state == state]
@@ -259,7 +266,7 @@ def test_counts_survive_continue_as_new(batches, delete, end_state):
         assert params.modality == "CT"
 
     # the steps really ran, in order, once per pass, over every instance
-    assert archive.calls == [(step, number) for number in (1, 2, 3) for step in names.STUDY_STEPS]
+    assert archive.calls == [(step, number) for number in (1, 2, 3) for step in names.STUDY_STEPS] + [(names.ROUTE_STUDY, 3)]
     assert not archive.during, f"arrivals that never happened: {list(archive.during)}"
     states = [item.state for item in archive.instances.values()]
     assert states.count("failed") == failed

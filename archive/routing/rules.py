@@ -1,0 +1,67 @@
+"""Forwarding rules: which studies go where. A rule is data (settings seed it); whether a study
+matches is a QIDO-RS study query (archive/query), so a rule's `match` means exactly what the same
+keys mean to a viewer's search: wildcards, lists, date ranges, ModalitiesInStudy."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel, Field, field_validator
+
+from archive.query.attributes import BY_KEYWORD
+from archive.query.builder import MatchKey, QuerySpec, build
+from archive.query.qido import build_qido
+from archive.query.retrieve import MAX_INSTANCES
+
+_RULE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")  # it appears in workflow ids
+
+
+class ForwardTarget(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    ae: str = Field(min_length=1, max_length=16)  # an AE-table entry with host and port
+
+
+class ForwardRule(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    name: str
+    tenant: str | None = None  # None: every tenant
+    when: Literal["study"] = "study"  # once the study is stable and processed
+    match: dict[str, str] = Field(default_factory=dict)  # QIDO keys on the study; empty sends everything
+    to: ForwardTarget
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not _RULE_NAME.match(value):
+            raise ValueError("a rule name is 1-40 lower-case letters, digits and hyphens (it appears in workflow ids)")
+        return value
+
+    @field_validator("match")
+    @classmethod
+    def _known_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        query = build_qido("study", "default", {k: [v] for k, v in value.items()})  # BadQuery: a malformed value
+        ignored = [w for w in query.warnings if "ignored" in w]
+        if ignored:
+            raise ValueError(f"match keys a study query cannot use: {ignored[0]}")
+        return value
+
+    def applies_to(self, tenant: str) -> bool:
+        return self.tenant in (None, tenant)
+
+
+async def study_matches(pool: AsyncConnectionPool, rule: ForwardRule, tenant: str, study_uid: str) -> bool:
+    params = {**{k: [v] for k, v in rule.match.items()}, "StudyInstanceUID": [study_uid], "limit": ["1"]}
+    query = build_qido("study", tenant, params)
+    async with pool.connection() as conn:
+        return await (await conn.execute(query.sql, query.params)).fetchone() is not None
+
+
+def study_instances(tenant: str, study_uid: str) -> tuple[str, list[Any]]:
+    """A SELECT of the study's SOP Instance UIDs, in the order a retrieve sends them."""
+    keys = [MatchKey(BY_KEYWORD["StudyInstanceUID"], study_uid)]
+    query = build(QuerySpec("instance", tenant, keys, [BY_KEYWORD["SOPInstanceUID"]], limit=MAX_INSTANCES))
+    return f"SELECT q.sop_uid FROM ({query.sql}) AS q", query.params
