@@ -14,6 +14,7 @@ from archive.identity import Role
 from serve.admin import router as admin_router
 from serve.audit_middleware import AuditMiddleware
 from serve.capabilities import router as capabilities_router
+from serve.changefeed import router as changefeed_router
 from serve.delete import router as delete_router
 from serve.deps import SettingsDep, authenticate
 from serve.errors import install_error_handlers
@@ -33,6 +34,7 @@ from serve.wado_retrieve import router as wado_retrieve_router
 
 # wado_retrieve last: its /studies/{study} must not shadow the others
 DICOMWEB_ROUTERS: list[APIRouter] = [
+    changefeed_router,
     stow_router,
     qido_router,
     wado_metadata_router,

@@ -30,8 +30,16 @@ async def delete_objects(
         await lock_study(conn, tenant, study_uid, exclusive=True)
         # study row before series rows, the order refresh_aggregates takes them in
         await conn.execute("SELECT 1 FROM study WHERE tenant = %s AND study_uid = %s FOR UPDATE", (tenant, study_uid))
+        # the change feed's rows in the same statement (archive/index/change_feed.py)
         rows = await (
-            await conn.execute(f"DELETE FROM instance WHERE {where} RETURNING blob_key, transcoded_key, series_uid", params)
+            await conn.execute(
+                f"""WITH d AS (DELETE FROM instance WHERE {where}
+                               RETURNING blob_key, transcoded_key, series_uid, tenant, study_uid, sop_uid, sop_class_uid),
+                         f AS (INSERT INTO change_feed (tenant, action, study_uid, series_uid, sop_uid, sop_class_uid)
+                               SELECT tenant, 'delete', study_uid, series_uid, sop_uid, sop_class_uid FROM d)
+                    SELECT blob_key, transcoded_key, series_uid FROM d""",
+                params,
+            )
         ).fetchall()
         out.instances = len(rows)
         out.blob_keys = [k for row in rows for k in row[:2] if k]

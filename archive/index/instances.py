@@ -82,6 +82,9 @@ _PARENTS = """
 """
 _REOPEN = """UPDATE study SET state = 'receiving'
           WHERE tenant = %(tenant)s AND study_uid = %(study_uid)s AND state <> 'receiving'"""
+# the change feed's row, in the statement that makes the change (archive/index/change_feed.py)
+_FEED = """INSERT INTO change_feed (tenant, action, study_uid, series_uid, sop_uid, sop_class_uid)
+          SELECT %(tenant)s, '{action}', %(study_uid)s, %(series_uid)s, %(sop_uid)s, %(sop_class_uid)s"""
 # One round trip per instance: the parents are upserted in the same statement (DO NOTHING keeps
 # concurrent receipts of one study from queueing on its row; the workflow's index step refreshes
 # study and series attributes). A study that was ready flips back to 'receiving', so queries count
@@ -99,7 +102,10 @@ _INSERT = (
           ON CONFLICT DO NOTHING RETURNING 1),
     r AS ("""
     + _REOPEN
-    + """ AND EXISTS (SELECT 1 FROM i))
+    + """ AND EXISTS (SELECT 1 FROM i)),
+    f AS ("""
+    + _FEED.format(action="create")
+    + """ WHERE EXISTS (SELECT 1 FROM i))
     SELECT 1 FROM i"""
 )
 _REPLACE = (
@@ -107,6 +113,8 @@ _REPLACE = (
     + _PARENTS
     + ", r AS ("
     + _REOPEN
+    + "), f AS ("
+    + _FEED.format(action="update")
     + """)
     UPDATE instance SET series_uid = %(series_uid)s, study_uid = %(study_uid)s, sop_class_uid = %(sop_class_uid)s,
         instance_number = %(instance_number)s, transfer_syntax = %(transfer_syntax)s,

@@ -295,6 +295,24 @@ MIGRATIONS: list[str] = [
     # 15: an instance's state is one of archive.index.instance_state.InstanceState
     "ALTER TABLE instance ADD CONSTRAINT instance_state_known"
     " CHECK (state IN ('received', 'stored', 'verified', 'committed', 'failed'))",
+    # 16: the change feed (archive/index/change_feed.py): a row per stored, replaced or deleted
+    # instance, written by the statement that makes the change; `sequence` is given in commit order
+    """
+    CREATE TABLE change_feed (
+        id             bigserial PRIMARY KEY,
+        tenant         text NOT NULL,
+        sequence       bigint,
+        action         text NOT NULL CHECK (action IN ('create', 'update', 'delete')),
+        study_uid      text NOT NULL,
+        series_uid     text NOT NULL,
+        sop_uid        text NOT NULL,
+        sop_class_uid  text,
+        occurred_at    timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE UNIQUE INDEX change_feed_sequence_idx ON change_feed (tenant, sequence) WHERE sequence IS NOT NULL;
+    CREATE INDEX change_feed_unsequenced_idx ON change_feed (id) WHERE sequence IS NULL;
+    CREATE INDEX change_feed_instance_idx ON change_feed (tenant, sop_uid, sequence);
+    """,
 ]
 
 
