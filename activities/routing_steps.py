@@ -1,7 +1,7 @@
-"""Forwarding: the study workflow's last step starts one forward per matching rule. A forward is a
-retrieve the archive asks of itself: its instances are listed in the index like a C-MOVE's and a
-RetrieveWorkflow with the id `forward:{tenant}:{rule}:{StudyInstanceUID}` sends them over the
-same C-STORE SCU side, resuming at the first unacknowledged instance after any crash."""
+"""Forwarding: the study workflow's last step signals one ForwardWorkflow per matching rule
+(`forward:{tenant}:{rule}:{StudyInstanceUID}`, started if it is not running), and that workflow
+lists, each round, what its destination has not acknowledged yet: a retrieve in the index that
+the C-MOVE sending step sends, resuming at the first unacknowledged instance after any crash."""
 
 from __future__ import annotations
 
@@ -9,16 +9,20 @@ import logging
 import uuid
 
 from temporalio import activity
-from temporalio.common import WorkflowIDConflictPolicy
 
 from activities.context import ActivityContext
 from archive.index import retrieves
 from archive.query.retrieve import MAX_INSTANCES
-from archive.routing.rules import ForwardRule, study_instances, study_matches
+from archive.routing.rules import ForwardRule, owed_instances, study_matches
 from contract import names
-from contract.payloads import RetrieveRequest, StudyRef
+from contract.payloads import ForwardRequest, RetrieveRequest, StudyRef
 
 log = logging.getLogger("dicomflow.routing")
+
+
+def requester(rule: str) -> str:
+    """How a forward's retrieves are recorded (retrieve.requested_by): what tells them from C-MOVEs."""
+    return f"forward:{rule}"
 
 
 class RoutingActivities:
@@ -26,32 +30,44 @@ class RoutingActivities:
         self.ctx = ctx
 
     def all(self) -> list:
-        return [self.route]
+        return [self.route, self.list_owed]
 
     @activity.defn(name=names.ROUTE_STUDY)
     async def route(self, ref: StudyRef) -> list[str]:
-        """The rules whose forward was started (or is already running) for this study."""
-        started = []
+        """The rules whose forward was told about this study (started, or signalled while it runs)."""
+        told = []
         for rule in self.ctx.settings.forward_rules:
             if rule.applies_to(ref.tenant) and await study_matches(self.ctx.pool, rule, ref.tenant, ref.study_uid):
-                await self._forward(rule, ref)
-                started.append(rule.name)
-        return started
+                await self._tell(rule, ref)
+                told.append(rule.name)
+        return told
 
-    async def _forward(self, rule: ForwardRule, ref: StudyRef) -> None:
-        workflow_id = names.forward_workflow_id(ref.tenant, rule.name, ref.study_uid)
-        retrieve_id = uuid.uuid4().hex
-        sql, params = study_instances(ref.tenant, ref.study_uid)
-        total = await retrieves.create(
-            self.ctx.pool, retrieve_id, ref.tenant, f"forward:{rule.name}", rule.to.ae, sql, params, MAX_INSTANCES
-        )
-        request = RetrieveRequest(ref.tenant, retrieve_id, rule.to.ae, "", 0, total)
-        # a study processed again while its forward still runs joins that run (it sends the study as listed)
+    async def _tell(self, rule: ForwardRule, ref: StudyRef) -> None:
         await activity.client().start_workflow(
-            names.RETRIEVE_WORKFLOW,
-            request,
-            id=workflow_id,
+            names.FORWARD_WORKFLOW,
+            ForwardRequest(ref.tenant, rule.name, ref.study_uid, rule.to.ae),
+            id=names.forward_workflow_id(ref.tenant, rule.name, ref.study_uid),
             task_queue=self.ctx.settings.temporal_task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            start_signal=names.FORWARD_SIGNAL,
         )
-        log.info("forward %s: %d instances of a study to %s (%s)", rule.name, total, rule.to.ae, workflow_id)
+
+    @activity.defn(name=names.FORWARD_LIST)
+    async def list_owed(self, request: ForwardRequest) -> RetrieveRequest:
+        """A retrieve of the study's instances this rule's destination has not acknowledged (of no
+        instances, and recorded nowhere, when nothing is owed)."""
+        sql, params = owed_instances(request.tenant, request.study_uid, requester(request.rule), request.destination_ae)
+        retrieve_id = uuid.uuid4().hex
+        total = await retrieves.create_if_any(
+            self.ctx.pool,
+            retrieve_id,
+            request.tenant,
+            requester(request.rule),
+            request.destination_ae,
+            sql,
+            params,
+            MAX_INSTANCES,
+        )
+        if not total:
+            return RetrieveRequest(request.tenant, "", request.destination_ae, "", 0, 0)
+        log.info("forward %s: %d instances of a study owed to %s", request.rule, total, request.destination_ae)
+        return RetrieveRequest(request.tenant, retrieve_id, request.destination_ae, "", 0, total)

@@ -25,6 +25,7 @@ from archive.priority import normal_priority
 from archive.services.sweeper import sweep_forever
 from receiving.reconciler import reconcile_forever
 from workflows.commitment import StorageCommitmentWorkflow
+from workflows.forward import ForwardWorkflow
 from workflows.retrieve import RetrieveWorkflow
 from workflows.study import StudyWorkflow
 
@@ -49,7 +50,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         async with Worker(
             client,
             task_queue=settings.temporal_task_queue,
-            workflows=[StudyWorkflow, StorageCommitmentWorkflow, RetrieveWorkflow],
+            workflows=[StudyWorkflow, StorageCommitmentWorkflow, RetrieveWorkflow, ForwardWorkflow],
             activities=activities,
             activity_executor=ThreadPoolExecutor(max_workers=4),
             max_concurrent_activities=8,

@@ -32,6 +32,9 @@ def commitment_workflow_id(tenant: str, transaction_uid: str) -> str:
 
 
 ROUTE_STUDY = "route_study"  # the study workflow's last step: start the forwards its rules ask for
+FORWARD_WORKFLOW = "ForwardWorkflow"
+FORWARD_SIGNAL = "study_processed"  # the study was processed (again): there may be more to send
+FORWARD_LIST = "list_forward"  # what the destination has not acknowledged yet, as a retrieve to send
 
 
 def forward_workflow_id(tenant: str, rule: str, study_uid: str) -> str:

@@ -101,3 +101,13 @@ class RetrieveOutcome:
 class RetrieveEnd:
     request: RetrieveRequest
     gave_up: str | None = None  # why what is still owed will not be sent
+
+
+@dataclass
+class ForwardRequest:
+    """One forwarding rule's sending of one study: what is owed is listed afresh each round."""
+
+    tenant: str
+    rule: str
+    study_uid: str
+    destination_ae: str

@@ -5,6 +5,7 @@ dcmtk storescp; a rule that does not match starts nothing."""
 from __future__ import annotations
 
 import subprocess
+import time
 
 from pydicom import dcmread
 from temporalio.client import WorkflowExecutionStatus
@@ -38,3 +39,52 @@ def test_a_matching_study_is_forwarded_to_the_rules_destination(stack, data_dir,
     assert set(got) == {str(h.SOPInstanceUID) for h in headers}, "every instance of the study reached the destination"
     assert all(str(ds.StudyInstanceUID) == study for ds in got.values())
     assert not run(list_ids(s, f"WorkflowId = 'forward:route:ct-to-pacs:{study}'")), "the CT rule does not match an MR study"
+
+
+def _dcmsend(stack, paths) -> None:
+    s = stack.settings
+    sent = subprocess.run(
+        ["dcmsend", "-aet", ROUTE_AE, "-aec", s.ae_title, "127.0.0.1", str(s.dimse_port), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert sent.returncode == 0, sent.stderr[-2000:]
+
+
+def _wait_for_files(folder, count: int, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while len([p for p in folder.glob("*") if p.is_file()]) < count:
+        assert time.monotonic() < deadline, f"{folder}: {len(list(folder.glob('*')))} of {count} instances arrived"
+        time.sleep(0.5)
+
+
+def test_a_destination_down_at_first_gets_everything_and_later_instances_go_alone(stack, data_dir, storescp_port, tmp_path):
+    """The PACS is down when the study is processed: the forward retries until it is up, then sends
+    the study. Two instances added to the study afterwards are sent on their own, not the study again."""
+    from tests.test_durability import new_study
+
+    payloads = new_study(data_dir, 5)  # a real GE MR series, re-stamped into a study of its own
+    files = []
+    for number, payload in enumerate(payloads):
+        files.append(tmp_path / f"{number}.dcm")
+        files[-1].write_bytes(payload)
+    uids = [str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files]
+    study = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    s = stack.settings
+    _dcmsend(stack, files[:3])
+    assert run(wait_completed(s, [f"study:route:{study}"], timeout=180)) == {
+        f"study:route:{study}": WorkflowExecutionStatus.COMPLETED
+    }
+    time.sleep(3)  # the forward has met a closed port by now, and retries
+    first = tmp_path / "pacs-first"
+    with storescp(storescp_port, first, accept_all=True):
+        forward = f"forward:route:mr-to-pacs:{study}"
+        assert run(wait_completed(s, [forward], timeout=180)) == {forward: WorkflowExecutionStatus.COMPLETED}
+        assert set(received(first)) == set(uids[:3])
+    later = tmp_path / "pacs-later"
+    with storescp(storescp_port, later, accept_all=True):
+        _dcmsend(stack, files[3:])
+        _wait_for_files(later, 2)
+        time.sleep(2)  # anything sent twice would have come by now
+    assert set(received(later)) == set(uids[3:]), "only the instances the destination had not acknowledged"

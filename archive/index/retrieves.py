@@ -68,6 +68,24 @@ async def create(
     return total
 
 
+async def create_if_any(
+    pool: AsyncConnectionPool,
+    retrieve_id: str,
+    tenant: str,
+    requested_by: str,
+    destination: str,
+    instances_sql: str,
+    params: list[Any],
+    max_instances: int,
+) -> int:
+    """As `create`, but nothing is recorded when the SELECT finds no instance; how many it found."""
+    async with pool.connection() as conn:
+        row = await (await conn.execute(f"SELECT count(*) FROM ({instances_sql}) AS m", params)).fetchone()
+    if not row or not row[0]:
+        return 0
+    return await create(pool, retrieve_id, tenant, requested_by, destination, instances_sql, params, max_instances)
+
+
 async def recorded_as(pool: AsyncConnectionPool, retrieve_id: str) -> tuple[str, str] | None:
     """The tenant and destination the SCP recorded for this retrieve; None when it recorded none."""
     async with pool.connection() as conn:

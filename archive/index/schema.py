@@ -313,6 +313,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX change_feed_unsequenced_idx ON change_feed (id) WHERE sequence IS NULL;
     CREATE INDEX change_feed_instance_idx ON change_feed (tenant, sop_uid, sequence);
     """,
+    # 17: what a forward already delivered, by instance (archive/routing/rules.owed_instances)
+    "CREATE INDEX retrieve_item_sop_idx ON retrieve_item (sop_uid)",
 ]
 
 

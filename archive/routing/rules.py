@@ -60,8 +60,14 @@ async def study_matches(pool: AsyncConnectionPool, rule: ForwardRule, tenant: st
         return await (await conn.execute(query.sql, query.params)).fetchone() is not None
 
 
-def study_instances(tenant: str, study_uid: str) -> tuple[str, list[Any]]:
-    """A SELECT of the study's SOP Instance UIDs, in the order a retrieve sends them."""
+def owed_instances(tenant: str, study_uid: str, requested_by: str, destination: str) -> tuple[str, list[Any]]:
+    """A SELECT of the study's SOP Instance UIDs, in the order a retrieve sends them, but those an
+    earlier forward by the same rule to the same destination got acknowledged (sent, or refused
+    for good: a destination's refusal is not retried by sending again)."""
     keys = [MatchKey(BY_KEYWORD["StudyInstanceUID"], study_uid)]
     query = build(QuerySpec("instance", tenant, keys, [BY_KEYWORD["SOPInstanceUID"]], limit=MAX_INSTANCES))
-    return f"SELECT q.sop_uid FROM ({query.sql}) AS q", query.params
+    sql = f"""SELECT q.sop_uid FROM ({query.sql}) AS q
+              WHERE NOT EXISTS (SELECT 1 FROM retrieve_item ri JOIN retrieve r ON r.id = ri.retrieve_id
+                                WHERE r.tenant = %s AND r.requested_by = %s AND r.destination = %s
+                                  AND ri.sop_uid = q.sop_uid AND ri.state <> 'pending')"""
+    return sql, [*query.params, tenant, requested_by, destination]
