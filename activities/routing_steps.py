@@ -13,16 +13,11 @@ from temporalio import activity
 from activities.context import ActivityContext
 from archive.index import retrieves
 from archive.query.retrieve import MAX_INSTANCES
-from archive.routing.rules import ForwardRule, owed_instances, study_matches
+from archive.routing.rules import ForwardRule, owed_instances, requester, study_matches
 from contract import names
 from contract.payloads import ForwardRequest, RetrieveRequest, StudyRef
 
 log = logging.getLogger("dicomflow.routing")
-
-
-def requester(rule: str) -> str:
-    """How a forward's retrieves are recorded (retrieve.requested_by): what tells them from C-MOVEs."""
-    return f"forward:{rule}"
 
 
 class RoutingActivities:

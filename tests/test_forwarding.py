@@ -39,6 +39,12 @@ def test_a_matching_study_is_forwarded_to_the_rules_destination(stack, data_dir,
     assert set(got) == {str(h.SOPInstanceUID) for h in headers}, "every instance of the study reached the destination"
     assert all(str(ds.StudyInstanceUID) == study for ds in got.values())
     assert not run(list_ids(s, f"WorkflowId = 'forward:route:ct-to-pacs:{study}'")), "the CT rule does not match an MR study"
+    # an operator tries the rules against the stored study
+    tried = stack.cli("forward", "test", "mr-to-pacs", study)
+    assert tried.returncode == 0 and "matches rule 'mr-to-pacs'" in tried.stdout and "0 instance(s)" in tried.stdout, tried.stdout
+    other = stack.cli("forward", "test", "ct-to-pacs", study)
+    assert other.returncode == 1 and "does not match" in other.stdout, other.stdout
+    assert stack.cli("forward", "test", "no-such-rule", study).returncode == 2
 
 
 def _dcmsend(stack, paths) -> None:

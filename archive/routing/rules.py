@@ -60,6 +60,11 @@ async def study_matches(pool: AsyncConnectionPool, rule: ForwardRule, tenant: st
         return await (await conn.execute(query.sql, query.params)).fetchone() is not None
 
 
+def requester(rule: str) -> str:
+    """How a forward's retrieves are recorded (retrieve.requested_by): what tells them from C-MOVEs."""
+    return f"forward:{rule}"
+
+
 def owed_instances(tenant: str, study_uid: str, requested_by: str, destination: str) -> tuple[str, list[Any]]:
     """A SELECT of the study's SOP Instance UIDs, in the order a retrieve sends them, but those an
     earlier forward by the same rule to the same destination got acknowledged (sent, or refused
