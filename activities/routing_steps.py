@@ -11,11 +11,12 @@ import uuid
 from temporalio import activity
 
 from activities.context import ActivityContext
+from archive.audit import AuditAction, AuditEvent, Outcome, record_now
 from archive.index import retrieves
 from archive.query.retrieve import MAX_INSTANCES
 from archive.routing.rules import ForwardRule, owed_instances, requester, study_matches
 from contract import names
-from contract.payloads import ForwardRequest, RetrieveRequest, StudyRef
+from contract.payloads import ForwardRequest, ForwardRound, RetrieveRequest, StudyRef
 
 log = logging.getLogger("dicomflow.routing")
 
@@ -25,7 +26,32 @@ class RoutingActivities:
         self.ctx = ctx
 
     def all(self) -> list:
-        return [self.route, self.list_owed]
+        return [self.route, self.list_owed, self.audit]
+
+    @activity.defn(name=names.FORWARD_AUDIT)
+    async def audit(self, sent: ForwardRound) -> None:
+        """PS3.15 DICOM Instances Transferred: the archive sent them on its own account."""
+        request, outcome = sent.request, sent.outcome
+        failed = outcome.failed > 0
+        await record_now(
+            self.ctx.pool,
+            AuditEvent(
+                action=AuditAction.RETRIEVE,
+                outcome=Outcome.MINOR_FAILURE if failed else Outcome.SUCCESS,
+                subject=requester(request.rule),
+                method="none",
+                source="forward",
+                tenant=request.tenant,
+                study_uid=request.study_uid,
+                detail={
+                    "destination": request.destination_ae,
+                    "rule": request.rule,
+                    "instances": outcome.completed,
+                    "warning": outcome.warning,
+                    "failed": outcome.failed,
+                },
+            ),
+        )
 
     @activity.defn(name=names.ROUTE_STUDY)
     async def route(self, ref: StudyRef) -> list[str]:

@@ -35,6 +35,7 @@ ROUTE_STUDY = "route_study"  # the study workflow's last step: start the forward
 FORWARD_WORKFLOW = "ForwardWorkflow"
 FORWARD_SIGNAL = "study_processed"  # the study was processed (again): there may be more to send
 FORWARD_LIST = "list_forward"  # what the destination has not acknowledged yet, as a retrieve to send
+FORWARD_AUDIT = "audit_forward"  # a round's instances transferred, in the audit trail
 
 
 def forward_workflow_id(tenant: str, rule: str, study_uid: str) -> str:

@@ -111,3 +111,11 @@ class ForwardRequest:
     rule: str
     study_uid: str
     destination_ae: str
+
+
+@dataclass
+class ForwardRound:
+    """What one round of a forward sent, for the audit trail."""
+
+    request: ForwardRequest
+    outcome: RetrieveOutcome

@@ -4,13 +4,16 @@ dcmtk storescp; a rule that does not match starts nothing."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 
+import requests
 from pydicom import dcmread
 from temporalio.client import WorkflowExecutionStatus
 
 from testkit.temporal_waits import list_ids, wait_completed
+from tests.auth import operator_headers
 from tests.conftest import ROUTE_AE, run
 from tests.test_query_retrieve import received, storescp
 
@@ -39,6 +42,15 @@ def test_a_matching_study_is_forwarded_to_the_rules_destination(stack, data_dir,
     assert set(got) == {str(h.SOPInstanceUID) for h in headers}, "every instance of the study reached the destination"
     assert all(str(ds.StudyInstanceUID) == study for ds in got.values())
     assert not run(list_ids(s, f"WorkflowId = 'forward:route:ct-to-pacs:{study}'")), "the CT rule does not match an MR study"
+    # the audit trail has the transfer (PS3.15 DICOM Instances Transferred), /metrics the destination's counts
+    events = requests.get(
+        stack.url("/admin/audit"), params={"study": study, "limit": 100}, headers=operator_headers(), timeout=30
+    ).json()
+    sent = [e for e in events if e["source"] == "forward" and e["event_code"] == 110104]
+    assert sent and sent[0]["detail"]["instances"] == len(headers) and sent[0]["detail"]["destination"] == "STORESCP", events[:3]
+    metrics = requests.get(stack.url("/metrics"), headers=operator_headers(), timeout=30).text
+    completed = re.search(r'^dicomflow_forward_instances\{destination="STORESCP",state="completed"\} (\S+)$', metrics, re.M)
+    assert completed and float(completed.group(1)) >= len(headers), metrics[-2000:]
     # an operator tries the rules against the stored study
     tried = stack.cli("forward", "test", "mr-to-pacs", study)
     assert tried.returncode == 0 and "matches rule 'mr-to-pacs'" in tried.stdout and "0 instance(s)" in tried.stdout, tried.stdout

@@ -20,7 +20,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from contract import names
-    from contract.payloads import ForwardRequest, RetrieveEnd, RetrieveOutcome, RetrieveRequest
+    from contract.payloads import ForwardRequest, ForwardRound, RetrieveEnd, RetrieveOutcome, RetrieveRequest
 
 HEARTBEAT = timedelta(seconds=10)  # a killed worker's attempt is retried elsewhere after this
 PERSISTENT_RETRY = RetryPolicy(
@@ -52,7 +52,11 @@ class ForwardWorkflow:
                 names.FORWARD_LIST, request, result_type=RetrieveRequest, start_to_close_timeout=STEP_TIMEOUT
             )
             if retrieve.instances:
-                self.sent += (await self._send(retrieve)).completed
+                outcome = await self._send(retrieve)
+                self.sent += outcome.completed
+                await workflow.execute_local_activity(
+                    names.FORWARD_AUDIT, ForwardRound(request, outcome), start_to_close_timeout=STEP_TIMEOUT
+                )
             if self.signals == seen:
                 return self.sent
         workflow.continue_as_new(request)

@@ -203,6 +203,14 @@ class AuditLog:
             log.error("audit: %d events could not be written at shutdown", len(self._queue))
 
 
+async def record_now(pool: AsyncConnectionPool, event: AuditEvent) -> None:
+    """One event written at once, for a step that runs where no AuditLog writer does (a workflow's
+    activity): in the trail before the step reports done."""
+    placeholders = ", ".join(["%s"] * len(_COLUMNS))
+    async with pool.connection() as conn:
+        await conn.execute(f"INSERT INTO audit_event ({', '.join(_COLUMNS)}) VALUES ({placeholders})", event.row())
+
+
 @dataclass
 class AuditQuery:
     since: datetime | None = None
@@ -241,4 +249,4 @@ def as_json(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
 
 
-__all__ = ["AuditAction", "AuditEvent", "AuditLog", "AuditQuery", "Outcome", "as_json", "search_audit"]
+__all__ = ["AuditAction", "AuditEvent", "AuditLog", "AuditQuery", "Outcome", "as_json", "record_now", "search_audit"]

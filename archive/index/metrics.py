@@ -44,6 +44,20 @@ _QUERIES: list[tuple[str, str, list[str], str]] = [
     ),
     ("dicomflow_retrieves", "C-MOVE retrieves by state", ["state"], "SELECT state, count(*) FROM retrieve GROUP BY 1"),
     (
+        "dicomflow_forward_instances",
+        "Instances of forwards by destination and state (pending: the destination's queue; completed, warning, failed)",
+        ["destination", "state"],
+        "SELECT r.destination, ri.state, count(*) FROM retrieve r JOIN retrieve_item ri ON ri.retrieve_id = r.id"
+        " WHERE r.requested_by LIKE 'forward:%' GROUP BY 1, 2",
+    ),
+    (
+        "dicomflow_forward_oldest_pending_seconds",
+        "Age of the oldest forward still owing instances, by destination",
+        ["destination"],
+        "SELECT r.destination, extract(epoch FROM now() - min(r.created_at)) FROM retrieve r"
+        " WHERE r.requested_by LIKE 'forward:%' AND r.state = 'running' GROUP BY 1",
+    ),
+    (
         "dicomflow_refused_instances_total",
         "Instances refused at receipt (audit trail), by channel",
         ["source"],
