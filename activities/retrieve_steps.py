@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pynetdicom.association import Association
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -25,6 +27,7 @@ from archive.dicom import dicom_status as st
 from archive.index import retrieves
 from archive.index.retrieves import COMPLETED, FAILED, WARNING, Acknowledgements, ItemToSend
 from archive.pixels.decode_pool import DecodeRefused, shared_pool
+from archive.routing.deidentify import NotReleasable, deidentify, destination_key
 from archive.services.outbound import NoCommonSyntax, dataset_to_send
 from contract import names
 from contract.payloads import RetrieveEnd, RetrieveOutcome, RetrieveRequest
@@ -199,6 +202,8 @@ class RetrieveActivities:
         accepted = accepted_syntaxes(assoc, item.sop_class_uid)
         try:
             with self.ctx.blobs.local_copy(item.blob_key) as path:
+                if request.deidentify:
+                    return self._send_deidentified(request, assoc, path, item, accepted, message_id)
                 if item.transfer_syntax in accepted:
                     return self._send_file(request, assoc, path, message_id)
                 outgoing = dataset_to_send(
@@ -213,6 +218,28 @@ class RetrieveActivities:
                 raise ApplicationError(f"decompressing {item.sop_uid} for {request.destination_ae}: {err}") from None
             log.warning("retrieve %s: %s not sent: cannot be decompressed: %s", request.retrieve_id, item.sop_uid, err)
             return st.PROCESSING_FAILURE
+
+    def _send_deidentified(
+        self, request: RetrieveRequest, assoc: Association, path: Path, item: ItemToSend, accepted: set[str], message_id: int
+    ) -> int | None:
+        """A copy with the profile applied (never the stored bytes); an object it cannot make safe is not sent."""
+        assert item.transfer_syntax is not None
+        secret = self.ctx.settings.effective_deidentify_key()
+        if not secret:
+            raise ApplicationError("de-identified forwards need deidentify_key (made by `dicomflow up`)", non_retryable=True)
+        outgoing: Dataset
+        if item.transfer_syntax in accepted:
+            outgoing = dcmread(path)
+        else:
+            outgoing = dataset_to_send(
+                path, item.transfer_syntax, accepted, shared_pool(self.ctx.settings.decode_limits), self.ctx.blobs.spool_dir
+            )
+        try:
+            deidentify(outgoing, request.deidentify, destination_key(secret, request.destination_ae))
+        except NotReleasable as err:
+            log.warning("forward %s: %s not sent: %s", request.retrieve_id, item.sop_uid, err)
+            return st.PROCESSING_FAILURE
+        return store(assoc, outgoing, message_id, "", 0)
 
     def _send_file(self, request: RetrieveRequest, assoc: Association, path: Path, message_id: int) -> int | None:
         """As stored: straight to the socket where the association allows, else through pynetdicom."""

@@ -66,7 +66,7 @@ class RoutingActivities:
     async def _tell(self, rule: ForwardRule, ref: StudyRef) -> None:
         await activity.client().start_workflow(
             names.FORWARD_WORKFLOW,
-            ForwardRequest(ref.tenant, rule.name, ref.study_uid, rule.to.ae),
+            ForwardRequest(ref.tenant, rule.name, ref.study_uid, rule.to.ae, rule.deidentify or ""),
             id=names.forward_workflow_id(ref.tenant, rule.name, ref.study_uid),
             task_queue=self.ctx.settings.temporal_task_queue,
             start_signal=names.FORWARD_SIGNAL,
@@ -91,4 +91,4 @@ class RoutingActivities:
         if not total:
             return RetrieveRequest(request.tenant, "", request.destination_ae, "", 0, 0)
         log.info("forward %s: %d instances of a study owed to %s", request.rule, total, request.destination_ae)
-        return RetrieveRequest(request.tenant, retrieve_id, request.destination_ae, "", 0, total)
+        return RetrieveRequest(request.tenant, retrieve_id, request.destination_ae, "", 0, total, request.deidentify)

@@ -57,6 +57,7 @@ def node_settings(settings: Settings, node: Node) -> Settings:
             "redis_url": settings.effective_redis_url(),
             "temporal_address": settings.effective_temporal_address(),
             "oidc_cache_key": settings.effective_oidc_cache_key(),
+            "deidentify_key": settings.effective_deidentify_key(),
         }
     )
 

@@ -12,7 +12,7 @@ from typing import TypeVar
 from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict
 
-from archive.config.embedded_secrets import OIDC_CACHE, ensure_secret
+from archive.config.embedded_secrets import DEIDENTIFY, OIDC_CACHE, ensure_secret
 from archive.config.settings import Settings
 from archive.index.grants import grant_application_role
 from archive.index.schema import migrate
@@ -76,6 +76,8 @@ class Stack:
             self._timed("node links (mutual TLS to the embedded services)", self._start_node_links)
         if s.auth == "oidc" and not s.oidc_cache_key:
             ensure_secret(s.var_path, OIDC_CACHE)  # before any replica or SCP verifies a token
+        if any(rule.deidentify for rule in s.forward_rules) and not s.deidentify_key:
+            ensure_secret(s.var_path, DEIDENTIFY)
         self._timed("index schema", lambda: asyncio.run(_migrate(s, owner_dsn)))
         if s.postgres_dsn is None:
             lock_owner(s, str(conninfo_to_dict(owner_dsn)["password"]))

@@ -87,6 +87,7 @@ class RetrieveRequest:
     move_originator_ae: str
     move_originator_message_id: int
     instances: int = 0  # how many the SCP listed to send (0 in moves accepted before it was said)
+    deidentify: str = ""  # a forward's de-identification profile (archive/routing/deidentify.py); "" = as stored
 
 
 @dataclass
@@ -111,6 +112,7 @@ class ForwardRequest:
     rule: str
     study_uid: str
     destination_ae: str
+    deidentify: str = ""
 
 
 @dataclass

@@ -34,6 +34,8 @@ QR_SERVICES = ["find", "move", "get"]
 UPS_AE = "UPSSCU"  # a modality of tenant "ups", whose worklist UPS-RS fills
 SENDER_AE = "SENDER"  # `dicomflow send` into tenant "send"
 ROUTE_AE = "ROUTER_MOD"  # a modality of tenant "route", whose MR studies a forwarding rule sends onward
+RESEARCH_AE = "RESEARCH_MOD"  # a modality of tenant "research", whose studies go de-identified to RESEARCH_PACS
+RESEARCH_PACS_AE = "RESEARCH_PACS"  # a research archive (a storescp at the STORESCP port), any tenant
 LOOPBACK = ["127.0.0.0/8"]
 REFETCH_SECONDS = 5  # an unknown key id refetches the issuer's keys at most this often
 OHIF_ORIGIN = "http://localhost:3000"  # a viewer served from elsewhere, allowed by CORS
@@ -95,12 +97,15 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
             UPS_AE: {"allowed_hosts": LOOPBACK, "tenant": "ups", "services": ["worklist", "mpps"]},
             SENDER_AE: {"allowed_hosts": LOOPBACK, "tenant": "send", "services": ["store"]},
             ROUTE_AE: {"allowed_hosts": LOOPBACK, "tenant": "route", "services": ["store"]},
+            RESEARCH_AE: {"allowed_hosts": LOOPBACK, "tenant": "research", "services": ["store"]},
+            RESEARCH_PACS_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
             STORESCP_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
             STORESCP_B_AE: {"host": "127.0.0.1", "port": storescp_port, "tenant": "tenantb", "services": []},
         },
         forward_rules=[  # tests/test_forwarding.py
             {"name": "mr-to-pacs", "tenant": "route", "match": {"ModalitiesInStudy": "MR"}, "to": {"ae": STORESCP_AE}},
             {"name": "ct-to-pacs", "tenant": "route", "match": {"ModalitiesInStudy": "CT"}, "to": {"ae": STORESCP_AE}},
+            {"name": "research", "tenant": "research", "to": {"ae": RESEARCH_PACS_AE}, "deidentify": "basic"},
         ],
         cors_allow_origins=[OHIF_ORIGIN],
         tls_cert_file=str(pki["server"]),

@@ -106,3 +106,48 @@ def test_a_destination_down_at_first_gets_everything_and_later_instances_go_alon
         _wait_for_files(later, 2)
         time.sleep(2)  # anything sent twice would have come by now
     assert set(received(later)) == set(uids[3:]), "only the instances the destination had not acknowledged"
+
+
+def test_a_deidentified_forward_carries_no_identity_and_consistent_new_uids(stack, data_dir, storescp_port, tmp_path):
+    """The research rule applies PS3.15's Basic Profile (dicom-anonymizer's tables): no name, ID or
+    date of the original arrives, the new UIDs hold the study together and are the ones the
+    destination's key gives, and an object flagged with burned-in annotation is not sent at all."""
+    import io
+
+    from pydicom.filewriter import dcmwrite
+
+    from archive.routing.deidentify import consistent_uid, destination_key
+    from tests.conftest import RESEARCH_AE, RESEARCH_PACS_AE
+    from tests.test_durability import new_study
+
+    originals = [dcmread(io.BytesIO(p)) for p in new_study(data_dir, 4)]
+    originals[3].BurnedInAnnotation = "YES"
+    files = []
+    for number, ds in enumerate(originals):
+        files.append(tmp_path / f"{number}.dcm")
+        dcmwrite(files[-1], ds, enforce_file_format=True)
+    study, s = str(originals[0].StudyInstanceUID), stack.settings
+    out = tmp_path / "research"
+    with storescp(storescp_port, out, accept_all=True, aet=RESEARCH_PACS_AE):
+        sent = subprocess.run(
+            ["dcmsend", "-aet", RESEARCH_AE, "-aec", s.ae_title, "127.0.0.1", str(s.dimse_port), *map(str, files)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert sent.returncode == 0, sent.stderr[-2000:]
+        forward = f"forward:research:research:{study}"
+        assert run(wait_completed(s, [forward], timeout=180)) == {forward: WorkflowExecutionStatus.COMPLETED}
+    got = list(received(out).values())
+    assert len(got) == 3, "three sent; the one with burned-in annotation stayed home"
+    key = destination_key((s.var_path / "secrets" / "deidentify_key").read_text().strip(), RESEARCH_PACS_AE)
+    original = originals[0]
+    for ds in got:
+        assert ds.PatientIdentityRemoved == "YES" and "Basic Profile" in ds.DeidentificationMethod
+        assert str(ds.PatientName) != str(original.PatientName) and ds.PatientID != original.PatientID
+        dates = {str(e.value) for e in original.iterall() if e.VR == "DA" and e.value}
+        assert dates and not dates & {str(e.value) for e in ds.iterall() if e.VR == "DA" and e.value}, "an original date arrived"
+        assert str(ds.StudyInstanceUID) == consistent_uid(key, study), "the study's new UID, as the destination's key makes it"
+        assert str(ds.SeriesInstanceUID) == consistent_uid(key, str(original.SeriesInstanceUID))
+    assert {str(ds.SOPInstanceUID) for ds in got} == {consistent_uid(key, str(o.SOPInstanceUID)) for o in originals[:3]}
+    assert not {str(o.SOPInstanceUID) for o in originals} & {str(ds.SOPInstanceUID) for ds in got}

@@ -11,6 +11,7 @@ POSTGRES = "postgres_password"  # the owner role: runs migrations, owns every ta
 POSTGRES_APP = "postgres_app_password"  # the application role: no UPDATE/DELETE on the audit trail
 REDIS = "redis_password"
 OIDC_CACHE = "oidc_cache_key"  # the HMAC key of the OIDC keys cached in Redis
+DEIDENTIFY = "deidentify_key"  # the key of de-identified forwards' UID mapping (archive/routing/deidentify.py)
 
 
 def secret_path(var_path: Path, name: str) -> Path:

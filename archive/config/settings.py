@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 from pydantic_settings import SettingsError as PydanticSettingsError
 
-from archive.config.embedded_secrets import OIDC_CACHE, POSTGRES_APP, REDIS, read_secret
+from archive.config.embedded_secrets import DEIDENTIFY, OIDC_CACHE, POSTGRES_APP, REDIS, read_secret
 from archive.config.settings_env import EnvSettingError, LenientEnvSource
 from archive.pixels.limits import INTERPRETER_BYTES, DecodeLimits, Limits
 from archive.routing.rules import ForwardRule
@@ -149,6 +149,8 @@ class Settings(BaseSettings):
     # forwarding rules (archive/routing/rules.py): each matching study is sent to an AE-table entry by a
     # workflow `forward:{tenant}:{rule}:{StudyInstanceUID}`; in the environment as a JSON list
     forward_rules: list[ForwardRule] = Field(default_factory=list)
+    # the key de-identified forwards derive their new UIDs with; None = var/secrets/deidentify_key, made by up
+    deidentify_key: str | None = Field(None, min_length=16)
     scp_processes: int = Field(1, ge=1, le=64)  # per node with the dimse role
 
     # the cluster: roles of the node `up` starts (Ray custom resources), workflow worker actors
@@ -370,6 +372,9 @@ class Settings(BaseSettings):
     def embedded_temporal_ui_url(self) -> str:
         """The embedded Temporal Web UI on this host's loopback, where no identity is checked."""
         return f"http://{EMBEDDED_TEMPORAL_HOST}:{self.temporal_ui_port}{TEMPORAL_UI_PATH}/"
+
+    def effective_deidentify_key(self) -> str | None:
+        return self.deidentify_key or read_secret(self.var_path, DEIDENTIFY)
 
     def effective_oidc_cache_key(self) -> str | None:
         return self.oidc_cache_key or read_secret(self.var_path, OIDC_CACHE)

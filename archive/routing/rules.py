@@ -32,6 +32,7 @@ class ForwardRule(BaseModel):
     when: Literal["study"] = "study"  # once the study is stable and processed
     match: dict[str, str] = Field(default_factory=dict)  # QIDO keys on the study; empty sends everything
     to: ForwardTarget
+    deidentify: Literal["basic"] | None = None  # PS3.15 Basic Profile, new UIDs consistent per destination
 
     @field_validator("name")
     @classmethod
