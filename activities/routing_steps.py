@@ -66,7 +66,7 @@ class RoutingActivities:
     async def _tell(self, rule: ForwardRule, ref: StudyRef) -> None:
         await activity.client().start_workflow(
             names.FORWARD_WORKFLOW,
-            ForwardRequest(ref.tenant, rule.name, ref.study_uid, rule.to.ae, rule.deidentify or ""),
+            ForwardRequest(ref.tenant, rule.name, ref.study_uid, rule.to.destination, rule.deidentify or "", rule.to.kind),
             id=names.forward_workflow_id(ref.tenant, rule.name, ref.study_uid),
             task_queue=self.ctx.settings.temporal_task_queue,
             start_signal=names.FORWARD_SIGNAL,

@@ -18,6 +18,7 @@ from activities.commitment_steps import CommitmentActivities
 from activities.context import ActivityContext
 from activities.retrieve_steps import RetrieveActivities
 from activities.routing_steps import RoutingActivities
+from activities.stow_forward import StowForwardActivities
 from activities.study_steps import StudyActivities
 from actors.loop_thread import LoopThread
 from archive.config.settings import Settings
@@ -43,6 +44,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         *CommitmentActivities(ctx).all(),
         *RetrieveActivities(ctx).all(),
         *RoutingActivities(ctx).all(),
+        *StowForwardActivities(ctx).all(),
     ]
     reconciler = asyncio.create_task(reconcile_forever(client, ctx.pool, settings))
     sweeper = asyncio.create_task(sweep_forever(ctx.blobs, ctx.pool, settings))

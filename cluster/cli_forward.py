@@ -25,7 +25,7 @@ async def _try(settings: Settings, rule: ForwardRule, tenant: str, study: str) -
     try:
         if not await study_matches(pool, rule, tenant, study):
             return False, 0
-        sql, params = owed_instances(tenant, study, requester(rule.name), rule.to.ae)
+        sql, params = owed_instances(tenant, study, requester(rule.name), rule.to.destination)
         async with pool.connection() as conn:
             row = await (await conn.execute(f"SELECT count(*) FROM ({sql}) AS m", params)).fetchone()
         return True, int(row[0]) if row else 0
@@ -52,6 +52,6 @@ def cmd_forward(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     print(
         f"forward: study {args.study} in tenant {tenant!r} matches rule {rule.name!r}; "
-        f"{owed} instance(s) not yet acknowledged by {rule.to.ae} would be sent"
+        f"{owed} instance(s) not yet acknowledged by {rule.to.destination} would be sent"
     )
     return 0

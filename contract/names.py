@@ -36,6 +36,7 @@ FORWARD_WORKFLOW = "ForwardWorkflow"
 FORWARD_SIGNAL = "study_processed"  # the study was processed (again): there may be more to send
 FORWARD_LIST = "list_forward"  # what the destination has not acknowledged yet, as a retrieve to send
 FORWARD_AUDIT = "audit_forward"  # a round's instances transferred, in the audit trail
+FORWARD_STOW_SEND = "send_forward_stow"  # a forward's owed instances over STOW-RS
 
 
 def forward_workflow_id(tenant: str, rule: str, study_uid: str) -> str:

@@ -111,8 +111,9 @@ class ForwardRequest:
     tenant: str
     rule: str
     study_uid: str
-    destination_ae: str
+    destination_ae: str  # the destination as the index names it: an AE title, or stow:{url}
     deidentify: str = ""
+    via: str = "dimse"  # dimse | stow
 
 
 @dataclass
@@ -121,3 +122,11 @@ class ForwardRound:
 
     request: ForwardRequest
     outcome: RetrieveOutcome
+
+
+@dataclass
+class ForwardSend:
+    """A round's retrieve of a forward that goes over STOW-RS (the rule says where and how)."""
+
+    request: ForwardRequest
+    retrieve: RetrieveRequest

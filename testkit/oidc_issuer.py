@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal, Self
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -83,6 +83,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
+    def do_POST(self) -> None:
+        """The token endpoint: OAuth2 client credentials (RFC 6749 4.4), form-encoded."""
+        length = min(int(self.headers.get("Content-Length") or 0), 65536)
+        form = dict(parse_qsl(self.rfile.read(length).decode("ascii", "replace")))
+        status, body = self.server.issuer_app.token_request(urlsplit(self.path).path, form)
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(payload)
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
         """Silent: the test output should show failures, not one access-log line per key fetch."""
 
@@ -98,6 +111,7 @@ class OidcIssuer:
         self._keys: list[SigningKey] = [SigningKey.generate("RS256"), SigningKey.generate("ES256")]
         self._current: dict[str, SigningKey] = {k.alg: k for k in self._keys}
         self._hits = {"discovery": 0, "jwks": 0, "other": 0}
+        self._clients: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], str]] = {}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -201,6 +215,32 @@ class OidcIssuer:
             return 200, self.jwks()
         self._count("other")
         return 404, {"error": "not_found", "path": path}
+
+    # clients (OAuth2 client credentials)
+
+    def register_client(
+        self, client_id: str, secret: str, *, tenants: Iterable[str], roles: Iterable[str], audience: str
+    ) -> None:
+        """A confidential client whose token carries these tenants and roles (a machine, not a person)."""
+        with self._lock:
+            self._clients[client_id] = (secret, tuple(tenants), tuple(roles), audience)
+
+    def token_request(self, path: str, form: Mapping[str, str]) -> tuple[int, Any]:
+        if path != f"/realms/{self._realm}/protocol/openid-connect/token":
+            return 404, {"error": "not_found"}
+        if form.get("grant_type") != "client_credentials":
+            return 400, {"error": "unsupported_grant_type"}
+        with self._lock:
+            client = self._clients.get(form.get("client_id", ""))
+        if client is None or client[0] != form.get("client_secret"):
+            return 401, {"error": "invalid_client"}
+        _, tenants, roles, audience = client
+        token = self.token(form["client_id"], tenants=tenants, roles=roles, audience=audience, expires_in=300)
+        return 200, {"access_token": token, "token_type": "Bearer", "expires_in": 300}
+
+    @property
+    def token_endpoint(self) -> str:
+        return self.issuer + "/protocol/openid-connect/token"
 
     # counters
 

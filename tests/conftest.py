@@ -36,6 +36,7 @@ SENDER_AE = "SENDER"  # `dicomflow send` into tenant "send"
 ROUTE_AE = "ROUTER_MOD"  # a modality of tenant "route", whose MR studies a forwarding rule sends onward
 RESEARCH_AE = "RESEARCH_MOD"  # a modality of tenant "research", whose studies go de-identified to RESEARCH_PACS
 RESEARCH_PACS_AE = "RESEARCH_PACS"  # a research archive (a storescp at the STORESCP port), any tenant
+FORWARD_CLIENT = "dicomflow-forwarder"  # the OAuth2 client a STOW-RS forward authenticates as
 LOOPBACK = ["127.0.0.0/8"]
 REFETCH_SECONDS = 5  # an unknown key id refetches the issuer's keys at most this often
 OHIF_ORIGIN = "http://localhost:3000"  # a viewer served from elsewhere, allowed by CORS
@@ -77,13 +78,32 @@ def pki(tmp_path_factory) -> dict[str, Path]:
     return {"ca": ca, "server": server, "server_key": server_key, "client": client, "client_key": client_key}
 
 
+def _forward_client(folder: Path) -> Path:
+    """A client of the test issuer that may write to tenant "stowdst", its secret in a 0600 file."""
+    import secrets
+
+    from tests.auth import AUDIENCE, issuer
+
+    secret = secrets.token_urlsafe(24)
+    path = folder / "client_secret"
+    path.touch(mode=0o600)
+    path.write_text(secret)
+    issuer().register_client(FORWARD_CLIENT, secret, tenants=["stowdst"], roles=["writer"], audience=AUDIENCE)
+    return path
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack:
     var = tmp_path_factory.mktemp("stack") / "var"
+    http_port = free_port()
+    client_secret = _forward_client(tmp_path_factory.mktemp("forwarding"))
+    from tests.auth import issuer
+
     # auth on, as a hospital runs it: every DICOMweb test carries a token from a real issuer,
     # every DIMSE test calls from an AE the table knows
     overrides = stack_overrides(
         var,
+        http_port=http_port,
         **stack_auth_settings(),
         ae_table={
             COMMIT_SCU_AE: {"host": "127.0.0.1", "port": commit_scu_port},
@@ -106,6 +126,17 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
             {"name": "mr-to-pacs", "tenant": "route", "match": {"ModalitiesInStudy": "MR"}, "to": {"ae": STORESCP_AE}},
             {"name": "ct-to-pacs", "tenant": "route", "match": {"ModalitiesInStudy": "CT"}, "to": {"ae": STORESCP_AE}},
             {"name": "research", "tenant": "research", "to": {"ae": RESEARCH_PACS_AE}, "deidentify": "basic"},
+            {  # a partner's DICOMweb (here another tenant of this archive) over STOW-RS with OAuth2 client credentials
+                "name": "to-partner",
+                "tenant": "stowsrc",
+                "to": {
+                    "stow": f"https://127.0.0.1:{http_port}/tenants/stowdst/dicomweb",
+                    "token_url": issuer().token_endpoint,
+                    "client_id": FORWARD_CLIENT,
+                    "client_secret_file": str(client_secret),
+                    "ca_file": str(pki["ca"]),
+                },
+            },
         ],
         cors_allow_origins=[OHIF_ORIGIN],
         tls_cert_file=str(pki["server"]),

@@ -4,6 +4,7 @@ dcmtk storescp; a rule that does not match starts nothing."""
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import time
@@ -151,3 +152,32 @@ def test_a_deidentified_forward_carries_no_identity_and_consistent_new_uids(stac
         assert str(ds.SeriesInstanceUID) == consistent_uid(key, str(original.SeriesInstanceUID))
     assert {str(ds.SOPInstanceUID) for ds in got} == {consistent_uid(key, str(o.SOPInstanceUID)) for o in originals[:3]}
     assert not {str(o.SOPInstanceUID) for o in originals} & {str(ds.SOPInstanceUID) for ds in got}
+
+
+def test_a_stow_forward_reaches_a_dicomweb_destination_with_a_client_credentials_token(stack, data_dir):
+    """The to-partner rule sends tenant stowsrc's studies over STOW-RS to a DICOMweb service (here
+    tenant stowdst of this archive, over HTTPS), authenticated as an OAuth2 client of the test
+    issuer: every instance arrives, with the pixel data it was stored with."""
+    from dicomweb_client.api import DICOMwebClient
+
+    from tests.auth import bearer
+    from tests.test_durability import new_study
+
+    payloads = new_study(data_dir, 3)
+    study = str(dcmread(io.BytesIO(payloads[0]), stop_before_pixels=True).StudyInstanceUID)
+    source = DICOMwebClient(url=stack.url("/tenants/stowsrc/dicomweb"), headers=bearer("stowsrc", ["writer"]))
+    source.store_instances(datasets=[dcmread(io.BytesIO(p)) for p in payloads])
+    forward = f"forward:stowsrc:to-partner:{study}"
+    s = stack.settings
+    assert run(wait_completed(s, [f"study:stowsrc:{study}"], timeout=180)) == {
+        f"study:stowsrc:{study}": WorkflowExecutionStatus.COMPLETED
+    }
+    assert run(wait_completed(s, [forward], timeout=180)) == {forward: WorkflowExecutionStatus.COMPLETED}
+    partner = DICOMwebClient(url=stack.url("/tenants/stowdst/dicomweb"), headers=bearer("stowdst", ["reader"]))
+    arrived = {str(ds.SOPInstanceUID): ds for ds in partner.retrieve_study(study)}
+    sent = {str(dcmread(io.BytesIO(p)).SOPInstanceUID): p for p in payloads}
+    assert set(arrived) == set(sent)
+    for uid, original in sent.items():
+        copy = io.BytesIO()
+        arrived[uid].save_as(copy, enforce_file_format=True)
+        assert dcmread(io.BytesIO(copy.getvalue())).PixelData == dcmread(io.BytesIO(original)).PixelData

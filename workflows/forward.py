@@ -20,7 +20,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from contract import names
-    from contract.payloads import ForwardRequest, ForwardRound, RetrieveEnd, RetrieveOutcome, RetrieveRequest
+    from contract.payloads import ForwardRequest, ForwardRound, ForwardSend, RetrieveEnd, RetrieveOutcome, RetrieveRequest
 
 HEARTBEAT = timedelta(seconds=10)  # a killed worker's attempt is retried elsewhere after this
 PERSISTENT_RETRY = RetryPolicy(
@@ -52,7 +52,7 @@ class ForwardWorkflow:
                 names.FORWARD_LIST, request, result_type=RetrieveRequest, start_to_close_timeout=STEP_TIMEOUT
             )
             if retrieve.instances:
-                outcome = await self._send(retrieve)
+                outcome = await self._send(request, retrieve)
                 self.sent += outcome.completed
                 await workflow.execute_local_activity(
                     names.FORWARD_AUDIT, ForwardRound(request, outcome), start_to_close_timeout=STEP_TIMEOUT
@@ -62,12 +62,17 @@ class ForwardWorkflow:
         workflow.continue_as_new(request)
 
     @staticmethod
-    async def _send(retrieve: RetrieveRequest) -> RetrieveOutcome:
+    async def _send(request: ForwardRequest, retrieve: RetrieveRequest) -> RetrieveOutcome:
         gave_up = None
+        step, argument = (
+            (names.FORWARD_STOW_SEND, ForwardSend(request, retrieve))
+            if request.via == "stow"
+            else (names.RETRIEVE_SEND, retrieve)
+        )
         try:
             await workflow.execute_activity(
-                names.RETRIEVE_SEND,
-                retrieve,
+                step,
+                argument,
                 result_type=int,
                 start_to_close_timeout=timedelta(hours=6),
                 heartbeat_timeout=HEARTBEAT,

@@ -283,6 +283,8 @@ class Settings(BaseSettings):
         if len(set(names)) != len(names):
             raise ValueError("forward_rules: two rules have the same name")
         for rule in self.forward_rules:
+            if rule.to.ae is None:
+                continue
             entry = self.ae_table.get(rule.to.ae)
             if entry is None or not entry.reachable:
                 raise ValueError(f"forward rule {rule.name!r} sends to {rule.to.ae!r}, which has no host and port in ae_table")

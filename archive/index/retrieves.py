@@ -86,6 +86,16 @@ async def create_if_any(
     return await create(pool, retrieve_id, tenant, requested_by, destination, instances_sql, params, max_instances)
 
 
+async def record_outcomes(pool: AsyncConnectionPool, retrieve_id: str, outcomes: list[tuple[int, str, int | None]]) -> None:
+    """(position, state, status) of sent items, at once: a batch sent in one request (STOW-RS)."""
+    async with pool.connection() as conn, conn.transaction():
+        async with conn.cursor() as cursor:
+            await cursor.executemany(
+                "UPDATE retrieve_item SET state = %s, status = %s WHERE retrieve_id = %s AND position = %s",
+                [(state, status, retrieve_id, position) for position, state, status in outcomes],
+            )
+
+
 async def recorded_as(pool: AsyncConnectionPool, retrieve_id: str) -> tuple[str, str] | None:
     """The tenant and destination the SCP recorded for this retrieve; None when it recorded none."""
     async with pool.connection() as conn:

@@ -5,10 +5,11 @@ keys mean to a viewer's search: wildcards, lists, date ranges, ModalitiesInStudy
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Literal
 
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from archive.query.attributes import BY_KEYWORD
 from archive.query.builder import MatchKey, QuerySpec, build
@@ -19,9 +20,36 @@ _RULE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")  # it appears in workflow 
 
 
 class ForwardTarget(BaseModel):
+    """Where a rule sends: an AE-table entry (C-STORE), or a DICOMweb service (STOW-RS) with an
+    OAuth2 client-credentials token when it wants one."""
+
     model_config = {"extra": "forbid"}
 
-    ae: str = Field(min_length=1, max_length=16)  # an AE-table entry with host and port
+    ae: str | None = Field(None, min_length=1, max_length=16)  # an AE-table entry with host and port
+    stow: str | None = None  # the DICOMweb root, e.g. https://pacs.example/dicomweb: POSTed to {stow}/studies
+    token_url: str | None = None
+    client_id: str | None = None
+    client_secret_file: Path | None = None  # a 0600 file, never the secret itself in the settings
+    ca_file: Path | None = None  # the CA the STOW server's certificate chains to, when not the system's
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> "ForwardTarget":
+        if (self.ae is None) == (self.stow is None):
+            raise ValueError('a forward goes to one place: to = { ae = "NAME" } or to = { stow = "https://host/dicomweb" }')
+        if self.stow is not None and not self.stow.startswith(("https://", "http://")):
+            raise ValueError(f"stow must be an http(s) URL, not {self.stow!r}")
+        if self.token_url and not (self.client_id and self.client_secret_file):
+            raise ValueError("token_url needs client_id and client_secret_file (OAuth2 client credentials)")
+        return self
+
+    @property
+    def kind(self) -> Literal["dimse", "stow"]:
+        return "dimse" if self.ae else "stow"
+
+    @property
+    def destination(self) -> str:
+        """How the index names this destination (what it acknowledged, /metrics' label)."""
+        return self.ae or f"stow:{self.stow}"
 
 
 class ForwardRule(BaseModel):
