@@ -119,6 +119,15 @@ def cmd_join(settings: Settings, args: argparse.Namespace) -> int:
     if problem:
         print(f"dicomflow: will not join: {problem}", file=sys.stderr)
         return 2
+    missing = _missing_secrets(settings)
+    if missing:
+        print(
+            f"dicomflow: will not join: this node reads the embedded services' secrets where it runs, and "
+            f"{settings.var_path / 'secrets'} lacks {', '.join(missing)}: copy them from the head's var/secrets "
+            "(files 0600, folder 0700), the same var_dir on both",
+            file=sys.stderr,
+        )
+        return 2
     link = _node_link(settings, args.address, args.node_ip)
     argv = [
         installed_program("ray") or "ray",
@@ -172,6 +181,20 @@ def _node_link(settings: Settings, head_address: str, node_ip: str) -> ManagedPr
     link.wait_ready(lambda: not port_is_free(LOOPBACK, embedded_ports(settings)[0]), timeout=30)
     print(f"dicomflow: node link to {head} on 127.0.0.1 ports {', '.join(map(str, embedded_ports(settings)))}", flush=True)
     return link
+
+
+def _missing_secrets(settings: Settings) -> list[str]:
+    """The secrets this node's actors will read from var/secrets and cannot find."""
+    from archive.config.embedded_secrets import OIDC_CACHE, POSTGRES_APP, REDIS, read_secret
+
+    wanted = []
+    if settings.postgres_dsn is None:
+        wanted.append(POSTGRES_APP)
+    if settings.redis_url is None:
+        wanted.append(REDIS)
+    if settings.auth == "oidc" and not settings.oidc_cache_key:
+        wanted.append(OIDC_CACHE)
+    return [name for name in wanted if not read_secret(settings.var_path, name)]
 
 
 def _is_loopback(address: str) -> bool:

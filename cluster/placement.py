@@ -45,21 +45,14 @@ def alive_nodes(ray_nodes: Iterable[Mapping[str, Any]]) -> list[Node]:
 
 
 def node_settings(settings: Settings, node: Node) -> Settings:
-    """Settings for an actor on `node`. The head's actors use the head's settings (passwords stay in
-    var/secrets); another node's listen on its own address and reach the index, cache and Temporal
-    at the endpoints the head resolved, the embedded ones included."""
+    """Settings for an actor on `node`: the head's, listening on the node's own address. No secret
+    travels in them (actor arguments are kept by Ray and shown by its dashboard): every actor reads
+    the embedded services' passwords and keys from var/secrets where it runs, and reaches those
+    services at 127.0.0.1, where a node on another host has its end of the node links. So a node on
+    another host needs the head's var/secrets (0600) at the same var_dir; `dicomflow join` checks."""
     if node.is_head:
         return settings
-    return settings.model_copy(
-        update={
-            "bind_host": node.address,
-            "postgres_dsn": settings.effective_postgres_dsn(),
-            "redis_url": settings.effective_redis_url(),
-            "temporal_address": settings.effective_temporal_address(),
-            "oidc_cache_key": settings.effective_oidc_cache_key(),
-            "deidentify_key": settings.effective_deidentify_key(),
-        }
-    )
+    return settings.model_copy(update={"bind_host": node.address})
 
 
 def link_problem(settings: Settings, node: Node) -> str | None:
