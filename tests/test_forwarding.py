@@ -27,13 +27,7 @@ def test_a_matching_study_is_forwarded_to_the_rules_destination(stack, data_dir,
     out = tmp_path / "pacs"
     with storescp(storescp_port, out, accept_all=True):
         s = stack.settings
-        sent = subprocess.run(
-            ["dcmsend", "-aet", ROUTE_AE, "-aec", s.ae_title, "127.0.0.1", str(s.dimse_port), *map(str, files)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert sent.returncode == 0, sent.stderr[-2000:]
+        _dcmsend(stack, files)
         forward = f"forward:route:mr-to-pacs:{study}"
         assert run(wait_completed(s, [f"study:route:{study}"], timeout=180)) == {
             f"study:route:{study}": WorkflowExecutionStatus.COMPLETED
@@ -60,10 +54,10 @@ def test_a_matching_study_is_forwarded_to_the_rules_destination(stack, data_dir,
     assert stack.cli("forward", "test", "no-such-rule", study).returncode == 2
 
 
-def _dcmsend(stack, paths) -> None:
+def _dcmsend(stack, paths, calling_ae: str = ROUTE_AE) -> None:
     s = stack.settings
     sent = subprocess.run(
-        ["dcmsend", "-aet", ROUTE_AE, "-aec", s.ae_title, "127.0.0.1", str(s.dimse_port), *map(str, paths)],
+        ["dcmsend", "-aet", calling_ae, "-aec", s.ae_title, "127.0.0.1", str(s.dimse_port), *map(str, paths)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -130,13 +124,7 @@ def test_a_deidentified_forward_carries_no_identity_and_consistent_new_uids(stac
     study, s = str(originals[0].StudyInstanceUID), stack.settings
     out = tmp_path / "research"
     with storescp(storescp_port, out, accept_all=True, aet=RESEARCH_PACS_AE):
-        sent = subprocess.run(
-            ["dcmsend", "-aet", RESEARCH_AE, "-aec", s.ae_title, "127.0.0.1", str(s.dimse_port), *map(str, files)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert sent.returncode == 0, sent.stderr[-2000:]
+        _dcmsend(stack, files, RESEARCH_AE)
         forward = f"forward:research:research:{study}"
         assert run(wait_completed(s, [forward], timeout=180)) == {forward: WorkflowExecutionStatus.COMPLETED}
     got = list(received(out).values())
