@@ -26,6 +26,7 @@ from archive.config.settings import AEEntry, Settings
 from archive.dicom import dicom_status as st
 from archive.index import retrieves
 from archive.index.retrieves import COMPLETED, FAILED, WARNING, Acknowledgements, ItemToSend
+from archive.index.slots import NoSlotFree, destination_slot
 from archive.pixels.decode_pool import DecodeRefused, shared_pool
 from archive.routing.deidentify import NotReleasable, deidentify, destination_key
 from archive.services.outbound import NoCommonSyntax, dataset_to_send
@@ -90,7 +91,16 @@ class RetrieveActivities:
     @activity.defn(name=names.RETRIEVE_SEND)
     async def send(self, request: RetrieveRequest) -> int:
         """Send every instance still owed; how many this attempt sent. Raises (to be retried) when the
-        destination cannot be reached or drops the association."""
+        destination cannot be reached or drops the association, or (a forward) has no slot free."""
+        if not request.slots:
+            return await self._send(request)
+        try:
+            async with destination_slot(self.ctx.settings.effective_postgres_dsn(), request.destination_ae, request.slots):
+                return await self._send(request)
+        except NoSlotFree as err:
+            raise ApplicationError(str(err)) from None
+
+    async def _send(self, request: RetrieveRequest) -> int:
         pool, settings = self.ctx.pool, self.ctx.settings
         peer = await self._checked_destination(request)
         kinds = await retrieves.pending_kinds(pool, request.retrieve_id)

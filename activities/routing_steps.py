@@ -91,4 +91,6 @@ class RoutingActivities:
         if not total:
             return RetrieveRequest(request.tenant, "", request.destination_ae, "", 0, 0)
         log.info("forward %s: %d instances of a study owed to %s", request.rule, total, request.destination_ae)
-        return RetrieveRequest(request.tenant, retrieve_id, request.destination_ae, "", 0, total, request.deidentify)
+        rule = next((r for r in self.ctx.settings.forward_rules if r.name == request.rule), None)
+        slots = rule.to.max_associations if rule else 1
+        return RetrieveRequest(request.tenant, retrieve_id, request.destination_ae, "", 0, total, request.deidentify, slots)

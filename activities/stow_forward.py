@@ -21,6 +21,7 @@ from archive.blobstore import BlobNotFound
 from archive.dicom import dicom_status as st
 from archive.index import retrieves
 from archive.index.retrieves import COMPLETED, FAILED, ItemToSend
+from archive.index.slots import NoSlotFree, destination_slot
 from archive.routing.rules import ForwardRule, ForwardTarget
 from contract import names
 from contract.payloads import ForwardSend
@@ -53,6 +54,15 @@ class StowForwardActivities:
     async def send(self, job: ForwardSend) -> int:
         """How many this attempt sent; raises (to be retried) while the destination cannot answer."""
         target = self._rule(job.request.rule).to
+        try:
+            async with destination_slot(
+                self.ctx.settings.effective_postgres_dsn(), job.request.destination_ae, target.max_associations
+            ):
+                return await self._send_owed(target, job)
+        except NoSlotFree as err:
+            raise ApplicationError(str(err)) from None
+
+    async def _send_owed(self, target: ForwardTarget, job: ForwardSend) -> int:
         sent = 0
         async with httpx.AsyncClient(verify=_verify(target), timeout=TIMEOUT_SECONDS) as http:
             while items := await retrieves.pending(self.ctx.pool, job.retrieve.retrieve_id, BATCH):

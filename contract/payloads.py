@@ -88,6 +88,7 @@ class RetrieveRequest:
     move_originator_message_id: int
     instances: int = 0  # how many the SCP listed to send (0 in moves accepted before it was said)
     deidentify: str = ""  # a forward's de-identification profile (archive/routing/deidentify.py); "" = as stored
+    slots: int = 0  # a forward's bound on senders to its destination at once (archive/index/slots.py); 0 = none
 
 
 @dataclass

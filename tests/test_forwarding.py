@@ -169,3 +169,36 @@ def test_a_stow_forward_reaches_a_dicomweb_destination_with_a_client_credentials
         copy = io.BytesIO()
         arrived[uid].save_as(copy, enforce_file_format=True)
         assert dcmread(io.BytesIO(copy.getvalue())).PixelData == dcmread(io.BytesIO(original)).PixelData
+
+
+def test_a_destination_takes_no_more_senders_than_its_slots(stack, data_dir, storescp_port, tmp_path):
+    """max_associations (2 by default) bounds the forwards sending to one destination at once, across
+    every worker: while both of STORESCP's slots are held elsewhere, nothing is sent; once they are
+    free, everything is."""
+    import psycopg
+
+    from archive.index.slots import slot_key
+    from tests.test_durability import new_study
+
+    files = []
+    for number, payload in enumerate(new_study(data_dir, 3)):
+        files.append(tmp_path / f"{number}.dcm")
+        files[-1].write_bytes(payload)
+    study, s = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID), stack.settings
+    out = tmp_path / "pacs"
+    with storescp(storescp_port, out, accept_all=True):
+        holder = psycopg.connect(s.effective_postgres_dsn(), autocommit=True)  # another worker's two senders
+        try:
+            for slot in (0, 1):
+                holder.execute("SELECT pg_advisory_lock(%s, %s)", (slot_key("STORESCP"), slot))
+            _dcmsend(stack, files)
+            assert run(wait_completed(s, [f"study:route:{study}"], timeout=180)) == {
+                f"study:route:{study}": WorkflowExecutionStatus.COMPLETED
+            }
+            time.sleep(4)  # the forward has asked for a slot and been told to wait by now
+            assert not [p for p in out.glob("*") if p.is_file()], "sent although every slot was taken"
+        finally:
+            holder.close()
+        forward = f"forward:route:mr-to-pacs:{study}"
+        assert run(wait_completed(s, [forward], timeout=180)) == {forward: WorkflowExecutionStatus.COMPLETED}
+    assert len(received(out)) == 3

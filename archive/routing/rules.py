@@ -31,6 +31,7 @@ class ForwardTarget(BaseModel):
     client_id: str | None = None
     client_secret_file: Path | None = None  # a 0600 file, never the secret itself in the settings
     ca_file: Path | None = None  # the CA the STOW server's certificate chains to, when not the system's
+    max_associations: int = Field(2, ge=1, le=64)  # forwards sending to it at once, across every worker
 
     @model_validator(mode="after")
     def _one_destination(self) -> "ForwardTarget":
