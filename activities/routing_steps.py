@@ -17,6 +17,7 @@ from archive.query.retrieve import MAX_INSTANCES
 from archive.routing.rules import ForwardRule, owed_instances, requester, study_matches
 from contract import names
 from contract.payloads import ForwardRequest, ForwardRound, RetrieveRequest, StudyRef
+from contract.starts import tell_forward
 
 log = logging.getLogger("dicomflow.routing")
 
@@ -64,13 +65,8 @@ class RoutingActivities:
         return told
 
     async def _tell(self, rule: ForwardRule, ref: StudyRef) -> None:
-        await activity.client().start_workflow(
-            names.FORWARD_WORKFLOW,
-            ForwardRequest(ref.tenant, rule.name, ref.study_uid, rule.to.destination, rule.deidentify or "", rule.to.kind),
-            id=names.forward_workflow_id(ref.tenant, rule.name, ref.study_uid),
-            task_queue=self.ctx.settings.temporal_task_queue,
-            start_signal=names.FORWARD_SIGNAL,
-        )
+        request = ForwardRequest(ref.tenant, rule.name, ref.study_uid, rule.to.destination, rule.deidentify or "", rule.to.kind)
+        await tell_forward(activity.client(), self.ctx.settings.temporal_task_queue, request)
 
     @activity.defn(name=names.FORWARD_LIST)
     async def list_owed(self, request: ForwardRequest) -> RetrieveRequest:

@@ -14,7 +14,10 @@ from archive.config.settings import Settings
 from archive.index.instances import mark_signalled
 from archive.pixels.decode_pool import shared_pool
 from archive.resources import Resources
+from archive.routing.rules import study_matches
 from archive.services.receipt import Prepared, Receipt, Receiver
+from contract.payloads import ForwardRequest
+from contract.starts import tell_forward
 from receiving.signaller import StudySignaller
 
 log = logging.getLogger("dicomflow.ingest")
@@ -63,9 +66,19 @@ class Ingest:
                     log.warning("Temporal unreachable (%s); instances wait in the outbox", err)
                     return None
                 self.signaller = StudySignaller(
-                    client, self.settings.temporal_task_queue, self.settings.stable_seconds, self._delivered
+                    client, self.settings.temporal_task_queue, self.settings.stable_seconds, self._delivered, self._forward_now
                 )
             return self.signaller
+
+    async def _forward_now(self, tenant: str, study_uid: str) -> None:
+        """Rules with when = "instance": their forward hears of the new instances now, not once the
+        study is processed (the routing step tells it again then; a round finds nothing new)."""
+        for rule in self.settings.forward_rules:
+            if rule.when != "instance" or not rule.applies_to(tenant) or self.signaller is None:
+                continue
+            if await study_matches(self.resources.pool, rule, tenant, study_uid):
+                request = ForwardRequest(tenant, rule.name, study_uid, rule.to.destination, rule.deidentify or "", rule.to.kind)
+                await tell_forward(self.signaller.client, self.settings.temporal_task_queue, request)
 
     async def temporal_client(self) -> Client:
         signaller = await self._ensure_signaller()

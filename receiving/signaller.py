@@ -22,6 +22,7 @@ from contract.payloads import InstancesArrived, StudyParams
 log = logging.getLogger("dicomflow.signal")
 
 Delivered = Callable[[str, list[str]], Awaitable[None]]
+Signalled = Callable[[str, str], Awaitable[None]]  # (tenant, study): after its workflow heard of new instances
 
 
 @dataclass
@@ -60,11 +61,19 @@ async def signal_study(
 
 
 class StudySignaller:
-    def __init__(self, client: Client, task_queue: str, stable_seconds: float, on_delivered: Delivered) -> None:
+    def __init__(
+        self,
+        client: Client,
+        task_queue: str,
+        stable_seconds: float,
+        on_delivered: Delivered,
+        on_signalled: Signalled | None = None,
+    ) -> None:
         self.client = client
         self.task_queue = task_queue
         self.stable_seconds = stable_seconds
         self.on_delivered = on_delivered
+        self.on_signalled = on_signalled
         self._pending: dict[tuple[str, str], _Batch] = {}
         self._lock = asyncio.Lock()
 
@@ -86,3 +95,13 @@ class StudySignaller:
                     log.warning(
                         "could not signal %s; the reconciler will", names.study_workflow_id(tenant, study_uid), exc_info=True
                     )
+                    continue
+                await self._signalled(tenant, study_uid)
+
+    async def _signalled(self, tenant: str, study_uid: str) -> None:
+        if self.on_signalled is None:
+            return
+        try:
+            await self.on_signalled(tenant, study_uid)
+        except Exception:  # noqa: BLE001 - the study's routing step tells the forwards again when it is processed
+            log.warning("instance forwards of a study in %s not told now; the routing step will", tenant, exc_info=True)

@@ -37,6 +37,7 @@ ROUTE_AE = "ROUTER_MOD"  # a modality of tenant "route", whose MR studies a forw
 RESEARCH_AE = "RESEARCH_MOD"  # a modality of tenant "research", whose studies go de-identified to RESEARCH_PACS
 RESEARCH_PACS_AE = "RESEARCH_PACS"  # a research archive (a storescp at the STORESCP port), any tenant
 FORWARD_CLIENT = "dicomflow-forwarder"  # the OAuth2 client a STOW-RS forward authenticates as
+LIVE_AE = "LIVE_MOD"  # a modality of tenant "live", whose instances go to an AI service as they arrive
 LOOPBACK = ["127.0.0.0/8"]
 REFETCH_SECONDS = 5  # an unknown key id refetches the issuer's keys at most this often
 OHIF_ORIGIN = "http://localhost:3000"  # a viewer served from elsewhere, allowed by CORS
@@ -118,6 +119,7 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
             SENDER_AE: {"allowed_hosts": LOOPBACK, "tenant": "send", "services": ["store"]},
             ROUTE_AE: {"allowed_hosts": LOOPBACK, "tenant": "route", "services": ["store"]},
             RESEARCH_AE: {"allowed_hosts": LOOPBACK, "tenant": "research", "services": ["store"]},
+            LIVE_AE: {"allowed_hosts": LOOPBACK, "tenant": "live", "services": ["store"]},
             RESEARCH_PACS_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
             STORESCP_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
             STORESCP_B_AE: {"host": "127.0.0.1", "port": storescp_port, "tenant": "tenantb", "services": []},
@@ -126,6 +128,7 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
             {"name": "mr-to-pacs", "tenant": "route", "match": {"ModalitiesInStudy": "MR"}, "to": {"ae": STORESCP_AE}},
             {"name": "ct-to-pacs", "tenant": "route", "match": {"ModalitiesInStudy": "CT"}, "to": {"ae": STORESCP_AE}},
             {"name": "research", "tenant": "research", "to": {"ae": RESEARCH_PACS_AE}, "deidentify": "basic"},
+            {"name": "live-ai", "tenant": "live", "when": "instance", "to": {"ae": STORESCP_AE}},
             {  # a partner's DICOMweb (here another tenant of this archive) over STOW-RS with OAuth2 client credentials
                 "name": "to-partner",
                 "tenant": "stowsrc",

@@ -8,6 +8,7 @@ import io
 import re
 import subprocess
 import time
+from datetime import UTC
 
 import requests
 from pydicom import dcmread
@@ -202,3 +203,43 @@ def test_a_destination_takes_no_more_senders_than_its_slots(stack, data_dir, sto
         forward = f"forward:route:mr-to-pacs:{study}"
         assert run(wait_completed(s, [forward], timeout=180)) == {forward: WorkflowExecutionStatus.COMPLETED}
     assert len(received(out)) == 3
+
+
+def test_an_instance_rule_forwards_before_the_study_is_processed(stack, data_dir, storescp_port, tmp_path):
+    """when = "instance" (an AI service that wants images at once): the forward is told as the
+    receipt's batch is signalled, so it starts before the study's workflow has begun its first step
+    (the order of the two workflows' own timestamps, not a time limit)."""
+    from testkit.temporal_waits import client_for
+    from tests.conftest import LIVE_AE
+    from tests.test_durability import new_study
+
+    files = []
+    for number, payload in enumerate(new_study(data_dir, 3)):
+        files.append(tmp_path / f"{number}.dcm")
+        files[-1].write_bytes(payload)
+    study, s = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID), stack.settings
+    out = tmp_path / "ai"
+    with storescp(storescp_port, out, accept_all=True):
+        _dcmsend(stack, files, LIVE_AE)
+        forward, processed = f"forward:live:live-ai:{study}", f"study:live:{study}"
+        assert run(wait_completed(s, [processed, forward], timeout=180)) == {
+            processed: WorkflowExecutionStatus.COMPLETED,
+            forward: WorkflowExecutionStatus.COMPLETED,
+        }
+
+    async def first_forward_start_and_first_study_step():
+        from temporalio.api.enums.v1 import EventType
+
+        client = await client_for(s)
+        runs = [w async for w in client.list_workflows(f"WorkflowId = '{forward}'")]
+        history = await client.get_workflow_handle(processed).fetch_history()
+        steps = (EventType.EVENT_TYPE_MARKER_RECORDED, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+        first_step = next(e.event_time.ToDatetime() for e in history.events if e.event_type in steps)
+        return min(r.start_time for r in runs), first_step.replace(tzinfo=UTC)
+
+    # a study rule's forward starts after the study's last step; this one before its first
+    forward_started, first_step = run(first_forward_start_and_first_study_step())
+    assert forward_started < first_step, (forward_started, first_step)
+    assert {str(ds.SOPInstanceUID) for ds in received(out).values()} == {
+        str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files
+    }

@@ -58,7 +58,9 @@ class ForwardRule(BaseModel):
 
     name: str
     tenant: str | None = None  # None: every tenant
-    when: Literal["study"] = "study"  # once the study is stable and processed
+    # "study": once the study is stable and processed; "instance": as soon as its instances are
+    # stored (each receipt batch, about a second), for the AI service that wants them at once
+    when: Literal["study", "instance"] = "study"
     match: dict[str, str] = Field(default_factory=dict)  # QIDO keys on the study; empty sends everything
     to: ForwardTarget
     deidentify: Literal["basic"] | None = None  # PS3.15 Basic Profile, new UIDs consistent per destination
