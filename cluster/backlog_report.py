@@ -8,13 +8,13 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from archive.config.settings import Settings
-from archive.index.backlog import index_backlog
+from archive.index.backlog import forward_queues, index_backlog
 from contract.names import STUDY_WORKFLOW
 
 
 async def _index_half(settings: Settings) -> dict[str, Any]:
     async with await AsyncConnection.connect(settings.effective_postgres_dsn(), connect_timeout=3, autocommit=True) as conn:
-        return dict(await index_backlog(conn))
+        return {**await index_backlog(conn), "forwards": await forward_queues(conn)}
 
 
 async def _temporal_half(settings: Settings) -> dict[str, Any]:
@@ -51,6 +51,11 @@ def backlog_lines(report: dict[str, Any]) -> list[str]:
         f"{n('instances_failed')} failed; storage commitment {n('commitments_pending')} pending; "
         f"C-MOVE/C-GET {n('retrieves_running')} running",
     ]
+    for destination, queue in (report.get("forwards") or {}).items():
+        lines.append(
+            f"  forward: {destination}: {queue['pending']} instances owed (oldest forward {queue['oldest_pending_seconds']:g} s), "
+            f"{queue['failed']} failed"
+        )
     return lines + [
         f"  backlog: {key.removesuffix('_error')} not reachable ({error})"
         for key, error in report.items()

@@ -5,6 +5,7 @@ dcmtk storescp; a rule that does not match starts nothing."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import time
@@ -198,11 +199,15 @@ def test_a_destination_takes_no_more_senders_than_its_slots(stack, data_dir, sto
             }
             time.sleep(4)  # the forward has asked for a slot and been told to wait by now
             assert not [p for p in out.glob("*") if p.is_file()], "sent although every slot was taken"
+            waiting = json.loads(stack.cli("status", "--json", timeout=120).stdout)["backlog"]["forwards"]["STORESCP"]
+            assert waiting["pending"] >= 3, waiting  # what an operator sees while the PACS is busy
         finally:
             holder.close()
         forward = f"forward:route:mr-to-pacs:{study}"
         assert run(wait_completed(s, [forward], timeout=180)) == {forward: WorkflowExecutionStatus.COMPLETED}
     assert len(received(out)) == 3
+    drained = stack.cli("status", timeout=120)
+    assert re.search(r"forward: STORESCP: 0 instances owed", drained.stdout), drained.stdout
 
 
 def test_an_instance_rule_forwards_before_the_study_is_processed(stack, data_dir, storescp_port, tmp_path):

@@ -27,3 +27,21 @@ BACKLOG_KEYS = (
 async def index_backlog(conn: AsyncConnection) -> dict[str, int]:
     row = await (await conn.execute(BACKLOG_SQL)).fetchone()
     return dict(zip(BACKLOG_KEYS, row or (0,) * len(BACKLOG_KEYS)))
+
+
+FORWARDS_SQL = """
+SELECT r.destination,
+       count(*) FILTER (WHERE ri.state = 'pending'),
+       count(*) FILTER (WHERE ri.state = 'failed'),
+       coalesce(extract(epoch FROM now() - min(r.created_at) FILTER (WHERE ri.state = 'pending')), 0)
+FROM retrieve r JOIN retrieve_item ri ON ri.retrieve_id = r.id
+WHERE r.requested_by LIKE 'forward:%'
+GROUP BY 1 ORDER BY 1
+"""
+
+
+async def forward_queues(conn: AsyncConnection) -> dict[str, dict[str, float]]:
+    """Per forwarding destination: instances still owed, instances it refused or that were given
+    up on, and the age in seconds of the oldest forward still owing some."""
+    rows = await (await conn.execute(FORWARDS_SQL)).fetchall()
+    return {str(d): {"pending": int(p), "failed": int(f), "oldest_pending_seconds": round(float(a), 1)} for d, p, f, a in rows}
