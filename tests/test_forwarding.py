@@ -142,6 +142,16 @@ def test_a_deidentified_forward_carries_no_identity_and_consistent_new_uids(stac
         assert str(ds.SeriesInstanceUID) == consistent_uid(key, str(original.SeriesInstanceUID))
     assert {str(ds.SOPInstanceUID) for ds in got} == {consistent_uid(key, str(o.SOPInstanceUID)) for o in originals[:3]}
     assert not {str(o.SOPInstanceUID) for o in originals} & {str(ds.SOPInstanceUID) for ds in got}
+    # an administrator sees the rule and the refusal; another tenant's administrator sees neither
+    from tests.auth import admin_headers
+
+    view = requests.get(stack.url("/admin/forwarding"), headers=admin_headers(["research"]), timeout=30).json()
+    assert [rule["name"] for rule in view["rules"]] == ["research"]
+    assert any(f["rule"] == "research" and f["sop_uid"] == str(originals[3].SOPInstanceUID) for f in view["failures"]), view
+    other = requests.get(stack.url("/admin/forwarding"), headers=admin_headers(["route"]), timeout=30).json()
+    assert "research" not in [rule["name"] for rule in other["rules"]] and not [
+        f for f in other["failures"] if f["tenant"] == "research"
+    ]
 
 
 def test_a_stow_forward_reaches_a_dicomweb_destination_with_a_client_credentials_token(stack, data_dir):

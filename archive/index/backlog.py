@@ -45,3 +45,19 @@ async def forward_queues(conn: AsyncConnection) -> dict[str, dict[str, float]]:
     up on, and the age in seconds of the oldest forward still owing some."""
     rows = await (await conn.execute(FORWARDS_SQL)).fetchall()
     return {str(d): {"pending": int(p), "failed": int(f), "oldest_pending_seconds": round(float(a), 1)} for d, p, f, a in rows}
+
+
+async def forward_failures(conn: AsyncConnection, tenants: frozenset[str] | None, limit: int = 50) -> list[dict[str, object]]:
+    """The latest instances forwards failed to deliver, newest first: rule, destination, status.
+    `tenants`: only these tenants' forwards (None: every tenant)."""
+    rows = await (
+        await conn.execute(
+            """SELECT r.tenant, substr(r.requested_by, 9), r.destination, ri.sop_uid, ri.status, r.created_at
+               FROM retrieve r JOIN retrieve_item ri ON ri.retrieve_id = r.id
+               WHERE r.requested_by LIKE 'forward:%%' AND ri.state = 'failed' AND (%s::text[] IS NULL OR r.tenant = ANY(%s))
+               ORDER BY r.created_at DESC, ri.position LIMIT %s""",
+            (None if tenants is None else sorted(tenants), None if tenants is None else sorted(tenants), limit),
+        )
+    ).fetchall()
+    keys = ("tenant", "rule", "destination", "sop_uid", "status")
+    return [{**dict(zip(keys, row[:5])), "listed_at": row[5].isoformat()} for row in rows]
