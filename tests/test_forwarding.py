@@ -258,3 +258,43 @@ def test_an_instance_rule_forwards_before_the_study_is_processed(stack, data_dir
     assert {str(ds.SOPInstanceUID) for ds in received(out).values()} == {
         str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files
     }
+
+
+def test_a_forward_survives_a_killed_worker_and_delivers_every_instance_once(stack, data_dir, storescp_port, tmp_path):
+    """SIGKILL of every workflow worker while a 520-instance study is being forwarded: the forward
+    resumes on the restarted worker at the first unacknowledged instance; every instance arrives, and
+    the index records each as delivered exactly once."""
+    import os
+    import signal
+
+    import psycopg
+
+    from tests.test_query_retrieve import worker_pids
+
+    files = sorted(p for p in (data_dir / "dcm_qa_toshiba").rglob("*") if p.is_file())  # a real Toshiba MR study
+    uids = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files}
+    study, s = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID), stack.settings
+    out = tmp_path / "pacs"
+    with storescp(storescp_port, out, accept_all=True):
+        _dcmsend(stack, files)
+        deadline = time.monotonic() + 300
+        while len([p for p in out.glob("*") if p.is_file()]) < 50:
+            assert time.monotonic() < deadline, "the forward never started sending"
+            time.sleep(0.05)
+        before = worker_pids(stack)
+        for pid in before:
+            os.kill(pid, signal.SIGKILL)  # mid-study: the rest can only go from the restarted worker
+        at_kill = len([p for p in out.glob("*") if p.is_file()])
+        forward = f"forward:route:mr-to-pacs:{study}"
+        assert run(wait_completed(s, [forward], timeout=600)) == {forward: WorkflowExecutionStatus.COMPLETED}
+    assert at_kill < len(files), "the worker died while the forward was under way"
+    assert set(received(out)) == uids, "every instance reached the destination"
+    with psycopg.connect(s.effective_postgres_dsn()) as conn:
+        delivered = conn.execute(
+            """SELECT ri.sop_uid, count(*) FROM retrieve r JOIN retrieve_item ri ON ri.retrieve_id = r.id
+               WHERE r.tenant = 'route' AND r.requested_by = 'forward:mr-to-pacs' AND ri.state = 'completed'
+                 AND ri.sop_uid = ANY(%s) GROUP BY 1""",
+            (sorted(uids),),
+        ).fetchall()
+    assert {uid for uid, _ in delivered} == uids and {n for _, n in delivered} == {1}, "an instance delivered twice"
+    assert set(worker_pids(stack)).isdisjoint(before), "Ray restarted the worker"
