@@ -10,6 +10,7 @@ import logging
 import ssl
 import time
 import uuid
+from typing import Any
 
 import httpx
 from pydicom.dataset import Dataset
@@ -31,6 +32,7 @@ Outcome = tuple[int, str, int | None]  # (position, state, status) of one item
 BATCH = 20
 MAX_BATCH_BYTES = 64 * 2**20  # a batch is one request body held in memory
 TIMEOUT_SECONDS = 120.0
+MAX_RESPONSE_BYTES = 4 * 2**20  # a STOW-RS response lists each instance once: a few KiB for a batch
 REFUSED_FOR_GOOD = {400, 401, 403, 404, 413, 415}  # a retry would be refused the same way: a setting to fix
 
 
@@ -114,7 +116,8 @@ class StowForwardActivities:
         for fresh in (False, True):  # a token the server no longer takes is fetched again once
             token = await self._token(http, target, fresh)
             try:
-                answer = await http.post(
+                answer = await _bounded(
+                    http,
                     f"{(target.stow or '').rstrip('/')}/studies",
                     content=body,
                     headers={**headers, **({"Authorization": f"Bearer {token}"} if token else {})},
@@ -142,7 +145,7 @@ class StowForwardActivities:
         secret = (await asyncio.to_thread(target.client_secret_file.read_text)).strip()
         form = {"grant_type": "client_credentials", "client_id": target.client_id or "", "client_secret": secret}
         try:
-            answer = await http.post(target.token_url, data=form)
+            answer = await _bounded(http, target.token_url, data=form)
         except httpx.HTTPError as err:
             raise ApplicationError(f"token endpoint {target.token_url} unreachable: {err}") from None
         if answer.status_code != 200:
@@ -152,6 +155,23 @@ class StowForwardActivities:
         grant = answer.json()
         self._tokens[key] = (str(grant["access_token"]), time.monotonic() + float(grant.get("expires_in", 60)))
         return self._tokens[key][0]
+
+
+class ResponseTooLarge(httpx.HTTPError):
+    """The destination answered more than MAX_RESPONSE_BYTES: not a STOW-RS response we read."""
+
+
+async def _bounded(http: httpx.AsyncClient, url: str, **request: Any) -> httpx.Response:
+    """A POST whose answer is read only up to MAX_RESPONSE_BYTES: the destination is another system,
+    and a hostile or broken one must not make the worker hold whatever it sends."""
+    async with http.stream("POST", url, **request) as answer:
+        body = bytearray()
+        async for chunk in answer.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_RESPONSE_BYTES:
+                raise ResponseTooLarge(f"{url} answered more than {MAX_RESPONSE_BYTES} bytes")
+    headers = [(k, v) for k, v in answer.headers.multi_items() if k.lower() not in ("content-encoding", "content-length")]
+    return httpx.Response(answer.status_code, headers=headers, content=bytes(body), request=answer.request)
 
 
 def _verify(target: ForwardTarget) -> ssl.SSLContext | bool:

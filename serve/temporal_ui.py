@@ -78,10 +78,21 @@ def _upstream(request: Request) -> str:
     return settings.embedded_temporal_ui_url.removesuffix(TEMPORAL_UI_PATH + "/")
 
 
+async def _bounded_body(request: Request) -> bytes:
+    """The request body, refused (413) as soon as it passes MAX_BODY_BYTES, before it is all read."""
+    too_large = HTTPException(413, f"a Temporal UI request body is at most {MAX_BODY_BYTES} bytes")
+    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise too_large
+    return bytes(body)
+
+
 async def _forward(request: Request, url: str) -> Response:
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise HTTPException(413, f"a Temporal UI request body is at most {MAX_BODY_BYTES} bytes")
+    body = await _bounded_body(request)
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
     try:
         async with httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT_SECONDS) as client:

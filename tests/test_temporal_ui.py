@@ -55,6 +55,15 @@ def test_only_an_operator_passes_the_proxy(stack, study):
     assert requests.get(stack.url("/temporal/"), cookies={"dicomflow_operator": "not-a-token"}, timeout=30).status_code == 401
 
 
+def test_an_oversized_body_is_refused_before_it_is_read_whole(stack):
+    """The proxy reads at most 1 MiB of a request body (the UI posts small JSON), announced or not."""
+    url = stack.url("/temporal/api/v1/namespaces/default/workflows/x/terminate")
+    announced = requests.post(url, data=b"x" * (2 << 20), headers=operator_headers(), timeout=60)
+    assert announced.status_code == 413 and "at most" in announced.json()["error"]
+    streamed = requests.post(url, data=iter([b"x" * 65536] * 40), headers=operator_headers(), timeout=60)  # chunked, no length
+    assert streamed.status_code == 413
+
+
 @pytest.fixture(scope="module")
 def browser():
     chromium = shutil.which("chromium") or CHROMIUM
