@@ -74,7 +74,7 @@ class RoutingActivities:
         instances, and recorded nowhere, when nothing is owed)."""
         sql, params = owed_instances(request.tenant, request.study_uid, requester(request.rule), request.destination_ae)
         retrieve_id = uuid.uuid4().hex
-        total = await retrieves.create_if_any(
+        total = await retrieves.create(
             self.ctx.pool,
             retrieve_id,
             request.tenant,
@@ -83,6 +83,7 @@ class RoutingActivities:
             sql,
             params,
             MAX_INSTANCES,
+            keep_empty=False,
         )
         if not total:
             return RetrieveRequest(request.tenant, "", request.destination_ae, "", 0, 0)

@@ -4,7 +4,6 @@ all talking to the controller actor (cluster/controller.py) through Ray's own cl
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
 import signal
@@ -14,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from archive.config.settings import Settings
+from archive.config.settings import Settings, is_loopback
 from cluster.node_link import LOOPBACK, embedded_ports, links_configured, node_link_service
 from cluster.placement import ROLES, role_resources
 from cluster.serve_ingress import REPLICA_ENVIRONMENT
@@ -172,7 +171,7 @@ def _node_link(settings: Settings, head_address: str, node_ip: str) -> ManagedPr
     """On a node on another host: the head's embedded PostgreSQL, Redis and Temporal at their usual
     ports on this node's loopback, relayed to the head over mutual TLS with this node's certificate
     (the same settings file as the head's, with tls_cert_file/tls_key_file this node's client pair)."""
-    if _is_loopback(node_ip) or not embedded_ports(settings) or not links_configured(settings):
+    if is_loopback(node_ip) or not embedded_ports(settings) or not links_configured(settings):
         return None
     head = head_address.rsplit(":", 1)[0].strip("[]")
     link = node_link_service(settings, "connect", head)
@@ -195,13 +194,6 @@ def _missing_secrets(settings: Settings) -> list[str]:
     if settings.auth == "oidc" and not settings.oidc_cache_key:
         wanted.append(OIDC_CACHE)
     return [name for name in wanted if not read_secret(settings.var_path, name)]
-
-
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return address == "localhost"
 
 
 def gcs_address_for_node(address: str) -> str:

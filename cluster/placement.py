@@ -3,12 +3,11 @@ node gets. Pure functions over `ray.nodes()`-shaped dicts, so they read (and tes
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from archive.config.settings import ALL_NODE_ROLES, Settings
+from archive.config.settings import ALL_NODE_ROLES, Settings, is_loopback
 from cluster.node_link import embedded_ports, links_configured
 from rayfence.resources import RESOURCE_PREFIX
 
@@ -59,7 +58,7 @@ def link_problem(settings: Settings, node: Node) -> str | None:
     """Why `node` cannot reach the head's embedded PostgreSQL, Redis or Temporal: they listen on the
     head's loopback only, so a node on another host needs node links (mutual TLS with certificates
     from `dicomflow certs`), or external services (postgres_dsn, redis_url, temporal_address)."""
-    if node.is_head or _is_loopback(node.address) or not embedded_ports(settings):
+    if node.is_head or is_loopback(node.address) or not embedded_ports(settings):
         return None
     if links_configured(settings) and not settings.bind_is_loopback:
         return None
@@ -68,13 +67,6 @@ def link_problem(settings: Settings, node: Node) -> str | None:
         "Give the head a network bind_host and tls_cert_file, tls_key_file and tls_ca_file (dicomflow certs) so nodes reach them "
         "over mutual TLS (node links), or set postgres_dsn, redis_url and temporal_address to servers every node can reach"
     )
-
-
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return address == "localhost"
 
 
 def placement_problem(settings: Settings, node: Node) -> str | None:

@@ -81,6 +81,14 @@ class SettingsError(ValueError):
     """A setting has a bad value; the message names the key to fix."""
 
 
+def is_loopback(address: str) -> bool:
+    """An address (or the name localhost) that only this host can reach."""
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
 def config_file() -> Path:
     explicit = os.environ.get(ENV_PREFIX + "CONFIG")
     if explicit:
@@ -329,10 +337,7 @@ class Settings(BaseSettings):
 
     @property
     def bind_is_loopback(self) -> bool:
-        try:
-            return ipaddress.ip_address(self.bind_host).is_loopback
-        except ValueError:
-            return self.bind_host == "localhost"
+        return is_loopback(self.bind_host)
 
     @property
     def ingress(self) -> Literal["haproxy", "proxy"]:

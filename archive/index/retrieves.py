@@ -49,8 +49,10 @@ async def create(
     instances_sql: str,
     params: list[Any],
     max_instances: int,
+    keep_empty: bool = True,
 ) -> int:
-    """Record the retrieve and its instances (from `instances_sql`, a SELECT of SOP Instance UIDs); their number."""
+    """Record the retrieve and its instances (from `instances_sql`, a SELECT of SOP Instance UIDs); their number.
+    Without `keep_empty`, a SELECT that finds nothing leaves nothing recorded (a forward with nothing owed)."""
     async with pool.connection() as conn, conn.transaction():
         await conn.execute(
             "INSERT INTO retrieve (id, tenant, requested_by, destination, total) VALUES (%s, %s, %s, %s, 0)",
@@ -64,26 +66,11 @@ async def create(
         total = cursor.rowcount
         if total > max_instances:
             raise TooManyInstances(f"{total} instances match; one retrieve can send at most {max_instances}")
+        if not total and not keep_empty:
+            await conn.execute("DELETE FROM retrieve WHERE id = %s", (retrieve_id,))
+            return 0
         await conn.execute("UPDATE retrieve SET total = %s WHERE id = %s", (total, retrieve_id))
     return total
-
-
-async def create_if_any(
-    pool: AsyncConnectionPool,
-    retrieve_id: str,
-    tenant: str,
-    requested_by: str,
-    destination: str,
-    instances_sql: str,
-    params: list[Any],
-    max_instances: int,
-) -> int:
-    """As `create`, but nothing is recorded when the SELECT finds no instance; how many it found."""
-    async with pool.connection() as conn:
-        row = await (await conn.execute(f"SELECT count(*) FROM ({instances_sql}) AS m", params)).fetchone()
-    if not row or not row[0]:
-        return 0
-    return await create(pool, retrieve_id, tenant, requested_by, destination, instances_sql, params, max_instances)
 
 
 async def record_outcomes(pool: AsyncConnectionPool, retrieve_id: str, outcomes: list[tuple[int, str, int | None]]) -> None:

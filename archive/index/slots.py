@@ -18,7 +18,8 @@ class NoSlotFree(RuntimeError):
     """Every slot of the destination is held: try again later."""
 
 
-def _destination_key(destination: str) -> int:
+def slot_key(destination: str) -> int:
+    """The first key of a destination's slots (the second is the slot's number), as pg_locks shows it."""
     return (zlib.crc32(destination.encode()) ^ SLOT_SPACE) - 2**31  # a signed 32-bit key
 
 
@@ -27,7 +28,7 @@ async def destination_slot(dsn: str, destination: str, slots: int) -> AsyncItera
     """One of the destination's `slots` slots for as long as the block runs; NoSlotFree when none is.
     The connection is its own, not the pool's: a sender holding a slot must not starve the pool its
     own steps read from."""
-    key = _destination_key(destination)
+    key = slot_key(destination)
     async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
         for slot in range(slots):
             row = await (await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (key, slot))).fetchone()
@@ -38,8 +39,3 @@ async def destination_slot(dsn: str, destination: str, slots: int) -> AsyncItera
                     await conn.execute("SELECT pg_advisory_unlock(%s, %s)", (key, slot))
                 return
     raise NoSlotFree(f"{destination}: all {slots} sending slots are in use")
-
-
-def slot_key(destination: str) -> int:
-    """The first key of a destination's slots (for a test or an operator's pg_locks query)."""
-    return _destination_key(destination)
