@@ -10,46 +10,20 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import psutil
-import pydicom
 import requests
 from pydicom import dcmread
-from pydicom.encaps import encapsulate, get_frame
-from pydicom.uid import generate_uid
 from pynetdicom import AE
 
+from testkit.forged_j2k import small_and_forged
 from testkit.running_stack import RunningStack, stack_overrides
 
-SMALL_J2K = Path(pydicom.__file__).parent / "data" / "test_files" / "MR_small_jp2klossless.dcm"  # 64 x 64
-SIDE = 20000
-TILE = 1024  # 400 tiles, only the first coded: openjpeg decodes the whole canvas (one tile fails early)
 MiB = 2**20
-
-
-def small_and_forged() -> tuple[bytes, bytes]:
-    """The small J2K under fresh UIDs, and the same object whose SIZ declares SIDE x SIDE in TILE tiles."""
-    ds = dcmread(SMALL_J2K)
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    original = _saved(ds)
-    frame = bytearray(get_frame(ds.PixelData, 0, number_of_frames=1))
-    at = frame.find(b"\xff\x51")
-    struct.pack_into(">II", frame, at + 6, SIDE, SIDE)  # Xsiz, Ysiz
-    struct.pack_into(">II", frame, at + 22, TILE, TILE)  # XTsiz, YTsiz
-    ds.PixelData = encapsulate([bytes(frame)])
-    return original, _saved(ds)
-
-
-def _saved(ds: pydicom.Dataset) -> bytes:
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
 
 
 def _process(stack: RunningStack, marker: str) -> psutil.Process:

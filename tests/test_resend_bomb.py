@@ -9,7 +9,6 @@ is untouched."""
 from __future__ import annotations
 
 import io
-import struct
 import tempfile
 import time
 import uuid
@@ -18,12 +17,9 @@ from pathlib import Path
 
 import psutil
 import psycopg
-import pydicom
 import pytest
 import requests
 from pydicom import dcmread
-from pydicom.encaps import encapsulate, get_frame
-from pydicom.uid import generate_uid
 from pynetdicom import AE
 
 from archive.blobstore import LocalBlobStore
@@ -33,34 +29,14 @@ from archive.pixels.decode_pool import DecodePool
 from archive.pixels.limits import INTERPRETER_BYTES, DecodeLimits
 from archive.pixels.transcode import uncompressed_copy
 from archive.services.receipt import Outcome, Receiver
+from testkit.forged_j2k import small_and_forged
 from tests.auth import auth_headers
 from tests.conftest import STORE_AE, run
 
-SMALL_J2K = Path(pydicom.__file__).parent / "data" / "test_files" / "MR_small_jp2klossless.dcm"  # 64 x 64, 6 KB
-SIDE, TILE = 20000, 1024  # 400 tiles, one coded: openjpeg would fill the whole canvas
 MiB = 2**20
 # the old receipt peaked 2.3 GiB above its resting size; a refusal that decodes nothing stays far below
 BOUND = 256 * MiB
 STOW_TENANT = "resendbomb"
-
-
-def small_and_forged() -> tuple[bytes, bytes]:
-    """The small J2K under fresh UIDs, and the same object (same UIDs) with a forged SIZ marker."""
-    ds = dcmread(SMALL_J2K)
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    original = _saved(ds)
-    frame = bytearray(get_frame(ds.PixelData, 0, number_of_frames=1))
-    at = frame.find(b"\xff\x51")
-    struct.pack_into(">IIIIII", frame, at + 6, SIDE, SIDE, 0, 0, TILE, TILE)  # Xsiz, Ysiz, offsets, tile size
-    ds.PixelData = encapsulate([bytes(frame)])
-    return original, _saved(ds)
-
-
-def _saved(ds: pydicom.Dataset) -> bytes:
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
 
 
 def c_store(stack, payload: bytes) -> tuple[int, str]:
