@@ -74,20 +74,15 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def do_GET(self) -> None:
-        status, body = self.server.issuer_app.route(urlsplit(self.path).path)
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(payload)
+        self._reply(*self.server.issuer_app.route(urlsplit(self.path).path))
 
     def do_POST(self) -> None:
         """The token endpoint: OAuth2 client credentials (RFC 6749 4.4), form-encoded."""
         length = min(int(self.headers.get("Content-Length") or 0), 65536)
         form = dict(parse_qsl(self.rfile.read(length).decode("ascii", "replace")))
-        status, body = self.server.issuer_app.token_request(urlsplit(self.path).path, form)
+        self._reply(*self.server.issuer_app.token_request(urlsplit(self.path).path, form))
+
+    def _reply(self, status: int, body: Any) -> None:
         payload = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
