@@ -14,6 +14,7 @@ from activities.context import ActivityContext
 from archive.audit import AuditAction, AuditEvent, Outcome, record_now
 from archive.index import retrieves
 from archive.query.retrieve import MAX_INSTANCES
+from archive.routing.registry import rule_in_force, rules_in_force
 from archive.routing.rules import ForwardRule, owed_instances, requester, study_matches
 from contract import names
 from contract.payloads import ForwardRequest, ForwardRound, RetrieveRequest, StudyRef
@@ -58,7 +59,7 @@ class RoutingActivities:
     async def route(self, ref: StudyRef) -> list[str]:
         """The rules whose forward was told about this study (started, or signalled while it runs)."""
         told = []
-        for rule in self.ctx.settings.forward_rules:
+        for rule in await rules_in_force(self.ctx.settings, self.ctx.pool):
             if rule.applies_to(ref.tenant) and await study_matches(self.ctx.pool, rule, ref.tenant, ref.study_uid):
                 await self._tell(rule, ref)
                 told.append(rule.name)
@@ -88,6 +89,6 @@ class RoutingActivities:
         if not total:
             return RetrieveRequest(request.tenant, "", request.destination_ae, "", 0, 0)
         log.info("forward %s: %d instances of a study owed to %s", request.rule, total, request.destination_ae)
-        rule = next((r for r in self.ctx.settings.forward_rules if r.name == request.rule), None)
+        rule = await rule_in_force(self.ctx.settings, self.ctx.pool, request.rule)
         slots = rule.to.max_associations if rule else 1
         return RetrieveRequest(request.tenant, retrieve_id, request.destination_ae, "", 0, total, request.deidentify, slots)

@@ -23,6 +23,7 @@ from archive.dicom import dicom_status as st
 from archive.index import retrieves
 from archive.index.retrieves import COMPLETED, FAILED, ItemToSend
 from archive.index.slots import NoSlotFree, destination_slot
+from archive.routing.registry import rule_in_force
 from archive.routing.rules import ForwardRule, ForwardTarget
 from contract import names
 from contract.payloads import ForwardSend
@@ -44,18 +45,16 @@ class StowForwardActivities:
     def all(self) -> list:
         return [self.send]
 
-    def _rule(self, name: str) -> ForwardRule:
-        for rule in self.ctx.settings.forward_rules:
-            if rule.name == name and rule.to.stow:
-                return rule
-        raise ApplicationError(
-            f"forward rule {name!r} with a STOW-RS destination is no longer in the settings", non_retryable=True
-        )
+    async def _rule(self, name: str) -> ForwardRule:
+        rule = await rule_in_force(self.ctx.settings, self.ctx.pool, name)
+        if rule is not None and rule.to.stow:
+            return rule
+        raise ApplicationError(f"forward rule {name!r} with a STOW-RS destination is no longer in force", non_retryable=True)
 
     @activity.defn(name=names.FORWARD_STOW_SEND)
     async def send(self, job: ForwardSend) -> int:
         """How many this attempt sent; raises (to be retried) while the destination cannot answer."""
-        target = self._rule(job.request.rule).to
+        target = (await self._rule(job.request.rule)).to
         try:
             async with destination_slot(
                 self.ctx.settings.effective_postgres_dsn(), job.request.destination_ae, target.max_associations

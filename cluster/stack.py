@@ -76,7 +76,7 @@ class Stack:
             self._timed("node links (mutual TLS to the embedded services)", self._start_node_links)
         if s.auth == "oidc" and not s.oidc_cache_key:
             ensure_secret(s.var_path, OIDC_CACHE)  # before any replica or SCP verifies a token
-        if any(rule.deidentify for rule in s.forward_rules) and not s.deidentify_key:
+        if not s.deidentify_key:  # a rule added at run time may ask for de-identification too
             ensure_secret(s.var_path, DEIDENTIFY)
         self._timed("index schema", lambda: asyncio.run(_migrate(s, owner_dsn)))
         if s.postgres_dsn is None:

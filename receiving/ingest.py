@@ -14,6 +14,7 @@ from archive.config.settings import Settings
 from archive.index.instances import mark_signalled
 from archive.pixels.decode_pool import shared_pool
 from archive.resources import Resources
+from archive.routing.registry import rules_in_force
 from archive.routing.rules import study_matches
 from archive.services.receipt import Prepared, Receipt, Receiver
 from contract.payloads import ForwardRequest
@@ -73,7 +74,7 @@ class Ingest:
     async def _forward_now(self, tenant: str, study_uid: str) -> None:
         """Rules with when = "instance": their forward hears of the new instances now, not once the
         study is processed (the routing step tells it again then; a round finds nothing new)."""
-        for rule in self.settings.forward_rules:
+        for rule in await rules_in_force(self.settings, self.resources.pool):
             if rule.when != "instance" or not rule.applies_to(tenant) or self.signaller is None:
                 continue
             if await study_matches(self.resources.pool, rule, tenant, study_uid):

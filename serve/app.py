@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 from archive.config.settings import Settings
 from archive.identity import Role
 from serve.admin import router as admin_router
+from serve.admin_forwarding import changes as admin_forwarding_changes
 from serve.admin_forwarding import router as admin_forwarding_router
 from serve.audit_middleware import AuditMiddleware
 from serve.capabilities import router as capabilities_router
@@ -87,6 +88,7 @@ def build_app(settings: Settings) -> FastAPI:
         app.include_router(router, prefix=TENANT_ROOT, generate_unique_id_function=_tenant_route_id)
     app.include_router(admin_router)
     app.include_router(admin_forwarding_router)
+    app.include_router(admin_forwarding_changes)
     app.include_router(health_router)
     app.include_router(metrics_router)
     app.include_router(temporal_ui_router)

@@ -224,7 +224,6 @@ def test_an_instance_rule_forwards_before_the_study_is_processed(stack, data_dir
     """when = "instance" (an AI service that wants images at once): the forward is told as the
     receipt's batch is signalled, so it starts before the study's workflow has begun its first step
     (the order of the two workflows' own timestamps, not a time limit)."""
-    from testkit.temporal_waits import client_for
     from tests.conftest import LIVE_AE
     from tests.test_durability import new_study
 
@@ -241,23 +240,25 @@ def test_an_instance_rule_forwards_before_the_study_is_processed(stack, data_dir
             processed: WorkflowExecutionStatus.COMPLETED,
             forward: WorkflowExecutionStatus.COMPLETED,
         }
-
-    async def first_forward_start_and_first_study_step():
-        from temporalio.api.enums.v1 import EventType
-
-        client = await client_for(s)
-        runs = [w async for w in client.list_workflows(f"WorkflowId = '{forward}'")]
-        history = await client.get_workflow_handle(processed).fetch_history()
-        steps = (EventType.EVENT_TYPE_MARKER_RECORDED, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
-        first_step = next(e.event_time.ToDatetime() for e in history.events if e.event_type in steps)
-        return min(r.start_time for r in runs), first_step.replace(tzinfo=UTC)
-
     # a study rule's forward starts after the study's last step; this one before its first
-    forward_started, first_step = run(first_forward_start_and_first_study_step())
+    forward_started, first_step = run(_first_forward_start_and_first_study_step(s, forward, processed))
     assert forward_started < first_step, (forward_started, first_step)
     assert {str(ds.SOPInstanceUID) for ds in received(out).values()} == {
         str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files
     }
+
+
+async def _first_forward_start_and_first_study_step(s, forward: str, processed: str):
+    from temporalio.api.enums.v1 import EventType
+
+    from testkit.temporal_waits import client_for
+
+    client = await client_for(s)
+    runs = [w async for w in client.list_workflows(f"WorkflowId = '{forward}'")]
+    history = await client.get_workflow_handle(processed).fetch_history()
+    steps = (EventType.EVENT_TYPE_MARKER_RECORDED, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+    first_step = next(e.event_time.ToDatetime() for e in history.events if e.event_type in steps)
+    return min(r.start_time for r in runs), first_step.replace(tzinfo=UTC)
 
 
 def test_a_forward_survives_a_killed_worker_and_delivers_every_instance_once(stack, data_dir, storescp_port, tmp_path):
@@ -298,3 +299,68 @@ def test_a_forward_survives_a_killed_worker_and_delivers_every_instance_once(sta
         ).fetchall()
     assert {uid for uid, _ in delivered} == uids and {n for _, n in delivered} == {1}, "an instance delivered twice"
     assert set(worker_pids(stack)).isdisjoint(before), "Ray restarted the worker"
+
+
+def test_rules_added_and_removed_at_run_time_are_seen_by_every_reader(stack, data_dir, storescp_port, tmp_path):
+    """POST /admin/forwarding adds a rule, kept in the index, that the receiving side (when =
+    "instance"), the routing step, `dicomflow forward test` and the admin view all see; a tenant's
+    administrator manages its own tenant's rules only; DELETE removes it, and the next study goes
+    nowhere."""
+    from tests.auth import admin_headers
+    from tests.conftest import RUNTIME_AE
+    from tests.test_durability import new_study
+
+    url, s = stack.url("/admin/forwarding"), stack.settings
+    mine, theirs = admin_headers(["rt"]), admin_headers(["route"])
+    rule = {"name": "rt-ai", "tenant": "rt", "when": "instance", "match": {"ModalitiesInStudy": "MR"}, "to": {"ae": "STORESCP"}}
+
+    def post(body, headers=mine) -> int:
+        return requests.post(url, json=body, headers=headers, timeout=30).status_code
+
+    assert post(rule, theirs) == 403, "another tenant's administrator"
+    assert post({**rule, "tenant": None}) == 403, "a rule for every tenant is the operator's"
+    assert post({**rule, "name": "mr-to-pacs"}) == 409, "a name the settings file took"
+    assert post({**rule, "to": {"ae": "NO_SUCH_AE"}}) == 422
+    assert post({**rule, "to": {"ae": "STORESCP_B"}}) == 422, "a destination of tenant tenantb"
+    assert post({**rule, "match": {"NoSuchKeyword": "x"}}) == 422
+    assert post(rule) == 201
+    assert post(rule) == 409
+    view = requests.get(url, headers=mine, timeout=30).json()
+    assert [(r["name"], r["source"]) for r in view["rules"]] == [("rt-ai", "runtime")], view["rules"]
+    assert "rt-ai" not in [r["name"] for r in requests.get(url, headers=theirs, timeout=30).json()["rules"]]
+
+    def stored_study(count: int) -> tuple[str, list, set[str]]:
+        files = []
+        for number, payload in enumerate(new_study(data_dir, count)):
+            files.append(tmp_path / f"{len(list(tmp_path.glob('*.dcm')))}-{number}.dcm")
+            files[-1].write_bytes(payload)
+        headers = [dcmread(p, stop_before_pixels=True) for p in files]
+        return str(headers[0].StudyInstanceUID), files, {str(h.SOPInstanceUID) for h in headers}
+
+    study, files, uids = stored_study(3)
+    out = tmp_path / "ai"
+    with storescp(storescp_port, out, accept_all=True):
+        _dcmsend(stack, files, RUNTIME_AE)
+        forward, processed = f"forward:rt:rt-ai:{study}", f"study:rt:{study}"
+        assert run(wait_completed(s, [processed, forward], timeout=180)) == {
+            processed: WorkflowExecutionStatus.COMPLETED,
+            forward: WorkflowExecutionStatus.COMPLETED,
+        }
+    assert set(received(out)) == uids
+    started, first_step = run(_first_forward_start_and_first_study_step(s, forward, processed))
+    assert started < first_step, "the receiving side told the forward (when = instance) before the study was processed"
+    tried = stack.cli("forward", "test", "rt-ai", study)
+    assert tried.returncode == 0 and "0 instance(s)" in tried.stdout, tried.stdout
+
+    assert requests.delete(f"{url}/rt-ai", headers=theirs, timeout=30).status_code == 403
+    assert requests.delete(f"{url}/mr-to-pacs", headers=operator_headers(), timeout=30).status_code == 409
+    assert requests.delete(f"{url}/rt-ai", headers=mine, timeout=30).status_code == 204
+    assert requests.delete(f"{url}/rt-ai", headers=mine, timeout=30).status_code == 404
+    assert stack.cli("forward", "test", "rt-ai", study).returncode == 2
+    later, files, _ = stored_study(2)
+    _dcmsend(stack, files, RUNTIME_AE)
+    assert run(wait_completed(s, [f"study:rt:{later}"], timeout=180)) == {f"study:rt:{later}": WorkflowExecutionStatus.COMPLETED}
+    assert not run(list_ids(s, f"WorkflowId = 'forward:rt:rt-ai:{later}'")), "a removed rule starts nothing"
+    events = requests.get(stack.url("/admin/audit"), params={"tenant": "rt", "limit": 500}, headers=mine, timeout=30).json()
+    changes = [e["detail"].get("detail", {}) for e in events if e["event_code"] == 110113 and e["outcome"] == 0]
+    assert {"forward_rule_added": "rt-ai"} in [{k: v for k, v in c.items() if k != "event_type"} for c in changes], events[:5]

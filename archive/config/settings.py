@@ -19,6 +19,7 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 from archive.config.embedded_secrets import DEIDENTIFY, OIDC_CACHE, POSTGRES_APP, REDIS, read_secret
 from archive.config.settings_env import EnvSettingError, LenientEnvSource
 from archive.pixels.limits import INTERPRETER_BYTES, DecodeLimits, Limits
+from archive.routing.admission import destination_refusal
 from archive.routing.rules import ForwardRule
 
 ENV_PREFIX = "DICOMFLOW_"
@@ -291,11 +292,9 @@ class Settings(BaseSettings):
         if len(set(names)) != len(names):
             raise ValueError("forward_rules: two rules have the same name")
         for rule in self.forward_rules:
-            if rule.to.ae is None:
-                continue
-            entry = self.ae_table.get(rule.to.ae)
-            if entry is None or not entry.reachable:
-                raise ValueError(f"forward rule {rule.name!r} sends to {rule.to.ae!r}, which has no host and port in ae_table")
+            refused = destination_refusal(rule, self.ae_table)  # the same check a rule added at run time passes
+            if refused:
+                raise ValueError(refused)
         return self
 
     @model_validator(mode="after")

@@ -315,6 +315,17 @@ MIGRATIONS: list[str] = [
     """,
     # 17: what a forward already delivered, by instance (archive/routing/rules.owed_instances)
     "CREATE INDEX retrieve_item_sop_idx ON retrieve_item (sop_uid)",
+    # forwarding rules added at run time through /admin/forwarding (archive/index/forward_rules.py,
+    # issue 32): the settings file seeds the rules, these add to them; `rule` is a settings rule as JSON
+    """
+    CREATE TABLE forward_rule (
+        name        text PRIMARY KEY,
+        tenant      text,
+        rule        jsonb NOT NULL,
+        created_by  text NOT NULL,
+        created_at  timestamptz NOT NULL DEFAULT now()
+    );
+    """,
 ]
 
 
