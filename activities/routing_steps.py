@@ -17,7 +17,7 @@ from archive.query.retrieve import MAX_INSTANCES
 from archive.routing.registry import rule_in_force, rules_in_force
 from archive.routing.rules import ForwardRule, owed_instances, requester, study_matches
 from contract import names
-from contract.payloads import ForwardRequest, ForwardRound, RetrieveRequest, StudyRef
+from contract.payloads import ForwardRequest, ForwardRound, RetrieveOutcome, RetrieveRequest, StudyRef
 from contract.starts import tell_forward
 
 log = logging.getLogger("dicomflow.routing")
@@ -28,7 +28,7 @@ class RoutingActivities:
         self.ctx = ctx
 
     def all(self) -> list:
-        return [self.route, self.list_owed, self.audit]
+        return [self.route, self.list_owed, self.audit, self.withdraw]
 
     @activity.defn(name=names.FORWARD_AUDIT)
     async def audit(self, sent: ForwardRound) -> None:
@@ -51,6 +51,7 @@ class RoutingActivities:
                     "instances": outcome.completed,
                     "warning": outcome.warning,
                     "failed": outcome.failed,
+                    **({"cancelled": True} if sent.cancelled else {}),
                 },
             ),
         )
@@ -68,6 +69,14 @@ class RoutingActivities:
     async def _tell(self, rule: ForwardRule, ref: StudyRef) -> None:
         request = ForwardRequest(ref.tenant, rule.name, ref.study_uid, rule.to.destination, rule.deidentify or "", rule.to.kind)
         await tell_forward(activity.client(), self.ctx.settings.temporal_task_queue, request)
+
+    @activity.defn(name=names.FORWARD_WITHDRAW)
+    async def withdraw(self, retrieve: RetrieveRequest) -> RetrieveOutcome:
+        """The round of a cancelled forward: closed as it stands; what it did not send stays owed."""
+        await retrieves.withdraw(self.ctx.pool, retrieve.retrieve_id)
+        progress = await retrieves.progress(self.ctx.pool, retrieve.retrieve_id)
+        log.info("forward round %s cancelled: %d sent, %d refused", retrieve.retrieve_id, progress.completed, progress.failed)
+        return RetrieveOutcome("cancelled", progress.completed, progress.warning, progress.failed)
 
     @activity.defn(name=names.FORWARD_LIST)
     async def list_owed(self, request: ForwardRequest) -> RetrieveRequest:

@@ -1,6 +1,7 @@
 """`dicomflow forward test RULE STUDY_UID [--tenant T]`: whether a stored study matches a forwarding
 rule (of the settings file or added at run time), and what a forward would send now, so an
-operator can try a rule before trusting it."""
+operator can try a rule before trusting it. `dicomflow forward cancel RULE STUDY_UID [--tenant T]`:
+stop that study's forward by the rule (a Temporal cancellation the workflow handles and audits)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import argparse
 import asyncio
 
 from psycopg_pool import AsyncConnectionPool
+from temporalio.client import Client
 
 from archive.config.settings import Settings
 from archive.index.pool import open_index_pool
 from archive.routing.registry import rules_in_force
 from archive.routing.rules import ForwardRule, owed_instances, requester, study_matches
+from contract.cancels import ForwardNotRunning, cancel_forward
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -22,6 +25,10 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     test.add_argument("rule", help="the rule's name (forward_rules, or added through /admin/forwarding)")
     test.add_argument("study", help="a StudyInstanceUID")
     test.add_argument("--tenant", help="the study's tenant (default: the rule's, else default_tenant)")
+    cancel = verbs.add_parser("cancel", help="cancel the forward of a study by RULE (forward:{tenant}:{rule}:{study})")
+    cancel.add_argument("rule", help="the rule's name")
+    cancel.add_argument("study", help="a StudyInstanceUID")
+    cancel.add_argument("--tenant", help="the study's tenant (default: the rule's, else default_tenant)")
 
 
 async def _owed(pool: AsyncConnectionPool, rule: ForwardRule, tenant: str, study: str) -> int | None:
@@ -62,5 +69,22 @@ async def _test(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _cancel(settings: Settings, args: argparse.Namespace) -> int:
+    pool = await open_index_pool(settings.effective_postgres_dsn(), max_size=1)
+    try:  # the rule may have been removed since its forward started: then --tenant or the default
+        rule = next((r for r in await rules_in_force(settings, pool) if r.name == args.rule), None)
+    finally:
+        await pool.close()
+    tenant = args.tenant or (rule.tenant if rule else None) or settings.default_tenant
+    client = await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal_namespace)
+    try:
+        workflow_id = await cancel_forward(client, tenant, args.rule, args.study)
+    except ForwardNotRunning as err:
+        print(f"forward: {err}")
+        return 1
+    print(f"forward: cancel requested for {workflow_id}; it withdraws its round and ends cancelled")
+    return 0
+
+
 def cmd_forward(settings: Settings, args: argparse.Namespace) -> int:
-    return asyncio.run(_test(settings, args))
+    return asyncio.run(_cancel(settings, args) if args.forward_command == "cancel" else _test(settings, args))

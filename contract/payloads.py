@@ -123,6 +123,7 @@ class ForwardRound:
 
     request: ForwardRequest
     outcome: RetrieveOutcome
+    cancelled: bool = False  # an administrator cancelled the forward during or before this round
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """/admin/forwarding: the forwarding rules an administrator's tenants have (the settings file's and
 those added at run time), each destination's queue and the instances forwards could not deliver
 lately (with the status the destination gave); POST adds a rule, DELETE /admin/forwarding/{name}
-removes one added at run time. A tenant's administrator manages its own tenants' rules only; a rule
-for every tenant is the operator's."""
+removes one added at run time, and DELETE /admin/forwarding/workflows/{tenant}/{rule}/{study}
+cancels a forward. A tenant's administrator manages its own tenants' rules and forwards only; a
+rule for every tenant is the operator's."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from pydantic import ValidationError
 
 from archive.audit import AuditAction
 from archive.identity import Principal, Role
+from archive.identity.tenants import BadTenant, check_tenant
 from archive.index import forward_rules
 from archive.index.backlog import forward_failures, forward_queues
 from archive.routing.admission import refusal
 from archive.routing.registry import rules_in_force
 from archive.routing.rules import ForwardRule
-from serve.deps import Caller, Pool, SettingsDep, access, audit_note
+from contract.cancels import ForwardNotRunning, cancel_forward
+from serve.deps import Caller, IngestDep, Pool, SettingsDep, access, audit_note
 
 router = APIRouter(tags=["Admin"], dependencies=[Depends(access(Role.ADMIN, AuditAction.AUDIT_READ))])
 # a change of the rules is a PS3.15 Security Alert of type Software Configuration
@@ -100,3 +103,27 @@ async def remove_rule(name: str, request: Request, pool: Pool, settings: Setting
     async with pool.connection() as conn:
         await forward_rules.remove_rule(conn, name)
     return Response(status_code=204)
+
+
+@changes.delete(
+    "/admin/forwarding/workflows/{tenant}/{rule}/{study}",
+    status_code=202,
+    summary="Cancel the forward forward:{tenant}:{rule}:{study} (admin role: own tenants)",
+)
+async def cancel(tenant: str, rule: str, study: str, request: Request, caller: Caller, ingest: IngestDep) -> dict[str, str]:
+    try:
+        check_tenant(tenant)
+    except BadTenant as err:
+        raise HTTPException(400, str(err)) from None
+    visible = caller.visible_tenants()
+    if visible is not None and tenant not in visible:
+        raise HTTPException(403, f"{caller.subject} may cancel forwards of its own tenants only")
+    _note_change(request, tenant, forward_cancelled=rule)
+    try:
+        client = await ingest.temporal_client()
+        workflow_id = await cancel_forward(client, tenant, rule, study)
+    except ForwardNotRunning as err:
+        raise HTTPException(409 if err.status else 404, str(err)) from None
+    except ConnectionError as err:
+        raise HTTPException(503, str(err), headers={"Retry-After": "5"}) from None
+    return {"workflow_id": workflow_id, "state": "cancel requested"}

@@ -364,3 +364,67 @@ def test_rules_added_and_removed_at_run_time_are_seen_by_every_reader(stack, dat
     events = requests.get(stack.url("/admin/audit"), params={"tenant": "rt", "limit": 500}, headers=mine, timeout=30).json()
     changes = [e["detail"].get("detail", {}) for e in events if e["event_code"] == 110113 and e["outcome"] == 0]
     assert {"forward_rule_added": "rt-ai"} in [{k: v for k, v in c.items() if k != "event_type"} for c in changes], events[:5]
+
+
+def test_an_admin_cancels_a_forward_to_a_destination_that_is_down(stack, data_dir, tmp_path):
+    """The PACS is down, so two studies' forwards retry; an administrator of the tenant cancels one
+    over HTTP and the other with `dicomflow forward cancel`: each ends cancelled in Temporal, its
+    round is withdrawn (nothing stays owed by it) and the audit trail says it was cancelled."""
+    import psycopg
+
+    from testkit.temporal_waits import client_for
+    from tests.auth import admin_headers
+    from tests.test_durability import new_study
+
+    studies, files = [], []
+    for _ in range(2):
+        for number, payload in enumerate(new_study(data_dir, 2)):
+            files.append(tmp_path / f"{len(files)}-{number}.dcm")
+            files[-1].write_bytes(payload)
+        studies.append(str(dcmread(files[-1], stop_before_pixels=True).StudyInstanceUID))
+    s = stack.settings
+    _dcmsend(stack, files)  # no storescp listens at STORESCP's port
+    processed = {f"study:route:{study}": WorkflowExecutionStatus.COMPLETED for study in studies}
+    assert run(wait_completed(s, list(processed), timeout=180)) == processed
+    time.sleep(3)  # both forwards have met a closed port by now, and retry
+    by_http, by_cli = studies
+    url = stack.url(f"/admin/forwarding/workflows/route/mr-to-pacs/{by_http}")
+    assert requests.delete(url, headers=admin_headers(["rt"]), timeout=30).status_code == 403, "another tenant's administrator"
+    answer = requests.delete(url, headers=admin_headers(["route"]), timeout=30)
+    assert answer.status_code == 202, answer.text
+    cancelled = stack.cli("forward", "cancel", "mr-to-pacs", by_cli)
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    forwards = [f"forward:route:mr-to-pacs:{study}" for study in studies]
+    assert run(wait_completed(s, forwards, timeout=60)) == dict.fromkeys(forwards, WorkflowExecutionStatus.CANCELED)
+    assert requests.delete(url, headers=admin_headers(["route"]), timeout=30).status_code == 409, "it has ended"
+    assert stack.cli("forward", "cancel", "mr-to-pacs", "1.2.3.4").returncode == 1, "no such forward"
+
+    async def described():
+        client = await client_for(s)
+        return [(await client.get_workflow_handle(f).describe()).status for f in forwards]
+
+    assert run(described()) == [WorkflowExecutionStatus.CANCELED] * 2
+    uids = [str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files]
+    with psycopg.connect(s.effective_postgres_dsn()) as conn:
+        owed = conn.execute(
+            """SELECT count(*) FROM retrieve r JOIN retrieve_item ri ON ri.retrieve_id = r.id
+               WHERE r.requested_by = 'forward:mr-to-pacs' AND ri.state = 'pending' AND ri.sop_uid = ANY(%s)""",
+            (uids,),
+        ).fetchone()
+    assert owed == (0,), "a cancelled forward's round still owes instances"
+    for study in studies:
+        events = requests.get(
+            stack.url("/admin/audit"), params={"study": study, "limit": 100}, headers=admin_headers(["route"]), timeout=30
+        ).json()
+        assert [e for e in events if e["source"] == "forward" and e["detail"].get("cancelled")], events[:5]
+
+    async def replayed() -> None:  # the cancelled histories replay in the sandbox, with the patch
+        from temporalio.worker import Replayer
+
+        from workflows.forward import ForwardWorkflow
+
+        client = await client_for(s)
+        for forward in forwards:
+            await Replayer(workflows=[ForwardWorkflow]).replay_workflow(await client.get_workflow_handle(forward).fetch_history())
+
+    run(replayed())

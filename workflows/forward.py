@@ -8,6 +8,11 @@ instances may be waiting, so another round follows: only what is new goes, and T
 complete a run that has a signal it did not see. Sending retries while the destination is down,
 without giving up (a PACS may be down for a weekend); each retry is a server-side retry of one
 activity, so the history does not grow with it.
+
+An administrator may cancel a forward (Temporal cancellation: `DELETE /admin/forwarding/workflows/
+...` or `dicomflow forward cancel`): the round under way is withdrawn (what was not sent stays
+owed, for a later forward of the rule to send), the cancellation goes into the audit trail, and the
+workflow ends cancelled.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from contract import names
     from contract.payloads import ForwardRequest, ForwardRound, ForwardSend, RetrieveEnd, RetrieveOutcome, RetrieveRequest
+
+CANCELLABLE_PATCH = "forward-cancel-withdraws"  # a cancelled forward withdraws its round and audits it
 
 HEARTBEAT = timedelta(seconds=10)  # a killed worker's attempt is retried elsewhere after this
 PERSISTENT_RETRY = RetryPolicy(
@@ -35,6 +42,7 @@ class ForwardWorkflow:
     def __init__(self) -> None:
         self.signals = 0
         self.sent = 0
+        self.round: RetrieveRequest | None = None  # the retrieve of the round under way, until its books close
 
     @workflow.signal(name=names.FORWARD_SIGNAL)
     def study_processed(self) -> None:
@@ -46,13 +54,24 @@ class ForwardWorkflow:
 
     @workflow.run
     async def run(self, request: ForwardRequest) -> int:
+        try:
+            return await self._rounds(request)
+        except BaseException as err:
+            if not is_cancelled_exception(err) or not workflow.patched(CANCELLABLE_PATCH):
+                raise
+            await self._withdraw(request)
+            raise  # the workflow ends cancelled
+
+    async def _rounds(self, request: ForwardRequest) -> int:
         for _ in range(ROUNDS_BEFORE_CUT):
             seen = self.signals
             retrieve: RetrieveRequest = await workflow.execute_activity(
                 names.FORWARD_LIST, request, result_type=RetrieveRequest, start_to_close_timeout=STEP_TIMEOUT
             )
             if retrieve.instances:
+                self.round = retrieve
                 outcome = await self._send(request, retrieve)
+                self.round = None
                 self.sent += outcome.completed
                 await workflow.execute_local_activity(
                     names.FORWARD_AUDIT, ForwardRound(request, outcome), start_to_close_timeout=STEP_TIMEOUT
@@ -60,6 +79,17 @@ class ForwardWorkflow:
             if self.signals == seen:
                 return self.sent
         workflow.continue_as_new(request)
+
+    async def _withdraw(self, request: ForwardRequest) -> None:
+        """Cancelled: close the round's books without sending the rest, and say so in the audit trail."""
+        outcome = RetrieveOutcome("cancelled", 0, 0, 0)
+        if self.round is not None:
+            outcome = await workflow.execute_activity(
+                names.FORWARD_WITHDRAW, self.round, result_type=RetrieveOutcome, start_to_close_timeout=STEP_TIMEOUT
+            )
+        await workflow.execute_local_activity(
+            names.FORWARD_AUDIT, ForwardRound(request, outcome, cancelled=True), start_to_close_timeout=STEP_TIMEOUT
+        )
 
     @staticmethod
     async def _send(request: ForwardRequest, retrieve: RetrieveRequest) -> RetrieveOutcome:
@@ -79,6 +109,8 @@ class ForwardWorkflow:
                 retry_policy=PERSISTENT_RETRY,
             )
         except ActivityError as err:  # a refusal that no retry can mend (the destination left the AE table)
+            if is_cancelled_exception(err) and workflow.patched(CANCELLABLE_PATCH):
+                raise  # an administrator cancelled the forward: not a refusal
             gave_up = str(err.cause or err)
         return await workflow.execute_activity(
             names.RETRIEVE_FINISH,

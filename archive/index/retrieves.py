@@ -237,3 +237,13 @@ async def prune(pool: AsyncConnectionPool, older_than_days: float) -> int:
             "DELETE FROM retrieve WHERE finished_at < now() - make_interval(secs => %s)", (older_than_days * 86400,)
         )
         return cursor.rowcount
+
+
+async def withdraw(pool: AsyncConnectionPool, retrieve_id: str) -> None:
+    """A forward cancelled by an administrator: the retrieve ends cancelled and forgets what it had
+    not sent yet, so nothing counts as owed by it and a later forward of the rule lists those again."""
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute(
+            "UPDATE retrieve SET state = 'cancelled', finished_at = coalesce(finished_at, now()) WHERE id = %s", (retrieve_id,)
+        )
+        await conn.execute("DELETE FROM retrieve_item WHERE retrieve_id = %s AND state = 'pending'", (retrieve_id,))
