@@ -40,7 +40,7 @@ log = logging.getLogger("dicomflow.scp")
 
 
 def receipt_status(receipt: Receipt) -> Dataset:
-    code = st.receipt_status(receipt.outcome)
+    code = st.status_of(receipt)
     return status(code, None if code == st.SUCCESS else receipt.reason)
 
 

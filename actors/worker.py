@@ -16,6 +16,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 import dimse
 from activities.commitment_steps import CommitmentActivities
 from activities.context import ActivityContext
+from activities.rejection_steps import RejectionActivities
 from activities.retrieve_steps import RetrieveActivities
 from activities.routing_steps import RoutingActivities
 from activities.stow_forward import StowForwardActivities
@@ -24,9 +25,11 @@ from actors.loop_thread import LoopThread
 from archive.config.settings import Settings
 from archive.priority import normal_priority
 from archive.services.sweeper import sweep_forever
+from contract.starts import ensure_rejection_expiry
 from receiving.reconciler import reconcile_forever
 from workflows.commitment import StorageCommitmentWorkflow
 from workflows.forward import ForwardWorkflow
+from workflows.rejection_expiry import RejectionExpiryWorkflow
 from workflows.retrieve import RetrieveWorkflow
 from workflows.study import StudyWorkflow
 
@@ -45,14 +48,16 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         *RetrieveActivities(ctx).all(),
         *RoutingActivities(ctx).all(),
         *StowForwardActivities(ctx).all(),
+        *RejectionActivities(ctx).all(),
     ]
+    await _ensure_schedules(client, settings)
     reconciler = asyncio.create_task(reconcile_forever(client, ctx.pool, settings))
     sweeper = asyncio.create_task(sweep_forever(ctx.blobs, ctx.pool, settings))
     try:
         async with Worker(
             client,
             task_queue=settings.temporal_task_queue,
-            workflows=[StudyWorkflow, StorageCommitmentWorkflow, RetrieveWorkflow, ForwardWorkflow],
+            workflows=[StudyWorkflow, StorageCommitmentWorkflow, RetrieveWorkflow, ForwardWorkflow, RejectionExpiryWorkflow],
             activities=activities,
             activity_executor=ThreadPoolExecutor(max_workers=4),
             max_concurrent_activities=8,
@@ -68,6 +73,14 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         reconciler.cancel()
         sweeper.cancel()
         await ctx.close()
+
+
+async def _ensure_schedules(client: Client, settings: Settings) -> None:
+    """The periodic workflows this archive runs; every worker makes sure of them (the first creates)."""
+    try:
+        await ensure_rejection_expiry(client, settings.temporal_task_queue, settings.rejection_expiry_interval_seconds)
+    except Exception:  # noqa: BLE001 - e.g. two workers creating it at once; the next start tries again
+        log.warning("could not create or update the rejection expiry schedule", exc_info=True)
 
 
 class WorkerHost:

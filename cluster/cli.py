@@ -14,7 +14,18 @@ import time
 from pathlib import Path
 
 from archive.config.settings import TEMPORAL_UI_PATH, Settings, SettingsError, load_settings
-from cluster import certs, cli_audit, cli_cluster, cli_forward, cli_metadata, cli_send, cli_sweep, cli_worklist, viewer_install
+from cluster import (
+    certs,
+    cli_audit,
+    cli_cluster,
+    cli_forward,
+    cli_metadata,
+    cli_rejected,
+    cli_send,
+    cli_sweep,
+    cli_worklist,
+    viewer_install,
+)
 from cluster.cli_cluster import print_cluster
 from cluster.ray_env import join_as_client
 from cluster.redaction import redacted
@@ -247,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     cli_send.add_parser(sub)
     cli_sweep.add_parser(sub)
     cli_forward.add_parser(sub)
+    cli_rejected.add_parser(sub)
     cli_metadata.add_parser(sub)
     certs.add_certs_parser(sub)
     viewer_install.add_parser(sub)
@@ -273,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         return cli_sweep.cmd_sweep(settings, args)
     if args.command == "forward":
         return cli_forward.cmd_forward(settings, args)
+    if args.command == "rejected":
+        return cli_rejected.cmd_rejected(settings, args)
     if args.command == "metadata":
         return cli_metadata.cmd_metadata(settings, args)
     if args.command == "viewer":

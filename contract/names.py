@@ -51,3 +51,9 @@ RETRIEVE_WORKFLOW = "RetrieveWorkflow"
 
 def retrieve_workflow_id(tenant: str, retrieve_id: str) -> str:
     return f"move:{tenant}:{retrieve_id}"
+
+
+# IOCM: rejected instances deleted once their grace has passed, by a workflow a Schedule starts
+REJECTION_EXPIRY_WORKFLOW = "RejectionExpiryWorkflow"
+REJECTION_EXPIRY_SCHEDULE = "rejection-expiry"  # the Schedule's id; its runs are rejection-expiry-{time}
+EXPIRE_REJECTIONS = "expire_rejections"

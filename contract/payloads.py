@@ -132,3 +132,16 @@ class ForwardSend:
 
     request: ForwardRequest
     retrieve: RetrieveRequest
+
+
+@dataclass
+class ExpiryRequest:
+    """A rejection expiry run: what is due at `as_of` (ISO 8601; empty: when the run starts)."""
+
+    as_of: str = ""
+
+
+@dataclass
+class ExpiryOutcome:
+    studies: int = 0
+    instances: int = 0

@@ -4,10 +4,22 @@ conflict rules cannot drift apart between them."""
 
 from __future__ import annotations
 
-from temporalio.client import Client
+from datetime import timedelta
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+)
 
 from contract import names
-from contract.payloads import ForwardRequest
+from contract.payloads import ExpiryRequest, ForwardRequest
 
 
 async def tell_forward(client: Client, task_queue: str, request: ForwardRequest) -> None:
@@ -20,3 +32,29 @@ async def tell_forward(client: Client, task_queue: str, request: ForwardRequest)
         task_queue=task_queue,
         start_signal=names.FORWARD_SIGNAL,
     )
+
+
+def rejection_expiry_schedule(task_queue: str, every_seconds: float) -> Schedule:
+    """The Schedule that starts a RejectionExpiryWorkflow every `every_seconds`: one at a time, and
+    a run asked for while one is going follows it (a 113039 note must not wait a whole interval)."""
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            names.REJECTION_EXPIRY_WORKFLOW, ExpiryRequest(), id=names.REJECTION_EXPIRY_SCHEDULE, task_queue=task_queue
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=every_seconds))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.BUFFER_ONE),
+    )
+
+
+async def ensure_rejection_expiry(client: Client, task_queue: str, every_seconds: float) -> None:
+    """Create the rejection expiry Schedule, or bring an existing one to these settings."""
+    schedule = rejection_expiry_schedule(task_queue, every_seconds)
+    try:
+        await client.create_schedule(names.REJECTION_EXPIRY_SCHEDULE, schedule)
+    except ScheduleAlreadyRunningError:
+        await client.get_schedule_handle(names.REJECTION_EXPIRY_SCHEDULE).update(lambda _: ScheduleUpdate(schedule=schedule))
+
+
+async def expire_rejections_now(client: Client) -> None:
+    """A run of the rejection expiry now (after the one going, if any)."""
+    await client.get_schedule_handle(names.REJECTION_EXPIRY_SCHEDULE).trigger(overlap=ScheduleOverlapPolicy.BUFFER_ONE)

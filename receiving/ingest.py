@@ -11,6 +11,7 @@ from temporalio.client import Client
 
 from archive.blobstore import BlobStore, StagedBlob
 from archive.config.settings import Settings
+from archive.dicom.rejection_note import RETENTION_EXPIRED
 from archive.index.instances import mark_signalled
 from archive.pixels.decode_pool import shared_pool
 from archive.resources import Resources
@@ -18,7 +19,8 @@ from archive.routing.registry import rules_in_force
 from archive.routing.rules import study_matches
 from archive.services.receipt import Prepared, Receipt, Receiver
 from contract.payloads import ForwardRequest
-from contract.starts import tell_forward
+from contract.starts import expire_rejections_now, tell_forward
+from receiving.rejection_audit import rejection_event
 from receiving.signaller import StudySignaller
 
 log = logging.getLogger("dicomflow.ingest")
@@ -91,7 +93,7 @@ class Ingest:
         await mark_signalled(self.resources.pool, tenant, sop_uids)
 
     async def receive(self, tenant: str, staged: StagedBlob, source: str, **expect: str | None) -> Receipt:
-        return self._signal(await self.receiver.receive(tenant, staged, source, **expect))
+        return await self._after(self._signal(await self.receiver.receive(tenant, staged, source, **expect)), source)
 
     def prepare(self, tenant: str, staged: StagedBlob, **expect: str | None) -> Prepared | Receipt:
         """Parse and check on the caller's thread (a DIMSE association's own): the object ready for
@@ -100,7 +102,20 @@ class Ingest:
 
     async def commit(self, prepared: Prepared, source: str) -> Receipt:
         """Store what `prepare` accepted: bytes fsync'd, row committed, its study's workflow signalled."""
-        return self._signal(await self.receiver.store(prepared, source))
+        return await self._after(self._signal(await self.receiver.store(prepared, source)), source)
+
+    async def _after(self, receipt: Receipt, source: str) -> Receipt:
+        """A rejection note that withdrew instances: in the audit trail, and a 113039 (Data Retention
+        Policy Expired) has its instances deleted now rather than at the next scheduled expiry."""
+        if receipt.rejection_code is None or receipt.attributes is None:
+            return receipt
+        self.resources.audit.record(rejection_event(receipt, source))
+        if receipt.rejection_code == RETENTION_EXPIRED:
+            try:
+                await expire_rejections_now(await self.temporal_client())
+            except Exception:  # noqa: BLE001 - the Schedule's next run deletes them
+                log.warning("could not start the rejection expiry now; its next scheduled run will", exc_info=True)
+        return receipt
 
     def _signal(self, receipt: Receipt) -> Receipt:
         if receipt.needs_workflow and self.signaller and receipt.attributes and receipt.tenant:

@@ -14,6 +14,8 @@ from archive.identity import Role
 from serve.admin import router as admin_router
 from serve.admin_forwarding import changes as admin_forwarding_changes
 from serve.admin_forwarding import router as admin_forwarding_router
+from serve.admin_rejected import restores as admin_restores
+from serve.admin_rejected import router as admin_rejected_router
 from serve.audit_middleware import AuditMiddleware
 from serve.capabilities import router as capabilities_router
 from serve.changefeed import router as changefeed_router
@@ -89,6 +91,8 @@ def build_app(settings: Settings) -> FastAPI:
     app.include_router(admin_router)
     app.include_router(admin_forwarding_router)
     app.include_router(admin_forwarding_changes)
+    app.include_router(admin_rejected_router)
+    app.include_router(admin_restores)
     app.include_router(health_router)
     app.include_router(metrics_router)
     app.include_router(temporal_ui_router)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import Response
 
 from archive.audit import AuditAction
-from archive.blobstore import BlobStore
+from archive.blobstore.removal import remove_blobs
 from archive.identity import Role
 from archive.index.deletion import delete_objects, deletion_signalled
 from receiving.signaller import signal_study
@@ -30,7 +30,7 @@ async def delete(ingest: IngestDep, tenant: str, study: str, series: str | None 
     deleted = await delete_objects(ingest.pool, tenant, study, series, instance)
     if not deleted.instances:
         raise HTTPException(404, "nothing to delete for this tenant")
-    await asyncio.to_thread(_remove_blobs, ingest.blobs, deleted.blob_keys)
+    await asyncio.to_thread(remove_blobs, ingest.blobs, deleted.blob_keys, "a deleted object")
     await forget_metadata(ingest.resources.cache, tenant, study)
     settings = ingest.settings
     try:
@@ -42,16 +42,6 @@ async def delete(ingest: IngestDep, tenant: str, study: str, series: str | None 
     except Exception:  # noqa: BLE001 - the outbox row stays; the reconciler tells the workflow later
         log.warning("deletion in %s not signalled yet; the reconciler will", study, exc_info=True)
     return Response(status_code=204)
-
-
-def _remove_blobs(blobs: BlobStore, keys: list[str]) -> None:
-    """After the rows' commit: the objects are deleted whatever happens here, and a blob that will not
-    go now is an orphan the sweeper removes later."""
-    for key in keys:
-        try:
-            blobs.delete(key)
-        except Exception:  # noqa: BLE001
-            log.warning("could not remove blob %s of a deleted object; the orphan sweeper will", key, exc_info=True)
 
 
 @router.delete("/dicomweb/studies/{study}", summary="Delete a study")

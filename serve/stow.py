@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from archive.audit import AuditAction
 from archive.config.settings import Settings
 from archive.dicom.attributes import InstanceAttributes
-from archive.dicom.dicom_status import CANNOT_UNDERSTAND, failure_status, is_transient
+from archive.dicom.dicom_status import CANNOT_UNDERSTAND, is_transient, status_of
 from archive.dicom.uids import is_safe_uid
 from archive.identity import Role
 from archive.services.receipt import Receipt
@@ -119,7 +119,7 @@ async def _store_parts(request: Request, ingest: Ingest, tenant: str, parts: lis
             referenced.append(_referenced(receipt.attributes, base))
             studies.add((tenant, receipt.attributes.study_uid))
         else:
-            failed.append(_failed(receipt, failure_status(receipt.outcome), receipt.reason or receipt.outcome.value))
+            failed.append(_failed(receipt, status_of(receipt), receipt.reason or receipt.outcome.value))
     await ingest.flush(studies)
     audit_note(request)["detail"] = {
         "stored": len(referenced),

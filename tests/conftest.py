@@ -39,6 +39,7 @@ RESEARCH_PACS_AE = "RESEARCH_PACS"  # a research archive (a storescp at the STOR
 FORWARD_CLIENT = "dicomflow-forwarder"  # the OAuth2 client a STOW-RS forward authenticates as
 LIVE_AE = "LIVE_MOD"  # a modality of tenant "live", whose instances go to an AI service as they arrive
 RUNTIME_AE = "RUNTIME_MOD"  # a modality of tenant "rt", whose forwarding rules are added at run time
+IOCM_AE = "IOCM_MOD"  # a modality and QA workstation of tenant "iocm": stores (rejection notes too), finds, moves
 LOOPBACK = ["127.0.0.0/8"]
 REFETCH_SECONDS = 5  # an unknown key id refetches the issuer's keys at most this often
 OHIF_ORIGIN = "http://localhost:3000"  # a viewer served from elsewhere, allowed by CORS
@@ -122,6 +123,7 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
             RESEARCH_AE: {"allowed_hosts": LOOPBACK, "tenant": "research", "services": ["store"]},
             LIVE_AE: {"allowed_hosts": LOOPBACK, "tenant": "live", "services": ["store"]},
             RUNTIME_AE: {"allowed_hosts": LOOPBACK, "tenant": "rt", "services": ["store"]},
+            IOCM_AE: {"allowed_hosts": LOOPBACK, "tenant": "iocm", "services": ["store", *QR_SERVICES]},
             RESEARCH_PACS_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
             STORESCP_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
             STORESCP_B_AE: {"host": "127.0.0.1", "port": storescp_port, "tenant": "tenantb", "services": []},

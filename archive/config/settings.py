@@ -190,6 +190,11 @@ class Settings(BaseSettings):
     # blob before its row commits), by `dicomflow sweep` and every sweep_interval_seconds (0: never)
     orphan_grace_seconds: float = Field(3600.0, ge=60)
     sweep_interval_seconds: float = Field(86400.0, ge=0)
+    # IOCM: what a rejection note withdrew stays restorable this long; then the rejection expiry
+    # workflow (a Temporal Schedule, every rejection_expiry_interval_seconds) deletes it. A note
+    # coded 113039 (Data Retention Policy Expired) is deleted at once.
+    rejected_retention_days: float = Field(30.0, ge=0)
+    rejection_expiry_interval_seconds: float = Field(3600.0, ge=60)
     # lenient: keep objects whose UIDs break PS3.5 harmlessly (marked on the row); strict: refuse them
     uid_policy: Literal["lenient", "strict"] = "lenient"
     # what one object may make the archive decode or inflate (see archive/pixels/limits.py)

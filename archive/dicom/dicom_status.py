@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from archive.services.receipt import Outcome
+from archive.dicom.rejection_note import REFUSALS, REJECTED_OBJECT
+from archive.services.receipt import Outcome, Receipt
 
 SUCCESS = 0x0000
 CANCEL = 0xFE00
@@ -42,12 +43,18 @@ _RECEIPT_STATUS = {
     Outcome.INVALID: CANNOT_UNDERSTAND,
     Outcome.MISMATCH: DATASET_MISMATCH,
     Outcome.FAILED: OUT_OF_RESOURCES,
+    Outcome.REFUSED: REJECTED_OBJECT,  # IOCM; the receipt names its own code (archive/dicom/rejection_note.py)
 }
 
 
 def receipt_status(outcome: Outcome) -> int:
     """The C-STORE status for a receipt's outcome."""
     return _RECEIPT_STATUS[outcome]
+
+
+def status_of(receipt: Receipt) -> int:
+    """The C-STORE status (or STOW-RS FailureReason) for a receipt: the one it names, else its outcome's."""
+    return receipt.status if receipt.status is not None else receipt_status(receipt.outcome)
 
 
 def failure_status(outcome: Outcome) -> int:
@@ -60,4 +67,4 @@ def failure_status(outcome: Outcome) -> int:
 
 def is_transient(code: int) -> bool:
     """A7xx: the archive could not store now (index or blob store unreachable); the same send may succeed later."""
-    return code & 0xFF00 == OUT_OF_RESOURCES
+    return code & 0xFF00 == OUT_OF_RESOURCES and code not in REFUSALS

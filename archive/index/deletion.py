@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from psycopg import AsyncConnection
@@ -25,27 +26,9 @@ async def delete_objects(
     """Rows go first and in one transaction: a crash after it leaves orphan blobs, never rows without blobs.
     The study's lock waits for receipts in flight, so every instance acknowledged before is seen here."""
     where, params = instance_scope(tenant, study_uid, series_uid, sop_uid)
-    out = Deleted()
     async with pool.connection() as conn, conn.transaction():
-        await lock_study(conn, tenant, study_uid, exclusive=True)
-        # study row before series rows, the order refresh_aggregates takes them in
-        await conn.execute("SELECT 1 FROM study WHERE tenant = %s AND study_uid = %s FOR UPDATE", (tenant, study_uid))
-        # the change feed's rows in the same statement (archive/index/change_feed.py)
-        rows = await (
-            await conn.execute(
-                f"""WITH d AS (DELETE FROM instance WHERE {where}
-                               RETURNING blob_key, transcoded_key, series_uid, tenant, study_uid, sop_uid, sop_class_uid),
-                         f AS (INSERT INTO change_feed (tenant, action, study_uid, series_uid, sop_uid, sop_class_uid)
-                               SELECT tenant, 'delete', study_uid, series_uid, sop_uid, sop_class_uid FROM d)
-                    SELECT blob_key, transcoded_key, series_uid FROM d""",
-                params,
-            )
-        ).fetchall()
-        out.instances = len(rows)
-        out.blob_keys = [k for row in rows for k in row[:2] if k]
-        await bump_series(conn, tenant, sorted({row[2] for row in rows}))
-        out.blob_keys += await _drop_empty_parents(conn, tenant, study_uid)
-        await _uncount(conn, tenant, study_uid, Counter(row[2] for row in rows))
+        out, per_series = await _delete_rows(conn, tenant, study_uid, where, params, visible=True)
+        await _uncount(conn, tenant, study_uid, per_series)
         if out.instances:  # same transaction: the deletion and the note that its workflow must hear of it
             await conn.execute(
                 """INSERT INTO deletion_outbox (tenant, study_uid, instances) VALUES (%s, %s, %s)
@@ -53,6 +36,48 @@ async def delete_objects(
                 (tenant, study_uid, out.instances),
             )
     return out
+
+
+async def delete_rejected(pool: AsyncConnectionPool, tenant: str, study_uid: str, sop_uids: list[str]) -> Deleted:
+    """Rejected instances whose rejection expired (archive/index/rejections.py). They left the feed,
+    the counts and the documents when they were rejected, so only their rows and blobs go now; the
+    rejection rows stay, marked deleted, so a re-send is still refused."""
+    where, params = instance_scope(tenant, study_uid)
+    async with pool.connection() as conn, conn.transaction():
+        out, _ = await _delete_rows(
+            conn, tenant, study_uid, f"{where} AND state = 'rejected' AND sop_uid = ANY(%s)", [*params, sop_uids], visible=False
+        )
+        await conn.execute(
+            "UPDATE rejection SET deleted_at = now() WHERE tenant = %s AND sop_uid = ANY(%s) AND restored_at IS NULL",
+            (tenant, sop_uids),
+        )
+    return out
+
+
+async def _delete_rows(
+    conn: AsyncConnection, tenant: str, study_uid: str, where: str, params: Sequence[object], *, visible: bool
+) -> tuple[Deleted, Counter[str]]:
+    """The instance rows matching `where`, and the series and study they leave empty. Rows readers
+    still saw (`visible`) leave a change feed entry and move their series' version."""
+    await lock_study(conn, tenant, study_uid, exclusive=True)
+    # study row before series rows, the order refresh_aggregates takes them in
+    await conn.execute("SELECT 1 FROM study WHERE tenant = %s AND study_uid = %s FOR UPDATE", (tenant, study_uid))
+    # the change feed's rows in the same statement (archive/index/change_feed.py)
+    rows = await (
+        await conn.execute(
+            f"""WITH d AS (DELETE FROM instance WHERE {where}
+                           RETURNING blob_key, transcoded_key, series_uid, tenant, study_uid, sop_uid, sop_class_uid),
+                     f AS (INSERT INTO change_feed (tenant, action, study_uid, series_uid, sop_uid, sop_class_uid)
+                           SELECT tenant, 'delete', study_uid, series_uid, sop_uid, sop_class_uid FROM d WHERE {visible})
+                SELECT blob_key, transcoded_key, series_uid FROM d""",
+            params,
+        )
+    ).fetchall()
+    out = Deleted(len(rows), [k for row in rows for k in row[:2] if k])
+    if visible:
+        await bump_series(conn, tenant, sorted({row[2] for row in rows}))
+    out.blob_keys += await _drop_empty_parents(conn, tenant, study_uid)
+    return out, Counter(row[2] for row in rows)
 
 
 async def _uncount(conn: AsyncConnection, tenant: str, study_uid: str, per_series: Counter[str]) -> None:

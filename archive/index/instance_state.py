@@ -1,5 +1,5 @@
-"""Where an instance is on its way from receipt to ready. The index's CHECK constraint (migration
-15) holds the same list, so a misspelt state in a statement fails loudly instead of hiding a row."""
+"""Where an instance is on its way from receipt to ready. The index's CHECK constraint (migrations
+15 and 18) holds the same list, so a misspelt state in a statement fails loudly instead of hiding a row."""
 
 from __future__ import annotations
 
@@ -12,9 +12,21 @@ class InstanceState(StrEnum):
     VERIFIED = "verified"  # read back and checked against the receipt's digest
     COMMITTED = "committed"  # safe to report in a storage commitment, served everywhere
     FAILED = "failed"  # a step refused it for good; failure_reason says why
+    REJECTED = "rejected"  # withdrawn by an IOCM rejection note (archive/index/rejections.py); kept until it expires
+
+
+# what no read path serves: every query, count and retrieve filters on this one list
+UNSERVED: tuple[InstanceState, ...] = (InstanceState.FAILED, InstanceState.REJECTED)
+
+
+def served(alias: str = "") -> str:
+    """SQL: the instance row (of table alias `alias`) is served to readers."""
+    column = f"{alias}.state" if alias else "state"
+    listed = ", ".join(f"'{state.value}'" for state in UNSERVED)
+    return f"{column} NOT IN ({listed})"
 
 
 def check_constraint_sql() -> str:
-    """The CHECK constraint as migration 15 adds it."""
+    """The CHECK constraint over every state (migration 18 re-adds it with 'rejected')."""
     listed = ", ".join(f"'{state.value}'" for state in InstanceState)
     return f"ALTER TABLE instance ADD CONSTRAINT instance_state_known CHECK (state IN ({listed}))"

@@ -8,6 +8,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from archive.dicom.attributes import InstanceAttributes
+from archive.dicom.rejection_note import REJECTED_OBJECT, RejectionRefused, rejected_again
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,9 @@ _INSERT = (
     f AS ("""
     + _FEED.format(action="create")
     + """ WHERE EXISTS (SELECT 1 FROM i))
-    SELECT 1 FROM i"""
+    SELECT (SELECT r.code FROM rejection r WHERE r.tenant = %(tenant)s AND r.sop_uid = %(sop_uid)s
+                AND r.restored_at IS NULL)
+    FROM i"""
 )
 _REPLACE = (
     "WITH"
@@ -142,11 +145,15 @@ async def insert_instance(
     source: str,
 ) -> bool:
     """Insert the row; False when another receipt inserted the same SOP Instance UID first. The answer
-    is fetched (not a row count), so this works in a pipeline too."""
+    is fetched (not a row count), so this works in a pipeline too. RejectionRefused for an instance
+    an IOCM rejection withdrew and deleted since: the caller's transaction must roll back."""
     cursor = await conn.execute(
         _INSERT, _values(tenant, a, transfer_syntax=transfer_syntax, blob_key=blob_key, size=size, sha256=sha256, source=source)
     )
-    return await cursor.fetchone() is not None
+    row = await cursor.fetchone()
+    if row is not None and row[0] is not None:
+        raise RejectionRefused(REJECTED_OBJECT, rejected_again(str(row[0])))
+    return row is not None
 
 
 async def replace_instance(

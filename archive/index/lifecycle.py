@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from psycopg_pool import AsyncConnectionPool
 
 from archive.dicom.dicom_json import DOCUMENT_FORMAT
-from archive.index.instance_state import InstanceState
+from archive.index.instance_state import InstanceState, served
 
 
 @dataclass(frozen=True)
@@ -92,21 +92,21 @@ async def refresh_aggregates(pool: AsyncConnectionPool, tenant: str, study_uid: 
         # the study row before its series rows, as receipts and DELETE take them: no deadlock
         await conn.execute("SELECT 1 FROM study WHERE tenant = %s AND study_uid = %s FOR NO KEY UPDATE", (tenant, study_uid))
         await conn.execute(
-            """UPDATE series s SET num_instances = (SELECT count(*) FROM instance i
-                   WHERE i.tenant = s.tenant AND i.series_uid = s.series_uid AND i.state <> 'failed')
+            f"""UPDATE series s SET num_instances = (SELECT count(*) FROM instance i
+                   WHERE i.tenant = s.tenant AND i.series_uid = s.series_uid AND {served("i")})
                WHERE s.tenant = %s AND s.study_uid = %s""",
             (tenant, study_uid),
         )
         row = await (
             await conn.execute(
-                """UPDATE study st SET
+                f"""UPDATE study st SET
                    num_series = agg.series, num_instances = agg.instances,
                    modalities = agg.modalities, sop_classes = agg.sop_classes, updated_at = now()
                FROM (SELECT count(DISTINCT i.series_uid) AS series, count(*) AS instances,
-                            coalesce(array_agg(DISTINCT se.modality) FILTER (WHERE se.modality IS NOT NULL), '{}') AS modalities,
+                            coalesce(array_agg(DISTINCT se.modality) FILTER (WHERE se.modality IS NOT NULL), '{{}}') AS modalities,
                             array_agg(DISTINCT i.sop_class_uid) AS sop_classes
                      FROM instance i JOIN series se ON se.tenant = i.tenant AND se.series_uid = i.series_uid
-                     WHERE i.tenant = %s AND i.study_uid = %s AND i.state <> 'failed') agg
+                     WHERE i.tenant = %s AND i.study_uid = %s AND {served("i")}) agg
                WHERE st.tenant = %s AND st.study_uid = %s
                RETURNING num_series, num_instances""",
                 (tenant, study_uid, tenant, study_uid),
@@ -154,9 +154,9 @@ async def series_snapshot(pool: AsyncConnectionPool, tenant: str, series_uid: st
     async with pool.connection() as conn:
         rows = await (
             await conn.execute(
-                """SELECT se.version, i.state, i.sop_uid, i.series_uid, i.blob_key, i.size, i.sha256, i.transfer_syntax
+                f"""SELECT se.version, i.state, i.sop_uid, i.series_uid, i.blob_key, i.size, i.sha256, i.transfer_syntax
                FROM series se LEFT JOIN instance i
-                 ON i.tenant = se.tenant AND i.series_uid = se.series_uid AND i.state <> 'failed'
+                 ON i.tenant = se.tenant AND i.series_uid = se.series_uid AND {served("i")}
                WHERE se.tenant = %s AND se.series_uid = %s ORDER BY i.instance_number, i.sop_uid""",
                 (tenant, series_uid),
             )

@@ -8,6 +8,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from archive.dicom.dicom_json import DOCUMENT_FORMAT
+from archive.index.instance_state import served
 from archive.index.scope import instance_scope
 
 
@@ -57,7 +58,7 @@ async def find_objects(
     async with pool.connection() as conn:
         rows = await (
             await conn.execute(
-                f"SELECT {_OBJECT_COLUMNS} FROM instance i WHERE {where} AND i.state <> 'failed'"
+                f"SELECT {_OBJECT_COLUMNS} FROM instance i WHERE {where} AND {served('i')}"
                 " ORDER BY i.series_uid, i.instance_number NULLS LAST, i.sop_uid",
                 params,
             )
@@ -69,7 +70,7 @@ async def find_object_anywhere(pool: AsyncConnectionPool, tenant: str, sop_uid: 
     async with pool.connection() as conn:
         row = await (
             await conn.execute(
-                f"SELECT {_OBJECT_COLUMNS} FROM instance i WHERE i.tenant = %s AND i.sop_uid = %s AND i.state <> 'failed'",
+                f"SELECT {_OBJECT_COLUMNS} FROM instance i WHERE i.tenant = %s AND i.sop_uid = %s AND {served('i')}",
                 (tenant, sop_uid),
             )
         ).fetchone()
@@ -89,7 +90,7 @@ async def series_of_study(
                 f"""SELECT se.series_uid, st.study_date, se.metadata_key, se.metadata_state, se.version, se.metadata_version, se.metadata_instances,
                        se.metadata_format,
                        (SELECT count(*) FROM instance c WHERE c.tenant = se.tenant AND c.series_uid = se.series_uid
-                          AND c.state <> 'failed')
+                          AND {served("c")})
                 FROM series se JOIN study st ON st.tenant = se.tenant AND st.study_uid = se.study_uid
                 WHERE {" AND ".join(where)} ORDER BY se.series_number NULLS LAST, se.series_uid""",
                 params,
@@ -104,7 +105,7 @@ async def objects_named_by(pool: AsyncConnectionPool, tenant: str, sop_sql: str,
         rows = await (
             await conn.execute(
                 f"SELECT {_OBJECT_COLUMNS} FROM (SELECT m.sop_uid, row_number() OVER () AS n FROM ({sop_sql}) AS m) AS named"
-                " JOIN instance i ON i.tenant = %s AND i.sop_uid = named.sop_uid AND i.state <> 'failed' ORDER BY named.n",
+                f" JOIN instance i ON i.tenant = %s AND i.sop_uid = named.sop_uid AND {served('i')} ORDER BY named.n",
                 [*params, tenant],
             )
         ).fetchall()

@@ -12,6 +12,8 @@ from typing import Any
 from psycopg import Connection
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from archive.index.instance_state import served
+
 PENDING, COMPLETED, WARNING, FAILED = "pending", "completed", "warning", "failed"
 RUNNING, DONE, CANCELLED = "running", "done", "cancelled"
 
@@ -134,7 +136,7 @@ async def pending(pool: AsyncConnectionPool, retrieve_id: str, limit: int) -> li
             await conn.execute(
                 "SELECT ri.position, ri.sop_uid, i.sop_class_uid, i.transfer_syntax, i.blob_key"
                 " FROM retrieve_item ri JOIN retrieve r ON r.id = ri.retrieve_id"
-                " LEFT JOIN instance i ON i.tenant = r.tenant AND i.sop_uid = ri.sop_uid AND i.state <> 'failed'"
+                f" LEFT JOIN instance i ON i.tenant = r.tenant AND i.sop_uid = ri.sop_uid AND {served('i')}"
                 " WHERE ri.retrieve_id = %s AND ri.state = 'pending' AND r.state = 'running' ORDER BY ri.position LIMIT %s",
                 (retrieve_id, limit),
             )

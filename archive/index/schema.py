@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from psycopg import AsyncConnection
 
+from archive.index.instance_state import check_constraint_sql
+
 _LOCK_KEY = 0x646963_6F6D  # "dicom": one migrator at a time across processes
 
 MIGRATIONS: list[str] = [
@@ -315,6 +317,29 @@ MIGRATIONS: list[str] = [
     """,
     # 17: what a forward already delivered, by instance (archive/routing/rules.owed_instances)
     "CREATE INDEX retrieve_item_sop_idx ON retrieve_item (sop_uid)",
+    # 18: IOCM rejection (archive/index/rejections.py): the instance state 'rejected', and a row per
+    # rejected instance naming its rejection note; the row outlives the instance (a re-send of an
+    # expired one is still refused) unless the rejection is revoked
+    "ALTER TABLE instance DROP CONSTRAINT instance_state_known;\n"
+    + check_constraint_sql()
+    + """;
+    CREATE TABLE rejection (
+        tenant         text NOT NULL,
+        sop_uid        text NOT NULL,
+        study_uid      text NOT NULL,
+        series_uid     text NOT NULL,
+        sop_class_uid  text,
+        code           text NOT NULL,
+        note_uid       text NOT NULL,
+        prior_state    text NOT NULL,
+        rejected_at    timestamptz NOT NULL DEFAULT now(),
+        restored_at    timestamptz,
+        deleted_at     timestamptz,
+        PRIMARY KEY (tenant, sop_uid)
+    );
+    CREATE INDEX rejection_due_idx ON rejection (rejected_at) WHERE restored_at IS NULL AND deleted_at IS NULL;
+    CREATE INDEX rejection_study_idx ON rejection (tenant, study_uid);
+    """,
     # forwarding rules added at run time through /admin/forwarding (archive/index/forward_rules.py,
     # issue 32): the settings file seeds the rules, these add to them; `rule` is a settings rule as JSON
     """

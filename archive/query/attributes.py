@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
+from archive.index.instance_state import served
+
 
 @dataclass(frozen=True)
 class Attribute:
@@ -30,7 +32,7 @@ _PATIENT_SERIES = (
 )
 _PATIENT_INSTANCES = (
     f"(SELECT count(*) FROM study c JOIN instance ci ON ci.tenant = c.tenant AND ci.study_uid = c.study_uid"
-    f" WHERE {_OF_PATIENT} AND ci.state <> 'failed')"
+    f" WHERE {_OF_PATIENT} AND {served('ci')})"
 )
 
 ATTRIBUTES: list[Attribute] = [

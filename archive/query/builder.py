@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from archive.index.instance_state import served
 from archive.query.attributes import BY_KEYWORD, LEVELS, Attribute, UnknownAttribute
 from archive.query.matching import BadQueryValue, Condition, condition
 
@@ -41,7 +42,7 @@ _LIVE = {
     " WHERE c.tenant = st.tenant AND c.study_uid = st.study_uid) END",
     "NumberOfStudyRelatedInstances": "CASE WHEN st.state = 'ready' THEN st.num_instances ELSE (SELECT count(*) FROM"
     " instance c WHERE c.tenant = st.tenant AND c.study_uid = st.study_uid"
-    " AND c.state <> 'failed') END",
+    f" AND {served('c')}) END",
     "ModalitiesInStudy": "CASE WHEN st.state = 'ready' THEN st.modalities ELSE ARRAY(SELECT DISTINCT c.modality FROM"
     " series c WHERE c.tenant = st.tenant AND c.study_uid = st.study_uid AND c.modality IS NOT NULL) END",
     "SOPClassesInStudy": "CASE WHEN st.state = 'ready' THEN st.sop_classes ELSE ARRAY(SELECT DISTINCT c.sop_class_uid"
@@ -49,7 +50,7 @@ _LIVE = {
     # counting a 520-instance series' rows at every series query was most of its time
     "NumberOfSeriesRelatedInstances": "CASE WHEN st.state = 'ready' THEN se.num_instances ELSE (SELECT count(*) FROM"
     " instance c WHERE c.tenant = se.tenant AND c.series_uid = se.series_uid"
-    " AND c.state <> 'failed') END",
+    f" AND {served('c')}) END",
 }
 
 
@@ -138,12 +139,22 @@ def _name_first(spec: QuerySpec, key: MatchKey) -> Condition | None:
     )
 
 
+# a series whose every instance was rejected (or failed) is not answered; a ready study's counts are
+# already without them, a study still receiving asks its rows
+_SERIES_SERVED = (
+    "CASE WHEN st.state = 'ready' THEN se.num_instances > 0 ELSE EXISTS (SELECT 1 FROM instance x"
+    f" WHERE x.tenant = se.tenant AND x.series_uid = se.series_uid AND {served('x')}) END"
+)
+
+
 def build(spec: QuerySpec) -> Query:
     """The SQL for `spec`; BadQuery if a key cannot match at its level or its value is malformed."""
     where: list[str] = [f"{_ALIAS[spec.level]}.tenant = %s"]
     args: list[object] = [spec.tenant]
     if spec.level == "instance":
-        where.append("i.state <> 'failed'")
+        where.append(served("i"))
+    if spec.level == "series":
+        where.append(_SERIES_SERVED)
     try:
         for key in spec.keys:
             _check_level(key.attribute, spec.level)

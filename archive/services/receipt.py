@@ -23,11 +23,21 @@ from psycopg_pool import AsyncConnectionPool
 
 from archive.blobstore import BlobNotFound, BlobStore, StagedBlob
 from archive.blobstore.layout import instance_key, new_write_id
+from archive.blobstore.removal import remove_blobs
 from archive.config.settings import DECODE_FRAME_FACTOR
 from archive.dicom.attributes import InstanceAttributes, extract
 from archive.dicom.header import Header, InvalidObject, read_header
 from archive.dicom.part10 import add_missing_meta
+from archive.dicom.rejection_note import (
+    KEY_OBJECT_SELECTION,
+    REJECTED_OBJECT,
+    RejectionNote,
+    RejectionRefused,
+    rejected_again,
+    rejection_note,
+)
 from archive.identity.tenants import check_tenant
+from archive.index.instance_state import InstanceState
 from archive.index.instances import (
     StoredInstance,
     bump_series,
@@ -39,6 +49,7 @@ from archive.index.instances import (
     reset_failed,
 )
 from archive.index.locks import lock_study
+from archive.index.rejections import apply_rejection, rejected_before
 from archive.pixels.decode_pool import DecodePool, DecodeRefused, shared_pool
 from archive.pixels.limits import INTERPRETER_BYTES, DecodeLimits, Limits
 from archive.pixels.sameness import same_object
@@ -58,6 +69,7 @@ class Outcome(str, Enum):
     INVALID = "invalid"  # not acceptable; nothing stored
     MISMATCH = "mismatch"  # the dataset is not the object the request named
     FAILED = "failed"  # could not be made durable (storage or index down)
+    REFUSED = "refused"  # IOCM: a rejected instance sent again, or a rejection note that cannot apply
 
     @property
     def ok(self) -> bool:
@@ -76,6 +88,9 @@ class Receipt:
     sha256: str | None = None
     nonconformance: str | None = None  # stored, but breaks the standard in a harmless way (uid_policy)
     reprocess: bool = False  # a failed instance repaired by its resent bytes: its workflow runs again
+    status: int | None = None  # the DICOM status when the outcome's usual one is not specific enough
+    rejected: int = 0  # a rejection note: how many instances it withdrew
+    rejection_code: str | None = None  # a rejection note: its CID 7011 code
 
     @property
     def needs_workflow(self) -> bool:
@@ -130,10 +145,11 @@ class Receiver:
             staged = add_missing_meta(self.blobs, staged)
             header = read_header(staged.path, self.limits, self.lenient_uids)
             attributes = extract(header.dataset)
+            rejection = self._rejection_note(staged, attributes)  # applied in the receipt's transaction
         except InvalidObject as err:
             self.blobs.discard(staged)
             return Receipt(Outcome.INVALID, str(err), tenant)
-        except ValueError as err:  # a bad tenant name, a value pydicom refuses to read
+        except ValueError as err:  # a bad tenant name, a value pydicom refuses to read, a bad rejection note
             self.blobs.discard(staged)
             return Receipt(Outcome.INVALID, str(err), tenant)
         except Exception as err:  # noqa: BLE001 - whatever a hostile object provokes refuses it alone
@@ -146,13 +162,23 @@ class Receiver:
         if mismatch:
             self.blobs.discard(staged)
             return Receipt(Outcome.MISMATCH, mismatch, tenant)
-        return Prepared(tenant, staged, header, attributes)
+        return Prepared(tenant, staged, header, attributes, rejection)
+
+    def _rejection_note(self, staged: StagedBlob, a: InstanceAttributes) -> RejectionNote | None:
+        """An IOCM rejection note's withdrawals. Receipt reads only the attributes it indexes; a Key
+        Object Selection document (rare, and small) is read whole to find what it references."""
+        if a.sop_class_uid != KEY_OBJECT_SELECTION:
+            return None
+        return rejection_note(read_header(staged.path, self.limits, self.lenient_uids, whole=True).dataset)
 
     async def store(self, prepared: Prepared, source: str) -> Receipt:
         """Make a prepared object durable and indexed (or find it already stored)."""
-        tenant, staged, header, attributes = prepared.tenant, prepared.staged, prepared.header, prepared.attributes
+        tenant, staged, attributes = prepared.tenant, prepared.staged, prepared.attributes
         try:
-            return await self._store(tenant, staged, header, attributes, source)
+            return await self._store(prepared, source)
+        except RejectionRefused as err:  # IOCM: its transaction rolled back
+            self.blobs.discard(staged)
+            return Receipt(Outcome.REFUSED, err.reason, tenant, attributes, status=err.status)
         except Exception as err:  # noqa: BLE001 - anything here means "not durable": say so, never Success
             log.exception("receipt of %s failed", attributes.sop_uid)
             self.blobs.discard(staged)
@@ -160,7 +186,8 @@ class Receiver:
                 Outcome.FAILED, f"the archive could not store the object: {type(err).__name__}: {err}", tenant, attributes
             )
 
-    async def _store(self, tenant: str, staged: StagedBlob, header: Header, a: InstanceAttributes, source: str) -> Receipt:
+    async def _store(self, prepared: Prepared, source: str) -> Receipt:
+        tenant, staged, header, a = prepared.tenant, prepared.staged, prepared.header, prepared.attributes
         if header.nonconformance:
             log.warning("stored %s in %s although not conformant: %s", a.sop_uid, tenant, header.nonconformance)
         # a fresh key for every write: stored bytes are never written over (archive/blobstore/layout.py)
@@ -171,6 +198,7 @@ class Receiver:
             header,
             a,
             dict(transfer_syntax=header.transfer_syntax, blob_key=key, size=staged.size, sha256=staged.sha256, source=source),
+            prepared.rejection,
         )
         verdict: _Verdict | None = None
         for _ in range(MAX_PASSES):
@@ -186,7 +214,7 @@ class Receiver:
                 continue
             receipt, superseded = settled
             if superseded:
-                await asyncio.to_thread(self._remove_superseded, superseded)
+                await asyncio.to_thread(remove_blobs, self.blobs, superseded, "a superseded object")
             return receipt
         self.blobs.discard(staged)
         return Receipt(Outcome.FAILED, "concurrent receipt of the same SOP Instance UID; send again", tenant, a)
@@ -204,13 +232,20 @@ class Receiver:
             if await insert_instance(conn, w.tenant, w.a, **w.fields):
                 if w.header.nonconformance:
                     await mark_nonconformant(conn, w.tenant, w.a.sop_uid, w.header.nonconformance)
+                rejected = await apply_rejection(conn, w.tenant, w.a.sop_uid, w.a.study_uid, w.rejection) if w.rejection else 0
                 await asyncio.to_thread(self.blobs.commit, w.staged, w.key)
                 # no series version bump: a new instance changes the series' count, which metadata
                 # freshness also compares, and concurrent receipts into one series do not queue on its row
-                return w.receipt(Outcome.STORED), []
+                receipt = w.receipt(Outcome.STORED)
+                if w.rejection:
+                    receipt = dataclasses.replace(receipt, rejected=rejected, rejection_code=w.rejection.code)
+                return receipt, []
             existing = await find_instance(conn, w.tenant, w.a.sop_uid, lock=True)
             if existing is None:
                 return None
+            if existing.state == InstanceState.REJECTED:  # IOCM: withdrawn, and stays so until restored
+                code = await rejected_before(conn, w.tenant, w.a.sop_uid)
+                raise RejectionRefused(REJECTED_OBJECT, rejected_again(code or "unknown"))
             if existing.sha256 == w.staged.sha256:
                 return await self._identical(conn, w, existing)
             if self.duplicate_policy == "replace":
@@ -299,13 +334,6 @@ class Receiver:
         why = f" ({verdict.reason})" if verdict.reason else ""
         return Receipt(Outcome.CONFLICT, f"already stored with different content: {w.a.sop_uid}{why}", w.tenant, w.a)
 
-    def _remove_superseded(self, keys: list[str]) -> None:
-        for key in keys:
-            try:
-                self.blobs.delete(key)
-            except Exception:  # noqa: BLE001 - the receipt stands; the orphan sweeper takes it later
-                log.warning("could not remove superseded blob %s; the orphan sweeper will", key, exc_info=True)
-
 
 @dataclass(frozen=True)
 class Prepared:
@@ -315,6 +343,7 @@ class Prepared:
     staged: StagedBlob
     header: Header
     attributes: InstanceAttributes
+    rejection: RejectionNote | None = None  # an IOCM rejection note: what it withdraws
 
 
 @dataclass(frozen=True)
@@ -335,6 +364,7 @@ class _Write:
     header: Header
     a: InstanceAttributes
     fields: dict[str, Any]
+    rejection: RejectionNote | None = None
 
     @property
     def key(self) -> str:
@@ -352,6 +382,13 @@ class _Write:
             self.staged.sha256,
             self.header.nonconformance,
         )
+
+
+async def _rejection_code(conn: AsyncConnection, tenant: str, sop_uid: str) -> str:
+    row = await (
+        await conn.execute("SELECT code FROM rejection WHERE tenant = %s AND sop_uid = %s", (tenant, sop_uid))
+    ).fetchone()
+    return str(row[0]) if row else "unknown"
 
 
 def _keys(*keys: str | None) -> list[str]:
