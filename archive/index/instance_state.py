@@ -1,5 +1,5 @@
 """Where an instance is on its way from receipt to ready. The index's CHECK constraint (migrations
-15 and 18) holds the same list, so a misspelt state in a statement fails loudly instead of hiding a row."""
+15 and 19) holds the same list, so a misspelt state in a statement fails loudly instead of hiding a row."""
 
 from __future__ import annotations
 
@@ -27,6 +27,6 @@ def served(alias: str = "") -> str:
 
 
 def check_constraint_sql() -> str:
-    """The CHECK constraint over every state (migration 18 re-adds it with 'rejected')."""
+    """The CHECK constraint over every state (migration 19 re-adds it with 'rejected')."""
     listed = ", ".join(f"'{state.value}'" for state in InstanceState)
     return f"ALTER TABLE instance ADD CONSTRAINT instance_state_known CHECK (state IN ({listed}))"

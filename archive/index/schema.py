@@ -317,7 +317,18 @@ MIGRATIONS: list[str] = [
     """,
     # 17: what a forward already delivered, by instance (archive/routing/rules.owed_instances)
     "CREATE INDEX retrieve_item_sop_idx ON retrieve_item (sop_uid)",
-    # 18: IOCM rejection (archive/index/rejections.py): the instance state 'rejected', and a row per
+    # 18: forwarding rules added at run time through /admin/forwarding (archive/index/forward_rules.py,
+    # issue 32): the settings file seeds the rules, these add to them; `rule` is a settings rule as JSON
+    """
+    CREATE TABLE forward_rule (
+        name        text PRIMARY KEY,
+        tenant      text,
+        rule        jsonb NOT NULL,
+        created_by  text NOT NULL,
+        created_at  timestamptz NOT NULL DEFAULT now()
+    );
+    """,
+    # 19: IOCM rejection (archive/index/rejections.py): the instance state 'rejected', and a row per
     # rejected instance naming its rejection note; the row outlives the instance (a re-send of an
     # expired one is still refused) unless the rejection is revoked
     "ALTER TABLE instance DROP CONSTRAINT instance_state_known;\n"
@@ -339,17 +350,6 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX rejection_due_idx ON rejection (rejected_at) WHERE restored_at IS NULL AND deleted_at IS NULL;
     CREATE INDEX rejection_study_idx ON rejection (tenant, study_uid);
-    """,
-    # forwarding rules added at run time through /admin/forwarding (archive/index/forward_rules.py,
-    # issue 32): the settings file seeds the rules, these add to them; `rule` is a settings rule as JSON
-    """
-    CREATE TABLE forward_rule (
-        name        text PRIMARY KEY,
-        tenant      text,
-        rule        jsonb NOT NULL,
-        created_by  text NOT NULL,
-        created_at  timestamptz NOT NULL DEFAULT now()
-    );
     """,
 ]
 
