@@ -21,7 +21,9 @@ from activities.retrieve_steps import RetrieveActivities
 from activities.routing_steps import RoutingActivities
 from activities.stow_forward import StowForwardActivities
 from activities.study_steps import StudyActivities
+from activities.tenant_copy import TenantCopyActivities
 from actors.loop_thread import LoopThread
+from actors.worker_ingest import WorkerIngest
 from archive.config.settings import Settings
 from archive.priority import normal_priority
 from archive.services.sweeper import sweep_forever
@@ -42,11 +44,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     # the client is made here, inside the process: it cannot be pickled into an actor
     client = await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal_namespace)
     ctx = await ActivityContext.open(settings)
+    receipts = WorkerIngest(settings)  # copies into another tenant are received through it
     activities = [
         *StudyActivities(ctx).all(),
         *CommitmentActivities(ctx).all(),
         *RetrieveActivities(ctx).all(),
         *RoutingActivities(ctx).all(),
+        *TenantCopyActivities(ctx, receipts).all(),
         *StowForwardActivities(ctx).all(),
         *RejectionActivities(ctx).all(),
     ]
@@ -72,6 +76,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     finally:
         reconciler.cancel()
         sweeper.cancel()
+        await receipts.close()
         await ctx.close()
 
 

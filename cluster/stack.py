@@ -16,9 +16,11 @@ from archive.config.embedded_secrets import DEIDENTIFY, OIDC_CACHE, ensure_secre
 from archive.config.settings import Settings
 from archive.index.grants import grant_application_role
 from archive.index.schema import migrate
+from archive.index.tenants import tenant_names
+from archive.routing.admission import named_tenants, target_refusal
 from cluster.node_link import embedded_ports, links_configured, node_link_service
 from cluster.services.postgres import lock_owner, start_postgres
-from cluster.services.process import ManagedProcess, port_is_free, require_free_port
+from cluster.services.process import ManagedProcess, ServiceError, port_is_free, require_free_port
 from cluster.services.redis import start_redis
 from cluster.services.temporal import start_temporal
 from rayfence import check_version as check_ray_version
@@ -35,12 +37,18 @@ def application_role(settings: Settings, owner_dsn: str) -> str | None:
 
 
 async def _migrate(settings: Settings, owner_dsn: str) -> None:
-    """Migrations and grants as the schema owner; every other process uses the application role."""
+    """Migrations and grants as the schema owner; every other process uses the application role.
+    Then the settings' rules that copy into another tenant are checked against the tenants known."""
     async with await AsyncConnection.connect(owner_dsn, autocommit=True) as conn:
         await migrate(conn)
         role = application_role(settings, owner_dsn)
         if role:
             await grant_application_role(conn, role)
+        known = named_tenants(settings) | await tenant_names(conn)
+    for rule in settings.forward_rules:
+        refused = target_refusal(rule, known)
+        if refused:
+            raise ServiceError(f"{refused}; fix forward_rules")
 
 
 class Stack:

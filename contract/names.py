@@ -37,6 +37,7 @@ FORWARD_SIGNAL = "study_processed"  # the study was processed (again): there may
 FORWARD_LIST = "list_forward"  # what the destination has not acknowledged yet, as a retrieve to send
 FORWARD_AUDIT = "audit_forward"  # a round's instances transferred, in the audit trail
 FORWARD_STOW_SEND = "send_forward_stow"  # a forward's owed instances over STOW-RS
+FORWARD_COPY_SEND = "copy_forward"  # a forward's owed instances received into another tenant of this archive
 FORWARD_WITHDRAW = "withdraw_forward"  # a cancelled forward's round: closed, what it did not send stays owed
 
 

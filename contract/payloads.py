@@ -114,7 +114,7 @@ class ForwardRequest:
     study_uid: str
     destination_ae: str  # the destination as the index names it: an AE title, or stow:{url}
     deidentify: str = ""
-    via: str = "dimse"  # dimse | stow
+    via: str = "dimse"  # dimse | stow | tenant (a copy into another tenant of this archive)
 
 
 @dataclass

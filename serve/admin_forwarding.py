@@ -17,7 +17,8 @@ from archive.identity import Principal, Role
 from archive.identity.tenants import BadTenant, check_tenant
 from archive.index import forward_rules
 from archive.index.backlog import forward_failures, forward_queues
-from archive.routing.admission import refusal
+from archive.index.tenants import tenant_names
+from archive.routing.admission import named_tenants, refusal
 from archive.routing.registry import rules_in_force
 from archive.routing.rules import ForwardRule
 from contract.cancels import ForwardNotRunning, cancel_forward
@@ -33,16 +34,22 @@ def _manages(caller: Principal, rule: ForwardRule) -> bool:
     return visible is None or (rule.tenant is not None and rule.tenant in visible)
 
 
+def _may_copy_into(caller: Principal, rule: ForwardRule) -> bool:
+    """A copy writes into its target tenant: that tenant's administrator (or the operator) decides."""
+    visible = caller.visible_tenants()
+    return rule.to.tenant is None or visible is None or rule.to.tenant in visible
+
+
 @router.get("/admin/forwarding", summary="Forwarding rules, destination queues and recent failures (admin role)")
 async def forwarding(pool: Pool, settings: SettingsDep, caller: Caller) -> dict[str, Any]:
     visible = caller.visible_tenants()
     seeded = {rule.name for rule in settings.forward_rules}
+    mine = [rule for rule in await rules_in_force(settings, pool) if _manages(caller, rule)]
     rules = [
         {**rule.model_dump(mode="json", exclude_none=True), "source": "settings" if rule.name in seeded else "runtime"}
-        for rule in await rules_in_force(settings, pool)
-        if _manages(caller, rule)
+        for rule in mine
     ]
-    destinations = {rule["to"].get("ae") or f"stow:{rule['to'].get('stow')}" for rule in rules}
+    destinations = {rule.to.destination for rule in mine}
     async with pool.connection() as conn:
         queues = await forward_queues(conn)
         failures = await forward_failures(conn, visible)
@@ -74,17 +81,19 @@ async def add_rule(
 ) -> dict[str, Any]:
     rule = _parsed(body)
     _note_change(request, rule.tenant, forward_rule_added=rule.name)
-    if not _manages(caller, rule):
+    if not _manages(caller, rule) or not _may_copy_into(caller, rule):
         raise HTTPException(
-            403, f"{caller.subject} may add rules of its own tenants only (a rule for every tenant: operator role)"
+            403,
+            f"{caller.subject} may add rules of its own tenants only, copying into its own tenants only "
+            "(a rule for every tenant: operator role)",
         )
     if any(other.name == rule.name for other in await rules_in_force(settings, pool)):
         raise HTTPException(409, f"a forward rule named {rule.name!r} exists already")
-    refused = refusal(rule, settings.ae_table)
-    if refused:
-        raise HTTPException(422, refused)
     data = rule.model_dump(mode="json", exclude_none=True)
     async with pool.connection() as conn:
+        refused = refusal(rule, settings.ae_table, named_tenants(settings) | await tenant_names(conn))
+        if refused:
+            raise HTTPException(422, refused)
         if not await forward_rules.add_rule(conn, rule.name, rule.tenant, data, caller.subject):
             raise HTTPException(409, f"a forward rule named {rule.name!r} exists already")
     return {**data, "source": "runtime"}

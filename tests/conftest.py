@@ -39,6 +39,8 @@ RESEARCH_PACS_AE = "RESEARCH_PACS"  # a research archive (a storescp at the STOR
 FORWARD_CLIENT = "dicomflow-forwarder"  # the OAuth2 client a STOW-RS forward authenticates as
 LIVE_AE = "LIVE_MOD"  # a modality of tenant "live", whose instances go to an AI service as they arrive
 RUNTIME_AE = "RUNTIME_MOD"  # a modality of tenant "rt", whose forwarding rules are added at run time
+COPY_AE = "COPY_MOD"  # a modality of tenant "copysrc", whose studies a rule copies into tenant "teaching"
+TEACHING_AE = "TEACHING_WS"  # a teaching workstation of tenant "teaching" (so the archive knows that tenant)
 IOCM_AE = "IOCM_MOD"  # a modality and QA workstation of tenant "iocm": stores (rejection notes too), finds, moves
 LOOPBACK = ["127.0.0.0/8"]
 REFETCH_SECONDS = 5  # an unknown key id refetches the issuer's keys at most this often
@@ -123,6 +125,8 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
             RESEARCH_AE: {"allowed_hosts": LOOPBACK, "tenant": "research", "services": ["store"]},
             LIVE_AE: {"allowed_hosts": LOOPBACK, "tenant": "live", "services": ["store"]},
             RUNTIME_AE: {"allowed_hosts": LOOPBACK, "tenant": "rt", "services": ["store"]},
+            COPY_AE: {"allowed_hosts": LOOPBACK, "tenant": "copysrc", "services": ["store"]},
+            TEACHING_AE: {"allowed_hosts": LOOPBACK, "tenant": "teaching", "services": ["find"]},
             IOCM_AE: {"allowed_hosts": LOOPBACK, "tenant": "iocm", "services": ["store", *QR_SERVICES]},
             RESEARCH_PACS_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
             STORESCP_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
@@ -133,6 +137,7 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
             {"name": "ct-to-pacs", "tenant": "route", "match": {"ModalitiesInStudy": "CT"}, "to": {"ae": STORESCP_AE}},
             {"name": "research", "tenant": "research", "to": {"ae": RESEARCH_PACS_AE}, "deidentify": "basic"},
             {"name": "live-ai", "tenant": "live", "when": "instance", "to": {"ae": STORESCP_AE}},
+            {"name": "to-teaching", "tenant": "copysrc", "to": {"tenant": "teaching"}},  # a copy into another tenant
             {  # a partner's DICOMweb (here another tenant of this archive) over STOW-RS with OAuth2 client credentials
                 "name": "to-partner",
                 "tenant": "stowsrc",

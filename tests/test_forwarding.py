@@ -428,3 +428,63 @@ def test_an_admin_cancels_a_forward_to_a_destination_that_is_down(stack, data_di
             await Replayer(workflows=[ForwardWorkflow]).replay_workflow(await client.get_workflow_handle(forward).fetch_history())
 
     run(replayed())
+
+
+def test_a_copy_rule_puts_the_study_into_another_tenant(stack, data_dir, tmp_path):
+    """to = { tenant = "teaching" }: a study stored into tenant copysrc by storescu is received into
+    tenant teaching through receipt (no STOW-RS): stored there with its own blobs, found by QIDO-RS
+    in that tenant and processed by that tenant's own study workflow. A rule copying a tenant into
+    itself or into a tenant the archive does not know is refused, and so is a copy into a tenant
+    its administrator does not hold."""
+    from dicomweb_client.api import DICOMwebClient
+
+    from tests.auth import admin_headers, auth_headers, bearer
+    from tests.conftest import COPY_AE
+    from tests.test_durability import new_study
+
+    payloads = new_study(data_dir, 3)
+    files = []
+    for number, payload in enumerate(payloads):
+        files.append(tmp_path / f"{number}.dcm")
+        files[-1].write_bytes(payload)
+    headers = [dcmread(p, stop_before_pixels=True) for p in files]
+    study, uids, s = str(headers[0].StudyInstanceUID), {str(h.SOPInstanceUID) for h in headers}, stack.settings
+    sent = subprocess.run(
+        ["storescu", "-aet", COPY_AE, "-aec", s.ae_title, "127.0.0.1", str(s.dimse_port), *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert sent.returncode == 0, sent.stderr[-2000:]
+    forward, copied = f"forward:copysrc:to-teaching:{study}", f"study:teaching:{study}"
+    assert run(wait_completed(s, [forward], timeout=180)) == {forward: WorkflowExecutionStatus.COMPLETED}
+    assert run(wait_completed(s, [copied], timeout=180)) == {copied: WorkflowExecutionStatus.COMPLETED}, "its own study workflow"
+    found = requests.get(
+        stack.url("/tenants/teaching/dicomweb/studies"),
+        params={"StudyInstanceUID": study, "includefield": "NumberOfStudyRelatedInstances"},
+        headers=bearer("teaching", ["reader"]),
+        timeout=30,
+    )
+    assert found.status_code == 200 and len(found.json()) == 1, found.text
+    assert found.json()[0]["00201208"]["Value"] == [3]
+    teaching = DICOMwebClient(url=stack.url("/tenants/teaching/dicomweb"), headers=bearer("teaching", ["reader"]))
+    arrived = {str(ds.SOPInstanceUID): ds for ds in teaching.retrieve_study(study)}
+    assert set(arrived) == uids
+    originals = {str(dcmread(io.BytesIO(p)).SOPInstanceUID): dcmread(io.BytesIO(p)) for p in payloads}
+    assert all(arrived[uid].PixelData == originals[uid].PixelData for uid in uids)
+    copysrc = requests.get(
+        stack.url("/dicomweb/studies"), params={"StudyInstanceUID": study}, headers=auth_headers("copysrc"), timeout=30
+    )
+    assert len(copysrc.json()) == 1, "the source keeps its study"
+
+    url = stack.url("/admin/forwarding")
+    rule = {"name": "copy-back", "tenant": "copysrc", "to": {"tenant": "teaching"}}
+    both, source_only = admin_headers(["copysrc", "teaching"]), admin_headers(["copysrc"])
+    assert requests.post(url, json={**rule, "to": {"tenant": "copysrc"}}, headers=both, timeout=30).status_code == 422
+    unknown = requests.post(
+        url, json={**rule, "to": {"tenant": "nowhere"}}, headers=admin_headers(["copysrc", "nowhere"]), timeout=30
+    )
+    assert unknown.status_code == 422 and "does not know" in unknown.text, unknown.text
+    assert requests.post(url, json=rule, headers=source_only, timeout=30).status_code == 403, "not an admin of teaching"
+    assert requests.post(url, json=rule, headers=both, timeout=30).status_code == 201
+    assert requests.delete(f"{url}/copy-back", headers=both, timeout=30).status_code == 204

@@ -97,6 +97,8 @@ class ForwardWorkflow:
         step, argument = (
             (names.FORWARD_STOW_SEND, ForwardSend(request, retrieve))
             if request.via == "stow"
+            else (names.FORWARD_COPY_SEND, ForwardSend(request, retrieve))
+            if request.via == "tenant"  # no forward started before copies existed says "tenant": no patch needed
             else (names.RETRIEVE_SEND, retrieve)
         )
         try:

@@ -27,8 +27,3 @@ async def add_rule(conn: AsyncConnection, name: str, tenant: str | None, rule: d
 async def remove_rule(conn: AsyncConnection, name: str) -> bool:
     cursor = await conn.execute("DELETE FROM forward_rule WHERE name = %s", (name,))
     return cursor.rowcount == 1
-
-
-async def tenant_names(conn: AsyncConnection) -> set[str]:
-    """The tenants the index has a record of (any object, worklist item or commitment stored)."""
-    return {str(row[0]) for row in await (await conn.execute("SELECT name FROM tenant")).fetchall()}

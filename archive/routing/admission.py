@@ -1,14 +1,18 @@
 """Whether a rule may join the rules in force: what a rule cannot say about itself (its model
 checks that) but the archive around it can: a destination the AE table can reach and that does not
-belong to another tenant. The settings file's rules and those added at run time pass
+belong to another tenant; a tenant to copy into that the archive knows (one its index has a record
+of, or one its settings name). The settings file's rules and those added at run time pass
 the same checks."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from archive.routing.rules import ForwardRule
+
+if TYPE_CHECKING:  # the settings import this module: at run time they reach it through the caller
+    from archive.config.settings import Settings
 
 
 class _Reachable(Protocol):  # archive.config.settings.AEEntry, without importing the settings here
@@ -29,6 +33,20 @@ def destination_refusal(rule: ForwardRule, ae_table: Mapping[str, _Reachable]) -
     return None
 
 
-def refusal(rule: ForwardRule, ae_table: Mapping[str, _Reachable]) -> str | None:
+def named_tenants(settings: "Settings") -> set[str]:
+    """The tenants the settings name: the default, the AE table's, the forwarding rules' own."""
+    named = {settings.default_tenant, *(entry.tenant for entry in settings.ae_table.values() if entry.tenant)}
+    return named | {rule.tenant for rule in settings.forward_rules if rule.tenant}
+
+
+def target_refusal(rule: ForwardRule, known_tenants: Collection[str]) -> str | None:
+    """A copy into a tenant the archive has never heard of is a typo more often than a plan."""
+    target = rule.to.tenant
+    if target is None or target in known_tenants:
+        return None
+    return f"forward rule {rule.name!r} copies into tenant {target!r}, which this archive does not know (known: {', '.join(sorted(known_tenants))})"
+
+
+def refusal(rule: ForwardRule, ae_table: Mapping[str, _Reachable], known_tenants: Collection[str]) -> str | None:
     """Why `rule` cannot send where it says (its name is the index's to check); None when it can."""
-    return destination_refusal(rule, ae_table)
+    return destination_refusal(rule, ae_table) or target_refusal(rule, known_tenants)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from archive.identity.tenants import check_tenant
 from archive.query.attributes import BY_KEYWORD
 from archive.query.builder import MatchKey, QuerySpec, build
 from archive.query.qido import build_qido
@@ -20,8 +21,9 @@ _RULE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")  # it appears in workflow 
 
 
 class ForwardTarget(BaseModel):
-    """Where a rule sends: an AE-table entry (C-STORE), or a DICOMweb service (STOW-RS) with an
-    OAuth2 client-credentials token when it wants one."""
+    """Where a rule sends: an AE-table entry (C-STORE), a DICOMweb service (STOW-RS) with an
+    OAuth2 client-credentials token when it wants one, or another tenant of this archive (a copy
+    received there as any object is: stored, indexed, processed by its own study workflow)."""
 
     model_config = {"extra": "forbid"}
 
@@ -31,12 +33,20 @@ class ForwardTarget(BaseModel):
     client_id: str | None = None
     client_secret_file: Path | None = None  # a 0600 file, never the secret itself in the settings
     ca_file: Path | None = None  # the CA the STOW server's certificate chains to, when not the system's
+    tenant: str | None = None  # another tenant of this archive: a copy through receipt, no network in between
     max_associations: int = Field(2, ge=1, le=64)  # forwards sending to it at once, across every worker
+
+    @field_validator("tenant")
+    @classmethod
+    def _safe_tenant(cls, value: str | None) -> str | None:
+        return None if value is None else check_tenant(value)
 
     @model_validator(mode="after")
     def _one_destination(self) -> "ForwardTarget":
-        if (self.ae is None) == (self.stow is None):
-            raise ValueError('a forward goes to one place: to = { ae = "NAME" } or to = { stow = "https://host/dicomweb" }')
+        if [self.ae, self.stow, self.tenant].count(None) != 2:
+            raise ValueError(
+                'a forward goes to one place: to = { ae = "NAME" }, to = { stow = "https://host/dicomweb" } or to = { tenant = "name" }'
+            )
         if self.stow is not None and not self.stow.startswith(("https://", "http://")):
             raise ValueError(f"stow must be an http(s) URL, not {self.stow!r}")
         if self.token_url and not (self.client_id and self.client_secret_file):
@@ -44,13 +54,13 @@ class ForwardTarget(BaseModel):
         return self
 
     @property
-    def kind(self) -> Literal["dimse", "stow"]:
-        return "dimse" if self.ae else "stow"
+    def kind(self) -> Literal["dimse", "stow", "tenant"]:
+        return "dimse" if self.ae else "tenant" if self.tenant else "stow"
 
     @property
     def destination(self) -> str:
         """How the index names this destination (what it acknowledged, /metrics' label)."""
-        return self.ae or f"stow:{self.stow}"
+        return self.ae or (f"tenant:{self.tenant}" if self.tenant else f"stow:{self.stow}")
 
 
 class ForwardRule(BaseModel):
@@ -80,6 +90,17 @@ class ForwardRule(BaseModel):
         if ignored:
             raise ValueError(f"match keys a study query cannot use: {ignored[0]}")
         return value
+
+    @model_validator(mode="after")
+    def _copies_between_two_tenants(self) -> "ForwardRule":
+        target = self.to.tenant
+        if target is not None and self.tenant is None:
+            raise ValueError(
+                f"a copy into tenant {target!r} needs the rule's own tenant (a rule for every tenant would copy {target!r} into itself)"
+            )
+        if target is not None and target == self.tenant:
+            raise ValueError(f"forward rule {self.name!r} would copy tenant {target!r} into itself")
+        return self
 
     def applies_to(self, tenant: str) -> bool:
         return self.tenant in (None, tenant)
