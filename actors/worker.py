@@ -22,6 +22,7 @@ from activities.routing_steps import RoutingActivities
 from activities.stow_forward import StowForwardActivities
 from activities.study_steps import StudyActivities
 from activities.tenant_copy import TenantCopyActivities
+from activities.update_steps import UpdateActivities
 from actors.loop_thread import LoopThread
 from actors.worker_ingest import WorkerIngest
 from archive.config.settings import Settings
@@ -34,6 +35,7 @@ from workflows.forward import ForwardWorkflow
 from workflows.rejection_expiry import RejectionExpiryWorkflow
 from workflows.retrieve import RetrieveWorkflow
 from workflows.study import StudyWorkflow
+from workflows.update import UpdateWorkflow
 
 log = logging.getLogger("dicomflow.worker")
 
@@ -53,6 +55,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         *TenantCopyActivities(ctx, receipts).all(),
         *StowForwardActivities(ctx).all(),
         *RejectionActivities(ctx).all(),
+        *UpdateActivities(ctx).all(),
     ]
     await _ensure_schedules(client, settings)
     reconciler = asyncio.create_task(reconcile_forever(client, ctx.pool, settings))
@@ -61,7 +64,14 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         async with Worker(
             client,
             task_queue=settings.temporal_task_queue,
-            workflows=[StudyWorkflow, StorageCommitmentWorkflow, RetrieveWorkflow, ForwardWorkflow, RejectionExpiryWorkflow],
+            workflows=[
+                StudyWorkflow,
+                StorageCommitmentWorkflow,
+                RetrieveWorkflow,
+                ForwardWorkflow,
+                RejectionExpiryWorkflow,
+                UpdateWorkflow,
+            ],
             activities=activities,
             activity_executor=ThreadPoolExecutor(max_workers=4),
             max_concurrent_activities=8,

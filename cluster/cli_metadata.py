@@ -21,7 +21,7 @@ from archive.dicom.dicom_json import DOCUMENT_FORMAT
 from archive.index import lifecycle
 from archive.index.pool import open_index_pool
 from contract import names
-from receiving.signaller import signal_study
+from contract.starts import signal_study
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

@@ -58,3 +58,14 @@ def retrieve_workflow_id(tenant: str, retrieve_id: str) -> str:
 REJECTION_EXPIRY_WORKFLOW = "RejectionExpiryWorkflow"
 REJECTION_EXPIRY_SCHEDULE = "rejection-expiry"  # the Schedule's id; its runs are rejection-expiry-{time}
 EXPIRE_REJECTIONS = "expire_rejections"
+
+
+# corrections: a patient or study update, merge or new identifier (archive/corrections)
+UPDATE_WORKFLOW = "UpdateWorkflow"
+UPDATE_LIST = "list_update_studies"
+UPDATE_STUDY = "update_study"
+UPDATE_FINISH = "finish_update"
+
+
+def update_workflow_id(tenant: str, operation_id: str) -> str:
+    return f"update:{tenant}:{operation_id}"

@@ -145,3 +145,31 @@ class ExpiryRequest:
 class ExpiryOutcome:
     studies: int = 0
     instances: int = 0
+
+
+@dataclass
+class UpdateRequest:
+    """An update of what the archive holds: `changes` (keyword to value) applied to `study_uids`
+    (a bulk update), or to every study of `patient_id` (HL7 ADT: A08/A31 update, A40 merge and
+    A47 new identifier, where patient_id is the prior one)."""
+
+    tenant: str
+    operation_id: str
+    kind: str  # bulk | A08 | A31 | A40 | A47
+    changes: dict[str, str]
+    study_uids: list[str] = field(default_factory=list)
+    patient_id: str = ""
+
+
+@dataclass
+class UpdateStudy:
+    request: UpdateRequest
+    study_uid: str
+
+
+@dataclass
+class UpdateOutcome:
+    studies: int = 0
+    instances: int = 0
+    status: str = "succeeded"  # succeeded | failed
+    error: str = ""

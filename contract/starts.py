@@ -17,9 +17,11 @@ from temporalio.client import (
     ScheduleSpec,
     ScheduleUpdate,
 )
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 
 from contract import names
-from contract.payloads import ExpiryRequest, ForwardRequest
+from contract import search_attributes as sa
+from contract.payloads import ExpiryRequest, ForwardRequest, InstancesArrived, StudyParams, UpdateRequest
 
 
 async def tell_forward(client: Client, task_queue: str, request: ForwardRequest) -> None:
@@ -58,3 +60,47 @@ async def ensure_rejection_expiry(client: Client, task_queue: str, every_seconds
 async def expire_rejections_now(client: Client) -> None:
     """A run of the rejection expiry now (after the one going, if any)."""
     await client.get_schedule_handle(names.REJECTION_EXPIRY_SCHEDULE).trigger(overlap=ScheduleOverlapPolicy.BUFFER_ONE)
+
+
+async def signal_study(
+    client: Client,
+    task_queue: str,
+    tenant: str,
+    study_uid: str,
+    count: int,
+    modality: str | None,
+    stable_seconds: float,
+    deleted: int = 0,
+) -> None:
+    await client.start_workflow(
+        names.STUDY_WORKFLOW,
+        StudyParams(tenant, study_uid, stable_seconds),
+        id=names.study_workflow_id(tenant, study_uid),
+        task_queue=task_queue,
+        start_signal=names.STUDY_SIGNAL,
+        start_signal_args=[InstancesArrived(count, modality, deleted)],
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(sa.TENANT, tenant),
+                SearchAttributePair(sa.STATE, "receiving"),
+                SearchAttributePair(sa.INSTANCE_COUNT, count),
+                *([SearchAttributePair(sa.MODALITY, modality)] if modality else []),
+            ]
+        ),
+    )
+
+
+async def start_update(client: Client, task_queue: str, request: UpdateRequest) -> str:
+    """Start the update's workflow; its id. An operation id is used once, so a second start of the
+    same one (a message redelivered) is refused by Temporal rather than applied twice."""
+    workflow_id = names.update_workflow_id(request.tenant, request.operation_id)
+    await client.start_workflow(
+        names.UPDATE_WORKFLOW,
+        request,
+        id=workflow_id,
+        task_queue=task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.TENANT, request.tenant)]),
+    )
+    return workflow_id

@@ -16,7 +16,7 @@ from archive.index import retrieves
 from archive.index.deletion import deletion_signalled, unsignalled_deletions
 from archive.index.instances import mark_signalled, stalled_studies, unsignalled_studies
 from contract.names import study_workflow_id as workflow_id
-from receiving.signaller import signal_study
+from contract.starts import signal_study
 
 log = logging.getLogger("dicomflow.reconciler")
 PRUNE_EVERY_ROUNDS = 720  # about an hour of 5-second rounds

@@ -13,11 +13,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from temporalio.client import Client
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 
 from contract import names
-from contract import search_attributes as sa
-from contract.payloads import InstancesArrived, StudyParams
+from contract.starts import signal_study
 
 log = logging.getLogger("dicomflow.signal")
 
@@ -29,35 +27,6 @@ Signalled = Callable[[str, str], Awaitable[None]]  # (tenant, study): after its 
 class _Batch:
     modality: str | None = None
     sop_uids: list[str] = field(default_factory=list)
-
-
-async def signal_study(
-    client: Client,
-    task_queue: str,
-    tenant: str,
-    study_uid: str,
-    count: int,
-    modality: str | None,
-    stable_seconds: float,
-    deleted: int = 0,
-) -> None:
-    await client.start_workflow(
-        names.STUDY_WORKFLOW,
-        StudyParams(tenant, study_uid, stable_seconds),
-        id=names.study_workflow_id(tenant, study_uid),
-        task_queue=task_queue,
-        start_signal=names.STUDY_SIGNAL,
-        start_signal_args=[InstancesArrived(count, modality, deleted)],
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(sa.TENANT, tenant),
-                SearchAttributePair(sa.STATE, "receiving"),
-                SearchAttributePair(sa.INSTANCE_COUNT, count),
-                *([SearchAttributePair(sa.MODALITY, modality)] if modality else []),
-            ]
-        ),
-    )
 
 
 class StudySignaller:

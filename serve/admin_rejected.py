@@ -18,7 +18,7 @@ from archive.identity import Role
 from archive.identity.tenants import BadTenant, check_tenant
 from archive.index.instances import mark_signalled
 from archive.index.rejections import Rejected, list_rejected, restore
-from receiving.signaller import signal_study
+from contract.starts import signal_study
 from serve.deps import Caller, IngestDep, Pool, SettingsDep, access, audit_note
 from serve.lookup import check_uids
 

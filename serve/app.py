@@ -17,6 +17,8 @@ from serve.admin_forwarding import router as admin_forwarding_router
 from serve.admin_rejected import restores as admin_restores
 from serve.admin_rejected import router as admin_rejected_router
 from serve.audit_middleware import AuditMiddleware
+from serve.bulk_update import router as bulk_update_router
+from serve.bulk_update import status_router as operations_router
 from serve.capabilities import router as capabilities_router
 from serve.changefeed import router as changefeed_router
 from serve.delete import router as delete_router
@@ -38,6 +40,8 @@ from serve.wado_retrieve import router as wado_retrieve_router
 
 # wado_retrieve last: its /studies/{study} must not shadow the others
 DICOMWEB_ROUTERS: list[APIRouter] = [
+    bulk_update_router,  # before STOW's POST studies/{study}, which would take $bulkUpdate for a study UID
+    operations_router,
     changefeed_router,
     stow_router,
     qido_router,

@@ -16,7 +16,7 @@ from archive.audit import AuditAction
 from archive.blobstore.removal import remove_blobs
 from archive.identity import Role
 from archive.index.deletion import delete_objects, deletion_signalled
-from receiving.signaller import signal_study
+from contract.starts import signal_study
 from serve.deps import IngestDep, Tenant, access
 from serve.lookup import check_uids
 from serve.wado_metadata import forget_metadata

@@ -42,6 +42,7 @@ RUNTIME_AE = "RUNTIME_MOD"  # a modality of tenant "rt", whose forwarding rules 
 COPY_AE = "COPY_MOD"  # a modality of tenant "copysrc", whose studies a rule copies into tenant "teaching"
 TEACHING_AE = "TEACHING_WS"  # a teaching workstation of tenant "teaching" (so the archive knows that tenant)
 IOCM_AE = "IOCM_MOD"  # a modality and QA workstation of tenant "iocm": stores (rejection notes too), finds, moves
+UPDATE_AE = "UPDATE_WS"  # a workstation of tenant "upd", whose studies are corrected (issue 29)
 LOOPBACK = ["127.0.0.0/8"]
 REFETCH_SECONDS = 5  # an unknown key id refetches the issuer's keys at most this often
 OHIF_ORIGIN = "http://localhost:3000"  # a viewer served from elsewhere, allowed by CORS
@@ -128,6 +129,7 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
             COPY_AE: {"allowed_hosts": LOOPBACK, "tenant": "copysrc", "services": ["store"]},
             TEACHING_AE: {"allowed_hosts": LOOPBACK, "tenant": "teaching", "services": ["find"]},
             IOCM_AE: {"allowed_hosts": LOOPBACK, "tenant": "iocm", "services": ["store", *QR_SERVICES]},
+            UPDATE_AE: {"allowed_hosts": LOOPBACK, "tenant": "upd", "services": ["store", *QR_SERVICES]},
             RESEARCH_PACS_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
             STORESCP_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
             STORESCP_B_AE: {"host": "127.0.0.1", "port": storescp_port, "tenant": "tenantb", "services": []},

@@ -34,6 +34,7 @@ class AuditAction(Enum):
     PROCEDURE_STEP = (110109, "Order Record", "U")  # MPPS: a modality reports a performed step
     READ = (110103, "DICOM Instances Accessed", "R")
     DELETE = (110105, "DICOM Study Deleted", "D")
+    PATIENT_RECORD = (110110, "Patient Record", "U")  # a patient or study update, merge or new identifier
     REJECT = (110103, "DICOM Instances Accessed", "U")  # IOCM: a rejection note withdrew instances, or an admin restored them
     COMMIT = (110103, "DICOM Instances Accessed", "E")  # storage commitment checks what is held
     LOGIN = (110114, "User Authentication", "E")  # an association, or a token presented

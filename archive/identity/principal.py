@@ -12,6 +12,7 @@ class Role(str, Enum):
     READER = "reader"  # QIDO, WADO, C-FIND, C-MOVE, C-GET
     WRITER = "writer"  # STOW, C-STORE, storage commitment
     DELETER = "deleter"  # DELETE
+    UPDATER = "updater"  # a bulk update of patient and study attributes (with writer)
     ADMIN = "admin"  # its tenants' audit trail, health details; every role above, within its tenants
     # views across every tenant: the whole audit trail, metrics, the Temporal Web UI (which shows
     # every tenant's workflows). Separate from admin, so a hospital's admin token cannot read another's.

@@ -351,6 +351,34 @@ MIGRATIONS: list[str] = [
     CREATE INDEX rejection_due_idx ON rejection (rejected_at) WHERE restored_at IS NULL AND deleted_at IS NULL;
     CREATE INDEX rejection_study_idx ON rejection (tenant, study_uid);
     """,
+    # 20: corrections (archive/index/updates.py): an operation per bulk update or HL7 ADT message
+    # (its id also keeps a message sent twice from being applied twice), and the original values of
+    # every study it changed, recoverable for audit
+    """
+    CREATE TABLE update_operation (
+        id             text PRIMARY KEY,
+        tenant         text NOT NULL,
+        kind           text NOT NULL,
+        status         text NOT NULL DEFAULT 'running',
+        studies_total  integer NOT NULL DEFAULT 0,
+        studies_done   integer NOT NULL DEFAULT 0,
+        request        jsonb NOT NULL,
+        error          text,
+        created_by     text NOT NULL,
+        created_at     timestamptz NOT NULL DEFAULT now(),
+        updated_at     timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE update_log (
+        operation_id  text NOT NULL,
+        tenant        text NOT NULL,
+        study_uid     text NOT NULL,
+        original      jsonb NOT NULL,
+        changed       jsonb NOT NULL,
+        applied_at    timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (operation_id, study_uid)
+    );
+    CREATE INDEX update_log_study_idx ON update_log (tenant, study_uid);
+    """,
 ]
 
 

@@ -36,7 +36,7 @@ from cluster.services.temporal import temporal_binary
 from contract import names
 from contract import search_attributes as sa
 from contract.payloads import StepResult, StudyOutcome, StudyParams, StudyRef
-from receiving.signaller import signal_study
+from contract.starts import signal_study
 from workflows.study import HISTORY_LIMIT, StudyWorkflow
 
 SUGGEST_CAN_AT = 20  # events; one pass of six activities writes more than this
