@@ -91,6 +91,9 @@ def banner(settings: Settings) -> str:
         ("Redis", redacted(settings.effective_redis_url())),
         ("Blobs", settings.s3_endpoint or str(settings.var_path / "blobs")),
     ]
+    if settings.hl7_enabled:
+        tls = " over TLS" if settings.hl7_tls else ""
+        rows.append(("HL7 ADT", f"MLLP{tls} on {h}:{settings.hl7_port} from {', '.join(sorted(settings.hl7_senders))}"))
     if settings.auth == "none":
         rows.insert(0, ("Auth", "OFF: every caller on this host is trusted with every tenant (auth = 'none')"))
     else:

@@ -32,7 +32,7 @@ RECONCILE_SECONDS = 2.0
 
 @dataclass
 class Placed:
-    kind: str  # "scp" or "worker"
+    kind: str  # "scp", "hl7" or "worker"
     node: Node
     handle: ActorHandle
     started: asyncio.Task = field(repr=False)
@@ -90,12 +90,26 @@ class ClusterController:
             if "dimse" in node.roles and not self._on_node("scp", node):
                 for index in range(self.settings.scp_processes):
                     self._place_scp(node, index)
+            if "dimse" in node.roles and self.settings.hl7_enabled and not self._on_node("hl7", node):
+                self._place_hl7(node)
         await self._balance_workers(
             [n for n in nodes if "worker" in n.roles and n.node_id not in self.draining and n.node_id not in self.refused]
         )
 
     def _on_node(self, kind: str, node: Node) -> list[Placed]:
         return [p for p in self.placed if p.kind == kind and p.node.node_id == node.node_id]
+
+    def _place_hl7(self, node: Node) -> None:
+        from actors.hl7_listener import Hl7ListenerActor
+
+        data = node_settings(self.settings, node).model_dump(mode="json")
+        handle = cast(
+            ActorHandle,
+            cast(ActorClass, Hl7ListenerActor)
+            .options(name=f"dicomflow-hl7-{node.node_id[:12]}", scheduling_strategy=_on(node))
+            .remote(data),
+        )
+        self.placed.append(Placed("hl7", node, handle, asyncio.ensure_future(handle.ready.remote())))
 
     def _place_scp(self, node: Node, index: int) -> None:
         from actors.scp import DimseScpActor

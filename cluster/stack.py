@@ -65,6 +65,8 @@ class Stack:
         require_free_port("DIMSE SCP", s.bind_host, s.dimse_port, "dimse_port")
         if s.dimse_tls:
             require_free_port("DICOM TLS", s.bind_host, s.dimse_tls_port, "dimse_tls_port")
+        if s.hl7_enabled:
+            require_free_port("HL7 MLLP", s.bind_host, s.hl7_port, "hl7_port")
         if not s.ray_address:
             require_free_port("Ray dashboard", s.bind_host, s.ray_dashboard_port, "ray_dashboard_port")
         if s.ingress == "haproxy":

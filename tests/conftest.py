@@ -43,6 +43,7 @@ COPY_AE = "COPY_MOD"  # a modality of tenant "copysrc", whose studies a rule cop
 TEACHING_AE = "TEACHING_WS"  # a teaching workstation of tenant "teaching" (so the archive knows that tenant)
 IOCM_AE = "IOCM_MOD"  # a modality and QA workstation of tenant "iocm": stores (rejection notes too), finds, moves
 UPDATE_AE = "UPDATE_WS"  # a workstation of tenant "upd", whose studies are corrected (issue 29)
+HL7_FACILITY = "GENHOSP"  # the hospital's patient administration system: its ADT messages apply to tenant "pir"
 LOOPBACK = ["127.0.0.0/8"]
 REFETCH_SECONDS = 5  # an unknown key id refetches the issuer's keys at most this often
 OHIF_ORIGIN = "http://localhost:3000"  # a viewer served from elsewhere, allowed by CORS
@@ -152,6 +153,11 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
                 },
             },
         ],
+        hl7_port=free_port(),
+        hl7_senders={
+            HL7_FACILITY: {"tenant": "pir", "allowed_hosts": LOOPBACK},
+            "FARHOSP": {"tenant": "pir", "allowed_hosts": ["10.99.0.0/16"]},
+        },
         cors_allow_origins=[OHIF_ORIGIN],
         tls_cert_file=str(pki["server"]),
         tls_key_file=str(pki["server_key"]),

@@ -6,6 +6,8 @@ values, the stored bytes were never overwritten, and the original values are in 
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from temporalio.client import WorkflowExecutionStatus
 from contract import names
 from testkit.temporal_waits import wait_completed
 from tests.auth import auth_headers
-from tests.conftest import STORESCP_AE, UPDATE_AE, run
+from tests.conftest import HL7_FACILITY, STORESCP_AE, UPDATE_AE, run
 from tests.test_query_retrieve import dcmtk, findscu, received, storescp
 
 UPDATER = ("reader", "writer", "updater")
@@ -156,3 +158,99 @@ def test_a_bulk_update_naming_no_study_or_a_bad_uid_is_refused(stack, studies):
         stack.url("/dicomweb/studies/$bulkUpdate"), json=change, headers=auth_headers("upd", UPDATER), timeout=30
     )
     assert answer.status_code in (400, 422), answer.text
+
+
+def _adt(event: str, control_id: str, pid: str, mrg: str | None = None, facility: str = HL7_FACILITY) -> str:
+    structure = {"A40": "ADT_A39", "A47": "ADT_A30", "A08": "ADT_A01", "A31": "ADT_A05"}.get(event, "ADT_A01")
+    segments = [
+        f"MSH|^~\\&|PAS|{facility}|DICOMFLOW|RADIOLOGY|20261207110000||ADT^{event}^{structure}|{control_id}|P|2.5",
+        f"EVN|{event}|20261207110000",
+        pid,
+        *([mrg] if mrg else []),
+    ]
+    return "\r".join(segments) + "\r"
+
+
+def _mllp_send(stack, message: str, tmp_path: Path) -> str:
+    """The hl7 library's own MLLP sender; what it prints is the ACK."""
+    path = tmp_path / f"{abs(hash(message))}.hl7"
+    path.write_bytes(b"\x0b" + message.encode() + b"\x1c\r")  # a file of MLLP blocks, as mllp_send reads them
+    sent = subprocess.run(
+        [str(Path(sys.executable).parent / "mllp_send"), "--file", str(path), "-p", str(stack.settings.hl7_port), "127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sent.returncode == 0, sent.stderr
+    return sent.stdout
+
+
+def _msa(ack: str) -> list[str]:
+    [msa] = [segment for segment in ack.replace("\n", "\r").split("\r") if segment.startswith("MSA|")]
+    return msa.split("|")
+
+
+def _wait_update(stack, tenant: str, operation: str) -> None:
+    wid = names.update_workflow_id(tenant, operation)
+    assert run(wait_completed(stack.settings, [wid], timeout=600)) == {wid: WorkflowExecutionStatus.COMPLETED}
+
+
+def test_an_hl7_a40_merge_moves_the_prior_patients_studies(stack, data_dir, tmp_path):
+    tenant, web = "pir", DICOMwebClient(url=stack.url("/dicomweb"), headers=auth_headers("pir"))
+    prior = [_stow(stack, tenant, _restamped(data_dir, "PIR-OLD", "Doe^Jane")) for _ in range(2)]
+    surviving = _stow(stack, tenant, _restamped(data_dir, "PIR-NEW", "Doe^Jane^Q"))
+    _processed(stack, tenant, *prior, surviving)
+    merge = _adt("A40", "MSG-A40-1", "PID|||PIR-NEW^^^GENHOSP^MR||Doe^Jane^Q||19800102|F", "MRG|PIR-OLD^^^GENHOSP^MR")
+    answer = _msa(_mllp_send(stack, merge, tmp_path))
+    assert answer[1:3] == ["AA", "MSG-A40-1"], answer
+    _wait_update(stack, tenant, f"hl7:{HL7_FACILITY}:MSG-A40-1")
+    _processed(stack, tenant, *prior)
+
+    assert web.search_for_studies(search_filters={"PatientID": "PIR-OLD"}) == []
+    moved = {s["0020000D"]["Value"][0] for s in web.search_for_studies(search_filters={"PatientID": "PIR-NEW"})}
+    assert moved == {*prior, surviving}
+    instance = web.search_for_instances(prior[0])[0]
+    retrieved = web.retrieve_instance(prior[0], instance["0020000E"]["Value"][0], instance["00080018"]["Value"][0])
+    assert (str(retrieved.PatientID), str(retrieved.PatientName), str(retrieved.PatientBirthDate)) == (
+        "PIR-NEW",
+        "Doe^Jane^Q",
+        "19800102",
+    )
+
+    again = _msa(_mllp_send(stack, merge, tmp_path))  # the same message again: acknowledged, applied once
+    assert again[1] == "AA" and "applied once" in again[3], again
+    with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
+        logged = conn.execute(
+            "SELECT count(*) FROM update_log WHERE operation_id = %s", (f"hl7:{HL7_FACILITY}:MSG-A40-1",)
+        ).fetchone()
+        patients = conn.execute("SELECT patient_id FROM patient WHERE tenant = 'pir' ORDER BY 1").fetchall()
+        audited = conn.execute(
+            "SELECT count(*) FROM audit_event WHERE source = 'hl7' AND detail->>'control_id' = 'MSG-A40-1'"
+        ).fetchone()
+    assert logged == (2,) and patients == [("PIR-NEW",)]
+    deadline = time.monotonic() + 10
+    while audited[0] < 2 and time.monotonic() < deadline:  # the audit writer flushes twice a second
+        time.sleep(0.5)
+        with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
+            audited = conn.execute(
+                "SELECT count(*) FROM audit_event WHERE source = 'hl7' AND detail->>'control_id' = 'MSG-A40-1'"
+            ).fetchone()
+    assert audited[0] == 2, "every message is audited, the repeat too"
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "reason"),
+    [
+        (_adt("A40", "X1", "PID|||A^^^H||N^M", "MRG|B", facility="NOBODY"), "AR", "unknown sending facility"),
+        (_adt("A40", "X2", "PID|||A^^^H||N^M", "MRG|B", facility="FARHOSP"), "AR", "may not send from"),
+        (_adt("A01", "X3", "PID|||A^^^H||N^M"), "AR", "unsupported message type"),
+        (_adt("A40", "X4", "PID|||A^^^H||N^M"), "AE", "no MRG segment"),
+        (_adt("A08", "X5", "PID|||A^^^H||N^M||1980-01-02"), "AE", "PatientBirthDate"),
+        (_adt("A40", "X6", "PID|||ELSEWHERE-1||N^M", "MRG|PIR-X"), "AR", "another tenant"),
+    ],
+)
+def test_hl7_messages_that_cannot_apply_are_refused_with_a_reason(stack, data_dir, tmp_path, message, code, reason):
+    if "ELSEWHERE-1" in message:  # a patient that only another tenant holds
+        _stow(stack, "pir-elsewhere", _restamped(data_dir, "ELSEWHERE-1", "Else^Where"))
+    answer = _msa(_mllp_send(stack, message, tmp_path))
+    assert answer[1] == code and reason in answer[3], answer

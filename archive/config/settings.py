@@ -18,6 +18,7 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 
 from archive.config.embedded_secrets import DEIDENTIFY, OIDC_CACHE, POSTGRES_APP, REDIS, read_secret
 from archive.config.settings_env import EnvSettingError, LenientEnvSource
+from archive.identity.tenants import check_tenant
 from archive.pixels.limits import INTERPRETER_BYTES, DecodeLimits, Limits
 from archive.routing.admission import destination_refusal
 from archive.routing.rules import ForwardRule
@@ -76,6 +77,31 @@ class AEEntry(BaseModel):
     @property
     def reachable(self) -> bool:
         return bool(self.host and self.port)
+
+
+class HL7Sender(BaseModel):
+    """A system that sends HL7 v2 ADT messages (a patient administration system, an interface
+    engine), known by its sending facility (MSH-4): its messages apply to one tenant, and it may
+    connect only from these addresses (IP or CIDR)."""
+
+    model_config = {"extra": "forbid"}
+
+    tenant: str
+    allowed_hosts: list[str] = Field(min_length=1)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)
+        return value
+
+    def allows(self, address: str) -> bool:
+        try:
+            peer = ipaddress.ip_address(address.removeprefix("::ffff:"))
+        except ValueError:
+            return False
+        return any(peer in ipaddress.ip_network(net, strict=False) for net in self.allowed_hosts)
 
 
 class SettingsError(ValueError):
@@ -190,6 +216,13 @@ class Settings(BaseSettings):
     # blob before its row commits), by `dicomflow sweep` and every sweep_interval_seconds (0: never)
     orphan_grace_seconds: float = Field(3600.0, ge=60)
     sweep_interval_seconds: float = Field(86400.0, ge=0)
+    # HL7 v2 ADT over MLLP (patient updates, merges, new identifiers): off until hl7_senders names a
+    # sender (by its sending facility, MSH-4); MLLP over TLS (the tls_* files, client certificates
+    # required) when hl7_tls
+    hl7_port: Port = Field(2575, ge=1, le=65535)
+    hl7_senders: dict[str, HL7Sender] = Field(default_factory=dict)
+    hl7_tls: bool = False
+    hl7_max_message_bytes: int = Field(1024 * 1024, ge=1024)
     # IOCM: what a rejection note withdrew stays restorable this long; then the rejection expiry
     # workflow (a Temporal Schedule, every rejection_expiry_interval_seconds) deletes it. A note
     # coded 113039 (Data Retention Policy Expired) is deleted at once.
@@ -280,7 +313,17 @@ class Settings(BaseSettings):
     def _https_needs_a_certificate(self) -> "Settings":
         if self.https and not self.dimse_tls:
             raise ValueError("https = true needs tls_cert_file and tls_key_file (make them with `dicomflow certs issue NAME`)")
+        if self.hl7_tls and not (self.dimse_tls and self.tls_ca_file):
+            raise ValueError("hl7_tls = true needs tls_cert_file, tls_key_file and tls_ca_file (senders present certificates)")
+        for facility, sender in self.hl7_senders.items():
+            check_tenant(sender.tenant)  # a bad name would only fail at the first message
+            if not facility or len(facility) > 64:
+                raise ValueError(f"hl7_senders: {facility!r} is not a sending facility (MSH-4, 1-64 characters)")
         return self
+
+    @property
+    def hl7_enabled(self) -> bool:
+        return bool(self.hl7_senders)
 
     @model_validator(mode="after")
     def _replica_bounds_in_order(self) -> "Settings":

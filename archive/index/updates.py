@@ -277,3 +277,9 @@ def _tag(keyword: str) -> str:
 
 def _json(keyword: str, value: str) -> Any:
     return {"Alphabetic": value} if keyword == "PatientName" else value
+
+
+async def forget_operation(pool: AsyncConnectionPool, op_id: str) -> None:
+    """An operation whose workflow could not be started: gone, so the request may be sent again."""
+    async with pool.connection() as conn:
+        await conn.execute("DELETE FROM update_operation WHERE id = %s AND studies_done = 0", (op_id,))
