@@ -30,18 +30,7 @@ UPDATER = ("reader", "writer", "updater")
 
 def _restamped(data_dir: Path, patient_id: str, name: str) -> list[bytes]:
     """The Siemens NIH study as a new study of patient `patient_id` (new Study, Series and SOP UIDs)."""
-    files = sorted(p for p in (data_dir / "dcm_qa_nih").rglob("*") if p.is_file())
-    study, series = generate_uid(), {}
-    out = []
-    for path in files:
-        ds = dcmread(path)
-        ds.StudyInstanceUID, ds.PatientID, ds.PatientName = study, patient_id, name
-        ds.SeriesInstanceUID = series.setdefault(str(ds.SeriesInstanceUID), generate_uid())
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        buffer = io.BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        out.append(buffer.getvalue())
-    return out
+    return _restamped_files(sorted(p for p in (data_dir / "dcm_qa_nih").rglob("*") if p.is_file()), patient_id, name)
 
 
 def _stow(stack, tenant: str, payloads: list[bytes]) -> str:
@@ -254,3 +243,64 @@ def test_hl7_messages_that_cannot_apply_are_refused_with_a_reason(stack, data_di
         _stow(stack, "pir-elsewhere", _restamped(data_dir, "ELSEWHERE-1", "Else^Where"))
     answer = _msa(_mllp_send(stack, message, tmp_path))
     assert answer[1] == code and reason in answer[3], answer
+
+
+def test_a_merge_survives_a_killed_worker_and_loses_nothing(stack, data_dir, tmp_path):
+    """SIGKILL of every workflow worker while an A47 (new identifier) rewrites 520 real Toshiba MR
+    instances in four studies: the restarted worker finishes it; every instance is there once, with
+    the new identifier, and each row names a blob that exists."""
+    import os
+    import signal
+
+    from tests.test_query_retrieve import worker_pids
+
+    files = sorted(p for p in (data_dir / "dcm_qa_toshiba").rglob("*") if p.is_file())
+    tenant, studies = "pir", []
+    for part in range(4):
+        studies.append(_stow(stack, tenant, _restamped_files(files[part::4], "KILL-OLD", "Kill^Me")))
+    _processed(stack, tenant, *studies)
+    operation = f"hl7:{HL7_FACILITY}:MSG-A47-KILL"
+    change = _adt("A47", "MSG-A47-KILL", "PID|||KILL-NEW^^^GENHOSP^MR||Kill^Me", "MRG|KILL-OLD^^^GENHOSP^MR")
+    assert _msa(_mllp_send(stack, change, tmp_path))[1] == "AA"
+    dsn = stack.settings.effective_postgres_dsn()
+    deadline = time.monotonic() + 300
+    while True:  # kill once the first study is switched and the others are not
+        with psycopg.connect(dsn) as conn:
+            done = conn.execute("SELECT count(*) FROM update_log WHERE operation_id = %s", (operation,)).fetchone()[0]
+        if done >= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    before = worker_pids(stack)
+    for pid in before:
+        os.kill(pid, signal.SIGKILL)
+    assert done < len(studies), "the workers died while the update was under way"
+    _wait_update(stack, tenant, operation)
+    assert set(worker_pids(stack)).isdisjoint(before), "Ray restarted the workers"
+
+    web = DICOMwebClient(url=stack.url("/dicomweb"), headers=auth_headers(tenant))
+    assert web.search_for_studies(search_filters={"PatientID": "KILL-OLD"}) == []
+    found = web.search_for_studies(search_filters={"PatientID": "KILL-NEW"}, fields=["NumberOfStudyRelatedInstances"])
+    assert {s["0020000D"]["Value"][0] for s in found} == set(studies)
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT blob_key FROM instance WHERE tenant = %s AND study_uid = ANY(%s)", (tenant, studies)
+        ).fetchall()
+        logged = conn.execute("SELECT count(*) FROM update_log WHERE operation_id = %s", (operation,)).fetchone()
+    assert len(rows) == len(files) and logged == (len(studies),), "every instance once, every study switched once"
+    blobs = stack.settings.var_path / "blobs"
+    assert all((blobs / key).exists() for (key,) in rows), "every row names a blob that is there"
+    for (key,) in rows[:: len(rows) // 20]:
+        assert str(dcmread(blobs / key, stop_before_pixels=True).PatientID) == "KILL-NEW"
+
+
+def _restamped_files(files: list[Path], patient_id: str, name: str) -> list[bytes]:
+    study, series, out = generate_uid(), {}, []
+    for path in files:
+        ds = dcmread(path)
+        ds.StudyInstanceUID, ds.PatientID, ds.PatientName = study, patient_id, name
+        ds.SeriesInstanceUID = series.setdefault(str(ds.SeriesInstanceUID), generate_uid())
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        out.append(buffer.getvalue())
+    return out
