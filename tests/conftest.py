@@ -43,6 +43,7 @@ COPY_AE = "COPY_MOD"  # a modality of tenant "copysrc", whose studies a rule cop
 TEACHING_AE = "TEACHING_WS"  # a teaching workstation of tenant "teaching" (so the archive knows that tenant)
 IOCM_AE = "IOCM_MOD"  # a modality and QA workstation of tenant "iocm": stores (rejection notes too), finds, moves
 UPDATE_AE = "UPDATE_WS"  # a workstation of tenant "upd", whose studies are corrected (issue 29)
+PIR_AE = "PIR_WS"  # a workstation of tenant "pir" (whose patients HL7 ADT messages update): finds, reads the worklist
 HL7_FACILITY = "GENHOSP"  # the hospital's patient administration system: its ADT messages apply to tenant "pir"
 LOOPBACK = ["127.0.0.0/8"]
 REFETCH_SECONDS = 5  # an unknown key id refetches the issuer's keys at most this often
@@ -131,6 +132,7 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
             TEACHING_AE: {"allowed_hosts": LOOPBACK, "tenant": "teaching", "services": ["find"]},
             IOCM_AE: {"allowed_hosts": LOOPBACK, "tenant": "iocm", "services": ["store", *QR_SERVICES]},
             UPDATE_AE: {"allowed_hosts": LOOPBACK, "tenant": "upd", "services": ["store", *QR_SERVICES]},
+            PIR_AE: {"allowed_hosts": LOOPBACK, "tenant": "pir", "services": ["worklist", "find"]},
             RESEARCH_PACS_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
             STORESCP_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
             STORESCP_B_AE: {"host": "127.0.0.1", "port": storescp_port, "tenant": "tenantb", "services": []},

@@ -6,6 +6,7 @@ values, the stored bytes were never overwritten, and the original values are in 
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import time
@@ -16,13 +17,13 @@ import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
-from pydicom.uid import generate_uid
 from temporalio.client import WorkflowExecutionStatus
 
 from contract import names
+from testkit.restamp import as_new_study
 from testkit.temporal_waits import wait_completed
 from tests.auth import auth_headers
-from tests.conftest import HL7_FACILITY, STORESCP_AE, UPDATE_AE, run
+from tests.conftest import HL7_FACILITY, PIR_AE, STORESCP_AE, UPDATE_AE, run
 from tests.test_query_retrieve import dcmtk, findscu, received, storescp
 
 UPDATER = ("reader", "writer", "updater")
@@ -30,7 +31,9 @@ UPDATER = ("reader", "writer", "updater")
 
 def _restamped(data_dir: Path, patient_id: str, name: str) -> list[bytes]:
     """The Siemens NIH study as a new study of patient `patient_id` (new Study, Series and SOP UIDs)."""
-    return _restamped_files(sorted(p for p in (data_dir / "dcm_qa_nih").rglob("*") if p.is_file()), patient_id, name)
+    return as_new_study(
+        sorted(p for p in (data_dir / "dcm_qa_nih").rglob("*") if p.is_file()), PatientID=patient_id, PatientName=name
+    )
 
 
 def _stow(stack, tenant: str, payloads: list[bytes]) -> str:
@@ -179,6 +182,29 @@ def _msa(ack: str) -> list[str]:
     return msa.split("|")
 
 
+def _schedule(stack, tmp_path: Path, patient_id: str) -> str:
+    """One of dcmtk's example worklist items, for `patient_id`, imported into tenant pir; its accession."""
+    dump = sorted(Path("/usr/share/doc/dcmtk/examples/wlistdb/OFFIS").glob("*.dump"))[0]
+    item = tmp_path / "item.wl"
+    assert dcmtk("dump2dcm", "--write-xfer-little", str(dump), str(item)).returncode == 0
+    ds = dcmread(item)
+    ds.PatientID, ds.AccessionNumber = patient_id, f"ACC{abs(hash(tmp_path)) % 10**8}"
+    (tmp_path / "item.json").write_text(json.dumps([ds.to_json_dict()]))
+    imported = stack.cli("worklist", "import", str(tmp_path / "item.json"), "--tenant", "pir")
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    return str(ds.AccessionNumber)
+
+
+def findscu_w(stack, out: Path, *keys: str) -> list:
+    out.mkdir(exist_ok=True)
+    s = stack.settings
+    args = ["findscu", "-W", "-aet", PIR_AE, "-aec", s.ae_title, "-X", "-od", str(out)]
+    for key in keys:
+        args += ["-k", key]
+    assert dcmtk(*args, "127.0.0.1", str(s.dimse_port)).returncode == 0
+    return [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
+
+
 def _wait_update(stack, tenant: str, operation: str) -> None:
     wid = names.update_workflow_id(tenant, operation)
     assert run(wait_completed(stack.settings, [wid], timeout=600)) == {wid: WorkflowExecutionStatus.COMPLETED}
@@ -189,6 +215,7 @@ def test_an_hl7_a40_merge_moves_the_prior_patients_studies(stack, data_dir, tmp_
     prior = [_stow(stack, tenant, _restamped(data_dir, "PIR-OLD", "Doe^Jane")) for _ in range(2)]
     surviving = _stow(stack, tenant, _restamped(data_dir, "PIR-NEW", "Doe^Jane^Q"))
     _processed(stack, tenant, *prior, surviving)
+    scheduled = _schedule(stack, tmp_path, "PIR-OLD")
     merge = _adt("A40", "MSG-A40-1", "PID|||PIR-NEW^^^GENHOSP^MR||Doe^Jane^Q||19800102|F", "MRG|PIR-OLD^^^GENHOSP^MR")
     answer = _msa(_mllp_send(stack, merge, tmp_path))
     assert answer[1:3] == ["AA", "MSG-A40-1"], answer
@@ -205,6 +232,14 @@ def test_an_hl7_a40_merge_moves_the_prior_patients_studies(stack, data_dir, tmp_
         "Doe^Jane^Q",
         "19800102",
     )
+
+    worklist = {
+        p: findscu_w(stack, tmp_path / p, f"PatientID={p}", "AccessionNumber", "PatientName") for p in ("PIR-OLD", "PIR-NEW")
+    }
+    assert worklist["PIR-OLD"] == [], "the worklist follows the merge"
+    assert [(str(d.AccessionNumber), str(d.PatientID), str(d.PatientName)) for d in worklist["PIR-NEW"]] == [
+        (scheduled, "PIR-NEW", "Doe^Jane^Q")
+    ]
 
     again = _msa(_mllp_send(stack, merge, tmp_path))  # the same message again: acknowledged, applied once
     assert again[1] == "AA" and "applied once" in again[3], again
@@ -257,7 +292,7 @@ def test_a_merge_survives_a_killed_worker_and_loses_nothing(stack, data_dir, tmp
     files = sorted(p for p in (data_dir / "dcm_qa_toshiba").rglob("*") if p.is_file())
     tenant, studies = "pir", []
     for part in range(4):
-        studies.append(_stow(stack, tenant, _restamped_files(files[part::4], "KILL-OLD", "Kill^Me")))
+        studies.append(_stow(stack, tenant, as_new_study(files[part::4], PatientID="KILL-OLD", PatientName="Kill^Me")))
     _processed(stack, tenant, *studies)
     operation = f"hl7:{HL7_FACILITY}:MSG-A47-KILL"
     change = _adt("A47", "MSG-A47-KILL", "PID|||KILL-NEW^^^GENHOSP^MR||Kill^Me", "MRG|KILL-OLD^^^GENHOSP^MR")
@@ -291,16 +326,3 @@ def test_a_merge_survives_a_killed_worker_and_loses_nothing(stack, data_dir, tmp
     assert all((blobs / key).exists() for (key,) in rows), "every row names a blob that is there"
     for (key,) in rows[:: len(rows) // 20]:
         assert str(dcmread(blobs / key, stop_before_pixels=True).PatientID) == "KILL-NEW"
-
-
-def _restamped_files(files: list[Path], patient_id: str, name: str) -> list[bytes]:
-    study, series, out = generate_uid(), {}, []
-    for path in files:
-        ds = dcmread(path)
-        ds.StudyInstanceUID, ds.PatientID, ds.PatientName = study, patient_id, name
-        ds.SeriesInstanceUID = series.setdefault(str(ds.SeriesInstanceUID), generate_uid())
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        buffer = io.BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        out.append(buffer.getvalue())
-    return out

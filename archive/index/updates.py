@@ -247,10 +247,11 @@ async def _follow_in_worklists(conn: AsyncConnection, tenant: str, old_id: str, 
         "PatientSex": "patient_sex",
     }
     sets = ", ".join(f"{columns[k]} = %s" for k in values)
-    await conn.execute(
-        f"UPDATE worklist_item SET {sets} WHERE tenant = %s AND patient_id = %s", (*values.values(), tenant, old_id)
-    )
     patch = {_tag(k): {"vr": _VR[k], "Value": [_json(k, v)]} for k, v in values.items()}
+    await conn.execute(
+        f"UPDATE worklist_item SET {sets}, item = item || %s::jsonb, updated_at = now() WHERE tenant = %s AND patient_id = %s",
+        (*values.values(), json.dumps(patch), tenant, old_id),
+    )
     await conn.execute(
         """UPDATE performed_step SET item = item || %s::jsonb, updated_at = now()
            WHERE tenant = %s AND item->'00100020'->'Value'->>0 = %s""",
