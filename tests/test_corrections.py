@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import hl7
 import psycopg
 import pytest
 import requests
@@ -326,3 +327,36 @@ def test_a_merge_survives_a_killed_worker_and_loses_nothing(stack, data_dir, tmp
     assert all((blobs / key).exists() for (key,) in rows), "every row names a blob that is there"
     for (key,) in rows[:: len(rows) // 20]:
         assert str(dcmread(blobs / key, stop_before_pixels=True).PatientID) == "KILL-NEW"
+
+
+def test_mllp_over_tls_takes_a_sender_with_a_certificate_and_no_one_else(stack, pki, tmp_path):
+    """The listener with hl7_tls (run here beside the stack, on its index and Temporal): an A08 over
+    TLS with the modality's client certificate is acknowledged; without a certificate the handshake
+    fails and nothing is read."""
+    import asyncio
+    import ssl
+
+    from hl7.mllp import open_hl7_connection
+
+    from actors.hl7_listener import Hl7Listener
+    from archive.config.tls import ssl_client_context
+    from testkit.running_stack import free_port
+
+    settings = stack.settings.model_copy(update={"hl7_tls": True, "hl7_port": free_port()})
+    listener = Hl7Listener(settings)
+
+    async def send(context: ssl.SSLContext) -> str:
+        reader, writer = await open_hl7_connection("127.0.0.1", settings.hl7_port, ssl=context)
+        try:
+            writer.writemessage(hl7.parse(_adt("A08", "MSG-TLS-1", "PID|||TLS-1||Secure^Sam|||M")))
+            await writer.drain()
+            return str(await asyncio.wait_for(reader.readmessage(), 30))
+        finally:
+            writer.close()
+
+    try:
+        assert _msa(run(send(ssl_client_context(pki["ca"], pki["client"], pki["client_key"]))))[1] == "AA"
+        with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+            run(send(ssl_client_context(pki["ca"])))
+    finally:
+        listener.stop()
