@@ -16,7 +16,8 @@ from archive.blobstore.removal import remove_blobs
 from archive.corrections.changes import Changes
 from archive.corrections.rewrite import rewrite
 from archive.index import updates
-from archive.index.updates import NewVersion, StoredObject
+from archive.index.updates import StoredObject
+from archive.index.versions import NewVersion
 from contract import names
 from contract.payloads import UpdateOutcome, UpdateRequest, UpdateStudy
 from contract.starts import signal_study

@@ -16,6 +16,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 import dimse
 from activities.commitment_steps import CommitmentActivities
 from activities.context import ActivityContext
+from activities.lifecycle_steps import LifecycleActivities
 from activities.rejection_steps import RejectionActivities
 from activities.retrieve_steps import RetrieveActivities
 from activities.routing_steps import RoutingActivities
@@ -28,10 +29,12 @@ from actors.worker_ingest import WorkerIngest
 from archive.config.settings import Settings
 from archive.priority import normal_priority
 from archive.services.sweeper import sweep_forever
-from contract.starts import ensure_rejection_expiry
+from contract import names
+from contract.starts import ensure_rejection_expiry, ensure_schedule, lifecycle_schedule
 from receiving.reconciler import reconcile_forever
 from workflows.commitment import StorageCommitmentWorkflow
 from workflows.forward import ForwardWorkflow
+from workflows.lifecycle import LifecycleRunWorkflow, LifecycleStudyWorkflow
 from workflows.rejection_expiry import RejectionExpiryWorkflow
 from workflows.retrieve import RetrieveWorkflow
 from workflows.study import StudyWorkflow
@@ -56,6 +59,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         *StowForwardActivities(ctx).all(),
         *RejectionActivities(ctx).all(),
         *UpdateActivities(ctx).all(),
+        *LifecycleActivities(ctx).all(),
     ]
     await _ensure_schedules(client, settings)
     reconciler = asyncio.create_task(reconcile_forever(client, ctx.pool, settings))
@@ -71,6 +75,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 ForwardWorkflow,
                 RejectionExpiryWorkflow,
                 UpdateWorkflow,
+                LifecycleRunWorkflow,
+                LifecycleStudyWorkflow,
             ],
             activities=activities,
             activity_executor=ThreadPoolExecutor(max_workers=4),
@@ -94,8 +100,12 @@ async def _ensure_schedules(client: Client, settings: Settings) -> None:
     """The periodic workflows this archive runs; every worker makes sure of them (the first creates)."""
     try:
         await ensure_rejection_expiry(client, settings.temporal_task_queue, settings.rejection_expiry_interval_seconds)
+        schedule = lifecycle_schedule(
+            settings.temporal_task_queue, settings.lifecycle_interval_seconds, settings.lifecycle_concurrency
+        )
+        await ensure_schedule(client, names.LIFECYCLE_SCHEDULE, schedule)
     except Exception:  # noqa: BLE001 - e.g. two workers creating it at once; the next start tries again
-        log.warning("could not create or update the rejection expiry schedule", exc_info=True)
+        log.warning("could not create or update the archive's schedules", exc_info=True)
 
 
 class WorkerHost:

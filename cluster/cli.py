@@ -19,6 +19,7 @@ from cluster import (
     cli_audit,
     cli_cluster,
     cli_forward,
+    cli_lifecycle,
     cli_metadata,
     cli_rejected,
     cli_send,
@@ -262,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     cli_sweep.add_parser(sub)
     cli_forward.add_parser(sub)
     cli_rejected.add_parser(sub)
+    cli_lifecycle.add_parsers(sub)
     cli_metadata.add_parser(sub)
     certs.add_certs_parser(sub)
     viewer_install.add_parser(sub)
@@ -288,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
         return cli_sweep.cmd_sweep(settings, args)
     if args.command == "forward":
         return cli_forward.cmd_forward(settings, args)
+    if args.command == "lifecycle":
+        return cli_lifecycle.cmd_lifecycle(settings, args)
+    if args.command == "hold":
+        return cli_lifecycle.cmd_hold(settings, args)
     if args.command == "rejected":
         return cli_rejected.cmd_rejected(settings, args)
     if args.command == "metadata":

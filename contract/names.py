@@ -69,3 +69,15 @@ UPDATE_FINISH = "finish_update"
 
 def update_workflow_id(tenant: str, operation_id: str) -> str:
     return f"update:{tenant}:{operation_id}"
+
+
+# storage lifecycle (archive/lifecycle): a Schedule starts a run, the run a workflow per study
+LIFECYCLE_RUN_WORKFLOW = "LifecycleRunWorkflow"
+LIFECYCLE_STUDY_WORKFLOW = "LifecycleStudyWorkflow"
+LIFECYCLE_SCHEDULE = "lifecycle"
+LIFECYCLE_PLAN = "plan_lifecycle"
+LIFECYCLE_APPLY = "apply_lifecycle"
+
+
+def lifecycle_workflow_id(tenant: str, study_uid: str) -> str:
+    return f"lifecycle:{tenant}:{study_uid}"

@@ -173,3 +173,44 @@ class UpdateOutcome:
     instances: int = 0
     status: str = "succeeded"  # succeeded | failed
     error: str = ""
+
+
+@dataclass
+class LifecycleRun:
+    """A lifecycle run: what is due at `as_of` (ISO 8601; empty: when it starts); a dry run only lists it."""
+
+    as_of: str = ""
+    dry_run: bool = False
+    concurrency: int = 2  # studies worked on at once
+
+
+@dataclass
+class LifecycleTask:
+    rule: str
+    action: str  # compress | delete
+
+
+@dataclass
+class LifecycleStudy:
+    tenant: str
+    study_uid: str
+    tasks: list[LifecycleTask] = field(default_factory=list)
+
+
+@dataclass
+class LifecycleResult:
+    studies: int = 0
+    compressed: int = 0  # objects rewritten losslessly
+    skipped: int = 0  # objects left as they were (no pixels, already compressed, a codec refusal)
+    deleted: int = 0  # objects deleted by retention
+    bytes_before: int = 0
+    bytes_after: int = 0
+    planned: list[str] = field(default_factory=list)  # what a dry run would do (a run: what it did)
+
+    def add(self, other: "LifecycleResult") -> None:
+        self.studies += other.studies
+        self.compressed += other.compressed
+        self.skipped += other.skipped
+        self.deleted += other.deleted
+        self.bytes_before += other.bytes_before
+        self.bytes_after += other.bytes_after

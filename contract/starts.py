@@ -21,7 +21,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 
 from contract import names
 from contract import search_attributes as sa
-from contract.payloads import ExpiryRequest, ForwardRequest, InstancesArrived, StudyParams, UpdateRequest
+from contract.payloads import ExpiryRequest, ForwardRequest, InstancesArrived, LifecycleRun, StudyParams, UpdateRequest
 
 
 async def tell_forward(client: Client, task_queue: str, request: ForwardRequest) -> None:
@@ -49,12 +49,29 @@ def rejection_expiry_schedule(task_queue: str, every_seconds: float) -> Schedule
 
 
 async def ensure_rejection_expiry(client: Client, task_queue: str, every_seconds: float) -> None:
-    """Create the rejection expiry Schedule, or bring an existing one to these settings."""
-    schedule = rejection_expiry_schedule(task_queue, every_seconds)
+    await ensure_schedule(client, names.REJECTION_EXPIRY_SCHEDULE, rejection_expiry_schedule(task_queue, every_seconds))
+
+
+def lifecycle_schedule(task_queue: str, every_seconds: float, concurrency: int) -> Schedule:
+    """The Schedule that starts a LifecycleRunWorkflow every `every_seconds` (a day by default), one at a time."""
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            names.LIFECYCLE_RUN_WORKFLOW,
+            LifecycleRun(concurrency=concurrency),
+            id=names.LIFECYCLE_SCHEDULE,
+            task_queue=task_queue,
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=every_seconds))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
+async def ensure_schedule(client: Client, schedule_id: str, schedule: Schedule) -> None:
+    """Create a Schedule, or bring an existing one to these settings."""
     try:
-        await client.create_schedule(names.REJECTION_EXPIRY_SCHEDULE, schedule)
+        await client.create_schedule(schedule_id, schedule)
     except ScheduleAlreadyRunningError:
-        await client.get_schedule_handle(names.REJECTION_EXPIRY_SCHEDULE).update(lambda _: ScheduleUpdate(schedule=schedule))
+        await client.get_schedule_handle(schedule_id).update(lambda _: ScheduleUpdate(schedule=schedule))
 
 
 async def expire_rejections_now(client: Client) -> None:

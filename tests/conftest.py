@@ -155,6 +155,25 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
                 },
             },
         ],
+        lifecycle_rules=[  # tests/test_lifecycle.py, tenant "life" only
+            {
+                "name": "life-ct",
+                "tenant": "life",
+                "match": {"ModalitiesInStudy": "CT"},
+                "after_days": 30,
+                "action": "compress",
+                "syntax": "jpeg2000-lossless",
+            },
+            {
+                "name": "life-mr",
+                "tenant": "life",
+                "match": {"ModalitiesInStudy": "MR"},
+                "after_days": 30,
+                "action": "compress",
+                "syntax": "jpegls-lossless",
+            },
+            {"name": "life-retention", "tenant": "life", "after_days": 3650, "action": "delete"},
+        ],
         hl7_port=free_port(),
         hl7_senders={
             HL7_FACILITY: {"tenant": "pir", "allowed_hosts": LOOPBACK},

@@ -19,6 +19,7 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 from archive.config.embedded_secrets import DEIDENTIFY, OIDC_CACHE, POSTGRES_APP, REDIS, read_secret
 from archive.config.settings_env import EnvSettingError, LenientEnvSource
 from archive.identity.tenants import check_tenant
+from archive.lifecycle.rules import LifecycleRule
 from archive.pixels.limits import INTERPRETER_BYTES, DecodeLimits, Limits
 from archive.routing.admission import destination_refusal
 from archive.routing.rules import ForwardRule
@@ -223,6 +224,11 @@ class Settings(BaseSettings):
     hl7_senders: dict[str, HL7Sender] = Field(default_factory=dict)
     hl7_tls: bool = False
     hl7_max_message_bytes: int = Field(1024 * 1024, ge=1024)
+    # storage lifecycle (archive/lifecycle): rules applied by the Temporal Schedule "lifecycle" every
+    # lifecycle_interval_seconds, at most lifecycle_concurrency studies at a time
+    lifecycle_rules: list[LifecycleRule] = Field(default_factory=list)
+    lifecycle_interval_seconds: float = Field(86400.0, ge=60)
+    lifecycle_concurrency: int = Field(2, ge=1, le=16)
     # IOCM: what a rejection note withdrew stays restorable this long; then the rejection expiry
     # workflow (a Temporal Schedule, every rejection_expiry_interval_seconds) deletes it. A note
     # coded 113039 (Data Retention Policy Expired) is deleted at once.
@@ -319,6 +325,13 @@ class Settings(BaseSettings):
             check_tenant(sender.tenant)  # a bad name would only fail at the first message
             if not facility or len(facility) > 64:
                 raise ValueError(f"hl7_senders: {facility!r} is not a sending facility (MSH-4, 1-64 characters)")
+        return self
+
+    @model_validator(mode="after")
+    def _lifecycle_rule_names_unique(self) -> "Settings":
+        names = [rule.name for rule in self.lifecycle_rules]
+        if len(names) != len(set(names)):
+            raise ValueError(f"lifecycle_rules: two rules share a name ({sorted(n for n in names if names.count(n) > 1)[0]})")
         return self
 
     @property

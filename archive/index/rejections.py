@@ -23,6 +23,7 @@ from archive.dicom.rejection_note import (
     RejectionRefused,
 )
 from archive.index.instances import bump_series
+from archive.index.locks import lock_study
 
 MAX_LISTED = 5  # UIDs named in a refusal's reason
 
@@ -172,3 +173,30 @@ async def due_for_deletion(
             )
         ).fetchall()
     return [(row[0], row[1], list(row[2])) for row in rows]
+
+
+async def reject_for_retention(pool: AsyncConnectionPool, tenant: str, study_uid: str, note: str) -> list[str]:
+    """A lifecycle rule's retention: every instance of the study rejected as 113039 (Data Retention
+    Policy Expired) under `note`, as if a rejection note had said so; the SOP Instance UIDs, for
+    the caller to delete at once. Nothing when the study went on hold meanwhile."""
+    async with pool.connection() as conn, conn.transaction():
+        await lock_study(conn, tenant, study_uid, exclusive=True)
+        held = await (
+            await conn.execute("SELECT 1 FROM study_hold WHERE tenant = %s AND study_uid = %s", (tenant, study_uid))
+        ).fetchone()
+        if held:
+            return []
+        sops = [
+            row[0]
+            for row in await (
+                await conn.execute(
+                    "SELECT sop_uid FROM instance WHERE tenant = %s AND study_uid = %s ORDER BY sop_uid FOR UPDATE",
+                    (tenant, study_uid),
+                )
+            ).fetchall()
+        ]
+        rows = await (
+            await conn.execute(_APPLY, {"tenant": tenant, "note": note, "code": RETENTION_EXPIRED, "sops": sops})
+        ).fetchall()
+        await bump_series(conn, tenant, sorted(row[0] for row in rows))
+    return sops

@@ -379,6 +379,27 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX update_log_study_idx ON update_log (tenant, study_uid);
     """,
+    # 21: storage lifecycle (archive/lifecycle): studies on hold, and what each rule did to a study
+    # (at which instance count, so one that received more since is due again)
+    """
+    CREATE TABLE study_hold (
+        tenant     text NOT NULL,
+        study_uid  text NOT NULL,
+        reason     text NOT NULL,
+        held_by    text NOT NULL,
+        held_at    timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (tenant, study_uid)
+    );
+    CREATE TABLE lifecycle_done (
+        tenant     text NOT NULL,
+        study_uid  text NOT NULL,
+        rule       text NOT NULL,
+        instances  integer NOT NULL,
+        detail     text,
+        done_at    timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (tenant, study_uid, rule)
+    );
+    """,
 ]
 
 

@@ -12,9 +12,9 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from archive.index.instance_state import served
 from archive.index.instances import bump_series
 from archive.index.locks import lock_study
+from archive.index.versions import NewVersion, move_to_versions
 
 # the study row's column for each attribute an update may change (archive/corrections/changes.py)
 STUDY_COLUMNS = {
@@ -37,15 +37,6 @@ class StoredObject:
     blob_key: str
     transcoded_key: str | None
     study_date: str | None
-
-
-@dataclass(frozen=True)
-class NewVersion:
-    sop_uid: str
-    old_key: str
-    new_key: str
-    sha256: str
-    size: int
 
 
 async def create_operation(
@@ -159,7 +150,7 @@ async def switch_study(
     names any more (to remove after the commit)."""
     async with pool.connection() as conn, conn.transaction():
         await lock_study(conn, tenant, study_uid, exclusive=True)
-        moved = await _move_rows(conn, tenant, versions)
+        moved = await move_to_versions(conn, tenant, versions)
         await _update_study(conn, tenant, study_uid, changes)
         await bump_series(conn, tenant, sorted({series for _, series, _ in moved}))
         await conn.execute(
@@ -173,34 +164,6 @@ async def switch_study(
     replaced = {v.sop_uid for v in versions} - {sop for sop, _, _ in moved}
     gone = [v.old_key for v in versions if v.sop_uid not in replaced] + [t for _, _, t in moved if t]
     return gone + [v.new_key for v in versions if v.sop_uid in replaced]
-
-
-async def _move_rows(conn: AsyncConnection, tenant: str, versions: list[NewVersion]) -> list[tuple[str, str, str | None]]:
-    """(sop uid, series uid, old transcoded key) of the rows moved: those still naming the version
-    that was rewritten. A transcoded copy holds the old header, so it goes too (the study workflow
-    makes a new one)."""
-    sops, old_keys = [v.sop_uid for v in versions], [v.old_key for v in versions]
-    held = await (
-        await conn.execute(
-            """SELECT i.sop_uid, i.series_uid, i.transcoded_key FROM instance i
-               JOIN unnest(%s::text[], %s::text[]) AS v(sop_uid, old_key) ON v.sop_uid = i.sop_uid AND v.old_key = i.blob_key
-               WHERE i.tenant = %s ORDER BY i.sop_uid FOR UPDATE OF i""",
-            (sops, old_keys, tenant),
-        )
-    ).fetchall()
-    still = {row[0] for row in held}
-    moving = [v for v in versions if v.sop_uid in still]
-    await conn.execute(
-        f"""WITH v AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[]) AS v(sop_uid, new_key, sha256, size)),
-                u AS (UPDATE instance i SET blob_key = v.new_key, sha256 = v.sha256, size = v.size,
-                          transcoded_key = NULL, transcoded_syntax = NULL
-                      FROM v WHERE i.tenant = %s AND i.sop_uid = v.sop_uid
-                      RETURNING i.tenant, i.study_uid, i.series_uid, i.sop_uid, i.sop_class_uid, i.state)
-           INSERT INTO change_feed (tenant, action, study_uid, series_uid, sop_uid, sop_class_uid)
-           SELECT tenant, 'update', study_uid, series_uid, sop_uid, sop_class_uid FROM u WHERE {served()}""",
-        ([v.sop_uid for v in moving], [v.new_key for v in moving], [v.sha256 for v in moving], [v.size for v in moving], tenant),
-    )
-    return [(row[0], row[1], row[2]) for row in held]
 
 
 async def _update_study(conn: AsyncConnection, tenant: str, study_uid: str, changes: dict[str, str]) -> None:

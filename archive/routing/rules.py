@@ -14,8 +14,9 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from archive.identity.tenants import check_tenant
 from archive.query.attributes import BY_KEYWORD
 from archive.query.builder import MatchKey, QuerySpec, build
-from archive.query.qido import build_qido
 from archive.query.retrieve import MAX_INSTANCES
+from archive.query.study_match import check_study_keys
+from archive.query.study_match import study_matches as matches_keys
 
 _RULE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")  # it appears in workflow ids
 
@@ -85,11 +86,7 @@ class ForwardRule(BaseModel):
     @field_validator("match")
     @classmethod
     def _known_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        query = build_qido("study", "default", {k: [v] for k, v in value.items()})  # BadQuery: a malformed value
-        ignored = [w for w in query.warnings if "ignored" in w]
-        if ignored:
-            raise ValueError(f"match keys a study query cannot use: {ignored[0]}")
-        return value
+        return check_study_keys(value)
 
     @model_validator(mode="after")
     def _copies_between_two_tenants(self) -> "ForwardRule":
@@ -107,10 +104,7 @@ class ForwardRule(BaseModel):
 
 
 async def study_matches(pool: AsyncConnectionPool, rule: ForwardRule, tenant: str, study_uid: str) -> bool:
-    params = {**{k: [v] for k, v in rule.match.items()}, "StudyInstanceUID": [study_uid], "limit": ["1"]}
-    query = build_qido("study", tenant, params)
-    async with pool.connection() as conn:
-        return await (await conn.execute(query.sql, query.params)).fetchone() is not None
+    return await matches_keys(pool, rule.match, tenant, study_uid)
 
 
 def requester(rule: str) -> str:

@@ -40,7 +40,7 @@ RULES: dict[str, tuple[set[str], set[str]]] = {
     "serve": ({"archive", "contract", "rayfence", "activities", "workflows", "receiving"}, set()),
     "actors": ({"archive", "dimse", "contract", "activities", "workflows", "receiving"}, {"fastapi"}),
     "testkit": ({"archive", "contract"}, set()),
-    "bench": ({"archive", "cluster", "testkit"}, set()),
+    "bench": ({"archive", "cluster", "testkit", "contract"}, set()),  # contract: to name the workflows it waits for
 }
 
 

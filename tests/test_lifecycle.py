@@ -1,0 +1,125 @@
+"""Storage lifecycle (issue 30) on real data: rules applied with `dicomflow lifecycle run --as-of`
+compress every uncompressed object losslessly (JPEG 2000 for the CT study, JPEG-LS for the MR
+ones) and leave compressed originals alone; every object decodes to the original's pixels, as
+stored and through WADO-RS; a re-run does nothing twice; a dry run changes nothing; after the
+retention the studies are gone from every read path but the one on hold."""
+
+from __future__ import annotations
+
+import io
+import time
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import psycopg
+import pytest
+import requests
+from pydicom import dcmread
+from pydicom.uid import UID
+from temporalio.client import WorkflowExecutionStatus
+
+from contract import names
+from testkit.restamp import as_new_study
+from testkit.temporal_waits import wait_completed
+from tests.auth import auth_headers
+from tests.conftest import run
+
+TENANT = "life"
+PYDICOM = ("pydicom-data", "data_store", "data")
+CT_FILES = ["693_UNCR.dcm", "693_J2KR.dcm", "eCT_Supplemental.dcm"]  # uncompressed 16-bit signed, J2K lossless, 2-frame
+
+
+def _stow(stack, payloads: list[bytes]) -> str:
+    body = b"".join(b"--b\r\nContent-Type: application/dicom\r\n\r\n" + p + b"\r\n" for p in payloads) + b"--b--\r\n"
+    headers = {**auth_headers(TENANT), "Content-Type": 'multipart/related; type="application/dicom"; boundary=b'}
+    answer = requests.post(stack.url("/dicomweb/studies"), data=body, headers=headers, timeout=120)
+    assert answer.status_code == 200, answer.text
+    return str(dcmread(io.BytesIO(payloads[0]), stop_before_pixels=True).StudyInstanceUID)
+
+
+def _rows(stack, study: str) -> dict[str, tuple[str, str]]:
+    with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
+        rows = conn.execute(
+            "SELECT sop_uid, transfer_syntax, blob_key FROM instance WHERE tenant = %s AND study_uid = %s", (TENANT, study)
+        ).fetchall()
+    return {sop: (syntax, key) for sop, syntax, key in rows}
+
+
+def _lifecycle(stack, as_of: datetime, *extra: str) -> str:
+    done = stack.cli("lifecycle", "run", "--as-of", as_of.isoformat(), *extra, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def studies(stack, data_dir) -> dict[str, dict[str, bytes]]:
+    """Three studies as scanners made them: the Siemens MR series (uncompressed), the same MR image
+    in nine transfer syntaxes, and CT objects (uncompressed, JPEG 2000, multi-frame enhanced)."""
+    sets = {
+        "mr": sorted(p for p in (data_dir / "dcm_qa_nih").rglob("*") if p.is_file()),
+        "ts": sorted(p for p in (data_dir / "dcm_qa_ts").rglob("*.dcm")),
+        "ct": [data_dir.joinpath(*PYDICOM, name) for name in CT_FILES],
+    }
+    out = {}
+    for name, files in sets.items():
+        payloads = as_new_study(files)
+        study = _stow(stack, payloads)
+        out[study] = {str(dcmread(io.BytesIO(p), stop_before_pixels=True).SOPInstanceUID): p for p in payloads}
+        out[study]["name"] = name.encode()
+    time.sleep(stack.settings.stable_seconds + 1)
+    ids = [names.study_workflow_id(TENANT, s) for s in out]
+    assert set(run(wait_completed(stack.settings, ids, timeout=240)).values()) == {WorkflowExecutionStatus.COMPLETED}
+    return out
+
+
+def test_rules_compress_losslessly_and_retention_deletes_all_but_the_held(stack, studies):
+    later = datetime.now(UTC) + timedelta(days=40)
+    before = {study: _rows(stack, study) for study in studies}
+    dry = _lifecycle(stack, later, "--dry-run")
+    assert all(study in dry for study in studies) and "would work on 3 study(ies)" in dry, dry
+    assert {study: _rows(stack, study) for study in studies} == before, "a dry run changes nothing"
+
+    done = _lifecycle(stack, later)
+    assert "compressed" in done, done
+    blobs = stack.settings.var_path / "blobs"
+    for study, originals in studies.items():
+        kind = originals["name"].decode()
+        target = "1.2.840.10008.1.2.4.90" if kind == "ct" else "1.2.840.10008.1.2.4.80"
+        for sop, (syntax, key) in _rows(stack, study).items():
+            original = dcmread(io.BytesIO(originals[sop]))
+            was = str(original.file_meta.TransferSyntaxUID)
+            assert syntax == (was if UID(was).is_compressed else target), (kind, sop, was, syntax)
+            stored = dcmread(blobs / key)
+            assert str(stored.file_meta.TransferSyntaxUID) == syntax and stored.SOPInstanceUID == sop
+            assert np.array_equal(stored.pixel_array, original.pixel_array), f"{kind} {sop}: pixels differ"
+        assert not any((blobs / key).exists() for s, (_, key) in before[study].items() if _rows(stack, study)[s][1] != key)
+
+    # through WADO-RS a client gets the pixels it sent, decompressed or as stored
+    study, originals = next((s, o) for s, o in studies.items() if o["name"] == b"mr")
+    sop = next(iter(_rows(stack, study)))
+    series = str(dcmread(io.BytesIO(originals[sop]), stop_before_pixels=True).SeriesInstanceUID)
+    answer = requests.get(
+        stack.url(f"/dicomweb/studies/{study}/series/{series}/instances/{sop}"),
+        headers={
+            **auth_headers(TENANT),
+            "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1',
+        },
+        timeout=60,
+    )
+    assert answer.status_code == 200
+    part = answer.content[answer.content.index(b"\r\n\r\n") + 4 :]
+    retrieved = dcmread(io.BytesIO(part))
+    assert np.array_equal(retrieved.pixel_array, dcmread(io.BytesIO(originals[sop])).pixel_array)
+
+    again = _lifecycle(stack, later)
+    assert "0 object(s) compressed" in again, again  # nothing twice
+
+    held = next(s for s, o in studies.items() if o["name"] == b"ct")
+    assert stack.cli("hold", held, "--tenant", TENANT, "--reason", "litigation").returncode == 0
+    gone = _lifecycle(stack, datetime.now(UTC) + timedelta(days=3700))
+    assert "deleted" in gone, gone
+    qido = requests.get(stack.url("/dicomweb/studies"), headers=auth_headers(TENANT), timeout=60).json()
+    assert {s["0020000D"]["Value"][0] for s in qido} == {held}, "retention deleted all but the study on hold"
+    assert all(not _rows(stack, s) for s in studies if s != held)
+    listed = stack.cli("hold", "--list", "--tenant", TENANT)
+    assert held in listed.stdout and "litigation" in listed.stdout
