@@ -173,6 +173,7 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
                 "syntax": "jpegls-lossless",
             },
             {"name": "life-retention", "tenant": "life", "after_days": 3650, "action": "delete"},
+            {"name": "kill-compress", "tenant": "life-kill", "after_days": 30, "action": "compress", "syntax": "jpegls-lossless"},
         ],
         hl7_port=free_port(),
         hl7_senders={

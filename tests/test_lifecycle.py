@@ -20,6 +20,7 @@ from temporalio.client import WorkflowExecutionStatus
 
 from contract import names
 from testkit.restamp import as_new_study
+from testkit.running_stack import DICOMFLOW, REPO
 from testkit.temporal_waits import wait_completed
 from tests.auth import auth_headers
 from tests.conftest import run
@@ -123,3 +124,50 @@ def test_rules_compress_losslessly_and_retention_deletes_all_but_the_held(stack,
     assert all(not _rows(stack, s) for s in studies if s != held)
     listed = stack.cli("hold", "--list", "--tenant", TENANT)
     assert held in listed.stdout and "litigation" in listed.stdout
+
+
+def test_a_compression_survives_a_killed_worker_and_loses_nothing(stack, data_dir):
+    """SIGKILL of every workflow worker while 520 real Toshiba MR objects are being compressed: the
+    run finishes on the restarted worker; every instance is there once, compressed, its blob there
+    and its pixels the original's."""
+    import os
+    import signal
+    import subprocess
+
+    from tests.test_query_retrieve import worker_pids
+
+    files = sorted(p for p in (data_dir / "dcm_qa_toshiba").rglob("*") if p.is_file())
+    tenant = "life-kill"
+    body = b"".join(b"--b\r\nContent-Type: application/dicom\r\n\r\n" + p.read_bytes() + b"\r\n" for p in files) + b"--b--\r\n"
+    headers = {**auth_headers(tenant), "Content-Type": 'multipart/related; type="application/dicom"; boundary=b'}
+    assert requests.post(stack.url("/dicomweb/studies"), data=body, headers=headers, timeout=300).status_code == 200
+    study = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    time.sleep(stack.settings.stable_seconds + 1)
+    wid = names.study_workflow_id(tenant, study)
+    assert run(wait_completed(stack.settings, [wid], timeout=300)) == {wid: WorkflowExecutionStatus.COMPLETED}
+    later = (datetime.now(UTC) + timedelta(days=40)).isoformat()
+    runner = subprocess.Popen(
+        [DICOMFLOW, "lifecycle", "run", "--as-of", later], env=stack.env, cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    folder = stack.settings.var_path / "blobs" / tenant
+    deadline = time.monotonic() + 300
+    while len(list(folder.rglob("*.dcm"))) < len(files) + 50:  # new versions being written, the study not switched
+        assert time.monotonic() < deadline and runner.poll() is None, "the compression never started"
+        time.sleep(0.05)
+    before = worker_pids(stack)
+    for pid in before:
+        os.kill(pid, signal.SIGKILL)
+    out, _ = runner.communicate(timeout=600)
+    assert runner.returncode == 0, out
+    assert set(worker_pids(stack)).isdisjoint(before), "Ray restarted the workers"
+    with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
+        rows = conn.execute(
+            "SELECT sop_uid, transfer_syntax, blob_key FROM instance WHERE tenant = %s AND study_uid = %s", (tenant, study)
+        ).fetchall()
+    originals = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID): p for p in files}
+    assert {sop for sop, _, _ in rows} == set(originals) and len(rows) == len(files), "every instance, once"
+    assert {syntax for _, syntax, _ in rows} == {"1.2.840.10008.1.2.4.80"}, "every one compressed by the re-run"
+    blobs = stack.settings.var_path / "blobs"
+    assert all((blobs / key).exists() for _, _, key in rows)
+    for sop, _, key in rows[::26]:
+        assert np.array_equal(dcmread(blobs / key).pixel_array, dcmread(originals[sop]).pixel_array)
