@@ -68,7 +68,8 @@ class LifecycleActivities:
         result.bytes_before = sum(await self.ctx.in_background(self._sizes, [v.old_key for v in versions]))
         gone = await switch_versions(self.ctx.pool, study.tenant, study.study_uid, versions) if versions else []
         await self.ctx.in_background(remove_blobs, self.ctx.blobs, gone, "an object replaced by its compressed version")
-        await mark_done(self.ctx.pool, study.tenant, study.study_uid, rule.name, f"{len(versions)} compressed")
+        saved = result.bytes_before - result.bytes_after
+        await mark_done(self.ctx.pool, study.tenant, study.study_uid, rule.name, f"{len(versions)} compressed", saved)
         if versions:  # its series documents name the pixel data's new VR: the study workflow rewrites them
             s = self.ctx.settings
             await signal_study(activity.client(), s.temporal_task_queue, study.tenant, study.study_uid, 0, None, s.stable_seconds)

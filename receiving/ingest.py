@@ -17,6 +17,7 @@ from archive.pixels.decode_pool import shared_pool
 from archive.resources import Resources
 from archive.routing.registry import rules_in_force
 from archive.routing.rules import study_matches
+from archive.services.quota import QuotaGate
 from archive.services.receipt import Prepared, Receipt, Receiver
 from contract.payloads import ForwardRequest
 from contract.starts import expire_rejections_now, tell_forward
@@ -38,6 +39,7 @@ class Ingest:
             self.settings.limits,
             self.settings.uid_policy,
             shared_pool(self.settings.decode_limits),
+            QuotaGate(resources.pool, self.settings.quota_bytes) if self.settings.quota_bytes else None,
         )
         self.signaller: StudySignaller | None = None
         self._periodic: asyncio.Task[None] | None = None

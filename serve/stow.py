@@ -13,7 +13,7 @@ from archive.dicom.attributes import InstanceAttributes
 from archive.dicom.dicom_status import CANNOT_UNDERSTAND, is_transient, status_of
 from archive.dicom.uids import is_safe_uid
 from archive.identity import Role
-from archive.services.receipt import Receipt
+from archive.services.receipt import Outcome, Receipt
 from receiving.ingest import Ingest
 from serve.deps import IngestDep, SettingsDep, Tenant, access, audit_note, base_url
 from serve.errors import problem, warning
@@ -80,14 +80,17 @@ def _failed(receipt: Receipt | None, code: int, reason: str) -> dict:
     return item
 
 
-def response_status(stored: int, failure_reasons: list[int]) -> tuple[int, dict[str, str]]:
+def response_status(stored: int, failure_reasons: list[int], over_quota: bool = False) -> tuple[int, dict[str, str]]:
     """The HTTP status and extra headers (PS3.18 10.5.3.1): 200 all stored, 202 some, 409 none.
     When none stored and any part failed because the index or blob store was down (A7xx), 503 with
-    Retry-After instead: sent again later, those parts may store, and a 409 tells clients not to."""
+    Retry-After instead: sent again later, those parts may store, and a 409 tells clients not to.
+    When none stored because the tenant is over its storage quota, 413."""
     if not failure_reasons:
         return 200, {}
     if stored:
         return 202, {}
+    if over_quota:
+        return 413, {}
     if any(is_transient(code) for code in failure_reasons):
         return 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return 409, {}
@@ -126,10 +129,11 @@ async def _store_parts(request: Request, ingest: Ingest, tenant: str, parts: lis
         "failed": len(failed),
         "studies": sorted(s for _, s in studies)[:100],
     }
-    return _response(base, referenced, failed, {s for _, s in studies})
+    over_quota = any(r is not None and r.outcome is Outcome.QUOTA for r in receipts)
+    return _response(base, referenced, failed, {s for _, s in studies}, over_quota)
 
 
-def _response(base: str, referenced: list[dict], failed: list[dict], studies: set[str]) -> JSONResponse:
+def _response(base: str, referenced: list[dict], failed: list[dict], studies: set[str], over_quota: bool = False) -> JSONResponse:
     body: dict = {}
     if len(studies) == 1:
         body["00081190"] = {"vr": "UR", "Value": [f"{base}/studies/{next(iter(studies))}"]}
@@ -137,7 +141,7 @@ def _response(base: str, referenced: list[dict], failed: list[dict], studies: se
         body["00081199"] = {"vr": "SQ", "Value": referenced}
     if failed:
         body["00081198"] = {"vr": "SQ", "Value": failed}
-    status, headers = response_status(len(referenced), [item["00081197"]["Value"][0] for item in failed])
+    status, headers = response_status(len(referenced), [item["00081197"]["Value"][0] for item in failed], over_quota)
     if failed:
         first = failed[0][REASON_TAG]["Value"][0]
         headers["Warning"] = warning(

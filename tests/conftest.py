@@ -44,6 +44,8 @@ TEACHING_AE = "TEACHING_WS"  # a teaching workstation of tenant "teaching" (so t
 IOCM_AE = "IOCM_MOD"  # a modality and QA workstation of tenant "iocm": stores (rejection notes too), finds, moves
 UPDATE_AE = "UPDATE_WS"  # a workstation of tenant "upd", whose studies are corrected (issue 29)
 PIR_AE = "PIR_WS"  # a workstation of tenant "pir" (whose patients HL7 ADT messages update): finds, reads the worklist
+QUOTA_AE = "QUOTA_MOD"  # a modality of tenant "quota", which may store at most QUOTA_BYTES
+QUOTA_BYTES = 1_000_000
 HL7_FACILITY = "GENHOSP"  # the hospital's patient administration system: its ADT messages apply to tenant "pir"
 LOOPBACK = ["127.0.0.0/8"]
 REFETCH_SECONDS = 5  # an unknown key id refetches the issuer's keys at most this often
@@ -133,6 +135,7 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
             IOCM_AE: {"allowed_hosts": LOOPBACK, "tenant": "iocm", "services": ["store", *QR_SERVICES]},
             UPDATE_AE: {"allowed_hosts": LOOPBACK, "tenant": "upd", "services": ["store", *QR_SERVICES]},
             PIR_AE: {"allowed_hosts": LOOPBACK, "tenant": "pir", "services": ["worklist", "find"]},
+            QUOTA_AE: {"allowed_hosts": LOOPBACK, "tenant": "quota", "services": ["store"]},
             RESEARCH_PACS_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
             STORESCP_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
             STORESCP_B_AE: {"host": "127.0.0.1", "port": storescp_port, "tenant": "tenantb", "services": []},
@@ -175,6 +178,7 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
             {"name": "life-retention", "tenant": "life", "after_days": 3650, "action": "delete"},
             {"name": "kill-compress", "tenant": "life-kill", "after_days": 30, "action": "compress", "syntax": "jpegls-lossless"},
         ],
+        quota_bytes={"quota": QUOTA_BYTES},
         hl7_port=free_port(),
         hl7_senders={
             HL7_FACILITY: {"tenant": "pir", "allowed_hosts": LOOPBACK},

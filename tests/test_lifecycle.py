@@ -22,7 +22,7 @@ from contract import names
 from testkit.restamp import as_new_study
 from testkit.running_stack import DICOMFLOW, REPO
 from testkit.temporal_waits import wait_completed
-from tests.auth import auth_headers
+from tests.auth import auth_headers, operator_headers
 from tests.conftest import run
 
 TENANT = "life"
@@ -171,3 +171,42 @@ def test_a_compression_survives_a_killed_worker_and_loses_nothing(stack, data_di
     assert all((blobs / key).exists() for _, _, key in rows)
     for sop, _, key in rows[::26]:
         assert np.array_equal(dcmread(blobs / key).pixel_array, dcmread(originals[sop]).pixel_array)
+
+
+def test_a_tenant_over_its_quota_is_refused_over_both_protocols_and_keeps_what_it_has(stack, data_dir):
+    from pynetdicom import AE
+
+    from tests.conftest import QUOTA_AE, QUOTA_BYTES
+
+    files = sorted(p for p in (data_dir / "dcm_qa_nih").rglob("*") if p.is_file())  # about 216 kB each
+    payloads = as_new_study(files)
+    kept = len(payloads) // 2
+    assert sum(map(len, payloads[:kept])) < QUOTA_BYTES < sum(map(len, payloads[: kept + 2]))
+    headers = {**auth_headers("quota"), "Content-Type": 'multipart/related; type="application/dicom"; boundary=b'}
+
+    def stow(parts: list[bytes]) -> requests.Response:
+        body = b"".join(b"--b\r\nContent-Type: application/dicom\r\n\r\n" + p + b"\r\n" for p in parts) + b"--b--\r\n"
+        return requests.post(stack.url("/dicomweb/studies"), data=body, headers=headers, timeout=120)
+
+    assert stow(payloads[:kept]).status_code == 200
+    refused = stow(payloads[kept + 1 : kept + 3])
+    assert refused.status_code == 413, refused.text
+    assert (
+        "storage quota" in refused.json()["00081198"]["Value"][0]["00091001"]["Value"][0]
+    )  # the reason, as every STOW failure carries it
+
+    ds = dcmread(io.BytesIO(payloads[kept]))
+    ae = AE(ae_title=QUOTA_AE)
+    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assert assoc.is_established
+    try:
+        status = assoc.send_c_store(ds)
+    finally:
+        assoc.release()
+    assert status.Status == 0xA700 and "storage quota" in str(status.ErrorComment), status
+    with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
+        count = conn.execute("SELECT count(*) FROM instance WHERE tenant = 'quota'").fetchone()
+    assert count == (kept,), "what it had is kept, nothing more was stored"
+    metrics = requests.get(stack.url("/metrics"), headers=operator_headers(), timeout=30)
+    assert metrics.status_code == 200 and 'dicomflow_stored_bytes{tenant="quota"}' in metrics.text

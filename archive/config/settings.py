@@ -229,6 +229,8 @@ class Settings(BaseSettings):
     lifecycle_rules: list[LifecycleRule] = Field(default_factory=list)
     lifecycle_interval_seconds: float = Field(86400.0, ge=60)
     lifecycle_concurrency: int = Field(2, ge=1, le=16)
+    # tenant -> bytes it may store (as stored); past it C-STORE gets A700 and STOW-RS 413, with the reason
+    quota_bytes: dict[str, int] = Field(default_factory=dict)
     # IOCM: what a rejection note withdrew stays restorable this long; then the rejection expiry
     # workflow (a Temporal Schedule, every rejection_expiry_interval_seconds) deletes it. A note
     # coded 113039 (Data Retention Policy Expired) is deleted at once.

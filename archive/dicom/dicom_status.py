@@ -43,7 +43,8 @@ _RECEIPT_STATUS = {
     Outcome.INVALID: CANNOT_UNDERSTAND,
     Outcome.MISMATCH: DATASET_MISMATCH,
     Outcome.FAILED: OUT_OF_RESOURCES,
-    Outcome.REFUSED: REJECTED_OBJECT,  # IOCM; the receipt names its own code (archive/dicom/rejection_note.py)
+    Outcome.REFUSED: REJECTED_OBJECT,
+    Outcome.QUOTA: OUT_OF_RESOURCES,  # the tenant's storage quota (ErrorComment says so)  # IOCM; the receipt names its own code (archive/dicom/rejection_note.py)
 }
 
 

@@ -63,13 +63,13 @@ async def native_objects(pool: AsyncConnectionPool, tenant: str, study_uid: str)
     return [StoredObject(*r) for r in rows]
 
 
-async def mark_done(pool: AsyncConnectionPool, tenant: str, study_uid: str, rule: str, detail: str) -> None:
+async def mark_done(pool: AsyncConnectionPool, tenant: str, study_uid: str, rule: str, detail: str, saved: int = 0) -> None:
     """The rule's work on the study as it is now (its instance count): a later instance makes it due again."""
     async with pool.connection() as conn:
         await conn.execute(
-            """INSERT INTO lifecycle_done (tenant, study_uid, rule, instances, detail)
-               SELECT tenant, study_uid, %s, num_instances, %s FROM study WHERE tenant = %s AND study_uid = %s
+            """INSERT INTO lifecycle_done (tenant, study_uid, rule, instances, detail, bytes_saved)
+               SELECT tenant, study_uid, %s, num_instances, %s, %s FROM study WHERE tenant = %s AND study_uid = %s
                ON CONFLICT (tenant, study_uid, rule) DO UPDATE SET instances = EXCLUDED.instances,
-                   detail = EXCLUDED.detail, done_at = now()""",
-            (rule, detail, tenant, study_uid),
+                   detail = EXCLUDED.detail, bytes_saved = lifecycle_done.bytes_saved + EXCLUDED.bytes_saved, done_at = now()""",
+            (rule, detail, saved, tenant, study_uid),
         )

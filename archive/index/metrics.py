@@ -25,6 +25,18 @@ _QUERIES: list[tuple[str, str, list[str], str]] = [
         "SELECT tenant, split_part(source, ':', 1), state, count(*) FROM instance GROUP BY 1, 2, 3",
     ),
     (
+        "dicomflow_stored_bytes",
+        "Bytes of the objects each tenant stores (as stored: after any lossless compression)",
+        ["tenant"],
+        "SELECT tenant, coalesce(sum(size), 0) FROM instance GROUP BY 1",
+    ),
+    (
+        "dicomflow_compression_saved_bytes",
+        "Bytes lossless compression (lifecycle rules) saved, by tenant",
+        ["tenant"],
+        "SELECT tenant, coalesce(sum(bytes_saved), 0) FROM lifecycle_done GROUP BY 1",
+    ),
+    (
         "dicomflow_studies",
         "Studies by tenant and state (receiving, ready, ...)",
         ["tenant", "state"],

@@ -396,6 +396,7 @@ MIGRATIONS: list[str] = [
         rule       text NOT NULL,
         instances  integer NOT NULL,
         detail     text,
+        bytes_saved bigint NOT NULL DEFAULT 0,
         done_at    timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (tenant, study_uid, rule)
     );

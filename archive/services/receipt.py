@@ -53,6 +53,7 @@ from archive.index.rejections import apply_rejection, rejected_before
 from archive.pixels.decode_pool import DecodePool, DecodeRefused, shared_pool
 from archive.pixels.limits import INTERPRETER_BYTES, DecodeLimits, Limits
 from archive.pixels.sameness import same_object
+from archive.services.quota import QuotaGate
 
 log = logging.getLogger("dicomflow.receipt")
 # a receipt whose UID is taken by other bytes compares outside the transaction, then confirms
@@ -70,6 +71,7 @@ class Outcome(str, Enum):
     MISMATCH = "mismatch"  # the dataset is not the object the request named
     FAILED = "failed"  # could not be made durable (storage or index down)
     REFUSED = "refused"  # IOCM: a rejected instance sent again, or a rejection note that cannot apply
+    QUOTA = "quota"  # the tenant is over its storage quota; nothing stored
 
     @property
     def ok(self) -> bool:
@@ -106,8 +108,10 @@ class Receiver:
         limits: Limits = Limits(),
         uid_policy: str = "lenient",
         decoder: DecodePool | None = None,
+        quota: QuotaGate | None = None,
     ) -> None:
         self.blobs = blobs
+        self.quota = quota
         self.pool = pool
         self.duplicate_policy = duplicate_policy
         self.limits = limits
@@ -174,6 +178,10 @@ class Receiver:
     async def store(self, prepared: Prepared, source: str) -> Receipt:
         """Make a prepared object durable and indexed (or find it already stored)."""
         tenant, staged, attributes = prepared.tenant, prepared.staged, prepared.attributes
+        over = await self.quota.refusal(tenant, staged.size) if self.quota else None
+        if over:
+            self.blobs.discard(staged)
+            return Receipt(Outcome.QUOTA, over, tenant, attributes)
         try:
             return await self._store(prepared, source)
         except RejectionRefused as err:  # IOCM: its transaction rolled back
