@@ -15,7 +15,12 @@ PLUGIN_DIRS = [Path("/usr/share/orthanc/plugins"), Path("/usr/lib/orthanc/plugin
 
 class Orthanc:
     def __init__(
-        self, workdir: Path, http_port: int, dicom_port: int, modalities: dict[str, tuple[str, str, int]] | None = None
+        self,
+        workdir: Path,
+        http_port: int,
+        dicom_port: int,
+        modalities: dict[str, tuple[str, str, int]] | None = None,
+        lua_scripts: list[Path] | None = None,
     ) -> None:
         self.workdir = workdir
         self.http_port = http_port
@@ -23,6 +28,8 @@ class Orthanc:
         # "DicomModalities": name -> (AE title, host, port); a listed AE may C-FIND/C-MOVE/C-GET and be a
         # C-MOVE destination (Orthanc allows every DIMSE service to a listed modality by default)
         self.modalities = modalities or {}
+        # "LuaScripts": run at start; their callbacks (e.g. OnStoredInstance) are Orthanc's own routing
+        self.lua_scripts = lua_scripts or []
         self.process: subprocess.Popen | None = None
 
     @property
@@ -55,6 +62,8 @@ class Orthanc:
         }
         if self.modalities:
             config["DicomModalities"] = {name: list(entry) for name, entry in self.modalities.items()}
+        if self.lua_scripts:
+            config["LuaScripts"] = [str(p) for p in self.lua_scripts]
         path = self.workdir / "orthanc.json"
         path.write_text(json.dumps(config))
         return path
