@@ -21,11 +21,13 @@ from pydicom import dcmread
 from temporalio.client import WorkflowExecutionStatus
 
 from contract import names
+from testkit.replay import replay_all
 from testkit.restamp import as_new_study
 from testkit.temporal_waits import wait_completed
 from tests.auth import auth_headers
 from tests.conftest import HL7_FACILITY, PIR_AE, STORESCP_AE, UPDATE_AE, run
 from tests.test_query_retrieve import dcmtk, findscu, received, storescp
+from workflows.update import UpdateWorkflow
 
 UPDATER = ("reader", "writer", "updater")
 
@@ -261,6 +263,8 @@ def test_an_hl7_a40_merge_moves_the_prior_patients_studies(stack, data_dir, tmp_
                 "SELECT count(*) FROM audit_event WHERE source = 'hl7' AND detail->>'control_id' = 'MSG-A40-1'"
             ).fetchone()
     assert audited[0] == 2, "every message is audited, the repeat too"
+    query = "WorkflowType = 'UpdateWorkflow' AND ExecutionStatus = 'Completed'"
+    assert run(replay_all(stack.settings, query, [UpdateWorkflow])) >= 1
 
 
 @pytest.mark.parametrize(

@@ -19,11 +19,13 @@ from pydicom.uid import UID
 from temporalio.client import WorkflowExecutionStatus
 
 from contract import names
+from testkit.replay import replay_all
 from testkit.restamp import as_new_study
 from testkit.running_stack import DICOMFLOW, REPO
 from testkit.temporal_waits import wait_completed
 from tests.auth import auth_headers, operator_headers
 from tests.conftest import run
+from workflows.lifecycle import LifecycleRunWorkflow, LifecycleStudyWorkflow
 
 TENANT = "life"
 PYDICOM = ("pydicom-data", "data_store", "data")
@@ -124,6 +126,8 @@ def test_rules_compress_losslessly_and_retention_deletes_all_but_the_held(stack,
     assert all(not _rows(stack, s) for s in studies if s != held)
     listed = stack.cli("hold", "--list", "--tenant", TENANT)
     assert held in listed.stdout and "litigation" in listed.stdout
+    query = "WorkflowType IN ('LifecycleRunWorkflow', 'LifecycleStudyWorkflow') AND ExecutionStatus = 'Completed'"
+    assert run(replay_all(stack.settings, query, [LifecycleRunWorkflow, LifecycleStudyWorkflow])) >= 2
 
 
 def test_a_compression_survives_a_killed_worker_and_loses_nothing(stack, data_dir):

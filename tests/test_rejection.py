@@ -21,10 +21,12 @@ from temporalio.client import WorkflowExecutionStatus
 from contract import names
 from contract.payloads import ExpiryOutcome, ExpiryRequest
 from testkit.rejection_notes import QUALITY, RETENTION_EXPIRED, WORKLIST_ENTRY, rejection_note, write_rejection_note
+from testkit.replay import replay_all
 from testkit.temporal_waits import client_for, wait_completed
 from tests.auth import admin_headers, auth_headers
 from tests.conftest import IOCM_AE, STORESCP_AE, run
 from tests.test_query_retrieve import dcmtk, findscu, received, storescp
+from workflows.rejection_expiry import RejectionExpiryWorkflow
 
 REJECTED_OBJECT, NO_SUCH_INSTANCE, CLASS_INSTANCE_CONFLICT = 0xA771, 0xA772, 0xA773
 
@@ -253,6 +255,8 @@ def test_rejections_expire_after_the_grace_by_a_workflow(stack, data_dir, tmp_pa
     assert _instance_rows(stack, tenant, gone) == 0
     assert len(_web(stack, tenant).search_for_instances(study)) == len(files) - len(gone) + 1
     assert run(expire(datetime.now(UTC) + timedelta(days=32))).instances == 0  # nothing twice
+    query = "WorkflowType = 'RejectionExpiryWorkflow' AND ExecutionStatus = 'Completed'"
+    assert run(replay_all(stack.settings, query, [RejectionExpiryWorkflow])) >= 2
 
 
 def _forged(files: list[Path], out: Path, **reference: str) -> Path:
