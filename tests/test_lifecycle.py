@@ -178,9 +178,8 @@ def test_a_compression_survives_a_killed_worker_and_loses_nothing(stack, data_di
 
 
 def test_a_tenant_over_its_quota_is_refused_over_both_protocols_and_keeps_what_it_has(stack, data_dir):
-    from pynetdicom import AE
-
     from tests.conftest import QUOTA_AE, QUOTA_BYTES
+    from tests.test_rejection import _store_status
 
     files = sorted(p for p in (data_dir / "dcm_qa_nih").rglob("*") if p.is_file())  # about 216 kB each
     payloads = as_new_study(files)
@@ -199,16 +198,8 @@ def test_a_tenant_over_its_quota_is_refused_over_both_protocols_and_keeps_what_i
         "storage quota" in refused.json()["00081198"]["Value"][0]["00091001"]["Value"][0]
     )  # the reason, as every STOW failure carries it
 
-    ds = dcmread(io.BytesIO(payloads[kept]))
-    ae = AE(ae_title=QUOTA_AE)
-    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
-    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
-    assert assoc.is_established
-    try:
-        status = assoc.send_c_store(ds)
-    finally:
-        assoc.release()
-    assert status.Status == 0xA700 and "storage quota" in str(status.ErrorComment), status
+    status, comment = _store_status(stack, payloads[kept], QUOTA_AE)
+    assert status == 0xA700 and "storage quota" in comment, comment
     with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
         count = conn.execute("SELECT count(*) FROM instance WHERE tenant = 'quota'").fetchone()
     assert count == (kept,), "what it had is kept, nothing more was stored"

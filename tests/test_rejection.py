@@ -6,6 +6,7 @@ workflow, 113039 at once."""
 
 from __future__ import annotations
 
+import io
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,10 +53,10 @@ def _processed(stack, tenant: str, study: str) -> None:
     assert run(wait_completed(stack.settings, [wid], timeout=180)) == {wid: WorkflowExecutionStatus.COMPLETED}
 
 
-def _store_status(stack, path: Path) -> tuple[int, str]:
+def _store_status(stack, path: Path | bytes, aet: str = IOCM_AE) -> tuple[int, str]:
     """A C-STORE by pynetdicom, for the exact status and ErrorComment."""
-    ds = dcmread(path)
-    ae = AE(ae_title=IOCM_AE)
+    ds = dcmread(io.BytesIO(path) if isinstance(path, bytes) else path)
+    ae = AE(ae_title=aet)
     ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
     assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
     assert assoc.is_established

@@ -4,21 +4,18 @@ keys mean to a viewer's search: wildcards, lists, date ranges, ModalitiesInStudy
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from archive.config.rule_fields import RuleName, StudyMatch
 from archive.identity.tenants import check_tenant
 from archive.query.attributes import BY_KEYWORD
 from archive.query.builder import MatchKey, QuerySpec, build
 from archive.query.retrieve import MAX_INSTANCES
-from archive.query.study_match import check_study_keys
 from archive.query.study_match import study_matches as matches_keys
-
-_RULE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")  # it appears in workflow ids
 
 
 class ForwardTarget(BaseModel):
@@ -67,26 +64,14 @@ class ForwardTarget(BaseModel):
 class ForwardRule(BaseModel):
     model_config = {"extra": "forbid"}
 
-    name: str
+    name: RuleName
     tenant: str | None = None  # None: every tenant
     # "study": once the study is stable and processed; "instance": as soon as its instances are
     # stored (each receipt batch, about a second), for the AI service that wants them at once
     when: Literal["study", "instance"] = "study"
-    match: dict[str, str] = Field(default_factory=dict)  # QIDO keys on the study; empty sends everything
+    match: StudyMatch = Field(default_factory=dict)  # QIDO keys on the study; empty sends everything
     to: ForwardTarget
     deidentify: Literal["basic"] | None = None  # PS3.15 Basic Profile, new UIDs consistent per destination
-
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, value: str) -> str:
-        if not _RULE_NAME.match(value):
-            raise ValueError("a rule name is 1-40 lower-case letters, digits and hyphens (it appears in workflow ids)")
-        return value
-
-    @field_validator("match")
-    @classmethod
-    def _known_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_study_keys(value)
 
     @model_validator(mode="after")
     def _copies_between_two_tenants(self) -> "ForwardRule":
