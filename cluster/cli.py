@@ -28,6 +28,7 @@ from cluster import (
     viewer_install,
 )
 from cluster.cli_cluster import print_cluster
+from cluster.process_exit import exit_without_teardown
 from cluster.ray_env import join_as_client
 from cluster.redaction import redacted
 from cluster.services.process import ServiceError, read_pid, stop_pid
@@ -309,5 +310,19 @@ def main(argv: list[str] | None = None) -> int:
     return cmd_status(settings, args.json)
 
 
+# Commands that open a Temporal client. Its Rust runtime's threads can outlive the event loop and
+# abort the interpreter's teardown (SIGABRT, "PyGILState_Release: thread state ... must be current";
+# temporalio/sdk-python#300): seen once in CI after `lifecycle run` had printed its full answer.
+_TEMPORAL_CLIENT_COMMANDS = frozenset({"status", "forward", "lifecycle", "rejected", "metadata"})
+
+
+def run() -> None:
+    """The console script: `main`, then an exit that skips teardown where a Temporal client ran."""
+    code = main()
+    if sys.argv[1:2] and sys.argv[1] in _TEMPORAL_CLIENT_COMMANDS:
+        exit_without_teardown(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
