@@ -401,6 +401,12 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (tenant, study_uid, rule)
     );
     """,
+    # 22: tiering (issue 30): which blob store holds an instance's bytes, hot (blob_dir or s3_*) or
+    # cold (cold_blob_dir or cold_s3_*); reads try hot then cold, so this is for accounting and the
+    # lifecycle's plan. Not in any index predicate: setting it stays a HOT update
+    """
+    ALTER TABLE instance ADD COLUMN tier text NOT NULL DEFAULT 'hot' CHECK (tier IN ('hot', 'cold'));
+    """,
 ]
 
 
