@@ -407,6 +407,45 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE instance ADD COLUMN tier text NOT NULL DEFAULT 'hot' CHECK (tier IN ('hot', 'cold'));
     """,
+    # 23: migration from a legacy archive (issue 33, archive/index/migration_progress.py): each
+    # migration, each day its C-FIND searched, and each study found with what became of it, so a
+    # migration stopped anywhere resumes where it was and never pulls a verified study again
+    """
+    CREATE TABLE migration (
+        key         text PRIMARY KEY,
+        tenant      text NOT NULL,
+        source_ae   text NOT NULL,
+        since       text NOT NULL,
+        until       text NOT NULL,
+        modalities  text[] NOT NULL DEFAULT '{}',
+        state       text NOT NULL DEFAULT 'running',
+        started_at  timestamptz NOT NULL DEFAULT now(),
+        updated_at  timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE migration_day (
+        key          text NOT NULL REFERENCES migration (key) ON DELETE CASCADE,
+        day          text NOT NULL,
+        found        integer NOT NULL,
+        capped       boolean NOT NULL DEFAULT false,
+        searched_at  timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (key, day)
+    );
+    CREATE TABLE migration_study (
+        key          text NOT NULL REFERENCES migration (key) ON DELETE CASCADE,
+        study_uid    text NOT NULL,
+        day          text NOT NULL,
+        expected     integer,
+        received     integer NOT NULL DEFAULT 0,
+        state        text NOT NULL DEFAULT 'found' CHECK (state IN ('found', 'moved', 'verified', 'failed')),
+        moves        integer NOT NULL DEFAULT 0,
+        detail       text,
+        found_at     timestamptz NOT NULL DEFAULT now(),
+        moved_at     timestamptz,
+        verified_at  timestamptz,
+        PRIMARY KEY (key, study_uid)
+    );
+    CREATE INDEX migration_study_pending_idx ON migration_study (key, day) WHERE state IN ('found', 'moved');
+    """,
 ]
 
 
