@@ -17,6 +17,7 @@ import dimse
 from activities.commitment_steps import CommitmentActivities
 from activities.context import ActivityContext
 from activities.lifecycle_steps import LifecycleActivities
+from activities.migration_steps import MigrationActivities
 from activities.rejection_steps import RejectionActivities
 from activities.retrieve_steps import RetrieveActivities
 from activities.routing_steps import RoutingActivities
@@ -35,6 +36,7 @@ from receiving.reconciler import reconcile_forever
 from workflows.commitment import StorageCommitmentWorkflow
 from workflows.forward import ForwardWorkflow
 from workflows.lifecycle import LifecycleRunWorkflow, LifecycleStudyWorkflow
+from workflows.migration import MigrationDayWorkflow, MigrationWorkflow
 from workflows.rejection_expiry import RejectionExpiryWorkflow
 from workflows.retrieve import RetrieveWorkflow
 from workflows.study import StudyWorkflow
@@ -60,6 +62,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         *RejectionActivities(ctx).all(),
         *UpdateActivities(ctx).all(),
         *LifecycleActivities(ctx).all(),
+        *MigrationActivities(ctx).all(),
     ]
     await _ensure_schedules(client, settings)
     reconciler = asyncio.create_task(reconcile_forever(client, ctx.pool, settings))
@@ -77,6 +80,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 UpdateWorkflow,
                 LifecycleRunWorkflow,
                 LifecycleStudyWorkflow,
+                MigrationWorkflow,
+                MigrationDayWorkflow,
             ],
             activities=activities,
             activity_executor=ThreadPoolExecutor(max_workers=4),

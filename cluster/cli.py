@@ -19,8 +19,10 @@ from cluster import (
     cli_audit,
     cli_cluster,
     cli_forward,
+    cli_import,
     cli_lifecycle,
     cli_metadata,
+    cli_migrate,
     cli_rejected,
     cli_send,
     cli_sweep,
@@ -266,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     cli_rejected.add_parser(sub)
     cli_lifecycle.add_parsers(sub)
     cli_metadata.add_parser(sub)
+    cli_migrate.add_parser(sub)
+    cli_import.add_parser(sub)
     certs.add_certs_parser(sub)
     viewer_install.add_parser(sub)
     cli_cluster.add_parsers(sub)
@@ -299,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
         return cli_rejected.cmd_rejected(settings, args)
     if args.command == "metadata":
         return cli_metadata.cmd_metadata(settings, args)
+    if args.command == "migrate":
+        return cli_migrate.cmd_migrate(settings, args)
+    if args.command == "import":
+        return cli_import.cmd_import(settings, args)
     if args.command == "viewer":
         return viewer_install.cmd_viewer(settings, args)
     if args.command in ("join", "leave", "scale"):
@@ -313,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
 # Commands that open a Temporal client. Its Rust runtime's threads can outlive the event loop and
 # abort the interpreter's teardown (SIGABRT, "PyGILState_Release: thread state ... must be current";
 # temporalio/sdk-python#300): seen once in CI after `lifecycle run` had printed its full answer.
-_TEMPORAL_CLIENT_COMMANDS = frozenset({"status", "forward", "lifecycle", "rejected", "metadata"})
+_TEMPORAL_CLIENT_COMMANDS = frozenset({"status", "forward", "lifecycle", "rejected", "metadata", "migrate"})
 
 
 def run() -> None:

@@ -81,3 +81,30 @@ LIFECYCLE_APPLY = "apply_lifecycle"
 
 def lifecycle_workflow_id(tenant: str, study_uid: str) -> str:
     return f"lifecycle:{tenant}:{study_uid}"
+
+
+# migration from a legacy archive over DIMSE Q/R (`dicomflow migrate`): a parent per migration,
+# a child per day of study dates; progress is rows in the index (archive/index/migration_progress.py)
+MIGRATION_WORKFLOW = "MigrationWorkflow"
+MIGRATION_DAY_WORKFLOW = "MigrationDayWorkflow"
+MIGRATE_BEGIN = "begin_migration"
+MIGRATE_FIND_DAY = "find_migration_day"
+MIGRATE_NEXT = "next_migration_studies"
+MIGRATE_MOVE = "move_migration_study"
+MIGRATE_FAIL = "fail_migration_study"
+MIGRATE_FINISH = "finish_migration"
+
+
+def migration_key(tenant: str, source_ae: str, since: str, until: str, modalities: list[str]) -> str:
+    """What names one migration, in the index and in its workflow ids: the same command names the
+    same migration, so running it again resumes it."""
+    key = f"{tenant}:{source_ae}:{since}-{until}"
+    return key + (":" + "+".join(sorted(modalities)) if modalities else "")
+
+
+def migration_workflow_id(key: str) -> str:
+    return f"migrate:{key}"
+
+
+def migration_day_workflow_id(key: str, day: str) -> str:
+    return f"migrate:{key}:{day}"

@@ -4,6 +4,7 @@ workflows import this module inside the sandbox, so it must not pull in pydicom 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 
 
 @dataclass
@@ -214,3 +215,75 @@ class LifecycleResult:
         self.deleted += other.deleted
         self.bytes_before += other.bytes_before
         self.bytes_after += other.bytes_after
+
+
+@dataclass
+class MigrationCounts:
+    """Studies of a migration by what became of them, and the instances the archive verified."""
+
+    found: int = 0
+    verified: int = 0
+    failed: int = 0
+    instances: int = 0
+    capped_days: int = 0  # days whose C-FIND answer hit the source's cap even split by hour
+
+    def add(self, other: "MigrationCounts") -> None:
+        self.found += other.found
+        self.verified += other.verified
+        self.failed += other.failed
+        self.instances += other.instances
+        self.capped_days += other.capped_days
+
+
+@dataclass
+class MigrationRequest:
+    """A migration of the studies `source_ae` holds dated `since`..`until` (YYYYMMDD, both included),
+    newest day first; `next_day` and `counts` carry it over a continue-as-new."""
+
+    key: str
+    tenant: str
+    source_ae: str
+    since: str
+    until: str
+    modalities: list[str] = field(default_factory=list)
+    concurrency: int = 2  # C-MOVEs to the source at once
+    find_limit: int = 0  # the most answers the source gives to one C-FIND (0: unknown)
+    next_day: str = ""
+    counts: MigrationCounts = field(default_factory=MigrationCounts)
+
+
+@dataclass
+class MigrationDay:
+    request: MigrationRequest
+    day: str
+    searched: bool = False  # carried over a continue-as-new: the day's C-FIND is done
+    counts: MigrationCounts = field(default_factory=MigrationCounts)
+
+
+@dataclass
+class MigrationStudy:
+    key: str
+    tenant: str
+    source_ae: str
+    study_uid: str
+    expected: int | None = None  # the source's instance count, when its C-FIND said it
+    slots: int = 0  # C-MOVEs to this source at once across every migration (0: migrate_concurrency)
+
+
+@dataclass
+class StudyMigrated:
+    state: str  # verified | failed
+    instances: int = 0
+    detail: str = ""
+
+
+@dataclass
+class MigrationFailure:
+    study: MigrationStudy
+    reason: str
+
+
+def day_before(day: str) -> str:
+    """The calendar day before `day` (YYYYMMDD): date arithmetic only, safe in workflow code."""
+    before = date(int(day[:4]), int(day[4:6]), int(day[6:8])) - timedelta(days=1)
+    return before.strftime("%Y%m%d")

@@ -18,10 +18,19 @@ from temporalio.client import (
     ScheduleUpdate,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from contract import names
 from contract import search_attributes as sa
-from contract.payloads import ExpiryRequest, ForwardRequest, InstancesArrived, LifecycleRun, StudyParams, UpdateRequest
+from contract.payloads import (
+    ExpiryRequest,
+    ForwardRequest,
+    InstancesArrived,
+    LifecycleRun,
+    MigrationRequest,
+    StudyParams,
+    UpdateRequest,
+)
 
 
 async def tell_forward(client: Client, task_queue: str, request: ForwardRequest) -> None:
@@ -121,3 +130,22 @@ async def start_update(client: Client, task_queue: str, request: UpdateRequest) 
         search_attributes=TypedSearchAttributes([SearchAttributePair(sa.TENANT, request.tenant)]),
     )
     return workflow_id
+
+
+async def start_migration(client: Client, task_queue: str, request: MigrationRequest) -> bool:
+    """Start the migration's workflow; False when it is running already (the same command names the
+    same migration: a second start while it runs is refused, one after it stopped resumes it)."""
+    try:
+        await client.start_workflow(
+            names.MIGRATION_WORKFLOW,
+            request,
+            id=names.migration_workflow_id(request.key),
+            task_queue=task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                [SearchAttributePair(sa.TENANT, request.tenant), SearchAttributePair(sa.STATE, "migrating")]
+            ),
+        )
+    except WorkflowAlreadyStartedError:
+        return False
+    return True

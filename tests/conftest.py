@@ -46,6 +46,10 @@ UPDATE_AE = "UPDATE_WS"  # a workstation of tenant "upd", whose studies are corr
 PIR_AE = "PIR_WS"  # a workstation of tenant "pir" (whose patients HL7 ADT messages update): finds, reads the worklist
 QUOTA_AE = "QUOTA_MOD"  # a modality of tenant "quota", which may store at most QUOTA_BYTES
 QUOTA_BYTES = 1_000_000
+LEGACY_AE = "LEGACY"  # a legacy archive migrated from (dcmtk's dcmqrscp, tests/test_migrate.py) into tenant "migrated"
+LEGACY_B_AE = "LEGACY_B"  # the same legacy archive under a second AE title, migrated into tenant "migrated-b"
+LEGACY_PORT = free_port()
+IMPORT_AE = "IMPORTER"  # `dicomflow import` of a disk dump into tenant "imported"
 HL7_FACILITY = "GENHOSP"  # the hospital's patient administration system: its ADT messages apply to tenant "pir"
 LOOPBACK = ["127.0.0.0/8"]
 REFETCH_SECONDS = 5  # an unknown key id refetches the issuer's keys at most this often
@@ -136,6 +140,21 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
             UPDATE_AE: {"allowed_hosts": LOOPBACK, "tenant": "upd", "services": ["store", *QR_SERVICES]},
             PIR_AE: {"allowed_hosts": LOOPBACK, "tenant": "pir", "services": ["worklist", "find"]},
             QUOTA_AE: {"allowed_hosts": LOOPBACK, "tenant": "quota", "services": ["store"]},
+            LEGACY_AE: {
+                "host": "127.0.0.1",
+                "port": LEGACY_PORT,
+                "allowed_hosts": LOOPBACK,
+                "tenant": "migrated",
+                "services": ["store"],
+            },
+            LEGACY_B_AE: {
+                "host": "127.0.0.1",
+                "port": LEGACY_PORT,
+                "allowed_hosts": LOOPBACK,
+                "tenant": "migrated-b",
+                "services": ["store"],
+            },
+            IMPORT_AE: {"allowed_hosts": LOOPBACK, "tenant": "imported", "services": ["store"]},
             RESEARCH_PACS_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
             STORESCP_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
             STORESCP_B_AE: {"host": "127.0.0.1", "port": storescp_port, "tenant": "tenantb", "services": []},

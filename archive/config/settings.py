@@ -229,6 +229,9 @@ class Settings(BaseSettings):
     lifecycle_rules: list[LifecycleRule] = Field(default_factory=list)
     lifecycle_interval_seconds: float = Field(86400.0, ge=60)
     lifecycle_concurrency: int = Field(2, ge=1, le=16)
+    # `dicomflow migrate` (issue 33): C-MOVEs to a legacy source at once, across every worker (a legacy
+    # PACS is fragile); a migration's --concurrency may ask for fewer or more
+    migrate_concurrency: int = Field(2, ge=1, le=32)
     # tenant -> bytes it may store (as stored); past it C-STORE gets A700 and STOW-RS 413, with the reason
     quota_bytes: dict[str, int] = Field(default_factory=dict)
     # IOCM: what a rejection note withdrew stays restorable this long; then the rejection expiry
