@@ -1,7 +1,8 @@
 """The steps of the lifecycle workflows (workflows/lifecycle.py): the plan (which rule is due for
 which study now) and one rule applied to one study: a lossless compression (each object encoded,
 decoded again and compared bit for bit in the decode pool, written under a new key, then the study
-switched in one transaction and the old objects removed), or a retention (the study's instances
+switched in one transaction and the old objects removed), a move to the cold store (each object
+copied, the copy checked against the index's checksum, then the hot copy removed), or a retention (the study's instances
 rejected as 113039 and deleted at once; a study on hold is left alone)."""
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ import asyncio
 from datetime import datetime
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.context import ActivityContext
 from archive.audit import AuditAction, AuditEvent, Outcome, record_now
 from archive.blobstore.layout import instance_key, new_write_id
 from archive.blobstore.removal import remove_blobs
+from archive.blobstore.tiered import TieredBlobStore, move_to_cold
 from archive.index.deletion import delete_rejected
 from archive.index.lifecycle_plan import due_studies, mark_done, native_objects
 from archive.index.rejections import reject_for_retention
+from archive.index.tiers import HotObject, hot_objects, mark_cold
 from archive.index.updates import StoredObject
 from archive.index.versions import NewVersion, switch_versions
 from archive.lifecycle.compress import NotCompressible, write_compressed
@@ -28,6 +32,7 @@ from contract.payloads import LifecycleResult, LifecycleRun, LifecycleStudy, Lif
 from contract.starts import signal_study
 
 COMPRESSIONS_AT_ONCE = 2
+TIER_MARK_EVERY = 100  # objects moved between index updates: what a crash makes a re-run check again
 MAX_STUDIES_PER_RUN = 500  # the next run takes the rest
 
 
@@ -55,6 +60,8 @@ class LifecycleActivities:
             return LifecycleResult()
         if rule.action == "delete":
             return await self._retire(study, rule)
+        if rule.action == "tier":
+            return await self._tier(study, rule)
         return await self._compress(study, rule)
 
     async def _compress(self, study: LifecycleStudy, rule: LifecycleRule) -> LifecycleResult:
@@ -106,6 +113,27 @@ class LifecycleActivities:
             raise  # busy, or a timeout on a loaded machine: Temporal retries the step
         finally:
             spool.unlink(missing_ok=True)
+
+    async def _tier(self, study: LifecycleStudy, rule: LifecycleRule) -> LifecycleResult:
+        store = self.ctx.blobs
+        if not isinstance(store, TieredBlobStore):
+            raise ApplicationError("no cold store: set cold_blob_dir or cold_s3_endpoint", non_retryable=True)
+        objects = await hot_objects(self.ctx.pool, study.tenant, study.study_uid)
+        result = LifecycleResult()
+        for start in range(0, len(objects), TIER_MARK_EVERY):
+            batch = objects[start : start + TIER_MARK_EVERY]
+            activity.heartbeat(f"{start} of {len(objects)} moved")
+            moved = await self.ctx.in_background(self._move, store, batch)
+            result.tiered += await mark_cold(self.ctx.pool, study.tenant, {o.sop_uid: o.blob_key for o in moved})
+            result.bytes_tiered += sum(o.size for o in moved)
+        await mark_done(self.ctx.pool, study.tenant, study.study_uid, rule.name, f"{result.tiered} moved to the cold store")
+        return result
+
+    @staticmethod
+    def _move(store: TieredBlobStore, objects: list[HotObject]) -> list[HotObject]:
+        """On a background thread; the objects whose cold copy checked out (one gone meanwhile, a
+        correction's or a deletion's doing, is left out)."""
+        return [o for o in objects if move_to_cold(store, o.blob_key, o.sha256)]
 
     async def _retire(self, study: LifecycleStudy, rule: LifecycleRule) -> LifecycleResult:
         sops = await reject_for_retention(self.ctx.pool, study.tenant, study.study_uid, f"lifecycle:{rule.name}")

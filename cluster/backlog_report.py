@@ -9,12 +9,19 @@ from psycopg import AsyncConnection
 
 from archive.config.settings import Settings
 from archive.index.backlog import forward_queues, index_backlog
+from archive.index.tiers import bytes_by_tier, bytes_saved
 from contract.names import STUDY_WORKFLOW
 
 
 async def _index_half(settings: Settings) -> dict[str, Any]:
     async with await AsyncConnection.connect(settings.effective_postgres_dsn(), connect_timeout=3, autocommit=True) as conn:
-        return {**await index_backlog(conn), "forwards": await forward_queues(conn)}
+        storage = [{"tenant": t, "tier": tier, "objects": n, "bytes": b} for t, tier, n, b in await bytes_by_tier(conn)]
+        return {
+            **await index_backlog(conn),
+            "forwards": await forward_queues(conn),
+            "storage": storage,
+            "compression_saved_bytes": await bytes_saved(conn),
+        }
 
 
 async def _temporal_half(settings: Settings) -> dict[str, Any]:
@@ -56,8 +63,26 @@ def backlog_lines(report: dict[str, Any]) -> list[str]:
             f"  forward: {destination}: {queue['pending']} instances owed (oldest forward {queue['oldest_pending_seconds']:g} s), "
             f"{queue['failed']} failed"
         )
-    return lines + [
-        f"  backlog: {key.removesuffix('_error')} not reachable ({error})"
-        for key, error in report.items()
-        if key.endswith("_error")
+    return (
+        lines
+        + storage_lines(report)
+        + [
+            f"  backlog: {key.removesuffix('_error')} not reachable ({error})"
+            for key, error in report.items()
+            if key.endswith("_error")
+        ]
+    )
+
+
+def storage_lines(report: dict[str, Any]) -> list[str]:
+    """Bytes by tenant and tier, and what compression saved each tenant."""
+    saved = report.get("compression_saved_bytes") or {}
+    return [
+        f"  storage: {row['tenant']} {row['tier']}: {row['objects']} objects, {_gib(row['bytes'])}"
+        + (f" ({_gib(saved[row['tenant']])} saved by compression)" if row["tier"] == "hot" and saved.get(row["tenant"]) else "")
+        for row in report.get("storage") or []
     ]
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"

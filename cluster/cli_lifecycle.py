@@ -20,7 +20,9 @@ from contract.payloads import LifecycleResult, LifecycleRun
 
 
 def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    lifecycle = sub.add_parser("lifecycle", help="storage lifecycle rules: compress, delete after retention")
+    lifecycle = sub.add_parser(
+        "lifecycle", help="storage lifecycle rules: compress, tier to the cold store, delete after retention"
+    )
     verbs = lifecycle.add_subparsers(dest="lifecycle_command", required=True)
     run = verbs.add_parser("run", help="apply the rules now; with --dry-run list what they would do")
     run.add_argument("--as-of", type=datetime.fromisoformat, help="judge ages as if it were this time (ISO 8601)")
@@ -54,7 +56,8 @@ async def _run(settings: Settings, as_of: datetime | None, dry_run: bool) -> int
         saved = result.bytes_before - result.bytes_after
         print(
             f"lifecycle: {result.compressed} object(s) compressed ({result.bytes_before} -> {result.bytes_after} bytes,"
-            f" {saved} saved), {result.skipped} left as they were, {result.deleted} deleted"
+            f" {saved} saved), {result.skipped} left as they were, {result.deleted} deleted,"
+            f" {result.tiered} moved to the cold store ({result.bytes_tiered} bytes)"
         )
     return 0
 

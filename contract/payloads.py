@@ -207,6 +207,8 @@ class LifecycleResult:
     bytes_before: int = 0
     bytes_after: int = 0
     planned: list[str] = field(default_factory=list)  # what a dry run would do (a run: what it did)
+    tiered: int = 0  # objects moved to the cold store
+    bytes_tiered: int = 0
 
     def add(self, other: "LifecycleResult") -> None:
         self.studies += other.studies
@@ -215,6 +217,8 @@ class LifecycleResult:
         self.deleted += other.deleted
         self.bytes_before += other.bytes_before
         self.bytes_after += other.bytes_after
+        self.tiered += other.tiered
+        self.bytes_tiered += other.bytes_tiered
 
 
 @dataclass

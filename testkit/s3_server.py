@@ -52,3 +52,8 @@ def stack_s3_settings(endpoint: str, bucket: str = "dicomflow") -> dict[str, obj
         "s3_region": REGION,
         "s3_secure": False,
     }
+
+
+def cold_s3_settings(endpoint: str, bucket: str = "dicomflow-cold") -> dict[str, object]:
+    """The same server as the cold tier (archive/blobstore/tiered.py)."""
+    return {f"cold_{name}": value for name, value in stack_s3_settings(endpoint, bucket).items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ for _key in [k for k in os.environ if k.startswith("DICOMFLOW_") and k != "DICOM
     del os.environ[_key]
 
 from testkit.running_stack import RunningStack, free_port, processes_using, stack_overrides  # noqa: E402
+from testkit.s3_server import cold_s3_settings, moto_s3  # noqa: E402
 from tests.auth import stack_auth_settings  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -44,6 +46,7 @@ TEACHING_AE = "TEACHING_WS"  # a teaching workstation of tenant "teaching" (so t
 IOCM_AE = "IOCM_MOD"  # a modality and QA workstation of tenant "iocm": stores (rejection notes too), finds, moves
 UPDATE_AE = "UPDATE_WS"  # a workstation of tenant "upd", whose studies are corrected (issue 29)
 PIR_AE = "PIR_WS"  # a workstation of tenant "pir" (whose patients HL7 ADT messages update): finds, reads the worklist
+TIER_AE = "TIER_WS"  # a workstation of tenant "tier", whose old studies move to the cold store: stores, finds, gets, moves
 QUOTA_AE = "QUOTA_MOD"  # a modality of tenant "quota", which may store at most QUOTA_BYTES
 QUOTA_BYTES = 1_000_000
 LEGACY_AE = "LEGACY"  # a legacy archive migrated from (dcmtk's dcmqrscp, tests/test_migrate.py) into tenant "migrated"
@@ -107,7 +110,14 @@ def _forward_client(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack:
+def cold_s3() -> Iterator[str]:
+    """The stack's cold tier: an S3-compatible server (tests/test_tiering.py moves studies to it)."""
+    with moto_s3() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory, commit_scu_port, storescp_port, pki, cold_s3) -> RunningStack:
     var = tmp_path_factory.mktemp("stack") / "var"
     http_port = free_port()
     client_secret = _forward_client(tmp_path_factory.mktemp("forwarding"))
@@ -155,6 +165,7 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
                 "services": ["store"],
             },
             IMPORT_AE: {"allowed_hosts": LOOPBACK, "tenant": "imported", "services": ["store"]},
+            TIER_AE: {"allowed_hosts": LOOPBACK, "tenant": "tier", "services": ["store", *QR_SERVICES]},
             RESEARCH_PACS_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
             STORESCP_AE: {"host": "127.0.0.1", "port": storescp_port, "services": []},
             STORESCP_B_AE: {"host": "127.0.0.1", "port": storescp_port, "tenant": "tenantb", "services": []},
@@ -196,7 +207,10 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki) -> RunningStack
             },
             {"name": "life-retention", "tenant": "life", "after_days": 3650, "action": "delete"},
             {"name": "kill-compress", "tenant": "life-kill", "after_days": 30, "action": "compress", "syntax": "jpegls-lossless"},
+            {"name": "tier-old", "tenant": "tier", "after_days": 365, "action": "tier"},  # tests/test_tiering.py
+            {"name": "tier-kill", "tenant": "tier-kill", "after_days": 365, "action": "tier"},
         ],
+        **cold_s3_settings(cold_s3),
         quota_bytes={"quota": QUOTA_BYTES},
         hl7_port=free_port(),
         hl7_senders={

@@ -204,4 +204,4 @@ def test_a_tenant_over_its_quota_is_refused_over_both_protocols_and_keeps_what_i
         count = conn.execute("SELECT count(*) FROM instance WHERE tenant = 'quota'").fetchone()
     assert count == (kept,), "what it had is kept, nothing more was stored"
     metrics = requests.get(stack.url("/metrics"), headers=operator_headers(), timeout=30)
-    assert metrics.status_code == 200 and 'dicomflow_stored_bytes{tenant="quota"}' in metrics.text
+    assert metrics.status_code == 200 and 'dicomflow_stored_bytes{tenant="quota",tier="hot"}' in metrics.text

@@ -158,6 +158,15 @@ class Settings(BaseSettings):
     s3_secret_key: str | None = None
     s3_secure: bool = False
     s3_region: str | None = None
+    # the cold tier lifecycle rules with action = "tier" move old studies to (archive/blobstore/tiered.py):
+    # a directory (another disk, a NAS mount) or a second S3 bucket, perhaps at another endpoint
+    cold_blob_dir: Path | None = None
+    cold_s3_endpoint: str | None = None
+    cold_s3_bucket: str = "dicomflow-cold"
+    cold_s3_access_key: str | None = None
+    cold_s3_secret_key: str | None = None
+    cold_s3_secure: bool = False
+    cold_s3_region: str | None = None
 
     # ports of the embedded servers and of dicomflow itself
     postgres_port: Port = Field(15432, ge=1, le=65535)
@@ -337,6 +346,14 @@ class Settings(BaseSettings):
         names = [rule.name for rule in self.lifecycle_rules]
         if len(names) != len(set(names)):
             raise ValueError(f"lifecycle_rules: two rules share a name ({sorted(n for n in names if names.count(n) > 1)[0]})")
+        tiering = [rule.name for rule in self.lifecycle_rules if rule.action == "tier"]
+        if tiering and self.cold_backend is None:
+            raise ValueError(
+                f"lifecycle rule {tiering[0]!r} tiers studies to a cold store: set cold_blob_dir (a directory)"
+                " or cold_s3_endpoint and cold_s3_bucket"
+            )
+        if self.cold_blob_dir is not None and self.cold_s3_endpoint:
+            raise ValueError("a cold store is either cold_blob_dir or cold_s3_endpoint, not both: remove one")
         return self
 
     @property
@@ -390,6 +407,11 @@ class Settings(BaseSettings):
     @property
     def blob_backend(self) -> Literal["local", "s3"]:
         return "s3" if self.s3_endpoint else "local"
+
+    @property
+    def cold_backend(self) -> Literal["local", "s3"] | None:
+        """Where tiered studies go; None when no cold store is configured."""
+        return "s3" if self.cold_s3_endpoint else "local" if self.cold_blob_dir is not None else None
 
     @property
     def limits(self) -> Limits:

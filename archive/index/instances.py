@@ -124,7 +124,7 @@ _REPLACE = (
         number_of_frames = %(number_of_frames)s, rows = %(rows)s, columns = %(columns)s,
         bits_allocated = %(bits_allocated)s, blob_key = %(blob_key)s, size = %(size)s, sha256 = %(sha256)s,
         source = %(source)s, state = 'received', failure_reason = NULL, signalled = false, received_at = now(),
-        committed_at = NULL, transcoded_key = NULL, transcoded_syntax = NULL, nonconformance = NULL
+        committed_at = NULL, transcoded_key = NULL, transcoded_syntax = NULL, nonconformance = NULL, tier = 'hot'
     WHERE tenant = %(tenant)s AND sop_uid = %(sop_uid)s"""
 )
 

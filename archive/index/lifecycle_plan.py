@@ -49,13 +49,15 @@ async def due_studies(
 
 
 async def native_objects(pool: AsyncConnectionPool, tenant: str, study_uid: str) -> list[StoredObject]:
-    """The study's committed objects stored uncompressed: what a compression rule rewrites."""
+    """The study's committed objects stored uncompressed in the hot store: what a compression rule
+    rewrites (a tiered object stays cold: compressing it would bring it back)."""
     async with pool.connection() as conn:
         rows = await (
             await conn.execute(
                 """SELECT i.sop_uid, i.series_uid, i.blob_key, i.transcoded_key, st.study_date FROM instance i
                    JOIN study st ON st.tenant = i.tenant AND st.study_uid = i.study_uid
                    WHERE i.tenant = %s AND i.study_uid = %s AND i.state = %s AND i.transfer_syntax = ANY(%s)
+                     AND i.tier = 'hot'
                    ORDER BY i.sop_uid""",
                 (tenant, study_uid, InstanceState.COMMITTED.value, NATIVE_SYNTAXES),
             )

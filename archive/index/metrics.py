@@ -26,9 +26,9 @@ _QUERIES: list[tuple[str, str, list[str], str]] = [
     ),
     (
         "dicomflow_stored_bytes",
-        "Bytes of the objects each tenant stores (as stored: after any lossless compression)",
-        ["tenant"],
-        "SELECT tenant, coalesce(sum(size), 0) FROM instance GROUP BY 1",
+        "Bytes of the objects each tenant stores (as stored: after any lossless compression), by blob store tier",
+        ["tenant", "tier"],
+        "SELECT tenant, tier, coalesce(sum(size), 0) FROM instance GROUP BY 1, 2",
     ),
     (
         "dicomflow_compression_saved_bytes",

@@ -43,7 +43,8 @@ async def move_to_versions(conn: AsyncConnection, tenant: str, versions: list[Ne
         f"""WITH v AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[])
                           AS v(sop_uid, new_key, sha256, size, syntax)),
                 u AS (UPDATE instance i SET blob_key = v.new_key, sha256 = v.sha256, size = v.size,
-                          transfer_syntax = coalesce(v.syntax, i.transfer_syntax), transcoded_key = NULL, transcoded_syntax = NULL
+                          transfer_syntax = coalesce(v.syntax, i.transfer_syntax), transcoded_key = NULL, transcoded_syntax = NULL,
+                          tier = 'hot'
                       FROM v WHERE i.tenant = %s AND i.sop_uid = v.sop_uid
                       RETURNING i.tenant, i.study_uid, i.series_uid, i.sop_uid, i.sop_class_uid, i.state)
            INSERT INTO change_feed (tenant, action, study_uid, series_uid, sop_uid, sop_class_uid)

@@ -1,5 +1,5 @@
 """Lifecycle rules (settings `lifecycle_rules`): which studies (tenant, QIDO study keys), when (days
-after their last receipt or their StudyDate) and what: `compress` to a lossless syntax, or `delete`
+after their last receipt or their StudyDate) and what: `compress` to a lossless syntax, `tier` to the cold blob store, or `delete`
 (retention, recorded as an IOCM 113039 Data Retention Policy Expired rejection)."""
 
 from __future__ import annotations
@@ -27,14 +27,12 @@ class LifecycleRule(BaseModel):
 
     @model_validator(mode="after")
     def _action_needs(self) -> "LifecycleRule":
-        if self.action == "tier":
-            raise ValueError(f"lifecycle rule {self.name!r}: action 'tier' (a cold blob store) is not built yet")
         if self.action == "compress" and self.syntax is None:
             raise ValueError(
                 f'lifecycle rule {self.name!r} compresses: say to what, syntax = "jpeg2000-lossless" or "jpegls-lossless"'
             )
-        if self.action == "delete" and self.syntax is not None:
-            raise ValueError(f"lifecycle rule {self.name!r} deletes: a syntax means nothing to it")
+        if self.action != "compress" and self.syntax is not None:
+            raise ValueError(f"lifecycle rule {self.name!r} does {self.action}: a syntax means nothing to it")
         return self
 
     def applies_to(self, tenant: str) -> bool:
