@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from datetime import date, datetime
 
 from psycopg_pool import AsyncConnectionPool
@@ -23,7 +24,8 @@ from contract import names
 from contract.payloads import MigrationRequest
 from contract.starts import start_migration
 
-FOLLOW_EVERY = 2.0  # seconds between progress lines
+FOLLOW_EVERY = 2.0  # seconds between looks at the progress
+QUIET_EVERY = 30.0  # seconds between progress lines when nothing changed (or the output is not a terminal)
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -100,11 +102,15 @@ async def _follow(settings: Settings, client: Client, workflow_id: str, key: str
     """Progress lines until the migration ends; Ctrl-C leaves it running."""
     pool = await open_index_pool(settings.effective_postgres_dsn(), max_size=1)
     result = asyncio.ensure_future(client.get_workflow_handle(workflow_id).result())
+    shown, last = "", 0.0
     try:
         while not result.done():
             await asyncio.wait([result], timeout=FOLLOW_EVERY)
-            for summary in await progress.summaries(pool, key):
-                print("  " + _progress_line(summary), flush=True)
+            line = "  ".join(_progress_line(s) for s in await progress.summaries(pool, key))
+            now = time.monotonic()
+            if (line != shown and (sys.stdout.isatty() or now - last >= QUIET_EVERY / 3)) or now - last >= QUIET_EVERY:
+                print("  " + line, flush=True)
+                shown, last = line, now
         try:
             result.result()
         except WorkflowFailureError as err:
