@@ -22,6 +22,7 @@ from activities.rejection_steps import RejectionActivities
 from activities.retrieve_steps import RetrieveActivities
 from activities.routing_steps import RoutingActivities
 from activities.stow_forward import StowForwardActivities
+from activities.study_pass import StudyPassActivity
 from activities.study_steps import StudyActivities
 from activities.tenant_copy import TenantCopyActivities
 from activities.update_steps import UpdateActivities
@@ -52,11 +53,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     client = await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal_namespace)
     ctx = await ActivityContext.open(settings)
     receipts = WorkerIngest(settings)  # copies into another tenant are received through it
+    steps, routing = StudyActivities(ctx), RoutingActivities(ctx)
     activities = [
-        *StudyActivities(ctx).all(),
+        *steps.all(),
+        *StudyPassActivity(steps, routing).all(),
         *CommitmentActivities(ctx).all(),
         *RetrieveActivities(ctx).all(),
-        *RoutingActivities(ctx).all(),
+        *routing.all(),
         *TenantCopyActivities(ctx, receipts).all(),
         *StowForwardActivities(ctx).all(),
         *RejectionActivities(ctx).all(),

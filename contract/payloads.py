@@ -32,6 +32,14 @@ class StepResult:
 
 
 @dataclass
+class StudyPass:
+    """What one PROCESS_STUDY activity did: each step's result, and the forwarding rules told."""
+
+    steps: list[StepResult] = field(default_factory=list)
+    routed: list[str] = field(default_factory=list)
+
+
+@dataclass
 class StudyParams:
     tenant: str
     study_uid: str

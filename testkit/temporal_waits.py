@@ -10,6 +10,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from archive.config.settings import Settings
+from contract.payloads import StudyOutcome
 
 
 async def client_for(settings: Settings) -> Client:
@@ -61,3 +62,10 @@ async def activity_types(settings: Settings, workflow_id: str) -> list[str]:
 async def list_ids(settings: Settings, query: str) -> list[str]:
     client = await client_for(settings)
     return [w.id async for w in client.list_workflows(query)]
+
+
+async def study_steps(settings: Settings, workflow_id: str) -> list[str]:
+    """The steps a finished study workflow's last pass ran, from its result (StudyOutcome)."""
+    client = await client_for(settings)
+    outcome = await client.get_workflow_handle(workflow_id, result_type=StudyOutcome).result()
+    return [step.step for step in outcome.steps]

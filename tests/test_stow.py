@@ -14,7 +14,8 @@ from pydicom import dcmread
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import generate_uid
 
-from testkit.temporal_waits import activity_types, wait_completed
+from contract.names import PROCESS_STUDY, STUDY_STEPS
+from testkit.temporal_waits import activity_types, study_steps, wait_completed
 from tests.auth import auth_headers
 from tests.conftest import run
 
@@ -57,7 +58,8 @@ def test_dicomweb_client_stores_a_real_series(stack, tenant, data_dir):
 
     statuses = run(wait_completed(stack.settings, [f"study:{tenant}:{study}"], timeout=120))
     assert statuses == {f"study:{tenant}:{study}": WorkflowExecutionStatus.COMPLETED}
-    assert len(run(activity_types(stack.settings, f"study:{tenant}:{study}"))) >= 6
+    assert run(study_steps(stack.settings, f"study:{tenant}:{study}")) == list(STUDY_STEPS)
+    assert PROCESS_STUDY in run(activity_types(stack.settings, f"study:{tenant}:{study}"))
 
 
 def test_seed_path_with_tenant_header(stack, tenant, data_dir):
