@@ -109,10 +109,11 @@ class Stack:
         return owner_dsn
 
     def _start_ray(self) -> None:
-        from cluster.ray_env import pin_ray_to_loopback
+        from cluster.ray_env import pin_ray_to_loopback, quiet_serve_controller
         from cluster.serve_ingress import configure_ingress
 
         pin_ray_to_loopback(self.settings)
+        quiet_serve_controller()
         check_ray_version()  # before anything of Ray's internals is touched
         configure_ingress(self.settings)
         from cluster.ray_runtime import start_ray, start_serve
