@@ -133,9 +133,11 @@ class StudyWorkflow:
 
     async def _process(self, ref: StudyRef) -> list[StepResult]:
         self.state = "processing"
-        self._publish()
         if workflow.patched(ONE_PASS_PATCH):
+            # the `state` query says "processing"; the search attribute goes from receiving to the
+            # outcome: each upsert is an event and a visibility write, and a pass is short
             return await self._one_pass(ref)
+        self._publish()
         results = []
         local_steps = names.LOCAL_STUDY_STEPS if workflow.patched(LOCAL_STEPS_PATCH) else ()
         for step in names.STUDY_STEPS:
