@@ -32,6 +32,7 @@ from contract.payloads import LifecycleResult, LifecycleRun, LifecycleStudy, Lif
 from contract.starts import signal_study
 
 COMPRESSIONS_AT_ONCE = 2
+TIER_MOVES_AT_ONCE = 2
 TIER_MARK_EVERY = 100  # objects moved between index updates: what a crash makes a re-run check again
 MAX_STUDIES_PER_RUN = 500  # the next run takes the rest
 
@@ -123,7 +124,11 @@ class LifecycleActivities:
         for start in range(0, len(objects), TIER_MARK_EVERY):
             batch = objects[start : start + TIER_MARK_EVERY]
             activity.heartbeat(f"{start} of {len(objects)} moved")
-            moved = await self.ctx.in_background(self._move, store, batch)
+            # a move mostly waits for fsyncs and the cold store: two at a time, on niced background threads
+            lanes = await asyncio.gather(
+                *(self.ctx.in_background(self._move, store, batch[i::TIER_MOVES_AT_ONCE]) for i in range(TIER_MOVES_AT_ONCE))
+            )
+            moved = [o for lane in lanes for o in lane]
             result.tiered += await mark_cold(self.ctx.pool, study.tenant, {o.sop_uid: o.blob_key for o in moved})
             result.bytes_tiered += sum(o.size for o in moved)
         await mark_done(self.ctx.pool, study.tenant, study.study_uid, rule.name, f"{result.tiered} moved to the cold store")
