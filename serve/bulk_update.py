@@ -10,8 +10,9 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from archive.audit import AuditAction
 from archive.corrections.changes import BadChange, Changes
@@ -23,6 +24,8 @@ from serve.deps import Caller, IngestDep, Pool, Tenant, access, audit_note, base
 from serve.lookup import check_uids
 
 MAX_STUDIES = 1000  # per request, as a client batches them
+# read before it is parsed: 1,000 UIDs and a change data set take about 100 KB
+MAX_BODY_BYTES = 1024 * 1024
 
 router = APIRouter(
     tags=["Update"],
@@ -41,8 +44,33 @@ class BulkUpdate(BaseModel):
     changeDataset: dict[str, Any]  # noqa: N815
 
 
-@router.post("/dicomweb/studies/$bulkUpdate", status_code=202, summary="Update patient and study attributes of studies")
-async def bulk_update(body: BulkUpdate, request: Request, tenant: Tenant, caller: Caller, ingest: IngestDep) -> JSONResponse:
+async def bounded_body(request: Request) -> BulkUpdate:
+    """The body, read up to MAX_BODY_BYTES and only then parsed: FastAPI would read any length whole."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise HTTPException(413, f"the body is {declared} bytes; a bulk update takes at most {MAX_BODY_BYTES}")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_BODY_BYTES:
+            raise HTTPException(413, f"the body is over {MAX_BODY_BYTES} bytes, the most a bulk update takes")
+    try:
+        return BulkUpdate.model_validate_json(bytes(data))
+    except ValidationError as err:
+        raise RequestValidationError(err.errors(include_url=False)) from None  # answered as every malformed request is
+
+
+@router.post(
+    "/dicomweb/studies/$bulkUpdate",
+    status_code=202,
+    summary="Update patient and study attributes of studies",
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": BulkUpdate.model_json_schema()}}}
+    },
+)
+async def bulk_update(
+    request: Request, tenant: Tenant, caller: Caller, ingest: IngestDep, body: BulkUpdate = Depends(bounded_body)
+) -> JSONResponse:
     for uid in body.studyInstanceUids:
         check_uids(study=uid)
     try:

@@ -155,6 +155,29 @@ def test_a_bulk_update_naming_no_study_or_a_bad_uid_is_refused(stack, studies):
     assert answer.status_code in (400, 422), answer.text
 
 
+def test_a_bulk_update_body_past_its_bound_or_not_json_is_refused_before_parsing(stack):
+    """A body over 1 MiB is refused with 413 whether it says its length or streams it chunked; a
+    body that is not the operation's JSON gets 400 naming the field, as every malformed request; nothing is started either way."""
+    from serve.bulk_update import MAX_BODY_BYTES
+
+    url = stack.url("/dicomweb/studies/$bulkUpdate")
+    headers = {**auth_headers("upd", UPDATER), "Content-Type": "application/json"}
+    studies = ["1.2.826.0.1.3680043.8.498.1"]
+    padded = json.dumps({"studyInstanceUids": studies, "changeDataset": {}, "pad": "x" * MAX_BODY_BYTES}).encode()
+    declared = requests.post(url, data=padded, headers=headers, timeout=60)
+    assert declared.status_code == 413 and "at most" in declared.json()["error"], declared.text
+    streamed = requests.post(
+        url, data=iter([padded[i : i + 65536] for i in range(0, len(padded), 65536)]), headers=headers, timeout=60
+    )
+    assert streamed.status_code == 413, streamed.text
+    broken = requests.post(url, data=b'{"studyInstanceUids": "not a list"', headers=headers, timeout=30)
+    assert broken.status_code == 400 and "json" in broken.json()["error"].lower(), broken.text
+    unknown = requests.post(
+        url, json={"studyInstanceUids": studies, "changeDataset": {}, "extra": 1}, headers=headers, timeout=30
+    )
+    assert unknown.status_code == 400 and "extra" in unknown.json()["error"], unknown.text
+
+
 def _adt(event: str, control_id: str, pid: str, mrg: str | None = None, facility: str = HL7_FACILITY) -> str:
     structure = {"A40": "ADT_A39", "A47": "ADT_A30", "A08": "ADT_A01", "A31": "ADT_A05"}.get(event, "ADT_A01")
     segments = [
@@ -283,6 +306,28 @@ def test_hl7_messages_that_cannot_apply_are_refused_with_a_reason(stack, data_di
         _stow(stack, "pir-elsewhere", _restamped(data_dir, "ELSEWHERE-1", "Else^Where"))
     answer = _msa(_mllp_send(stack, message, tmp_path))
     assert answer[1] == code and reason in answer[3], answer
+
+
+def test_an_hl7_message_over_the_size_limit_is_dropped_and_the_listener_goes_on(stack, tmp_path):
+    """A message past hl7_max_message_bytes (an A08 whose name field alone is 1.5 MiB) is never
+    parsed or applied: its connection is closed without an ACK (there is nothing read whole to
+    acknowledge) and the next sender is answered as usual."""
+    import socket
+
+    limit = stack.settings.hl7_max_message_bytes
+    huge = _adt("A08", "HUGE-1", "PID|||PIR-HUGE^^^H||" + "N" * (limit + limit // 2) + "^M")
+    with socket.create_connection(("127.0.0.1", stack.settings.hl7_port), timeout=30) as raw:
+        try:  # the listener may close while the rest is still on its way
+            raw.sendall(b"\x0b" + huge.encode() + b"\x1c\r")
+            answered = raw.recv(4096)
+        except (BrokenPipeError, ConnectionResetError):
+            answered = b""
+    assert answered == b"", "no ACK for a message the listener refused to read whole"
+    with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
+        applied = conn.execute("SELECT count(*) FROM update_log WHERE operation_id LIKE %s", ("%HUGE-1",)).fetchone()
+    assert applied == (0,)
+    after = _msa(_mllp_send(stack, _adt("A01", "AFTER-HUGE", "PID|||A^^^H||N^M"), tmp_path))
+    assert after[1] == "AR" and "unsupported message type" in after[3], "the listener still answers"
 
 
 def test_a_merge_survives_a_killed_worker_and_loses_nothing(stack, data_dir, tmp_path):
