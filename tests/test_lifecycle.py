@@ -7,7 +7,11 @@ retention the studies are gone from every read path but the one on hold."""
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -130,16 +134,31 @@ def test_rules_compress_losslessly_and_retention_deletes_all_but_the_held(stack,
     assert run(replay_all(stack.settings, query, [LifecycleRunWorkflow, LifecycleStudyWorkflow])) >= 2
 
 
+def run_killing_workers(stack, as_of: datetime, midway: Callable[[], bool]) -> str:
+    """`dicomflow lifecycle run --as-of`, every workflow worker SIGKILLed once `midway()` says the
+    work is under way; the run must still finish (on the workers Ray restarts). Its output."""
+    from tests.test_query_retrieve import worker_pids
+
+    runner = subprocess.Popen(
+        [DICOMFLOW, "lifecycle", "run", "--as-of", as_of.isoformat()], env=stack.env, cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while not midway():
+        assert time.monotonic() < deadline and runner.poll() is None, "the work never started"
+        time.sleep(0.05)
+    killed = worker_pids(stack)
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    out, _ = runner.communicate(timeout=600)
+    assert runner.returncode == 0, out
+    assert set(worker_pids(stack)).isdisjoint(killed), "Ray restarted the workers"
+    return out
+
+
 def test_a_compression_survives_a_killed_worker_and_loses_nothing(stack, data_dir):
     """SIGKILL of every workflow worker while 520 real Toshiba MR objects are being compressed: the
     run finishes on the restarted worker; every instance is there once, compressed, its blob there
     and its pixels the original's."""
-    import os
-    import signal
-    import subprocess
-
-    from tests.test_query_retrieve import worker_pids
-
     files = sorted(p for p in (data_dir / "dcm_qa_toshiba").rglob("*") if p.is_file())
     tenant = "life-kill"
     body = b"".join(b"--b\r\nContent-Type: application/dicom\r\n\r\n" + p.read_bytes() + b"\r\n" for p in files) + b"--b--\r\n"
@@ -149,21 +168,11 @@ def test_a_compression_survives_a_killed_worker_and_loses_nothing(stack, data_di
     time.sleep(stack.settings.stable_seconds + 1)
     wid = names.study_workflow_id(tenant, study)
     assert run(wait_completed(stack.settings, [wid], timeout=300)) == {wid: WorkflowExecutionStatus.COMPLETED}
-    later = (datetime.now(UTC) + timedelta(days=40)).isoformat()
-    runner = subprocess.Popen(
-        [DICOMFLOW, "lifecycle", "run", "--as-of", later], env=stack.env, cwd=REPO, stdout=subprocess.PIPE, text=True
-    )
     folder = stack.settings.var_path / "blobs" / tenant
-    deadline = time.monotonic() + 300
-    while len(list(folder.rglob("*.dcm"))) < len(files) + 50:  # new versions being written, the study not switched
-        assert time.monotonic() < deadline and runner.poll() is None, "the compression never started"
-        time.sleep(0.05)
-    before = worker_pids(stack)
-    for pid in before:
-        os.kill(pid, signal.SIGKILL)
-    out, _ = runner.communicate(timeout=600)
-    assert runner.returncode == 0, out
-    assert set(worker_pids(stack)).isdisjoint(before), "Ray restarted the workers"
+    # new versions being written, the study not switched yet
+    run_killing_workers(
+        stack, datetime.now(UTC) + timedelta(days=40), lambda: len(list(folder.rglob("*.dcm"))) >= len(files) + 50
+    )
     with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
         rows = conn.execute(
             "SELECT sop_uid, transfer_syntax, blob_key FROM instance WHERE tenant = %s AND study_uid = %s", (tenant, study)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import signal
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
@@ -27,12 +25,12 @@ from temporalio.client import WorkflowExecutionStatus
 from archive.dicom.part10_meta import HEAD_BYTES, read_layout
 from contract import names
 from testkit.restamp import as_new_study
-from testkit.running_stack import DICOMFLOW, REPO
 from testkit.s3_server import ACCESS_KEY, REGION, SECRET_KEY
 from testkit.temporal_waits import wait_completed
 from tests.auth import auth_headers, operator_headers
 from tests.conftest import STORESCP_AE, TIER_AE, run
-from tests.test_query_retrieve import dataset_bytes, dcmtk, received, storescp, worker_pids
+from tests.test_lifecycle import run_killing_workers
+from tests.test_query_retrieve import dataset_bytes, dcmtk, received, storescp
 
 TENANT = "tier"
 LATER = timedelta(days=400)  # past the rules' after_days = 365
@@ -195,24 +193,12 @@ def test_a_move_survives_a_killed_worker_and_loses_nothing(stack, data_dir):
     tenant = "tier-kill"
     study = _stow(stack, tenant, [p.read_bytes() for p in files])
     before = _rows(stack, tenant, study)
-    runner = subprocess.Popen(
-        [DICOMFLOW, "lifecycle", "run", "--as-of", (datetime.now(UTC) + LATER).isoformat()],
-        env=stack.env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     hot = stack.settings.var_path / "blobs"
-    deadline = time.monotonic() + 300
-    while sum((hot / key).exists() for _, key, _, _ in before.values()) > len(files) - 60:
-        assert time.monotonic() < deadline and runner.poll() is None, "the move never started"
-        time.sleep(0.05)
-    killed = worker_pids(stack)
-    for pid in killed:
-        os.kill(pid, signal.SIGKILL)
-    out, _ = runner.communicate(timeout=600)
-    assert runner.returncode == 0, out
-    assert set(worker_pids(stack)).isdisjoint(killed), "Ray restarted the workers"
+
+    def sixty_moved() -> bool:
+        return sum((hot / key).exists() for _, key, _, _ in before.values()) <= len(files) - 60
+
+    run_killing_workers(stack, datetime.now(UTC) + LATER, sixty_moved)
 
     after = _rows(stack, tenant, study)
     assert set(after) == set(before) and {tier for *_, tier in after.values()} == {"cold"}

@@ -33,15 +33,9 @@ def open_blob_store(settings: Settings) -> BlobStore:
 def _hot_store(settings: Settings) -> BlobStore:
     if settings.blob_backend == "local":
         return LocalBlobStore(settings.var_path / "blobs")
-    assert settings.s3_endpoint  # blob_backend is "s3" only when an endpoint is set
-    client = Minio(
-        settings.s3_endpoint,
-        access_key=settings.s3_access_key,
-        secret_key=settings.s3_secret_key,
-        secure=settings.s3_secure,
-        region=settings.s3_region,
-    )
-    return S3BlobStore(client, settings.s3_bucket, settings.var_path / "spool")
+    s, endpoint = settings, settings.s3_endpoint
+    assert endpoint  # blob_backend is "s3" only when an endpoint is set
+    return _s3_store(endpoint, s.s3_access_key, s.s3_secret_key, s.s3_secure, s.s3_region, s.s3_bucket, s.var_path / "spool")
 
 
 def _cold_store(settings: Settings) -> BlobStore | None:
@@ -50,12 +44,16 @@ def _cold_store(settings: Settings) -> BlobStore | None:
     if settings.cold_backend == "local":
         assert settings.cold_blob_dir is not None  # cold_backend says so
         return LocalBlobStore(Path(settings.cold_blob_dir))
-    assert settings.cold_s3_endpoint  # cold_backend is "s3" only when an endpoint is set
-    client = Minio(
-        settings.cold_s3_endpoint,
-        access_key=settings.cold_s3_access_key,
-        secret_key=settings.cold_s3_secret_key,
-        secure=settings.cold_s3_secure,
-        region=settings.cold_s3_region,
-    )
-    return S3BlobStore(client, settings.cold_s3_bucket, settings.var_path / "spool-cold")
+    s, endpoint = settings, settings.cold_s3_endpoint
+    assert endpoint  # cold_backend is "s3" only when an endpoint is set
+    return _s3_store(
+        endpoint, s.cold_s3_access_key, s.cold_s3_secret_key, s.cold_s3_secure, s.cold_s3_region,
+        s.cold_s3_bucket, s.var_path / "spool-cold",
+    )  # fmt: skip
+
+
+def _s3_store(
+    endpoint: str, access_key: str | None, secret_key: str | None, secure: bool, region: str | None, bucket: str, spool: Path
+) -> S3BlobStore:
+    client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region)
+    return S3BlobStore(client, bucket, spool)
