@@ -53,6 +53,31 @@ _EKU: dict[str, list[x509.ObjectIdentifier]] = {
 }
 
 
+def serves_tls(cert_file: Path) -> bool:
+    """Whether a certificate may answer as a server (serverAuth, or no purpose named): what a node's
+    Ray processes need under Ray's mutual TLS, where every node also serves the others."""
+    cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return True
+    return ExtendedKeyUsageOID.SERVER_AUTH in usage
+
+
+def names_host(cert_file: Path, host: str) -> bool:
+    """Whether the certificate's subject alternative names include `host` (an address or a name):
+    what a TLS client checks when it dials that host."""
+    cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    try:
+        return ipaddress.ip_address(host) in san.get_values_for_type(x509.IPAddress)
+    except ValueError:
+        return host.lower() in (name.lower() for name in san.get_values_for_type(x509.DNSName))
+
+
 def certs_dir_for(var_dir: Path) -> Path:
     """One place that decides where the CA lives, so the CLI and the servers agree."""
     return var_dir / "certs"

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from archive.config.settings import Settings, is_loopback
+from cluster.certs import serves_tls
 from cluster.node_link import LOOPBACK, embedded_ports, links_configured, node_link_service
 from cluster.placement import ROLES, role_resources
+from cluster.ray_env import ray_tls_files
 from cluster.serve_ingress import REPLICA_ENVIRONMENT
 from cluster.services.process import ManagedProcess, ephemeral_port, installed_program, port_is_free, read_pid
 
@@ -114,6 +116,15 @@ def cmd_join(settings: Settings, args: argparse.Namespace) -> int:
     roles = [r for r in args.roles.split(",") if r]
     resources = role_resources(roles)
     joining = settings.model_copy(update={"ray_address": args.address})
+    tls = ray_tls_files(settings)
+    if tls and not serves_tls(tls[0]):
+        print(
+            f"dicomflow: will not join: Ray's gRPC is mutual TLS on a network address and every node serves the others, "
+            f"but {tls[0]} is a client certificate: issue this node a server one (`dicomflow certs issue NAME --hosts "
+            f"{args.node_ip}`) for tls_cert_file/tls_key_file",
+            file=sys.stderr,
+        )
+        return 2
     problem = _admission(joining, roles, args.node_ip)
     if problem:
         print(f"dicomflow: will not join: {problem}", file=sys.stderr)

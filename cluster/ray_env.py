@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 from archive.config.settings import Settings
+from cluster.certs import names_host
+from cluster.services.process import ServiceError
 
 
 def pin_ray_to_loopback(settings: Settings) -> None:
@@ -60,6 +62,39 @@ def protect_ray_token() -> Path:
     return path
 
 
+def ray_tls_files(settings: Settings) -> tuple[Path, Path, Path] | None:
+    """The certificate, key and CA Ray's gRPC uses between its processes and nodes: the archive's own
+    (`dicomflow certs`), when the cluster is reachable from the network and they are set."""
+    s = settings
+    if s.bind_is_loopback or not (s.tls_cert_file and s.tls_key_file and s.tls_ca_file):
+        return None
+    return Path(s.tls_cert_file).resolve(), Path(s.tls_key_file).resolve(), Path(s.tls_ca_file).resolve()
+
+
+class RayTlsError(ServiceError):
+    """The certificate cannot carry Ray's TLS on this address; the message says what to issue."""
+
+
+def use_ray_tls(settings: Settings) -> bool:
+    """Before Ray starts or connects: its gRPC (GCS, raylets, workers, every node) in mutual TLS, so
+    patient data between nodes and the cluster's control plane are off the wire in clear. Every Ray
+    process inherits it from the environment; a node joining or a CLI driver sets it the same way."""
+    files = ray_tls_files(settings)
+    if files is None:
+        return False
+    if "ray" in sys.modules:
+        raise RuntimeError("use_ray_tls must run before ray is imported")
+    cert, key, ca = files
+    if not names_host(cert, settings.bind_host):
+        raise RayTlsError(
+            f"Ray's gRPC is mutual TLS on a network address, and its clients check that {cert} names "
+            f"{settings.bind_host}; it does not: issue one that does (`dicomflow certs issue NAME --hosts "
+            f"{settings.bind_host} 127.0.0.1`) for tls_cert_file and tls_key_file"
+        )
+    os.environ.update(RAY_USE_TLS="1", RAY_TLS_SERVER_CERT=str(cert), RAY_TLS_SERVER_KEY=str(key), RAY_TLS_CA_CERT=str(ca))
+    return True
+
+
 def join_as_client(settings: Settings) -> None:
     """Before a driver or a new node connects to a running cluster: the cluster `up` started uses
     Ray's token authentication (the token in ~/.ray/auth_token), which a connecting process only
@@ -67,5 +102,6 @@ def join_as_client(settings: Settings) -> None:
     if "ray" in sys.modules:
         raise RuntimeError("join_as_client must run before ray is imported")
     os.environ.setdefault("RAY_AUTH_MODE", "token")
+    use_ray_tls(settings)
     if settings.bind_is_loopback:
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"

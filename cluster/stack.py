@@ -109,11 +109,13 @@ class Stack:
         return owner_dsn
 
     def _start_ray(self) -> None:
-        from cluster.ray_env import pin_ray_to_loopback, quiet_serve_controller
+        from cluster.ray_env import pin_ray_to_loopback, quiet_serve_controller, use_ray_tls
         from cluster.serve_ingress import configure_ingress
 
         pin_ray_to_loopback(self.settings)
         quiet_serve_controller()
+        if use_ray_tls(self.settings):
+            self.say("  Ray's gRPC in mutual TLS with the archive's certificate (a network bind_host)")
         check_ray_version()  # before anything of Ray's internals is touched
         configure_ingress(self.settings)
         from cluster.ray_runtime import start_ray, start_serve

@@ -558,9 +558,13 @@ def _network_address() -> str:
 def test_a_network_bind_host_serves_dicomweb_and_dimse_there(tmp_path, pki):
     """A hospital binds the archive to the server's own address (auth on): DICOMweb and the SCP answer
     there. Ray's HAProxy ingress cannot (it health-checks replicas on loopback), so Serve's proxy serves."""
+    from cluster.certs import issue
+
     host = _network_address()
-    # with the archive's certificate, as a cluster runs it: node links listen at the embedded servers' ports
-    certificates = {"tls_cert_file": str(pki["server"]), "tls_key_file": str(pki["server_key"]), "tls_ca_file": str(pki["ca"])}
+    # with the archive's certificate naming its address, as a cluster runs it: node links listen at
+    # the embedded servers' ports, and Ray's gRPC is mutual TLS
+    cert, key = issue(pki["ca"].parent, "archive-on-the-network", "server", [host, "127.0.0.1"])
+    certificates = {"tls_cert_file": str(cert), "tls_key_file": str(key), "tls_ca_file": str(pki["ca"])}
     overrides = stack_overrides(tmp_path / "var", bind_host=host, **stack_auth_settings(), **certificates)
     running = RunningStack(overrides, tmp_path / "up.log")
     running.start()
@@ -579,8 +583,32 @@ def test_a_network_bind_host_serves_dicomweb_and_dimse_there(tmp_path, pki):
         banner = running.log.read_text()
         assert re.search(r"Ingress +Serve's own proxy", banner) and re.search(r"HTTPS +OFF on a network address", banner), banner
         _nothing_open_on(running, host)
+        _ray_speaks_only_mutual_tls(running, host, banner)
     finally:
         running.stop()
+
+
+def _ray_speaks_only_mutual_tls(running, host: str, banner: str) -> None:
+    """Issue 27 item 8: on a network address, with the archive's certificates, Ray's gRPC between its
+    processes and nodes is mutual TLS: its GCS answers neither a plaintext HTTP/2 client nor a TLS
+    client without a certificate of our CA, while `dicomflow status` (a Ray driver set up the same
+    way) still reaches the cluster."""
+    import socket
+
+    assert "Ray's gRPC in mutual TLS" in banner, banner
+    gcs_host, _, gcs_port = (running.settings.var_path / "run" / "ray_address").read_text().strip().rpartition(":")
+    assert gcs_host == host, "Ray's node address is the network one"
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # an empty SETTINGS frame
+    with socket.create_connection((host, int(gcs_port)), timeout=10) as raw:
+        raw.sendall(preface)
+        try:
+            answer = raw.recv(64)
+        except (ConnectionError, TimeoutError):
+            answer = b""
+    assert not (len(answer) >= 4 and answer[3] == 0x04), f"the GCS spoke plaintext HTTP/2: {answer!r}"
+    assert _answer_without_a_certificate(host, int(gcs_port)) == b"", "the GCS took a TLS client without a certificate"
+    status = running.cli("status", timeout=180)
+    assert re.search(r"cluster: 1 node\(s\)", status.stdout), status.stdout + status.stderr
 
 
 def _listening_on(running, host: str) -> dict[int, list[str]]:
