@@ -82,8 +82,6 @@ def use_ray_tls(settings: Settings) -> bool:
     files = ray_tls_files(settings)
     if files is None:
         return False
-    if "ray" in sys.modules:
-        raise RuntimeError("use_ray_tls must run before ray is imported")
     cert, key, ca = files
     if not names_host(cert, settings.bind_host):
         raise RayTlsError(
@@ -91,6 +89,8 @@ def use_ray_tls(settings: Settings) -> bool:
             f"{settings.bind_host}; it does not: issue one that does (`dicomflow certs issue NAME --hosts "
             f"{settings.bind_host} 127.0.0.1`) for tls_cert_file and tls_key_file"
         )
+    if "ray" in sys.modules:
+        raise RuntimeError("use_ray_tls must run before ray is imported")
     os.environ.update(RAY_USE_TLS="1", RAY_TLS_SERVER_CERT=str(cert), RAY_TLS_SERVER_KEY=str(key), RAY_TLS_CA_CERT=str(ca))
     return True
 
