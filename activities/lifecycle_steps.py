@@ -14,11 +14,10 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.context import ActivityContext
-from archive.audit import AuditAction, AuditEvent, Outcome, record_now
+from activities.rejected_deletion import delete_withdrawn
 from archive.blobstore.layout import instance_key, new_write_id
 from archive.blobstore.removal import remove_blobs
 from archive.blobstore.tiered import TieredBlobStore, move_to_cold
-from archive.index.deletion import delete_rejected
 from archive.index.lifecycle_plan import due_studies, mark_done, native_objects
 from archive.index.rejections import reject_for_retention
 from archive.index.tiers import HotObject, hot_objects, mark_cold
@@ -144,23 +143,6 @@ class LifecycleActivities:
         sops = await reject_for_retention(self.ctx.pool, study.tenant, study.study_uid, f"lifecycle:{rule.name}")
         if not sops:
             return LifecycleResult()
-        deleted = await delete_rejected(self.ctx.pool, study.tenant, study.study_uid, sops)
-        await self.ctx.in_background(remove_blobs, self.ctx.blobs, deleted.blob_keys, "a study past its retention")
-        await record_now(
-            self.ctx.pool,
-            AuditEvent(
-                action=AuditAction.DELETE,
-                outcome=Outcome.SUCCESS,
-                subject=f"lifecycle:{rule.name}",
-                method="none",
-                source="workflow",
-                tenant=study.tenant,
-                study_uid=study.study_uid,
-                detail={
-                    "reason": "retention (113039 Data Retention Policy Expired)",
-                    "rule": rule.name,
-                    "instances": deleted.instances,
-                },
-            ),
-        )
-        return LifecycleResult(deleted=deleted.instances)
+        reason = {"reason": "retention (113039 Data Retention Policy Expired)", "rule": rule.name}
+        deleted = await delete_withdrawn(self.ctx, study.tenant, study.study_uid, sops, f"lifecycle:{rule.name}", reason)
+        return LifecycleResult(deleted=deleted)

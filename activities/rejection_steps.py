@@ -9,9 +9,7 @@ from datetime import datetime
 from temporalio import activity
 
 from activities.context import ActivityContext
-from archive.audit import AuditAction, AuditEvent, Outcome, record_now
-from archive.blobstore.removal import remove_blobs
-from archive.index.deletion import delete_rejected
+from activities.rejected_deletion import delete_withdrawn
 from archive.index.rejections import due_for_deletion
 from contract import names
 from contract.payloads import ExpiryOutcome, ExpiryRequest
@@ -37,18 +35,5 @@ class RejectionActivities:
         return out
 
     async def _delete(self, tenant: str, study_uid: str, sop_uids: list[str]) -> None:
-        deleted = await delete_rejected(self.ctx.pool, tenant, study_uid, sop_uids)
-        await self.ctx.in_background(remove_blobs, self.ctx.blobs, deleted.blob_keys, "an expired rejected object")
-        await record_now(
-            self.ctx.pool,
-            AuditEvent(
-                action=AuditAction.DELETE,
-                outcome=Outcome.SUCCESS,
-                subject="rejection-expiry",
-                method="none",
-                source="workflow",
-                tenant=tenant,
-                study_uid=study_uid,
-                detail={"reason": "IOCM rejection expired", "instances": deleted.instances, "sop_uids": sop_uids[:100]},
-            ),
-        )
+        reason = {"reason": "IOCM rejection expired", "sop_uids": sop_uids[:100]}
+        await delete_withdrawn(self.ctx, tenant, study_uid, sop_uids, "rejection-expiry", reason)
