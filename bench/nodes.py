@@ -41,18 +41,18 @@ ASSOCIATIONS_PER_NODE = 2
 REPS = 2
 
 
-def write_studies(folder: Path, studies: int = STUDIES, per_study: int = PER_STUDY) -> list[Path]:
+def write_studies(folder: Path, studies: int = STUDIES, per_study: int = PER_STUDY, patient_prefix: str = "NODES") -> list[Path]:
     """`studies` new studies of `per_study` instances each: re-stamped copies of one real MR file."""
     template = dcmread(DATA / SYNTHETIC_SOURCE)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for study in range(studies):
         template.StudyInstanceUID, template.SeriesInstanceUID = generate_uid(), generate_uid()
-        template.PatientID = f"NODES{study:05d}"
+        template.PatientID = f"{patient_prefix}{study:05d}"
         for number in range(per_study):
             template.SOPInstanceUID = template.file_meta.MediaStorageSOPInstanceUID = generate_uid()
             template.InstanceNumber = number + 1
-            path = folder / f"{study:03d}-{number:02d}.dcm"
+            path = folder / f"{study:05d}-{number:04d}.dcm"
             template.save_as(path, enforce_file_format=True)
             paths.append(path)
     return paths

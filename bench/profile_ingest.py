@@ -38,11 +38,9 @@ from typing import Any
 import psutil
 import psycopg
 from pydicom import dcmread
-from pydicom.uid import generate_uid
 
-from bench.nodes import CpuSplit, process_label
+from bench.nodes import CpuSplit, process_label, write_studies
 from bench.run import DATA, RESULTS, machine
-from bench.scale import SYNTHETIC_SOURCE
 from bench.workloads import Target, dcmsend_rate, files_of, stow_rate
 from testkit.running_stack import RunningStack, stack_overrides
 from testkit.temporal_waits import LOCAL_ACTIVITY_MARKER, client_for
@@ -56,19 +54,7 @@ def study_uids(files: list[Path]) -> set[str]:
 
 def synthetic(folder: Path, studies: int, per_study: int) -> list[Path]:
     """`studies` studies of `per_study` instances: re-stamped copies of the 27 KB MR the benches use."""
-    template = dcmread(DATA / SYNTHETIC_SOURCE)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for study in range(studies):
-        template.StudyInstanceUID, template.SeriesInstanceUID = generate_uid(), generate_uid()
-        template.PatientID = f"PROF{study:05d}"
-        for number in range(per_study):
-            template.SOPInstanceUID = template.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-            template.InstanceNumber = number + 1
-            path = folder / f"{study:04d}-{number:03d}.dcm"
-            template.save_as(path, enforce_file_format=True)
-            paths.append(path)
-    return paths
+    return write_studies(folder, studies, per_study, patient_prefix="PROF")
 
 
 # PostgreSQL -------------------------------------------------------------------------------------
