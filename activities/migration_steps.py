@@ -37,7 +37,17 @@ from archive.migration.source_queries import (
 )
 from contract import names
 from contract.payloads import MigrationCounts, MigrationDay, MigrationFailure, MigrationRequest, MigrationStudy, StudyMigrated
-from dimse.qr_scu import MOVE_DESTINATION_UNKNOWN, PENDING, SUCCESS, FindAnswer, MoveResult, find, move, open_qr_association
+from dimse.qr_scu import (
+    CANCEL,
+    MOVE_DESTINATION_UNKNOWN,
+    PENDING,
+    SUCCESS,
+    FindAnswer,
+    MoveResult,
+    find,
+    move,
+    open_qr_association,
+)
 from dimse.store_scu import DestinationUnavailable, outbound_tls, release
 
 log = logging.getLogger("dicomflow.migration")
@@ -211,7 +221,7 @@ class MigrationActivities:
 
 def _find(assoc: Association, identifier: Dataset) -> FindAnswer:
     answer = find(assoc, identifier)
-    if answer.status not in (SUCCESS, *PENDING) and not answer.identifiers and answer.status != 0xFE00:
+    if answer.status not in (SUCCESS, *PENDING) and not answer.identifiers and answer.status != CANCEL:
         raise ApplicationError(f"the source refused a C-FIND (status {answer.status:04X})")
     return answer
 

@@ -20,6 +20,10 @@ from archive.config.settings import AEEntry
 from dimse.store_scu import DestinationUnavailable, no_delay, tls_args
 
 SUCCESS, PENDING = 0x0000, (0xFF00, 0xFF01)
+# what one C-FIND answer may hold in memory: a source that answers without end (broken, or hostile)
+# is cancelled past it; a legacy PACS caps a day's answers far below (often 500-5,000)
+MAX_FIND_ANSWERS = 50_000
+FIND_MESSAGE_ID = 1
 CANCEL = 0xFE00
 MOVE_DESTINATION_UNKNOWN = 0xA801
 
@@ -61,19 +65,24 @@ def open_qr_association(
     return assoc
 
 
-def find(assoc: Association, identifier: Dataset) -> FindAnswer:
-    """Every pending answer's identifier and the final status (0xA700, 0xC000 or a cancel: cut short)."""
+def find(assoc: Association, identifier: Dataset, max_answers: int = MAX_FIND_ANSWERS) -> FindAnswer:
+    """Every pending answer's identifier and the final status (0xA700, 0xC000 or a cancel: cut short).
+    Past `max_answers` the source is sent a C-CANCEL and the rest is not kept, whatever it sends:
+    the answer then ends as cancelled, which the caller takes as capped (and asks in smaller parts)."""
     answers: list[Dataset] = []
-    for status, found in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
+    cancelled = False
+    for status, found in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind, msg_id=FIND_MESSAGE_ID):
         if status is None or "Status" not in status:
             raise DestinationUnavailable("the source gave no answer to a C-FIND; the association is lost")
         code = int(status.Status)
-        if code in PENDING:
-            if found is not None:
-                answers.append(found)
-            continue
-        return FindAnswer(answers, code)
-    return FindAnswer(answers, SUCCESS)
+        if code not in PENDING:
+            return FindAnswer(answers, CANCEL if cancelled else code)
+        if found is not None and len(answers) < max_answers:
+            answers.append(found)
+        elif found is not None and not cancelled:
+            assoc.send_c_cancel(FIND_MESSAGE_ID, query_model=StudyRootQueryRetrieveInformationModelFind)
+            cancelled = True
+    return FindAnswer(answers, CANCEL if cancelled else SUCCESS)
 
 
 def move(assoc: Association, identifier: Dataset, destination: str, progress: Callable[[int], None]) -> MoveResult:
