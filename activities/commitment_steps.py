@@ -11,7 +11,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.context import ActivityContext
 from activities.event_report import send_event_report
-from archive.config.settings import AEEntry, Settings
+from archive.config.peers import AEEntry
+from archive.config.settings import Settings
 from archive.index import commitments
 from archive.services.commitment import Classified, UnknownTransaction, classify, report_dataset
 from contract import names
@@ -22,7 +23,7 @@ from dimse.store_scu import DestinationUnavailable, outbound_tls
 def _tls(settings: Settings, requester: str, peer: AEEntry) -> ssl.SSLContext | None:
     """DICOM TLS to the requester when its AE table entry says so; not retried when the settings cannot give it."""
     try:
-        return outbound_tls(settings, requester, peer)
+        return outbound_tls(settings.tls, requester, peer)
     except DestinationUnavailable as err:
         raise ApplicationError(str(err), non_retryable=True) from None
 
@@ -53,7 +54,7 @@ class CommitmentActivities:
         if found.row.state == "reported":
             return CommitmentReport(True, 0, "reported on the requester's open association")
         pool, settings = self.ctx.pool, self.ctx.settings
-        peer = settings.ae_table.get(found.row.calling_ae)
+        peer = settings.dimse.ae_table.get(found.row.calling_ae)
         if peer is None or not peer.reachable:
             await commitments.record_outcome(
                 pool, request.tenant, request.transaction_uid, "undeliverable", found.committed, found.failed
@@ -69,7 +70,7 @@ class CommitmentActivities:
         try:
             await asyncio.to_thread(
                 send_event_report,
-                settings.ae_title,
+                settings.dimse.ae_title,
                 found.row.calling_ae,
                 peer,
                 ds,

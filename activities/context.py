@@ -42,7 +42,7 @@ class ActivityContext:
     async def open(cls, settings: Settings) -> "ActivityContext":
         pool = await open_index_pool(settings.effective_postgres_dsn(), max_size=8)
         acknowledgements = await asyncio.to_thread(open_acknowledgement_pool, settings.effective_postgres_dsn())
-        return cls(settings, pool, open_blob_store(settings), acknowledgements)
+        return cls(settings, pool, open_blob_store(settings.storage, settings.var_path), acknowledgements)
 
     async def close(self) -> None:
         await self.pool.close()

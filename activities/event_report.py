@@ -8,7 +8,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]  # generated at import
 
-from archive.config.settings import AEEntry
+from archive.config.peers import AEEntry
 from dimse.store_scu import release, tls_args
 
 COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"  # the Well-known Storage Commitment SOP Instance

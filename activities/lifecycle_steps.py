@@ -47,7 +47,7 @@ class LifecycleActivities:
     async def plan(self, run: LifecycleRun) -> list[LifecycleStudy]:
         as_of = datetime.fromisoformat(run.as_of)
         studies: dict[tuple[str, str], LifecycleStudy] = {}
-        for rule in self.ctx.settings.lifecycle_rules:
+        for rule in self.ctx.settings.lifecycle.rules:
             for tenant, study_uid in await due_studies(self.ctx.pool, rule, as_of, MAX_STUDIES_PER_RUN):
                 planned = studies.setdefault((tenant, study_uid), LifecycleStudy(tenant, study_uid))
                 planned.tasks.append(LifecycleTask(rule.name, rule.action))
@@ -55,7 +55,7 @@ class LifecycleActivities:
 
     @activity.defn(name=names.LIFECYCLE_APPLY)
     async def apply(self, study: LifecycleStudy, task: LifecycleTask) -> LifecycleResult:
-        rule = next((r for r in self.ctx.settings.lifecycle_rules if r.name == task.rule), None)
+        rule = next((r for r in self.ctx.settings.lifecycle.rules if r.name == task.rule), None)
         if rule is None:  # removed from the settings since it was planned
             return LifecycleResult()
         if rule.action == "delete":
@@ -79,7 +79,9 @@ class LifecycleActivities:
         await mark_done(self.ctx.pool, study.tenant, study.study_uid, rule.name, f"{len(versions)} compressed", saved)
         if versions:  # its series documents name the pixel data's new VR: the study workflow rewrites them
             s = self.ctx.settings
-            await signal_study(activity.client(), s.temporal_task_queue, study.tenant, study.study_uid, 0, None, s.stable_seconds)
+            await signal_study(
+                activity.client(), s.temporal.task_queue, study.tenant, study.study_uid, 0, None, s.ingest.stable_seconds
+            )
         return result
 
     def _sizes(self, keys: list[str]) -> list[int]:
@@ -101,7 +103,7 @@ class LifecycleActivities:
         spool = blobs.new_spool_file()
         try:
             with blobs.local_copy(stored.blob_key) as source:
-                shared_pool(self.ctx.settings.decode_limits).run(write_compressed, str(source), str(spool), syntax)
+                shared_pool(self.ctx.settings.decode.pool_limits).run(write_compressed, str(source), str(spool), syntax)
             staged = blobs.stage_file(spool)
             blobs.commit(staged, key)
             return NewVersion(stored.sop_uid, stored.blob_key, key, staged.sha256, staged.size, syntax)

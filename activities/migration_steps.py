@@ -20,7 +20,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.context import ActivityContext
-from archive.config.settings import AEEntry
+from archive.config.peers import AEEntry
 from archive.index import migration_progress as progress
 from archive.index.migration_progress import FoundStudy
 from archive.index.slots import NoSlotFree, destination_slot
@@ -69,19 +69,21 @@ class MigrationActivities:
         migration started, and a workflow started by anyone who reached Temporal must not pull a
         source's studies into another tenant than the one its C-STOREs land in."""
         settings = self.ctx.settings
-        refusal = source_refusal(settings, source_ae)
+        refusal = source_refusal(settings.dimse, source_ae)
         if refusal:
             raise ApplicationError(refusal, non_retryable=True)
         if migration_tenant(settings, source_ae) != tenant:
             raise ApplicationError(f"{source_ae}'s studies are received into another tenant than {tenant!r}", non_retryable=True)
-        return settings.ae_table[source_ae]
+        return settings.dimse.ae_table[source_ae]
 
     async def _associate(self, source_ae: str, peer: AEEntry) -> Association:
         try:
-            tls = outbound_tls(self.ctx.settings, source_ae, peer)
-            return await asyncio.to_thread(open_qr_association, self.ctx.settings.ae_title, source_ae, peer, ANSWER_TIMEOUT, tls)
+            tls = outbound_tls(self.ctx.settings.tls, source_ae, peer)
+            return await asyncio.to_thread(
+                open_qr_association, self.ctx.settings.dimse.ae_title, source_ae, peer, ANSWER_TIMEOUT, tls
+            )
         except DestinationUnavailable as err:
-            raise ApplicationError(f"{err}: is the source up, and does it accept {self.ctx.settings.ae_title!r}?") from None
+            raise ApplicationError(f"{err}: is the source up, and does it accept {self.ctx.settings.dimse.ae_title!r}?") from None
 
     @activity.defn(name=names.MIGRATE_BEGIN)
     async def begin(self, request: MigrationRequest) -> int:
@@ -168,7 +170,7 @@ class MigrationActivities:
         if state is not None and state[0] == "verified":
             return StudyMigrated("verified", state[1], "verified before")  # never pulled twice
         peer = self._source(study.source_ae, study.tenant)
-        slots = study.slots or self.ctx.settings.migrate_concurrency
+        slots = study.slots or self.ctx.settings.migration.concurrency
         try:
             async with destination_slot(self.ctx.settings.effective_postgres_dsn(), f"migrate:{study.source_ae}", slots):
                 return await self._pull(study, peer)
@@ -191,12 +193,12 @@ class MigrationActivities:
         return await self._verify(study, expected, result)
 
     def _move(self, assoc: Association, study_uid: str) -> MoveResult:
-        destination = self.ctx.settings.ae_title
+        destination = self.ctx.settings.dimse.ae_title
         result = move(assoc, move_identifier(study_uid), destination, lambda done: None)
         if result.status == MOVE_DESTINATION_UNKNOWN:
             raise ApplicationError(
                 f"the source does not know the move destination {destination!r} (status A801): add {destination} with this "
-                f"archive's address (port {self.ctx.settings.dimse_port}) to the source's AE configuration",
+                f"archive's address (port {self.ctx.settings.dimse.port}) to the source's AE configuration",
                 non_retryable=True,
             )
         return result

@@ -26,7 +26,7 @@ class RejectionActivities:
     async def expire(self, request: ExpiryRequest) -> ExpiryOutcome:
         as_of = datetime.fromisoformat(request.as_of)
         out = ExpiryOutcome()
-        while due := await due_for_deletion(self.ctx.pool, as_of, self.ctx.settings.rejected_retention_days):
+        while due := await due_for_deletion(self.ctx.pool, as_of, self.ctx.settings.lifecycle.rejected_retention_days):
             for tenant, study_uid, sop_uids in due:
                 activity.heartbeat(study_uid)
                 await self._delete(tenant, study_uid, sop_uids)

@@ -22,7 +22,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.context import ActivityContext
-from archive.config.settings import AEEntry, Settings
+from archive.config.peers import AEEntry
+from archive.config.settings import Settings
 from archive.dicom import dicom_status as st
 from archive.index import retrieves
 from archive.index.retrieves import COMPLETED, FAILED, WARNING, Acknowledgements, ItemToSend
@@ -76,7 +77,7 @@ def _tls(settings: Settings, destination: str, peer: AEEntry) -> ssl.SSLContext 
     """DICOM TLS to the destination when its AE table entry says so; a configuration that cannot
     give it is not retried (it will not change by itself)."""
     try:
-        return outbound_tls(settings, destination, peer)
+        return outbound_tls(settings.tls, destination, peer)
     except DestinationUnavailable as err:
         raise ApplicationError(str(err), non_retryable=True) from None
 
@@ -107,7 +108,7 @@ class RetrieveActivities:
         opened = await asyncio.gather(
             asyncio.to_thread(
                 open_store_association,
-                settings.ae_title,
+                settings.dimse.ae_title,
                 request.destination_ae,
                 peer,
                 kinds,
@@ -139,7 +140,7 @@ class RetrieveActivities:
                 f"{request.destination_ae!r}; nothing is sent",
                 non_retryable=True,
             )
-        peer = self.ctx.settings.ae_table.get(request.destination_ae)
+        peer = self.ctx.settings.dimse.ae_table.get(request.destination_ae)
         if peer is None or not peer.reachable:
             raise ApplicationError(
                 f"move destination {request.destination_ae!r} has no address in the AE table", non_retryable=True
@@ -217,7 +218,11 @@ class RetrieveActivities:
                 if item.transfer_syntax in accepted:
                     return self._send_file(request, assoc, path, message_id)
                 outgoing = dataset_to_send(
-                    path, item.transfer_syntax, accepted, shared_pool(self.ctx.settings.decode_limits), self.ctx.blobs.spool_dir
+                    path,
+                    item.transfer_syntax,
+                    accepted,
+                    shared_pool(self.ctx.settings.decode.pool_limits),
+                    self.ctx.blobs.spool_dir,
                 )
                 return store(assoc, outgoing, message_id, request.move_originator_ae, request.move_originator_message_id)
         except NoCommonSyntax as err:
@@ -242,7 +247,7 @@ class RetrieveActivities:
             outgoing = dcmread(path)
         else:
             outgoing = dataset_to_send(
-                path, item.transfer_syntax, accepted, shared_pool(self.ctx.settings.decode_limits), self.ctx.blobs.spool_dir
+                path, item.transfer_syntax, accepted, shared_pool(self.ctx.settings.decode.pool_limits), self.ctx.blobs.spool_dir
             )
         try:
             deidentify(outgoing, request.deidentify, destination_key(secret, request.destination_ae))

@@ -60,7 +60,7 @@ class RoutingActivities:
     async def route(self, ref: StudyRef) -> list[str]:
         """The rules whose forward was told about this study (started, or signalled while it runs)."""
         told = []
-        for rule in await rules_in_force(self.ctx.settings, self.ctx.pool):
+        for rule in await rules_in_force(self.ctx.settings.routing, self.ctx.pool):
             if rule.applies_to(ref.tenant) and await study_matches(self.ctx.pool, rule, ref.tenant, ref.study_uid):
                 await self._tell(rule, ref)
                 told.append(rule.name)
@@ -68,7 +68,7 @@ class RoutingActivities:
 
     async def _tell(self, rule: ForwardRule, ref: StudyRef) -> None:
         request = ForwardRequest(ref.tenant, rule.name, ref.study_uid, rule.to.destination, rule.deidentify or "", rule.to.kind)
-        await tell_forward(activity.client(), self.ctx.settings.temporal_task_queue, request)
+        await tell_forward(activity.client(), self.ctx.settings.temporal.task_queue, request)
 
     @activity.defn(name=names.FORWARD_WITHDRAW)
     async def withdraw(self, retrieve: RetrieveRequest) -> RetrieveOutcome:
@@ -98,6 +98,6 @@ class RoutingActivities:
         if not total:
             return RetrieveRequest(request.tenant, "", request.destination_ae, "", 0, 0)
         log.info("forward %s: %d instances of a study owed to %s", request.rule, total, request.destination_ae)
-        rule = await rule_in_force(self.ctx.settings, self.ctx.pool, request.rule)
+        rule = await rule_in_force(self.ctx.settings.routing, self.ctx.pool, request.rule)
         slots = rule.to.max_associations if rule else 1
         return RetrieveRequest(request.tenant, retrieve_id, request.destination_ae, "", 0, total, request.deidentify, slots)

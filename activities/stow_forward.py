@@ -46,7 +46,7 @@ class StowForwardActivities:
         return [self.send]
 
     async def _rule(self, name: str) -> ForwardRule:
-        rule = await rule_in_force(self.ctx.settings, self.ctx.pool, name)
+        rule = await rule_in_force(self.ctx.settings.routing, self.ctx.pool, name)
         if rule is not None and rule.to.stow:
             return rule
         raise ApplicationError(f"forward rule {name!r} with a STOW-RS destination is no longer in force", non_retryable=True)

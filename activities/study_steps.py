@@ -88,10 +88,10 @@ class StudyActivities:
         step goes on: failing the step would fail the study's workflow and leave every other
         instance without index and metadata. Storage errors, and refusals that may pass (a busy
         pool, a timeout on a loaded machine), are raised for Temporal to retry the step."""
-        if self.ctx.settings.transcode_policy == "keep":
+        if self.ctx.settings.storage.transcode_policy == "keep":
             return StepResult(names.TRANSCODE, detail="policy keep: objects kept as received")
-        result = StepResult(names.TRANSCODE, detail=f"policy {self.ctx.settings.transcode_policy}")
-        decoder = shared_pool(self.ctx.settings.decode_limits)
+        result = StepResult(names.TRANSCODE, detail=f"policy {self.ctx.settings.storage.transcode_policy}")
+        decoder = shared_pool(self.ctx.settings.decode.pool_limits)
         passing: list[str] = []
         for item in await lifecycle.instances_in_state(self.ctx.pool, ref.tenant, ref.study_uid, InstanceState.COMMITTED):
             if not needs_uncompressed_copy(item.transfer_syntax):

@@ -66,7 +66,7 @@ class TenantCopyActivities:
         """The tenant to copy into, from the rule in force and what the round recorded, not from the
         request: a workflow started by anyone who reached Temporal must not copy one tenant elsewhere."""
         request: ForwardRequest = job.request
-        rule = await rule_in_force(self.ctx.settings, self.ctx.pool, request.rule)
+        rule = await rule_in_force(self.ctx.settings.routing, self.ctx.pool, request.rule)
         recorded = await retrieves.recorded_as(self.ctx.pool, job.retrieve.retrieve_id)
         if (
             rule is None

@@ -59,7 +59,7 @@ class UpdateActivities:
         settings = self.ctx.settings
         # the study workflow rewrites the documents it owns (series metadata) from the new versions
         await signal_study(
-            activity.client(), settings.temporal_task_queue, request.tenant, study_uid, 0, None, settings.stable_seconds
+            activity.client(), settings.temporal.task_queue, request.tenant, study_uid, 0, None, settings.ingest.stable_seconds
         )
         return len(versions)
 

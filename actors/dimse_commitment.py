@@ -64,7 +64,7 @@ class CommitmentService:
             return allowed, None
         association, tenant = allowed
         calling = association.caller.calling_ae
-        reply_to = ctx.settings.ae_table.get(calling)
+        reply_to = ctx.settings.dimse.ae_table.get(calling)
         if reply_to is None or not reply_to.reachable:
             # a requester that leaves before the report could never get it: refused now, not left waiting
             return status(st.PROCESSING_FAILURE, f"no address for {calling} in ae_table"), None
@@ -103,10 +103,14 @@ class CommitmentService:
         await client.start_workflow(
             names.COMMITMENT_WORKFLOW,
             CommitmentRequest(
-                tenant, transaction_uid, calling, settings.commitment_timeout_seconds, settings.commitment_unknown_grace_seconds
+                tenant,
+                transaction_uid,
+                calling,
+                settings.dimse.commitment_timeout_seconds,
+                settings.dimse.commitment_unknown_grace_seconds,
             ),
             id=names.commitment_workflow_id(tenant, transaction_uid),
-            task_queue=settings.temporal_task_queue,
+            task_queue=settings.temporal.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
 
@@ -117,11 +121,11 @@ class CommitmentService:
         loop, pool = self.ctx.loop, self.ctx.pool
         if not loop.run(commitments.claim_report(pool, tenant, transaction_uid), timeout=30):
             return
-        until = time.monotonic() + self.ctx.settings.commitment_timeout_seconds
+        until = time.monotonic() + self.ctx.settings.dimse.commitment_timeout_seconds
         time.sleep(0.2)  # the N-ACTION response leaves first
         while assoc.is_established and time.monotonic() < until:
             loop.run(commitments.refresh_claim(pool, tenant, transaction_uid), timeout=30)
-            grace = self.ctx.settings.commitment_unknown_grace_seconds
+            grace = self.ctx.settings.dimse.commitment_unknown_grace_seconds
             found = loop.run(classify(pool, tenant, transaction_uid, final=False, unknown_grace=grace), timeout=30)
             if not found.pending and self._deliver(assoc, tenant, found):
                 return

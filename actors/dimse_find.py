@@ -102,7 +102,7 @@ class FindService:
             self._searches.release()
 
     def _rows(self, event: evt.Event, request: FindRequest | WorklistRequest) -> Iterator[Response]:
-        loop, ae_title = self.ctx.loop, self.ctx.settings.ae_title
+        loop, ae_title = self.ctx.loop, self.ctx.settings.dimse.ae_title
         implicit_vr, little_endian = _encoding(event)
         stream = RowStream(self.ctx.pool, request.query.sql, request.query.params)
         try:  # a search that fails to open gives its connection back too

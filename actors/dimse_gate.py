@@ -111,9 +111,9 @@ class DimseGate:
         connections still silent: two idle sockets refused every C-ECHO with a limit of 2)."""
         with self._lock:
             held = sum(1 for a in self._open.values() if a.peer_host == host)
-            if held >= self.settings.dimse_max_associations_per_peer:
+            if held >= self.settings.dimse.max_associations_per_peer:
                 return f"{host} already holds {held} associations (dimse_max_associations_per_peer)"
-            if len(self._open) >= self.settings.dimse_max_associations:
+            if len(self._open) >= self.settings.dimse.max_associations:
                 return f"{len(self._open)} associations are open (dimse_max_associations)"
             self._open[id(assoc)] = AssociationState(caller, host)
             return None

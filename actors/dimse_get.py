@@ -108,7 +108,7 @@ class GetService:
             blobs = self.ctx.blobs
             with blobs.local_copy(obj.blob_key) as path:
                 return dataset_to_send(
-                    path, obj.transfer_syntax, accepted, shared_pool(self.ctx.settings.decode_limits), blobs.spool_dir
+                    path, obj.transfer_syntax, accepted, shared_pool(self.ctx.settings.decode.pool_limits), blobs.spool_dir
                 )
         except (NoCommonSyntax, DecodeRefused) as err:
             log.warning("C-GET: %s not sent: %s", obj.sop_uid, err)

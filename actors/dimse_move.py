@@ -85,7 +85,7 @@ class MoveService:
             return allowed, None
         association, tenant = allowed
         destination = str(event.move_destination or "").strip()
-        entry = ctx.settings.ae_table.get(destination)
+        entry = ctx.settings.dimse.ae_table.get(destination)
         if entry is None or not entry.reachable or entry.tenant not in (None, tenant):
             why = "has no address in the AE table" if entry is None or not entry.reachable else "serves another tenant"
             return failure(st.MOVE_DESTINATION_UNKNOWN, f"move destination {destination!r} {why}")
@@ -122,7 +122,7 @@ class MoveService:
             names.RETRIEVE_WORKFLOW,
             retrieve,
             id=names.retrieve_workflow_id(retrieve.tenant, retrieve.retrieve_id),
-            task_queue=self.ctx.settings.temporal_task_queue,
+            task_queue=self.ctx.settings.temporal.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
 

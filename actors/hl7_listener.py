@@ -20,7 +20,8 @@ from temporalio.client import Client
 from actors.hl7_adt import AdtOrder, Refused, ack, adt_order, sending_facility
 from actors.loop_thread import LoopThread
 from archive.audit import AuditAction, AuditEvent, Outcome
-from archive.config.settings import HL7Sender, Settings
+from archive.config.peers import HL7Sender
+from archive.config.settings import Settings
 from archive.config.tls import ssl_server_context
 from archive.priority import normal_priority
 from archive.resources import Resources
@@ -43,10 +44,10 @@ class Hl7Listener:
     async def _start(self) -> asyncio.AbstractServer:
         s = self.settings
         context: ssl.SSLContext | None = None
-        if s.hl7_tls:
-            assert s.tls_cert_file and s.tls_key_file
-            context = ssl_server_context(s.tls_cert_file, s.tls_key_file, s.tls_ca_file, require_client_cert=True)
-        return await start_hl7_server(self._connected, s.bind_host, s.hl7_port, limit=s.hl7_max_message_bytes, ssl=context)
+        if s.hl7.tls:
+            assert s.tls.cert_file and s.tls.key_file
+            context = ssl_server_context(s.tls.cert_file, s.tls.key_file, s.tls.ca_file, require_client_cert=True)
+        return await start_hl7_server(self._connected, s.bind_host, s.hl7.port, limit=s.hl7.max_message_bytes, ssl=context)
 
     async def _connected(self, reader: HL7StreamReader, writer: HL7StreamWriter) -> None:
         peer = str((writer.get_extra_info("peername") or ("?",))[0])
@@ -88,7 +89,7 @@ class Hl7Listener:
         return ack(message, code, text)
 
     def _sender(self, facility: str, peer: str) -> HL7Sender:
-        sender = self.settings.hl7_senders.get(facility)
+        sender = self.settings.hl7.senders.get(facility)
         if sender is None:
             raise Refused("AR", f"unknown sending facility {facility[:40]!r}")
         if not sender.allows(peer):
@@ -98,16 +99,16 @@ class Hl7Listener:
     async def _take(self, sender: HL7Sender, facility: str, order: AdtOrder) -> str:
         if self._client is None:
             self._client = await Client.connect(
-                self.settings.effective_temporal_address(), namespace=self.settings.temporal_namespace
+                self.settings.effective_temporal_address(), namespace=self.settings.temporal.namespace
             )
         taken = await take_adt(
-            self.resources.pool, self._client, self.settings.temporal_task_queue, sender.tenant,
+            self.resources.pool, self._client, self.settings.temporal.task_queue, sender.tenant,
             facility, order.event, order.control_id, order.patient_id, order.changes.values,
         )  # fmt: skip
         return "" if taken else "already received; applied once"
 
     def _audit(self, message: hl7.Message, facility: str, peer: str, code: str, text: str) -> None:
-        sender = self.settings.hl7_senders.get(facility)
+        sender = self.settings.hl7.senders.get(facility)
         msh = message.segment("MSH")
         self.resources.audit.record(
             AuditEvent(
@@ -136,7 +137,7 @@ class Hl7ListenerActor:
 
     def ready(self) -> str:
         s = self.listener.settings
-        return f"HL7 MLLP{' over TLS' if s.hl7_tls else ''} on {s.bind_host}:{s.hl7_port} (pid {os.getpid()})"
+        return f"HL7 MLLP{' over TLS' if s.hl7.tls else ''} on {s.bind_host}:{s.hl7.port} (pid {os.getpid()})"
 
     def stop(self) -> None:
         self.listener.stop()

@@ -21,6 +21,7 @@ from actors.dimse_handlers import DimseHandlers
 from actors.dimse_move import MOVE_MODELS
 from actors.dimse_mpps import MPPS
 from actors.loop_thread import LoopThread
+from archive.config.sections import DimseSettings
 from archive.config.settings import Settings
 from archive.config.tls import ssl_server_context
 from archive.identity.tokens import verifier_for
@@ -35,15 +36,15 @@ log = logging.getLogger("dicomflow.scp")
 UNCOUNTED = 1 << 20  # pynetdicom's association limit, out of the way; dimse_max_associations applies
 
 
-def build_ae(settings: Settings) -> AE:
-    ae = AE(ae_title=settings.ae_title)
-    ae.maximum_pdu_size = settings.dimse_max_pdu
+def build_ae(dimse: DimseSettings) -> AE:
+    ae = AE(ae_title=dimse.ae_title)
+    ae.maximum_pdu_size = dimse.max_pdu
     # dicomflow counts associations itself, from their A-ASSOCIATE-RQ on (DimseGate._hold):
     # pynetdicom's count includes connections that never sent one, so idle sockets would use it up
     ae.maximum_associations = UNCOUNTED
-    ae.acse_timeout = settings.dimse_acse_timeout_seconds  # a silent new connection is dropped after this
-    ae.network_timeout = settings.dimse_idle_seconds
-    ae.dimse_timeout = settings.dimse_idle_seconds
+    ae.acse_timeout = dimse.acse_timeout_seconds  # a silent new connection is dropped after this
+    ae.network_timeout = dimse.idle_seconds
+    ae.dimse_timeout = dimse.idle_seconds
     ae.require_called_aet = False  # the called AE title may select a tenant instead (checked per caller)
     for context in AllStoragePresentationContexts:
         # either role: a modality stores to us (we are SCP), a C-GET requester receives from us (SCU)
@@ -70,23 +71,23 @@ class DimseScp:
         verifier = verifier_for(settings, self.resources.cache.client)
         handlers = DimseHandlers(settings, self.ingest, self.loop, verifier)
         self.timings = self.loop.submit(self._publish_timings(handlers.receipt_times))
-        self.ae = build_ae(settings)
-        self.servers = [self._serve(settings.dimse_port, handlers, None)]
-        if settings.dimse_tls:
-            assert settings.tls_cert_file and settings.tls_key_file
+        self.ae = build_ae(settings.dimse)
+        self.servers = [self._serve(settings.dimse.port, handlers, None)]
+        if settings.tls.enabled:
+            assert settings.tls.cert_file and settings.tls.key_file
             context = ssl_server_context(
-                settings.tls_cert_file, settings.tls_key_file, settings.tls_ca_file, settings.tls_require_client_cert
+                settings.tls.cert_file, settings.tls.key_file, settings.tls.ca_file, settings.tls.require_client_cert
             )
-            self.servers.append(self._serve(settings.dimse_tls_port, handlers, context))
+            self.servers.append(self._serve(settings.dimse.tls_port, handlers, context))
 
     def _serve(self, port: int, handlers: DimseHandlers, context: ssl.SSLContext | None) -> ThreadedAssociationServer:
         return serve_in_thread(
-            self.ae, (self.settings.bind_host, port), handlers.handlers(), context, self.settings.dimse_max_connections_per_peer
+            self.ae, (self.settings.bind_host, port), handlers.handlers(), context, self.settings.dimse.max_connections_per_peer
         )
 
     async def _publish_timings(self, histogram: ReceiptHistogram) -> None:
         """Every few seconds, for `/metrics` on the Serve replicas (archive/services/receipt_timing.py)."""
-        name = f"{self.settings.bind_host}:{self.settings.dimse_port}/{os.getpid()}"
+        name = f"{self.settings.bind_host}:{self.settings.dimse.port}/{os.getpid()}"
         while True:
             try:
                 await publish(self.resources.cache.client, name, histogram)
@@ -112,8 +113,8 @@ class DimseScpActor:
 
     def ready(self) -> str:
         s = self.scp.settings
-        tls = f", TLS on {s.dimse_tls_port}" if s.dimse_tls else ""
-        return f"SCP {self.index} {s.ae_title}@{s.bind_host}:{s.dimse_port}{tls}"
+        tls = f", TLS on {s.dimse.tls_port}" if s.tls.enabled else ""
+        return f"SCP {self.index} {s.dimse.ae_title}@{s.bind_host}:{s.dimse.port}{tls}"
 
     def stop(self) -> None:
         self.scp.stop()

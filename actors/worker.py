@@ -50,7 +50,7 @@ WORKFLOW_CACHE = 20_000  # studies in flight kept in memory (a few KB each) inst
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     # the client is made here, inside the process: it cannot be pickled into an actor
-    client = await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal_namespace)
+    client = await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal.namespace)
     ctx = await ActivityContext.open(settings)
     receipts = WorkerIngest(settings)  # copies into another tenant are received through it
     steps, routing = StudyActivities(ctx), RoutingActivities(ctx)
@@ -69,11 +69,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     ]
     await _ensure_schedules(client, settings)
     reconciler = asyncio.create_task(reconcile_forever(client, ctx.pool, settings))
-    sweeper = asyncio.create_task(sweep_forever(ctx.blobs, ctx.pool, settings))
+    sweeper = asyncio.create_task(sweep_forever(ctx.blobs, ctx.pool, settings.ingest))
     try:
         async with Worker(
             client,
-            task_queue=settings.temporal_task_queue,
+            task_queue=settings.temporal.task_queue,
             workflows=[
                 StudyWorkflow,
                 StorageCommitmentWorkflow,
@@ -107,9 +107,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
 async def _ensure_schedules(client: Client, settings: Settings) -> None:
     """The periodic workflows this archive runs; every worker makes sure of them (the first creates)."""
     try:
-        await ensure_rejection_expiry(client, settings.temporal_task_queue, settings.rejection_expiry_interval_seconds)
+        await ensure_rejection_expiry(client, settings.temporal.task_queue, settings.lifecycle.rejection_expiry_interval_seconds)
         schedule = lifecycle_schedule(
-            settings.temporal_task_queue, settings.lifecycle_interval_seconds, settings.lifecycle_concurrency
+            settings.temporal.task_queue, settings.lifecycle.interval_seconds, settings.lifecycle.concurrency
         )
         await ensure_schedule(client, names.LIFECYCLE_SCHEDULE, schedule)
     except Exception:  # noqa: BLE001 - e.g. two workers creating it at once; the next start tries again

@@ -26,8 +26,8 @@ class Resources:
     @classmethod
     async def open(cls, settings: Settings, pool_size: int = 10) -> "Resources":
         pool = await open_index_pool(settings.effective_postgres_dsn(), max_size=pool_size)
-        blobs = await asyncio.to_thread(open_blob_store, settings)
-        cache = Cache.from_url(settings.effective_redis_url(), settings.cache_ttl_seconds)
+        blobs = await asyncio.to_thread(open_blob_store, settings.storage, settings.var_path)
+        cache = Cache.from_url(settings.effective_redis_url(), settings.cache.ttl_seconds)
         audit = AuditLog(pool)
         audit.start()
         return cls(settings, pool, blobs, cache, audit)

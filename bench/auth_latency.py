@@ -261,7 +261,7 @@ class AuthLatency:
             started = time.monotonic()
             stack.start()
             print(
-                f"  stack {stack.settings.auth} up in {time.monotonic() - started:.0f} s on HTTP port {stack.settings.http_port}",
+                f"  stack {stack.settings.auth} up in {time.monotonic() - started:.0f} s on HTTP port {stack.settings.web.http_port}",
                 flush=True,
             )
         self.note_hits("after both stacks started")
@@ -372,17 +372,17 @@ class AuthLatency:
             client = Redis.from_url(settings.effective_redis_url())
             keys = JwksCache(
                 client,
-                settings.oidc_jwks_ttl_seconds,
-                settings.oidc_refetch_seconds,
+                settings.oidc.jwks_ttl_seconds,
+                settings.oidc.refetch_seconds,
                 mac_key=(settings.effective_oidc_cache_key() or "").encode(),
                 fetch=no_fetch,
             )
             verifier = TokenVerifier(
-                settings.oidc_issuer,
-                settings.oidc_audience or "",
+                settings.oidc.issuer,
+                settings.oidc.audience or "",
                 keys,
-                algorithms=list(settings.oidc_algorithms),
-                leeway=settings.oidc_clock_skew_seconds,
+                algorithms=list(settings.oidc.algorithms),
+                leeway=settings.oidc.clock_skew_seconds,
             )
             jwks = await keys.keys(issuer)
             try:

@@ -40,8 +40,8 @@ def echo(stack: RunningStack, tls: tuple | None = None) -> tuple[str, float]:
     ae.add_requested_context(VERIFICATION)
     ae.connection_timeout = ae.acse_timeout = ae.network_timeout = 30
     started = time.monotonic()
-    port = s.dimse_tls_port if tls else s.dimse_port
-    assoc = ae.associate("127.0.0.1", port, ae_title=s.ae_title, tls_args=tls)
+    port = s.dimse.tls_port if tls else s.dimse.port
+    assoc = ae.associate("127.0.0.1", port, ae_title=s.dimse.ae_title, tls_args=tls)
     outcome = "rejected" if assoc.is_rejected else "no association"
     if assoc.is_established:
         status = assoc.send_c_echo()
@@ -78,11 +78,11 @@ def main() -> None:
         echo(stack)  # warm
         # TLS first: a socket closed by its peer before its A-ASSOCIATE-RQ may still count for a while
         print("TLS C-ECHO, nothing idle:            %s in %.3f s" % echo(stack, tls))
-        with idle_sockets(stack.settings.dimse_tls_port, 1):
+        with idle_sockets(stack.settings.dimse.tls_port, 1):
             print("TLS C-ECHO, 1 idle TLS-port socket:  %s in %.3f s" % echo(stack, tls))
         time.sleep(8)  # past dimse_idle_seconds: the idle one is gone
         print("plain C-ECHO, nothing idle:          %s in %.3f s" % echo(stack))
-        with idle_sockets(stack.settings.dimse_port, 2):
+        with idle_sockets(stack.settings.dimse.port, 2):
             print("plain C-ECHO, 2 idle plain sockets:  %s in %.3f s" % echo(stack))
     finally:
         stack.stop()

@@ -238,7 +238,7 @@ class QR:
     @property
     def peers(self) -> list[Peer]:
         s = self.dicomflow.settings
-        return [Peer("dicomflow", s.ae_title, s.dimse_port), Peer("orthanc", "ORTHANC", self.orthanc.dicom_port)]
+        return [Peer("dicomflow", s.dimse.ae_title, s.dimse.port), Peer("orthanc", "ORTHANC", self.orthanc.dicom_port)]
 
     def ordered(self, rep: int) -> list[Peer]:
         return self.peers if rep % 2 == 0 else list(reversed(self.peers))

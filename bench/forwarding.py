@@ -309,7 +309,7 @@ class Forwarding:
     def run_dicomflow(self, mode: str) -> dict[str, Any]:
         folder, study, paths = self._prepare(patient_id(mode))
         s = self.dicomflow.settings
-        started, sent, answered = dcmsend(folder, s.ae_title, s.dimse_port, paths)
+        started, sent, answered = dcmsend(folder, s.dimse.ae_title, s.dimse.port, paths)
         arrived = self.ours.wait_for(study, len(paths))
         result = measured(started, sent, answered, arrived)
         rule = RULES[mode]

@@ -76,10 +76,10 @@ class LifecycleIngest:
         """One restamped copy of the 520 files over ASSOCIATIONS associations; (study, instances/s)."""
         self.batches += 1
         study, paths = write_study(self.workdir / f"batch-{self.batches}", self.files, f"LIFE{self.batches}")
-        return study, dcmsend_rate(ae, self.stack.settings.dimse_port, paths, ASSOCIATIONS)
+        return study, dcmsend_rate(ae, self.stack.settings.dimse.port, paths, ASSOCIATIONS)
 
     def settle(self, tenant: str, studies: list[str]) -> None:
-        time.sleep(self.stack.settings.stable_seconds + 2)
+        time.sleep(self.stack.settings.ingest.stable_seconds + 2)
         ids = [names.study_workflow_id(tenant, s) for s in studies]
         asyncio.run(wait_completed(self.stack.settings, ids, timeout=900))
 

@@ -174,7 +174,7 @@ def main() -> int:
             work / "orthanc", free_port(), free_port(), modalities={SOURCE_AE: (SOURCE_AE, "127.0.0.1", source_port)}
         )
         destinations = {
-            stack.settings.ae_title: ("127.0.0.1", stack.settings.dimse_port),
+            stack.settings.dimse.ae_title: ("127.0.0.1", stack.settings.dimse.port),
             ORTHANC_AE: ("127.0.0.1", orthanc.dicom_port),
         }
         print(f"bench.migration: {len(counts)} studies, {instances} instances over {DAYS} days", flush=True)

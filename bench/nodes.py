@@ -140,7 +140,7 @@ class NodesBench:
             stderr=subprocess.STDOUT,
         )
         self.joined.append((node, log))
-        while not echo_answers("NODES1", ip, self.stack.settings.dimse_port):
+        while not echo_answers("NODES1", ip, self.stack.settings.dimse.port):
             if node.poll() is not None or time.monotonic() - started > 300:
                 raise RuntimeError(f"node {ip} did not take an association: see {log.name}")
             time.sleep(0.25)
@@ -166,7 +166,7 @@ class NodesBench:
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(nodes) as pool:
             senders = [
-                pool.submit(dcmsend_rate, ae, self.stack.settings.dimse_port, files[i::nodes], ASSOCIATIONS_PER_NODE, ip)
+                pool.submit(dcmsend_rate, ae, self.stack.settings.dimse.port, files[i::nodes], ASSOCIATIONS_PER_NODE, ip)
                 for i, ip in enumerate(NODE_IPS[:nodes])
             ]
             for sender in senders:

@@ -331,7 +331,7 @@ class Profiler:
         sampler.start()
         started = time.monotonic()
         if kind == "dimse":
-            rate = dcmsend_rate(ae, self.stack.settings.dimse_port, files, parallel)
+            rate = dcmsend_rate(ae, self.stack.settings.dimse.port, files, parallel)
         else:
             target = Target("dicomflow", self.stack.url("/dicomweb"), ae, 0, {"x-tenant": tenant})
             rate = stow_rate(target, files, parallel)

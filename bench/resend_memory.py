@@ -47,7 +47,7 @@ def c_store(stack: RunningStack, payload: bytes) -> str:
     ds = dcmread(io.BytesIO(payload), stop_before_pixels=True)
     ae = AE()
     ae.add_requested_context(ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.TransferSyntaxUID)
-    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse.port, ae_title=stack.settings.dimse.ae_title)
     assert assoc.is_established, "association refused"
     try:
         with tempfile.NamedTemporaryFile(suffix=".dcm") as fh:

@@ -74,7 +74,9 @@ class Bench:
     def targets(self, ae: str, tenant: str) -> dict[str, Target]:
         s = self.dicomflow.settings
         return {
-            "dicomflow": Target("dicomflow", f"http://127.0.0.1:{s.http_port}/dicomweb", ae, s.dimse_port, {"x-tenant": tenant}),
+            "dicomflow": Target(
+                "dicomflow", f"http://127.0.0.1:{s.web.http_port}/dicomweb", ae, s.dimse.port, {"x-tenant": tenant}
+            ),
             "orthanc": Target("orthanc", self.orthanc.dicomweb, "ORTHANC", self.orthanc.dicom_port, {}),
         }
 
@@ -123,7 +125,7 @@ class Bench:
             self.orthanc.start(fresh=True)
             return dcmsend_rate("ORTHANC", self.orthanc.dicom_port, files, associations)
         ae, _ = self.fresh_tenant()
-        return dcmsend_rate(ae, self.dicomflow.settings.dimse_port, files, associations)
+        return dcmsend_rate(ae, self.dicomflow.settings.dimse.port, files, associations)
 
     # reads -----------------------------------------------------------------------------------------
 
@@ -184,7 +186,7 @@ class Bench:
     def workflow_latency(self) -> None:
         ae, tenant = self.fresh_tenant()
         files = files_of(DATA / "dcm_qa_toshiba")
-        dcmsend_rate(ae, self.dicomflow.settings.dimse_port, files, 1)
+        dcmsend_rate(ae, self.dicomflow.settings.dimse.port, files, 1)
         last = time.monotonic()
         toshiba = dcmread(files[0], stop_before_pixels=True)
         import asyncio

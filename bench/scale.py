@@ -75,7 +75,7 @@ def _study_count(dsn: str, tenant: str) -> int:
 
 def qido_percentiles(bench: Bench) -> None:
     s = bench.dicomflow.settings
-    url = f"http://127.0.0.1:{s.http_port}/dicomweb/studies"
+    url = f"http://127.0.0.1:{s.web.http_port}/dicomweb/studies"
     loaded = 0
     for step in INDEX_STEPS:
         bulk_load(s.effective_postgres_dsn(), "scale", loaded, step - loaded)
@@ -97,7 +97,7 @@ def scp_curve(bench: Bench, data: Path, processes: tuple[int, ...] = (1, 2, 4)) 
                 bench.record(
                     f"C-STORE instances/s, 4 assoc, {count} SCP process(es)",
                     "dicomflow",
-                    dcmsend_rate(ae, stack.settings.dimse_port, files, 4),
+                    dcmsend_rate(ae, stack.settings.dimse.port, files, 4),
                 )
         finally:
             stack.stop()

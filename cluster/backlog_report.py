@@ -27,7 +27,7 @@ async def _index_half(settings: Settings) -> dict[str, Any]:
 async def _temporal_half(settings: Settings) -> dict[str, Any]:
     from temporalio.client import Client
 
-    client = await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal_namespace)
+    client = await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal.namespace)
     counts = {}
     for key, status in (("study_workflows_running", "Running"), ("study_workflows_failed", "Failed")):
         answer = await client.count_workflows(f"WorkflowType = '{STUDY_WORKFLOW}' AND ExecutionStatus = '{status}'")

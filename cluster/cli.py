@@ -33,6 +33,7 @@ from cluster.cli_cluster import print_cluster
 from cluster.process_exit import exit_without_teardown
 from cluster.ray_env import join_as_client
 from cluster.redaction import redacted
+from cluster.serve_ingress import ingress
 from cluster.services.process import ServiceError, read_pid, stop_pid
 
 
@@ -44,7 +45,7 @@ def _ray_address(settings: Settings) -> str:
     from cluster.ray_runtime import ray_address_file
 
     path = ray_address_file(settings)
-    return settings.ray_address or (path.read_text().strip() if path.exists() else "(not started)")
+    return settings.cluster.ray_address or (path.read_text().strip() if path.exists() else "(not started)")
 
 
 def banner(settings: Settings) -> str:
@@ -62,49 +63,49 @@ def banner(settings: Settings) -> str:
             [
                 (
                     "HAProxy",
-                    f"stats http://{h}:{settings.haproxy_stats_port}/stats, metrics :{settings.haproxy_metrics_port}/metrics",
+                    f"stats http://{h}:{settings.web.haproxy_stats_port}/stats, metrics :{settings.web.haproxy_metrics_port}/metrics",
                 )
             ]
-            if settings.ingress == "haproxy"
+            if ingress(settings) == "haproxy"
             else []
         ),
         (
             "DIMSE",
-            f"AE title {settings.ae_title} on {h}:{settings.dimse_port}"
+            f"AE title {settings.dimse.ae_title} on {h}:{settings.dimse.port}"
             + (
-                f", DICOM TLS on {h}:{settings.dimse_tls_port}"
-                if settings.dimse_tls
+                f", DICOM TLS on {h}:{settings.dimse.tls_port}"
+                if settings.tls.enabled
                 else ", no DICOM TLS (see `dicomflow certs`)"
             ),
         ),
         (
             "Temporal UI",
             f"{settings.dicomweb_origin}{TEMPORAL_UI_PATH}/   (operator role; log in at /temporal-login)"
-            if not settings.temporal_address
+            if not settings.temporal.address
             else "(external Temporal: its own UI)",
         ),
         ("Temporal", settings.effective_temporal_address()),
         (
             "Ray dashboard",
-            f"http://{h}:{settings.ray_dashboard_port}   (token: ~/.ray/auth_token)"
-            if not settings.ray_address
-            else settings.ray_address,
+            f"http://{h}:{settings.cluster.ray_dashboard_port}   (token: ~/.ray/auth_token)"
+            if not settings.cluster.ray_address
+            else settings.cluster.ray_address,
         ),
         ("Ray cluster", f"{_ray_address(settings)}   (`dicomflow join` it from another node; `dicomflow scale workers=N`)"),
         ("PostgreSQL", redacted(settings.effective_postgres_dsn())),
         ("Redis", redacted(settings.effective_redis_url())),
-        ("Blobs", settings.s3_endpoint or str(settings.var_path / "blobs")),
+        ("Blobs", settings.storage.s3_endpoint or str(settings.var_path / "blobs")),
     ]
-    if settings.hl7_enabled:
-        tls = " over TLS" if settings.hl7_tls else ""
-        rows.append(("HL7 ADT", f"MLLP{tls} on {h}:{settings.hl7_port} from {', '.join(sorted(settings.hl7_senders))}"))
+    if settings.hl7.enabled:
+        tls = " over TLS" if settings.hl7.tls else ""
+        rows.append(("HL7 ADT", f"MLLP{tls} on {h}:{settings.hl7.port} from {', '.join(sorted(settings.hl7.senders))}"))
     if settings.auth == "none":
         rows.insert(0, ("Auth", "OFF: every caller on this host is trusted with every tenant (auth = 'none')"))
     else:
-        rows.insert(0, ("Auth", f"OIDC bearer tokens from {', '.join(settings.oidc_issuer)} (audience {settings.oidc_audience})"))
-    if settings.ingress != settings.serve_ingress:
+        rows.insert(0, ("Auth", f"OIDC bearer tokens from {', '.join(settings.oidc.issuer)} (audience {settings.oidc.audience})"))
+    if ingress(settings) != settings.web.serve_ingress:
         rows.insert(1, ("Ingress", "Serve's own proxy: Ray's HAProxy ingress only works with a loopback bind_host"))
-    if not settings.https and not settings.bind_is_loopback:
+    if not settings.web.https and not settings.bind_is_loopback:
         rows.insert(
             1,
             (

@@ -58,7 +58,7 @@ def cluster_status(settings: Settings) -> dict[str, Any] | None:
 
     from cluster.ray_runtime import ray_address_file
 
-    if not settings.ray_address and not ray_address_file(settings).exists():
+    if not settings.cluster.ray_address and not ray_address_file(settings).exists():
         return None
     answer: dict[str, Any] = {"error": "no answer from the cluster in 30 s (is `dicomflow up` running?)"}
 
@@ -115,7 +115,7 @@ def _admission(settings: Settings, roles: list[str], node_ip: str) -> str | None
 def cmd_join(settings: Settings, args: argparse.Namespace) -> int:
     roles = [r for r in args.roles.split(",") if r]
     resources = role_resources(roles)
-    joining = settings.model_copy(update={"ray_address": args.address})
+    joining = settings.with_values(ray_address=args.address)
     tls = ray_tls_files(settings)
     if tls and not serves_tls(tls[0]):
         print(
@@ -198,11 +198,11 @@ def _missing_secrets(settings: Settings) -> list[str]:
     from archive.config.embedded_secrets import OIDC_CACHE, POSTGRES_APP, REDIS, read_secret
 
     wanted = []
-    if settings.postgres_dsn is None:
+    if settings.index.dsn is None:
         wanted.append(POSTGRES_APP)
-    if settings.redis_url is None:
+    if settings.cache.url is None:
         wanted.append(REDIS)
-    if settings.auth == "oidc" and not settings.oidc_cache_key:
+    if settings.auth == "oidc" and not settings.oidc.cache_key:
         wanted.append(OIDC_CACHE)
     return [name for name in wanted if not read_secret(settings.var_path, name)]
 

@@ -44,7 +44,7 @@ async def _owed(pool: AsyncConnectionPool, rule: ForwardRule, tenant: str, study
 async def _test(settings: Settings, args: argparse.Namespace) -> int:
     pool = await open_index_pool(settings.effective_postgres_dsn(), max_size=1)
     try:
-        rules = {rule.name: rule for rule in await rules_in_force(settings, pool)}
+        rules = {rule.name: rule for rule in await rules_in_force(settings.routing, pool)}
         rule = rules.get(args.rule)
         if rule is None:
             known = ", ".join(sorted(rules)) or "none: add forward_rules to the settings or through /admin/forwarding"
@@ -72,11 +72,11 @@ async def _test(settings: Settings, args: argparse.Namespace) -> int:
 async def _cancel(settings: Settings, args: argparse.Namespace) -> int:
     pool = await open_index_pool(settings.effective_postgres_dsn(), max_size=1)
     try:  # the rule may have been removed since its forward started: then --tenant or the default
-        rule = next((r for r in await rules_in_force(settings, pool) if r.name == args.rule), None)
+        rule = next((r for r in await rules_in_force(settings.routing, pool) if r.name == args.rule), None)
     finally:
         await pool.close()
     tenant = args.tenant or (rule.tenant if rule else None) or settings.default_tenant
-    client = await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal_namespace)
+    client = await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal.namespace)
     try:
         workflow_id = await cancel_forward(client, tenant, args.rule, args.study)
     except ForwardNotRunning as err:

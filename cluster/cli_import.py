@@ -51,12 +51,12 @@ async def _already_stored(settings: Settings, tenant: str, files: list[DicomFile
 
 
 def _target(settings: Settings, args: argparse.Namespace) -> DimseTarget:
-    if args.tls and settings.tls_ca_file is None:
+    if args.tls and settings.tls.ca_file is None:
         raise SystemExit("dicomflow import: --tls needs tls_ca_file in the settings")
-    tls = ssl_client_context(settings.tls_ca_file) if args.tls and settings.tls_ca_file else None
+    tls = ssl_client_context(settings.tls.ca_file) if args.tls and settings.tls.ca_file else None
     host = "127.0.0.1" if settings.bind_host in ("0.0.0.0", "::") else settings.bind_host
-    port = settings.dimse_tls_port if args.tls else settings.dimse_port
-    return DimseTarget(host, port, settings.ae_title, args.aet, tls)
+    port = settings.dimse.tls_port if args.tls else settings.dimse.port
+    return DimseTarget(host, port, settings.dimse.ae_title, args.aet, tls)
 
 
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
@@ -64,8 +64,8 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     if missing:
         print(f"dicomflow import: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return 2
-    tenant = settings.tenant_for_ae(args.aet, settings.ae_title)
-    jobs = args.jobs or max(2, 2 * settings.scp_processes)
+    tenant = settings.tenant_for_ae(args.aet, settings.dimse.ae_title)
+    jobs = args.jobs or max(2, 2 * settings.cluster.scp_processes)
     with tempfile.TemporaryDirectory(prefix="dicomflow-import-") as unpack:
         print(f"dicomflow import: reading the headers under {', '.join(map(str, args.paths))} ...", file=sys.stderr, flush=True)
         found = find_dicom(args.paths, Path(unpack))

@@ -36,16 +36,16 @@ def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
 
 
 async def _run(settings: Settings, as_of: datetime | None, dry_run: bool) -> int:
-    client = await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal_namespace)
+    client = await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal.namespace)
     when = (as_of or datetime.now(timezone.utc)).isoformat()
-    if not settings.lifecycle_rules:
+    if not settings.lifecycle.rules:
         print("lifecycle: no lifecycle_rules in the settings; nothing to do")
         return 0
     result = await client.execute_workflow(
         names.LIFECYCLE_RUN_WORKFLOW,
-        LifecycleRun(when, dry_run, settings.lifecycle_concurrency),
+        LifecycleRun(when, dry_run, settings.lifecycle.concurrency),
         id=f"{names.LIFECYCLE_SCHEDULE}-cli-{uuid.uuid4().hex[:12]}",
-        task_queue=settings.temporal_task_queue,
+        task_queue=settings.temporal.task_queue,
         result_type=LifecycleResult,
     )
     verb = "would work on" if dry_run else "worked on"

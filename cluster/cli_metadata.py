@@ -41,10 +41,10 @@ async def _stale(settings: Settings, tenant: str | None) -> list[tuple[str, str]
 
 
 async def _signal(settings: Settings, studies: list[tuple[str, str]]) -> None:
-    client = await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal_namespace)
+    client = await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal.namespace)
     for done, (tenant, study_uid) in enumerate(studies, start=1):
         # no instance arrived: the workflow's new run re-indexes and rewrites every series document
-        await signal_study(client, settings.temporal_task_queue, tenant, study_uid, 0, None, settings.stable_seconds)
+        await signal_study(client, settings.temporal.task_queue, tenant, study_uid, 0, None, settings.ingest.stable_seconds)
         if done % 100 == 0 or done == len(studies):
             print(f"metadata: {done}/{len(studies)} study workflows signalled", flush=True)
 

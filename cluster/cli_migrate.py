@@ -52,7 +52,7 @@ def _request(settings: Settings, args: argparse.Namespace) -> MigrationRequest |
     """The migration the arguments name, or why there is none."""
     if not args.source:
         return "name the legacy archive: --from AE_TITLE (an ae_table entry)"
-    refusal = source_refusal(settings, args.source)
+    refusal = source_refusal(settings.dimse, args.source)
     if refusal:
         return f"cannot migrate from {args.source}: {refusal}"
     if not args.since:
@@ -63,7 +63,7 @@ def _request(settings: Settings, args: argparse.Namespace) -> MigrationRequest |
     tenant = migration_tenant(settings, args.source)
     modalities = sorted({m.upper() for m in args.modality})
     key = names.migration_key(tenant, args.source, args.since, until, modalities)
-    concurrency = args.concurrency or settings.migrate_concurrency
+    concurrency = args.concurrency or settings.migration.concurrency
     return MigrationRequest(key, tenant, args.source, args.since, until, modalities, concurrency, args.find_limit)
 
 
@@ -80,13 +80,13 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _client(settings: Settings) -> Client:
-    return await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal_namespace)
+    return await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal.namespace)
 
 
 async def _start(settings: Settings, request: MigrationRequest, detach: bool) -> int:
     client = await _client(settings)
     workflow_id = names.migration_workflow_id(request.key)
-    started = await start_migration(client, settings.temporal_task_queue, request)
+    started = await start_migration(client, settings.temporal.task_queue, request)
     print(
         f"dicomflow migrate: {'started' if started else 'already running:'} {workflow_id} "
         f"({request.concurrency} C-MOVE(s) at once, newest day first; tenant {request.tenant!r})",

@@ -38,7 +38,7 @@ async def _list(settings: Settings, tenant: str | None, study: str | None) -> in
     finally:
         await pool.close()
     for tenant_name, r in rows:
-        grace = timedelta(0 if r.code == RETENTION_EXPIRED else settings.rejected_retention_days)
+        grace = timedelta(0 if r.code == RETENTION_EXPIRED else settings.lifecycle.rejected_retention_days)
         fate = (
             f"deleted {r.deleted_at:%Y-%m-%d %H:%M}"
             if r.deleted_at
@@ -63,13 +63,13 @@ async def _restore(settings: Settings, tenant: str, study: str, instances: list[
 
 
 async def _expire(settings: Settings, as_of: datetime | None) -> int:
-    client = await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal_namespace)
+    client = await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal.namespace)
     when = (as_of or datetime.now(timezone.utc)).isoformat()
     outcome = await client.execute_workflow(
         names.REJECTION_EXPIRY_WORKFLOW,
         ExpiryRequest(when),
         id=f"{names.REJECTION_EXPIRY_SCHEDULE}-cli-{uuid.uuid4().hex[:12]}",
-        task_queue=settings.temporal_task_queue,
+        task_queue=settings.temporal.task_queue,
         result_type=ExpiryOutcome,
     )
     print(f"rejected: as of {when}, deleted {outcome.instances} instance(s) in {outcome.studies} study(ies)")

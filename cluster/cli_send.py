@@ -37,11 +37,11 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
 
 
 def _dimse_target(settings: Settings, args: argparse.Namespace) -> DimseTarget:
-    if args.tls and settings.tls_ca_file is None:
+    if args.tls and settings.tls.ca_file is None:
         raise SystemExit("dicomflow send: --tls needs tls_ca_file in the settings (the CA that signed the archive)")
-    tls = ssl_client_context(settings.tls_ca_file) if args.tls and settings.tls_ca_file else None
-    port = args.port or (settings.dimse_tls_port if args.tls else settings.dimse_port)
-    return DimseTarget(args.host or settings.bind_host, port, args.aec or settings.ae_title, args.aet, tls)
+    tls = ssl_client_context(settings.tls.ca_file) if args.tls and settings.tls.ca_file else None
+    port = args.port or (settings.dimse.tls_port if args.tls else settings.dimse.port)
+    return DimseTarget(args.host or settings.bind_host, port, args.aec or settings.dimse.ae_title, args.aet, tls)
 
 
 def _stow_target(settings: Settings, args: argparse.Namespace) -> StowTarget:

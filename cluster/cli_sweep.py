@@ -42,7 +42,7 @@ class _Progress:
 
 
 async def _sweep(settings: Settings, grace: float, dry_run: bool) -> SweepReport | None:
-    blobs = await asyncio.to_thread(open_blob_store, settings)
+    blobs = await asyncio.to_thread(open_blob_store, settings.storage, settings.var_path)
     pool = await open_index_pool(settings.effective_postgres_dsn(), max_size=2)
     try:
         return await sweep_once(blobs, pool, grace, dry_run=dry_run, progress=_Progress())
@@ -51,9 +51,9 @@ async def _sweep(settings: Settings, grace: float, dry_run: bool) -> SweepReport
 
 
 def cmd_sweep(settings: Settings, args: argparse.Namespace) -> int:
-    grace = settings.orphan_grace_seconds if args.grace is None else args.grace
+    grace = settings.ingest.orphan_grace_seconds if args.grace is None else args.grace
     print(
-        f"sweep: {'dry run over' if args.dry_run else 'sweeping'} {settings.s3_endpoint or settings.var_path / 'blobs'}, "
+        f"sweep: {'dry run over' if args.dry_run else 'sweeping'} {settings.storage.s3_endpoint or settings.var_path / 'blobs'}, "
         f"grace {grace:g} s",
         flush=True,
     )

@@ -52,7 +52,7 @@ class ClusterController:
     def __init__(self, settings_data: dict[str, Any]) -> None:
         # a restarted controller keeps what `dicomflow scale` set since `up` (var/run/scale.json)
         self.settings = Settings.model_validate({**settings_data, **_scaled(Settings.model_validate(settings_data))})
-        self.workers_wanted = self.settings.workflow_workers
+        self.workers_wanted = self.settings.cluster.workflow_workers
         self.placed: list[Placed] = []
         self.draining: set[str] = set()
         self.refused: dict[str, str] = {}
@@ -88,9 +88,9 @@ class ClusterController:
                 continue
             self.refused.pop(node.node_id, None)
             if "dimse" in node.roles and not self._on_node("scp", node):
-                for index in range(self.settings.scp_processes):
+                for index in range(self.settings.cluster.scp_processes):
                     self._place_scp(node, index)
-            if "dimse" in node.roles and self.settings.hl7_enabled and not self._on_node("hl7", node):
+            if "dimse" in node.roles and self.settings.hl7.enabled and not self._on_node("hl7", node):
                 self._place_hl7(node)
         await self._balance_workers(
             [n for n in nodes if "worker" in n.roles and n.node_id not in self.draining and n.node_id not in self.refused]
@@ -228,8 +228,8 @@ def scale_file(settings: Settings) -> Path:
 def _remember_scale(settings: Settings, workers: int) -> None:
     choice = {
         "workflow_workers": workers,
-        "serve_replicas": settings.serve_replicas,
-        "serve_max_replicas": settings.serve_max_replicas,
+        "serve_replicas": settings.web.serve_replicas,
+        "serve_max_replicas": settings.web.serve_max_replicas,
     }
     scale_file(settings).write_text(json.dumps(choice) + "\n")
 

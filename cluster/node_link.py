@@ -114,26 +114,26 @@ async def connect(head: str, ports: list[PortPair], tls: ssl.SSLContext) -> None
 
 def links_configured(settings: Settings) -> bool:
     """Node links need the archive's certificate, its key and the CA nodes' certificates chain to."""
-    return bool(settings.tls_cert_file and settings.tls_key_file and settings.tls_ca_file)
+    return bool(settings.tls.cert_file and settings.tls.key_file and settings.tls.ca_file)
 
 
 def embedded_ports(settings: Settings) -> list[int]:
     """The ports of the services this archive started itself, which other nodes reach by a link."""
     ports = []
-    if settings.postgres_dsn is None:
-        ports.append(settings.postgres_port)
-    if settings.redis_url is None:
-        ports.append(settings.redis_port)
-    if settings.temporal_address is None:
-        ports.append(settings.temporal_port)
+    if settings.index.dsn is None:
+        ports.append(settings.index.port)
+    if settings.cache.url is None:
+        ports.append(settings.cache.port)
+    if settings.temporal.address is None:
+        ports.append(settings.temporal.port)
     return ports
 
 
 def node_link_service(settings: Settings, mode: str, host: str) -> ManagedProcess:
-    assert settings.tls_cert_file and settings.tls_key_file and settings.tls_ca_file
+    assert settings.tls.cert_file and settings.tls.key_file and settings.tls.ca_file
     ports = ",".join(str(p) for p in embedded_ports(settings))
     argv = [sys.executable, "-m", "cluster.node_link", mode, host, ports]
-    argv += [str(settings.tls_cert_file), str(settings.tls_key_file), str(settings.tls_ca_file)]
+    argv += [str(settings.tls.cert_file), str(settings.tls.key_file), str(settings.tls.ca_file)]
     return ManagedProcess(
         name=f"node-link-{mode}", argv=argv, run_dir=settings.var_path / "run", log_dir=settings.var_path / "log"
     )

@@ -7,7 +7,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from archive.config.settings import ALL_NODE_ROLES, Settings, is_loopback
+from archive.config.sections import ALL_NODE_ROLES
+from archive.config.settings import Settings, is_loopback
 from cluster.node_link import embedded_ports, links_configured
 from rayfence.resources import RESOURCE_PREFIX
 
@@ -51,7 +52,7 @@ def node_settings(settings: Settings, node: Node) -> Settings:
     another host needs the head's var/secrets (0600) at the same var_dir; `dicomflow join` checks."""
     if node.is_head:
         return settings
-    return settings.model_copy(update={"bind_host": node.address})
+    return settings.with_values(bind_host=node.address)
 
 
 def link_problem(settings: Settings, node: Node) -> str | None:
@@ -80,7 +81,7 @@ def placement_problem(settings: Settings, node: Node) -> str | None:
 
 def blob_problem(settings: Settings, node: Node) -> str | None:
     """Why `node` may not receive objects: blobs on local disk are invisible to every other node."""
-    if node.is_head or settings.blob_backend == "s3" or settings.blob_dir_shared:
+    if node.is_head or settings.storage.backend == "s3" or settings.cluster.blob_dir_shared:
         return None
     return (
         f"node {node.address} cannot store objects: blobs are on the head's local disk ({settings.var_path / 'blobs'}). "

@@ -21,7 +21,7 @@ from cluster.services.process import ServiceError
 
 
 def pin_ray_to_loopback(settings: Settings) -> None:
-    if settings.ray_address or not settings.bind_is_loopback:
+    if settings.cluster.ray_address or not settings.bind_is_loopback:
         return
     if "ray" in sys.modules:
         raise RuntimeError("pin_ray_to_loopback must run before ray is imported")
@@ -66,9 +66,9 @@ def ray_tls_files(settings: Settings) -> tuple[Path, Path, Path] | None:
     """The certificate, key and CA Ray's gRPC uses between its processes and nodes: the archive's own
     (`dicomflow certs`), when the cluster is reachable from the network and they are set."""
     s = settings
-    if s.bind_is_loopback or not (s.tls_cert_file and s.tls_key_file and s.tls_ca_file):
+    if s.bind_is_loopback or not (s.tls.cert_file and s.tls.key_file and s.tls.ca_file):
         return None
-    return Path(s.tls_cert_file).resolve(), Path(s.tls_key_file).resolve(), Path(s.tls_ca_file).resolve()
+    return Path(s.tls.cert_file).resolve(), Path(s.tls.key_file).resolve(), Path(s.tls.ca_file).resolve()
 
 
 class RayTlsError(ServiceError):

@@ -11,23 +11,24 @@ from ray import serve
 from archive.config.settings import Settings
 from cluster.placement import role_resources
 from cluster.ray_env import protect_ray_token
+from cluster.serve_ingress import ingress
 
 log = logging.getLogger("dicomflow")
 
 
 def start_ray(settings: Settings) -> None:
-    if not settings.ray_address:
+    if not settings.cluster.ray_address:
         protect_ray_token()
-    if settings.ray_address:
-        ray.init(address=settings.ray_address, namespace="dicomflow", log_to_driver=False)
+    if settings.cluster.ray_address:
+        ray.init(address=settings.cluster.ray_address, namespace="dicomflow", log_to_driver=False)
     else:
         ray.init(
             address="local",  # a new head, never a cluster some `ray start` on this machine left behind
             namespace="dicomflow",
             include_dashboard=True,
-            resources=role_resources(settings.node_roles),
+            resources=role_resources(settings.cluster.node_roles),
             dashboard_host=settings.bind_host,
-            dashboard_port=settings.ray_dashboard_port,
+            dashboard_port=settings.cluster.ray_dashboard_port,
             object_store_memory=256 * 1024 * 1024,
             log_to_driver=False,
             configure_logging=True,
@@ -38,9 +39,9 @@ def start_ray(settings: Settings) -> None:
 
 def http_options(settings: Settings) -> dict[str, str | int]:
     """Serve's own proxy terminates TLS itself (serve_ingress = "proxy"); HAProxy's shim does it otherwise."""
-    options: dict[str, str | int] = {"host": settings.bind_host, "port": settings.http_port}
-    if settings.https and settings.ingress == "proxy":
-        options.update(ssl_certfile=str(settings.tls_cert_file), ssl_keyfile=str(settings.tls_key_file))
+    options: dict[str, str | int] = {"host": settings.bind_host, "port": settings.web.http_port}
+    if settings.web.https and ingress(settings) == "proxy":
+        options.update(ssl_certfile=str(settings.tls.cert_file), ssl_keyfile=str(settings.tls.key_file))
     return options
 
 
@@ -51,7 +52,7 @@ def ray_address_file(settings: Settings) -> Path:
 
 def connect(settings: Settings) -> None:
     """Join the running cluster as a driver (the CLI's scale, status and leave)."""
-    address = settings.ray_address or ray_address_file(settings).read_text().strip()
+    address = settings.cluster.ray_address or ray_address_file(settings).read_text().strip()
     ray.init(address=address, namespace="dicomflow", log_to_driver=False, logging_level=logging.WARNING)
 
 

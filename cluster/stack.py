@@ -19,6 +19,7 @@ from archive.index.schema import migrate
 from archive.index.tenants import tenant_names
 from archive.routing.admission import named_tenants, target_refusal
 from cluster.node_link import embedded_ports, links_configured, node_link_service
+from cluster.serve_ingress import ingress
 from cluster.services.postgres import lock_owner, start_postgres
 from cluster.services.process import ManagedProcess, ServiceError, port_is_free, require_free_port
 from cluster.services.redis import start_redis
@@ -45,7 +46,7 @@ async def _migrate(settings: Settings, owner_dsn: str) -> None:
         if role:
             await grant_application_role(conn, role)
         known = named_tenants(settings) | await tenant_names(conn)
-    for rule in settings.forward_rules:
+    for rule in settings.routing.forward_rules:
         refused = target_refusal(rule, known)
         if refused:
             raise ServiceError(f"{refused}; fix forward_rules")
@@ -61,35 +62,35 @@ class Stack:
 
     def start(self) -> None:
         s = self.settings
-        require_free_port("DICOMweb (Ray Serve)", s.bind_host, s.http_port, "http_port")
-        require_free_port("DIMSE SCP", s.bind_host, s.dimse_port, "dimse_port")
-        if s.dimse_tls:
-            require_free_port("DICOM TLS", s.bind_host, s.dimse_tls_port, "dimse_tls_port")
-        if s.hl7_enabled:
-            require_free_port("HL7 MLLP", s.bind_host, s.hl7_port, "hl7_port")
-        if not s.ray_address:
-            require_free_port("Ray dashboard", s.bind_host, s.ray_dashboard_port, "ray_dashboard_port")
-        if s.ingress == "haproxy":
-            require_free_port("HAProxy stats", s.bind_host, s.haproxy_stats_port, "haproxy_stats_port")
-            require_free_port("HAProxy metrics", s.bind_host, s.haproxy_metrics_port, "haproxy_metrics_port")
+        require_free_port("DICOMweb (Ray Serve)", s.bind_host, s.web.http_port, "http_port")
+        require_free_port("DIMSE SCP", s.bind_host, s.dimse.port, "dimse_port")
+        if s.tls.enabled:
+            require_free_port("DICOM TLS", s.bind_host, s.dimse.tls_port, "dimse_tls_port")
+        if s.hl7.enabled:
+            require_free_port("HL7 MLLP", s.bind_host, s.hl7.port, "hl7_port")
+        if not s.cluster.ray_address:
+            require_free_port("Ray dashboard", s.bind_host, s.cluster.ray_dashboard_port, "ray_dashboard_port")
+        if ingress(s) == "haproxy":
+            require_free_port("HAProxy stats", s.bind_host, s.web.haproxy_stats_port, "haproxy_stats_port")
+            require_free_port("HAProxy metrics", s.bind_host, s.web.haproxy_metrics_port, "haproxy_metrics_port")
         owner_dsn = s.effective_postgres_owner_dsn()
-        if s.postgres_dsn is None:
+        if s.index.dsn is None:
             owner_dsn = self._timed("PostgreSQL", self._start_postgres)
         embedded: list[tuple[str, bool, Callable[[Settings], ManagedProcess]]] = [
-            ("Redis", s.redis_url is None, start_redis),
-            ("Temporal dev server", s.temporal_address is None, start_temporal),
+            ("Redis", s.cache.url is None, start_redis),
+            ("Temporal dev server", s.temporal.address is None, start_temporal),
         ]
         for label, wanted, starter in embedded:
             if wanted:
                 self._timed(label, partial(self._start_service, starter))
         if links_configured(s) and not s.bind_is_loopback and embedded_ports(s):
             self._timed("node links (mutual TLS to the embedded services)", self._start_node_links)
-        if s.auth == "oidc" and not s.oidc_cache_key:
+        if s.auth == "oidc" and not s.oidc.cache_key:
             ensure_secret(s.var_path, OIDC_CACHE)  # before any replica or SCP verifies a token
-        if not s.deidentify_key:  # a rule added at run time may ask for de-identification too
+        if not s.routing.deidentify_key:  # a rule added at run time may ask for de-identification too
             ensure_secret(s.var_path, DEIDENTIFY)
         self._timed("index schema", lambda: asyncio.run(_migrate(s, owner_dsn)))
-        if s.postgres_dsn is None:
+        if s.index.dsn is None:
             lock_owner(s, str(conninfo_to_dict(owner_dsn)["password"]))
         self._start_ray()
 

@@ -52,7 +52,7 @@ def web_report(settings: Settings) -> dict[str, Any]:
         "replicas": {str(getattr(state, "value", state)): count for state, count in deployment.replica_states.items()}
         if deployment
         else {},
-        "min": settings.serve_replicas,
-        "max": settings.serve_max_replicas,
-        "target_ongoing_requests": settings.serve_target_ongoing_requests if settings.serve_max_replicas else None,
+        "min": settings.web.serve_replicas,
+        "max": settings.web.serve_max_replicas,
+        "target_ongoing_requests": settings.web.serve_target_ongoing_requests if settings.web.serve_max_replicas else None,
     }

@@ -16,7 +16,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from archive.config.settings import AEEntry
+from archive.config.peers import AEEntry
 from dimse.store_scu import DestinationUnavailable, no_delay, tls_args
 
 SUCCESS, PENDING = 0x0000, (0xFF00, 0xFF01)

@@ -12,7 +12,8 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.association import Association
 
-from archive.config.settings import AEEntry, Settings
+from archive.config.peers import AEEntry
+from archive.config.sections import TlsSettings
 from archive.config.tls import ssl_client_context
 from archive.services.outbound import FALLBACK_SYNTAXES
 
@@ -23,17 +24,17 @@ class DestinationUnavailable(RuntimeError):
     pass
 
 
-def outbound_tls(settings: Settings, peer_ae: str, peer: AEEntry) -> ssl.SSLContext | None:
+def outbound_tls(tls: TlsSettings, peer_ae: str, peer: AEEntry) -> ssl.SSLContext | None:
     """DICOM TLS for an association we open to `peer` when its AE table entry says `tls = true`:
     its certificate must chain to tls_ca_file and name its host; ours (tls_cert_file) goes along
     for peers that require one. None: plain TCP."""
     if not peer.tls:
         return None
-    if settings.tls_ca_file is None:
+    if tls.ca_file is None:
         raise DestinationUnavailable(
             f"{peer_ae} wants DICOM TLS (tls = true) but tls_ca_file is not set: name the CA its certificate chains to"
         )
-    return ssl_client_context(settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)
+    return ssl_client_context(tls.ca_file, tls.cert_file, tls.key_file)
 
 
 def tls_args(peer: AEEntry, context: ssl.SSLContext | None) -> tuple[ssl.SSLContext, str] | None:

@@ -35,11 +35,11 @@ class Ingest:
         self.receiver = Receiver(
             resources.blobs,
             resources.pool,
-            self.settings.duplicate_policy,
-            self.settings.limits,
-            self.settings.uid_policy,
-            shared_pool(self.settings.decode_limits),
-            QuotaGate(resources.pool, self.settings.quota_bytes) if self.settings.quota_bytes else None,
+            self.settings.ingest.duplicate_policy,
+            self.settings.decode.limits,
+            self.settings.ingest.uid_policy,
+            shared_pool(self.settings.decode.pool_limits),
+            QuotaGate(resources.pool, self.settings.lifecycle.quota_bytes) if self.settings.lifecycle.quota_bytes else None,
         )
         self.signaller: StudySignaller | None = None
         self._periodic: asyncio.Task[None] | None = None
@@ -65,25 +65,29 @@ class Ingest:
             if self.signaller is None:
                 try:
                     client = await Client.connect(
-                        self.settings.effective_temporal_address(), namespace=self.settings.temporal_namespace
+                        self.settings.effective_temporal_address(), namespace=self.settings.temporal.namespace
                     )
                 except Exception as err:  # noqa: BLE001
                     log.warning("Temporal unreachable (%s); instances wait in the outbox", err)
                     return None
                 self.signaller = StudySignaller(
-                    client, self.settings.temporal_task_queue, self.settings.stable_seconds, self._delivered, self._forward_now
+                    client,
+                    self.settings.temporal.task_queue,
+                    self.settings.ingest.stable_seconds,
+                    self._delivered,
+                    self._forward_now,
                 )
             return self.signaller
 
     async def _forward_now(self, tenant: str, study_uid: str) -> None:
         """Rules with when = "instance": their forward hears of the new instances now, not once the
         study is processed (the routing step tells it again then; a round finds nothing new)."""
-        for rule in await rules_in_force(self.settings, self.resources.pool):
+        for rule in await rules_in_force(self.settings.routing, self.resources.pool):
             if rule.when != "instance" or not rule.applies_to(tenant) or self.signaller is None:
                 continue
             if await study_matches(self.resources.pool, rule, tenant, study_uid):
                 request = ForwardRequest(tenant, rule.name, study_uid, rule.to.destination, rule.deidentify or "", rule.to.kind)
-                await tell_forward(self.signaller.client, self.settings.temporal_task_queue, request)
+                await tell_forward(self.signaller.client, self.settings.temporal.task_queue, request)
 
     async def temporal_client(self) -> Client:
         signaller = await self._ensure_signaller()

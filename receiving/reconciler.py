@@ -26,13 +26,13 @@ async def reconcile_once(client: Client, pool: AsyncConnectionPool, settings: Se
     studies = await unsignalled_studies(pool, older_than_seconds)
     for tenant, study_uid, modality, sop_uids in studies:
         await signal_study(
-            client, settings.temporal_task_queue, tenant, study_uid, len(sop_uids), modality, settings.stable_seconds
+            client, settings.temporal.task_queue, tenant, study_uid, len(sop_uids), modality, settings.ingest.stable_seconds
         )
         await mark_signalled(pool, tenant, sop_uids)
     deletions = await unsignalled_deletions(pool, older_than_seconds)
     for tenant, study_uid, count in deletions:
         await signal_study(
-            client, settings.temporal_task_queue, tenant, study_uid, 0, None, settings.stable_seconds, deleted=count
+            client, settings.temporal.task_queue, tenant, study_uid, 0, None, settings.ingest.stable_seconds, deleted=count
         )
         await deletion_signalled(pool, tenant, study_uid, count)
     if studies or deletions:
@@ -53,14 +53,16 @@ async def redrive_stalled_once(
     client: Client, pool: AsyncConnectionPool, settings: Settings, older_than_seconds: float | None = None
 ) -> int:
     """Signal-with-start every stalled study whose workflow is not running; the steps are idempotent."""
-    older = settings.stalled_study_seconds if older_than_seconds is None else older_than_seconds
+    older = settings.ingest.stalled_study_seconds if older_than_seconds is None else older_than_seconds
     stalled = await stalled_studies(pool, older)
     running = await _running(client, [workflow_id(tenant, study) for tenant, study, _, _ in stalled])
     redriven = 0
     for tenant, study_uid, modality, count in stalled:
         if workflow_id(tenant, study_uid) in running:
             continue
-        await signal_study(client, settings.temporal_task_queue, tenant, study_uid, count, modality, settings.stable_seconds)
+        await signal_study(
+            client, settings.temporal.task_queue, tenant, study_uid, count, modality, settings.ingest.stable_seconds
+        )
         redriven += 1
     if redriven:
         log.warning("reconciler re-drove %d studies whose workflow state was missing", redriven)
@@ -74,7 +76,7 @@ async def reconcile_forever(client: Client, pool: AsyncConnectionPool, settings:
             await reconcile_once(client, pool, settings)
             await redrive_stalled_once(client, pool, settings)
             if rounds % PRUNE_EVERY_ROUNDS == 0:
-                await retrieves.prune(pool, settings.retrieve_retention_days)
+                await retrieves.prune(pool, settings.ingest.retrieve_retention_days)
         except Exception:  # noqa: BLE001 - try again next round
             log.warning("reconcile round failed", exc_info=True)
         rounds += 1

@@ -43,8 +43,8 @@ def _may_copy_into(caller: Principal, rule: ForwardRule) -> bool:
 @router.get("/admin/forwarding", summary="Forwarding rules, destination queues and recent failures (admin role)")
 async def forwarding(pool: Pool, settings: SettingsDep, caller: Caller) -> dict[str, Any]:
     visible = caller.visible_tenants()
-    seeded = {rule.name for rule in settings.forward_rules}
-    mine = [rule for rule in await rules_in_force(settings, pool) if _manages(caller, rule)]
+    seeded = {rule.name for rule in settings.routing.forward_rules}
+    mine = [rule for rule in await rules_in_force(settings.routing, pool) if _manages(caller, rule)]
     rules = [
         {**rule.model_dump(mode="json", exclude_none=True), "source": "settings" if rule.name in seeded else "runtime"}
         for rule in mine
@@ -87,11 +87,11 @@ async def add_rule(
             f"{caller.subject} may add rules of its own tenants only, copying into its own tenants only "
             "(a rule for every tenant: operator role)",
         )
-    if any(other.name == rule.name for other in await rules_in_force(settings, pool)):
+    if any(other.name == rule.name for other in await rules_in_force(settings.routing, pool)):
         raise HTTPException(409, f"a forward rule named {rule.name!r} exists already")
     data = rule.model_dump(mode="json", exclude_none=True)
     async with pool.connection() as conn:
-        refused = refusal(rule, settings.ae_table, named_tenants(settings) | await tenant_names(conn))
+        refused = refusal(rule, settings.dimse.ae_table, named_tenants(settings) | await tenant_names(conn))
         if refused:
             raise HTTPException(422, refused)
         if not await forward_rules.add_rule(conn, rule.name, rule.tenant, data, caller.subject):
@@ -101,13 +101,13 @@ async def add_rule(
 
 @changes.delete("/admin/forwarding/{name}", status_code=204, summary="Remove a forwarding rule added at run time (admin role)")
 async def remove_rule(name: str, request: Request, pool: Pool, settings: SettingsDep, caller: Caller) -> Response:
-    rule = next((r for r in await rules_in_force(settings, pool) if r.name == name), None)
+    rule = next((r for r in await rules_in_force(settings.routing, pool) if r.name == name), None)
     if rule is None:
         raise HTTPException(404, f"no forward rule named {name!r}")
     _note_change(request, rule.tenant, forward_rule_removed=name)
     if not _manages(caller, rule):
         raise HTTPException(403, f"{caller.subject} may remove rules of its own tenants only")
-    if any(r.name == name for r in settings.forward_rules):
+    if any(r.name == name for r in settings.routing.forward_rules):
         raise HTTPException(409, f"forward rule {name!r} comes from the settings file: remove it there")
     async with pool.connection() as conn:
         await forward_rules.remove_rule(conn, name)

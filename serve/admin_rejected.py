@@ -63,7 +63,7 @@ async def rejected(
         check_uids(study=study)
     visible = caller.visible_tenants()
     rows = await list_rejected(pool, sorted(visible) if visible is not None else None, study, limit)
-    return [_shown(tenant, r, settings.rejected_retention_days) for tenant, r in rows]
+    return [_shown(tenant, r, settings.lifecycle.rejected_retention_days) for tenant, r in rows]
 
 
 @restores.post("/admin/rejected/restore", summary="Revoke rejections within their grace period (admin role: own tenants)")
@@ -91,7 +91,9 @@ async def _reprocess(ingest: IngestDep, tenant: str, study: str, sop_uids: list[
     settings = ingest.settings
     try:
         client = await ingest.temporal_client()
-        await signal_study(client, settings.temporal_task_queue, tenant, study, len(sop_uids), None, settings.stable_seconds)
+        await signal_study(
+            client, settings.temporal.task_queue, tenant, study, len(sop_uids), None, settings.ingest.stable_seconds
+        )
         await mark_signalled(ingest.pool, tenant, sop_uids)
     except Exception:  # noqa: BLE001 - the rows say 'not signalled': the reconciler tells the workflow later
         log.warning("restore in %s not signalled yet; the reconciler will", study, exc_info=True)

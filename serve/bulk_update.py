@@ -88,7 +88,7 @@ async def bulk_update(
         ingest.pool, op_id, tenant, "bulk", {"studies": update.study_uids, "changes": changes.values}, caller.subject
     )
     try:
-        await start_update(await ingest.temporal_client(), ingest.settings.temporal_task_queue, update)
+        await start_update(await ingest.temporal_client(), ingest.settings.temporal.task_queue, update)
     except Exception as err:  # noqa: BLE001 - nothing was changed: the client may send it again
         await updates.finish(ingest.pool, op_id, "failed", f"could not start: {err}"[:500])
         raise HTTPException(

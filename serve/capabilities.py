@@ -96,9 +96,9 @@ async def capabilities(settings: SettingsDep) -> dict[str, Any]:
             "worklist": "a workitem with ReferencedRequestSequence/AccessionNumber is also a Modality Worklist item",
         },
         "DIMSE": {
-            "ae_title": settings.ae_title,
-            "port": settings.dimse_port,
-            "tls_port": settings.dimse_tls_port if settings.dimse_tls else None,
+            "ae_title": settings.dimse.ae_title,
+            "port": settings.dimse.port,
+            "tls_port": settings.dimse.tls_port if settings.tls.enabled else None,
             "services": {name: {"sop_classes": sorted(uids), "needs": need} for name, uids, need in DIMSE_SERVICES},
             "query levels": ["PATIENT", "STUDY", "SERIES", "IMAGE"],
             "retrieve": "C-MOVE to AE-table destinations through a Temporal workflow; C-GET on the same association; "

@@ -36,7 +36,14 @@ async def delete(ingest: IngestDep, tenant: str, study: str, series: str | None 
     try:
         client = await ingest.temporal_client()
         await signal_study(
-            client, settings.temporal_task_queue, tenant, study, 0, None, settings.stable_seconds, deleted=deleted.instances
+            client,
+            settings.temporal.task_queue,
+            tenant,
+            study,
+            0,
+            None,
+            settings.ingest.stable_seconds,
+            deleted=deleted.instances,
         )
         await deletion_signalled(ingest.pool, tenant, study, deleted.instances)
     except Exception:  # noqa: BLE001 - the outbox row stays; the reconciler tells the workflow later

@@ -67,7 +67,7 @@ async def get_decode_gate(request: Request) -> DecodeGate:
     settings = get_settings(request)
 
     async def build() -> DecodeGate:
-        return DecodeGate(settings.decode_threads, settings.decode_tenant_threads, settings.decode_queue_seconds)
+        return DecodeGate(settings.decode.threads, settings.decode.tenant_threads, settings.decode.queue_seconds)
 
     return await _opened(request, "decode_gate", build)
 
@@ -174,10 +174,10 @@ def base_url(request: Request) -> str:
     port-less Host gets the port we listen on. Under a tenant root, that root."""
     settings = get_settings(request)
     tenant_root = f"/tenants/{request.path_params['tenant']}" if "tenant" in request.path_params else ""
-    if settings.public_base_url:
-        return settings.public_base_url.rstrip("/") + tenant_root
+    if settings.web.public_base_url:
+        return settings.web.public_base_url.rstrip("/") + tenant_root
     host = request.headers.get("x-forwarded-host") or request.headers.get("host") or request.url.netloc
     scheme = request.headers.get("x-forwarded-proto") or request.url.scheme
-    if ":" not in host.rsplit("]", 1)[-1] and not request.headers.get("x-forwarded-host") and settings.http_port != 80:
-        host = f"{host}:{settings.http_port}"
+    if ":" not in host.rsplit("]", 1)[-1] and not request.headers.get("x-forwarded-host") and settings.web.http_port != 80:
+        host = f"{host}:{settings.web.http_port}"
     return f"{scheme}://{host}{tenant_root}"

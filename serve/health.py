@@ -70,7 +70,7 @@ async def check_temporal(settings: Settings) -> Check:
         from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
         from temporalio.client import Client
 
-        client = await Client.connect(address, namespace=settings.temporal_namespace)
+        client = await Client.connect(address, namespace=settings.temporal.namespace)
         info = await client.workflow_service.get_system_info(GetSystemInfoRequest())
         return f"Temporal server {info.server_version}"
 
@@ -106,7 +106,7 @@ async def check_temporal_ui(settings: Settings) -> Check:
 
 
 async def check_ray_dashboard(settings: Settings) -> Check:
-    url = f"http://{settings.bind_host}:{settings.ray_dashboard_port}"
+    url = f"http://{settings.bind_host}:{settings.cluster.ray_dashboard_port}"
     return await _timed(
         "ray_dashboard",
         url,
@@ -118,14 +118,14 @@ async def check_dicomweb(settings: Settings) -> Check:
     url = f"{settings.dicomweb_origin}/dicomweb"
     health = f"{settings.dicomweb_origin}/health/live"
     # our own certificate may come from our own CA; it is the one client certificates chain to
-    verify = ssl_client_context(settings.tls_ca_file) if settings.https and settings.tls_ca_file else True
+    verify = ssl_client_context(settings.tls.ca_file) if settings.web.https and settings.tls.ca_file else True
     return await _timed("dicomweb", url, lambda: _http_probe(health, lambda r: r.json().get("version", "?"), verify=verify))
 
 
 async def check_dimse(settings: Settings) -> Check:
     from serve.capabilities import DIMSE_SERVICES
 
-    url = f"dicom://{settings.ae_title}@{settings.bind_host}:{settings.dimse_port}"
+    url = f"dicom://{settings.dimse.ae_title}@{settings.bind_host}:{settings.dimse.port}"
 
     def echo() -> str:
         from pynetdicom import AE
@@ -134,7 +134,7 @@ async def check_dimse(settings: Settings) -> Check:
         ae = AE(ae_title="DICOMFLOW-HC")
         ae.add_requested_context(Verification)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 3
-        assoc = ae.associate(settings.bind_host, settings.dimse_port, ae_title=settings.ae_title)
+        assoc = ae.associate(settings.bind_host, settings.dimse.port, ae_title=settings.dimse.ae_title)
         if not assoc.is_established:
             raise ConnectionError("association not accepted")
         try:
@@ -151,10 +151,10 @@ async def check_dimse(settings: Settings) -> Check:
 
 async def check_blobs(settings: Settings) -> Check:
     async def probe() -> str:
-        store = await asyncio.to_thread(open_blob_store, settings)
+        store = await asyncio.to_thread(open_blob_store, settings.storage, settings.var_path)
         return store.describe()
 
-    where = settings.s3_endpoint or str(settings.var_path / "blobs")
+    where = settings.storage.s3_endpoint or str(settings.var_path / "blobs")
     return await _timed("blobs", where, probe)
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from archive.audit import AuditAction
-from archive.config.settings import Settings
+from archive.config.sections import WebSettings
 from archive.dicom.attributes import InstanceAttributes
 from archive.dicom.dicom_status import CANNOT_UNDERSTAND, is_transient, status_of
 from archive.dicom.uids import is_safe_uid
@@ -152,8 +152,8 @@ def _response(base: str, referenced: list[dict], failed: list[dict], studies: se
     return JSONResponse(body, status_code=status, media_type=DICOM_JSON, headers=headers)
 
 
-async def stow(request: Request, ingest: Ingest, tenant: str, settings: Settings, study: str | None = None) -> JSONResponse:
-    max_bytes = settings.stow_max_bytes
+async def stow(request: Request, ingest: Ingest, tenant: str, web: WebSettings, study: str | None = None) -> JSONResponse:
+    max_bytes = web.stow_max_bytes
     if study is not None and not is_safe_uid(study):
         return problem(400, f"{study!r} in the path is not a valid Study Instance UID")
     checked = _check_request(request, max_bytes)
@@ -161,7 +161,7 @@ async def stow(request: Request, ingest: Ingest, tenant: str, settings: Settings
         return checked
     stream = MultipartStream(checked, ingest.blobs)
     try:
-        refusal = await _read_body(request, stream, max_bytes, settings.stow_max_parts)
+        refusal = await _read_body(request, stream, max_bytes, web.stow_max_parts)
         if refusal is not None:
             stream.discard()
             return refusal
@@ -176,14 +176,14 @@ async def stow(request: Request, ingest: Ingest, tenant: str, settings: Settings
 
 @router.post("/dicomweb/studies", summary="Store instances (STOW-RS)")
 async def stow_studies(request: Request, ingest: IngestDep, tenant: Tenant, settings: SettingsDep) -> JSONResponse:
-    return await stow(request, ingest, tenant, settings)
+    return await stow(request, ingest, tenant, settings.web)
 
 
 @router.post("/dicomweb/studies/{study}", summary="Store instances of one study (STOW-RS)")
 async def stow_study(request: Request, ingest: IngestDep, tenant: Tenant, settings: SettingsDep, study: str) -> JSONResponse:
-    return await stow(request, ingest, tenant, settings, study)
+    return await stow(request, ingest, tenant, settings.web, study)
 
 
 @router.post("/stow-rs/v1/studies", summary="Store instances (the seed's path; tenant from x-tenant)")
 async def stow_seed_path(request: Request, ingest: IngestDep, tenant: Tenant, settings: SettingsDep) -> JSONResponse:
-    return await stow(request, ingest, tenant, settings)
+    return await stow(request, ingest, tenant, settings.web)

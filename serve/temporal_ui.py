@@ -73,7 +73,7 @@ async def _operator(request: Request) -> Principal:
 
 def _upstream(request: Request) -> str:
     settings = get_settings(request)
-    if settings.temporal_address:
+    if settings.temporal.address:
         raise HTTPException(404, "Temporal is external (temporal_address is set): use that cluster's own Web UI")
     return settings.embedded_temporal_ui_url.removesuffix(TEMPORAL_UI_PATH + "/")
 
@@ -152,7 +152,7 @@ async def login(request: Request, token: Annotated[str, Form(max_length=16384)])
         max_age=lifetime,
         path=PUBLIC_PATH,
         httponly=True,
-        secure=get_settings(request).https,
+        secure=get_settings(request).web.https,
         samesite="strict",
     )
     return response

@@ -37,7 +37,7 @@ NATIVE = "1.2.840.10008.1.2.1"
 
 
 async def _decoder(settings: SettingsDep) -> DecodePool:
-    return shared_pool(settings.decode_limits)
+    return shared_pool(settings.decode.pool_limits)
 
 
 # this replica's decode workers (archive/pixels/decode_pool.py), started on first use
@@ -156,7 +156,7 @@ async def retrieve_frames(
     as_stored, part_type = _frame_plan(request, obj.transfer_syntax)
     opened = await _answered(obj, asyncio.to_thread(OpenedFrames, blobs, obj.blob_key, numbers))
     try:
-        produce, syntax = _frame_maker(opened, as_stored, decoder, waits, settings.decode_timeout_seconds)
+        produce, syntax = _frame_maker(opened, as_stored, decoder, waits, settings.decode.timeout_seconds)
         first = await _answered(obj, produce(opened.batches[0]))
     except BaseException:
         opened.close()

@@ -102,7 +102,7 @@ class RunningStack:
         return result
 
     def url(self, path: str = "") -> str:
-        return f"{'https' if self.settings.https else 'http'}://127.0.0.1:{self.settings.http_port}{path}"
+        return f"{'https' if self.settings.web.https else 'http'}://127.0.0.1:{self.settings.web.http_port}{path}"
 
 
 def stack_overrides(var_dir: Path, **extra: Any) -> dict[str, Any]:

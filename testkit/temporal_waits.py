@@ -14,7 +14,7 @@ from contract.payloads import StudyOutcome
 
 
 async def client_for(settings: Settings) -> Client:
-    return await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal_namespace)
+    return await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal.namespace)
 
 
 async def wait_completed(settings: Settings, workflow_ids: list[str], timeout: float = 180) -> dict[str, WorkflowExecutionStatus]:

@@ -63,15 +63,15 @@ def test_a_flood_of_unauthenticated_health_checks_is_answered_from_shared_checks
 
 
 def test_temporal_ui_and_ray_dashboard_answer(stack):
-    ui = requests.get(f"http://127.0.0.1:{stack.settings.temporal_ui_port}/", timeout=10)
+    ui = requests.get(f"http://127.0.0.1:{stack.settings.temporal.ui_port}/", timeout=10)
     assert ui.status_code == 200 and "<html" in ui.text.lower()
-    dashboard = requests.get(f"http://127.0.0.1:{stack.settings.ray_dashboard_port}/", timeout=10)
+    dashboard = requests.get(f"http://127.0.0.1:{stack.settings.cluster.ray_dashboard_port}/", timeout=10)
     assert dashboard.status_code in (200, 401)  # the page, or its token prompt
 
 
 def _haproxy_servers(settings) -> dict[str, dict[str, str]]:
     """HAProxy's live stats (CSV): its backend servers (Serve replicas), by proxy/server name."""
-    text = requests.get(f"http://127.0.0.1:{settings.haproxy_stats_port}/stats;csv", timeout=10).text
+    text = requests.get(f"http://127.0.0.1:{settings.web.haproxy_stats_port}/stats;csv", timeout=10).text
     header, *lines = text.lstrip("# ").splitlines()
     rows = [dict(zip(header.split(","), line.split(","))) for line in lines if line]
     return {f"{r['pxname']}/{r['svname']}": r for r in rows if r["svname"] not in ("FRONTEND", "BACKEND")}

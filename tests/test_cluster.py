@@ -89,7 +89,16 @@ def _node(report: dict, address: str) -> dict | None:
 
 def _storescu(stack: RunningStack, host: str, files: list[Path]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["storescu", "-aet", MODALITY, "-aec", stack.settings.ae_title, host, str(stack.settings.dimse_port), *map(str, files)],
+        [
+            "storescu",
+            "-aet",
+            MODALITY,
+            "-aec",
+            stack.settings.dimse.ae_title,
+            host,
+            str(stack.settings.dimse.port),
+            *map(str, files),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -148,7 +157,9 @@ def _web(report: dict) -> tuple[int, int | None, int]:
 def _serve_deployment(stack: RunningStack) -> dict:
     """The DICOMweb deployment as Ray Serve's REST API (on the head's dashboard) describes it."""
     answer = httpx.get(
-        f"http://127.0.0.1:{stack.settings.ray_dashboard_port}/api/serve/applications/", headers=ray_auth_headers(), timeout=30
+        f"http://127.0.0.1:{stack.settings.cluster.ray_dashboard_port}/api/serve/applications/",
+        headers=ray_auth_headers(),
+        timeout=30,
     )
     answer.raise_for_status()
     return answer.json()["applications"]["dicomweb"]["deployments"]["dicomweb"]
@@ -221,7 +232,7 @@ def _send_until_stopped(
     """One association to the joined node's SCP; every Success is an acknowledged instance."""
     ae = AE(ae_title=MODALITY)
     ae.add_requested_context(template.SOPClassUID, ExplicitVRLittleEndian)
-    assoc = ae.associate(NODE_IP, stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assoc = ae.associate(NODE_IP, stack.settings.dimse.port, ae_title=stack.settings.dimse.ae_title)
     if not assoc.is_established:
         ended.append("association refused")
         return
@@ -282,7 +293,7 @@ def test_a_node_killed_mid_ingest_loses_no_acknowledged_instance(cluster, data_d
             ).fetchall()
         )
     assert len(rows) == len(acked), f"{len(acked) - len(rows)} acknowledged instances are not in the index"
-    blobs = open_blob_store(cluster.settings)
+    blobs = open_blob_store(cluster.settings.storage, cluster.settings.var_path)
     assert not list((cluster.settings.var_path / "blobs").rglob("*.dcm")), "a cluster keeps its blobs in S3"
     for sop, entry in rows.items():
         key, digest = entry.split(" ")

@@ -52,7 +52,7 @@ def request_commitment(stack, ae: AE, refs: list[tuple[str, str]]) -> str:
         item.ReferencedSOPClassUID = sop_class
         item.ReferencedSOPInstanceUID = sop_uid
         info.ReferencedSOPSequence.append(item)
-    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse.port, ae_title=stack.settings.dimse.ae_title)
     assert assoc.is_established
     try:
         status, _ = assoc.send_n_action(info, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
@@ -104,7 +104,7 @@ def test_request_without_transaction_uid_is_refused(stack, commit_scu):
     item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
     item.ReferencedSOPInstanceUID = generate_uid()
     info.ReferencedSOPSequence = [item]
-    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse.port, ae_title=stack.settings.dimse.ae_title)
     try:
         status, _ = assoc.send_n_action(info, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
     finally:
@@ -124,7 +124,7 @@ def test_request_from_an_ae_without_an_address_is_refused_up_front(stack, data_d
     item = Dataset()
     item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.4", generate_uid()
     info.ReferencedSOPSequence = [item]
-    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse.port, ae_title=stack.settings.dimse.ae_title)
     assert assoc.is_established
     try:
         status, _ = assoc.send_n_action(info, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
@@ -172,8 +172,8 @@ def _open_association(stack, datasets, reports: queue.Queue):
     ae.add_requested_context(datasets[0].SOPClassUID, datasets[0].file_meta.TransferSyntaxUID)
     assoc = ae.associate(
         "127.0.0.1",
-        stack.settings.dimse_port,
-        ae_title=stack.settings.ae_title,
+        stack.settings.dimse.port,
+        ae_title=stack.settings.dimse.ae_title,
         evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],
     )
     assert assoc.is_established

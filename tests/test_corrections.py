@@ -49,7 +49,7 @@ def _stow(stack, tenant: str, payloads: list[bytes]) -> str:
 
 def _processed(stack, tenant: str, *studies: str) -> None:
     ids = [names.study_workflow_id(tenant, s) for s in studies]
-    time.sleep(stack.settings.stable_seconds + 1)
+    time.sleep(stack.settings.ingest.stable_seconds + 1)
     assert set(run(wait_completed(stack.settings, ids, timeout=240)).values()) == {WorkflowExecutionStatus.COMPLETED}
 
 
@@ -124,8 +124,8 @@ def test_a_bulk_update_changes_every_read_path_and_keeps_the_originals(stack, da
     assert [str(d.PatientName) for d in found] == ["Smith^John"]
     with storescp(storescp_port, tmp_path / "moved", accept_all=True):
         moved = dcmtk(
-            "movescu", "-S", "-aet", UPDATE_AE, "-aec", stack.settings.ae_title, "-aem", STORESCP_AE,
-            "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(stack.settings.dimse_port),
+            "movescu", "-S", "-aet", UPDATE_AE, "-aec", stack.settings.dimse.ae_title, "-aem", STORESCP_AE,
+            "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(stack.settings.dimse.port),
         )  # fmt: skip
     assert moved.returncode == 0, moved.stderr
     assert {str(d.PatientName) for d in received(tmp_path / "moved").values()} == {"Smith^John"}
@@ -194,7 +194,7 @@ def _mllp_send(stack, message: str, tmp_path: Path) -> str:
     path = tmp_path / f"{abs(hash(message))}.hl7"
     path.write_bytes(b"\x0b" + message.encode() + b"\x1c\r")  # a file of MLLP blocks, as mllp_send reads them
     sent = subprocess.run(
-        [str(Path(sys.executable).parent / "mllp_send"), "--file", str(path), "-p", str(stack.settings.hl7_port), "127.0.0.1"],
+        [str(Path(sys.executable).parent / "mllp_send"), "--file", str(path), "-p", str(stack.settings.hl7.port), "127.0.0.1"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -224,10 +224,10 @@ def _schedule(stack, tmp_path: Path, patient_id: str) -> str:
 def findscu_w(stack, out: Path, *keys: str) -> list:
     out.mkdir(exist_ok=True)
     s = stack.settings
-    args = ["findscu", "-W", "-aet", PIR_AE, "-aec", s.ae_title, "-X", "-od", str(out)]
+    args = ["findscu", "-W", "-aet", PIR_AE, "-aec", s.dimse.ae_title, "-X", "-od", str(out)]
     for key in keys:
         args += ["-k", key]
-    assert dcmtk(*args, "127.0.0.1", str(s.dimse_port)).returncode == 0
+    assert dcmtk(*args, "127.0.0.1", str(s.dimse.port)).returncode == 0
     return [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
 
 
@@ -314,9 +314,9 @@ def test_an_hl7_message_over_the_size_limit_is_dropped_and_the_listener_goes_on(
     acknowledge) and the next sender is answered as usual."""
     import socket
 
-    limit = stack.settings.hl7_max_message_bytes
+    limit = stack.settings.hl7.max_message_bytes
     huge = _adt("A08", "HUGE-1", "PID|||PIR-HUGE^^^H||" + "N" * (limit + limit // 2) + "^M")
-    with socket.create_connection(("127.0.0.1", stack.settings.hl7_port), timeout=30) as raw:
+    with socket.create_connection(("127.0.0.1", stack.settings.hl7.port), timeout=30) as raw:
         try:  # the listener may close while the rest is still on its way
             raw.sendall(b"\x0b" + huge.encode() + b"\x1c\r")
             answered = raw.recv(4096)
@@ -391,11 +391,11 @@ def test_mllp_over_tls_takes_a_sender_with_a_certificate_and_no_one_else(stack, 
     from archive.config.tls import ssl_client_context
     from testkit.running_stack import free_port
 
-    settings = stack.settings.model_copy(update={"hl7_tls": True, "hl7_port": free_port()})
+    settings = stack.settings.with_values(hl7_tls=True, hl7_port=free_port())
     listener = Hl7Listener(settings)
 
     async def send(context: ssl.SSLContext) -> str:
-        reader, writer = await open_hl7_connection("127.0.0.1", settings.hl7_port, ssl=context)
+        reader, writer = await open_hl7_connection("127.0.0.1", settings.hl7.port, ssl=context)
         try:
             writer.writemessage(hl7.parse(_adt("A08", "MSG-TLS-1", "PID|||TLS-1||Secure^Sam|||M")))
             await writer.drain()

@@ -40,7 +40,7 @@ def index_rows(settings, sql: str, *params):
 def test_echoscu(stack):
     s = stack.settings
     result = subprocess.run(
-        ["echoscu", "-aec", s.ae_title, "127.0.0.1", str(s.dimse_port)], capture_output=True, text=True, timeout=30
+        ["echoscu", "-aec", s.dimse.ae_title, "127.0.0.1", str(s.dimse.port)], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stderr
 
@@ -60,9 +60,9 @@ def sent_all(stack, data_dir, tmp_path_factory):
             "-aet",
             "MODALITY",
             "-aec",
-            s.ae_title,
+            s.dimse.ae_title,
             "127.0.0.1",
-            str(s.dimse_port),
+            str(s.dimse.port),
             "--scan-directories",
             "--recurse",
             str(data_dir),
@@ -175,7 +175,7 @@ def _store(stack, payload, calling_ae=STORE_AE, called_ae=None):
     ae = AE(ae_title=calling_ae)
     ds = dcmread(io.BytesIO(payload), stop_before_pixels=True, force=True)
     ae.add_requested_context(ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.TransferSyntaxUID)
-    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=called_ae or stack.settings.ae_title)
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse.port, ae_title=called_ae or stack.settings.dimse.ae_title)
     assert assoc.is_established
     with tempfile.NamedTemporaryFile(suffix=".dcm") as fh:
         fh.write(payload)
@@ -238,12 +238,12 @@ def test_changed_object_under_a_stored_uid_is_refused(stack, data_dir):
 def test_scp_processes_share_the_port(stack):
     import psutil
 
-    port = stack.settings.dimse_port
+    port = stack.settings.dimse.port
     listeners = {c.pid for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
-    assert len(listeners) == stack.settings.scp_processes == 2
+    assert len(listeners) == stack.settings.cluster.scp_processes == 2
     assert listeners <= {p.pid for p in stack.descendants()}
     for _ in range(6):  # the kernel spreads new associations over both; each must answer
         result = subprocess.run(
-            ["echoscu", "-aec", stack.settings.ae_title, "127.0.0.1", str(port)], capture_output=True, text=True, timeout=30
+            ["echoscu", "-aec", stack.settings.dimse.ae_title, "127.0.0.1", str(port)], capture_output=True, text=True, timeout=30
         )
         assert result.returncode == 0, result.stderr

@@ -127,7 +127,7 @@ def associate(
     for context in contexts:
         ae.add_requested_context(context)
     s = stack.settings
-    return ae.associate("127.0.0.1", s.dimse_tls_port if tls else s.dimse_port, ae_title=s.ae_title, tls_args=tls)
+    return ae.associate("127.0.0.1", s.dimse.tls_port if tls else s.dimse.port, ae_title=s.dimse.ae_title, tls_args=tls)
 
 
 def echo(stack: RunningStack, calling: str = "MONITOR", tls: tuple[ssl.SSLContext, str] | None = None) -> int | None:
@@ -163,7 +163,7 @@ def store(stack: RunningStack, calling: str, ds: Dataset) -> int | None:
     ae = AE(ae_title=calling)
     ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = CLIENT_WAIT
     ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
-    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse.port, ae_title=stack.settings.dimse.ae_title)
     if not assoc.is_established:
         return None
     try:
@@ -179,7 +179,7 @@ def store(stack: RunningStack, calling: str, ds: Dataset) -> int | None:
 def test_idle_sockets_take_no_association_slot(guarded):
     """Two silent connections with dimse_max_associations = 2 refused every C-ECHO (seen before the
     fix); now only associations count, and the limit still holds for them."""
-    with idle(guarded.settings.dimse_port, MAX_ASSOCIATIONS):
+    with idle(guarded.settings.dimse.port, MAX_ASSOCIATIONS):
         s = guarded.settings
         result = subprocess.run(
             [
@@ -193,9 +193,9 @@ def test_idle_sockets_take_no_association_slot(guarded):
                 "-aet",
                 "MONITOR",
                 "-aec",
-                s.ae_title,
+                s.dimse.ae_title,
                 "127.0.0.1",
-                str(s.dimse_port),
+                str(s.dimse.port),
             ],
             capture_output=True,
             text=True,
@@ -216,14 +216,14 @@ def test_an_idle_socket_on_the_tls_port_does_not_hold_the_listener(guarded, pki)
     """The TLS handshake ran in the accept loop: one silent connection on the TLS port held every
     other TLS caller for the socket timeout (5.5 s with 6 s; 60 s by default, longer than this
     client waits: CLIENT_WAIT). Now it runs on the connection's own thread."""
-    with idle(guarded.settings.dimse_tls_port, 1), idle(guarded.settings.dimse_port, 1):
+    with idle(guarded.settings.dimse.tls_port, 1), idle(guarded.settings.dimse.port, 1):
         assert echo(guarded, "MONITOR", client_tls(pki)) == 0
 
 
 def test_a_silent_connection_is_dropped_after_the_acse_timeout(guarded):
     """Plain and TLS: a connection that sends nothing is closed after dimse_acse_timeout_seconds,
     not kept for the idle timeout (pynetdicom's default ACSE timeout was 30 s, the TLS handshake 60 s)."""
-    with idle(guarded.settings.dimse_port, 1) as plain, idle(guarded.settings.dimse_tls_port, 1) as tls:
+    with idle(guarded.settings.dimse.port, 1) as plain, idle(guarded.settings.dimse.tls_port, 1) as tls:
         assert closed_by_server(plain[0]), "a silent plain connection was kept open"
         assert closed_by_server(tls[0]), "a silent connection on the TLS port was kept open"
 
@@ -232,7 +232,7 @@ def test_connections_per_peer_are_bounded_at_accept(guarded):
     """One address holds at most dimse_max_connections_per_peer connections, counted before TLS and
     the AE table; the next is closed at once, and the slots come back when they close."""
     assert eventually_echoes(guarded)  # earlier tests' connections are gone
-    with idle(guarded.settings.dimse_port, CONNECTIONS_PER_PEER + 1) as held:
+    with idle(guarded.settings.dimse.port, CONNECTIONS_PER_PEER + 1) as held:
         assert closed_by_server(held[-1]), "a connection beyond the per-peer limit was kept open"
         assert echo(guarded) is None  # nor can this address open an association now
     assert eventually_echoes(guarded)
@@ -308,7 +308,7 @@ def test_c_move_to_a_tls_destination_goes_over_tls(guarded, pki, ports, data_dir
                 "-aet",
                 MOVER,
                 "-aec",
-                s.ae_title,
+                s.dimse.ae_title,
                 "-aem",
                 TLS_DEST,
                 "-k",
@@ -316,7 +316,7 @@ def test_c_move_to_a_tls_destination_goes_over_tls(guarded, pki, ports, data_dir
                 "-k",
                 f"StudyInstanceUID={ds.StudyInstanceUID}",
                 "127.0.0.1",
-                str(s.dimse_port),
+                str(s.dimse.port),
             ],
             capture_output=True,
             text=True,

@@ -59,7 +59,7 @@ def test_a_matching_study_is_forwarded_to_the_rules_destination(stack, data_dir,
 def _dcmsend(stack, paths, calling_ae: str = ROUTE_AE) -> None:
     s = stack.settings
     sent = subprocess.run(
-        ["dcmsend", "-aet", calling_ae, "-aec", s.ae_title, "127.0.0.1", str(s.dimse_port), *map(str, paths)],
+        ["dcmsend", "-aet", calling_ae, "-aec", s.dimse.ae_title, "127.0.0.1", str(s.dimse.port), *map(str, paths)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -450,7 +450,7 @@ def test_a_copy_rule_puts_the_study_into_another_tenant(stack, data_dir, tmp_pat
     headers = [dcmread(p, stop_before_pixels=True) for p in files]
     study, uids, s = str(headers[0].StudyInstanceUID), {str(h.SOPInstanceUID) for h in headers}, stack.settings
     sent = subprocess.run(
-        ["storescu", "-aet", COPY_AE, "-aec", s.ae_title, "127.0.0.1", str(s.dimse_port), *map(str, files)],
+        ["storescu", "-aet", COPY_AE, "-aec", s.dimse.ae_title, "127.0.0.1", str(s.dimse.port), *map(str, files)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -73,7 +73,7 @@ def studies(stack, data_dir) -> dict[str, dict[str, bytes]]:
         study = _stow(stack, payloads)
         out[study] = {str(dcmread(io.BytesIO(p), stop_before_pixels=True).SOPInstanceUID): p for p in payloads}
         out[study]["name"] = name.encode()
-    time.sleep(stack.settings.stable_seconds + 1)
+    time.sleep(stack.settings.ingest.stable_seconds + 1)
     ids = [names.study_workflow_id(TENANT, s) for s in out]
     assert set(run(wait_completed(stack.settings, ids, timeout=240)).values()) == {WorkflowExecutionStatus.COMPLETED}
     return out
@@ -165,7 +165,7 @@ def test_a_compression_survives_a_killed_worker_and_loses_nothing(stack, data_di
     headers = {**auth_headers(tenant), "Content-Type": 'multipart/related; type="application/dicom"; boundary=b'}
     assert requests.post(stack.url("/dicomweb/studies"), data=body, headers=headers, timeout=300).status_code == 200
     study = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
-    time.sleep(stack.settings.stable_seconds + 1)
+    time.sleep(stack.settings.ingest.stable_seconds + 1)
     wid = names.study_workflow_id(tenant, study)
     assert run(wait_completed(stack.settings, [wid], timeout=300)) == {wid: WorkflowExecutionStatus.COMPLETED}
     folder = stack.settings.var_path / "blobs" / tenant

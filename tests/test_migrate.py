@@ -60,7 +60,7 @@ def legacy(stack, data_dir, tmp_path_factory):
         ds = dcmread(path, stop_before_pixels=True)
         studies.setdefault(str(ds.StudyInstanceUID), {})[str(ds.SOPInstanceUID)] = path
         modality[str(ds.StudyInstanceUID)] = str(ds.Modality)
-    destination = {stack.settings.ae_title: ("127.0.0.1", stack.settings.dimse_port)}
+    destination = {stack.settings.dimse.ae_title: ("127.0.0.1", stack.settings.dimse.port)}
     with legacy_pacs(folder, LEGACY_PORT, {LEGACY_AE: files, LEGACY_B_AE: files}, destination):
         yield studies, modality
 

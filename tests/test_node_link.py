@@ -57,7 +57,7 @@ def _link(mode: str, host: str, ports: str, cert: Path, key: Path, ca: Path):
 def linked(stack, link_pki):
     """The head's end on 127.0.0.2 at the stack's ports; a node's end on free loopback ports."""
     s, k = stack.settings, link_pki
-    services = [s.postgres_port, s.redis_port, s.temporal_port]
+    services = [s.index.port, s.cache.port, s.temporal.port]
     local = {port: free_port() for port in services}
     with _link("serve", HEAD, ",".join(map(str, services)), k["head"], k["head_key"], k["ca"]):
         for port in services:
@@ -71,16 +71,16 @@ def linked(stack, link_pki):
 
 def test_postgres_redis_and_temporal_answer_through_the_link(stack, linked):
     s = stack.settings
-    dsn = psycopg.conninfo.make_conninfo(s.effective_postgres_dsn(), port=linked[s.postgres_port])
+    dsn = psycopg.conninfo.make_conninfo(s.effective_postgres_dsn(), port=linked[s.index.port])
     with psycopg.connect(dsn, connect_timeout=10) as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("dicomflow_app",)
-    cache = redis.Redis.from_url(s.effective_redis_url().replace(f":{s.redis_port}/", f":{linked[s.redis_port]}/"))
+    cache = redis.Redis.from_url(s.effective_redis_url().replace(f":{s.cache.port}/", f":{linked[s.cache.port]}/"))
     assert cache.ping()
 
     async def temporal_healthy() -> bool:
         from temporalio.client import Client
 
-        client = await Client.connect(f"127.0.0.1:{linked[s.temporal_port]}", namespace=s.temporal_namespace)
+        client = await Client.connect(f"127.0.0.1:{linked[s.temporal.port]}", namespace=s.temporal.namespace)
         return await client.service_client.check_health()
 
     assert asyncio.run(temporal_healthy())
@@ -104,7 +104,7 @@ def _first_answer(port: int, context: ssl.SSLContext | None) -> bytes:
 
 
 def test_the_heads_end_wants_a_client_certificate_from_the_archives_ca(stack, linked, link_pki, tmp_path):
-    port = stack.settings.postgres_port
+    port = stack.settings.index.port
     node = ssl.create_default_context(cafile=str(link_pki["ca"]))
     node.load_cert_chain(str(link_pki["node"]), str(link_pki["node_key"]))
     assert _first_answer(port, node) in (b"N", b"S"), "a node's own certificate must pass (the check below could not fail)"

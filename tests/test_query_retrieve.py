@@ -59,7 +59,7 @@ def qr_data(stack, data_dir) -> dict[str, list[Path]]:
     }
     s = stack.settings
     files = [str(p) for paths in sets.values() for p in paths]
-    result = dcmtk("dcmsend", "-aet", QR_AE, "-aec", s.ae_title, "127.0.0.1", str(s.dimse_port), *files, timeout=900)
+    result = dcmtk("dcmsend", "-aet", QR_AE, "-aec", s.dimse.ae_title, "127.0.0.1", str(s.dimse.port), *files, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     return sets
 
@@ -68,10 +68,10 @@ def findscu(stack, out: Path, *keys: str, model: str = "-S", aet: str = QR_AE) -
     """findscu's answers, each written to a file by -X and read back."""
     out.mkdir(exist_ok=True)
     s = stack.settings
-    args = ["findscu", model, "-aet", aet, "-aec", s.ae_title, "-X", "-od", str(out)]
+    args = ["findscu", model, "-aet", aet, "-aec", s.dimse.ae_title, "-X", "-od", str(out)]
     for key in keys:
         args += ["-k", key]
-    result = dcmtk(*args, "127.0.0.1", str(s.dimse_port))
+    result = dcmtk(*args, "127.0.0.1", str(s.dimse.port))
     assert result.returncode == 0, result.stderr
     return [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
 
@@ -79,7 +79,7 @@ def findscu(stack, out: Path, *keys: str, model: str = "-S", aet: str = QR_AE) -
 def _find(stack, identifier: Dataset, model=StudyRootQueryRetrieveInformationModelFind, aet: str = QR_AE):
     ae = AE(ae_title=aet)
     ae.add_requested_context(model)
-    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse.port, ae_title=stack.settings.dimse.ae_title)
     assert assoc.is_established
     try:
         return [(status.Status, ds, status.get("ErrorComment")) for status, ds in assoc.send_c_find(identifier, model)]
@@ -185,7 +185,7 @@ def _find_in(stack, identifier: Dataset, syntax: str) -> list[Dataset]:
     """Pending answers to a Study Root C-FIND on an association that offers only `syntax`."""
     ae = AE(ae_title=QR_AE)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind, [syntax])
-    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse.port, ae_title=stack.settings.dimse.ae_title)
     assert assoc.is_established
     try:
         answers = list(assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind))
@@ -228,7 +228,7 @@ def _find_then_cancel(stack, series: str) -> list[int]:
     """A C-FIND of a whole series, cancelled as soon as its first match arrives."""
     ae = AE(ae_title=QR_AE)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse.port, ae_title=stack.settings.dimse.ae_title)
     assert assoc.is_established
     statuses = []
     try:
@@ -331,10 +331,10 @@ def received(out: Path) -> dict[str, Dataset]:
 
 def movescu(stack, *keys: str, destination: str = STORESCP_AE) -> subprocess.CompletedProcess:
     s = stack.settings
-    args = ["movescu", "-v", "-S", "-aet", QR_AE, "-aec", s.ae_title, "-aem", destination]
+    args = ["movescu", "-v", "-S", "-aet", QR_AE, "-aec", s.dimse.ae_title, "-aem", destination]
     for key in keys:
         args += ["-k", key]
-    return dcmtk(*args, "127.0.0.1", str(s.dimse_port))
+    return dcmtk(*args, "127.0.0.1", str(s.dimse.port))
 
 
 def test_movescu_to_storescp_decompresses_what_it_does_not_accept(stack, qr_data, storescp_port, tmp_path):
@@ -392,7 +392,7 @@ def test_move_to_a_destination_that_accepts_everything_keeps_the_stored_syntax(s
 def _move_responses(stack, identifier: Dataset, destination: str) -> list[Dataset]:
     ae = AE(ae_title=QR_AE)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
-    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse.port, ae_title=stack.settings.dimse.ae_title)
     assert assoc.is_established
     try:
         return [s for s, _ in assoc.send_c_move(identifier, destination, StudyRootQueryRetrieveInformationModelMove)]
@@ -460,7 +460,7 @@ def test_killed_worker_during_move_still_delivers_every_instance_once(stack, qr_
             "-aet",
             QR_AE,
             "-aec",
-            s.ae_title,
+            s.dimse.ae_title,
             "-aem",
             STORESCP_AE,
             "-k",
@@ -470,7 +470,7 @@ def test_killed_worker_during_move_still_delivers_every_instance_once(stack, qr_
             "-k",
             f"SeriesInstanceUID={series}",
             "127.0.0.1",
-            str(s.dimse_port),
+            str(s.dimse.port),
         ]
         mover = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 120
@@ -504,7 +504,7 @@ def test_getscu_retrieves_a_series_on_its_own_association(stack, qr_data, tmp_pa
         "-aet",
         QR_AE,
         "-aec",
-        s.ae_title,
+        s.dimse.ae_title,
         "-od",
         str(out),  # +B: written as received
         "-k",
@@ -514,7 +514,7 @@ def test_getscu_retrieves_a_series_on_its_own_association(stack, qr_data, tmp_pa
         "-k",
         f"SeriesInstanceUID={first.SeriesInstanceUID}",
         "127.0.0.1",
-        str(s.dimse_port),
+        str(s.dimse.port),
     )
     assert result.returncode == 0, result.stderr
     expected = {str(d.SOPInstanceUID) for d in map(dcmread, qr_data["nih"]) if d.SeriesInstanceUID == first.SeriesInstanceUID}
@@ -542,8 +542,8 @@ def test_c_cancel_stops_a_c_get_between_sub_operations(stack, qr_data):
 
     assoc = ae.associate(
         "127.0.0.1",
-        stack.settings.dimse_port,
-        ae_title=stack.settings.ae_title,
+        stack.settings.dimse.port,
+        ae_title=stack.settings.dimse.ae_title,
         ext_neg=[build_role(first.SOPClassUID, scp_role=True)],
         evt_handlers=[(evt.EVT_C_STORE, on_store)],
     )
@@ -583,7 +583,7 @@ def test_getscu_of_compressed_objects_gets_them_decompressed(stack, qr_data, tmp
         "-aet",
         QR_AE,
         "-aec",
-        s.ae_title,
+        s.dimse.ae_title,
         "-od",
         str(out),
         "-k",
@@ -591,7 +591,7 @@ def test_getscu_of_compressed_objects_gets_them_decompressed(stack, qr_data, tmp
         "-k",
         f"StudyInstanceUID={study}",
         "127.0.0.1",
-        str(s.dimse_port),
+        str(s.dimse.port),
     )
     assert result.returncode == 0, result.stderr
     got = received(out)
@@ -644,7 +644,7 @@ def test_a_retrieve_workflow_started_from_outside_sends_nothing(stack, qr_data):
             names.RETRIEVE_WORKFLOW,
             forged,
             id=names.retrieve_workflow_id("qr", forged.retrieve_id),
-            task_queue=stack.settings.temporal_task_queue,
+            task_queue=stack.settings.temporal.task_queue,
         )
         with contextlib.suppress(WorkflowFailureError):
             await handle.result()

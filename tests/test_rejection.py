@@ -49,7 +49,7 @@ def _series(paths: list[Path]) -> dict[str, list[Path]]:
 
 def _processed(stack, tenant: str, study: str) -> None:
     wid = names.study_workflow_id(tenant, study)
-    time.sleep(stack.settings.stable_seconds + 1)  # a workflow that was signalled again runs again
+    time.sleep(stack.settings.ingest.stable_seconds + 1)  # a workflow that was signalled again runs again
     assert run(wait_completed(stack.settings, [wid], timeout=180)) == {wid: WorkflowExecutionStatus.COMPLETED}
 
 
@@ -58,7 +58,7 @@ def _store_status(stack, path: Path | bytes, aet: str = IOCM_AE) -> tuple[int, s
     ds = dcmread(io.BytesIO(path) if isinstance(path, bytes) else path)
     ae = AE(ae_title=aet)
     ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
-    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse.port, ae_title=stack.settings.dimse.ae_title)
     assert assoc.is_established
     try:
         status = assoc.send_c_store(ds)
@@ -75,7 +75,14 @@ def _web(stack, tenant: str) -> DICOMwebClient:
 def iocm_study(stack, data_dir) -> dict:
     files = _nih(data_dir)
     result = dcmtk(
-        "dcmsend", "-aet", IOCM_AE, "-aec", stack.settings.ae_title, "127.0.0.1", str(stack.settings.dimse_port), *map(str, files)
+        "dcmsend",
+        "-aet",
+        IOCM_AE,
+        "-aec",
+        stack.settings.dimse.ae_title,
+        "127.0.0.1",
+        str(stack.settings.dimse.port),
+        *map(str, files),
     )
     assert result.returncode == 0, result.stderr[-2000:]
     study = _uid(files[0], "StudyInstanceUID")
@@ -90,7 +97,15 @@ def test_a_rejection_note_sent_by_storescu_withdraws_its_instances_everywhere(st
     gone_sops = {_uid(p, "SOPInstanceUID") for p in gone}
     note = write_rejection_note(gone, tmp_path / "rejection.dcm", QUALITY)
     sent = dcmtk(
-        "storescu", "-v", "-aet", IOCM_AE, "-aec", stack.settings.ae_title, "127.0.0.1", str(stack.settings.dimse_port), str(note)
+        "storescu",
+        "-v",
+        "-aet",
+        IOCM_AE,
+        "-aec",
+        stack.settings.dimse.ae_title,
+        "127.0.0.1",
+        str(stack.settings.dimse.port),
+        str(note),
     )
     assert sent.returncode == 0 and "Success" in sent.stdout + sent.stderr, sent.stdout + sent.stderr
     note_uid = _uid(note, "SOPInstanceUID")
@@ -127,7 +142,7 @@ def test_a_rejection_note_sent_by_storescu_withdraws_its_instances_everywhere(st
             "-aet",
             IOCM_AE,
             "-aec",
-            stack.settings.ae_title,
+            stack.settings.dimse.ae_title,
             "-aem",
             STORESCP_AE,
             "-k",
@@ -135,7 +150,7 @@ def test_a_rejection_note_sent_by_storescu_withdraws_its_instances_everywhere(st
             "-k",
             f"StudyInstanceUID={study}",
             "127.0.0.1",
-            str(stack.settings.dimse_port),
+            str(stack.settings.dimse.port),
         )
     assert moved.returncode == 0, moved.stderr
     assert set(received(tmp_path / "moved")) == listed
@@ -244,7 +259,7 @@ def test_rejections_expire_after_the_grace_by_a_workflow(stack, data_dir, tmp_pa
             names.REJECTION_EXPIRY_WORKFLOW,
             ExpiryRequest(as_of.isoformat()),
             id=f"rejection-expiry-test-{as_of:%s}",
-            task_queue=stack.settings.temporal_task_queue,
+            task_queue=stack.settings.temporal.task_queue,
             result_type=ExpiryOutcome,
         )
 

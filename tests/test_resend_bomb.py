@@ -43,7 +43,7 @@ def c_store(stack, payload: bytes) -> tuple[int, str]:
     ds = dcmread(io.BytesIO(payload), stop_before_pixels=True)
     ae = AE(ae_title=STORE_AE)
     ae.add_requested_context(ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.TransferSyntaxUID)
-    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse.port, ae_title=stack.settings.dimse.ae_title)
     assert assoc.is_established
     try:
         with tempfile.NamedTemporaryFile(suffix=".dcm") as fh:
@@ -73,7 +73,7 @@ def stow(stack, payload: bytes) -> tuple[int, str]:
 
 def scp_processes(stack) -> list[psutil.Process]:
     """Every SCP actor (they share the DIMSE port): any of them may take the association."""
-    port = stack.settings.dimse_port
+    port = stack.settings.dimse.port
     pids = {c.pid for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
     return [psutil.Process(pid) for pid in pids if pid]
 

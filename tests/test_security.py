@@ -260,7 +260,7 @@ def _associate(stack, calling_ae: str, contexts: list, identity: str | None = No
         item.user_identity_type = 5
         item.primary_field = identity.encode()
         ext.append(item)
-    return ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title, ext_neg=ext)
+    return ae.associate("127.0.0.1", stack.settings.dimse.port, ae_title=stack.settings.dimse.ae_title, ext_neg=ext)
 
 
 def _store_with(stack, calling_ae: str, payload: bytes, identity: str | None = None):
@@ -291,9 +291,9 @@ def test_unknown_calling_ae_is_rejected_with_calling_ae_not_recognized(stack, da
             "-aet",
             "STRANGER",
             "-aec",
-            stack.settings.ae_title,
+            stack.settings.dimse.ae_title,
             "127.0.0.1",
-            str(stack.settings.dimse_port),
+            str(stack.settings.dimse.port),
             str(next((data_dir / "dcm_qa_nih").rglob("*.dcm"))),
         ],
         capture_output=True,
@@ -305,7 +305,7 @@ def test_unknown_calling_ae_is_rejected_with_calling_ae_not_recognized(stack, da
 
 def test_echo_from_an_unknown_ae_is_answered(stack):
     result = subprocess.run(
-        ["echoscu", "-aet", "MONITOR", "-aec", stack.settings.ae_title, "127.0.0.1", str(stack.settings.dimse_port)],
+        ["echoscu", "-aet", "MONITOR", "-aec", stack.settings.dimse.ae_title, "127.0.0.1", str(stack.settings.dimse.port)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -318,14 +318,14 @@ def test_one_host_cannot_hold_every_association(stack):
     rejected-transient by the provider, local limit exceeded (PS3.8 7.1.1.9), and a slot given
     back can be taken again. echoscu's own association still works after."""
     settings = stack.settings
-    ceiling = settings.dimse_max_associations_per_peer * settings.scp_processes
+    ceiling = settings.dimse.max_associations_per_peer * settings.cluster.scp_processes
     ae = AE(ae_title="MONITOR")
     ae.add_requested_context("1.2.840.10008.1.1")
-    opened = [ae.associate("127.0.0.1", settings.dimse_port, ae_title=settings.ae_title) for _ in range(ceiling + 4)]
+    opened = [ae.associate("127.0.0.1", settings.dimse.port, ae_title=settings.dimse.ae_title) for _ in range(ceiling + 4)]
     try:
         accepted = [a for a in opened if a.is_established]
         rejected = [a for a in opened if a.is_rejected]
-        assert settings.dimse_max_associations_per_peer <= len(accepted) <= ceiling
+        assert settings.dimse.max_associations_per_peer <= len(accepted) <= ceiling
         assert len(accepted) + len(rejected) == len(opened) and rejected
         for assoc in rejected:
             rj = assoc.acceptor.primitive
@@ -334,11 +334,11 @@ def test_one_host_cannot_hold_every_association(stack):
         for assoc in opened:
             if assoc.is_established:
                 assoc.release()
-    again = ae.associate("127.0.0.1", settings.dimse_port, ae_title=settings.ae_title)
+    again = ae.associate("127.0.0.1", settings.dimse.port, ae_title=settings.dimse.ae_title)
     assert again.is_established
     again.release()
     result = subprocess.run(
-        ["echoscu", "-aet", "MONITOR", "-aec", settings.ae_title, "127.0.0.1", str(settings.dimse_port)],
+        ["echoscu", "-aet", "MONITOR", "-aec", settings.dimse.ae_title, "127.0.0.1", str(settings.dimse.port)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -569,12 +569,12 @@ def test_a_network_bind_host_serves_dicomweb_and_dimse_there(tmp_path, pki):
     running = RunningStack(overrides, tmp_path / "up.log")
     running.start()
     try:
-        port = running.settings.http_port
+        port = running.settings.web.http_port
         answer = requests.get(f"http://{host}:{port}/dicomweb/studies", headers=bearer(TENANT, roles=["reader"]), timeout=30)
         assert answer.status_code in (200, 204), answer.text
         assert requests.get(f"http://{host}:{port}/dicomweb/studies", timeout=30).status_code == 401
         echo = subprocess.run(
-            ["echoscu", "-aec", running.settings.ae_title, host, str(running.settings.dimse_port)],
+            ["echoscu", "-aec", running.settings.dimse.ae_title, host, str(running.settings.dimse.port)],
             capture_output=True,
             text=True,
             timeout=60,
@@ -636,23 +636,23 @@ def _nothing_open_on(running, host: str) -> None:
 
     s = running.settings
     exposed = _listening_on(running, host)
-    assert s.temporal_ui_port not in exposed, f"the Temporal UI listens on {host} (it is reached through /temporal)"
-    unknown_ae = _associate_at(host, s.dimse_port, s.ae_title, "STRANGER", [(CTImageStorage,)])
+    assert s.temporal.ui_port not in exposed, f"the Temporal UI listens on {host} (it is reached through /temporal)"
+    unknown_ae = _associate_at(host, s.dimse.port, s.dimse.ae_title, "STRANGER", [(CTImageStorage,)])
     assert unknown_ae.is_rejected, "an unknown AE may store on a network address with auth on"
     # the embedded servers themselves stay on loopback; what listens at their ports is the node link
     # (mutual TLS, cluster/node_link.py), which answers nobody without a certificate from our CA
-    linked = {s.postgres_port, s.redis_port, s.temporal_port}
+    linked = {s.index.port, s.cache.port, s.temporal.port}
     for port in linked & set(exposed):
         assert all("cluster.node_link" in c for c in exposed[port]), (port, exposed[port])
         assert _answer_without_a_certificate(host, port) == b"", f"the node link on {port} answered a stranger"
-    assert (s.postgres_port in exposed) == (s.tls_ca_file is not None), "node links run exactly when certificates are set"
-    ours = {s.http_port, s.dimse_port, s.dimse_tls_port} | linked
+    assert (s.index.port in exposed) == (s.tls.ca_file is not None), "node links run exactly when certificates are set"
+    ours = {s.web.http_port, s.dimse.port, s.dimse.tls_port} | linked
     for port, commands in exposed.items():
         if port in ours:
             continue
         assert all("ray" in c.lower() or "dicomflow up" in c for c in commands), (port, commands)  # Ray's (up is its driver)
         _ray_port_holds_nothing_open(host, port)
-    assert requests.get(f"http://{host}:{s.ray_dashboard_port}/api/version", timeout=10).status_code == 401
+    assert requests.get(f"http://{host}:{s.cluster.ray_dashboard_port}/api/version", timeout=10).status_code == 401
 
 
 def _ray_port_holds_nothing_open(host: str, port: int) -> None:
@@ -720,7 +720,7 @@ def test_dicomweb_is_https_with_the_archive_certificate(stack, pki):
     old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     old.load_verify_locations(pki["ca"])
     old.maximum_version = ssl.TLSVersion.TLSv1_1
-    with socket.create_connection(("127.0.0.1", stack.settings.http_port), timeout=10) as raw:
+    with socket.create_connection(("127.0.0.1", stack.settings.web.http_port), timeout=10) as raw:
         with pytest.raises(ssl.SSLError):
             old.wrap_socket(raw, server_hostname="127.0.0.1")
     pem = Path(haproxy_dir(stack.settings)) / "dicomweb.pem"
@@ -739,7 +739,7 @@ def _tls_args(pki, with_client_cert: bool = True) -> list[str]:
 def test_dcmtk_echo_and_store_over_dicom_tls(stack, pki, data_dir):
     s = stack.settings
     echo = subprocess.run(
-        ["echoscu", *_tls_args(pki), "-aec", s.ae_title, "127.0.0.1", str(s.dimse_tls_port)],
+        ["echoscu", *_tls_args(pki), "-aec", s.dimse.ae_title, "127.0.0.1", str(s.dimse.tls_port)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -749,7 +749,17 @@ def test_dcmtk_echo_and_store_over_dicom_tls(stack, pki, data_dir):
     sent = Path(stack.settings.var_path.parent / "tls-object.dcm")
     sent.write_bytes(payload)
     store = subprocess.run(
-        ["storescu", *_tls_args(pki), "-aet", "MODALITY", "-aec", s.ae_title, "127.0.0.1", str(s.dimse_tls_port), str(sent)],
+        [
+            "storescu",
+            *_tls_args(pki),
+            "-aet",
+            "MODALITY",
+            "-aec",
+            s.dimse.ae_title,
+            "127.0.0.1",
+            str(s.dimse.tls_port),
+            str(sent),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -761,14 +771,14 @@ def test_dcmtk_echo_and_store_over_dicom_tls(stack, pki, data_dir):
 def test_dicom_tls_without_a_client_certificate_is_refused(stack, pki):
     s = stack.settings
     echo = subprocess.run(
-        ["echoscu", *_tls_args(pki, with_client_cert=False), "-aec", s.ae_title, "127.0.0.1", str(s.dimse_tls_port)],
+        ["echoscu", *_tls_args(pki, with_client_cert=False), "-aec", s.dimse.ae_title, "127.0.0.1", str(s.dimse.tls_port)],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert echo.returncode != 0
     plain = subprocess.run(
-        ["echoscu", "-to", "10", "-aec", s.ae_title, "127.0.0.1", str(s.dimse_tls_port)],
+        ["echoscu", "-to", "10", "-aec", s.dimse.ae_title, "127.0.0.1", str(s.dimse.tls_port)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -790,9 +800,9 @@ def test_embedded_postgres_and_redis_need_passwords_kept_private(stack):
     files = list(folder.iterdir())
     assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
     with pytest.raises(psycopg.OperationalError, match="password"):
-        psycopg.connect(f"postgresql://dicomflow@{s.bind_host}:{s.postgres_port}/dicomflow", connect_timeout=5)
+        psycopg.connect(f"postgresql://dicomflow@{s.bind_host}:{s.index.port}/dicomflow", connect_timeout=5)
     with pytest.raises(redis.exceptions.RedisError, match="(?i)auth"):
-        redis.Redis(host=s.bind_host, port=s.redis_port, socket_timeout=5).ping()
+        redis.Redis(host=s.bind_host, port=s.cache.port, socket_timeout=5).ping()
     secrets = [f.read_text().strip() for f in files if f.name.endswith("_password")]
     for process in stack.descendants():
         try:

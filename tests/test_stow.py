@@ -232,7 +232,7 @@ def test_bad_tenant_header_is_400(stack, data_dir):
 
 
 def test_oversized_body_is_413(stack, tenant):
-    size = stack.settings.stow_max_bytes + 1
+    size = stack.settings.web.stow_max_bytes + 1
     response = requests.post(
         stack.url("/dicomweb/studies"),
         data=b"",

@@ -124,11 +124,11 @@ def test_one_sweep_at_a_time(stack, stored):
 def test_periodic_sweep_runs_on_its_interval(stack, stored):
     root = stack.settings.var_path / "blobs"
     old = plant(root, f"{TENANT}/nodate/00aa/00bb/00ff.0123456789ab.dcm", age=2 * HOUR)
-    settings = stack.settings.model_copy(update={"sweep_interval_seconds": 0.2, "orphan_grace_seconds": HOUR})
+    settings = stack.settings.with_values(sweep_interval_seconds=0.2, orphan_grace_seconds=HOUR)
 
     async def go():
         pool = await open_index_pool(settings.effective_postgres_dsn(), max_size=3)
-        task = asyncio.create_task(sweep_forever(LocalBlobStore(root), pool, settings))
+        task = asyncio.create_task(sweep_forever(LocalBlobStore(root), pool, settings.ingest))
         try:
             for _ in range(100):
                 if not old.exists():

@@ -39,7 +39,7 @@ def _listen_addresses(port: int) -> set[str]:
 
 def test_embedded_temporal_listens_on_loopback_only(stack):
     """Before the fix both listened on bind_host; with a network bind_host that was an open door."""
-    for port in (stack.settings.temporal_port, stack.settings.temporal_ui_port):
+    for port in (stack.settings.temporal.port, stack.settings.temporal.ui_port):
         assert _listen_addresses(port) == {"127.0.0.1"}, port
 
 

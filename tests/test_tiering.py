@@ -42,7 +42,7 @@ def _stow(stack, tenant: str, payloads: list[bytes]) -> str:
     answer = requests.post(stack.url("/dicomweb/studies"), data=body, headers=headers, timeout=300)
     assert answer.status_code == 200, answer.text
     study = str(dcmread(io.BytesIO(payloads[0]), stop_before_pixels=True).StudyInstanceUID)
-    time.sleep(stack.settings.stable_seconds + 1)
+    time.sleep(stack.settings.ingest.stable_seconds + 1)
     wid = names.study_workflow_id(tenant, study)
     assert run(wait_completed(stack.settings, [wid], timeout=300)) == {wid: WorkflowExecutionStatus.COMPLETED}
     return study
@@ -60,8 +60,8 @@ def _rows(stack, tenant: str, study: str) -> dict[str, tuple[str, str, str, str]
 
 def _cold_keys(stack) -> set[str]:
     s = stack.settings
-    client = Minio(s.cold_s3_endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False, region=REGION)
-    return {o.object_name for o in client.list_objects(s.cold_s3_bucket, recursive=True) if o.object_name}
+    client = Minio(s.storage.cold_s3_endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False, region=REGION)
+    return {o.object_name for o in client.list_objects(s.storage.cold_s3_bucket, recursive=True) if o.object_name}
 
 
 def _wado_rs(stack, study: str, series: str, sop: str) -> bytes:
@@ -86,8 +86,8 @@ def _getscu(stack, study: str, out: Path) -> subprocess.CompletedProcess:
     out.mkdir()
     s = stack.settings
     return dcmtk(
-        "getscu", "-S", "+B", "-aet", TIER_AE, "-aec", s.ae_title, "-od", str(out),
-        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(s.dimse_port),
+        "getscu", "-S", "+B", "-aet", TIER_AE, "-aec", s.dimse.ae_title, "-od", str(out),
+        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(s.dimse.port),
     )  # fmt: skip
 
 
@@ -148,8 +148,8 @@ def test_a_tiered_study_reads_back_byte_identical_over_every_path(stack, tier_st
         assert np.array_equal(ds.pixel_array, _pixels(originals[sop])), sop
     with storescp(storescp_port, tmp_path / "moved", accept_all=True):
         moved = dcmtk(
-            "movescu", "-S", "-aet", TIER_AE, "-aec", stack.settings.ae_title, "-aem", STORESCP_AE,
-            "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(stack.settings.dimse_port),
+            "movescu", "-S", "-aet", TIER_AE, "-aec", stack.settings.dimse.ae_title, "-aem", STORESCP_AE,
+            "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(stack.settings.dimse.port),
         )  # fmt: skip
     assert moved.returncode == 0, moved.stderr
     assert set(received(tmp_path / "moved")) == set(originals)
@@ -204,9 +204,9 @@ def test_a_move_survives_a_killed_worker_and_loses_nothing(stack, data_dir):
     assert set(after) == set(before) and {tier for *_, tier in after.values()} == {"cold"}
     assert not any((hot / key).exists() for _, key, _, _ in after.values())
     s = stack.settings
-    client = Minio(s.cold_s3_endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False, region=REGION)
+    client = Minio(s.storage.cold_s3_endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False, region=REGION)
     for _, key, sha, _ in after.values():
-        response = client.get_object(s.cold_s3_bucket, key)
+        response = client.get_object(s.storage.cold_s3_bucket, key)
         try:
             assert hashlib.sha256(response.read()).hexdigest() == sha, key
         finally:

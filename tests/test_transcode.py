@@ -28,7 +28,7 @@ def test_compressed_objects_get_a_lossless_uncompressed_copy(stack, data_dir):
     paths = [next(data_dir.rglob(name)) for name in FILES]
     # its codestream declares 60000 x 60000 pixels, its header 1024 x 1024: the pool refuses it unread
     bomb = j2k_declaring(data_dir.joinpath(*J2K_SOURCE), 60000)
-    settings = stack.settings.model_copy(update={"transcode_policy": "uncompressed"})
+    settings = stack.settings.with_values(transcode_policy="uncompressed")
     blobs = LocalBlobStore(settings.var_path / "blobs")
     dsn = settings.effective_postgres_dsn()
 

@@ -48,10 +48,10 @@ def worklist(stack, tmp_path_factory) -> list[Dataset]:
 def findscu_w(stack, out: Path, *keys: str, query_file: Path | None = None, aet: str = QR_AE) -> list[Dataset]:
     out.mkdir(exist_ok=True)
     s = stack.settings
-    args = ["findscu", "-W", "-aet", aet, "-aec", s.ae_title, "-X", "-od", str(out)]
+    args = ["findscu", "-W", "-aet", aet, "-aec", s.dimse.ae_title, "-X", "-od", str(out)]
     for key in keys:
         args += ["-k", key]
-    dcmtk(*args, "127.0.0.1", str(s.dimse_port), *([str(query_file)] if query_file else []))
+    dcmtk(*args, "127.0.0.1", str(s.dimse.port), *([str(query_file)] if query_file else []))
     return [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
 
 
@@ -109,7 +109,7 @@ def test_date_range_and_patient_name_wildcard(stack, worklist, tmp_path):
 def test_worklist_needs_the_worklist_service(stack, worklist):
     ae = AE(ae_title=MODALITY_AE)
     ae.add_requested_context(ModalityWorklistInformationFind)
-    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse.port, ae_title=stack.settings.dimse.ae_title)
     identifier = Dataset()
     identifier.AccessionNumber = ""
     try:
@@ -142,7 +142,7 @@ def _mpps_assoc(stack):
     ae = AE(ae_title=QR_AE)
     ae.add_requested_context(ModalityPerformedProcedureStep)
     ae.add_requested_context(ModalityWorklistInformationFind)
-    assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+    assoc = ae.associate("127.0.0.1", stack.settings.dimse.port, ae_title=stack.settings.dimse.ae_title)
     assert assoc.is_established
     return assoc
 
@@ -178,7 +178,7 @@ def test_mpps_in_progress_then_completed_shows_on_worklist_and_study(stack, work
     study_file = sorted((data_dir / "dcm_qa_nih").rglob("*"))[-1]
     study_uid = str(dcmread(study_file, stop_before_pixels=True).StudyInstanceUID)
     s = stack.settings
-    dcmtk("dcmsend", "-aet", QR_AE, "-aec", s.ae_title, "127.0.0.1", str(s.dimse_port), str(study_file))
+    dcmtk("dcmsend", "-aet", QR_AE, "-aec", s.dimse.ae_title, "127.0.0.1", str(s.dimse.port), str(study_file))
     item = next(i for i in worklist if i.AccessionNumber == "00001")
     mpps_uid = generate_uid()
     assoc = _mpps_assoc(stack)

@@ -9,7 +9,8 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from archive.config.settings import MODALITY_SERVICES, AEEntry, Settings
+from archive.config.peers import MODALITY_SERVICES, AEEntry
+from archive.config.settings import Settings
 from archive.identity.principal import ANONYMOUS, Principal, Role, TenantRefused
 
 # the Role a DIMSE service needs when the caller presented a token (user identity negotiation)
@@ -95,7 +96,7 @@ def admit(
     a modality does (store, commit): anyone can claim any title, so it never queries or retrieves.
     `certificate`: the DICOM TLS client certificate, which an entry naming one must present."""
     calling = calling_ae.strip()
-    entry = settings.ae_table.get(calling)
+    entry = settings.dimse.ae_table.get(calling)
     if entry is None:
         if settings.accepts_unknown_ae:
             return Caller(calling, peer, None, frozenset(MODALITY_SERVICES))
@@ -114,7 +115,7 @@ def tenant_of(settings: Settings, caller: Caller, called_ae: str) -> str:
     """The tenant an association works in. A known AE is bound to its entry's tenant; a token may
     choose among its tenants through the called AE title; an unknown AE (allowed only when the
     settings say so) gets the called AE title's tenant or the default."""
-    mapped = settings.ae_table.get(called_ae.strip())
+    mapped = settings.dimse.ae_table.get(called_ae.strip())
     requested = mapped.tenant if mapped and mapped.tenant else None
     if caller.principal.method == "oidc":
         bound = caller.entry.tenant if caller.entry else None

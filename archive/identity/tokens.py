@@ -166,13 +166,13 @@ def verifier_for(settings: "Settings", redis: "Redis") -> TokenVerifier | None:
             "the key that protects cached OIDC keys is missing (var/secrets/oidc_cache_key): "
             "start the archive with `dicomflow up`, or set oidc_cache_key"
         )
-    keys = JwksCache(redis, settings.oidc_jwks_ttl_seconds, settings.oidc_refetch_seconds, mac_key=mac_key.encode())
+    keys = JwksCache(redis, settings.oidc.jwks_ttl_seconds, settings.oidc.refetch_seconds, mac_key=mac_key.encode())
     return TokenVerifier(
-        settings.oidc_issuer,
-        settings.oidc_audience or "",
+        settings.oidc.issuer,
+        settings.oidc.audience or "",
         keys,
-        algorithms=list(settings.oidc_algorithms),
-        tenant_claim=settings.oidc_tenant_claim,
-        role_claim=settings.oidc_role_claim,
-        leeway=settings.oidc_clock_skew_seconds,
+        algorithms=list(settings.oidc.algorithms),
+        tenant_claim=settings.oidc.tenant_claim,
+        role_claim=settings.oidc.role_claim,
+        leeway=settings.oidc.clock_skew_seconds,
     )

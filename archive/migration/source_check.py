@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import ipaddress
 
-from archive.config.settings import AEEntry, Settings
+from archive.config.peers import AEEntry
+from archive.config.sections import DimseSettings
+from archive.config.settings import Settings
 
 
-def source_refusal(settings: Settings, source_ae: str) -> str | None:
+def source_refusal(dimse: DimseSettings, source_ae: str) -> str | None:
     """Why `source_ae` cannot be migrated from; None when it can."""
-    entry = settings.ae_table.get(source_ae)
+    entry = dimse.ae_table.get(source_ae)
     if entry is None:
-        known = ", ".join(sorted(settings.ae_table)) or "none"
+        known = ", ".join(sorted(dimse.ae_table)) or "none"
         return (
             f"{source_ae!r} is not in the AE table (known: {known}); add it under [ae_table.{source_ae}] with "
             'host, port and services = ["store"] (and tenant, if its studies belong to one)'
@@ -42,4 +44,4 @@ def _may_call_from(entry: AEEntry) -> bool:
 
 def migration_tenant(settings: Settings, source_ae: str) -> str:
     """The tenant the source's C-STOREs land in: the one the receipt path gives them (its entry's)."""
-    return settings.tenant_for_ae(source_ae, settings.ae_title)
+    return settings.tenant_for_ae(source_ae, settings.dimse.ae_title)

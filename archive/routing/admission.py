@@ -35,8 +35,8 @@ def destination_refusal(rule: ForwardRule, ae_table: Mapping[str, _Reachable]) -
 
 def named_tenants(settings: "Settings") -> set[str]:
     """The tenants the settings name: the default, the AE table's, the forwarding rules' own."""
-    named = {settings.default_tenant, *(entry.tenant for entry in settings.ae_table.values() if entry.tenant)}
-    return named | {rule.tenant for rule in settings.forward_rules if rule.tenant}
+    named = {settings.default_tenant, *(entry.tenant for entry in settings.dimse.ae_table.values() if entry.tenant)}
+    return named | {rule.tenant for rule in settings.routing.forward_rules if rule.tenant}
 
 
 def target_refusal(rule: ForwardRule, known_tenants: Collection[str]) -> str | None:

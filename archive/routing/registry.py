@@ -11,21 +11,21 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
-from archive.config.settings import Settings
+from archive.config.sections import RoutingSettings
 from archive.index.forward_rules import stored_rules
 from archive.routing.rules import ForwardRule
 
 log = logging.getLogger("dicomflow.routing")
 
 
-async def rules_in_force(settings: Settings, pool: AsyncConnectionPool) -> list[ForwardRule]:
+async def rules_in_force(routing: RoutingSettings, pool: AsyncConnectionPool) -> list[ForwardRule]:
     async with pool.connection() as conn:
         rows = await stored_rules(conn)
-    return merged(settings.forward_rules, rows)
+    return merged(routing.forward_rules, rows)
 
 
-async def rule_in_force(settings: Settings, pool: AsyncConnectionPool, name: str) -> ForwardRule | None:
-    return next((rule for rule in await rules_in_force(settings, pool) if rule.name == name), None)
+async def rule_in_force(routing: RoutingSettings, pool: AsyncConnectionPool, name: str) -> ForwardRule | None:
+    return next((rule for rule in await rules_in_force(routing, pool) if rule.name == name), None)
 
 
 def merged(seed: list[ForwardRule], rows: list[tuple[str, dict[str, Any]]]) -> list[ForwardRule]:

@@ -24,7 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 from archive.blobstore import BlobNotFound, BlobStore, StagedBlob
 from archive.blobstore.layout import instance_key, new_write_id
 from archive.blobstore.removal import remove_blobs
-from archive.config.settings import DECODE_FRAME_FACTOR
+from archive.config.sections import DECODE_FRAME_FACTOR
 from archive.dicom.attributes import InstanceAttributes, extract
 from archive.dicom.header import Header, InvalidObject, read_header
 from archive.dicom.part10 import add_missing_meta

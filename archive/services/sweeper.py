@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from psycopg_pool import AsyncConnectionPool
 
 from archive.blobstore import BlobInfo, BlobNotFound, BlobStore
-from archive.config.settings import Settings
+from archive.config.sections import IngestSettings
 from archive.index.orphans import sweeper_turn, unreferenced
 
 log = logging.getLogger("dicomflow.sweeper")
@@ -110,13 +110,13 @@ async def sweep_once(
         return await sweep(blobs, pool, grace_seconds, dry_run=dry_run, progress=progress)
 
 
-async def sweep_forever(blobs: BlobStore, pool: AsyncConnectionPool, settings: Settings) -> None:
+async def sweep_forever(blobs: BlobStore, pool: AsyncConnectionPool, ingest: IngestSettings) -> None:
     """Every sweep_interval_seconds, in whichever worker process gets the turn."""
-    if not settings.sweep_interval_seconds:
+    if not ingest.sweep_interval_seconds:
         return
     while True:
-        await asyncio.sleep(settings.sweep_interval_seconds)
+        await asyncio.sleep(ingest.sweep_interval_seconds)
         try:
-            await sweep_once(blobs, pool, settings.orphan_grace_seconds)
+            await sweep_once(blobs, pool, ingest.orphan_grace_seconds)
         except Exception:  # noqa: BLE001 - try again next interval
             log.warning("orphan sweep failed", exc_info=True)

@@ -79,7 +79,7 @@ def embedded_postgres_service(settings: Settings) -> ManagedProcess:
             "-h",
             EMBEDDED_HOST,
             "-p",
-            str(settings.postgres_port),
+            str(settings.index.port),
             "-c",
             "unix_socket_directories=",
             "-c",
@@ -131,7 +131,7 @@ def init_data_dir(settings: Settings) -> None:
 
 
 def owner_dsn(settings: Settings, password: str, dbname: str = DB_NAME) -> str:
-    return make_conninfo(host=EMBEDDED_HOST, port=settings.postgres_port, user=DB_USER, password=password, dbname=dbname)
+    return make_conninfo(host=EMBEDDED_HOST, port=settings.index.port, user=DB_USER, password=password, dbname=dbname)
 
 
 def owner_for_this_start(settings: Settings) -> str:
@@ -211,7 +211,7 @@ def start_postgres(settings: Settings) -> tuple[ManagedProcess, str]:
     """The running server and the owner's DSN for this start (until `lock_owner`)."""
     service = embedded_postgres_service(settings)
     service.stop_leftover()
-    require_free_port("PostgreSQL", EMBEDDED_HOST, settings.postgres_port, "postgres_port")
+    require_free_port("PostgreSQL", EMBEDDED_HOST, settings.index.port, "postgres_port")
     _own_data_dir(settings.var_path / "postgres")
     init_data_dir(settings)
     password = owner_for_this_start(settings)

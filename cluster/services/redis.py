@@ -34,7 +34,7 @@ def embedded_redis_service(settings: Settings) -> ManagedProcess:
             "--bind",
             EMBEDDED_HOST,
             "--port",
-            str(settings.redis_port),
+            str(settings.cache.port),
             "--dir",
             str(data),
             "--save",
@@ -58,7 +58,7 @@ def embedded_redis_service(settings: Settings) -> ManagedProcess:
 def start_redis(settings: Settings) -> ManagedProcess:
     service = embedded_redis_service(settings)
     service.stop_leftover()
-    require_free_port("Redis", EMBEDDED_HOST, settings.redis_port, "redis_port")
+    require_free_port("Redis", EMBEDDED_HOST, settings.cache.port, "redis_port")
     (settings.var_path / "redis").mkdir(parents=True, exist_ok=True)
     _config_file(settings)
     service.start()

@@ -37,24 +37,24 @@ def embedded_temporal_service(settings: Settings) -> ManagedProcess:
         "--ip",
         LOOPBACK,
         "--port",
-        str(settings.temporal_port),
+        str(settings.temporal.port),
         "--ui-ip",
         LOOPBACK,
         "--ui-port",
-        str(settings.temporal_ui_port),
+        str(settings.temporal.ui_port),
         "--ui-public-path",
         TEMPORAL_UI_PATH,
         "--db-filename",
         str(data / "temporal.db"),
         "--namespace",
-        settings.temporal_namespace,
+        settings.temporal.namespace,
         "--log-level",
         "warn",
         "--ui-disable-news-fetch",
         "--sqlite-pragma",
         "journal_mode=wal",
         "--sqlite-pragma",
-        f"synchronous={settings.temporal_sqlite_sync}",
+        f"synchronous={settings.temporal.sqlite_sync}",
     ]
     for name, kind in SEARCH_ATTRIBUTE_TYPES.items():
         argv += ["--search-attribute", f"{name}={kind}"]
@@ -65,7 +65,7 @@ def _temporal_ready(settings: Settings) -> bool:
     from temporalio.client import Client
 
     async def probe() -> bool:
-        client = await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal_namespace)
+        client = await Client.connect(settings.effective_temporal_address(), namespace=settings.temporal.namespace)
         return await client.service_client.check_health()
 
     if not asyncio.run(probe()):
@@ -77,8 +77,8 @@ def _temporal_ready(settings: Settings) -> bool:
 def start_temporal(settings: Settings) -> ManagedProcess:
     service = embedded_temporal_service(settings)
     service.stop_leftover()
-    require_free_port("Temporal", LOOPBACK, settings.temporal_port, "temporal_port")
-    require_free_port("Temporal Web UI", LOOPBACK, settings.temporal_ui_port, "temporal_ui_port")
+    require_free_port("Temporal", LOOPBACK, settings.temporal.port, "temporal_port")
+    require_free_port("Temporal Web UI", LOOPBACK, settings.temporal.ui_port, "temporal_ui_port")
     (settings.var_path / "temporal").mkdir(parents=True, exist_ok=True)
     service.start()
     service.wait_ready(lambda: _temporal_ready(settings), timeout=90)

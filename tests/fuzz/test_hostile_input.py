@@ -148,7 +148,7 @@ def test_known_attacks_are_refused_over_dimse(stack, data_dir, tmp_path, attack)
     for syntax in ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.90"):
         ae.add_requested_context("1.2.840.10008.5.1.4.1.1.4", [syntax])  # one context each: sent as stored
     try:
-        assoc = ae.associate("127.0.0.1", stack.settings.dimse_port, ae_title=stack.settings.ae_title)
+        assoc = ae.associate("127.0.0.1", stack.settings.dimse.port, ae_title=stack.settings.dimse.ae_title)
         assert assoc.is_established
         try:
             status = assoc.send_c_store(str(path))

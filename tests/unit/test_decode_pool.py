@@ -19,7 +19,8 @@ import pytest
 from pydicom import dcmread
 from pydicom.pixels import pixel_array
 
-from archive.config.settings import DECODE_FRAME_FACTOR, Settings
+from archive.config.sections import DECODE_FRAME_FACTOR
+from archive.config.settings import Settings
 from archive.pixels.decode_pool import DecodePool, DecodeRefused, progress, worker_memory
 from archive.pixels.frames import FrameNotFound, decoded_frames
 from archive.pixels.limits import INTERPRETER_BYTES, DecodeLimits
@@ -229,6 +230,6 @@ def test_workers_exit_when_their_caller_is_killed():
 
 
 def test_the_default_ceiling_follows_max_frame_bytes():
-    limits = Settings(max_frame_bytes=64 * 2**20).decode_limits
+    limits = Settings(max_frame_bytes=64 * 2**20).decode.pool_limits
     assert limits.memory_bytes == INTERPRETER_BYTES + DECODE_FRAME_FACTOR * 64 * 2**20
-    assert Settings(decode_memory_bytes=3 * GiB, decode_workers=4).decode_limits == DecodeLimits(3 * GiB, 60.0, 4)
+    assert Settings(decode_memory_bytes=3 * GiB, decode_workers=4).decode.pool_limits == DecodeLimits(3 * GiB, 60.0, 4)

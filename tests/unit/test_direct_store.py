@@ -25,7 +25,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import split_dataset
 
 import dimse
-from archive.config.settings import AEEntry
+from archive.config.peers import AEEntry
 from archive.dicom.part10_meta import HEAD_BYTES, read_layout
 from dimse import direct_store
 from dimse.direct_store import (

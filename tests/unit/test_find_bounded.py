@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
-from archive.config.settings import AEEntry
+from archive.config.peers import AEEntry
 from dimse.qr_scu import CANCEL, SUCCESS, find, open_qr_association
 from dimse.store_scu import release
 from testkit.running_stack import free_port

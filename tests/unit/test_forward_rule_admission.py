@@ -4,7 +4,7 @@ be reachable and not another tenant's."""
 
 from __future__ import annotations
 
-from archive.config.settings import AEEntry
+from archive.config.peers import AEEntry
 from archive.routing.admission import refusal
 from archive.routing.registry import merged
 from archive.routing.rules import ForwardRule

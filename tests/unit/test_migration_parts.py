@@ -48,8 +48,8 @@ def test_a_source_must_be_reachable_and_allowed_to_store():
             "ELSEWHERE": {"host": "10.0.0.7", "port": 104, "services": ["store"], "allowed_hosts": ["10.1.0.0/16"]},
         }
     )
-    assert source_refusal(settings, "PACS") is None and migration_tenant(settings, "PACS") == "old"
-    assert "not in the AE table" in (source_refusal(settings, "GONE") or "")
-    assert "no host and port" in (source_refusal(settings, "NOADDR") or "")
-    assert 'does not allow "store"' in (source_refusal(settings, "NOSTORE") or "")
-    assert "allowed_hosts" in (source_refusal(settings, "ELSEWHERE") or "")
+    assert source_refusal(settings.dimse, "PACS") is None and migration_tenant(settings, "PACS") == "old"
+    assert "not in the AE table" in (source_refusal(settings.dimse, "GONE") or "")
+    assert "no host and port" in (source_refusal(settings.dimse, "NOADDR") or "")
+    assert 'does not allow "store"' in (source_refusal(settings.dimse, "NOSTORE") or "")
+    assert "allowed_hosts" in (source_refusal(settings.dimse, "ELSEWHERE") or "")

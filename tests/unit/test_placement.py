@@ -88,8 +88,8 @@ def test_web_bounds_become_serve_replica_options() -> None:
     from serve.deployment import replica_options
 
     fixed = with_web_bounds(Settings(), 3, None)
-    assert replica_options(fixed) == {"num_replicas": 3}
-    auto = replica_options(with_web_bounds(Settings(serve_target_ongoing_requests=2), 2, 8))
+    assert replica_options(fixed.web) == {"num_replicas": 3}
+    auto = replica_options(with_web_bounds(Settings(serve_target_ongoing_requests=2), 2, 8).web)
     assert auto["num_replicas"] == "auto"
     assert auto["autoscaling_config"] == {
         "min_replicas": 2,
@@ -121,12 +121,10 @@ def test_a_node_on_another_host_reaches_the_embedded_services_only_by_node_links
     assert "tls_ca_file" in (placement_problem(head, remote) or "")
     same_host = Node("l", "127.0.0.1", frozenset({"worker", "dimse"}), False)
     assert placement_problem(head, same_host) is None
-    linked = head.model_copy(
-        update={"tls_cert_file": tmp_path / "a.pem", "tls_key_file": tmp_path / "a.key", "tls_ca_file": tmp_path / "ca.pem"}
-    )
+    linked = head.with_values(tls_cert_file=tmp_path / "a.pem", tls_key_file=tmp_path / "a.key", tls_ca_file=tmp_path / "ca.pem")
     assert placement_problem(linked, remote) is None
-    external = head.model_copy(
-        update={"temporal_address": "temporal.example:7233", "postgres_dsn": "host=db", "redis_url": "rediss://cache:6380/0"}
+    external = head.with_values(
+        temporal_address="temporal.example:7233", postgres_dsn="host=db", redis_url="rediss://cache:6380/0"
     )
     assert placement_problem(external, remote) is None
 

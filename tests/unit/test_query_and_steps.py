@@ -71,7 +71,7 @@ def test_a_retrieve_must_name_something_definite():
 
 def test_outbound_conversion_keeps_the_pixels(tmp_path):
     reference = dcmread(TS / "1.dcm").pixel_array
-    with DecodePool(Settings().decode_limits) as pool:
+    with DecodePool(Settings().decode.pool_limits) as pool:
         for name, stored in (("3.dcm", "1.2.840.10008.1.2.2"), ("9.dcm", "1.2.840.10008.1.2.4.90")):
             ds = dataset_to_send(TS / name, stored, {"1.2.840.10008.1.2.1"}, pool, tmp_path)
             assert str(ds.file_meta.TransferSyntaxUID) == "1.2.840.10008.1.2.1" and ds.original_encoding == (False, True)

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from archive.config import settings as settings_module
+from archive.config.flat_keys import flat_value
 from archive.config.settings import Settings, SettingsError, load_settings
 
 
@@ -11,9 +12,9 @@ def test_defaults_are_local_and_embedded(monkeypatch, tmp_path):
     monkeypatch.setenv("DICOMFLOW_CONFIG", str(tmp_path / "none.toml"))
     s = load_settings()
     assert s.bind_host == "127.0.0.1"
-    assert s.postgres_dsn is None and s.redis_url is None and s.temporal_address is None
-    assert s.blob_backend == "local"
-    assert s.effective_postgres_dsn().endswith(f":{s.postgres_port}/dicomflow")
+    assert s.index.dsn is None and s.cache.url is None and s.temporal.address is None
+    assert s.storage.backend == "local"
+    assert s.effective_postgres_dsn().endswith(f":{s.index.port}/dicomflow")
 
 
 def test_file_then_environment_then_arguments(monkeypatch, tmp_path):
@@ -24,10 +25,10 @@ def test_file_then_environment_then_arguments(monkeypatch, tmp_path):
     monkeypatch.setenv("DICOMFLOW_CONFIG", str(config))
     monkeypatch.setenv("DICOMFLOW_DIMSE_PORT", "11300")
     s = load_settings(ae_title="FROMARGS")
-    assert s.http_port == 9100  # file
-    assert s.dimse_port == 11300  # environment beats file
-    assert s.ae_title == "FROMARGS"  # arguments beat both
-    assert s.ae_table["CT1"].port == 104
+    assert s.web.http_port == 9100  # file
+    assert s.dimse.port == 11300  # environment beats file
+    assert s.dimse.ae_title == "FROMARGS"  # arguments beat both
+    assert s.dimse.ae_table["CT1"].port == 104
     assert s.tenant_for_ae("CT1", "DICOMFLOW") == "radiology"
     assert s.tenant_for_ae("UNKNOWN", "DICOMFLOW") == s.default_tenant
 
@@ -45,17 +46,17 @@ def test_env_file_chosen_by_dicomflow_env(monkeypatch, tmp_path):
     monkeypatch.setattr(settings_module, "CONFIG_DIR", tmp_path)
     (tmp_path / "staging.toml").write_text('duplicate_policy = "replace"\nhttp_port = 9123\n')
     (tmp_path / "other.toml").write_text("http_port = 9124\n")
-    default = Settings.model_fields
-    assert default["duplicate_policy"].default != "replace" and default["http_port"].default not in (9123, 9124)
+    default = Settings()
+    assert default.ingest.duplicate_policy != "replace" and default.web.http_port not in (9123, 9124)
 
     monkeypatch.setenv("DICOMFLOW_ENV", "staging")
     staging = load_settings()
-    assert (staging.duplicate_policy, staging.http_port) == ("replace", 9123)
+    assert (staging.ingest.duplicate_policy, staging.web.http_port) == ("replace", 9123)
     monkeypatch.setenv("DICOMFLOW_ENV", "other")
     other = load_settings()
-    assert (other.duplicate_policy, other.http_port) == (default["duplicate_policy"].default, 9124)
+    assert (other.ingest.duplicate_policy, other.web.http_port) == (default.ingest.duplicate_policy, 9124)
     monkeypatch.setenv("DICOMFLOW_CONFIG", str(tmp_path / "staging.toml"))  # an explicit file wins over the env's
-    assert load_settings().http_port == 9123
+    assert load_settings().web.http_port == 9123
 
 
 def test_shipped_local_file_loads_as_written(monkeypatch):
@@ -69,7 +70,7 @@ def test_shipped_local_file_loads_as_written(monkeypatch):
     assert written, f"{shipped} sets nothing"
     loaded = load_settings()
     for key, value in written.items():
-        got = getattr(loaded, key)
+        got = flat_value(loaded, key)
         assert (str(got) if isinstance(got, Path) else got) == value, key
 
 
@@ -130,7 +131,7 @@ def test_broken_toml_says_which_file(monkeypatch, tmp_path):
 def test_list_settings_take_a_plain_value_from_the_environment(monkeypatch, tmp_path, variable, value, field, expected):
     monkeypatch.setenv("DICOMFLOW_CONFIG", str(tmp_path / "none.toml"))
     monkeypatch.setenv(variable, value)
-    assert getattr(load_settings(), field) == expected
+    assert flat_value(load_settings(), field) == expected
 
 
 @pytest.mark.parametrize(
