@@ -45,7 +45,7 @@ async def _migrate(settings: Settings, owner_dsn: str) -> None:
         role = application_role(settings, owner_dsn)
         if role:
             await grant_application_role(conn, role)
-        known = named_tenants(settings) | await tenant_names(conn)
+        known = named_tenants(settings.default_tenant, settings.dimse, settings.routing) | await tenant_names(conn)
     for rule in settings.routing.forward_rules:
         refused = target_refusal(rule, known)
         if refused:
@@ -110,11 +110,12 @@ class Stack:
         return owner_dsn
 
     def _start_ray(self) -> None:
-        from cluster.ray_env import pin_ray_to_loopback, quiet_serve_controller, use_ray_tls
+        from cluster.ray_env import bind_ray_metrics, pin_ray_to_loopback, quiet_serve_controller, use_ray_tls
         from cluster.serve_ingress import configure_ingress
 
         pin_ray_to_loopback(self.settings)
         quiet_serve_controller()
+        bind_ray_metrics(self.settings)
         if use_ray_tls(self.settings):
             self.say("  Ray's gRPC in mutual TLS with the archive's certificate (a network bind_host)")
         check_ray_version()  # before anything of Ray's internals is touched

@@ -91,7 +91,11 @@ async def add_rule(
         raise HTTPException(409, f"a forward rule named {rule.name!r} exists already")
     data = rule.model_dump(mode="json", exclude_none=True)
     async with pool.connection() as conn:
-        refused = refusal(rule, settings.dimse.ae_table, named_tenants(settings) | await tenant_names(conn))
+        refused = refusal(
+            rule,
+            settings.dimse.ae_table,
+            named_tenants(settings.default_tenant, settings.dimse, settings.routing) | await tenant_names(conn),
+        )
         if refused:
             raise HTTPException(422, refused)
         if not await forward_rules.add_rule(conn, rule.name, rule.tenant, data, caller.subject):

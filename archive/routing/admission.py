@@ -7,22 +7,13 @@ the same checks."""
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING, Protocol
 
+from archive.config.peers import AEEntry
+from archive.config.sections import DimseSettings, RoutingSettings
 from archive.routing.rules import ForwardRule
 
-if TYPE_CHECKING:  # the settings import this module: at run time they reach it through the caller
-    from archive.config.settings import Settings
 
-
-class _Reachable(Protocol):  # archive.config.settings.AEEntry, without importing the settings here
-    tenant: str | None
-
-    @property
-    def reachable(self) -> bool: ...
-
-
-def destination_refusal(rule: ForwardRule, ae_table: Mapping[str, _Reachable]) -> str | None:
+def destination_refusal(rule: ForwardRule, ae_table: Mapping[str, AEEntry]) -> str | None:
     if rule.to.ae is None:
         return None
     entry = ae_table.get(rule.to.ae)
@@ -33,10 +24,10 @@ def destination_refusal(rule: ForwardRule, ae_table: Mapping[str, _Reachable]) -
     return None
 
 
-def named_tenants(settings: "Settings") -> set[str]:
+def named_tenants(default_tenant: str, dimse: DimseSettings, routing: RoutingSettings) -> set[str]:
     """The tenants the settings name: the default, the AE table's, the forwarding rules' own."""
-    named = {settings.default_tenant, *(entry.tenant for entry in settings.dimse.ae_table.values() if entry.tenant)}
-    return named | {rule.tenant for rule in settings.routing.forward_rules if rule.tenant}
+    named = {default_tenant, *(entry.tenant for entry in dimse.ae_table.values() if entry.tenant)}
+    return named | {rule.tenant for rule in routing.forward_rules if rule.tenant}
 
 
 def target_refusal(rule: ForwardRule, known_tenants: Collection[str]) -> str | None:
@@ -47,6 +38,6 @@ def target_refusal(rule: ForwardRule, known_tenants: Collection[str]) -> str | N
     return f"forward rule {rule.name!r} copies into tenant {target!r}, which this archive does not know (known: {', '.join(sorted(known_tenants))})"
 
 
-def refusal(rule: ForwardRule, ae_table: Mapping[str, _Reachable], known_tenants: Collection[str]) -> str | None:
+def refusal(rule: ForwardRule, ae_table: Mapping[str, AEEntry], known_tenants: Collection[str]) -> str | None:
     """Why `rule` cannot send where it says (its name is the index's to check); None when it can."""
     return destination_refusal(rule, ae_table) or target_refusal(rule, known_tenants)

@@ -65,6 +65,6 @@ def test_a_copy_goes_from_one_tenant_into_another_it_knows() -> None:
         ae_table={"WS": AEEntry(tenant="b")},
         forward_rules=[copy],  # a copy rule is data like any other; whether "b" is known is up's to check
     )
-    assert named_tenants(settings) == {"d", "b", "a"}
-    assert target_refusal(copy, named_tenants(settings)) is None
+    assert named_tenants(settings.default_tenant, settings.dimse, settings.routing) == {"d", "b", "a"}
+    assert target_refusal(copy, named_tenants(settings.default_tenant, settings.dimse, settings.routing)) is None
     assert "does not know" in (target_refusal(copy, {"a", "d"}) or "")
