@@ -19,6 +19,7 @@ from pathlib import Path
 import requests
 from pydicom import dcmread
 
+from bench.mixed_load import mixed_load
 from bench.orthanc import Orthanc
 from bench.scale import INDEX_STEPS, SYNTHETIC_STEPS, qido_percentiles, scp_curve, synthetic_reads
 from bench.workloads import Target, dcmsend_rate, files_of, qido_cases, restamped, stow_rate, timed_get
@@ -129,12 +130,15 @@ class Bench:
 
     # reads -----------------------------------------------------------------------------------------
 
-    def load_for_reads(self, files: list[Path]) -> tuple[dict[str, Target], list[Path]]:
-        """All data into both systems, plus the 512x512 CT uncompressed and JPEG 2000 under their own
-        UIDs (the shared data gives both encodings one SOP Instance UID)."""
+    def load_for_reads(
+        self, files: list[Path], ae_tenant: tuple[str, str] = ("BENCH0", "bench0")
+    ) -> tuple[dict[str, Target], list[Path]]:
+        """All data into both systems (a fresh Orthanc; dicomflow's tenant as given), plus the 512x512 CT
+        uncompressed and JPEG 2000 under their own UIDs (the shared data gives both encodings one SOP
+        Instance UID)."""
         ct = [restamped(p, self.workdir) for p in files if p.name in ("693_UNCR.dcm", "693_J2KR.dcm")]
         files = files + ct
-        ae, tenant = "BENCH0", "bench0"
+        ae, tenant = ae_tenant
         self.orthanc.stop()
         self.orthanc.start(fresh=True)
         targets = self.targets(ae, tenant)
@@ -241,7 +245,7 @@ class Bench:
         return out
 
 
-PARTS = ("ingest", "reads", "synthetic", "qido-scale", "scp-curve", "dimse-qr")
+PARTS = ("ingest", "reads", "synthetic", "qido-scale", "mixed", "scp-curve", "dimse-qr")
 
 
 def wanted_parts() -> set[str]:
@@ -277,7 +281,7 @@ def main() -> int:
         try:
             files = files_of(DATA)
             print(f"bench: {len(files)} files, {REPS} repetitions, systems alternate; parts {sorted(parts)}", flush=True)
-            if parts & {"ingest", "reads", "qido-scale"}:
+            if parts & {"ingest", "reads", "qido-scale", "mixed"}:
                 bench.dicomflow.start()
             attempt("ingest", lambda: bench.ingest(files))
 
@@ -291,6 +295,7 @@ def main() -> int:
             if loaded:
                 attempt("synthetic", lambda: synthetic_reads(bench, loaded["targets"], loaded["files"], DATA))
             attempt("qido-scale", lambda: qido_percentiles(bench))
+            attempt("mixed", lambda: print(f"bench: mixed load runs in {mixed_load(bench, files, RESULTS)}"))
         finally:
             bench.orthanc.stop()
             bench.dicomflow.stop()

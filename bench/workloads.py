@@ -69,9 +69,14 @@ def dcmsend_rate(called_ae: str, port: int, files: list[Path], associations: int
     return len(files) / elapsed
 
 
-def _multipart(paths: list[Path], boundary: str) -> bytes:
-    parts = [f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p.read_bytes() + b"\r\n" for p in paths]
+def multipart_body(objects: list[bytes], boundary: str) -> bytes:
+    """A STOW-RS request body: each object a part of its own."""
+    parts = [f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + o + b"\r\n" for o in objects]
     return b"".join(parts) + f"--{boundary}--\r\n".encode()
+
+
+def _multipart(paths: list[Path], boundary: str) -> bytes:
+    return multipart_body([p.read_bytes() for p in paths], boundary)
 
 
 def stow_rate(target: Target, files: list[Path], threads: int, per_request: int = 50) -> float:
