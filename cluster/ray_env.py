@@ -15,9 +15,10 @@ import secrets
 import sys
 from pathlib import Path
 
-from archive.config.settings import Settings
+from archive.config.settings import EMBEDDED_HOST, Settings
 from cluster.certs import names_host
 from cluster.services.process import ServiceError
+from rayfence.metrics_binding import bind_metrics_to
 
 
 def pin_ray_to_loopback(settings: Settings) -> None:
@@ -33,6 +34,14 @@ def pin_ray_to_loopback(settings: Settings) -> None:
 # (bench/results/2026-12-07-ingest-profile.md). Twice a second is plenty for an archive's
 # deployments; an operator's own value wins.
 SERVE_CONTROL_LOOP_SECONDS = "0.5"
+
+
+def bind_ray_metrics(settings: Settings) -> None:
+    """Ray's Prometheus exporters listen on every interface of a node with a network address, with
+    no token and no setting (rayfence/metrics_binding.py): on loopback here, like the embedded
+    servers; operators read the numbers through /metrics."""
+    if not settings.bind_is_loopback:
+        bind_metrics_to(EMBEDDED_HOST)
 
 
 def quiet_serve_controller() -> None:
@@ -103,5 +112,6 @@ def join_as_client(settings: Settings) -> None:
         raise RuntimeError("join_as_client must run before ray is imported")
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     use_ray_tls(settings)
+    bind_ray_metrics(settings)
     if settings.bind_is_loopback:
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"

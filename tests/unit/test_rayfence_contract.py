@@ -40,3 +40,38 @@ def test_rays_haproxy_template_has_the_frontend_the_shim_rewrites() -> None:
     text = "\n".join(p.read_text(errors="replace") for p in templates if p.suffix in (".py", ".j2", ".cfg", ".jinja2", ""))
     assert "frontend http_frontend" in text, f"Ray's HAProxy template no longer names the DICOMweb frontend ({templates})"
     assert "set-header X-Forwarded-For %[src]" in rewrite("frontend http_frontend\n    bind *:8000\n", "127.0.0.1", "-")
+
+
+def test_rays_exporters_bind_where_the_fence_says(monkeypatch) -> None:
+    """Issue 27: Ray's agent serves Prometheus on ("", port) and the dashboard head through
+    prometheus_client.start_http_server, every interface of a network node. After install() both bind
+    the host asked for; the names patched are the ones the pinned Ray calls."""
+    import socket
+
+    import prometheus_client
+    import ray._private.prometheus_exporter as exporter
+    from ray.dashboard import head
+    from ray.dashboard.modules.reporter import reporter_agent
+
+    from rayfence.metrics_binding import install, is_ray_dashboard_process
+
+    assert "make_server(address" in inspect.getsource(exporter.PrometheusStatsExporter.serve_http)
+    assert 'else ""' in inspect.getsource(reporter_agent)  # a network node's agent asks for every interface
+    assert "prometheus_client.start_http_server(" in inspect.getsource(head)
+    monkeypatch.setattr(exporter, "make_server", exporter.make_server)  # undone after the test
+    monkeypatch.setattr(prometheus_client, "start_http_server", prometheus_client.start_http_server)
+    install("127.0.0.1")
+    agent = exporter.make_server("", 0, prometheus_client.make_wsgi_app())
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    dashboard, _ = prometheus_client.start_http_server(port=free)
+    try:
+        assert agent.server_address[0] == "127.0.0.1" and dashboard.server_address[0] == "127.0.0.1"
+    finally:
+        agent.server_close()
+        dashboard.shutdown()
+    ray_path = Path(exporter.__file__).parents[1]
+    assert is_ray_dashboard_process([str(ray_path / "dashboard" / "agent.py"), "--node-ip-address=10.0.0.5"])
+    assert is_ray_dashboard_process([str(ray_path / "dashboard" / "dashboard.py")])
+    assert not is_ray_dashboard_process([str(ray_path / "_private" / "workers" / "default_worker.py")])
