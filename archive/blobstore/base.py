@@ -24,6 +24,7 @@ class StagedBlob:
     path: Path
     size: int
     sha256: str
+    synced: bool = False  # its bytes are on stable storage already (BlobStore.make_durable)
 
 
 class BlobNotFound(KeyError):
@@ -103,6 +104,12 @@ class BlobStore(ABC):
         """Adopt a finished file in the spool directory (e.g. one pynetdicom wrote)."""
         size, sha = hash_file(path)
         return StagedBlob(Path(path), size, sha)
+
+    def make_durable(self, staged: StagedBlob) -> StagedBlob:
+        """The staged bytes on stable storage now, so that `commit` (inside a receipt's transaction)
+        only moves them into place. A store that makes bytes durable only as it commits (S3)
+        returns the blob as it is."""
+        return staged
 
     def discard(self, staged: StagedBlob) -> None:
         staged.path.unlink(missing_ok=True)

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from archive.blobstore.base import CHUNK, BlobInfo, BlobNotFound, BlobStore, StagedBlob
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -50,15 +59,16 @@ class LocalBlobStore(BlobStore):
             raise ValueError(f"blob key {key!r} leaves the store")
         return Path(path)
 
+    def make_durable(self, staged: StagedBlob) -> StagedBlob:
+        _fsync_file(staged.path)
+        return replace(staged, synced=True)
+
     def commit(self, staged: StagedBlob, key: str) -> None:
         target = self._path(key)
         # the orphan sweeper's grace period counts from the commit, not from when the bytes arrived
         os.utime(staged.path)
-        fd = os.open(staged.path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if not staged.synced:
+            _fsync_file(staged.path)
         _make_dirs_durably(target.parent)
         os.replace(staged.path, target)
         _fsync_dir(target.parent)

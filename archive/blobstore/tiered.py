@@ -24,6 +24,9 @@ class TieredBlobStore(BlobStore):
         self.hot = hot
         self.cold = cold
 
+    def make_durable(self, staged: StagedBlob) -> StagedBlob:
+        return self.hot.make_durable(staged)
+
     def commit(self, staged: StagedBlob, key: str) -> None:
         self.hot.commit(staged, key)
 

@@ -166,6 +166,13 @@ class Receiver:
         if mismatch:
             self.blobs.discard(staged)
             return Receipt(Outcome.MISMATCH, mismatch, tenant)
+        # the data's fsync here, on the receiving thread, so the receipt's transaction (its pooled
+        # connection, and the new study's and series' rows other receipts wait on) is not held across it
+        try:
+            staged = self.blobs.make_durable(staged)
+        except OSError as err:
+            self.blobs.discard(staged)
+            return Receipt(Outcome.FAILED, f"the archive could not store the object: {type(err).__name__}: {err}", tenant)
         return Prepared(tenant, staged, header, attributes, rejection)
 
     def _rejection_note(self, staged: StagedBlob, a: InstanceAttributes) -> RejectionNote | None:
