@@ -14,10 +14,12 @@ from pathlib import Path
 
 # workload -> (target on the dicomflow/Orthanc ratio, or on dicomflow's own value when no Orthanc)
 TARGETS: dict[str, tuple[str, float]] = {
-    "C-STORE instances/s, 1 assoc": (">=", 1.2),
-    "C-STORE instances/s, 4 assoc": (">=", 1.5),
-    "STOW-RS instances/s, 1 thread(s)": (">=", 2.0),
-    "STOW-RS instances/s, 4 thread(s)": (">=", 2.0),
+    # ingest: issue 33's targets (the earlier 1.2 / 1.5 / 2.0 were missed in every run and set before
+    # the cost per instance was measured; issue 33 set these with the profile in hand)
+    "C-STORE instances/s, 1 assoc": (">=", 0.9),
+    "C-STORE instances/s, 4 assoc": (">=", 1.0),
+    "STOW-RS instances/s, 4 thread(s)": (">=", 1.2),
+    "synthetic load to +20,000 studies: all workflows done, s after last send": ("<=", 600.0),
     "at +2,000 studies: QIDO all studies ms": ("<=", 0.02),
     "QIDO instances of 520-instance series ms": ("<=", 0.05),
     "series metadata (520 inst) warm ms": ("<=", 0.05),
