@@ -8,7 +8,7 @@ configuration file its HAProxy template writes), lives in this package and nowhe
   DICOMweb bind, X-Forwarded-For) before it becomes the real HAProxy.
 - `resources`: the Ray custom resources dicomflow names its node roles by.
 - `metrics_binding`: Ray's Prometheus exporters, which it binds to every interface of a network
-  node, on loopback (through `site/sitecustomize.py`, in Ray's dashboard processes only).
+  node, on loopback (through `site/sitecustomize.py`, in Ray's exporting processes only).
 - `replicas`: counts live DICOMweb replicas by node through Ray's state API and the replica
   actor's class name, which Serve derives from the application and deployment names.
 

@@ -1,12 +1,12 @@
-"""Ray's two Prometheus exporters on a host of our choosing instead of every interface.
+"""Ray's Prometheus exporters on a host of our choosing instead of every interface.
 
 On a node whose address is not a loopback one, Ray's dashboard agent serves its metrics on
-`("", metrics_export_port)` (`ray._private.prometheus_exporter`'s `make_server`) and the dashboard
-head on `prometheus_client.start_http_server(port=DASHBOARD_METRIC_PORT)`, both without a token and
-with no setting for the address. They run in processes Ray starts itself, so the patch goes in
-through `sitecustomize` (rayfence/site/, put on those processes' PYTHONPATH by cluster/ray_env.py)
-and acts only in those two processes. dicomflow's own /metrics (operator role) is the route to
-these numbers from outside the node.
+`("", metrics_export_port)` (`ray._private.prometheus_exporter`'s `make_server`), and the dashboard
+head and the autoscaler's monitor on `prometheus_client.start_http_server(port=...)`, all without a
+token and with no setting for the address. They run in processes Ray starts itself, so the patch
+goes in through `sitecustomize` (rayfence/site/, put on those processes' PYTHONPATH by
+cluster/ray_env.py) and acts only in those processes. dicomflow's own /metrics (operator role) is
+the route to these numbers from outside the node.
 """
 
 from __future__ import annotations
@@ -17,17 +17,23 @@ from typing import Any
 
 HOST_VARIABLE = "DICOMFLOW_RAY_METRICS_HOST"
 SITE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "site")
-_RAY_DASHBOARD_SCRIPTS = (os.path.join("dashboard", "agent.py"), os.path.join("dashboard", "dashboard.py"))
+_RAY_EXPORTING_SCRIPTS = (
+    os.path.join("dashboard", "agent.py"),
+    os.path.join("dashboard", "dashboard.py"),
+    os.path.join("autoscaler", "_private", "monitor.py"),
+    os.path.join("autoscaler", "v2", "monitor.py"),
+)
 
 
-def is_ray_dashboard_process(argv: list[str]) -> bool:
-    return bool(argv) and argv[0].endswith(_RAY_DASHBOARD_SCRIPTS)
+def is_ray_exporting_process(argv: list[str]) -> bool:
+    """One of the Ray processes that serve Prometheus text: the dashboard agent and head, the monitor."""
+    return bool(argv) and argv[0].endswith(_RAY_EXPORTING_SCRIPTS)
 
 
 def install_from_environment() -> None:
-    """sitecustomize's one call: patch when this is a Ray dashboard process and a host is asked for."""
+    """sitecustomize's one call: patch when this is a Ray exporting process and a host is asked for."""
     host = os.environ.get(HOST_VARIABLE)
-    if host and is_ray_dashboard_process(sys.argv):
+    if host and is_ray_exporting_process(sys.argv):
         install(host)
 
 

@@ -43,21 +43,24 @@ def test_rays_haproxy_template_has_the_frontend_the_shim_rewrites() -> None:
 
 
 def test_rays_exporters_bind_where_the_fence_says(monkeypatch) -> None:
-    """Issue 27: Ray's agent serves Prometheus on ("", port) and the dashboard head through
-    prometheus_client.start_http_server, every interface of a network node. After install() both bind
+    """Issue 27: Ray's agent serves Prometheus on ("", port), and the dashboard head and the
+    autoscaler's monitor through prometheus_client.start_http_server, every interface of a network node. After install() both bind
     the host asked for; the names patched are the ones the pinned Ray calls."""
     import socket
 
     import prometheus_client
     import ray._private.prometheus_exporter as exporter
+    from ray.autoscaler._private import monitor
+    from ray.autoscaler.v2 import monitor as monitor_v2
     from ray.dashboard import head
     from ray.dashboard.modules.reporter import reporter_agent
 
-    from rayfence.metrics_binding import install, is_ray_dashboard_process
+    from rayfence.metrics_binding import install, is_ray_exporting_process
 
     assert "make_server(address" in inspect.getsource(exporter.PrometheusStatsExporter.serve_http)
     assert 'else ""' in inspect.getsource(reporter_agent)  # a network node's agent asks for every interface
-    assert "prometheus_client.start_http_server(" in inspect.getsource(head)
+    for module in (head, monitor, monitor_v2):
+        assert "prometheus_client.start_http_server(" in inspect.getsource(module), module.__name__
     monkeypatch.setattr(exporter, "make_server", exporter.make_server)  # undone after the test
     monkeypatch.setattr(prometheus_client, "start_http_server", prometheus_client.start_http_server)
     install("127.0.0.1")
@@ -72,6 +75,8 @@ def test_rays_exporters_bind_where_the_fence_says(monkeypatch) -> None:
         agent.server_close()
         dashboard.shutdown()
     ray_path = Path(exporter.__file__).parents[1]
-    assert is_ray_dashboard_process([str(ray_path / "dashboard" / "agent.py"), "--node-ip-address=10.0.0.5"])
-    assert is_ray_dashboard_process([str(ray_path / "dashboard" / "dashboard.py")])
-    assert not is_ray_dashboard_process([str(ray_path / "_private" / "workers" / "default_worker.py")])
+    assert is_ray_exporting_process([str(ray_path / "dashboard" / "agent.py"), "--node-ip-address=10.0.0.5"])
+    assert is_ray_exporting_process([str(ray_path / "dashboard" / "dashboard.py")])
+    assert is_ray_exporting_process([str(ray_path / "autoscaler" / "_private" / "monitor.py"), "--logs-dir=x"])
+    assert is_ray_exporting_process([str(ray_path / "autoscaler" / "v2" / "monitor.py")])
+    assert not is_ray_exporting_process([str(ray_path / "_private" / "workers" / "default_worker.py")])
