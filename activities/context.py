@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from activities.json_fragments import JsonFragments
 from archive.blobstore import BlobStore, open_blob_store
 from archive.config.settings import Settings
 from archive.index.pool import open_index_pool
@@ -28,6 +29,7 @@ class ActivityContext:
     pool: AsyncConnectionPool
     blobs: BlobStore
     acknowledgements: ConnectionPool  # for the retrieve's sending thread (archive.index.retrieves.Acknowledgements)
+    json_fragments: JsonFragments = field(default_factory=JsonFragments)  # each object's DICOM JSON, once
     background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(
             BACKGROUND_THREADS, thread_name_prefix="dicomflow-background", initializer=background_priority

@@ -13,7 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.context import ActivityContext
 from archive.blobstore.layout import series_metadata_key
-from archive.dicom.dicom_json import DICOMWEB_ROOT, file_json, gzip_json, instance_base
+from archive.dicom.dicom_json import DICOMWEB_ROOT, file_json, gzip_json_texts, instance_base, json_text
 from archive.index import commitments, lifecycle
 from archive.index.instance_state import InstanceState
 from archive.index.lifecycle import InstanceFile
@@ -161,16 +161,20 @@ class StudyActivities:
 
     def _write_series_json(self, ref: StudyRef, series_uid: str, items: list, key: str) -> list[str]:
         """Write the series document; return the instances left out (unreadable headers) with why."""
-        blobs = self.ctx.blobs
-        documents, skipped = [], []
+        texts, skipped = [], []
         for item in items:
-            base = instance_base(DICOMWEB_ROOT, ref.study_uid, series_uid, item.sop_uid)
-            with blobs.local_copy(item.blob_key) as path:
-                try:
-                    documents.append(file_json(path, base))
-                except (ValueError, TypeError, KeyError, AttributeError) as err:  # a header pydicom cannot render
-                    skipped.append(f"{item.sop_uid}: {type(err).__name__}: {err}"[:200])
-        blobs.put_bytes(key, gzip_json(documents))
+            text = self.ctx.json_fragments.get(item.blob_key)
+            if text is None:
+                base = instance_base(DICOMWEB_ROOT, ref.study_uid, series_uid, item.sop_uid)
+                with self.ctx.blobs.local_copy(item.blob_key) as path:
+                    try:
+                        text = json_text(file_json(path, base))
+                    except (ValueError, TypeError, KeyError, AttributeError) as err:  # a header pydicom cannot render
+                        skipped.append(f"{item.sop_uid}: {type(err).__name__}: {err}"[:200])
+                        continue
+                self.ctx.json_fragments.put(item.blob_key, text)
+            texts.append(text)
+        self.ctx.blobs.put_bytes(key, gzip_json_texts(texts))
         return skipped
 
 

@@ -67,6 +67,11 @@ def _store_status(stack, path: Path | bytes, aet: str = IOCM_AE) -> tuple[int, s
     return int(status.Status), str(status.get("ErrorComment", ""))
 
 
+def _from_iocm_ae(stack) -> list[str]:
+    """A dcmtk sender's AE titles and the archive's address."""
+    return ["-aet", IOCM_AE, "-aec", stack.settings.dimse.ae_title, "127.0.0.1", str(stack.settings.dimse.port)]
+
+
 def _web(stack, tenant: str) -> DICOMwebClient:
     return DICOMwebClient(url=stack.url("/dicomweb"), headers=auth_headers(tenant))
 
@@ -74,16 +79,7 @@ def _web(stack, tenant: str) -> DICOMwebClient:
 @pytest.fixture(scope="module")
 def iocm_study(stack, data_dir) -> dict:
     files = _nih(data_dir)
-    result = dcmtk(
-        "dcmsend",
-        "-aet",
-        IOCM_AE,
-        "-aec",
-        stack.settings.dimse.ae_title,
-        "127.0.0.1",
-        str(stack.settings.dimse.port),
-        *map(str, files),
-    )
+    result = dcmtk("dcmsend", *_from_iocm_ae(stack), *map(str, files))
     assert result.returncode == 0, result.stderr[-2000:]
     study = _uid(files[0], "StudyInstanceUID")
     _processed(stack, "iocm", study)
@@ -96,17 +92,7 @@ def test_a_rejection_note_sent_by_storescu_withdraws_its_instances_everywhere(st
     gone = iocm_study["series"][gone_series]
     gone_sops = {_uid(p, "SOPInstanceUID") for p in gone}
     note = write_rejection_note(gone, tmp_path / "rejection.dcm", QUALITY)
-    sent = dcmtk(
-        "storescu",
-        "-v",
-        "-aet",
-        IOCM_AE,
-        "-aec",
-        stack.settings.dimse.ae_title,
-        "127.0.0.1",
-        str(stack.settings.dimse.port),
-        str(note),
-    )
+    sent = dcmtk("storescu", "-v", *_from_iocm_ae(stack), str(note))
     assert sent.returncode == 0 and "Success" in sent.stdout + sent.stderr, sent.stdout + sent.stderr
     note_uid = _uid(note, "SOPInstanceUID")
     # at once, before the study workflow ran again: QIDO and C-FIND answer from the index

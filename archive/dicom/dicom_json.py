@@ -162,5 +162,12 @@ def file_json(path: Path, base_uri: str) -> dict[str, Any]:
     return out
 
 
-def gzip_json(items: Iterable[dict[str, Any]]) -> bytes:
-    return gzip.compress(json.dumps(list(items), separators=(",", ":")).encode(), compresslevel=6)
+def json_text(item: dict[str, Any]) -> str:
+    """One instance's JSON as it stands in a series document."""
+    return json.dumps(item, separators=(",", ":"))
+
+
+def gzip_json_texts(texts: Iterable[str]) -> bytes:
+    """A series document from its instances' texts (json_text): the same text as json.dumps of the
+    list of their items, built without converting any instance twice."""
+    return gzip.compress(("[" + ",".join(texts) + "]").encode(), compresslevel=6)
