@@ -72,9 +72,6 @@ def config_file() -> Path:
     return CONFIG_DIR / f"{os.environ.get(ENV_PREFIX + 'ENV', 'local')}.toml"
 
 
-Port = int
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
 
