@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from archive.config.embedded_secrets import DEIDENTIFY, OIDC_CACHE, POSTGRES_APP, REDIS, read_secret
-from archive.config.flat_keys import flat_name, nest
+from archive.config.flat_keys import flat_keys, flat_name, nest
 from archive.config.sections import (
     CacheSettings,
     ClusterSettings,
@@ -244,6 +244,9 @@ def load_settings(**overrides: Any) -> Settings:
         problems = []
         for e in err.errors():
             key = flat_name(Settings, tuple(e["loc"]))
+            if key in Settings.model_fields and key not in flat_keys(Settings):  # a rule across a section's keys
+                problems.append(f"settings [{key}]: {e['msg']}")
+                continue
             env_name = ENV_PREFIX + key.split(".")[0].upper() if e["loc"] else "?"
             problems.append(f"setting '{key}' ({env_name}): {e['msg']} (got {e.get('input')!r})")
         raise SettingsError("bad settings, fix these and start again:\n  " + "\n  ".join(problems)) from None

@@ -226,3 +226,12 @@ def test_a_copy_with_changed_keys_keeps_the_rest_and_is_validated(tmp_path) -> N
     assert (changed.web.http_port, changed.dimse.port, changed.routing.forward_rules[0].name) == (8081, 104, "out")
     with pytest.raises(ValueError, match="NOWHERE"):
         settings.with_values(forward_rules=[{"name": "out", "to": {"ae": "NOWHERE"}}])
+
+
+def test_a_rule_across_a_sections_keys_names_the_section_and_the_keys(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("DICOMFLOW_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("DICOMFLOW_SERVE_REPLICAS", "4")
+    monkeypatch.setenv("DICOMFLOW_SERVE_MAX_REPLICAS", "2")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "settings [web]" in str(err.value) and "serve_max_replicas (2) is below serve_replicas (4)" in str(err.value)
