@@ -16,7 +16,6 @@ from temporalio.exceptions import ApplicationError
 from activities.context import ActivityContext
 from activities.rejected_deletion import delete_withdrawn
 from archive.blobstore.layout import instance_key, new_write_id
-from archive.blobstore.removal import remove_blobs
 from archive.blobstore.tiered import TieredBlobStore, move_to_cold
 from archive.index.lifecycle_plan import due_studies, mark_done, native_objects
 from archive.index.rejections import reject_for_retention
@@ -26,6 +25,7 @@ from archive.index.versions import NewVersion, switch_versions
 from archive.lifecycle.compress import NotCompressible, write_compressed
 from archive.lifecycle.rules import LifecycleRule
 from archive.pixels.decode_pool import DecodeRefused, shared_pool
+from archive.services.removals import remove_queued
 from contract import names
 from contract.payloads import LifecycleResult, LifecycleRun, LifecycleStudy, LifecycleTask
 from contract.starts import signal_study
@@ -74,7 +74,9 @@ class LifecycleActivities:
         result.bytes_after = sum(v.size for v in versions)
         result.bytes_before = sum(await self.ctx.in_background(self._sizes, [v.old_key for v in versions]))
         gone = await switch_versions(self.ctx.pool, study.tenant, study.study_uid, versions) if versions else []
-        await self.ctx.in_background(remove_blobs, self.ctx.blobs, gone, "an object replaced by its compressed version")
+        await remove_queued(
+            self.ctx.pool, self.ctx.blobs, gone, "an object replaced by its compressed version", self.ctx.in_background
+        )
         saved = result.bytes_before - result.bytes_after
         await mark_done(self.ctx.pool, study.tenant, study.study_uid, rule.name, f"{len(versions)} compressed", saved)
         if versions:  # its series documents name the pixel data's new VR: the study workflow rewrites them

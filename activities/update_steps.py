@@ -12,12 +12,12 @@ from temporalio import activity
 from activities.context import ActivityContext
 from archive.audit import AuditAction, AuditEvent, Outcome, record_now
 from archive.blobstore.layout import instance_key, new_write_id
-from archive.blobstore.removal import remove_blobs
 from archive.corrections.changes import Changes
 from archive.corrections.rewrite import rewrite
 from archive.index import updates
 from archive.index.updates import StoredObject
 from archive.index.versions import NewVersion
+from archive.services.removals import remove_queued
 from contract import names
 from contract.payloads import UpdateOutcome, UpdateRequest, UpdateStudy
 from contract.starts import signal_study
@@ -55,7 +55,7 @@ class UpdateActivities:
         versions = [version for version, _ in made]
         before = made[0][1] if made else {}
         gone = await updates.switch_study(pool, request.operation_id, request.tenant, study_uid, changes.values, versions, before)
-        await self.ctx.in_background(remove_blobs, self.ctx.blobs, gone, "a superseded version")
+        await remove_queued(self.ctx.pool, self.ctx.blobs, gone, "a superseded version", self.ctx.in_background)
         settings = self.ctx.settings
         # the study workflow rewrites the documents it owns (series metadata) from the new versions
         await signal_study(

@@ -30,6 +30,7 @@ from actors.loop_thread import LoopThread
 from actors.worker_ingest import WorkerIngest
 from archive.config.settings import Settings
 from archive.priority import normal_priority
+from archive.services.removals import drain_forever
 from archive.services.sweeper import sweep_forever
 from contract import names
 from contract.starts import ensure_rejection_expiry, ensure_schedule, lifecycle_schedule
@@ -70,6 +71,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     await _ensure_schedules(client, settings)
     reconciler = asyncio.create_task(reconcile_forever(client, ctx.pool, settings))
     sweeper = asyncio.create_task(sweep_forever(ctx.blobs, ctx.pool, settings.ingest))
+    removals = asyncio.create_task(drain_forever(ctx.pool, ctx.blobs))  # what a killed process left queued
     try:
         async with Worker(
             client,
@@ -100,6 +102,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     finally:
         reconciler.cancel()
         sweeper.cancel()
+        removals.cancel()
         await receipts.close()
         await ctx.close()
 

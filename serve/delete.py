@@ -6,16 +6,15 @@ is down right now: the reconciler signals it later. The answer is 204 either way
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import Response
 
 from archive.audit import AuditAction
-from archive.blobstore.removal import remove_blobs
 from archive.identity import Role
 from archive.index.deletion import delete_objects, deletion_signalled
+from archive.services.removals import remove_queued
 from contract.starts import signal_study
 from serve.deps import IngestDep, Tenant, access
 from serve.lookup import check_uids
@@ -30,7 +29,7 @@ async def delete(ingest: IngestDep, tenant: str, study: str, series: str | None 
     deleted = await delete_objects(ingest.pool, tenant, study, series, instance)
     if not deleted.instances:
         raise HTTPException(404, "nothing to delete for this tenant")
-    await asyncio.to_thread(remove_blobs, ingest.blobs, deleted.blob_keys, "a deleted object")
+    await remove_queued(ingest.pool, ingest.blobs, deleted.blob_keys, "a deleted object")
     await forget_metadata(ingest.resources.cache, tenant, study)
     settings = ingest.settings
     try:

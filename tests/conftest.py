@@ -207,6 +207,8 @@ def stack(tmp_path_factory, commit_scu_port, storescp_port, pki, cold_s3) -> Run
             },
             {"name": "life-retention", "tenant": "life", "after_days": 3650, "action": "delete"},
             {"name": "kill-compress", "tenant": "life-kill", "after_days": 30, "action": "compress", "syntax": "jpegls-lossless"},
+            # due at 21 days, when no other rule is: the retention kill test runs it alone
+            {"name": "kill-delete", "tenant": "life-delete", "after_days": 20, "action": "delete"},
             {"name": "tier-old", "tenant": "tier", "after_days": 365, "action": "tier"},  # tests/test_tiering.py
             {"name": "tier-kill", "tenant": "tier-kill", "after_days": 365, "action": "tier"},
         ],

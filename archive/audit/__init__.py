@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from archive.audit.throttle import UnauthenticatedThrottle
@@ -208,9 +209,14 @@ class AuditLog:
 async def record_now(pool: AsyncConnectionPool, event: AuditEvent) -> None:
     """One event written at once, for a step that runs where no AuditLog writer does (a workflow's
     activity): in the trail before the step reports done."""
-    placeholders = ", ".join(["%s"] * len(_COLUMNS))
     async with pool.connection() as conn:
-        await conn.execute(f"INSERT INTO audit_event ({', '.join(_COLUMNS)}) VALUES ({placeholders})", event.row())
+        await record_in(conn, event)
+
+
+async def record_in(conn: AsyncConnection, event: AuditEvent) -> None:
+    """One event written in the caller's transaction: it stands exactly when what it records does."""
+    placeholders = ", ".join(["%s"] * len(_COLUMNS))
+    await conn.execute(f"INSERT INTO audit_event ({', '.join(_COLUMNS)}) VALUES ({placeholders})", event.row())
 
 
 @dataclass

@@ -11,13 +11,13 @@ from archive.blobstore.base import BlobStore
 log = logging.getLogger("dicomflow.blobs")
 
 
-def remove_blobs(blobs: BlobStore, keys: list[str], what: str) -> int:
-    """Delete `keys` (blobs of `what`, for the log); how many went."""
-    removed = 0
+def remove_blobs(blobs: BlobStore, keys: list[str], what: str) -> list[str]:
+    """Delete `keys` (blobs of `what`, for the log); the keys that went (or were gone already)."""
+    removed = []
     for key in keys:
         try:
             blobs.delete(key)
-            removed += 1
+            removed.append(key)
         except Exception:  # noqa: BLE001 - see the module docstring
             log.warning("could not remove blob %s of %s; the orphan sweeper will", key, what, exc_info=True)
     return removed

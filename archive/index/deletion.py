@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from archive.audit import AuditEvent, record_in
+from archive.index.blob_removals import queue_removals
 from archive.index.instances import bump_series
 from archive.index.locks import lock_study
 from archive.index.scope import instance_scope
@@ -38,10 +40,14 @@ async def delete_objects(
     return out
 
 
-async def delete_rejected(pool: AsyncConnectionPool, tenant: str, study_uid: str, sop_uids: list[str]) -> Deleted:
+async def delete_rejected(
+    pool: AsyncConnectionPool, tenant: str, study_uid: str, sop_uids: list[str], audited: Callable[[int], AuditEvent]
+) -> Deleted:
     """Rejected instances whose rejection expired (archive/index/rejections.py). They left the feed,
     the counts and the documents when they were rejected, so only their rows and blobs go now; the
-    rejection rows stay, marked deleted, so a re-send is still refused."""
+    rejection rows stay, marked deleted, so a re-send is still refused. `audited(instances)` is the
+    trail's event, written in the same transaction: a process killed after the commit cannot leave
+    a deletion unrecorded, and a re-run that finds nothing left records nothing."""
     where, params = instance_scope(tenant, study_uid)
     async with pool.connection() as conn, conn.transaction():
         out, _ = await _delete_rows(
@@ -51,6 +57,8 @@ async def delete_rejected(pool: AsyncConnectionPool, tenant: str, study_uid: str
             "UPDATE rejection SET deleted_at = now() WHERE tenant = %s AND sop_uid = ANY(%s) AND restored_at IS NULL",
             (tenant, sop_uids),
         )
+        if out.instances:
+            await record_in(conn, audited(out.instances))
     return out
 
 
@@ -77,6 +85,7 @@ async def _delete_rows(
     if visible:
         await bump_series(conn, tenant, sorted({row[2] for row in rows}))
     out.blob_keys += await _drop_empty_parents(conn, tenant, study_uid)
+    await queue_removals(conn, out.blob_keys, "deleted")
     return out, Counter(row[2] for row in rows)
 
 

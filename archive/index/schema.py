@@ -446,6 +446,16 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX migration_study_pending_idx ON migration_study (key, day) WHERE state IN ('found', 'moved');
     """,
+    # 24: blobs to remove, queued in the transaction that dropped the rows naming them
+    # (archive/index/blob_removals.py): a crash between that commit and the removal no longer leaves
+    # deleted patient data on disk until the orphan sweep
+    """
+    CREATE TABLE blob_removal (
+        blob_key   text PRIMARY KEY,
+        reason     text NOT NULL,
+        queued_at  timestamptz NOT NULL DEFAULT now()
+    );
+    """,
 ]
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from archive.index.blob_removals import queue_removals
 from archive.index.instance_state import served
 from archive.index.instances import bump_series
 from archive.index.locks import lock_study
@@ -68,5 +69,7 @@ async def switch_versions(pool: AsyncConnectionPool, tenant: str, study_uid: str
         await lock_study(conn, tenant, study_uid, exclusive=True)
         moved = await move_to_versions(conn, tenant, versions)
         await bump_series(conn, tenant, sorted({series for _, series, _ in moved}))
-    kept = {sop for sop, _, _ in moved}
-    return [v.old_key if v.sop_uid in kept else v.new_key for v in versions] + [t for _, _, t in moved if t]
+        kept = {sop for sop, _, _ in moved}
+        gone = [v.old_key if v.sop_uid in kept else v.new_key for v in versions] + [t for _, _, t in moved if t]
+        await queue_removals(conn, gone, "superseded")
+    return gone

@@ -23,7 +23,6 @@ from psycopg_pool import AsyncConnectionPool
 
 from archive.blobstore import BlobNotFound, BlobStore, StagedBlob
 from archive.blobstore.layout import instance_key, new_write_id
-from archive.blobstore.removal import remove_blobs
 from archive.config.sections import DECODE_FRAME_FACTOR
 from archive.dicom.attributes import InstanceAttributes, extract
 from archive.dicom.header import Header, InvalidObject, read_header
@@ -37,6 +36,7 @@ from archive.dicom.rejection_note import (
     rejection_note,
 )
 from archive.identity.tenants import check_tenant
+from archive.index.blob_removals import queue_removals
 from archive.index.instance_state import InstanceState
 from archive.index.instances import (
     StoredInstance,
@@ -54,6 +54,7 @@ from archive.pixels.decode_pool import DecodePool, DecodeRefused, shared_pool
 from archive.pixels.limits import INTERPRETER_BYTES, DecodeLimits, Limits
 from archive.pixels.sameness import same_object
 from archive.services.quota import QuotaGate
+from archive.services.removals import remove_queued
 
 log = logging.getLogger("dicomflow.receipt")
 # a receipt whose UID is taken by other bytes compares outside the transaction, then confirms
@@ -229,7 +230,7 @@ class Receiver:
                 continue
             receipt, superseded = settled
             if superseded:
-                await asyncio.to_thread(remove_blobs, self.blobs, superseded, "a superseded object")
+                await remove_queued(self.pool, self.blobs, superseded, "a superseded object")
             return receipt
         self.blobs.discard(staged)
         return Receipt(Outcome.FAILED, "concurrent receipt of the same SOP Instance UID; send again", tenant, a)
@@ -313,6 +314,7 @@ class Receiver:
         if w.header.nonconformance:
             await mark_nonconformant(conn, w.tenant, w.a.sop_uid, w.header.nonconformance)
         await bump_series(conn, w.tenant, sorted({existing.series_uid, w.a.series_uid}))
+        await queue_removals(conn, _keys(existing.blob_key, existing.transcoded_key), "replaced")
         return w.receipt(Outcome.REPLACED, "replaced the stored object with different content")
 
     def _compare(self, existing: StoredInstance, w: _Write) -> _Verdict | Receipt:
