@@ -26,6 +26,7 @@ from testkit.restamp import as_new_study
 from testkit.temporal_waits import wait_completed
 from tests.auth import auth_headers
 from tests.conftest import HL7_FACILITY, PIR_AE, STORESCP_AE, UPDATE_AE, run
+from tests.stowing import stow_study
 from tests.test_query_retrieve import dcmtk, findscu, received, storescp
 from workflows.update import UpdateWorkflow
 
@@ -37,14 +38,6 @@ def _restamped(data_dir: Path, patient_id: str, name: str) -> list[bytes]:
     return as_new_study(
         sorted(p for p in (data_dir / "dcm_qa_nih").rglob("*") if p.is_file()), PatientID=patient_id, PatientName=name
     )
-
-
-def _stow(stack, tenant: str, payloads: list[bytes]) -> str:
-    body = b"".join(b"--b\r\nContent-Type: application/dicom\r\n\r\n" + p + b"\r\n" for p in payloads) + b"--b--\r\n"
-    headers = {**auth_headers(tenant), "Content-Type": 'multipart/related; type="application/dicom"; boundary=b'}
-    answer = requests.post(stack.url("/dicomweb/studies"), data=body, headers=headers, timeout=120)
-    assert answer.status_code == 200, answer.text
-    return str(dcmread(io.BytesIO(payloads[0]), stop_before_pixels=True).StudyInstanceUID)
 
 
 def _processed(stack, tenant: str, *studies: str) -> None:
@@ -74,8 +67,8 @@ def test_a_bulk_update_changes_every_read_path_and_keeps_the_originals(stack, da
     tenant = "upd"
     payloads = _restamped(data_dir, "OLD-17", "Smith^Jon")
     description = dcmread(io.BytesIO(payloads[0]), stop_before_pixels=True).get("StudyDescription")
-    study = _stow(stack, tenant, payloads)
-    other = _stow(stack, tenant, _restamped(data_dir, "OLD-17", "Smith^Jon"))  # not named: keeps its values
+    study = stow_study(stack, tenant, payloads)
+    other = stow_study(stack, tenant, _restamped(data_dir, "OLD-17", "Smith^Jon"))  # not named: keeps its values
     _processed(stack, tenant, study, other)
     before = _blob_keys(stack, tenant, study)
     url = stack.url("/dicomweb/studies/$bulkUpdate")
@@ -238,8 +231,8 @@ def _wait_update(stack, tenant: str, operation: str) -> None:
 
 def test_an_hl7_a40_merge_moves_the_prior_patients_studies(stack, data_dir, tmp_path):
     tenant, web = "pir", DICOMwebClient(url=stack.url("/dicomweb"), headers=auth_headers("pir"))
-    prior = [_stow(stack, tenant, _restamped(data_dir, "PIR-OLD", "Doe^Jane")) for _ in range(2)]
-    surviving = _stow(stack, tenant, _restamped(data_dir, "PIR-NEW", "Doe^Jane^Q"))
+    prior = [stow_study(stack, tenant, _restamped(data_dir, "PIR-OLD", "Doe^Jane")) for _ in range(2)]
+    surviving = stow_study(stack, tenant, _restamped(data_dir, "PIR-NEW", "Doe^Jane^Q"))
     _processed(stack, tenant, *prior, surviving)
     scheduled = _schedule(stack, tmp_path, "PIR-OLD")
     merge = _adt("A40", "MSG-A40-1", "PID|||PIR-NEW^^^GENHOSP^MR||Doe^Jane^Q||19800102|F", "MRG|PIR-OLD^^^GENHOSP^MR")
@@ -303,7 +296,7 @@ def test_an_hl7_a40_merge_moves_the_prior_patients_studies(stack, data_dir, tmp_
 )
 def test_hl7_messages_that_cannot_apply_are_refused_with_a_reason(stack, data_dir, tmp_path, message, code, reason):
     if "ELSEWHERE-1" in message:  # a patient that only another tenant holds
-        _stow(stack, "pir-elsewhere", _restamped(data_dir, "ELSEWHERE-1", "Else^Where"))
+        stow_study(stack, "pir-elsewhere", _restamped(data_dir, "ELSEWHERE-1", "Else^Where"))
     answer = _msa(_mllp_send(stack, message, tmp_path))
     assert answer[1] == code and reason in answer[3], answer
 
@@ -342,7 +335,7 @@ def test_a_merge_survives_a_killed_worker_and_loses_nothing(stack, data_dir, tmp
     files = sorted(p for p in (data_dir / "dcm_qa_toshiba").rglob("*") if p.is_file())
     tenant, studies = "pir", []
     for part in range(4):
-        studies.append(_stow(stack, tenant, as_new_study(files[part::4], PatientID="KILL-OLD", PatientName="Kill^Me")))
+        studies.append(stow_study(stack, tenant, as_new_study(files[part::4], PatientID="KILL-OLD", PatientName="Kill^Me")))
     _processed(stack, tenant, *studies)
     operation = f"hl7:{HL7_FACILITY}:MSG-A47-KILL"
     change = _adt("A47", "MSG-A47-KILL", "PID|||KILL-NEW^^^GENHOSP^MR||Kill^Me", "MRG|KILL-OLD^^^GENHOSP^MR")

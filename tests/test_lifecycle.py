@@ -29,6 +29,7 @@ from testkit.running_stack import DICOMFLOW, REPO
 from testkit.temporal_waits import wait_completed
 from tests.auth import auth_headers, operator_headers
 from tests.conftest import run
+from tests.stowing import stow_study
 from workflows.lifecycle import LifecycleRunWorkflow, LifecycleStudyWorkflow
 
 TENANT = "life"
@@ -37,7 +38,7 @@ CT_FILES = ["693_UNCR.dcm", "693_J2KR.dcm", "eCT_Supplemental.dcm"]  # uncompres
 
 
 def _stow(stack, payloads: list[bytes]) -> str:
-    return _stow_as(stack, TENANT, payloads)
+    return stow_study(stack, TENANT, payloads)
 
 
 def _rows(stack, study: str) -> dict[str, tuple[str, str]]:
@@ -188,7 +189,7 @@ def test_a_retention_delete_survives_a_killed_worker_and_deletes_each_instance_o
     of the tenant is gone, the audit trail counts each instance's deletion exactly once, and no
     other tenant lost anything."""
     tenant, files = "life-delete", sorted(p for p in (data_dir / "dcm_qa_toshiba").rglob("*") if p.is_file())
-    studies = [_stow_as(stack, tenant, as_new_study(files[i : i + 26])) for i in range(0, len(files), 26)]
+    studies = [stow_study(stack, tenant, as_new_study(files[i : i + 26])) for i in range(0, len(files), 26)]
     time.sleep(stack.settings.ingest.stable_seconds + 1)
     ids = [names.study_workflow_id(tenant, s) for s in studies]
     assert set(run(wait_completed(stack.settings, ids, timeout=300)).values()) == {WorkflowExecutionStatus.COMPLETED}
@@ -218,14 +219,6 @@ def test_a_retention_delete_survives_a_killed_worker_and_deletes_each_instance_o
     with psycopg.connect(stack.settings.effective_postgres_dsn()) as conn:
         queued = conn.execute("SELECT count(*) FROM blob_removal WHERE blob_key LIKE %s", (f"{tenant}/%",)).fetchone()[0]
     assert queued == 0, "removed blobs leave the queue"
-
-
-def _stow_as(stack, tenant: str, payloads: list[bytes]) -> str:
-    body = b"".join(b"--b\r\nContent-Type: application/dicom\r\n\r\n" + p + b"\r\n" for p in payloads) + b"--b--\r\n"
-    headers = {**auth_headers(tenant), "Content-Type": 'multipart/related; type="application/dicom"; boundary=b'}
-    answer = requests.post(stack.url("/dicomweb/studies"), data=body, headers=headers, timeout=120)
-    assert answer.status_code == 200, answer.text
-    return str(dcmread(io.BytesIO(payloads[0]), stop_before_pixels=True).StudyInstanceUID)
 
 
 def _studies_with_instances(stack, tenant: str) -> int:
