@@ -74,7 +74,7 @@ from archive.identity.tokens import TokenVerifier
 from bench.dimse_qr import code_version
 from bench.qido_scale import percentile
 from bench.run import DATA, RESULTS, machine
-from bench.summary import _number
+from bench.targets import number
 from bench.workloads import _multipart, files_of, restamped
 from testkit.oidc_issuer import Alg, OidcIssuer
 from testkit.running_stack import RunningStack, stack_overrides
@@ -559,7 +559,7 @@ def carryover(bench: AuthLatency) -> dict[str, float]:
 
 
 def _signed(value: float) -> str:
-    return ("+" if value >= 0 else "-") + _number(abs(value))
+    return ("+" if value >= 0 else "-") + number(abs(value))
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
@@ -576,7 +576,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 else ""
             )
             rows.append(
-                f"| {workload} | {name} | {_number(st['median'])} | {_number(st['p90'])} | {delta} | "
+                f"| {workload} | {name} | {number(st['median'])} | {number(st['p90'])} | {delta} | "
                 f"{_signed(diff['p90_ms']) if diff else ''} | {st['n']} | {diff.get('target', '') if diff else ''} |"
             )
     return "\n".join(rows)

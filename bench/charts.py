@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.summary import TARGETS, _number, higher_is_better
+from bench.targets import TARGETS, higher_is_better, number
 
 BETTER, WORSE = "#2c7bb6", "#e66101"  # blue / orange: apart for colour-blind readers too
 SYSTEM_STYLE = {"dicomflow": ("-", "o"), "orthanc": ("--", "s"), "storescp": (":", "^")}
@@ -122,7 +122,7 @@ def ratio_figure(results: dict[str, Any]) -> Any:
     for y, (workload, ratio, target) in enumerate(rows):
         better = ratio > 1 if higher_is_better(workload) else ratio < 1
         ax.barh(y, ratio - 1, left=1, height=0.62, color=BETTER if better else WORSE)
-        text = _number(ratio) + "×"
+        text = number(ratio) + "×"
         if ratio < 1:
             ax.text(ratio / 1.07, y, text, ha="right", va="center", fontsize=8)
         else:

@@ -50,8 +50,9 @@ from bench.orthanc import Orthanc
 from bench.qido_scale import percentile
 from bench.run import DATA, RESULTS, SCP_PROCESSES, machine
 from bench.scale import SYNTHETIC_SOURCE, _steps, wait_ready
-from bench.summary import _number, _verdict
+from bench.summary import _verdict
 from bench.synthetic import synthetic_patient, write_synthetic
+from bench.targets import number
 from bench.workloads import dcmsend_rate, files_of
 from testkit.running_stack import RunningStack, free_port, stack_overrides
 
@@ -469,10 +470,10 @@ def report(samples: Samples, checks: dict[str, object], failed: list[str], minut
         verdict = _verdict(workload, ratio, stats.get("dicomflow", {}).get("median", 0.0))  # targets: bench.summary
         results[workload] = {"systems": stats, "ratio_dicomflow_over_orthanc": ratio, "target": verdict}
         ms = workload.endswith(" ms")
-        cell = {s: (_number(st["median"]) + (f" / {_number(st['p99'])}" if ms else "")) for s, st in stats.items()}
+        cell = {s: (number(st["median"]) + (f" / {number(st['p99'])}" if ms else "")) for s, st in stats.items()}
         n = "/".join(str(st["n"]) for st in stats.values())
         rows.append(
-            f"| {workload} | {cell.get('dicomflow', '')} | {cell.get('orthanc', '')} | {_number(ratio)} | {n} | {verdict} |"
+            f"| {workload} | {cell.get('dicomflow', '')} | {cell.get('orthanc', '')} | {number(ratio)} | {n} | {verdict} |"
         )
     header = (
         f"DIMSE query/retrieve, {stamp[:10]} on {machine()}; {SHARED_MACHINE}. dcmtk clients (findscu, movescu, "

@@ -8,65 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
-# workload -> (target on the dicomflow/Orthanc ratio, or on dicomflow's own value when no Orthanc)
-TARGETS: dict[str, tuple[str, float]] = {
-    # ingest: issue 33's targets (the earlier 1.2 / 1.5 / 2.0 were missed in every run and set before
-    # the cost per instance was measured; issue 33 set these with the profile in hand)
-    "C-STORE instances/s, 1 assoc": (">=", 0.9),
-    "C-STORE instances/s, 4 assoc": (">=", 1.0),
-    "STOW-RS instances/s, 4 thread(s)": (">=", 1.2),
-    "synthetic load to +20,000 studies: all workflows done, s after last send": ("<=", 600.0),
-    "at +2,000 studies: QIDO all studies ms": ("<=", 0.02),
-    "QIDO instances of 520-instance series ms": ("<=", 0.05),
-    "series metadata (520 inst) warm ms": ("<=", 0.05),
-    "study retrieve (45 MB) MB/s": (">=", 1.0),
-    "QIDO PatientName exact ms": ("<=", 1.0),
-    "QIDO PatientName prefix* ms": ("<=", 1.0),
-    "QIDO series of a study ms": ("<=", 1.0),
-    "frames/1 CT 512x512 uncompressed ms": ("<=", 1.0),
-    "frames/1 CT 512x512 JPEG 2000 ms": ("<=", 1.0),
-    "rendered JPEG CT 512x512 ms": ("<=", 1.5),
-    "QIDO at 100,000 bulk-loaded studies: p99 ms": ("<=", 50.0),
-    # DIMSE query/retrieve (bench/dimse_qr.py, issue 10)
-    "C-FIND study at 20,000 studies: all studies ms": ("<=", 0.1),
-    "C-FIND study at 20,000 studies: PatientName prefix* ms": ("<=", 0.1),
-    "C-FIND study at 20,000 studies: PatientID exact ms": ("<=", 0.1),
-    "C-FIND study at 20,000 studies: StudyDate month range ms": ("<=", 0.1),
-    "C-MOVE study (45 MB, 520 inst) to storescp MB/s": (">=", 1.0),
-    "C-GET study (45 MB, 520 inst) MB/s": (">=", 1.0),
-    # mixed load (bench/mixed_load.py, issue 33 item 2): writes at full speed while reads come at a fixed rate
-    "mixed: instances/s written": (">=", 1.0),
-    **{
-        f"mixed: {kind} {p} ms": ("<=", 1.0)
-        for kind in ("QIDO study list", "series metadata", "frames", "rendered")
-        for p in ("p50", "p99")
-    },
-}
-
-
-def higher_is_better(workload: str) -> bool:
-    """A rate (instances/s, MB/s) is better higher, a time (ms, s) lower; a target's direction decides."""
-    if workload in TARGETS:
-        return TARGETS[workload][0] == ">="
-    return re.search(r"\w/s\b", workload) is not None
-
-
-def _number(value: float | None) -> str:
-    if value is None:
-        return ""
-    return (
-        f"{value:.4f}"
-        if abs(value) < 0.01
-        else f"{value:.3f}"
-        if abs(value) < 1
-        else f"{value:.1f}"
-        if abs(value) < 100
-        else f"{value:.0f}"
-    )
+from bench.targets import TARGETS, number
 
 
 def _verdict(workload: str, ratio: float | None, own: float) -> str:
@@ -84,8 +29,8 @@ def table(results: dict) -> str:
         systems, ratio = entry["systems"], entry["ratio_dicomflow_over_orthanc"]
         median = {name: stats["median"] for name, stats in systems.items()}
         rows.append(
-            f"| {workload} | {_number(median.get('dicomflow'))} | {_number(median.get('orthanc'))} | "
-            f"{_number(median.get('storescp'))} | {_number(ratio)} | "
+            f"| {workload} | {number(median.get('dicomflow'))} | {number(median.get('orthanc'))} | "
+            f"{number(median.get('storescp'))} | {number(ratio)} | "
             f"{_verdict(workload, ratio, median.get('dicomflow', 0.0))} |"
         )
     return "\n".join(rows)
