@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.nodes import CpuSplit
+from bench.cpu_split import CpuSplit
 from testkit.running_stack import RunningStack, stack_overrides
 
 

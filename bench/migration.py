@@ -150,53 +150,58 @@ def run_orthanc(orthanc: Orthanc, instances: int) -> dict[str, Any]:
     }
 
 
+def side_by_side(work: Path) -> dict[str, Any]:
+    """Both migrations from one dcmqrscp source under `work`: {"dicomflow": ..., "orthanc": ...}; what ran is
+    returned even when the other failed (its error under "failed")."""
+    results: dict[str, Any] = {}
+    files, counts = write_source(work / "source")
+    instances = len(files)
+    source_port = free_port()
+    overrides = stack_overrides(
+        work / "dicomflow" / "var",
+        ae_table={
+            SOURCE_AE: {"host": "127.0.0.1", "port": source_port, "tenant": TENANT, "services": ["store"]},
+        },
+        scp_processes=SCP_PROCESSES,
+    )
+    stack = RunningStack(overrides, work / "dicomflow.log")
+    (work / "orthanc").mkdir(parents=True)
+    orthanc = Orthanc(work / "orthanc", free_port(), free_port(), modalities={SOURCE_AE: (SOURCE_AE, "127.0.0.1", source_port)})
+    destinations = {
+        stack.settings.dimse.ae_title: ("127.0.0.1", stack.settings.dimse.port),
+        ORTHANC_AE: ("127.0.0.1", orthanc.dicom_port),
+    }
+    print(f"bench.migration: {len(counts)} studies, {instances} instances over {DAYS} days", flush=True)
+    try:
+        with legacy_pacs(work / "pacs", source_port, {SOURCE_AE: files}, destinations):
+            stack.start()
+            try:
+                results["dicomflow"] = run_dicomflow(stack, instances)
+                print(f"  dicomflow: {results['dicomflow']}", flush=True)
+            finally:
+                stack.stop()
+            orthanc.start(fresh=True)
+            try:
+                results["orthanc"] = run_orthanc(orthanc, instances)
+                print(f"  orthanc: {results['orthanc']}", flush=True)
+            finally:
+                orthanc.stop()
+    except Exception as err:  # noqa: BLE001 - what ran is still written, the file marked partial
+        import traceback
+
+        traceback.print_exc()
+        results["failed"] = str(err)
+    return results
+
+
 def main() -> int:
     os.environ["DICOMFLOW_ENV"] = "test"
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     load_start = [round(v, 2) for v in os.getloadavg()]
-    results: dict[str, Any] = {}
-    failed = ""
     with tempfile.TemporaryDirectory(prefix="dicomflow-bench-migration-") as tmp:
-        work = Path(tmp)
-        files, counts = write_source(work / "source")
-        instances = len(files)
-        source_port = free_port()
-        overrides = stack_overrides(
-            work / "dicomflow" / "var",
-            ae_table={
-                SOURCE_AE: {"host": "127.0.0.1", "port": source_port, "tenant": TENANT, "services": ["store"]},
-            },
-            scp_processes=SCP_PROCESSES,
-        )
-        stack = RunningStack(overrides, work / "dicomflow.log")
-        (work / "orthanc").mkdir()
-        orthanc = Orthanc(
-            work / "orthanc", free_port(), free_port(), modalities={SOURCE_AE: (SOURCE_AE, "127.0.0.1", source_port)}
-        )
-        destinations = {
-            stack.settings.dimse.ae_title: ("127.0.0.1", stack.settings.dimse.port),
-            ORTHANC_AE: ("127.0.0.1", orthanc.dicom_port),
-        }
-        print(f"bench.migration: {len(counts)} studies, {instances} instances over {DAYS} days", flush=True)
-        try:
-            with legacy_pacs(work / "pacs", source_port, {SOURCE_AE: files}, destinations):
-                stack.start()
-                try:
-                    results["dicomflow"] = run_dicomflow(stack, instances)
-                    print(f"  dicomflow: {results['dicomflow']}", flush=True)
-                finally:
-                    stack.stop()
-                orthanc.start(fresh=True)
-                try:
-                    results["orthanc"] = run_orthanc(orthanc, instances)
-                    print(f"  orthanc: {results['orthanc']}", flush=True)
-                finally:
-                    orthanc.stop()
-        except Exception as err:  # noqa: BLE001 - what ran is still written, the file marked partial
-            import traceback
-
-            traceback.print_exc()
-            failed = str(err)
+        results = side_by_side(Path(tmp))
+    failed = results.pop("failed", "")
+    instances = results.get("dicomflow", results.get("orthanc", {})).get("instances", 0)
     if "dicomflow" in results and "orthanc" in results:
         for rate in ("studies_per_second", "instances_per_second"):
             results[f"ratio_{rate}"] = round(results["dicomflow"][rate] / results["orthanc"][rate], 3)

@@ -20,7 +20,6 @@ import subprocess
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import IO, Any
@@ -29,6 +28,7 @@ import psutil
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
+from bench.cpu_split import CpuSplit
 from bench.orthanc import Orthanc
 from bench.run import DATA, RESULTS, machine
 from bench.scale import SYNTHETIC_SOURCE, wait_ready
@@ -63,56 +63,6 @@ def echo_answers(ae: str, host: str, port: int) -> bool:
         subprocess.run(["echoscu", "-aet", ae, "-aec", "DICOMFLOW", host, str(port)], capture_output=True, timeout=30).returncode
         == 0
     )
-
-
-def process_label(proc: psutil.Process, node: str) -> str:
-    """What a process is, for the CPU split: the service, or the Ray actor/daemon it runs."""
-    name = proc.name()
-    cmdline = " ".join(proc.cmdline()[:3])
-    for marker, label in (("postgres", "PostgreSQL"), ("temporal", "Temporal"), ("redis", "Redis"), ("haproxy", "HAProxy")):
-        if marker in name or marker in cmdline:
-            return label
-    if name.startswith("ray::"):
-        return f"{node} {name.removeprefix('ray::').split(':')[0].split('.')[0]}"
-    if name in ("raylet", "gcs_server"):
-        return f"{node} {name}"
-    return f"{node} other Ray/Python"
-
-
-class CpuSplit:
-    """CPU seconds per labelled process between start() and stop(), over processes that come and go."""
-
-    def __init__(self, roots: dict[str, psutil.Process]) -> None:
-        self.roots = roots
-        self.before: dict[int, float] = {}
-        self.last: dict[int, tuple[str, float]] = {}
-
-    def _processes(self) -> Iterator[tuple[str, psutil.Process]]:
-        for node, root in self.roots.items():
-            try:
-                for proc in [root, *root.children(recursive=True)]:
-                    yield node, proc
-            except psutil.NoSuchProcess:
-                continue
-
-    def sample(self) -> None:
-        for node, proc in self._processes():
-            try:
-                times = proc.cpu_times()
-                self.last[proc.pid] = (process_label(proc, node), times.user + times.system)
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-
-    def start(self) -> None:
-        self.sample()
-        self.before = {pid: seconds for pid, (_, seconds) in self.last.items()}
-
-    def stop(self) -> dict[str, float]:
-        self.sample()
-        split: dict[str, float] = defaultdict(float)
-        for pid, (label, seconds) in self.last.items():
-            split[label] += seconds - self.before.get(pid, 0.0)
-        return dict(sorted(split.items(), key=lambda item: -item[1]))
 
 
 class NodesBench:

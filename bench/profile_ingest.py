@@ -39,7 +39,8 @@ import psutil
 import psycopg
 from pydicom import dcmread
 
-from bench.nodes import CpuSplit, process_label, write_studies
+from bench.cpu_split import CpuSplit, process_label
+from bench.nodes import write_studies
 from bench.run import DATA, RESULTS, machine
 from bench.workloads import Target, dcmsend_rate, files_of, stow_rate
 from testkit.running_stack import RunningStack, stack_overrides

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -14,11 +15,13 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
 from pydicom import dcmread
 
+from bench.ingest_cpu import dicomflow_cpu, ms_per_instance, orthanc_cpu
 from bench.mixed_load import mixed_load
 from bench.orthanc import Orthanc
 from bench.scale import INDEX_STEPS, SYNTHETIC_STEPS, qido_percentiles, scp_curve, synthetic_reads
@@ -30,6 +33,9 @@ REPS = int(os.environ.get("BENCH_REPS", "3"))
 # requests per latency workload, system and repetition: with 5 the medians of two ~2 ms answers
 # moved by 30 % from run to run
 SAMPLES = int(os.environ.get("BENCH_SAMPLES", "20"))
+# ...but a case stops after CASE_SECONDS once it has MIN_SAMPLES, both systems the same count
+CASE_SECONDS = float(os.environ.get("BENCH_CASE_SECONDS", "90"))
+MIN_SAMPLES = 3
 RETRIEVE_SAMPLES = 10  # study retrieves per system and repetition: one was too few for a stable median
 SCP_PROCESSES = int(os.environ.get("BENCH_SCP_PROCESSES", "2"))  # the main stack's; the curve tries 1, 2, 4
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -99,11 +105,15 @@ class Bench:
                     if system == "orthanc":
                         self.orthanc.stop()
                         self.orthanc.start(fresh=True)
-                    self.record(
-                        f"STOW-RS instances/s, {threads} thread(s)",
+                    target = self.targets(ae, tenant)[system]
+                    rate = self._with_cpu(
+                        f"STOW-RS {threads} thread(s)",
                         system,
-                        stow_rate(self.targets(ae, tenant)[system], files, threads),
+                        tenant,
+                        files,
+                        functools.partial(stow_rate, target, files, threads),
                     )
+                    self.record(f"STOW-RS instances/s, {threads} thread(s)", system, rate)
 
     def _one_ingest(self, system: str, files: list[Path], associations: int) -> float:
         if system == "storescp":
@@ -121,12 +131,36 @@ class Bench:
                 server.terminate()
                 server.wait(10)
                 subprocess.run(["rm", "-rf", str(out)])
+        workload = f"C-STORE {associations} assoc"
         if system == "orthanc":
             self.orthanc.stop()
             self.orthanc.start(fresh=True)
-            return dcmsend_rate("ORTHANC", self.orthanc.dicom_port, files, associations)
-        ae, _ = self.fresh_tenant()
-        return dcmsend_rate(ae, self.dicomflow.settings.dimse.port, files, associations)
+            return self._with_cpu(
+                workload, system, "", files, lambda: dcmsend_rate("ORTHANC", self.orthanc.dicom_port, files, associations)
+            )
+        ae, tenant = self.fresh_tenant()
+        port = self.dicomflow.settings.dimse.port
+        return self._with_cpu(workload, system, tenant, files, lambda: dcmsend_rate(ae, port, files, associations))
+
+    def _with_cpu(self, workload: str, system: str, tenant: str, files: list[Path], send: Callable[[], float]) -> float:
+        """send()'s rate; records CPU ms per instance over all of the system's processes (bench/ingest_cpu.py),
+        and for dicomflow each process kind's share, which is the profile a miss is read from."""
+        label = f"CPU ms per instance, {workload}"
+        if system == "orthanc":
+            assert self.orthanc.process is not None
+            rate, seconds = orthanc_cpu(self.orthanc.process.pid, send)
+            self.record(f"{label}: all processes", system, ms_per_instance(seconds, files))
+            return rate
+        assert self.dicomflow.process is not None
+        dsn = self.dicomflow.settings.effective_postgres_dsn()
+        rate, split = dicomflow_cpu(self.dicomflow.process.pid, dsn, tenant, send)
+        self.record(f"{label}: all processes", system, ms_per_instance(sum(split.values()), files))
+        named = {process: seconds for process, seconds in split.items() if ms_per_instance(seconds, files) >= 0.5}
+        for process, seconds in named.items():
+            self.record(f"{label}: {process}", system, ms_per_instance(seconds, files))
+        rest = sum(split.values()) - sum(named.values())
+        self.record(f"{label}: every other process", system, ms_per_instance(rest, files))
+        return rate
 
     # reads -----------------------------------------------------------------------------------------
 
@@ -164,7 +198,10 @@ class Bench:
         for rep in range(REPS):
             order = list(targets) if rep % 2 == 0 else list(reversed(list(targets)))
             for name, path, params, accept in cases:
-                for _ in range(SAMPLES):
+                started = time.monotonic()
+                for sample in range(SAMPLES):
+                    if sample >= MIN_SAMPLES and time.monotonic() - started > CASE_SECONDS:
+                        break  # Orthanc's 30 s queries at +20,000 studies: 3 samples each, not 20
                     for system in order:  # interleaved, so both systems see the same moments of noise
                         self.record(f"{label}{name} ms", system, 1000 * timed_get(targets[system], path, params, accept))
 
@@ -245,7 +282,22 @@ class Bench:
         return out
 
 
-PARTS = ("ingest", "reads", "synthetic", "qido-scale", "mixed", "scp-curve", "dimse-qr")
+PARTS = ("ingest", "reads", "synthetic", "qido-scale", "mixed", "scp-curve", "dimse-qr", "migration")
+
+
+def migration(bench: Bench) -> None:
+    """A legacy PACS (dcmqrscp) migrated into a fresh dicomflow and a fresh Orthanc, REPS times (bench/migration.py)."""
+    from bench.migration import side_by_side  # imported here: bench.migration imports this module
+
+    for rep in range(REPS):
+        results = side_by_side(bench.workdir / f"migration-{rep}")
+        if "failed" in results:
+            raise RuntimeError(f"migration: {results['failed']}")
+        for system in ("dicomflow", "orthanc"):
+            bench.record("migration from dcmqrscp studies/s", system, results[system]["studies_per_second"])
+            bench.record("migration from dcmqrscp instances/s", system, results[system]["instances_per_second"])
+        processed = results["dicomflow"]["processed_instances_per_second"]
+        bench.record("migration from dcmqrscp, every study workflow done, instances/s", "dicomflow", processed)
 
 
 def wanted_parts() -> set[str]:
@@ -311,6 +363,7 @@ def main() -> int:
                 raise RuntimeError(f"dimse-qr workloads failed: {', '.join(qr_failed)}")
 
         attempt("dimse-qr", dimse_qr)
+        attempt("migration", lambda: migration(bench))
         print(f"bench: wrote {bench.report(parts - set(failed))}")
     if failed:
         print(f"bench: these parts failed (see the traceback above): {', '.join(failed)}")

@@ -41,6 +41,26 @@ TARGETS: dict[str, tuple[str, float]] = {
 }
 
 
+# targets on dicomflow's own number rather than the ratio (Orthanc's is shown beside it): issue 33's cost
+OWN_VALUE_TARGETS: dict[str, tuple[str, float]] = {
+    f"CPU ms per instance, C-STORE {n} assoc: all processes": ("<=", 8.0) for n in (1, 4)
+}
+TARGETS["migration from dcmqrscp instances/s"] = (">=", 1.0)
+
+# issue 33: "the read-side ratios of the 2026-12-06 run do not get worse"; a ratio within this factor of
+# the baseline's counts as the same (repetitions of one run spread about this much)
+READ_BASELINE = "2026-12-06"
+READ_BASELINE_TOLERANCE = 1.1
+READ_SIDE = ("QIDO", "frames/", "rendered", "series metadata", "study retrieve", "at +")
+
+
+def worse_than_baseline(workload: str, ratio: float, baseline: float) -> bool:
+    """Whether a read-side ratio got worse than the baseline run's by more than the tolerance."""
+    if higher_is_better(workload):
+        return ratio < baseline / READ_BASELINE_TOLERANCE
+    return ratio > baseline * READ_BASELINE_TOLERANCE
+
+
 def higher_is_better(workload: str) -> bool:
     """A rate (instances/s, MB/s) is better higher, a time (ms, s) lower; a target's direction decides."""
     if workload in TARGETS:
