@@ -33,4 +33,5 @@ class StudyPassActivity:
             done.steps.append(await step(ref))
         done.routed = await self.routing.route(ref)
         done.steps.append(await s.generate_json(ref))
+        done.failed_in_study = await s.failed_in_study(ref)
         return done

@@ -36,7 +36,7 @@ class Receipts(Protocol):
 
     async def receive(self, tenant: str, staged: StagedBlob, source: str) -> Receipt: ...
 
-    async def flush(self) -> None: ...
+    async def flush(self, studies: set[tuple[str, str]] | None = None, settled: bool = False) -> None: ...
 
 
 class TenantCopyActivities:
@@ -60,7 +60,7 @@ class TenantCopyActivities:
         except NoSlotFree as err:
             raise ApplicationError(str(err)) from None
         finally:
-            await receipts.flush()  # the target's study workflows hear of the copies now, not within a second
+            await receipts.flush(settled=True)  # the copied studies' workflows process them now, without waiting for quiet
 
     async def _target(self, job: ForwardSend) -> ForwardTarget:
         """The tenant to copy into, from the rule in force and what the round recorded, not from the

@@ -45,7 +45,6 @@ class AssociationState:
         self.tenant: str | None = None
         self.stored: Counter[str] = Counter()  # study UID -> instances stored
         self.refused = 0
-        self.studies: set[tuple[str, str]] = set()
 
 
 class DimseGate:

@@ -112,8 +112,6 @@ class DimseHandlers:
             association.stored[receipt.attributes.study_uid] += 1
         else:
             association.refused += 1
-        if receipt.needs_workflow and receipt.attributes is not None:
-            association.studies.add((tenant, receipt.attributes.study_uid))
         return receipt_status(receipt), receipt.outcome.value
 
     def on_association_end(self, event: evt.Event) -> None:
@@ -132,5 +130,3 @@ class DimseHandlers:
                 association.tenant,
                 refused_instances=association.refused,
             )
-        if association.studies:
-            self.loop.submit(self.ingest.flush(association.studies))  # signal now, don't hold the peer

@@ -20,6 +20,8 @@ class InstancesArrived:
     count: int
     modality: str | None = None
     deleted: int = 0  # instances removed by a DELETE request
+    # the sender saw the study quiet for stable_seconds (or knows it is done): process without waiting
+    settled: bool = False
 
 
 @dataclass
@@ -37,6 +39,8 @@ class StudyPass:
 
     steps: list[StepResult] = field(default_factory=list)
     routed: list[str] = field(default_factory=list)
+    # the study's instances in state failed after the pass (None from workers before it was counted)
+    failed_in_study: int | None = None
 
 
 @dataclass
@@ -49,6 +53,9 @@ class StudyParams:
     modality: str | None = None
     failed: int = 0  # carried too, or a study with failures before the cut would end "complete"
     deleted: int = 0
+    # which code the run follows: 1 replays the patches of workflows/study.py, 2 (every start since) has
+    # them all in effect without their markers, each of which cost the history two events
+    version: int = 1
 
 
 @dataclass

@@ -88,6 +88,9 @@ async def expire_rejections_now(client: Client) -> None:
     await client.get_schedule_handle(names.REJECTION_EXPIRY_SCHEDULE).trigger(overlap=ScheduleOverlapPolicy.BUFFER_ONE)
 
 
+STUDY_WORKFLOW_VERSION = 2  # StudyParams.version of every study workflow started
+
+
 async def signal_study(
     client: Client,
     task_queue: str,
@@ -97,14 +100,16 @@ async def signal_study(
     modality: str | None,
     stable_seconds: float,
     deleted: int = 0,
+    settled: bool = False,
 ) -> None:
+    """Signal-with-start the study's workflow; `settled` lets it process at once (InstancesArrived)."""
     await client.start_workflow(
         names.STUDY_WORKFLOW,
-        StudyParams(tenant, study_uid, stable_seconds),
+        StudyParams(tenant, study_uid, stable_seconds, version=STUDY_WORKFLOW_VERSION),
         id=names.study_workflow_id(tenant, study_uid),
         task_queue=task_queue,
         start_signal=names.STUDY_SIGNAL,
-        start_signal_args=[InstancesArrived(count, modality, deleted)],
+        start_signal_args=[InstancesArrived(count, modality, deleted, settled)],
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         search_attributes=TypedSearchAttributes(
             [

@@ -25,6 +25,7 @@ from receiving.rejection_audit import rejection_event
 from receiving.signaller import StudySignaller
 
 log = logging.getLogger("dicomflow.ingest")
+FLUSH_TICK_SECONDS = 0.5  # how often quiet studies are looked for (receiving/signaller.py)
 
 
 class Ingest:
@@ -57,7 +58,7 @@ class Ingest:
     async def open(cls, resources: Resources) -> "Ingest":
         ingest = cls(resources)
         await ingest._ensure_signaller()
-        ingest._periodic = asyncio.create_task(ingest._flush_every_second())
+        ingest._periodic = asyncio.create_task(ingest._flush_due_loop())
         return ingest
 
     async def _ensure_signaller(self) -> StudySignaller | None:
@@ -129,16 +130,20 @@ class Ingest:
             self.signaller.add(receipt.tenant, a.study_uid, a.sop_uid, a.modality)
         return receipt
 
-    async def flush(self, studies: set[tuple[str, str]] | None = None) -> None:
+    async def flush(self, studies: set[tuple[str, str]] | None = None, settled: bool = False) -> None:
+        """Signal these studies' workflows now (all, when none are named); `settled` when the sender knows
+        it has sent all it will, so the workflow need not wait for quiet."""
         signaller = await self._ensure_signaller()
         if signaller is not None:
-            await signaller.flush(studies)
+            await signaller.flush(studies, settled)
 
-    async def _flush_every_second(self) -> None:
+    async def _flush_due_loop(self) -> None:
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(FLUSH_TICK_SECONDS)
             try:
-                await self.flush()
+                signaller = await self._ensure_signaller()
+                if signaller is not None:
+                    await signaller.flush_due()
             except Exception:  # noqa: BLE001 - keep the loop alive; the reconciler is the backstop
                 log.exception("periodic flush failed")
 

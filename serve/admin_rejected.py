@@ -92,7 +92,14 @@ async def _reprocess(ingest: IngestDep, tenant: str, study: str, sop_uids: list[
     try:
         client = await ingest.temporal_client()
         await signal_study(
-            client, settings.temporal.task_queue, tenant, study, len(sop_uids), None, settings.ingest.stable_seconds
+            client,
+            settings.temporal.task_queue,
+            tenant,
+            study,
+            len(sop_uids),
+            None,
+            settings.ingest.stable_seconds,
+            settled=True,  # the request restored all it will
         )
         await mark_signalled(ingest.pool, tenant, sop_uids)
     except Exception:  # noqa: BLE001 - the rows say 'not signalled': the reconciler tells the workflow later

@@ -43,6 +43,7 @@ async def delete(ingest: IngestDep, tenant: str, study: str, series: str | None 
             None,
             settings.ingest.stable_seconds,
             deleted=deleted.instances,
+            settled=True,  # the request is all the deletion there is
         )
         await deletion_signalled(ingest.pool, tenant, study, deleted.instances)
     except Exception:  # noqa: BLE001 - the outbox row stays; the reconciler tells the workflow later

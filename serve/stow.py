@@ -123,7 +123,6 @@ async def _store_parts(request: Request, ingest: Ingest, tenant: str, parts: lis
             studies.add((tenant, receipt.attributes.study_uid))
         else:
             failed.append(_failed(receipt, status_of(receipt), receipt.reason or receipt.outcome.value))
-    await ingest.flush(studies)
     audit_note(request)["detail"] = {
         "stored": len(referenced),
         "failed": len(failed),

@@ -164,7 +164,44 @@ def test_study_histories_replay_in_the_sandbox(stack, sent_all):
             await replayer.replay_workflow(history)  # raises on any mismatch
         return sum(len(h.events) for h in histories)
 
-    assert run(replay()) > 20 * len(ids)
+    assert run(replay()) >= 8 * len(ids)  # a settled one-instance study is 8 events; larger ones more
+
+
+def test_a_one_instance_study_from_storescu_is_one_workflow_task(stack, data_dir, tmp_path):
+    """The receiver signals a study once it is quiet (settled), so its workflow processes it at once
+    as a local activity: no timer, no patch marker, one workflow task, 8 history events."""
+    from temporalio.api.enums.v1 import EventType
+
+    from testkit.temporal_waits import client_for
+
+    payload, _sop = _restamped(data_dir, StudyInstanceUID=generate_uid())
+    study = str(dcmread(io.BytesIO(payload), stop_before_pixels=True).StudyInstanceUID)
+    (tmp_path / "one.dcm").write_bytes(payload)
+    s = stack.settings
+    sent = subprocess.run(
+        ["storescu", "-aet", TENANT_B_AE, "-aec", s.dimse.ae_title, "127.0.0.1", str(s.dimse.port), str(tmp_path / "one.dcm")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=NODELAY,
+    )
+    assert sent.returncode == 0, sent.stderr
+    workflow_id = f"study:tenantb:{study}"
+    run(wait_completed(s, [workflow_id], timeout=120))
+
+    async def history():
+        return await (await client_for(s)).get_workflow_handle(workflow_id).fetch_history()
+
+    events = run(history()).events
+    kinds = [e.event_type for e in events]
+    markers = [
+        e.marker_recorded_event_attributes.marker_name for e in events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    ]
+    assert EventType.EVENT_TYPE_TIMER_STARTED not in kinds
+    assert markers == ["core_local_activity"], markers
+    assert kinds.count(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED) == 1
+    assert len(kinds) == 8, kinds
+    assert index_rows(s, "SELECT state FROM study WHERE tenant = 'tenantb' AND study_uid = %s", study) == [("ready",)]
 
 
 def _store(stack, payload, calling_ae=STORE_AE, called_ae=None):

@@ -1,10 +1,14 @@
 """StudyWorkflow, id `study:{tenant}:{StudyInstanceUID}`: carries a study from receipt to ready.
 
-Receivers signal-with-start it with counters per batch. It waits until the study is quiet for
-`stable_seconds`, then runs store -> verify -> commit -> transcode -> index -> route -> JSON-generate
-as one activity (activities/study_pass.py; histories from before the patch `one-activity-pass`
-replay with a step each), retried with backoff. Instances that arrive meanwhile are taken by another pass; the
-history is cut by continue-as-new well before Temporal's limits.
+Receivers signal-with-start it with counters per batch (receiving/signaller.py). A batch the
+receiver already saw quiet for `stable_seconds` comes *settled* and is processed at once; otherwise
+the workflow waits until the study is quiet. Then it runs store -> verify -> commit -> transcode ->
+index -> route -> JSON-generate as one activity (activities/study_pass.py), a local activity when
+the pass is small, retried with backoff. Instances that arrive meanwhile are taken by another pass;
+the history is cut by continue-as-new well before Temporal's limits.
+
+A one-instance study settled on arrival is 8 history events and one workflow task. Runs started
+before StudyParams.version 2 replay through `workflow.patched` (tests/unit/test_study_workflow_replay.py).
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ ROUTING_PATCH = "route-after-processing"
 ROUTE_EARLY_PATCH = "route-before-documents"
 # one activity for the whole pass (activities/study_pass.py): about 20 history events fewer per study
 ONE_PASS_PATCH = "one-activity-pass"
+# a pass over a few instances runs as a local activity: a marker in the history, not three events
+# and a task-queue round trip; with a settled signal a one-instance study is one workflow task
+LOCAL_PASS_PATCH = "local-small-pass"
+LOCAL_PASS_LIMIT = 32  # instances in the pass; larger passes keep the activity's heartbeat and UI row
 HISTORY_LIMIT = 3000  # events; the SDK suggests continue-as-new near 4,096 and refuses at 50k/10k signals
 
 STEP_RETRY = RetryPolicy(
@@ -54,6 +62,8 @@ class StudyWorkflow:
         self.modality: str | None = None
         self.state = "receiving"
         self.routed = False
+        self.settled = False  # the latest arrival's sender saw the study quiet already
+        self.version = 1
         self._published: tuple | None = None
 
     @workflow.signal(name=SIGNAL)
@@ -62,6 +72,7 @@ class StudyWorkflow:
         self.pending += batch.count
         self.deleted += batch.deleted
         self.modality = self.modality or batch.modality
+        self.settled = batch.settled
 
     @workflow.signal(name=names.PROCEDURE_STEP_SIGNAL)
     def procedure_step(self, status: str) -> None:
@@ -74,6 +85,7 @@ class StudyWorkflow:
 
     @workflow.run
     async def run(self, params: StudyParams) -> StudyOutcome:
+        self.version = params.version
         self.pending += params.pending
         self.total = params.total
         self.failed += params.failed
@@ -86,14 +98,15 @@ class StudyWorkflow:
         while True:
             if not await self._wait_until_quiet(params.stable_seconds):
                 self._continue_as_new(params)  # arrivals never paused: cut before the history outgrows its limit
+            in_pass = self.pending
             self.total += self.pending
             self.pending = 0
-            steps = await self._process(ref)
+            steps = await self._process(ref, in_pass)
             if self.pending == 0:
                 break
             if self._cut_due():
                 self._continue_as_new(params)
-        if not self.routed and workflow.patched(ROUTING_PATCH):
+        if not self.routed and self._in_effect(ROUTING_PATCH):
             await self._route(ref)
         self.state = "failed" if self.failed else "complete"
         self._publish()
@@ -103,7 +116,7 @@ class StudyWorkflow:
         """True once no instance arrived for `stable_seconds`; False when the history must be cut first."""
         self.state = "receiving"
         self._publish()
-        while True:
+        while not self.settled:
             seen = self.arrivals
             try:
                 await workflow.wait_condition(lambda: self.arrivals != seen, timeout=timedelta(seconds=stable_seconds))  # noqa: B023 - awaited in this iteration
@@ -111,6 +124,11 @@ class StudyWorkflow:
                 return True
             if workflow.info().get_current_history_length() > HISTORY_LIMIT:
                 return False
+        return True
+
+    def _in_effect(self, patch: str) -> bool:
+        """Version 1 runs ask Temporal (a marker where the patch is new); in version 2 every patch is."""
+        return self.version >= 2 or workflow.patched(patch)
 
     @staticmethod
     def _cut_due() -> bool:
@@ -128,20 +146,21 @@ class StudyWorkflow:
                 self.modality,
                 self.failed,
                 self.deleted,
+                params.version,
             )
         )
 
-    async def _process(self, ref: StudyRef) -> list[StepResult]:
+    async def _process(self, ref: StudyRef, in_pass: int) -> list[StepResult]:
         self.state = "processing"
-        if workflow.patched(ONE_PASS_PATCH):
+        if self._in_effect(ONE_PASS_PATCH):
             # the `state` query says "processing"; the search attribute goes from receiving to the
             # outcome: each upsert is an event and a visibility write, and a pass is short
-            return await self._one_pass(ref)
+            return await self._one_pass(ref, in_pass)
         self._publish()
         results = []
-        local_steps = names.LOCAL_STUDY_STEPS if workflow.patched(LOCAL_STEPS_PATCH) else ()
+        local_steps = names.LOCAL_STUDY_STEPS if self._in_effect(LOCAL_STEPS_PATCH) else ()
         for step in names.STUDY_STEPS:
-            if step == names.GENERATE_JSON and workflow.patched(ROUTE_EARLY_PATCH):
+            if step == names.GENERATE_JSON and self._in_effect(ROUTE_EARLY_PATCH):
                 await self._route(ref)
                 self.routed = True
             self.state = step  # the `state` query names the step; the search attribute stays "processing"
@@ -151,16 +170,29 @@ class StudyWorkflow:
             results.append(result)
         return results
 
-    async def _one_pass(self, ref: StudyRef) -> list[StepResult]:
-        done: StudyPass = await workflow.execute_activity(
-            names.PROCESS_STUDY,
-            ref,
-            result_type=StudyPass,
-            start_to_close_timeout=timedelta(hours=2),
-            heartbeat_timeout=timedelta(seconds=30),
-            retry_policy=STEP_RETRY,
-        )
-        self.failed += sum(step.failed for step in done.steps if step.step == names.VERIFY)
+    async def _one_pass(self, ref: StudyRef, in_pass: int) -> list[StepResult]:
+        done: StudyPass
+        if in_pass <= LOCAL_PASS_LIMIT and self._in_effect(LOCAL_PASS_PATCH):
+            done = await workflow.execute_local_activity(
+                names.PROCESS_STUDY,
+                ref,
+                result_type=StudyPass,
+                start_to_close_timeout=timedelta(minutes=10),
+                retry_policy=STEP_RETRY,
+            )
+        else:
+            done = await workflow.execute_activity(
+                names.PROCESS_STUDY,
+                ref,
+                result_type=StudyPass,
+                start_to_close_timeout=timedelta(hours=2),
+                heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=STEP_RETRY,
+            )
+        if done.failed_in_study is None:
+            self.failed += sum(step.failed for step in done.steps if step.step == names.VERIFY)
+        else:  # the durable count: a pass run twice (its first result lost) reports its failures once
+            self.failed = done.failed_in_study
         self.routed = True
         return done.steps
 

@@ -42,6 +42,18 @@ async def instances_in_state(pool: AsyncConnectionPool, tenant: str, study_uid: 
     return [InstanceFile(*r) for r in rows]
 
 
+async def failed_in_study(pool: AsyncConnectionPool, tenant: str, study_uid: str) -> int:
+    """How many of the study's instances a step refused for good: the durable count, which a pass that
+    is run again after its result was lost (a crash, a local activity's workflow task failing) still gives."""
+    async with pool.connection() as conn:
+        row = await (
+            await conn.execute(
+                "SELECT count(*) FROM instance WHERE tenant = %s AND study_uid = %s AND state = 'failed'", (tenant, study_uid)
+            )
+        ).fetchone()
+    return row[0] if row else 0
+
+
 async def set_state(
     pool: AsyncConnectionPool, tenant: str, sop_uid: str, state: InstanceState, reason: str | None = None
 ) -> None:

@@ -38,7 +38,9 @@ from contract import names
 from contract import search_attributes as sa
 from contract.payloads import StepResult, StudyOutcome, StudyParams, StudyRef
 from contract.starts import signal_study
-from workflows.study import HISTORY_LIMIT, StudyWorkflow
+from receiving import signaller as signaller_module
+from receiving.signaller import StudySignaller
+from workflows.study import HISTORY_LIMIT, LOCAL_PASS_LIMIT, StudyWorkflow
 
 SUGGEST_CAN_AT = 12  # events; one pass (one activity, its workflow tasks, a timer) writes more than this
 STABLE = 0.3  # seconds of quiet before a pass
@@ -120,6 +122,9 @@ class FakeArchive:
         await self._called(names.VERIFY, ref)  # after the work: what arrives meanwhile is the next pass's
         return result
 
+    async def failed_in_study(self, ref: StudyRef) -> int:
+        return len(self._in("failed"))
+
     @activity.defn(name=names.COMMIT)
     async def commit(self, ref: StudyRef) -> StepResult:
         await self._called(names.COMMIT, ref)
@@ -178,9 +183,13 @@ async def carried(client: Client, history: WorkflowHistory) -> tuple[StudyParams
     return params, started.suggest_continue_as_new
 
 
-# batches: (instances, of which corrupt); each later batch arrives while the pass before it verifies
-FAILURES_BEFORE_THE_CUTS = [(4, 1), (3, 1), (2, 0)]
-CLEAN = [(4, 0), (3, 0), (2, 0)]
+# batches: (instances, of which corrupt); each later batch arrives while the pass before it verifies.
+# Each is larger than LOCAL_PASS_LIMIT, so every pass is an activity, as a large study's are
+FAILURES_BEFORE_THE_CUTS = [(40, 1), (35, 1), (33, 0)]
+CLEAN = [(40, 0), (35, 0), (33, 0)]
+# ...and small ones, each pass a local activity: arrivals during a pass make the server refuse the
+# workflow task that would complete (UnhandledCommand), so the SDK runs the task again
+SMALL_WITH_FAILURES = [(4, 1), (3, 1), (2, 0)]
 
 
 async def scenario(batches: list[tuple[int, int]], delete_during_first_pass: bool) -> dict:
@@ -283,3 +292,106 @@ def test_counts_survive_continue_as_new(batches, delete, end_state):
     assert states.count("committed") == total - failed - deleted
     assert len(states) == total - deleted
     assert archive.study_state == "ready"
+
+
+def test_counts_hold_when_small_passes_run_as_local_activities():
+    got = asyncio.run(scenario(SMALL_WITH_FAILURES, True))
+    outcome: StudyOutcome = got["outcome"]
+    archive: FakeArchive = got["archive"]
+    assert (outcome.state, outcome.instances, outcome.failed, outcome.deleted) == ("failed", 9, 2, 1)
+    assert got["state"] == {"state": "failed", "pending": 0, "total": 9, "failed": 2, "deleted": 1}
+    states = [item.state for item in archive.instances.values()]
+    assert states.count("failed") == 2 and states.count("committed") == 6 and len(states) == 8
+    assert archive.study_state == "ready"
+    kinds = [e.event_type for _, history in got["chain"] for e in history.events]
+    assert EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED not in kinds, "every pass was small"
+    # a pass whose workflow task the server refused leaves no marker: it ran again in the next task,
+    # and the counts above come from the archive's durable state, not from the lost result
+    assert kinds.count(EventType.EVENT_TYPE_MARKER_RECORDED) >= 1
+
+
+# settled arrivals and small passes (receiving/signaller.py, workflows/study.py LOCAL_PASS_*) --------
+
+
+async def one_study(count: int, settle: Callable[[Client, str, str, FakeArchive], Awaitable[None]]) -> dict:
+    """A study of `count` instances delivered by `settle(client, task_queue, study_uid, archive)`;
+    its outcome and history once done."""
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        search_attributes=[sa.TENANT, sa.MODALITY, sa.INSTANCE_COUNT, sa.STATE, sa.PROCEDURE_STEP],
+    ) as env:
+        client = env.client
+        task_queue = f"study-env-{uuid.uuid4()}"
+        study_uid = f"2.25.{uuid.uuid4().int}"
+        archive = FakeArchive(study_uid)
+        archive.receive(count, 0)
+        one_pass = StudyPassActivity(archive, archive)  # type: ignore[arg-type]  # the fake has the steps' names and signatures
+        async with Worker(client, task_queue=task_queue, workflows=[StudyWorkflow], activities=[*archive.all(), *one_pass.all()]):
+            await settle(client, task_queue, study_uid, archive)
+            handle = client.get_workflow_handle(names.study_workflow_id(TENANT, study_uid), result_type=StudyOutcome)
+            outcome = await asyncio.wait_for(handle.result(), CHAIN_TIMEOUT)
+            history = await handle.fetch_history()
+        return {"outcome": outcome, "kinds": [e.event_type for e in history.events], "archive": archive, "history": history}
+
+
+def _signal_settled(count: int) -> Callable[[Client, str, str, FakeArchive], Awaitable[None]]:
+    async def settle(client: Client, task_queue: str, study_uid: str, archive: FakeArchive) -> None:
+        await signal_study(client, task_queue, TENANT, study_uid, count, "MR", STABLE, settled=True)
+
+    return settle
+
+
+def test_a_settled_one_instance_study_is_one_workflow_task_and_a_local_pass():
+    got = asyncio.run(one_study(1, _signal_settled(1)))
+    kinds = got["kinds"]
+    assert got["outcome"].state == "complete" and got["outcome"].instances == 1
+    assert got["archive"].study_state == "ready" and [i.state for i in got["archive"].instances.values()] == ["committed"]
+    assert EventType.EVENT_TYPE_TIMER_STARTED not in kinds, "a settled study does not wait again"
+    assert EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED not in kinds, "a one-instance pass is a local activity"
+    assert kinds.count(EventType.EVENT_TYPE_MARKER_RECORDED) >= 1
+    assert kinds.count(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED) == 1
+    assert len(kinds) <= 8, kinds  # started, signalled, one workflow task, the pass, the outcome, completed
+
+
+def test_a_large_settled_pass_keeps_its_activity_and_heartbeat():
+    got = asyncio.run(one_study(LOCAL_PASS_LIMIT + 1, _signal_settled(LOCAL_PASS_LIMIT + 1)))
+    kinds = got["kinds"]
+    assert got["outcome"].instances == LOCAL_PASS_LIMIT + 1
+    assert EventType.EVENT_TYPE_TIMER_STARTED not in kinds
+    assert kinds.count(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) == 1
+
+
+def _through_the_signaller(hold: float) -> Callable[[Client, str, str, FakeArchive], Awaitable[None]]:
+    """What a receiving process does: `add` per stored instance, `flush_due` on its ticks."""
+
+    async def settle(client: Client, task_queue: str, study_uid: str, archive: FakeArchive) -> None:
+        delivered: list[str] = []
+
+        async def on_delivered(tenant: str, sop_uids: list[str]) -> None:
+            delivered.extend(sop_uids)
+
+        signaller = StudySignaller(client, task_queue, STABLE, on_delivered)
+        for sop_uid in archive.instances:
+            signaller.add(TENANT, study_uid, sop_uid, "MR")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(signaller_module, "HOLD_SECONDS", hold)
+            await signaller.flush_due()
+            assert delivered == [], "not quiet yet, not held long enough: nothing is signalled"
+            await asyncio.sleep(min(STABLE, hold) + 0.1)
+            await signaller.flush_due()
+        assert sorted(delivered) == sorted(archive.instances)
+
+    return settle
+
+
+def test_the_signaller_signals_a_quiet_study_settled():
+    kinds = asyncio.run(one_study(3, _through_the_signaller(hold=60.0)))["kinds"]
+    assert EventType.EVENT_TYPE_TIMER_STARTED not in kinds
+    assert kinds.count(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED) == 1
+
+
+def test_the_signaller_signals_a_study_held_too_long_unsettled_and_the_workflow_waits_for_quiet():
+    # held past HOLD_SECONDS before it was quiet for STABLE: still arriving as far as the signaller knows
+    got = asyncio.run(one_study(3, _through_the_signaller(hold=STABLE / 3)))
+    assert got["outcome"].instances == 3
+    assert EventType.EVENT_TYPE_TIMER_STARTED in got["kinds"]
