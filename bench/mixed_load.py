@@ -38,6 +38,7 @@ import psutil
 import psycopg
 from pydicom import dcmread
 
+from bench.cpu_split import CpuSplit
 from bench.mixed_writers import WriterResult, dimse_writer, percentile, stow_writers
 from bench.scale import _study_count, wait_ready
 from bench.workloads import Target, timed_get
@@ -188,18 +189,24 @@ def _writers(target: Target, files: list[Path], workdir: Path, in_flight: Any) -
     return procs, start, out
 
 
-def one_run(target: Target, files: list[Path], reads: list[Read], workdir: Path, diagnose: Any) -> dict[str, Any]:
+def one_run(
+    target: Target, files: list[Path], reads: list[Read], workdir: Path, diagnose: Any, server_pid: int
+) -> dict[str, Any]:
     in_flight = mp.get_context("spawn").Array("d", DIMSE_WRITERS, lock=False)
     procs, start, out = _writers(target, files, workdir, in_flight)
     start.wait(timeout=600)
     watch = StallWatch(in_flight, diagnose)
     watch.start()
+    cpu = CpuSplit({target.name: psutil.Process(server_pid)})
+    cpu.start()
+    began = time.monotonic()
     answered = run_readers(target, reads, time.monotonic())
     writers: list[WriterResult] = [out.get(timeout=SECONDS + 600) for _ in range(DIMSE_WRITERS + STOW_THREADS)]
+    busy = {kind: seconds / (time.monotonic() - began) for kind, seconds in cpu.stop().items()}
     watch.done.set()
     for proc in procs:
         proc.join(60)
-    return {"writers": writers, "reads": answered, "stalls": watch.stalls}
+    return {"writers": writers, "reads": answered, "stalls": watch.stalls, "cores_busy": busy}
 
 
 def summarize(run: dict[str, Any]) -> dict[str, Any]:
@@ -223,6 +230,7 @@ def summarize(run: dict[str, Any]) -> dict[str, Any]:
         "reads": reads,
         "writers": [w.summary() for w in writers],
         "stalls": run["stalls"],
+        "cores_busy": run["cores_busy"],
     }
 
 
@@ -234,6 +242,12 @@ def record(bench: Bench, system: str, s: dict[str, Any]) -> None:
     bench.record("mixed: C-STORE response max ms", system, s["c_store_max_ms"])
     bench.record("mixed: C-STORE response p99 ms", system, s["c_store_p99_ms"])
     bench.record("mixed: C-STORE timeouts (30 s, aborted and resent)", system, s["c_store_timeouts"])
+    # where the 2 cores went while both wrote and read: the profile a read or write miss is read from
+    bench.record("mixed: cores busy, all processes", system, sum(s["cores_busy"].values()))
+    if system == "dicomflow":
+        for kind, cores in s["cores_busy"].items():
+            if cores >= 0.03:
+                bench.record(f"mixed: cores busy, {kind}", system, cores)
 
 
 def settle(bench: Bench, tenant: str) -> None:
@@ -261,7 +275,11 @@ def mixed_load(bench: Bench, files: list[Path], results: Path) -> Path:
     for rep in range(REPS):
         for system in list(targets) if rep % 2 == 0 else list(reversed(list(targets))):
             print(f"  mixed: run {rep + 1}/{REPS}, {system}", flush=True)
-            summary = summarize(one_run(targets[system], files, planned, bench.workdir, diagnose.get(system, lambda: "")))
+            server = bench.dicomflow.process if system == "dicomflow" else bench.orthanc.process
+            assert server is not None
+            summary = summarize(
+                one_run(targets[system], files, planned, bench.workdir, diagnose.get(system, lambda: ""), server.pid)
+            )
             record(bench, system, summary)
             runs.append({"rep": rep, "system": system} | summary)
             settle(bench, tenant)
