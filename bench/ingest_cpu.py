@@ -15,18 +15,20 @@ import psycopg
 from bench.cpu_split import CpuSplit
 
 
-def _all_ready(dsn: str, tenant: str, timeout: float = 1800) -> None:
-    """Every study the tenant holds is `ready`: its workflow has done every step after receipt."""
+def wait_ready(dsn: str, tenant: str, expected: int | None = None, timeout: float = 1800) -> tuple[float, int]:
+    """(seconds, studies held) once `expected` studies of the tenant are `ready` (every study it holds,
+    when None): their workflows have done every step after receipt. Polled every 0.25 s, so that the
+    CPU counted after the last study is ready stays small."""
     started = time.monotonic()
     with psycopg.connect(dsn, autocommit=True) as conn:
         while True:
             ready, total = conn.execute(
                 "SELECT count(*) FILTER (WHERE state = 'ready'), count(*) FROM study WHERE tenant = %s", (tenant,)
             ).fetchone()
-            if total and ready >= total:
-                return
+            if total and ready >= (total if expected is None else expected):
+                return time.monotonic() - started, total
             if time.monotonic() - started > timeout:
-                raise RuntimeError(f"{tenant}: only {ready}/{total} studies ready after {timeout} s")
+                raise RuntimeError(f"{tenant}: only {ready}/{expected or total} studies ready after {timeout} s")
             time.sleep(0.25)
 
 
@@ -35,7 +37,7 @@ def dicomflow_cpu(root_pid: int, dsn: str, tenant: str, send: Callable[[], float
     split = CpuSplit({"dicomflow": psutil.Process(root_pid)})
     split.start()
     result = send()
-    _all_ready(dsn, tenant)
+    wait_ready(dsn, tenant)
     return result, split.stop()
 
 

@@ -40,6 +40,7 @@ import psycopg
 from pydicom import dcmread
 
 from bench.cpu_split import CpuSplit, process_label
+from bench.ingest_cpu import wait_ready
 from bench.nodes import write_studies
 from bench.run import DATA, RESULTS, machine
 from bench.workloads import Target, dcmsend_rate, files_of, stow_rate
@@ -254,20 +255,6 @@ def stop_py_spy(procs: list[subprocess.Popen]) -> None:
 
 
 # the run ----------------------------------------------------------------------------------------
-
-
-def wait_ready(dsn: str, tenant: str, expected: int, timeout: float = 1800) -> tuple[float, int]:
-    started = time.monotonic()
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        while True:
-            ready, total = conn.execute(
-                "SELECT count(*) FILTER (WHERE state = 'ready'), count(*) FROM study WHERE tenant = %s", (tenant,)
-            ).fetchone()
-            if ready >= expected:
-                return time.monotonic() - started, total
-            if time.monotonic() - started > timeout:
-                raise RuntimeError(f"{tenant}: only {ready}/{expected} studies ready after {timeout} s")
-            time.sleep(0.25)
 
 
 def stored_studies(dsn: str, tenant: str) -> set[str]:
