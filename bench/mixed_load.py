@@ -284,6 +284,10 @@ def mixed_load(bench: Bench, files: list[Path], results: Path) -> Path:
             runs.append({"rep": rep, "system": system} | summary)
             settle(bench, tenant)
     out = results / f"{stamp}-mixed-load.json"
+    for n in range(2, 100):  # never over an earlier run of the same day
+        if not out.exists():
+            break
+        out = results / f"{stamp}-mixed-load-{n}.json"
     settings = {"seconds": SECONDS, "read_rate": READ_RATE, "dimse_writers": DIMSE_WRITERS, "stow_threads": STOW_THREADS}
     out.write_text(json.dumps({"date": stamp, "settings": settings, "runs": runs}, indent=2))
     return out

@@ -257,6 +257,11 @@ class Bench:
                     + " |"
                 )
         out = RESULTS / f"{stamp}.json"
+        for n in range(2, 100):  # never over an earlier run of the same day
+            if not out.exists():
+                break
+            out = RESULTS / f"{stamp}-{n}.json"
+        stamp = out.stem
         out.write_text(
             json.dumps(
                 {
