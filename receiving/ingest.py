@@ -80,15 +80,18 @@ class Ingest:
                 )
             return self.signaller
 
-    async def _forward_now(self, tenant: str, study_uid: str) -> None:
+    async def _forward_now(self, studies: set[tuple[str, str]]) -> None:
         """Rules with when = "instance": their forward hears of the new instances now, not once the
         study is processed (the routing step tells it again then; a round finds nothing new)."""
-        for rule in await rules_in_force(self.settings.routing, self.resources.pool):
-            if rule.when != "instance" or not rule.applies_to(tenant) or self.signaller is None:
-                continue
-            if await study_matches(self.resources.pool, rule, tenant, study_uid):
-                request = ForwardRequest(tenant, rule.name, study_uid, rule.to.destination, rule.deidentify or "", rule.to.kind)
-                await tell_forward(self.signaller.client, self.settings.temporal.task_queue, request)
+        rules = [r for r in await rules_in_force(self.settings.routing, self.resources.pool) if r.when == "instance"]
+        for rule in rules:
+            for tenant, study_uid in studies:
+                if self.signaller is None or not rule.applies_to(tenant):
+                    continue
+                if await study_matches(self.resources.pool, rule, tenant, study_uid):
+                    to = rule.to
+                    request = ForwardRequest(tenant, rule.name, study_uid, to.destination, rule.deidentify or "", to.kind)
+                    await tell_forward(self.signaller.client, self.settings.temporal.task_queue, request)
 
     async def temporal_client(self) -> Client:
         signaller = await self._ensure_signaller()

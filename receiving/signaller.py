@@ -28,7 +28,7 @@ from contract.starts import signal_study
 log = logging.getLogger("dicomflow.signal")
 
 Delivered = Callable[[str, list[str]], Awaitable[None]]
-Signalled = Callable[[str, str], Awaitable[None]]  # (tenant, study): new instances of it were stored
+Signalled = Callable[[set[tuple[str, str]]], Awaitable[None]]  # {(tenant, study)}: new instances were stored
 HOLD_SECONDS = 5.0  # a study still arriving is signalled after this; below the reconciler's 10 s
 
 
@@ -102,12 +102,11 @@ class StudySignaller:
                     )
 
     async def _tell_forwards(self) -> None:
-        if self.on_signalled is None:
-            self._unforwarded.clear()
-            return
+        """Once per tick for every study with new instances, so the rules are read once, not per study."""
         studies, self._unforwarded = self._unforwarded, set()
-        for tenant, study_uid in studies:
-            try:
-                await self.on_signalled(tenant, study_uid)
-            except Exception:  # noqa: BLE001 - the study's routing step tells the forwards again when it is processed
-                log.warning("instance forwards of a study in %s not told now; the routing step will", tenant, exc_info=True)
+        if self.on_signalled is None or not studies:
+            return
+        try:
+            await self.on_signalled(studies)
+        except Exception:  # noqa: BLE001 - the study's routing step tells the forwards again when it is processed
+            log.warning("instance forwards of %d studies not told now; the routing step will", len(studies), exc_info=True)
