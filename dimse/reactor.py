@@ -38,6 +38,7 @@ import pynetdicom.dul
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 
+from dimse.direct_receive import DirectReceive
 from dimse.direct_store import SocketBusyError
 
 IDLE_POLL = 0.001  # pynetdicom's own
@@ -77,7 +78,10 @@ class BusyAwareDUL(DULServiceProvider):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         self.last_busy = time.monotonic()  # a new association is about to negotiate: poll as if busy
-        self._socket_lock = threading.Lock()
+        # re-entrant: the DUL thread serves a C-STORE it read itself (direct_receive) while holding it,
+        # and that request's answer borrows the socket (store_responses)
+        self._socket_lock = threading.RLock()
+        self._direct = DirectReceive(self)
         # select cannot see the queue of primitives to send: a byte on this pair wakes it for them.
         # Made when the thread starts: an associate() that fails before that would leak it.
         self._wake_reader: socket.socket | None = None
@@ -96,6 +100,7 @@ class BusyAwareDUL(DULServiceProvider):
         try:
             super().run_reactor()
         finally:
+            self._direct.close()
             with self._wake_lock:
                 self._woken_closed = True
                 self._wake_reader.close()
@@ -137,6 +142,13 @@ class BusyAwareDUL(DULServiceProvider):
     def _process_recv_primitive(self) -> bool:
         with self._holding() as held:
             return held and self._busy(super()._process_recv_primitive())
+
+    def _read_pdu_data(self) -> None:
+        """A receiving association's C-STORE is read and served here (dimse/direct_receive)."""
+        if self._direct.takes_next_pdu():
+            self._direct.read_pdu()
+        else:
+            super()._read_pdu_data()
 
     def _is_transport_event(self) -> bool:
         with self._holding() as held:

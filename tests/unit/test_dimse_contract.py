@@ -37,6 +37,18 @@ SIGNATURES: list[tuple[str, Callable[..., Any], list[str]]] = [
     ("DULServiceProvider.run_reactor", DULServiceProvider.run_reactor, ["self"]),
     ("DULServiceProvider._process_recv_primitive", DULServiceProvider._process_recv_primitive, ["self"]),
     ("DULServiceProvider._is_transport_event", DULServiceProvider._is_transport_event, ["self"]),
+    # direct_receive: the DUL's read of one PDU, replaced; pynetdicom's decoding and serving, called
+    ("DULServiceProvider._read_pdu_data", DULServiceProvider._read_pdu_data, ["self"]),
+    ("DULServiceProvider._decode_pdu", DULServiceProvider._decode_pdu, ["self", "bytestream"]),
+    ("Association._serve_request", Association._serve_request, ["self", "msg", "context_id"]),
+    ("DIMSEServiceProvider.receive_primitive", DIMSEServiceProvider.receive_primitive, ["self", "primitive"]),
+    ("C_STORE_RQ.message_to_primitive", dimse_messages.C_STORE_RQ.message_to_primitive, ["self"]),
+    ("dsutils.decode", dsutils.decode, ["bytestring", "is_implicit_vr", "is_little_endian", "deflated"]),
+    (
+        "dsutils.create_file_meta",
+        dsutils.create_file_meta,
+        ["sop_class_uid", "sop_instance_uid", "transfer_syntax", "implementation_uid", "implementation_version"],
+    ),
     ("DIMSEServiceProvider.__init__ (find_responses.FindResponseCache)", DIMSEServiceProvider.__init__, ["self", "assoc"]),
     ("DIMSEServiceProvider.send_msg", DIMSEServiceProvider.send_msg, ["self", "primitive", "context_id"]),
     (
@@ -123,6 +135,8 @@ ATTRIBUTES: list[tuple[object, str]] = [
     (presentation.PresentationContext, "transfer_syntax"),
     (pydicom.uid.UID, "__deepcopy__") if hasattr(pydicom.uid.UID, "__deepcopy__") else (pydicom.uid, "UID"),
     (pdu_primitives.P_DATA, "__init__"),
+    (pdu_primitives.P_DATA, "presentation_data_value_list"),
+    (_config, "STORE_RECV_CHUNKED_DATASET"),
 ]
 
 
@@ -147,15 +161,36 @@ def _dul_instance_attributes() -> set[str]:
 def test_the_dul_still_has_what_the_reactor_reads_and_replaces() -> None:
     assigned = _dul_instance_attributes()
     # _run_loop_delay: BusyAwareDUL turns it into a property and ignores pynetdicom's assignment
-    for name in ("_run_loop_delay", "to_user_queue", "to_provider_queue", "state_machine", "_idle_timer", "socket"):
+    for name in (
+        "_run_loop_delay",
+        "to_user_queue",
+        "to_provider_queue",
+        "state_machine",
+        "_idle_timer",
+        "socket",
+        "event_queue",  # direct_receive: Evt17/Evt19, and the events of the PDUs it hands back
+        "_recv_pdu",
+    ):
         assert name in assigned, f"DULServiceProvider.__init__ no longer sets self.{name}: adapt dimse/reactor.py"
 
 
 def test_an_association_still_has_what_the_fence_reads() -> None:
     assoc = Association(ApplicationEntity(), "requestor")  # not started: no thread, no socket
-    for name in ("is_established", "dul", "dimse", "acse", "acceptor", "requestor", "dimse_timeout", "network_timeout"):
+    for name in (
+        "is_established",
+        "dul",
+        "dimse",
+        "acse",
+        "acceptor",
+        "requestor",
+        "dimse_timeout",
+        "network_timeout",
+        "_accepted_cx",
+    ):
         assert hasattr(assoc, name), f"Association.{name} is gone: adapt dimse/"
     assert hasattr(assoc.dimse, "msg_queue") and hasattr(assoc.dimse, "cancel_req"), "the DIMSE queues moved: adapt dimse/"
+    # None between messages: direct_receive reads a PDU itself only then
+    assert hasattr(assoc.dimse, "message") and assoc.dimse.message is None, "the message in progress moved: adapt dimse/"
     assert hasattr(assoc.requestor, "maximum_length") and hasattr(assoc.dul, "assoc")
     assert callable(getattr(assoc.acse, "send_reject", None))
 
