@@ -32,3 +32,39 @@ def _which(cmdline: list[str]) -> str:
         if arg.endswith(".py") or arg.endswith("/dicomflow"):
             return f": {arg.rsplit('/', 1)[-1]}"
     return ""
+
+
+class CpuSplit:
+    """CPU seconds per labelled process between start() and stop(), over processes that come and go."""
+
+    def __init__(self, roots: dict[str, psutil.Process]) -> None:
+        self.roots = roots
+        self.before: dict[int, float] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+
+    def _processes(self) -> Iterator[tuple[str, psutil.Process]]:
+        for node, root in self.roots.items():
+            try:
+                for proc in [root, *root.children(recursive=True)]:
+                    yield node, proc
+            except psutil.NoSuchProcess:
+                continue
+
+    def sample(self) -> None:
+        for node, proc in self._processes():
+            try:
+                times = proc.cpu_times()
+                self.last[proc.pid] = (process_label(proc, node), times.user + times.system)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+
+    def start(self) -> None:
+        self.sample()
+        self.before = {pid: seconds for pid, (_, seconds) in self.last.items()}
+
+    def stop(self) -> dict[str, float]:
+        self.sample()
+        split: dict[str, float] = defaultdict(float)
+        for pid, (label, seconds) in self.last.items():
+            split[label] += seconds - self.before.get(pid, 0.0)
+        return dict(sorted(split.items(), key=lambda item: -item[1]))
