@@ -56,6 +56,8 @@ class Walk:
     pixel_data_vr: str | None = None  # the top-level Pixel Data's VR as pydicom gives it; None: there is none
     # top-level elements asked for, before the pixels: tag -> (explicit VR or None, value offset, value length)
     elements: dict[int, tuple[bytes | None, int, int]] = field(default_factory=dict)
+    # of those, the sequences of undefined length: their value runs through the sequence delimiter
+    undefined: set[int] = field(default_factory=set)
     unusual: bool = False  # an element pydicom may read otherwise than this walk: let pydicom parse
 
 
@@ -69,8 +71,8 @@ class _Walker:
     where the two could part, the object is refused or left to pydicom, never indexed from a
     view pydicom does not share."""
 
-    def __init__(self, buf: Buffer, end: int, little: bool, capture: frozenset[int]) -> None:
-        self.buf, self.end, self.capture = buf, end, capture
+    def __init__(self, buf: Buffer, end: int, little: bool, capture: frozenset[int], everything: bool = False) -> None:
+        self.buf, self.end, self.capture, self.everything = buf, end, capture, everything
         self.tag_length = struct.Struct("<HHL" if little else ">HHL")
         self.tag_vr_short = struct.Struct("<HH2sH" if little else ">HH2sH")
         self.long = struct.Struct("<L" if little else ">L")
@@ -120,7 +122,7 @@ class _Walker:
         implicit = self.encoding(pos, stop, implicit, in_item=depth > 0)
         # the element header is read inline for explicit VR: this loop runs for every element of
         # every object received, and a call per element was half of its time
-        buf, end, capture = self.buf, self.end, self.capture
+        buf, end, capture, everything = self.buf, self.end, self.capture, self.everything and depth == 0
         tag_vr_short, long = self.tag_vr_short.unpack_from, self.long.unpack_from
         while pos < stop:
             if implicit or pos + 12 > end:
@@ -142,7 +144,7 @@ class _Walker:
                 if tag == _ITEM_END and until_item_end and length == 0:
                     return pos
                 raise Incomplete(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) with length {length} out of place at byte {pos - 8}")
-            if depth == 0 and (tag in capture or tag in PIXEL_TAGS):
+            if depth == 0 and (everything or tag in capture or tag in PIXEL_TAGS):
                 self._note(tag, vr, pos, length)
             if length != UNDEFINED:
                 if pos + length > end:
@@ -152,7 +154,10 @@ class _Walker:
                     )
                 pos += length
             else:
-                pos = self.undefined(tag, vr, pos, depth, implicit)
+                start, pos = pos, self.undefined(tag, vr, pos, depth, implicit)
+                if everything and not self.past_pixels and tag not in PIXEL_TAGS:
+                    self.found.elements[tag] = (vr, start, pos - start)
+                    self.found.undefined.add(tag)
         if until_item_end:
             raise Incomplete("file ends inside a sequence item")
         if pos != stop:
@@ -204,7 +209,7 @@ class _Walker:
                 if length != UNDEFINED:
                     self.found.pixel_data_length = length
             self.past_pixels = True
-        elif tag in self.capture and not self.past_pixels and length != UNDEFINED:
+        elif (self.everything or tag in self.capture) and not self.past_pixels and length != UNDEFINED:
             self.found.elements[tag] = (vr, pos, length)
 
 
@@ -216,12 +221,14 @@ def _pixel_data_vr(vr: bytes | None, length: int) -> str:
     return "OB" if length == UNDEFINED else "OW"
 
 
-def walk(buf: Buffer, dataset_offset: int, transfer_syntax: str, capture: frozenset[int] = frozenset()) -> Walk:
+def walk(
+    buf: Buffer, dataset_offset: int, transfer_syntax: str, capture: frozenset[int] = frozenset(), everything: bool = False
+) -> Walk:
     """Raise Incomplete unless every element from `dataset_offset` to the end of `buf` (the whole
-    file, mapped) fits in it; `capture`: top-level tags whose value offsets to note. A Deflated
-    dataset is walked after inflating it (walk_deflated)."""
+    file, mapped) fits in it; `capture`: top-level tags whose value offsets to note, `everything`:
+    all of them before the pixels. A Deflated dataset is walked after inflating it (walk_deflated)."""
     end = len(buf)
-    walker = _Walker(buf, end, little=transfer_syntax != ExplicitVRBigEndian, capture=capture)
+    walker = _Walker(buf, end, little=transfer_syntax != ExplicitVRBigEndian, capture=capture, everything=everything)
     try:
         walker.dataset(dataset_offset, 0, transfer_syntax == ImplicitVRLittleEndian, end, until_item_end=False)
     except struct.error as err:  # bounds are checked before every read; this would be a bug here, not a cut file

@@ -18,7 +18,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from archive.dicom.dicom_json_raw import raw_json
-from archive.dicom.header import InvalidObject, pixel_data_vr
+from archive.dicom.header import InvalidObject, stored_dataset
 
 log = logging.getLogger("dicomflow.json")
 BULK_THRESHOLD = 1024  # binary values above this many bytes are served by reference
@@ -145,18 +145,20 @@ def _pixel_vr(ds: Dataset) -> str:
     return "OB" if compressed or int(ds.get("BitsAllocated", 16) or 16) <= 8 else "OW"
 
 
-def _pixel_data(path: Path, ds: Dataset) -> str | None:
+def _read(path: Path) -> tuple[Dataset, str | None]:
+    """The header and the Pixel Data's VR; an object the walk cannot finish (stored before a stricter
+    one) is read by pydicom, its VR what the image module suggests."""
     try:
-        return pixel_data_vr(path)
+        return stored_dataset(path)
     except InvalidObject:
-        return _pixel_vr(ds) if ds.get("Rows") is not None else None
+        ds = dcmread(path, stop_before_pixels=True)
+        return ds, _pixel_vr(ds) if ds.get("Rows") is not None else None
 
 
 def file_json(path: Path, base_uri: str) -> dict[str, Any]:
     """The metadata of one stored file: everything but the pixels, which get a BulkDataURI."""
-    ds = dcmread(path, stop_before_pixels=True)
+    ds, vr = _read(path)
     out = dataset_json(ds, base_uri)
-    vr = _pixel_data(path, ds)
     if vr is not None:
         out["7FE00010"] = {"vr": vr, "BulkDataURI": f"{base_uri}/bulkdata/7FE00010"}
     return out
