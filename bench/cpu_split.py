@@ -20,17 +20,17 @@ def process_label(proc: psutil.Process, node: str) -> str:
         return f"{node} {name.removeprefix('ray::').split(':')[0].split('.')[0]}"
     if name in ("raylet", "gcs_server"):
         return f"{node} {name}"
-    return f"{node} other Ray/Python{_which(proc.cmdline())}"
+    return f"{node} other Ray/Python: {_which(proc.cmdline()) or name}"
 
 
 def _which(cmdline: list[str]) -> str:
     """Which of Ray's helper processes: a dashboard head, the log monitor, the `dicomflow up` driver."""
     first = cmdline[0].split(" ")[0] if cmdline else ""
     if first.startswith("ray-dashboard"):
-        return f": {first}"
+        return first
     for arg in cmdline[1:3]:
         if arg.endswith(".py") or arg.endswith("/dicomflow"):
-            return f": {arg.rsplit('/', 1)[-1]}"
+            return arg.rsplit("/", 1)[-1]
     return ""
 
 

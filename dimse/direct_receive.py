@@ -24,12 +24,11 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import UID
-from pynetdicom import _config, evt
-from pynetdicom.dimse_messages import C_STORE_RQ
-from pynetdicom.dsutils import create_file_meta, decode
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, _config, evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
+
+from archive.dicom.part10_meta import encode_file_meta
 
 log = logging.getLogger("dicomflow.scp")
 P_DATA_TF = 0x04
@@ -60,52 +59,75 @@ def pdvs(body: bytes | memoryview) -> list[tuple[int, int, memoryview]]:
     return items
 
 
-def command_fields(command: bytes | memoryview) -> dict[int, int]:
-    """The US elements of an implicit VR little endian command set (PS3.7 E.1), by element number."""
+def command_fields(command: bytes | memoryview) -> dict[int, bytes]:
+    """The values of an implicit VR little endian command set (PS3.7 E.1), by element number."""
     values, pos, data = {}, 0, bytes(command)
     while pos + 8 <= len(data):
         group, element, length = struct.unpack_from("<HHI", data, pos)
         pos += 8
         if group != 0 or pos + length > len(data):
             raise BrokenPdu("a malformed command set")
-        if length == 2:
-            (values[element],) = struct.unpack_from("<H", data, pos)
+        values[element] = data[pos : pos + length]
         pos += length
     return values
+
+
+def _us(fields: dict[int, bytes], element: int) -> int | None:
+    value = fields.get(element)
+    return struct.unpack("<H", value)[0] if value is not None and len(value) == 2 else None
+
+
+def _text(fields: dict[int, bytes], element: int) -> str:
+    return fields.get(element, b"").decode("latin-1").rstrip("\x00 ")
+
+
+def store_request(fields: dict[int, bytes], context_id: int) -> C_STORE:
+    """The C-STORE primitive pynetdicom's message decoding makes of these command fields; its
+    setters check each value as they do there (ValueError for a UID or AE title they refuse)."""
+    request = C_STORE()
+    request.MessageID = _us(fields, 0x0110)
+    request.AffectedSOPClassUID = _text(fields, 0x0002)
+    request.AffectedSOPInstanceUID = _text(fields, 0x1000)
+    request.Priority = _us(fields, 0x0700) or 0
+    if 0x1030 in fields:
+        request.MoveOriginatorApplicationEntityTitle = _text(fields, 0x1030)
+    if 0x1031 in fields:
+        request.MoveOriginatorMessageID = _us(fields, 0x1031)
+    request.DataSet = BytesIO()  # empty, as with pynetdicom's chunked receive: the data set is in the file
+    request._context_id = context_id  # noqa: SLF001 - as message_to_primitive sets it
+    return request
 
 
 class _Incoming:
     """A C-STORE-RQ whose data set is still arriving, written to its spool file as it does."""
 
-    def __init__(self, context_id: int, command: bytes, syntax: UID) -> None:
-        self.context_id = context_id
-        self.command = decode(BytesIO(command), True, True)
+    def __init__(self, request: C_STORE, context_id: int, syntax: str) -> None:
+        self.request, self.context_id = request, context_id
         # as pynetdicom's own: the SCP points tempfile at the spool directory, and the storage service
         # class closes and removes the file by its name once the handler is done
         self.file = tempfile.NamedTemporaryFile(delete=False, mode="wb", suffix=".dcm")  # noqa: SIM115
         self.path = Path(self.file.name)
         try:
             self.file.write(b"\x00" * 128 + b"DICM")
-            meta = create_file_meta(
-                sop_class_uid=self.command.AffectedSOPClassUID,
-                sop_instance_uid=self.command.AffectedSOPInstanceUID,
-                transfer_syntax=syntax,
+            self.file.write(
+                encode_file_meta(
+                    str(request.AffectedSOPClassUID),
+                    str(request.AffectedSOPInstanceUID),
+                    syntax,
+                    (PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION),
+                )
             )
-            write_file_meta_info(self.file, meta)  # type: ignore[arg-type]
         except Exception:
             self.discard()
             raise
 
-    def request(self) -> Any:
-        """The C-STORE primitive pynetdicom would have made, its data set at `path`; the closed file
-        goes with it, so the storage service class removes what its handler left behind, as with its own."""
+    def complete(self) -> C_STORE:
+        """The request with its data set at `path`; the closed file goes with it, so the storage
+        service class removes what its handler left behind, as it does with its own."""
         self.file.close()
-        message = C_STORE_RQ()
-        message.context_id = self.context_id
-        message.command_set = self.command
-        message._data_set_path = self.path  # noqa: SLF001 - what pynetdicom's chunked receive sets
-        message._data_set_file = self.file  # type: ignore[assignment]  # noqa: SLF001
-        return message.message_to_primitive()
+        self.request._dataset_path = self.path  # noqa: SLF001 - what pynetdicom's chunked receive sets
+        self.request._dataset_file = self.file  # type: ignore[assignment]  # noqa: SLF001
+        return self.request
 
     def discard(self) -> None:
         self.file.close()
@@ -211,9 +233,13 @@ class DirectReceive:
         except BrokenPdu:
             return False
         context = self.dul.assoc._accepted_cx.get(context_id)  # noqa: SLF001 - pynetdicom's accepted contexts by id
-        if fields.get(0x0100) != C_STORE_REQUEST or fields.get(0x0800, NO_DATASET) == NO_DATASET or context is None:
+        if _us(fields, 0x0100) != C_STORE_REQUEST or _us(fields, 0x0800) in (None, NO_DATASET) or context is None:
             return False
-        self.incoming = _Incoming(context_id, bytes(fragment), context.transfer_syntax[0])
+        try:
+            request = store_request(fields, context_id)
+        except (ValueError, TypeError, UnicodeError):
+            return False  # pynetdicom decodes it, and answers what it finds wrong as it always did
+        self.incoming = _Incoming(request, context_id, str(context.transfer_syntax[0]))
         return True
 
     def _take(self, items: list[tuple[int, int, memoryview]]) -> None:
@@ -228,7 +254,7 @@ class DirectReceive:
             incoming.file.write(fragment)
             if control & _LAST:
                 self.incoming = None
-                self.dul.assoc._serve_request(incoming.request(), context_id)  # noqa: SLF001 - as its reactor does
+                self.dul.assoc._serve_request(incoming.complete(), context_id)  # noqa: SLF001 - as its reactor does
 
     def _pynetdicom_pdvs(self, items: list[tuple[int, int, memoryview]]) -> None:
         """What DT-2 hands pynetdicom's DIMSE layer for these PDVs."""

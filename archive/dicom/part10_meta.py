@@ -64,3 +64,30 @@ def _meta_values(head: bytes, pos: int, end: int) -> dict[str, str] | None:
             found[_WANTED[element]] = head[pos : pos + length].rstrip(b"\x00 ").decode("ascii", "replace")
         pos += length
     return found
+
+
+def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
+    if vr in LONG_VRS:
+        return struct.pack("<HH2sHI", 0x0002, element, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+
+
+def _padded(text: str, pad: bytes) -> bytes:
+    raw = text.encode("ascii")
+    return raw + pad if len(raw) % 2 else raw
+
+
+def encode_file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, implementation: tuple[str, str]) -> bytes:
+    """The File Meta group (PS3.10 7.1) as pydicom's write_file_meta_info writes the dataset pynetdicom's
+    create_file_meta makes, byte for byte (tests/unit/test_direct_receive.py): written for every
+    C-STORE received, where pydicom's writer took ~0.45 ms of the SCP's CPU per instance.
+    `implementation`: the Implementation Class UID and Version Name."""
+    body = (
+        _meta_element(0x0001, b"OB", b"\x00\x01")
+        + _meta_element(0x0002, b"UI", _padded(sop_class_uid, b"\x00"))
+        + _meta_element(0x0003, b"UI", _padded(sop_instance_uid, b"\x00"))
+        + _meta_element(0x0010, b"UI", _padded(transfer_syntax, b"\x00"))
+        + _meta_element(0x0012, b"UI", _padded(implementation[0], b"\x00"))
+        + _meta_element(0x0013, b"SH", _padded(implementation[1], b" "))
+    )
+    return _meta_element(0x0000, b"UL", struct.pack("<I", len(body))) + body

@@ -42,13 +42,6 @@ SIGNATURES: list[tuple[str, Callable[..., Any], list[str]]] = [
     ("DULServiceProvider._decode_pdu", DULServiceProvider._decode_pdu, ["self", "bytestream"]),
     ("Association._serve_request", Association._serve_request, ["self", "msg", "context_id"]),
     ("DIMSEServiceProvider.receive_primitive", DIMSEServiceProvider.receive_primitive, ["self", "primitive"]),
-    ("C_STORE_RQ.message_to_primitive", dimse_messages.C_STORE_RQ.message_to_primitive, ["self"]),
-    ("dsutils.decode", dsutils.decode, ["bytestring", "is_implicit_vr", "is_little_endian", "deflated"]),
-    (
-        "dsutils.create_file_meta",
-        dsutils.create_file_meta,
-        ["sop_class_uid", "sop_instance_uid", "transfer_syntax", "implementation_uid", "implementation_version"],
-    ),
     ("DIMSEServiceProvider.__init__ (find_responses.FindResponseCache)", DIMSEServiceProvider.__init__, ["self", "assoc"]),
     ("DIMSEServiceProvider.send_msg", DIMSEServiceProvider.send_msg, ["self", "primitive", "context_id"]),
     (
@@ -137,6 +130,11 @@ ATTRIBUTES: list[tuple[object, str]] = [
     (pdu_primitives.P_DATA, "__init__"),
     (pdu_primitives.P_DATA, "presentation_data_value_list"),
     (_config, "STORE_RECV_CHUNKED_DATASET"),
+    (pynetdicom, "PYNETDICOM_IMPLEMENTATION_UID"),  # direct_receive's File Meta, as create_file_meta writes it
+    (pynetdicom, "PYNETDICOM_IMPLEMENTATION_VERSION"),
+    (dimse_primitives.C_STORE, "_dataset_path"),  # direct_receive hands the request's data set over as a file
+    (dimse_primitives.C_STORE, "_dataset_file"),
+    (dimse_primitives.C_STORE, "MoveOriginatorApplicationEntityTitle"),
 ]
 
 

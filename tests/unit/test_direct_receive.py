@@ -215,3 +215,32 @@ def test_a_peer_silent_half_way_is_dropped_after_the_idle_timeout_and_leaves_no_
         assert not assoc.is_established, "the SCP ended the silent association"
         assert list((tmp_path / "spool").iterdir()) == []
         assert received.stored == {}
+
+
+@pytest.mark.parametrize(
+    "sop_class, sop_instance, syntax",
+    [
+        (MR, "1.2.3", EXPLICIT_LE),
+        ("1.2.840.10008.5.1.4.1.1.2", "1.2.34", "1.2.840.10008.1.2"),
+        (
+            "1.2.840.10008.5.1.4.1.1.7",
+            "1.2.826.0.1.3680043.8.498.12345678901234567890123456789012345678",
+            "1.2.840.10008.1.2.4.90",
+        ),
+    ],
+)
+def test_the_file_meta_written_is_the_one_pydicom_writes_for_pynetdicom(sop_class: str, sop_instance: str, syntax: str) -> None:
+    from io import BytesIO
+
+    from pydicom.filewriter import write_file_meta_info
+    from pydicom.uid import UID
+    from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+    from pynetdicom.dsutils import create_file_meta
+
+    from archive.dicom.part10_meta import encode_file_meta
+
+    theirs = BytesIO()
+    meta = create_file_meta(sop_class_uid=UID(sop_class), sop_instance_uid=UID(sop_instance), transfer_syntax=UID(syntax))
+    write_file_meta_info(theirs, meta)
+    ours = encode_file_meta(sop_class, sop_instance, syntax, (PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION))
+    assert ours == theirs.getvalue()
