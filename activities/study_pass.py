@@ -1,5 +1,5 @@
 """A study's whole processing pass as one activity: the steps of activities/study_steps.py in
-order, with the forwards started once the objects are committed and indexed and before the series
+order (store, verify and commit as one, `take_in`), with the forwards started once the objects are committed and indexed and before the series
 documents are written, as the workflow did with one activity or local activity per step.
 
 One activity instead of seven costs the study's history about 20 events fewer and the Temporal
@@ -29,7 +29,8 @@ class StudyPassActivity:
     async def process(self, ref: StudyRef) -> StudyPass:
         done = StudyPass()
         s = self.steps
-        for step in (s.store, s.verify, s.commit, s.transcode, s.index):
+        done.steps.extend(await s.take_in(ref))
+        for step in (s.transcode, s.index):
             done.steps.append(await step(ref))
         done.routed = await self.routing.route(ref)
         done.steps.append(await s.generate_json(ref))

@@ -17,6 +17,7 @@ from temporalio.client import WorkflowExecutionStatus
 
 from archive.blobstore import LocalBlobStore
 from archive.index.instances import stalled_studies
+from archive.index.lifecycle import commit_checked
 from archive.index.pool import open_index_pool
 from archive.services.receipt import Receiver
 from receiving.reconciler import redrive_stalled_once
@@ -220,3 +221,26 @@ def test_resend_repairs_an_instance_that_failed_verification(stack, data_dir):
 
 def _multipart(payload: bytes) -> bytes:
     return b"--r\r\nContent-Type: application/dicom\r\n\r\n" + payload + b"\r\n--r--\r\n"
+
+
+def test_a_pass_commits_only_the_bytes_it_checked(stack, data_dir):
+    """A pass reads each received blob back, then commits it by SOP Instance UID and blob key: an
+    instance whose bytes were replaced in between (a new key) stays received, for the next pass."""
+    (receipt,) = _receive_without_signal(stack, "checked", new_study(data_dir, 1))
+    sop_uid, dsn = receipt.attributes.sop_uid, stack.settings.effective_postgres_dsn()
+
+    async def commit(blob_key: str) -> int:
+        pool = await open_index_pool(dsn, max_size=1)
+        try:
+            return await commit_checked(pool, "checked", [(sop_uid, blob_key)])
+        finally:
+            await pool.close()
+
+    def state() -> str:
+        with psycopg.connect(dsn) as conn:
+            return conn.execute("SELECT state FROM instance WHERE tenant = 'checked' AND sop_uid = %s", (sop_uid,)).fetchone()[0]
+
+    assert run(commit(receipt.blob_key + ".other-write")) == 0
+    assert state() == "received"
+    assert run(commit(receipt.blob_key)) == 1
+    assert state() == "committed"

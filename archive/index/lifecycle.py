@@ -80,6 +80,24 @@ async def mark_verified(pool: AsyncConnectionPool, tenant: str, sop_uids: list[s
         return cursor.rowcount
 
 
+async def commit_checked(pool: AsyncConnectionPool, tenant: str, checked: list[tuple[str, str]]) -> int:
+    """Received instances whose blobs were read back and checked, (SOP Instance UID, blob key) each,
+    committed in one statement: one row version per instance instead of the three of the store,
+    verify and commit steps (the instance row's updates are never HOT). An instance replaced since
+    it was checked has another blob key: it stays received, for the next pass."""
+    if not checked:
+        return 0
+    sop_uids, keys = [c[0] for c in checked], [c[1] for c in checked]
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            """UPDATE instance i SET state = 'committed', committed_at = now(), failure_reason = NULL
+               FROM unnest(%s::text[], %s::text[]) AS c(sop_uid, blob_key)
+               WHERE i.tenant = %s AND i.sop_uid = c.sop_uid AND i.blob_key = c.blob_key AND i.state = 'received'""",
+            (sop_uids, keys, tenant),
+        )
+        return cursor.rowcount
+
+
 async def commit_verified(pool: AsyncConnectionPool, tenant: str, study_uid: str) -> int:
     async with pool.connection() as conn:
         cur = await conn.execute(

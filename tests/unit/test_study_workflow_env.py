@@ -122,6 +122,10 @@ class FakeArchive:
         await self._called(names.VERIFY, ref)  # after the work: what arrives meanwhile is the next pass's
         return result
 
+    async def take_in(self, ref: StudyRef) -> list[StepResult]:
+        """The pass's store, verify and commit in one (activities/study_steps.take_in), as the three steps."""
+        return [await self.store(ref), await self.verify(ref), await self.commit(ref)]
+
     async def failed_in_study(self, ref: StudyRef) -> int:
         return len(self._in("failed"))
 
