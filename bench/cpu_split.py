@@ -28,9 +28,11 @@ def _which(cmdline: list[str]) -> str:
     first = cmdline[0].split(" ")[0] if cmdline else ""
     if first.startswith("ray-dashboard"):
         return first
-    for arg in cmdline[1:3]:
+    for index, arg in enumerate(cmdline[1:3], start=1):
         if arg.endswith(".py") or arg.endswith("/dicomflow"):
             return arg.rsplit("/", 1)[-1]
+        if arg in ("-m", "-c") and index + 2 < len(cmdline):  # a module or a program's text: its first argument names it
+            return cmdline[index + 1] if arg == "-m" else cmdline[index + 2]
     return ""
 
 
