@@ -2,8 +2,8 @@
 its internals lives in this package, and nowhere else.
 
 pynetdicom offers no hooks for what dicomflow measured it needs (shorter reactor polls, C-FIND and
-C-STORE answers written straight to the socket, C-MOVE sub-operations run by a workflow, stored
-files sent as they are), so these modules replace classes and functions inside it. Such patches
+C-STORE answers written straight to the socket, C-STORE requests read straight from it, C-MOVE
+sub-operations run by a workflow, stored files sent as they are), so these modules replace classes and functions inside it. Such patches
 break silently when pynetdicom changes, so `install()` refuses any version they were not written
 and tested against, and tests/unit/test_dimse_contract.py fails when a name they patch or read
 disappears or changes its signature. An upgrade therefore breaks here, in one known room:

@@ -21,6 +21,7 @@ from dimse.reactor import (
     BusyAwareDUL,
     _NotifyingQueue,
     _wait_for_message,
+    association_poll,
     poll_interval,
 )
 
@@ -47,6 +48,15 @@ def test_a_quiet_association_rests() -> None:
     for requestor in (False, True):
         assert poll_interval(_dul(RESTING_AFTER + 1, requestor=requestor)) == RESTING_POLL  # type: ignore[arg-type]
     assert RESTING_POLL > IDLE_POLL
+
+
+def test_a_receiving_associations_own_thread_rests_while_its_dul_serves_the_stores() -> None:
+    """Its wake-ups come from what it waits for (the tests below); a requested association's thread,
+    and one answering a C-GET, keep the DUL's pace."""
+    assert association_poll(_dul(0.0, moved=0)) == RESTING_POLL  # type: ignore[arg-type]
+    assert association_poll(_dul(0.0)) == RESTING_POLL  # type: ignore[arg-type]
+    assert association_poll(_dul(0.0, requestor=True)) == BUSY_POLL  # type: ignore[arg-type]
+    assert association_poll(_dul(0.0, hurried=True)) == BUSY_POLL  # type: ignore[arg-type]
 
 
 def test_an_association_whose_socket_is_lent_rests() -> None:
