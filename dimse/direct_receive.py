@@ -153,6 +153,7 @@ class DirectReceive:
             and self.dul.state_machine.current_state == "Sta6"
             and assoc.dimse.message is None
             and assoc.dimse.msg_queue.empty()  # nothing pynetdicom decoded waits to be served
+            and self.dul.event_queue.empty()  # nor a state machine event from an earlier PDU
             and not any(assoc.get_handlers(watched) for watched in WATCHERS)
         )
 
@@ -195,11 +196,8 @@ class DirectReceive:
                 self._abort(f"a PDU of type {pdu_type:#04x} and {length} bytes")
                 return None
             pdu += self._recv(sock, length)
-        except (
-            OSError,
-            EOFError,
-            AttributeError,
-        ):  # AttributeError: the socket was closed meanwhile  # pynetdicom's answer to a connection that broke mid-PDU
+        except (OSError, EOFError, AttributeError):  # AttributeError: the socket was closed meanwhile
+            # pynetdicom's answer to a connection that broke in the middle of a PDU
             self.close()
             self.dul.event_queue.put("Evt17")
             return None
